@@ -1,0 +1,1 @@
+"""The numba backtest engine (issue 5)."""

@@ -1,0 +1,1 @@
+"""Market data: containers, loaders, validation, datasets, synthetic cascades."""

@@ -1,0 +1,244 @@
+"""Loader for Binance Vision (data.binance.vision) USD-M futures files.
+
+Kinds and their columns (the CSVs exist with and without a header row):
+- klines, markPriceKlines, premiumIndexKlines, indexPriceKlines: open_time, open, high, low,
+  close, volume, close_time, quote_volume, count, taker_buy_volume, taker_buy_quote_volume,
+  ignore (mark/index/premium files carry zeros in the volume fields);
+- fundingRate: calc_time, funding_interval_hours, last_funding_rate (rate per interval);
+- metrics (5-minute snapshots): create_time ("YYYY-MM-DD HH:MM:SS" UTC), symbol,
+  sum_open_interest (base), sum_open_interest_value (quote), count_toptrader_long_short_ratio,
+  sum_toptrader_long_short_ratio, count_long_short_ratio, sum_taker_long_short_vol_ratio;
+- liquidationSnapshot: time, side (SELL = a long was liquidated), order_type, time_in_force,
+  original_quantity, price, average_price, order_status, last_fill_quantity,
+  accumulated_fill_quantity;
+- aggTrades: agg_trade_id, price, quantity, first_trade_id, last_trade_id, transact_time,
+  is_buyer_maker;  trades: id, price, qty, quote_qty, time, is_buyer_maker.
+`is_buyer_maker = true` means the taker SOLD.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bot.data.bars import Bars, Trades
+from bot.data.csvfile import CsvSpec, CsvTable, read_bytes, read_csv
+from bot.data.validate import check_bar_columns, check_grid, check_time
+from bot.errors import DataError
+
+_KLINE_COLS = (("open_time", "i8"), ("open", "f8"), ("high", "f8"), ("low", "f8"),
+               ("close", "f8"), ("volume", "f8"), ("close_time", "i8"),
+               ("quote_volume", "f8"), ("count", "i8"), ("taker_buy_volume", "f8"),
+               ("taker_buy_quote_volume", "f8"), ("ignore", "f8"))
+KLINE_KINDS = ("klines", "markPriceKlines", "premiumIndexKlines", "indexPriceKlines")
+SPECS: dict[str, CsvSpec] = {
+    **{k: CsvSpec(k, _KLINE_COLS) for k in KLINE_KINDS},
+    "fundingRate": CsvSpec("fundingRate", (("calc_time", "i8"), ("funding_interval_hours", "i8"),
+                                           ("last_funding_rate", "f8"))),
+    "metrics": CsvSpec("metrics", (("create_time", "datetime"), ("symbol", "str"),
+                                   ("sum_open_interest", "f8"), ("sum_open_interest_value", "f8"),
+                                   ("count_toptrader_long_short_ratio", "f8"),
+                                   ("sum_toptrader_long_short_ratio", "f8"),
+                                   ("count_long_short_ratio", "f8"),
+                                   ("sum_taker_long_short_vol_ratio", "f8"))),
+    "liquidationSnapshot": CsvSpec("liquidationSnapshot", (
+        ("time", "i8"), ("side", "str"), ("order_type", "str"), ("time_in_force", "str"),
+        ("original_quantity", "f8"), ("price", "f8"), ("average_price", "f8"),
+        ("order_status", "str"), ("last_fill_quantity", "f8"),
+        ("accumulated_fill_quantity", "f8"))),
+    "aggTrades": CsvSpec("aggTrades", (("agg_trade_id", "i8"), ("price", "f8"), ("quantity", "f8"),
+                                       ("first_trade_id", "i8"), ("last_trade_id", "i8"),
+                                       ("transact_time", "i8"), ("is_buyer_maker", "bool"))),
+    "trades": CsvSpec("trades", (("id", "i8"), ("price", "f8"), ("qty", "f8"),
+                                 ("quote_qty", "f8"), ("time", "i8"), ("is_buyer_maker", "bool"))),
+}
+_HEADER_KIND = {"calc_time": "fundingRate", "create_time": "metrics", "time": None,
+                "agg_trade_id": "aggTrades", "id": "trades"}
+_INTERVALS_MS = {"1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000,
+                 "30m": 1_800_000, "1h": 3_600_000, "2h": 7_200_000, "4h": 14_400_000,
+                 "6h": 21_600_000, "8h": 28_800_000, "12h": 43_200_000, "1d": 86_400_000}
+
+
+def interval_ms(text: str) -> int:
+    """'1m' -> 60000, the Binance interval names."""
+    try:
+        return _INTERVALS_MS[text]
+    except KeyError:
+        raise DataError("(argument)", f"unknown interval {text!r}; expected one of "
+                                      f"{', '.join(_INTERVALS_MS)}") from None
+
+
+def interval_name(ms: int) -> str:
+    for name, value in _INTERVALS_MS.items():
+        if value == ms:
+            return name
+    return f"{ms}ms"
+
+
+def detect_kind(path: Path) -> str:
+    """Kind from the path (Vision's folder and file names), else from the header row."""
+    text = str(path)
+    for kind in ("markPriceKlines", "premiumIndexKlines", "indexPriceKlines", "fundingRate",
+                 "metrics", "liquidationSnapshot", "aggTrades"):
+        if kind in text:
+            return kind
+    name = path.name
+    if re.search(r"-trades-", name):
+        return "trades"
+    if re.search(r"[-_]funding[-_]", name):
+        return "fundingRate"
+    if re.search(r"-\d+[mhdwM]-", name):
+        return "klines"
+    data, label = read_bytes(path)
+    first = data.split(b",", 1)[0].strip().decode("utf-8", "replace")
+    kind = _HEADER_KIND.get(first)
+    if kind is None:
+        if first == "open_time":
+            return "klines"
+        raise DataError(str(path), "cannot tell which Binance Vision file kind this is; name it "
+                                   "like Vision does (e.g. BTCUSDT-1m-2025-10-10.zip, "
+                                   "BTCUSDT-fundingRate-2025-10.zip)")
+    return kind
+
+
+def symbol_of(path: Path) -> str:
+    """'BTCUSDT-1m-2025-10-10.zip' -> 'BTCUSDT'."""
+    return re.split(r"[-_]", path.name, maxsplit=1)[0].upper()
+
+
+@dataclass(frozen=True)
+class VisionFile:
+    """One parsed file: its kind, symbol and the raw typed table."""
+
+    path: Path
+    kind: str
+    symbol: str
+    table: CsvTable
+
+
+def load_file(path: Path, kind: str | None = None) -> VisionFile:
+    """Parse and validate one Vision file (any kind)."""
+    kind = kind or detect_kind(path)
+    if kind not in SPECS:
+        raise DataError(str(path), f"unknown kind {kind!r}; expected one of {', '.join(SPECS)}")
+    table = read_csv(path, SPECS[kind])
+    cols = table.columns
+    label = table.label
+    if kind in KLINE_KINDS:
+        ts = _to_ms(cols["open_time"])
+        close_time = _to_ms(cols["close_time"] + 1) - 1
+        step = int(close_time[0] - ts[0] + 1)
+        check_time(ts, label, table.line_of)
+        check_grid(ts, step, label, table.line_of)
+        check_bar_columns({**_kline_fields(cols), "ts": ts, "close_time": close_time},
+                          label, table.line_of, step)
+    elif kind == "fundingRate":
+        check_time(cols["calc_time"], label, table.line_of, "calc_time")
+        _check_finite(cols, ("last_funding_rate",), table)
+    elif kind == "metrics":
+        check_time(cols["create_time"], label, table.line_of, "create_time")
+        _check_finite(cols, ("sum_open_interest", "sum_open_interest_value"), table)
+    elif kind == "liquidationSnapshot":
+        bad = ~np.isin(cols["side"], ("BUY", "SELL"))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise DataError(label, f"side must be BUY or SELL, got {cols['side'][i]!r}",
+                            row=table.line_of(i), column="side")
+    elif kind in ("aggTrades", "trades"):
+        tcol = "transact_time" if kind == "aggTrades" else "time"
+        d = np.diff(cols[tcol])
+        if (d < 0).any():
+            i = int(np.flatnonzero(d < 0)[0]) + 1
+            raise DataError(label, "timestamp goes back in time", row=table.line_of(i),
+                            column=tcol)
+        qcol = "quantity" if kind == "aggTrades" else "qty"
+        _check_finite(cols, ("price", qcol), table)
+        for name in ("price", qcol):
+            bad = cols[name] <= 0
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise DataError(label, f"{name} must be positive, got {float(cols[name][i])!r}",
+                                row=table.line_of(i), column=name)
+    return VisionFile(path, kind, symbol_of(path), table)
+
+
+def _check_finite(cols: dict[str, np.ndarray], names: tuple[str, ...], table: CsvTable) -> None:
+    for name in names:
+        bad = ~np.isfinite(cols[name])
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise DataError(table.label, "value is NaN or infinite", row=table.line_of(i),
+                            column=name)
+
+
+def _to_ms(ts: np.ndarray) -> np.ndarray:
+    """Binance moved some files to microseconds; bring everything to int64 ms."""
+    ts = np.asarray(ts, dtype=np.int64)
+    return ts // 1000 if len(ts) and ts[0] > 10**14 else ts
+
+
+def _kline_fields(cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {"open": cols["open"], "high": cols["high"], "low": cols["low"],
+            "close": cols["close"], "volume": cols["volume"],
+            "quote_volume": cols["quote_volume"], "trades": cols["count"],
+            "taker_buy_volume": cols["taker_buy_volume"],
+            "taker_buy_quote_volume": cols["taker_buy_quote_volume"]}
+
+
+def kline_bars(f: VisionFile) -> Bars:
+    """A klines file as Bars (interval from close_time - open_time + 1)."""
+    cols = f.table.columns
+    ts = _to_ms(cols["open_time"])
+    step = int(_to_ms(cols["close_time"][:1] + 1)[0] - ts[0])
+    return Bars(f.symbol, step, {"ts": ts, **_kline_fields(cols)})
+
+
+def price_kline_columns(f: VisionFile) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Mark / premium / index klines as (ts, {bar column: values})."""
+    cols = f.table.columns
+    ts = _to_ms(cols["open_time"])
+    if f.kind == "markPriceKlines":
+        return ts, {"mark_open": cols["open"], "mark_high": cols["high"],
+                    "mark_low": cols["low"], "mark_close": cols["close"]}
+    if f.kind == "premiumIndexKlines":
+        return ts, {"premium_close": cols["close"]}
+    return ts, {"index_close": cols["close"]}
+
+
+def funding_events(f: VisionFile) -> tuple[np.ndarray, np.ndarray]:
+    """(settlement time ms, rate per interval)."""
+    return f.table.columns["calc_time"].astype(np.int64), f.table.columns["last_funding_rate"]
+
+
+def metrics_series(f: VisionFile) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(snapshot time ms, {open_interest (base), open_interest_value (quote), ratios})."""
+    c = f.table.columns
+    return c["create_time"], {"open_interest": c["sum_open_interest"],
+                              "open_interest_value": c["sum_open_interest_value"],
+                              "top_long_short_ratio": c["sum_toptrader_long_short_ratio"],
+                              "long_short_ratio": c["count_long_short_ratio"]}
+
+
+def liquidation_events(f: VisionFile) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(time ms, liquidated side +1 long / -1 short, quote notional filled).
+
+    A liquidation order that SELLs closes a long; one that BUYs closes a short.
+    """
+    c = f.table.columns
+    side = np.where(c["side"] == "SELL", 1, -1).astype(np.int8)
+    notional = c["average_price"] * c["accumulated_fill_quantity"]
+    return c["time"].astype(np.int64), side, notional
+
+
+def trades_of(f: VisionFile) -> Trades:
+    """aggTrades or trades as ticks (taker side from is_buyer_maker)."""
+    c = f.table.columns
+    if f.kind == "aggTrades":
+        ts, qty = c["transact_time"], c["quantity"]
+    else:
+        ts, qty = c["time"], c["qty"]
+    side = np.where(c["is_buyer_maker"], -1, 1).astype(np.int8)
+    return Trades(f.symbol, _to_ms(ts), c["price"], qty, side)

@@ -1,0 +1,43 @@
+"""Error types a user can act on.
+
+The CLI turns any `LiqbotError` into exit code 2 and a one-paragraph message (never a
+traceback); anything else is a bug and exits 1.
+"""
+
+from __future__ import annotations
+
+
+class LiqbotError(Exception):
+    """A problem with the user's input (usage, config, data), not with liqbot itself."""
+
+
+class ConfigError(LiqbotError):
+    """Invalid configuration. `problems` holds one `key.path: expected X, got Y` line each."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  {p}" for p in problems)
+        super().__init__(f"{source}: {len(problems)} config problem(s):\n{lines}")
+
+
+class DataError(LiqbotError):
+    """Bad market data. Names the file, the row (1-based line in the file) and the column.
+
+    `row` and `column` are None when the problem concerns the file as a whole
+    (a truncated zip, a checksum mismatch).
+    """
+
+    def __init__(
+        self, file: str, problem: str, row: int | None = None, column: str | None = None
+    ) -> None:
+        self.file = file
+        self.row = row
+        self.column = column
+        self.problem = problem
+        where = file
+        if row is not None:
+            where += f", row {row}"
+        if column is not None:
+            where += f", column {column}"
+        super().__init__(f"{where}: {problem}")

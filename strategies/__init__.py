@@ -1,0 +1,1 @@
+"""Strategy plug-ins (issue 5): causal target exposure from bars."""

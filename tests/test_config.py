@@ -1,0 +1,104 @@
+import os
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from bot.config import Config, load_config, load_credentials, parse_config
+from bot.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_default_toml_equals_builtin_defaults():
+    cfg = load_config(ROOT / "config" / "default.toml", env={})
+    assert cfg == Config()
+    assert cfg.mode == "paper"
+    assert cfg.store.url.startswith("sqlite:///./var/")
+
+
+def test_every_problem_is_reported_with_key_path():
+    tree = {"mode": "yolo", "data": {"synthetic": {"days": 0, "crowding": "up"}},
+            "exchange": {"nmae": "binance"}}
+    with pytest.raises(ConfigError) as err:
+        parse_config(tree, "x.toml", env={})
+    probs = err.value.problems
+    assert "mode: expected 'paper' or 'live', got 'yolo'" in probs
+    assert "data.synthetic.days: expected greater than or equal to 1, got 0" in probs
+    assert "data.synthetic.crowding: expected 'long', 'short' or 'none', got 'up'" in probs
+    assert "exchange.nmae: expected a known key, got unknown key 'nmae'" in probs
+    assert len(probs) == 4
+
+
+def test_secrets_in_toml_are_rejected_without_echo():
+    tree = {"exchange": {"api_key": "AKIA-SUPER-SECRET", "secret": "s3cr3t"}}
+    with pytest.raises(ConfigError) as err:
+        parse_config(tree, "x.toml", env={})
+    text = str(err.value)
+    assert "exchange.api_key: expected no secrets in a config file" in text
+    assert "exchange.secret: expected no secrets" in text
+    assert "AKIA-SUPER-SECRET" not in text and "s3cr3t" not in text
+
+
+def test_env_overrides_nested_keys():
+    cfg = parse_config({}, "t", env={"LIQBOT_DATA__SYNTHETIC__SEED": "11",
+                                     "LIQBOT_EXCHANGE__SYMBOLS": '["ETHUSDT"]',
+                                     "LIQBOT_MODE": "live"})
+    assert cfg.data.synthetic.seed == 11
+    assert cfg.exchange.symbols == ["ETHUSDT"]
+    assert cfg.mode == "live"
+
+
+def test_env_override_errors_name_the_key():
+    with pytest.raises(ConfigError) as err:
+        parse_config({}, "t", env={"LIQBOT_DATA__SYNTHETIC__DAYS": "many"})
+    assert err.value.problems == [
+        "data.synthetic.days: expected a valid integer, unable to parse string as an integer, "
+        "got 'many'"]
+
+
+def test_credentials_from_env_are_masked():
+    creds = load_credentials(Config(), env={"LIQBOT_API_KEY": "k123", "LIQBOT_API_SECRET": "s456"})
+    assert creds is not None
+    assert creds.api_key.get_secret_value() == "k123"
+    assert "k123" not in repr(creds) and "s456" not in str(creds)
+
+
+def test_credentials_file_must_be_0600(tmp_path):
+    f = tmp_path / "creds.toml"
+    f.write_text('api_key = "kkk"\napi_secret = "sss"\n')
+    os.chmod(f, 0o644)
+    cfg = parse_config({"exchange": {"credentials_file": str(f)}}, "t", env={})
+    with pytest.raises(ConfigError) as err:
+        load_credentials(cfg, env={})
+    assert err.value.problems == [
+        f"exchange.credentials_file: expected file mode 0600 (run: chmod 600 {f}), got 0644"]
+    os.chmod(f, 0o600)
+    creds = load_credentials(cfg, env={})
+    assert creds is not None and creds.api_secret.get_secret_value() == "sss"
+
+
+def test_config_check_cli(cli, tmp_path):
+    good = tmp_path / "good.toml"
+    good.write_text((ROOT / "config" / "default.toml").read_text())
+    r = cli("config", "check", good)
+    assert r.code == 0 and r.out.startswith("OK")
+    bad = tmp_path / "bad.toml"
+    bad.write_text('mode = "live"\n[store]\nurl = 5\n[exchange]\napi_key = "abc"\n')
+    r = cli("config", "check", bad)
+    assert r.code == 2
+    assert r.out.splitlines() == [
+        "exchange.api_key: expected no secrets in a config file (use the LIQBOT_API_KEY-style "
+        "environment variables or exchange.credentials_file with mode 0600), got a value "
+        "(not shown)",
+        "store.url: expected a valid string, got 5",
+    ]
+    broken = tmp_path / "broken.toml"
+    broken.write_text("mode = \n")
+    r = cli("config", "check", broken)
+    assert r.code == 2 and r.out.startswith("(file): expected valid TOML")
+    assert "Traceback" not in r.out + r.err
+
+
+def test_default_toml_parses_as_toml():
+    tomllib.loads((ROOT / "config" / "default.toml").read_text())
