@@ -17,15 +17,17 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import ccxt.base.errors as ccxt_errors
+import ccxt
 from asyncio_throttle import Throttler
 
 from bot.data import ccxt_history as ch
+from bot.data.binance_vision import interval_ms
 from bot.data.dataset import Dataset
 from bot.errors import DataError
 
 SERIES = ("ohlcv", "mark", "funding", "open_interest", "long_short")
-PAGE_LIMIT = {"ohlcv": 1500, "mark": 1500, "funding": 1000, "open_interest": 500,
+#: ccxt caps Binance OHLCV pages at 1,000 rows (its own note: wider ranges misbehave).
+PAGE_LIMIT = {"ohlcv": 1000, "mark": 1000, "funding": 1000, "open_interest": 500,
               "long_short": 500}
 
 
@@ -83,10 +85,13 @@ async def fetch_history(
             "long_short": lambda s, n: exchange.fetch_long_short_ratio_history(
                 unified, "5m", s, n),
         }
+        bar_ms = interval_ms(timeframe)
         for name in series:
-            await _paginate(name, calls[name], start_ms, end_ms, raw_dir / f"{name}.jsonl",
-                            throttler, on_page)
-    except ccxt_errors.BaseError as exc:
+            # after the last stored row, the next one cannot start before row + step
+            step = bar_ms if name in ("ohlcv", "mark") else 1
+            await _paginate(name, calls[name], start_ms, end_ms, step,
+                            raw_dir / f"{name}.jsonl", throttler, on_page)
+    except ccxt.BaseError as exc:
         # ccxt messages can echo request URLs and parameters but never our credentials:
         # fetch runs unauthenticated.
         raise DataError(exchange.id, f"exchange request failed ({type(exc).__name__}): "
@@ -106,10 +111,10 @@ def _unified_symbol(exchange: Any, symbol: str) -> str:
 
 
 async def _paginate(name: str, call: Callable[[int, int], Awaitable[list[Any]]], start_ms: int,
-                    end_ms: int, path: Path, throttler: Throttler,
+                    end_ms: int, step: int, path: Path, throttler: Throttler,
                     on_page: Callable[[str, int], None] | None) -> None:
     stored = _load_raw(path)
-    since = max(start_ms, _row_ts(name, stored[-1]) + 1) if stored else start_ms
+    since = max(start_ms, _row_ts(name, stored[-1]) + step) if stored else start_ms
     while since < end_ms:
         async with throttler:
             page = await call(since, PAGE_LIMIT[name])
@@ -118,7 +123,7 @@ async def _paginate(name: str, call: Callable[[int, int], Awaitable[list[Any]]],
             break
         with path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(page) + "\n")
-        since = _row_ts(name, page[-1]) + 1
+        since = _row_ts(name, page[-1]) + step
         if on_page:
             on_page(name, len(page))
 
