@@ -81,6 +81,25 @@ class DownloadConfig(_Section):
     retries: int = Field(3, ge=0, le=20)
 
 
+class FillsConfig(_Section):
+    """Market-order slippage model (`bot/mechanics/fills.py`)."""
+
+    impact_coef: float = Field(0.7, ge=0, description="square-root-law coefficient")
+    half_spread_bps: float = Field(0.5, ge=0, description="paid on every market order")
+    liq_multiplier: float = Field(2.0, ge=0, description="book thinning per liq/volume")
+    window_bars: int = Field(60, ge=1, description="trailing window for volume and sigma")
+    max_impact: float = Field(0.05, gt=0, le=0.5, description="cap on slippage (fraction)")
+
+
+class FeesConfig(_Section):
+    """Overrides of the venue fee schedule (`bot/mechanics/fees.py`); fractions of notional.
+    Unset keys keep the venue's base rates."""
+
+    maker: float | None = Field(None, ge=-0.001, le=0.01)
+    taker: float | None = Field(None, ge=0, le=0.01)
+    liquidation: float | None = Field(None, ge=0, le=0.1)
+
+
 class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -93,6 +112,8 @@ class Config(_Section):
     store: StoreConfig = StoreConfig()
     exchange: ExchangeConfig = ExchangeConfig()
     download: DownloadConfig = DownloadConfig()
+    fills: FillsConfig = FillsConfig()
+    fees: FeesConfig = FeesConfig()
     logging: LoggingConfig = LoggingConfig()
 
 

@@ -1,0 +1,194 @@
+"""`liqbot calc liquidation`: liquidation and bankruptcy price calculator.
+
+All arithmetic is in `bot.mechanics`; this module only parses arguments and prints.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bot.errors import DataError, LiqbotError
+from bot.mechanics import brackets as br
+from bot.mechanics import liquidation as lq
+from bot.mechanics.fees import venue_fees
+
+app = typer.Typer(help="Calculators: liquidation price.", no_args_is_help=True)
+
+
+@dataclass(frozen=True)
+class Result:
+    liquidation_price: float
+    bankruptcy_price: float
+    maintenance_margin: float
+    maintenance_rate: float
+    maintenance_amount: float
+    bracket: str
+
+
+def _side(text: str) -> float:
+    if text not in ("long", "short"):
+        raise LiqbotError(f"--side: expected long or short, got {text!r}")
+    return 1.0 if text == "long" else -1.0
+
+
+def _positive(name: str, value: float | None) -> None:
+    if value is not None and not (np.isfinite(value) and value > 0):
+        raise LiqbotError(f"{name}: expected a positive number, got {value}")
+
+
+def _brackets(mmr: float | None, amount: float | None, tiers: Path | None,
+              exchange: str, symbol: str) -> br.Brackets:
+    if mmr is not None:
+        if tiers is not None:
+            raise LiqbotError("--mmr and --tiers: give one of them, not both")
+        if not 0 < mmr < 1:
+            raise LiqbotError(f"--mmr: expected a rate in (0, 1) such as 0.004, got {mmr}")
+        return br.from_tiers(symbol, [{"floor": 0, "cap": np.inf, "mmr": mmr,
+                                       "cum": amount or 0.0}], "--mmr/--maint-amount")
+    if amount is not None:
+        raise LiqbotError("--maint-amount needs --mmr")
+    if tiers is not None:
+        return br.load_file(tiers, symbol)
+    if exchange != "binance":
+        raise LiqbotError(f"--mmr: required for {exchange} (its maintenance rate for your risk "
+                          "limit tier, e.g. 0.005)")
+    return br.shipped(exchange, symbol)
+
+
+def _others(path: Path, exchange: str) -> tuple[float, float]:
+    """(maintenance margin, unrealised PnL) of the other cross positions in a JSON file.
+
+    The file is a list of {"side": "long"|"short", "qty": base, "entry": price,
+    "mark": price, and either "mmr" [+ "maint_amount"] or "symbol" (shipped tiers)}.
+    """
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise DataError(str(path), f"cannot read positions file ({exc.strerror})") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(str(path), f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(rows, list):
+        raise DataError(str(path), "expected a JSON list of positions")
+    maint = upnl = 0.0
+    for k, row in enumerate(rows, start=1):
+        where = f"position {k}"
+        if not isinstance(row, dict):
+            raise DataError(str(path), f"{where}: expected an object")
+        try:
+            side = _side(str(row["side"]))
+            qty, entry, mark = (float(row[key]) for key in ("qty", "entry", "mark"))
+        except KeyError as exc:
+            raise DataError(str(path), f"{where}: missing key {exc.args[0]!r} (need side, qty, "
+                                       "entry, mark)") from None
+        except (TypeError, ValueError):
+            raise DataError(str(path), f"{where}: qty, entry and mark must be numbers") from None
+        except LiqbotError as exc:
+            raise DataError(str(path), f"{where}: {exc}") from None
+        if "mmr" in row:
+            b = br.from_tiers("", [{"floor": 0, "cap": np.inf, "mmr": float(row["mmr"]),
+                                    "cum": float(row.get("maint_amount", 0.0))}], "", str(path))
+        elif "symbol" in row:
+            b = br.shipped(exchange, str(row["symbol"]))
+        else:
+            raise DataError(str(path), f"{where}: needs mmr (and maint_amount) or symbol")
+        maint += lq.position_maintenance(qty, mark, b.floor, b.cap, b.mmr, b.cum)
+        upnl += side * qty * (mark - entry)
+    return maint, upnl
+
+
+def compute(exchange: str, side: str, entry: float, qty: float, leverage: float | None,
+            wallet: float | None, mmr: float | None, maint_amount: float | None,
+            tiers: Path | None, margin_mode: str, positions: Path | None,
+            taker_fee: float | None, symbol: str) -> Result:
+    """Validate the arguments and compute; raises LiqbotError with a clear message."""
+    if exchange not in ("binance", "bybit", "okx"):
+        raise LiqbotError(f"--exchange: expected binance, bybit or okx, got {exchange!r}")
+    s = _side(side)
+    for name, value in (("--entry", entry), ("--qty", qty), ("--leverage", leverage),
+                        ("--wallet", wallet)):
+        _positive(name, value)
+    if (leverage is None) == (wallet is None):
+        raise LiqbotError("give exactly one of --leverage L (isolated margin = entry x qty / L) "
+                          "or --wallet W")
+    if margin_mode not in ("isolated", "cross"):
+        raise LiqbotError(f"--margin-mode: expected isolated or cross, got {margin_mode!r}")
+    if margin_mode == "cross":
+        if exchange != "binance":
+            raise LiqbotError(f"--margin-mode cross: only binance is supported, got {exchange}")
+        if wallet is None:
+            raise LiqbotError("--margin-mode cross needs --wallet (the cross wallet balance)")
+    elif positions is not None:
+        raise LiqbotError("--positions only applies with --margin-mode cross")
+    b = _brackets(mmr, maint_amount, tiers, exchange, symbol)
+    margin = wallet if wallet is not None else entry * qty / float(leverage)  # type: ignore[arg-type]
+    other_maint, other_upnl = _others(positions, exchange) if positions else (0.0, 0.0)
+    if exchange == "binance":
+        price, tier = lq.binance_liquidation_price_bracketed(s, qty, entry, margin, b.floor, b.cap,
+                                                             b.mmr, b.cum, other_maint, other_upnl)
+    else:
+        tier = 0
+        if exchange == "bybit":
+            price = lq.bybit_liquidation_price_isolated(s, qty, entry, entry * qty / margin,
+                                                        b.mmr[0], b.cum[0])
+        else:
+            fee = venue_fees("okx").taker if taker_fee is None else taker_fee
+            price = lq.okx_liquidation_price_isolated(s, qty, entry, margin, b.mmr[0], fee)
+    rate, amount = float(b.mmr[tier]), float(b.cum[tier])
+    bankrupt = lq.bankruptcy_price(s, qty, entry, margin, other_upnl)
+    cap = "inf" if not np.isfinite(b.cap[tier]) else f"{b.cap[tier]:,.0f}"
+    label = (f"tier {tier + 1}: {b.floor[tier]:,.0f} < notional <= {cap}, mmr {rate:g}, "
+             f"maintenance amount {amount:,.2f}")
+    return Result(float(price), float(bankrupt), qty * float(price) * rate - amount, rate,
+                  amount, label)
+
+
+@app.command("liquidation")
+def liquidation(
+    exchange: Annotated[str, typer.Option("--exchange", help="binance | bybit | okx")],
+    side: Annotated[str, typer.Option("--side", help="long | short")],
+    entry: Annotated[float, typer.Option("--entry", help="entry price (quote per base)")],
+    qty: Annotated[float, typer.Option("--qty", help="position size (base)")],
+    leverage: Annotated[float | None, typer.Option(
+        "--leverage", help="isolated margin = entry x qty / L")] = None,
+    wallet: Annotated[float | None, typer.Option(
+        "--wallet", help="isolated margin, or the cross wallet balance (quote)")] = None,
+    mmr: Annotated[float | None, typer.Option("--mmr", help="maintenance margin rate")] = None,
+    maint_amount: Annotated[float | None, typer.Option(
+        "--maint-amount", help="maintenance amount (cum / MM deduction), quote")] = None,
+    tiers: Annotated[Path | None, typer.Option(
+        "--tiers", help="JSON leverage tiers (ccxt fetch_leverage_tiers output)")] = None,
+    symbol: Annotated[str, typer.Option(
+        "--symbol", help="shipped Binance tiers when neither --mmr nor --tiers")] = "BTCUSDT",
+    margin_mode: Annotated[str, typer.Option("--margin-mode", help="isolated | cross")]
+    = "isolated",
+    positions: Annotated[Path | None, typer.Option(
+        "--positions", help="JSON list of the other cross positions")] = None,
+    taker_fee: Annotated[float | None, typer.Option("--taker-fee", help="OKX taker fee")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Liquidation price, bankruptcy price, bracket used and maintenance margin.
+
+    The maintenance margin shown is the requirement at the liquidation price (with the
+    bracket used there): the margin left when the position is liquidated.
+    """
+    r = compute(exchange, side, entry, qty, leverage, wallet, mmr, maint_amount, tiers,
+                margin_mode, positions, taker_fee, symbol)
+    if as_json:
+        out: dict[str, Any] = {k: round(v, 10) for k, v in r.__dict__.items() if k != "bracket"}
+        print(json.dumps(out))
+        return
+    t = Table(show_header=False, title=f"{exchange} {side} {qty:g} @ {entry:,.2f} "
+                                       f"({margin_mode})", title_justify="left")
+    t.add_row("liquidation price", f"{r.liquidation_price:,.2f}")
+    t.add_row("bankruptcy price", f"{r.bankruptcy_price:,.2f}")
+    t.add_row("bracket", r.bracket)
+    t.add_row("maintenance margin", f"{r.maintenance_margin:,.2f} (at the liquidation price)")
+    Console(highlight=False).print(t)

@@ -1,0 +1,170 @@
+"""Leverage brackets (margin tiers): notional floor/cap, maintenance margin rate, maintenance
+amount `cum`, max leverage.
+
+A position sits in the tier with floor < notional <= cap, where notional = |qty| x price in
+quote. Maintenance margin = notional x mmr - cum. The maintenance amounts are not free
+parameters: Binance publishes the recurrence
+    cum_i = cum_{i-1} + floor_i x (mmr_i - mmr_{i-1}),  cum_0 = 0
+which makes the maintenance margin continuous across tier boundaries. Tables missing `cum`
+get it computed; tables carrying it are checked and the first tier that breaks it is named.
+
+Sources: the shipped tables (bot/mechanics/brackets/*.json, with their provenance), or
+ccxt's `fetch_leverage_tiers` / `fetch_market_leverage_tiers` output (Binance tiers carry
+`info.cum`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+from bot.errors import DataError
+
+SHIPPED_DIR = Path(__file__).with_name("brackets")
+CUM_TOLERANCE = 1e-6  # relative, plus 0.01 quote absolute (exchanges round cum to cents)
+
+
+@dataclass(frozen=True)
+class Brackets:
+    """Tiers of one symbol as parallel float64 arrays (ready for numba kernels)."""
+
+    symbol: str
+    floor: np.ndarray         # quote notional, exclusive lower bound
+    cap: np.ndarray           # quote notional, inclusive upper bound
+    mmr: np.ndarray           # maintenance margin rate (fraction)
+    cum: np.ndarray           # maintenance amount (quote)
+    max_leverage: np.ndarray
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.floor)
+
+    def tier(self, notional: float) -> int:
+        return int(tier_of(float(notional), self.floor, self.cap))
+
+    def rows(self) -> list[dict[str, float]]:
+        return [{"tier": i + 1, "floor": float(self.floor[i]), "cap": float(self.cap[i]),
+                 "mmr": float(self.mmr[i]), "cum": float(self.cum[i]),
+                 "max_leverage": float(self.max_leverage[i])} for i in range(len(self))]
+
+
+@njit(cache=True)
+def tier_of(notional: float, floor: np.ndarray, cap: np.ndarray) -> int:
+    """Index of the tier with floor < notional <= cap (0 for notional <= 0; the last tier for
+    notional above every cap, which callers treat as over the exchange's position limit)."""
+    n = len(cap)
+    for i in range(n):
+        if notional <= cap[i]:
+            return i
+    return n - 1
+
+
+@njit(cache=True)
+def maintenance_margin(notional: float, mmr: float, cum: float) -> float:
+    """Binance maintenance margin: notional x mmr - cum (quote)."""
+    return notional * mmr - cum
+
+
+def from_tiers(symbol: str, tiers: Sequence[Mapping[str, Any]], source: str = "",
+               label: str = "(tiers)") -> Brackets:
+    """Build and validate brackets from rows with floor, cap, mmr, max_leverage[, cum]."""
+    if not tiers:
+        raise DataError(label, "no tiers")
+    try:
+        floor = np.array([float(t["floor"]) for t in tiers])
+        cap = np.array([float(t["cap"]) for t in tiers])
+        mmr = np.array([float(t["mmr"]) for t in tiers])
+        lev = np.array([float(t.get("max_leverage", np.nan)) for t in tiers])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(label, f"every tier needs numeric floor, cap, mmr ({exc})") from None
+    expected = np.zeros(len(tiers))
+    for i in range(1, len(tiers)):
+        expected[i] = expected[i - 1] + floor[i] * (mmr[i] - mmr[i - 1])
+    expected = np.round(expected, 6)   # exchanges publish cents; drop binary-float dust
+    for i in range(len(tiers)):
+        where = f"tier {i + 1}"
+        if cap[i] <= floor[i]:
+            raise DataError(label, f"{where}: cap {cap[i]:g} is not above floor {floor[i]:g}")
+        if i and abs(floor[i] - cap[i - 1]) > 1e-9 * max(1.0, cap[i - 1]):
+            raise DataError(label, f"{where}: floor {floor[i]:g} does not continue the previous "
+                                   f"cap {cap[i - 1]:g}")
+        if not 0 < mmr[i] < 1:
+            raise DataError(label, f"{where}: maintenance margin rate {mmr[i]:g} not in (0, 1)")
+    if all("cum" in t and t["cum"] is not None for t in tiers):
+        cum = np.array([float(t["cum"]) for t in tiers])
+        for i in range(len(tiers)):
+            if abs(cum[i] - expected[i]) > 0.01 + CUM_TOLERANCE * abs(expected[i]):
+                prev = f"cum_{i} {cum[i - 1]:g} + floor {floor[i]:g} x (mmr {mmr[i]:g} - " \
+                       f"{mmr[i - 1]:g})" if i else "0 for the first tier"
+                raise DataError(label, f"tier {i + 1}: maintenance amount {cum[i]:g} breaks "
+                                       f"cum_i = cum_(i-1) + floor_i x (mmr_i - mmr_(i-1)); "
+                                       f"expected {expected[i]:g} ({prev})")
+    else:
+        cum = expected
+    return Brackets(symbol, floor, cap, mmr, cum, lev, source)
+
+
+def from_ccxt(payload: Any, symbol: str | None = None, label: str = "(ccxt tiers)") -> Brackets:
+    """Brackets from ccxt's leverage-tier structures.
+
+    Accepts `fetch_leverage_tiers` output ({unified symbol: [tier, ...]}, `symbol` picks one;
+    matched on the unified symbol or the exchange id such as BTCUSDT) or a plain list of tiers
+    (`fetch_market_leverage_tiers`). Each tier has minNotional, maxNotional,
+    maintenanceMarginRate, maxLeverage and, on Binance, info.cum.
+    """
+    if isinstance(payload, Mapping) and "tiers" in payload:   # our own shipped format
+        return from_tiers(str(payload.get("symbol", symbol or "")), payload["tiers"],
+                          str(payload.get("source", "")), label)
+    if isinstance(payload, Mapping):
+        if symbol is None and len(payload) == 1:
+            symbol = next(iter(payload))
+        match = [k for k in payload if symbol and (k == symbol or k.replace("/", "").split(":")[0]
+                                                   == symbol.upper())]
+        if not match:
+            raise DataError(label, f"no tiers for symbol {symbol!r}; present: "
+                                   f"{', '.join(list(payload)[:10])}")
+        tiers, name = payload[match[0]], match[0]
+    elif isinstance(payload, list):
+        tiers, name = payload, symbol or ""
+    else:
+        raise DataError(label, "expected ccxt leverage tiers (a dict by symbol or a list)")
+    rows = []
+    for i, t in enumerate(tiers):
+        if not isinstance(t, Mapping):
+            raise DataError(label, f"tier {i + 1}: expected an object")
+        info = t.get("info") or {}
+        cum = info.get("cum") if isinstance(info, Mapping) else None
+        rows.append({"floor": t.get("minNotional"), "cap": t.get("maxNotional"),
+                     "mmr": t.get("maintenanceMarginRate"), "max_leverage": t.get("maxLeverage"),
+                     "cum": cum})
+    if any(r["cum"] is None for r in rows):
+        for r in rows:
+            r.pop("cum")
+    return from_tiers(name, rows, "ccxt leverage tiers", label)
+
+
+def load_file(path: Path, symbol: str | None = None) -> Brackets:
+    """Brackets from a JSON file (ccxt output or the shipped format)."""
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise DataError(str(path), f"cannot read tiers file ({exc.strerror})") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(str(path), f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    return from_ccxt(payload, symbol, str(path))
+
+
+def shipped(exchange: str, symbol: str) -> Brackets:
+    """The bracket table shipped with liqbot (binance BTCUSDT and ETHUSDT)."""
+    path = SHIPPED_DIR / f"{exchange}_{symbol.upper()}.json"
+    if not path.is_file():
+        have = ", ".join(p.stem for p in sorted(SHIPPED_DIR.glob("*.json")))
+        raise DataError(str(path), f"no shipped bracket table for {exchange} {symbol}; "
+                                   f"shipped: {have}; pass --tiers FILE (ccxt leverage tiers)")
+    return load_file(path)

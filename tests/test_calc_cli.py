@@ -1,0 +1,65 @@
+import json
+
+import pytest
+
+
+def test_calc_json_reproduces_binance_example(cli, tmp_path):
+    r = cli("calc", "liquidation", "--exchange", "binance", "--side", "long", "--entry",
+            "1456.84", "--qty", "3683.979", "--wallet", "1535443.01", "--symbol", "ETHUSDT",
+            "--json")
+    assert r.code == 0, r.err
+    out = json.loads(r.out)
+    assert set(out) == {"liquidation_price", "bankruptcy_price", "maintenance_margin",
+                        "maintenance_rate", "maintenance_amount"}
+    assert round(out["liquidation_price"], 2) == 1114.78
+    assert out["maintenance_rate"] == 0.1 and out["maintenance_amount"] == 135365
+    pos = tmp_path / "pos.json"
+    pos.write_text(json.dumps([{"side": "long", "qty": 109.488, "entry": 32481.98,
+                                "mark": 31967.27, "symbol": "BTCUSDT"}]))
+    r = cli("calc", "liquidation", "--exchange", "binance", "--side", "long", "--entry",
+            "1456.84", "--qty", "3683.979", "--wallet", "1535443.01", "--symbol", "ETHUSDT",
+            "--margin-mode", "cross", "--positions", pos, "--json")
+    assert round(json.loads(r.out)["liquidation_price"], 2) == 1153.26
+
+
+def test_calc_leverage_and_explicit_rate(cli):
+    r = cli("calc", "liquidation", "--exchange", "binance", "--side", "short", "--entry",
+            "100000", "--qty", "0.1", "--leverage", "20", "--mmr", "0.004", "--json")
+    out = json.loads(r.out)
+    # margin 500: (500 + 0 + 10000) / (0.1*0.004 + 0.1) = 10500 / 0.1004
+    assert out["liquidation_price"] == pytest.approx(10500 / 0.1004)
+    assert out["bankruptcy_price"] == pytest.approx(105000.0)
+    r = cli("calc", "liquidation", "--exchange", "bybit", "--side", "long", "--entry", "20000",
+            "--qty", "1", "--leverage", "50", "--mmr", "0.005")
+    assert r.code == 0 and "19,700.00" in r.out
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--side", "up"], "--side: expected long or short, got 'up'"),
+    (["--side", "long"], "give exactly one of --leverage L"),
+    (["--side", "long", "--leverage", "10", "--wallet", "5"], "give exactly one of --leverage"),
+    (["--side", "long", "--leverage", "-3"], "--leverage: expected a positive number, got -3.0"),
+    (["--side", "long", "--leverage", "10", "--margin-mode", "cross"],
+     "--margin-mode cross needs --wallet"),
+    (["--side", "long", "--leverage", "10", "--mmr", "2"], "--mmr: expected a rate in (0, 1)"),
+    (["--side", "long", "--leverage", "10", "--symbol", "DOGEUSDT"],
+     "no shipped bracket table for binance DOGEUSDT"),
+])
+def test_calc_bad_arguments_exit_2(cli, args, message):
+    r = cli("calc", "liquidation", "--exchange", "binance", "--entry", "100", "--qty", "1", *args)
+    assert r.code == 2
+    assert message in " ".join(r.err.split())
+    assert "Traceback" not in r.err
+
+
+def test_calc_unknown_exchange_and_missing_rate(cli, tmp_path):
+    base = ["calc", "liquidation", "--side", "long", "--entry", "100", "--qty", "1",
+            "--leverage", "5"]
+    r = cli(*base, "--exchange", "kraken")
+    assert r.code == 2 and "--exchange: expected binance, bybit or okx" in r.err
+    r = cli(*base, "--exchange", "okx")
+    assert r.code == 2 and "--mmr: required for okx" in r.err
+    bad = tmp_path / "t.json"
+    bad.write_text("{not json")
+    r = cli(*base, "--exchange", "binance", "--tiers", bad)
+    assert r.code == 2 and "not valid JSON" in r.err
