@@ -23,8 +23,10 @@ from bot.mechanics.liquidation import batch_isolated_liquidation_prices
 
 
 def _fmt(seconds: float) -> str:
-    if seconds < 1e-3:
+    if seconds < 1e-6:
         return f"{seconds * 1e9:.0f} ns"
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.1f} us"
     return f"{seconds * 1e3:.1f} ms"
 
 
@@ -88,6 +90,24 @@ def mechanics_rows() -> list[tuple[str, float, float]]:
              1e-6)]
 
 
+def signals_rows() -> list[tuple[str, float, float]]:
+    from bot.signals import heatmap as hm
+    from bot.signals import pipeline
+
+    b = shipped("binance", "BTCUSDT")
+    bars = generate(SynthSpec(seed=3, days=2)).bars.take(slice(1440, 2880))  # a full book
+    levs = np.array([5.0, 10.0, 20.0, 25.0, 50.0, 100.0])
+    w = np.full(6, 1 / 6)
+    params = hm.HeatmapParams(n_bins=2000)
+    hm.run(bars, b, params, levs, w)
+    t_day = best_of(lambda: hm.run(bars, b, params, levs, w))
+    pipeline.compute(bars, b)
+    t_all = best_of(lambda: pipeline.compute(bars, b))
+    return [("heatmap: one bar update, 2,000 bins, 6 leverage tiers", t_day / len(bars), 20e-6),
+            ("heatmap: a day of 1m bars (1,440)", t_day, 0.05),
+            ("all signals (heatmap + positioning + detectors), a day", t_all, 0.05)]
+
+
 def main() -> int:
     rows: list[tuple[str, float, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -115,6 +135,7 @@ def main() -> int:
                  best_of(lambda: generate(SynthSpec(seed=2, days=30, snapshot_minutes=60)), 3),
                  5.0))
     rows.extend(mechanics_rows())
+    rows.extend(signals_rows())
     print(f"{'benchmark':<62} {'measured':>12} {'target':>10}  ok")
     ok_all = True
     for name, value, target in rows:

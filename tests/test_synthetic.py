@@ -54,11 +54,17 @@ def test_bars_are_valid_and_truth_is_consistent():
     assert len(np.unique(book["ts"])) == 72 and np.all(book["qty"] > 0)
 
 
-def test_crowded_longs_pay_funding_and_cascade_down():
-    ds = generate(SynthSpec(seed=4, days=3, crowding="long"))
-    fr = ds.bars["funding_rate"]
-    last_day = fr[2 * 1440:]
-    assert np.nanmean(last_day) > 0.0002       # longs crowded: funding rich
+def test_crowded_longs_pay_funding_then_deleverage():
+    ds = generate(SynthSpec(seed=5, days=3, crowding="long"))
+    b = ds.bars
+    fr = b["funding_rate"]
+    settled = fr[np.isfinite(fr)]
+    assert settled[0] == pytest.approx(0.0001)      # day 1: balanced book, interest only
+    assert settled[5] > 0.0003                      # day 2: longs crowded, funding rich
+    shock = int(np.searchsorted(b.ts, np.datetime64(ds.meta["generator"]["shock"][:-1], "ms")
+                                .astype(np.int64)))
+    oi = b["open_interest_value"]
+    assert oi[shock + 240] < oi[shock - 1]           # open interest flushed after the cascade
     f = cascade_facts(ds.bars)
     assert WORST_BAND[0] <= f.worst_1m <= WORST_BAND[1]
     assert SPIKE_BAND[0] <= f.volume_spike <= SPIKE_BAND[1]

@@ -75,6 +75,9 @@ class SynthParams(NamedTuple):
     shock_minutes: float = 2.0
     wick_k: float = 0.35               # last-trade wick beyond the mark, per unit impact
     warmup_minutes: float = 1_440.0    # simulated before the first bar so the book is full
+    post_shock_bias_half_life: float = 120.0  # minutes: the crowd's bias fades after the shock
+    delever_mult: float = 4.0          # voluntary closing hazard multiplier after the shock
+    delever_minutes: float = 480.0     # how long the deleveraging lasts
 
 
 @dataclass(frozen=True)
@@ -147,7 +150,13 @@ def _simulate(n_min: int, substeps: int, snap_every: int, p: SynthParams, crowd_
         ramp = max(day, 0.0) / p.bias_ramp_days
         if ramp > 1.0:
             ramp = 1.0
+        since_shock = m - (shock_min + warmup)
+        if since_shock >= 0:
+            ramp *= np.exp(-np.log(2.0) * since_shock / p.post_shock_bias_half_life)
         p_long = 0.5 + crowd_sign * p.crowd_bias * ramp
+        hz = hazard
+        if 0 <= since_shock < p.delever_minutes:
+            hz = 1.0 - (1.0 - hazard) ** p.delever_mult
         o_mark = np.exp(logp)
         h_mark = o_mark
         l_mark = o_mark
@@ -183,11 +192,11 @@ def _simulate(n_min: int, substeps: int, snap_every: int, p: SynthParams, crowd_
                     short_q[b] += qty / scale
                     short_tot += qty
                 flow += side * notional
-            closed_long = long_tot * hazard
-            closed_short = short_tot * hazard
+            closed_long = long_tot * hz
+            closed_short = short_tot * hz
             long_tot -= closed_long
             short_tot -= closed_short
-            scale *= 1.0 - hazard
+            scale *= 1.0 - hz
             flow += (closed_short - closed_long) * price
             # -- price: shock + impact of voluntary and forced flow + reversion + news
             depth = depth0 / (1.0 + p.thin_k * liq_ewma / p.depth_per_pct)

@@ -1,0 +1,1 @@
+"""Signals: liquidation heatmap, clusters, positioning, cascade and exhaustion detectors."""
