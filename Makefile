@@ -18,8 +18,11 @@ $(VENV)/.dev: pyproject.toml $(VENV)/.base
 	$(PIP) install -e '.[dev]'
 	@touch $@
 
+# A crowded-long cascade (synthesised once, then reused), hold long 10x with risk off and on.
 demo: $(VENV)/.base
-	$(BIN)/liqbot data synth --crowding long --days 3 --seed 7 --out var/demo
+	@test -f var/demo/manifest.json || $(BIN)/liqbot data synth --crowding long --days 3 --seed 7 --out var/demo
+	$(BIN)/liqbot backtest var/demo --strategy hold --param side=long --param leverage=10 \
+		--risk compare --preset balanced --report var/demo/report.html
 
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 
 from bot import __version__
-from bot.cli import calc, config_cmd, data, heatmap
+from bot.cli import backtest, calc, config_cmd, data, heatmap
 from bot.errors import LiqbotError
 
 app = typer.Typer(
@@ -29,6 +29,7 @@ app.add_typer(data.app, name="data")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(calc.app, name="calc")
 heatmap.register(app)
+backtest.register(app)
 
 
 def _version(value: bool) -> None:

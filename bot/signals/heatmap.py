@@ -55,6 +55,9 @@ class HeatmapParams(NamedTuple):
     tilt_k: float = 1.0               # high-leverage tilt per unit of |funding| / 0.05%
     typical_notional: float = 10_000.0  # position size used to pick the bracket (quote)
     ls_weight: float = 0.3            # weight of the long/short account ratio in the split
+    cluster_window: int = 5           # bins summed to call a level a cluster (0.5%)
+    cluster_share: float = 0.05       # a cluster holds at least this share of its side
+    cluster_search: int = 150         # bins scanned each side of the mark for the nearest
     reach_sigma_mult: float = 0.5     # horizon sigma multiplier of the reach probability,
     #   chosen on synthetic seeds 6-10 (held out from the reported seeds 1-5) among
     #   0.35 / 0.5 / 0.7 / 1.0 (docs/heatmap.md)
@@ -253,6 +256,46 @@ def side_mass_near(mass: np.ndarray, meta: np.ndarray, mark: float, within: floa
     return lo_sum, up_sum
 
 
+@njit(cache=True)
+def nearest_clusters(mass: np.ndarray, meta: np.ndarray, mark: float, p: HeatmapParams,
+                     out: np.ndarray) -> None:
+    """Nearest dense cluster on each side of the mark, written as
+    out = [below price, below far edge, below share, above price, above far edge, above share]
+    (NaN when none within `cluster_search` bins). A cluster is a `cluster_window`-bin run of
+    long (below) or short (above) levels holding >= `cluster_share` of that side's mass;
+    its price is the window's mass-weighted centre, its far edge the window's outer edge."""
+    nb = mass.shape[1]
+    out[:] = np.nan
+    b0 = bin_of(mark, meta, nb)
+    w = p.cluster_window
+    for s in range(2):
+        total = mass[s].sum()
+        if total <= 0.0:
+            continue
+        step = -1 if s == LONG else 1
+        run = 0.0
+        k = 0
+        b = b0
+        while 0 <= b < nb and k < p.cluster_search:
+            run += mass[s, b]
+            if k >= w:
+                run -= mass[s, b - step * w]
+            if k >= w - 1 and run >= p.cluster_share * total:
+                num = 0.0
+                for j in range(w):
+                    bj = b - step * j
+                    num += mass[s, bj] * (meta[M_LO] + (bj + 0.5) * meta[M_WIDTH])
+                price = np.exp(num / run)
+                edge = np.exp(meta[M_LO] + b * meta[M_WIDTH]) if s == LONG else \
+                    np.exp(meta[M_LO] + (b + 1) * meta[M_WIDTH])
+                out[3 * s] = price
+                out[3 * s + 1] = edge
+                out[3 * s + 2] = run / total
+                break
+            b += step
+            k += 1
+
+
 class HeatmapRun(NamedTuple):
     """Per-bar series of a batch run plus the final state and strided snapshots."""
 
@@ -263,6 +306,8 @@ class HeatmapRun(NamedTuple):
     near_long: np.ndarray       # long mass within `near` below the close
     near_short: np.ndarray      # short mass within `near` above the close
     confidence: np.ndarray
+    clusters: np.ndarray        # (n, 6): nearest dense cluster below (price, far edge, share)
+    #                             and above (price, far edge, share), NaN when none
     mass: np.ndarray
     meta: np.ndarray
     snapshots: np.ndarray       # (n_snap, 2, n_bins) at every `stride`-th bar
@@ -279,7 +324,7 @@ def run_kernel(mass: np.ndarray, meta: np.ndarray, p: HeatmapParams, levs: np.nd
                stride: int) -> tuple[np.ndarray, ...]:
     """Step through every bar; funding is carried forward from its settlement bar."""
     n = len(close)
-    out = np.empty((7, n))
+    out = np.empty((13, n))
     n_snap = (n + stride - 1) // stride if stride > 0 else 0
     snaps = np.zeros((n_snap, 2, mass.shape[1]))
     snap_lo = np.zeros(n_snap)
@@ -299,6 +344,7 @@ def run_kernel(mass: np.ndarray, meta: np.ndarray, p: HeatmapParams, levs: np.nd
         out[4, t] = nl
         out[5, t] = ns
         out[6, t] = meta[M_CONFIDENCE]
+        nearest_clusters(mass, meta, close[t], p, out[7:13, t])
         if stride > 0 and t % stride == 0 and k < n_snap:
             snaps[k] = mass
             snap_lo[k] = meta[M_LO]
@@ -347,8 +393,8 @@ def run(bars: object, brackets: object, p: HeatmapParams = HeatmapParams(),
         x["close"], x["mark_high"], x["mark_low"], x["oi"], x["taker_buy"], x["volume"],
         x["quote_volume"], x["ls_ratio"], x["funding"], x["liq_long"], x["liq_short"],
         near, stride)
-    return HeatmapRun(out[0], out[1], out[2], out[3], out[4], out[5], out[6], mass, meta,
-                      snaps, snap_lo)
+    return HeatmapRun(out[0], out[1], out[2], out[3], out[4], out[5], out[6],
+                      np.ascontiguousarray(out[7:13].T), mass, meta, snaps, snap_lo)
 
 
 @njit(cache=True)

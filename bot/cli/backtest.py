@@ -1,0 +1,157 @@
+"""`liqbot backtest`: run a strategy over a dataset or scenario with risk off, on or both."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from backtests.lookahead import first_lookahead
+from backtests.report import write as write_report
+from backtests.runner import RunResult, RunSettings, decision_rows, prepare, run
+from backtests.scenarios import load_scenario
+from bot.cli.heatmap import parse_time
+from bot.config import load_config
+from bot.data.dataset import iso
+from bot.errors import LiqbotError
+from bot.mechanics import brackets as br
+from bot.mechanics.fees import VenueFees, venue_fees
+from bot.risk.policy import load_policy, off_policy
+from bot.signals import pipeline
+from strategies import find
+
+ROWS = [("total return", "total_return", "{:+.2%}"), ("max drawdown", "max_drawdown", "{:.2%}"),
+        ("Sharpe", "sharpe", "{:.2f}"), ("Sortino", "sortino", "{:.2f}"),
+        ("liquidations", "liquidations", "{}"), ("funding paid", "funding", "{:,.2f}"),
+        ("fees", "fees", "{:,.2f}"), ("slippage", "slippage", "{:,.2f}"),
+        ("time in market", "time_in_market", "{:.1%}"), ("trades", "n_trades", "{}"),
+        ("risk interventions", "n_risk_actions", "{}"),
+        ("max leverage used", "max_leverage_used", "{:.1f}x"),
+        ("final equity", "final_equity", "{:,.2f}")]
+
+
+def _params(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for p in pairs:
+        key, sep, value = p.partition("=")
+        if not sep or not key:
+            raise LiqbotError(f"--param: expected key=value, got {p!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _fees(ctx_config: Path | None) -> tuple[VenueFees, Any]:
+    cfg = load_config(ctx_config)
+    base = venue_fees(cfg.exchange.name)
+    f = cfg.fees
+    return VenueFees(f.maker if f.maker is not None else base.maker,
+                     f.taker if f.taker is not None else base.taker,
+                     f.liquidation if f.liquidation is not None else base.liquidation), cfg
+
+
+def backtest_command(
+    ctx: typer.Context,
+    dataset: Annotated[str | None, typer.Argument(help="dataset directory")] = None,
+    scenario: Annotated[str | None, typer.Option(
+        "--scenario", help="cascade-long, cascade-short, calm, synthetic:SEED[:CROWDING[:DAYS]]"
+    )] = None,
+    strategy: Annotated[str, typer.Option("--strategy", help="hold, trend, cascade_fade, "
+                                                             "funding_skew or module:Class")]
+    = "hold",
+    param: Annotated[list[str] | None, typer.Option("--param", help="k=v (repeatable)")] = None,
+    risk: Annotated[str, typer.Option("--risk", help="on | off | compare")] = "compare",
+    preset: Annotated[str, typer.Option("--preset", help="conservative | balanced | "
+                                                         "aggressive | FILE.toml")]
+    = "balanced",
+    start: Annotated[str | None, typer.Option("--from", help="first bar time (UTC)")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="end time (UTC, exclusive)")] = None,
+    wallet: Annotated[float, typer.Option("--wallet", help="initial equity (quote)")]
+    = 100_000.0,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write results as JSON")]
+    = None,
+    report: Annotated[Path | None, typer.Option("--report", help="write an HTML report")]
+    = None,
+    check_lookahead: Annotated[bool, typer.Option(
+        "--check-lookahead", help="recompute targets on data prefixes; fail on any difference")]
+    = False,
+) -> None:
+    """Replay a dataset or scenario bar by bar through the mechanics, risk engine and a
+    strategy; print the figures of each run side by side."""
+    if risk not in ("on", "off", "compare"):
+        raise LiqbotError(f"--risk: expected on, off or compare, got {risk!r}")
+    if (dataset is None) == (scenario is None):
+        raise LiqbotError("give a DATASET directory or --scenario NAME (one of them)")
+    if wallet <= 0:
+        raise LiqbotError(f"--wallet: expected a positive amount, got {wallet}")
+    strat = find(strategy).from_strings(_params(param or []))
+    policy = load_policy(preset) if risk != "off" else None
+    fees, cfg = _fees((ctx.obj or {}).get("config") if ctx.obj else None)
+    ds = load_scenario(scenario or dataset or "")
+    bars = ds.bars
+    if start or end:
+        bars = bars.between(parse_time(start, "--from") if start else None,
+                            parse_time(end, "--to") if end else None)
+    if len(bars) < 10:
+        raise LiqbotError("the selected span has fewer than 10 bars")
+    try:
+        brackets = br.shipped("binance", bars.symbol)
+    except LiqbotError:
+        brackets = br.shipped("binance", "BTCUSDT")
+    settings = RunSettings(wallet=wallet, fills=cfg.fills, fees=fees)
+    names = ["off", "on"] if risk == "compare" else [risk]
+    err = Console(stderr=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                  console=err, transient=True) as prog:
+        task = prog.add_task("signals", total=len(bars) * (1 + len(names)))
+        signals = pipeline.compute(bars, brackets)
+        prog.advance(task, len(bars))
+        if check_lookahead:
+            prog.update(task, description="lookahead check")
+            bad = first_lookahead(bars, signals, strat, brackets)
+            if bad is not None:
+                k, t = bad
+                raise LiqbotError(f"--check-lookahead: {strat.describe()} is NOT causal: on the "
+                                  f"first {k} bars its target at bar {t} "
+                                  f"({iso(int(bars.ts[t]))}) differs from the full-data run")
+        inputs = prepare(bars, signals, settings)
+        results: dict[str, RunResult] = {}
+        for name in names:
+            prog.update(task, description=f"risk {name}")
+            pol = off_policy() if name == "off" else policy
+            results[name] = run(inputs, strat, pol, brackets, settings, name,  # type: ignore[arg-type]
+                                progress=lambda k: prog.advance(task, k))
+    con = Console(highlight=False)
+    if check_lookahead:
+        con.print(f"lookahead check: {strat.describe()} is causal on 5 prefixes")
+    con.print(f"[bold]{bars.symbol}[/] {iso(bars.start_ms)} .. {iso(bars.end_ms)} "
+              f"({len(bars):,} bars), {strat.describe()}, preset "
+              f"{preset if risk != 'off' else '-'}, wallet {wallet:,.0f}")
+    t = Table()
+    t.add_column("")
+    for name in names:
+        t.add_column(f"risk {name}", justify="right")
+    for label, key, fmt in ROWS:
+        t.add_row(label, *(fmt.format(results[n].metrics[key]) for n in names))
+    con.print(t)
+    meta = {"symbol": bars.symbol, "from": iso(bars.start_ms), "to": iso(bars.end_ms),
+            "bars": len(bars), "strategy": strat.describe(), "preset": preset,
+            "source": scenario or dataset}
+    if json_path is not None:
+        out = {"meta": meta, "runs": {n: r.metrics for n, r in results.items()}}
+        if "on" in results:
+            out["decisions"] = decision_rows(results["on"], bars)
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+        con.print(f"wrote {json_path}")
+    if report is not None:
+        write_report(report, bars, results, signals.heatmap.clusters, meta)
+        con.print(f"report: {report}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("backtest")(backtest_command)

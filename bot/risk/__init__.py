@@ -1,0 +1,1 @@
+"""Risk engine: one pure numba function from (signals, account, policy) to a decision."""

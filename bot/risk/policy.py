@@ -1,0 +1,91 @@
+"""Risk policies: pydantic models of config/risk/*.toml, turned into the engine's array."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bot.errors import ConfigError
+from bot.risk import engine as en
+
+PRESET_DIR = Path(__file__).resolve().parents[2] / "config" / "risk"
+PRESETS = ("conservative", "balanced", "aggressive")
+
+
+class RiskPolicy(BaseModel):
+    """Every rule's knobs. Leverage = position notional / equity; notionals in quote."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_leverage: float = Field(20.0, gt=0, le=125, description="hard cap, any strategy")
+    max_order_notional: float = Field(5e6, gt=0)
+    max_position_notional: float = Field(2e7, gt=0)
+    daily_loss: float = Field(0.15, gt=0, le=1, description="halt for the day at this loss")
+    max_drawdown: float = Field(0.30, gt=0, le=1, description="halt at this drawdown from peak")
+    stale_bars: int = Field(5, ge=1, description="bars without trades before REDUCING")
+    min_liq_atr: float = Field(3.0, ge=0, description="own liquidation closer than this: reduce")
+    lev_base: float = Field(20.0, gt=0, description="schedule: max leverage when uncrowded")
+    lev_min: float = Field(2.0, ge=0, description="schedule: max leverage at crowding 1")
+    crowd_start: float = Field(0.3, ge=0, lt=1, description="schedule starts falling here")
+    cluster_k_atr: float = Field(4.0, ge=0, description="guard clusters within this many ATRs")
+    cluster_buffer: float = Field(0.005, ge=0, lt=0.5, description="beyond the far edge by")
+    cluster_min_share: float = Field(0.05, ge=0, le=1, description="dense = this share of side")
+    mmr: float = Field(0.005, gt=0, lt=0.5, description="maintenance rate for the guard's maths")
+    cascade_mode: bool = True
+    cascade_max_leverage: float = Field(2.0, ge=0)
+    hedge: bool = True
+    hedge_threshold: float = Field(0.8, ge=0, le=1)
+    hedge_fraction: float = Field(0.5, ge=0, le=1)
+    hedge_unwind: float = Field(0.5, ge=0, le=1)
+
+    def to_array(self) -> np.ndarray:
+        p = np.zeros(en.N_POLICY)
+        p[en.P_MAX_LEV_HARD] = self.max_leverage
+        p[en.P_MAX_ORDER_NOTIONAL] = self.max_order_notional
+        p[en.P_MAX_POS_NOTIONAL] = self.max_position_notional
+        p[en.P_DAILY_LOSS] = self.daily_loss
+        p[en.P_MAX_DRAWDOWN] = self.max_drawdown
+        p[en.P_STALE_BARS] = self.stale_bars
+        p[en.P_MIN_LIQ_ATR] = self.min_liq_atr
+        p[en.P_LEV_BASE] = self.lev_base
+        p[en.P_LEV_MIN] = self.lev_min
+        p[en.P_CROWD_START] = self.crowd_start
+        p[en.P_CLUSTER_K_ATR] = self.cluster_k_atr
+        p[en.P_CLUSTER_BUFFER] = self.cluster_buffer
+        p[en.P_CLUSTER_MIN_SHARE] = self.cluster_min_share
+        p[en.P_MMR] = self.mmr
+        p[en.P_CASCADE_ON] = float(self.cascade_mode)
+        p[en.P_CASCADE_MAX_LEV] = self.cascade_max_leverage
+        p[en.P_HEDGE_ON] = float(self.hedge)
+        p[en.P_HEDGE_THRESHOLD] = self.hedge_threshold
+        p[en.P_HEDGE_FRACTION] = self.hedge_fraction
+        p[en.P_HEDGE_UNWIND] = self.hedge_unwind
+        return p
+
+
+def off_policy() -> RiskPolicy:
+    """Risk OFF: only the exchange's own limits (125x, no halts, no rules)."""
+    return RiskPolicy(max_leverage=125, max_order_notional=1e15, max_position_notional=1e15,
+                      daily_loss=1.0, max_drawdown=1.0, stale_bars=10**9, min_liq_atr=0.0,
+                      lev_base=125, lev_min=125, crowd_start=0.99, cluster_k_atr=0.0,
+                      cascade_mode=False, hedge=False)
+
+
+def load_policy(name_or_path: str) -> RiskPolicy:
+    """A preset by name (conservative, balanced, aggressive) or a TOML file path."""
+    path = PRESET_DIR / f"{name_or_path}.toml" if name_or_path in PRESETS else Path(name_or_path)
+    if not path.is_file():
+        raise ConfigError(str(path), [f"--preset: expected one of {', '.join(PRESETS)} or a "
+                                      f"TOML file, got {name_or_path!r}"])
+    try:
+        tree = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), [f"(file): expected valid TOML, got {exc}"]) from None
+    try:
+        return RiskPolicy.model_validate(tree.get("risk", tree))
+    except ValidationError as exc:
+        from bot.config import _format_problem
+        raise ConfigError(str(path), [_format_problem(e) for e in exc.errors()]) from None

@@ -1,0 +1,40 @@
+"""Human text for risk decisions (rendered outside the numba kernel)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bot.risk import engine as en
+
+_TEXT = {
+    en.R_CROWDING: "crowding {crowd:.2f} lowers the side's max leverage to {cap:.1f}x",
+    en.R_CLUSTER: "liquidation cluster at {cluster:,.2f} within reach: leverage capped at "
+                  "{cluster_cap:.1f}x to keep our liquidation beyond it",
+    en.R_CASCADE: "cascade running against the position: reducing",
+    en.R_CASCADE_BLOCK: "entries on the liquidated side blocked until exhaustion",
+    en.R_HEDGE: "side crowded {crowd:.2f}: hedge {hedge:,.0f}",
+    en.R_HEDGE_UNWIND: "crowding normalised: hedge unwound",
+    en.R_HARD_LEVERAGE: "hard leverage limit",
+    en.R_LIQ_DISTANCE: "own liquidation {liq_atr:.1f} ATR away: halving leverage",
+    en.R_STALE: "market data stale: reducing",
+    en.R_DAILY_LOSS: "daily loss {day:.1%}: halted for the day",
+    en.R_DRAWDOWN: "drawdown {dd:.1%}: halted",
+}
+
+
+def reason_names(mask: int) -> list[str]:
+    names = {v: k for k, v in vars(en).items() if k.startswith("R_")}
+    return [names[b][2:].lower() for b in sorted(names) if mask & b]
+
+
+def render(decision: np.ndarray, position_side: float = 1.0) -> str:
+    """'REDUCING: cascade running against the position: reducing; ...'."""
+    mask = int(decision[en.D_REASONS])
+    cap = decision[en.D_MAX_LEV_LONG] if position_side >= 0 else decision[en.D_MAX_LEV_SHORT]
+    values = {"crowd": decision[en.D_CROWD], "cap": cap,
+              "cluster": decision[en.D_CLUSTER_PRICE], "cluster_cap": decision[en.D_CLUSTER_CAP],
+              "hedge": decision[en.D_HEDGE_NOTIONAL], "liq_atr": decision[en.D_LIQ_DISTANCE_ATR],
+              "day": decision[en.D_DAY_LOSS], "dd": decision[en.D_DRAWDOWN]}
+    parts = [_TEXT[b].format(**values) for b in sorted(_TEXT) if mask & b]
+    state = en.STATE_NAMES[int(decision[en.D_STATE])]
+    return f"{state}: " + ("; ".join(parts) if parts else "no rule binding")
