@@ -1,8 +1,9 @@
 """The backtest loop: one numba kernel over the bars of one symbol.
 
 Per bar t (times are bar opens; a decision at the close of t acts at the open of t+1):
-1. the orders decided at the close of t-1 fill at t's open through the fill model (square
-   root impact thinned by liquidation flow, `bot.mechanics.fills`), taker fee;
+1. the orders decided at the close of t-1 (sized in base at that close) fill at t's open
+   through the fill model (square-root impact thinned by liquidation flow,
+   `bot.mechanics.fills`), taker fee;
 2. funding settles if t's interval holds a settlement (mark at the open);
 3. mark-price liquidation inside the bar, the position's adverse extreme first (a long is
    checked against the mark low), closed at its liquidation price with the clearance fee;
@@ -57,16 +58,16 @@ def exchange_max_notional(equity: float, cap: np.ndarray, max_lev: np.ndarray) -
 
 
 @njit(cache=True)
-def _execute(acct: np.ndarray, pos: np.ndarray, slot: int, notional: float, t: int,
+def _execute(acct: np.ndarray, pos: np.ndarray, slot: int, dq: float, t: int,
              open_px: float, vol_w: float, sig_w: float, liq_w: float, fp: np.ndarray,
              st: np.ndarray, trd: np.ndarray) -> None:
-    if notional == 0.0 or open_px <= 0.0:
+    """Fill `dq` base (sized at the decision bar's close) at this bar's open + slippage."""
+    if dq == 0.0 or open_px <= 0.0:
         return
-    side = 1.0 if notional > 0.0 else -1.0
-    s = market_slippage(abs(notional), vol_w, sig_w, liq_w, fp[F_COEF], fp[F_HALF_SPREAD],
+    side = 1.0 if dq > 0.0 else -1.0
+    s = market_slippage(abs(dq) * open_px, vol_w, sig_w, liq_w, fp[F_COEF], fp[F_HALF_SPREAD],
                         fp[F_LIQ_MULT], fp[F_MAX_IMPACT])
     px = open_px * (1.0 + side * s)
-    dq = notional / open_px
     fees_before = acct[ac.A_FEES]
     ac.apply_fill(acct, pos, slot, dq, px, fp[F_TAKER])
     k = int(st[ST_N_TRADES])
@@ -167,13 +168,15 @@ def run_chunk(t0: int, t1: int, ts: np.ndarray, opn: np.ndarray, high: np.ndarra
             allowed = main_n
         order = allowed - main_n
         band = fp[F_BAND] * max(abs(allowed), abs(main_n))
+        # orders are sized in base at this close; a target of zero closes exactly
         if abs(order) > band or (allowed == 0.0 and main_n != 0.0) or allowed * main_n < 0.0:
-            st[ST_PEND_MAIN] = order
+            st[ST_PEND_MAIN] = -pos[0, ac.P_QTY] if allowed == 0.0 else order / close[t]
         hedge_order = dec[en.D_HEDGE_NOTIONAL] - hedge_n
         if st[ST_BUST] == 0.0 and (abs(hedge_order) > fp[F_BAND] * max(
                 abs(hedge_n), abs(dec[en.D_HEDGE_NOTIONAL])) or
                 (dec[en.D_HEDGE_NOTIONAL] == 0.0 and hedge_n != 0.0)):
-            st[ST_PEND_HEDGE] = hedge_order
+            st[ST_PEND_HEDGE] = -pos[1, ac.P_QTY] if dec[en.D_HEDGE_NOTIONAL] == 0.0 \
+                else hedge_order / close[t]
         if main_n != 0.0:
             st[ST_TIME_IN_MKT] += 1.0
         # records

@@ -68,7 +68,7 @@ R_HEDGE_UNWIND = 1024     # crowding normalised: hedge unwound
 @njit(cache=True)
 def _schedule(crowd: float, pol: np.ndarray) -> float:
     start = pol[P_CROWD_START]
-    if crowd <= start:
+    if not crowd > start:                 # also NaN: unknown crowding, no schedule
         return pol[P_LEV_BASE]
     f = (crowd - start) / (1.0 - start) if start < 1.0 else 1.0
     if f > 1.0:
@@ -97,8 +97,13 @@ def evaluate(sig: np.ndarray, acct: np.ndarray, pol: np.ndarray, out: np.ndarray
     reasons = 0
     state = ACTIVE
     mark = sig[S_MARK]
+    bad_mark = not mark > 0.0              # NaN or non-positive: treated as stale data
+    if bad_mark:
+        mark = 1.0
     atr = sig[S_ATR] if sig[S_ATR] > 0.0 else mark * 1e-3
     equity = acct[A_EQUITY]
+    if not equity == equity:
+        equity = 0.0
     notional = acct[A_NOTIONAL]
     lev_now = abs(notional) / equity if equity > 0.0 else 0.0
     side = 1.0 if notional > 0.0 else (-1.0 if notional < 0.0 else 0.0)
@@ -162,10 +167,10 @@ def evaluate(sig: np.ndarray, acct: np.ndarray, pol: np.ndarray, out: np.ndarray
             reasons |= R_HEDGE
     else:
         hedge = 0.0
-    # 5. hard limits
-    if lev_l > hard:
+    # 5. hard limits (written so that NaN caps fall back to the hard limit too)
+    if not lev_l <= hard:
         lev_l = hard
-    if lev_s > hard:
+    if not lev_s <= hard:
         lev_s = hard
     if lev_now > hard + 1e-9:
         reasons |= R_HARD_LEVERAGE
@@ -179,11 +184,15 @@ def evaluate(sig: np.ndarray, acct: np.ndarray, pol: np.ndarray, out: np.ndarray
                 lev_l = min(lev_l, 0.5 * lev_now)
             else:
                 lev_s = min(lev_s, 0.5 * lev_now)
-    if sig[S_STALE_BARS] >= pol[P_STALE_BARS]:
+    if sig[S_STALE_BARS] >= pol[P_STALE_BARS] or bad_mark:
         state = max(state, REDUCING)
         reasons |= R_STALE
     dd = 1.0 - equity / acct[A_PEAK_EQUITY] if acct[A_PEAK_EQUITY] > 0.0 else 0.0
     day = 1.0 - equity / acct[A_DAY_START_EQUITY] if acct[A_DAY_START_EQUITY] > 0.0 else 0.0
+    if not dd == dd:
+        dd = 0.0
+    if not day == day:
+        day = 0.0
     if day >= pol[P_DAILY_LOSS]:
         state = HALTED
         reasons |= R_DAILY_LOSS

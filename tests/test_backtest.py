@@ -1,0 +1,228 @@
+"""Backtest engine: hand-computed cases, an independent replay, and risk properties."""
+
+from typing import ClassVar
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from backtests import engine as eg
+from backtests.runner import RunSettings, prepare, run
+from bot.config import FillsConfig
+from bot.data.bars import MINUTE_MS, Bars
+from bot.mechanics.brackets import shipped
+from bot.mechanics.fees import VenueFees
+from bot.risk import engine as en
+from bot.risk.policy import RiskPolicy, off_policy
+from bot.signals import pipeline
+from strategies.base import Param, Strategy
+
+BTC = shipped("binance", "BTCUSDT")
+NO_IMPACT = FillsConfig(impact_coef=0.0, half_spread_bps=0.0)
+
+
+class Fixed(Strategy):
+    """Target leverage given as an array (tests only)."""
+
+    name = "fixed"
+    PARAMS: ClassVar[dict[str, Param]] = {"leverage": Param(float, 1.0, "unused")}
+
+    def __init__(self, levels: np.ndarray) -> None:
+        super().__init__()
+        self.levels = np.asarray(levels, dtype=float)
+
+    def targets(self, bars, signals):
+        return self.levels[: len(bars)]
+
+
+def _bars(o, h, lo, c, funding=None):
+    n = len(c)
+    cols = {"ts": np.arange(n, dtype=np.int64) * MINUTE_MS, "open": o, "high": h, "low": lo,
+            "close": c, "volume": np.full(n, 10.0), "quote_volume": np.full(n, 1e9),
+            "taker_buy_volume": np.full(n, 5.0)}
+    if funding is not None:
+        cols["funding_rate"] = funding
+    return Bars("BTCUSDT", MINUTE_MS, cols)
+
+
+def _run(bars, levels, policy=None, fills=NO_IMPACT, fees=VenueFees(0.0, 0.0005, 0.0125),
+         wallet=10_000.0):
+    s = RunSettings(wallet=wallet, fills=fills, fees=fees)
+    inputs = prepare(bars, pipeline.compute(bars, BTC), s)
+    return run(inputs, Fixed(levels), policy or off_policy(), BTC, s, "t")
+
+
+def test_three_bar_long_with_funding_and_slippage_exact_equity():
+    # bar 0 closes at 100 -> order 2x equity; fills at bar 1's open 101 plus 10 bps half spread;
+    # bar 1 holds a funding settlement of 0.01% at mark 101 (the open); closes 102, then 99
+    bars = _bars(o=np.array([100.0, 101.0, 102.0]), h=np.array([100.5, 102.5, 102.5]),
+                 lo=np.array([99.5, 100.5, 98.5]), c=np.array([100.0, 102.0, 99.0]),
+                 funding=np.array([np.nan, 0.0001, np.nan]))
+    r = _run(bars, [2.0, 2.0, 2.0], fills=FillsConfig(impact_coef=0.0, half_spread_bps=10.0))
+    qty = 2 * 10_000.0 / 100.0                       # sized at the decision close: 200
+    px = 101.0 * 1.001                               # 101.101
+    fee = qty * px * 0.0005                          # 10.1101
+    funding = qty * 101.0 * 0.0001                   # 2.02
+    eq1 = 10_000.0 - fee - funding + qty * (102.0 - px)
+    eq2 = 10_000.0 - fee - funding + qty * (99.0 - px)
+    rec = r.records
+    assert r.trades.shape[0] == 1 and r.trades[0, 2] == pytest.approx(qty)
+    assert r.trades[0, 3] == pytest.approx(px, rel=1e-15)
+    assert rec[0, eg.R_EQUITY] == 10_000.0
+    assert rec[1, eg.R_EQUITY] == pytest.approx(eq1, rel=1e-13)
+    assert rec[2, eg.R_EQUITY] == pytest.approx(eq2, rel=1e-13)
+    assert r.metrics["funding"] == pytest.approx(funding)
+    assert r.metrics["slippage"] == pytest.approx(qty * 101.0 * 0.001)
+    assert r.metrics["final_equity"] == pytest.approx(eq2, rel=1e-13)
+
+
+def test_ten_x_long_through_a_minus_12pct_bar_is_liquidated_at_its_price():
+    bars = _bars(o=np.array([100.0, 100.0, 88.5]), h=np.array([100.0, 100.0, 89.0]),
+                 lo=np.array([100.0, 88.0, 88.0]), c=np.array([100.0, 88.5, 88.5]))
+    r = _run(bars, [10.0, 10.0, 10.0])
+    qty = 10 * 10_000.0 / 100.0                      # 1,000 at 100: notional 100,000
+    fee = qty * 100.0 * 0.0005                       # 50
+    wallet = 10_000.0 - fee
+    # cross, one position, tier 2 (mmr 0.5%, cum 50) at the liquidation notional:
+    lp = (wallet + 50.0 - qty * 100.0) / (qty * 0.005 - qty)
+    assert lp == pytest.approx(90.45226130653266)
+    liq = r.trades[r.trades[:, 6] == 1.0]
+    assert len(liq) == 1 and liq[0, 0] == 1 and liq[0, 3] == pytest.approx(lp)
+    left = wallet + qty * (lp - 100.0)               # equity left at the liquidation price
+    clearance = min(0.0125 * qty * lp, left)         # capped at what is left: all of it
+    assert r.metrics["fees"] == pytest.approx(fee + clearance)
+    assert r.metrics["liquidations"] == 1
+    assert r.records[1, eg.R_EQUITY] == pytest.approx(0.0, abs=1e-6)
+    assert r.metrics["bust"] and r.metrics["n_trades"] == 1   # nothing traded afterwards
+
+
+def _replay(bars, r, taker=0.0005):
+    """Wallet and position rebuilt in plain Python from the trade list and funding."""
+    wallet = 10_000.0
+    qty = np.zeros(2)
+    entry = np.zeros(2)
+    trades = r.trades
+    eq = []
+    k = 0
+    for t in range(len(bars)):
+        while k < len(trades) and trades[k, 0] == t and trades[k, 6] == 0.0:
+            slot, dq, px, fee = int(trades[k, 1]), trades[k, 2], trades[k, 3], trades[k, 4]
+            assert fee == pytest.approx(abs(dq) * px * taker)
+            q = qty[slot]
+            if q == 0 or q * dq > 0:
+                entry[slot] = (q * entry[slot] + dq * px) / (q + dq)
+                qty[slot] = q + dq
+            else:
+                closed = min(abs(dq), abs(q))
+                wallet += np.sign(q) * closed * (px - entry[slot])
+                rest = abs(dq) - abs(q)
+                if rest > 0:
+                    qty[slot], entry[slot] = -np.sign(q) * rest, px
+                else:
+                    qty[slot] = q + dq
+                    if abs(qty[slot]) < 1e-12 * abs(q):
+                        qty[slot], entry[slot] = 0.0, 0.0
+            wallet -= fee
+            k += 1
+        f = bars["funding_rate"][t] if bars.has("funding_rate") else np.nan
+        if np.isfinite(f):
+            wallet -= (qty * bars["open"][t] * f).sum()
+        assert not (k < len(trades) and trades[k, 0] == t and trades[k, 6] == 1.0), \
+            "no liquidations expected in the replay cases"
+        eq.append(wallet + (qty * (bars.close[t] - entry)).sum())
+    return np.array(eq)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), lev=st.floats(-5, 5), flips=st.integers(1, 6))
+def test_equity_matches_an_independent_replay(seed, lev, flips):
+    rng = np.random.default_rng(seed)
+    n = 240
+    c = 100 * np.exp(np.cumsum(rng.normal(0, 0.002, n)))
+    o = np.r_[c[0], c[:-1]] * (1 + rng.normal(0, 0.0005, n))
+    h = np.maximum(o, c) * 1.001
+    lo = np.minimum(o, c) * 0.999
+    fund = np.full(n, np.nan)
+    fund[::60] = rng.normal(0, 0.0003, len(fund[::60]))
+    levels = np.repeat(rng.uniform(-abs(lev), abs(lev) + 0.1, flips), n // flips + 1)[:n]
+    bars = _bars(o, h, lo, c, fund)
+    r = _run(bars, levels, fills=FillsConfig(impact_coef=0.5, half_spread_bps=1.0))
+    assert r.metrics["liquidations"] == 0
+    np.testing.assert_allclose(r.records[:, eg.R_EQUITY], _replay(bars, r), rtol=1e-9,
+                               atol=1e-6)
+
+
+def test_no_order_after_halted_except_reductions():
+    rng = np.random.default_rng(3)
+    n = 600
+    c = 100 * np.exp(np.cumsum(np.r_[np.zeros(100), np.full(200, -0.002), rng.normal(0, 0.002,
+                                                                                      300)]))
+    o = np.r_[c[0], c[:-1]]
+    bars = _bars(o, np.maximum(o, c) * 1.0005, np.minimum(o, c) * 0.9995, c)
+    pol = RiskPolicy(max_drawdown=0.10, daily_loss=1.0, cascade_mode=False, hedge=False,
+                     min_liq_atr=0.0, cluster_k_atr=0.0)
+    r = _run(bars, np.full(n, 5.0), policy=pol)
+    rec = r.records
+    halted = np.flatnonzero(rec[:, eg.R_STATE] == en.HALTED)
+    assert len(halted) > 0 and r.metrics["max_drawdown"] < 0.2
+    for t in r.trades:
+        bar = int(t[0])
+        if bar - 1 in set(halted.tolist()):
+            before = rec[bar - 1, eg.R_QTY]
+            assert abs(before + t[2]) <= abs(before) + 1e-12       # only reductions
+
+
+@settings(max_examples=300, deadline=None)
+@given(sig=st.lists(st.one_of(st.floats(-10, 1e6), st.just(float("nan"))), min_size=en.N_SIG,
+                    max_size=en.N_SIG),
+       acct=st.lists(st.floats(-1e7, 1e7), min_size=en.N_ACCT_VIEW, max_size=en.N_ACCT_VIEW),
+       hard=st.floats(1, 125), target=st.floats(-1e9, 1e9))
+def test_risk_engine_never_exceeds_the_hard_leverage(sig, acct, hard, target):
+    pol = RiskPolicy(max_leverage=hard, lev_base=125.0, lev_min=50.0,
+                     cascade_max_leverage=125.0).to_array()
+    out = np.zeros(en.N_DECISION)
+    a = np.array(acct)
+    en.evaluate(np.array(sig), a, pol, out)
+    assert out[en.D_MAX_LEV_LONG] <= hard + 1e-12 and out[en.D_MAX_LEV_SHORT] <= hard + 1e-12
+    eq = max(a[en.A_EQUITY], 0.0)
+    allowed = en.allowed_target(target, a[en.A_NOTIONAL], out, pol)
+    assert abs(allowed) <= max(abs(a[en.A_NOTIONAL]), hard * eq) + 1e-6
+
+
+def test_cascade_against_the_position_forces_reducing():
+    pol = RiskPolicy().to_array()
+    sig = np.full(en.N_SIG, np.nan)
+    sig[en.S_MARK], sig[en.S_ATR] = 100.0, 1.0
+    sig[en.S_CROWD_LONG] = sig[en.S_CROWD_SHORT] = 0.0
+    sig[en.S_CASCADE], sig[en.S_CASCADE_BLOCK], sig[en.S_STALE_BARS] = 1.0, 1.0, 0.0
+    acct = np.array([10_000.0, 50_000.0, 50.0, 10_000.0, 10_000.0, 0.0])
+    out = np.zeros(en.N_DECISION)
+    en.evaluate(sig, acct, pol, out)
+    assert out[en.D_STATE] == en.REDUCING
+    assert int(out[en.D_REASONS]) & en.R_CASCADE and int(out[en.D_REASONS]) & en.R_CASCADE_BLOCK
+    assert out[en.D_MAX_LEV_LONG] == 2.0 and out[en.D_BLOCK_LONG] == 1.0
+    assert en.allowed_target(80_000.0, 50_000.0, out, pol) == 20_000.0   # 2x of 10,000 equity
+    # a short is not the cascade's victim: it may stay, but a long cannot be added
+    acct[en.A_NOTIONAL] = -30_000.0
+    en.evaluate(sig, acct, pol, out)
+    assert out[en.D_STATE] == en.ACTIVE
+    assert en.allowed_target(10_000.0, -30_000.0, out, pol) == 0.0
+
+
+def test_cluster_guard_puts_our_liquidation_beyond_the_cluster():
+    pol = RiskPolicy(cluster_buffer=0.005, mmr=0.005).to_array()
+    sig = np.full(en.N_SIG, np.nan)
+    sig[en.S_MARK], sig[en.S_ATR] = 100.0, 1.5
+    sig[en.S_CROWD_LONG] = sig[en.S_CROWD_SHORT] = 0.0
+    sig[en.S_CASCADE] = sig[en.S_CASCADE_BLOCK] = sig[en.S_STALE_BARS] = 0.0
+    # a dense long-liquidation cluster 5% below (3.3 ATR): 20x would liquidate us above it
+    sig[en.S_CLUSTER_BELOW], sig[en.S_CLUSTER_BELOW_EDGE] = 95.0, 94.5
+    sig[en.S_CLUSTER_BELOW_SHARE] = 0.2
+    acct = np.array([10_000.0, 100_000.0, 90.0, 10_000.0, 10_000.0, 0.0])
+    out = np.zeros(en.N_DECISION)
+    en.evaluate(sig, acct, pol, out)
+    cap = out[en.D_MAX_LEV_LONG]
+    liq = 100.0 * (1 - 1 / cap) / (1 - 0.005)        # our liquidation at that leverage
+    assert cap < 20.0 and liq == pytest.approx(94.5 * 0.995)
+    assert int(out[en.D_REASONS]) & en.R_CLUSTER and out[en.D_CLUSTER_PRICE] == 95.0
