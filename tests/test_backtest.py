@@ -20,6 +20,7 @@ from strategies.base import Param, Strategy
 
 BTC = shipped("binance", "BTCUSDT")
 NO_IMPACT = FillsConfig(impact_coef=0.0, half_spread_bps=0.0)
+FEES = VenueFees(0.0, 0.0005, 0.0125)
 
 
 class Fixed(Strategy):
@@ -46,8 +47,7 @@ def _bars(o, h, lo, c, funding=None):
     return Bars("BTCUSDT", MINUTE_MS, cols)
 
 
-def _run(bars, levels, policy=None, fills=NO_IMPACT, fees=VenueFees(0.0, 0.0005, 0.0125),
-         wallet=10_000.0):
+def _run(bars, levels, policy=None, fills=NO_IMPACT, fees=FEES, wallet=10_000.0):
     s = RunSettings(wallet=wallet, fills=fills, fees=fees)
     inputs = prepare(bars, pipeline.compute(bars, BTC), s)
     return run(inputs, Fixed(levels), policy or off_policy(), BTC, s, "t")

@@ -102,7 +102,7 @@ def evaluate(sig: np.ndarray, acct: np.ndarray, pol: np.ndarray, out: np.ndarray
         mark = 1.0
     atr = sig[S_ATR] if sig[S_ATR] > 0.0 else mark * 1e-3
     equity = acct[A_EQUITY]
-    if not equity == equity:
+    if equity != equity:
         equity = 0.0
     notional = acct[A_NOTIONAL]
     lev_now = abs(notional) / equity if equity > 0.0 else 0.0
@@ -189,9 +189,9 @@ def evaluate(sig: np.ndarray, acct: np.ndarray, pol: np.ndarray, out: np.ndarray
         reasons |= R_STALE
     dd = 1.0 - equity / acct[A_PEAK_EQUITY] if acct[A_PEAK_EQUITY] > 0.0 else 0.0
     day = 1.0 - equity / acct[A_DAY_START_EQUITY] if acct[A_DAY_START_EQUITY] > 0.0 else 0.0
-    if not dd == dd:
+    if dd != dd:
         dd = 0.0
-    if not day == day:
+    if day != day:
         day = 0.0
     if day >= pol[P_DAILY_LOSS]:
         state = HALTED

@@ -1,0 +1,127 @@
+"""Strategies: causality, behaviour on synthetic cascades, lookup and the backtest CLI."""
+
+import json
+from typing import ClassVar
+
+import numpy as np
+import pytest
+
+from backtests.lookahead import first_lookahead
+from bot.data.synthetic import SynthSpec, generate
+from bot.errors import LiqbotError
+from bot.mechanics.brackets import shipped
+from bot.signals import pipeline
+from strategies import BUILTIN, find
+from strategies.base import Param, Strategy
+
+BTC = shipped("binance", "BTCUSDT")
+
+
+class Peeking(Strategy):
+    """Long while price is below the series' LAST close: the classic full-sample leak."""
+
+    name = "peeking"
+    PARAMS: ClassVar[dict[str, Param]] = {"leverage": Param(float, 2.0, "")}
+
+    def targets(self, bars, signals):
+        return np.where(bars.close < bars.close[-1], 2.0, -2.0)
+
+
+@pytest.fixture(scope="module")
+def crowded():
+    ds = generate(SynthSpec(seed=2, days=3, crowding="long"))
+    return ds, pipeline.compute(ds.bars, BTC)
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN))
+def test_builtin_strategies_are_causal(crowded, name):
+    ds, sig = crowded
+    assert first_lookahead(ds.bars, sig, BUILTIN[name](), BTC, cuts=3) is None
+
+
+def test_lookahead_check_catches_a_peeking_strategy(crowded):
+    ds, sig = crowded
+    bad = first_lookahead(ds.bars, sig, Peeking(), BTC, cuts=3)
+    assert bad is not None and bad[1] < bad[0]
+
+
+def test_hold_and_trend_targets(crowded):
+    ds, sig = crowded
+    assert np.all(find("hold")(side="short", leverage=7).targets(ds.bars, sig) == -7.0)
+    tr = find("trend")(fast=10, slow=50, leverage=4).targets(ds.bars, sig)
+    assert set(np.unique(tr)) <= {-4.0, 0.0, 4.0}
+    flat = find("trend")(fast=10, slow=50, leverage=4, allow_short=0).targets(ds.bars, sig)
+    assert flat.min() == 0.0
+
+
+def test_cascade_fade_buys_after_exhaustion(crowded):
+    ds, sig = crowded
+    from bot.signals import detectors as dt
+    tgt = find("cascade_fade")(leverage=3).targets(ds.bars, sig)
+    ex = np.flatnonzero(sig.detectors[:, dt.D_EXHAUSTION_STATE] == 1.0)
+    entries = np.flatnonzero((tgt > 0) & (np.r_[0.0, tgt[:-1]] == 0))
+    assert len(entries) >= 1 and entries[0] in set(ex.tolist())
+    assert set(np.unique(tgt)) <= {0.0, 3.0}
+
+
+def test_funding_skew_fades_crowded_longs(crowded):
+    ds, sig = crowded
+    tgt = find("funding_skew")(leverage=2).targets(ds.bars, sig)
+    assert (tgt < 0).any() and not (tgt > 0).any()
+
+
+def test_lookup_errors():
+    with pytest.raises(LiqbotError, match="expected one of hold"):
+        find("martingale")
+    with pytest.raises(LiqbotError, match="cannot load"):
+        find("nope.module:X")
+    with pytest.raises(LiqbotError, match="has no parameter 'speed'"):
+        find("hold")(speed=3)
+    with pytest.raises(LiqbotError, match="--param side: expected one of long, short"):
+        find("hold")(side="up")
+    with pytest.raises(LiqbotError, match="0 < leverage <= 125"):
+        find("hold")(leverage=500)
+    assert find("tests.test_strategies:Peeking") is Peeking
+
+
+def test_backtest_cli_json_and_report(cli, tmp_path):
+    out, rep = tmp_path / "r.json", tmp_path / "r.html"
+    r = cli("backtest", "--scenario", "synthetic:3:long:2", "--strategy", "hold", "--param",
+            "side=long", "--param", "leverage=10", "--risk", "compare", "--json", out,
+            "--report", rep, "--check-lookahead")
+    assert r.code == 0, r.err
+    assert "is causal on 5 prefixes" in r.out and "risk interventions" in r.out
+    d = json.loads(out.read_text())
+    for run in ("off", "on"):
+        assert {"total_return", "max_drawdown", "liquidations", "fees", "funding", "n_trades",
+                "n_risk_actions"} <= set(d["runs"][run])
+    assert d["runs"]["off"]["n_risk_actions"] == 0
+    html = rep.read_text()
+    assert html.startswith("<!doctype html>") and html.count("<svg") == 3
+    assert "<script" not in html and "http" not in html.split("<svg", 1)[0].lower()
+
+
+def test_backtest_cli_errors(cli, tmp_path):
+    r = cli("backtest", "--scenario", "calm", "--risk", "maybe")
+    assert r.code == 2 and "--risk: expected on, off or compare" in r.err
+    r = cli("backtest")
+    assert r.code == 2 and "give a DATASET directory or --scenario" in r.err
+    r = cli("backtest", "--scenario", "nowhere")
+    assert r.code == 2 and "neither a dataset directory" in r.err
+    r = cli("backtest", "--scenario", "calm", "--param", "leverage")
+    assert r.code == 2 and "--param: expected key=value" in r.err
+    r = cli("backtest", "--scenario", "calm", "--preset", "yolo")
+    assert r.code == 2 and "--preset: expected one of conservative, balanced, aggressive" in r.err
+    r = cli("backtest", "--scenario", "calm", "--strategy", "tests.test_strategies:Peeking",
+            "--check-lookahead", "--risk", "off")
+    assert r.code == 2 and "is NOT causal" in r.err
+    r = cli("backtest", "--scenario", "calm", "--from", "2026-01-02", "--to", "2026-01-02T00:05Z",
+            "--risk", "off")
+    assert r.code == 2 and "fewer than 10 bars" in r.err
+
+
+def test_presets_load_and_order():
+    from bot.risk.policy import load_policy
+    c, b, a = (load_policy(n) for n in ("conservative", "balanced", "aggressive"))
+    assert c.max_leverage < b.max_leverage < a.max_leverage
+    assert c.max_drawdown < b.max_drawdown < a.max_drawdown
