@@ -169,7 +169,9 @@ def run_chunk(t0: int, t1: int, ts: np.ndarray, opn: np.ndarray, high: np.ndarra
         order = allowed - main_n
         band = fp[F_BAND] * max(abs(allowed), abs(main_n))
         # orders are sized in base at this close; a target of zero closes exactly
-        if abs(order) > band or (allowed == 0.0 and main_n != 0.0) or allowed * main_n < 0.0:
+        # the band only damps rebalancing: entries from flat, exits and flips always trade
+        if abs(order) > band or (allowed == 0.0 and main_n != 0.0) or allowed * main_n < 0.0 \
+                or (main_n == 0.0 and allowed != 0.0):
             st[ST_PEND_MAIN] = -pos[0, ac.P_QTY] if allowed == 0.0 else order / close[t]
         hedge_order = dec[en.D_HEDGE_NOTIONAL] - hedge_n
         if st[ST_BUST] == 0.0 and (abs(hedge_order) > fp[F_BAND] * max(

@@ -23,6 +23,8 @@ from bot.mechanics.liquidation import batch_isolated_liquidation_prices
 
 
 def _fmt(seconds: float) -> str:
+    if seconds >= 10:
+        return f"{seconds:.1f} s"
     if seconds < 1e-6:
         return f"{seconds * 1e9:.0f} ns"
     if seconds < 1e-3:
@@ -108,6 +110,83 @@ def signals_rows() -> list[tuple[str, float, float]]:
             ("all signals (heatmap + positioning + detectors), a day", t_all, 0.05)]
 
 
+JIT_PROBE = """
+import time
+t = time.perf_counter()
+from backtests.runner import RunSettings, prepare, run
+from bot.data.synthetic import SynthSpec, generate
+from bot.mechanics.brackets import shipped
+from bot.risk.policy import load_policy
+from bot.signals import pipeline
+from strategies import find
+b = generate(SynthSpec(seed=1, days=1)).bars
+br = shipped("binance", "BTCUSDT")
+run(prepare(b, pipeline.compute(b, br), RunSettings()), find("trend")(), load_policy("balanced"),
+    br, RunSettings(), "on")
+print(time.perf_counter() - t)
+"""
+
+
+def jit_rows() -> list[tuple[str, float, float]]:
+    """A one-day backtest in fresh processes: cold (empty numba cache: compiles every kernel)
+    and warm (a second process reusing the on-disk cache)."""
+    import os
+    import subprocess
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+        times = []
+        for _ in range(2):
+            out = subprocess.run([sys.executable, "-c", JIT_PROBE], env=env, check=True,
+                                 capture_output=True, text=True).stdout
+            times.append(float(out.strip().splitlines()[-1]))
+    return [("JIT cold: fresh process, empty cache, 1-day backtest", times[0], 120.0),
+            ("JIT warm: second process, cache=True reused", times[1], 10.0)]
+
+
+def backtest_rows() -> tuple[list[tuple[str, float, float]], list[str]]:
+    from backtests.runner import RunSettings, prepare, run
+    from bot.risk.policy import load_policy, off_policy
+    from bot.signals import pipeline
+    from strategies import find
+
+    bars = generate(SynthSpec(seed=1, days=365, crowding="none", snapshot_minutes=1440)).bars
+    n = len(bars)
+    b = shipped("binance", "BTCUSDT")
+    small = bars.take(slice(0, 5000))
+    run(prepare(small, pipeline.compute(small, b), RunSettings()), find("trend")(),
+        load_policy("balanced"), b, RunSettings(), "warm-up")
+
+    def full() -> object:
+        sig = pipeline.compute(bars, b)
+        return run(prepare(bars, sig, RunSettings()), find("trend")(), load_policy("balanced"),
+                   b, RunSettings(), "on")
+
+    t_full = best_of(full, 3)
+    sig = pipeline.compute(bars, b)
+    inputs = prepare(bars, sig, RunSettings())
+    sma = find("sma_cross")()
+    t_loop = best_of(lambda: run(inputs, sma, off_policy(), b, RunSettings(), "off"), 3)
+    notes = [f"one year = {n:,} 1m bars (synthetic, seed 1, no crowding)",
+             f"liqbot full run (signals + risk + trend): {n / t_full:,.0f} bars/s",
+             f"liqbot engine loop only (sma_cross, signals precomputed): {n / t_loop:,.0f} bars/s"]
+    try:
+        import vectorbt as vbt
+        fast, slow = sma.params["fast"], sma.params["slow"]
+        from strategies.sma_cross import sma as sma_fn
+        f, s = sma_fn(bars.close, fast), sma_fn(bars.close, slow)
+        entries = (f > s) & ~(np.r_[False, (f > s)[:-1]])
+        exits = (f <= s) & np.r_[False, (f > s)[:-1]]
+        kw = {"close": bars.close, "entries": entries, "exits": exits, "price": bars["open"],
+              "fees": 0.0005, "init_cash": 100_000.0, "direction": "longonly"}
+        vbt.Portfolio.from_signals(**kw)
+        t_vbt = best_of(lambda: vbt.Portfolio.from_signals(**kw).value(), 3)
+        notes.append(f"vectorbt {vbt.__version__} Portfolio.from_signals (same SMA signals, "
+                     f"same data, same process): {n / t_vbt:,.0f} bars/s")
+    except ImportError:
+        notes.append("vectorbt not installed (dev extra): comparison skipped")
+    return [("backtest: 1 year of 1m bars, heatmap + risk + strategy", t_full, 1.0)], notes
+
+
 def main() -> int:
     rows: list[tuple[str, float, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -136,12 +215,17 @@ def main() -> int:
                  5.0))
     rows.extend(mechanics_rows())
     rows.extend(signals_rows())
+    bt_rows, notes = backtest_rows()
+    rows.extend(bt_rows)
+    rows.extend(jit_rows())
     print(f"{'benchmark':<62} {'measured':>12} {'target':>10}  ok")
     ok_all = True
     for name, value, target in rows:
         ok = value < target
         ok_all &= ok
         print(f"{name:<62} {_fmt(value):>12} {_fmt(target):>10}  {'yes' if ok else 'NO'}")
+    for note in notes:
+        print(note)
     return 0 if ok_all else 1
 
 

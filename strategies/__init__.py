@@ -9,13 +9,16 @@ from strategies.base import Param, Strategy
 from strategies.cascade_fade import CascadeFade
 from strategies.funding_skew import FundingSkew
 from strategies.hold import Hold
+from strategies.sma_cross import SmaCross
 from strategies.trend import Trend
 
-BUILTIN: dict[str, type[Strategy]] = {s.name: s for s in (Hold, Trend, CascadeFade, FundingSkew)}
+BUILTIN: dict[str, type[Strategy]] = {
+    s.name: s for s in (Hold, Trend, CascadeFade, FundingSkew, SmaCross)}
 
 
 def find(name: str) -> type[Strategy]:
-    """A strategy class by name (hold, trend, cascade_fade, funding_skew) or `module:Class`."""
+    """A strategy class by name (hold, trend, cascade_fade, funding_skew, and the reference
+    sma_cross) or `module:Class`."""
     if name in BUILTIN:
         return BUILTIN[name]
     if ":" in name:

@@ -72,6 +72,7 @@ def test_new_positions_land_at_mechanics_liquidation_prices():
               100_000.0, 100_000.0, 100.0, 1.0, 1.0, 1e6, np.nan, np.nan, np.nan, np.nan)
     hm.update(mass, meta, p, levs, w, BTC.floor, BTC.cap, BTC.mmr, BTC.cum, 100_000.0,
               100_000.0, 100_000.0, 101.0, 1.0, 1.0, 1e6, np.nan, np.nan, np.nan, np.nan)
+    hm.materialize(mass, meta)
     b = int(np.flatnonzero(mass[0])[0])
     # 10x long, 10,000 notional (tier 1, mmr 0.4%): 100000 x 0.9 / 0.996 = 90,361.4
     price = hm.bin_prices(meta, mass.shape[1])[b]

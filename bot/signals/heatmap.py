@@ -6,7 +6,10 @@ kernel for the backtester and the daemon):
   price falls in bin b. Bins are log-spaced: bin b covers
   [exp(lo + b w), exp(lo + (b+1) w)), w = bin width (default 0.001 = 0.1%).
 - `meta[M_*]`: grid origin `lo`, bookkeeping totals (added, removed, consumed per side,
-  decayed), previous open interest, realised liquidations per side, confidence.
+  decayed), previous open interest, realised liquidations per side, confidence, and the
+  lazy per-side scale, stored totals and occupied bounds that make a bar update O(1) in
+  the number of bins (decay and proportional removal multiply a scale; consumption scans
+  only bins between the mark and the outermost occupied level).
 
 One bar, in this order, using only that bar's values (known at its close):
 1. consume: long levels at or above the bar's MARK low, short levels at or below its MARK
@@ -40,8 +43,10 @@ from bot.mechanics.liquidation import binance_liquidation_price_bracketed
 
 LONG, SHORT = 0, 1
 (M_LO, M_WIDTH, M_ADDED, M_REMOVED, M_CONSUMED_LONG, M_CONSUMED_SHORT, M_DECAYED, M_PREV_OI,
- M_REALIZED_LONG, M_REALIZED_SHORT, M_CONFIDENCE, M_BARS) = range(12)
-N_META = 12
+ M_REALIZED_LONG, M_REALIZED_SHORT, M_CONFIDENCE, M_BARS, M_SCALE_LONG, M_SCALE_SHORT,
+ M_STORED_LONG, M_STORED_SHORT, M_HI_LONG, M_LO_SHORT) = range(18)
+N_META = 18
+RESYNC_BARS = 4096        # stored totals are recomputed exactly this often (float drift)
 
 
 class HeatmapParams(NamedTuple):
@@ -69,14 +74,54 @@ DEFAULT_WEIGHTS = np.array([0.2, 0.3, 0.25, 0.15, 0.1])
 
 def new_state(center_price: float, p: HeatmapParams = HeatmapParams()) -> tuple[np.ndarray,
                                                                                  np.ndarray]:
-    """Empty (mass, meta) with the grid centred on `center_price`."""
+    """Empty (mass, meta) with the grid centred on `center_price`.
+
+    `mass` is stored scaled: the true notional of side s in bin b is
+    mass[s, b] x meta[M_SCALE_LONG + s]. Decay and proportional removal only touch the
+    scale, which keeps a bar update O(1) in the number of bins; `materialize` folds the
+    scale back in (done at the end of `run`).
+    """
     mass = np.zeros((2, p.n_bins))
     meta = np.zeros(N_META)
     meta[M_WIDTH] = p.bin_width
     meta[M_LO] = np.log(center_price) - p.n_bins // 2 * p.bin_width
     meta[M_PREV_OI] = np.nan
     meta[M_CONFIDENCE] = 1.0
+    meta[M_SCALE_LONG] = 1.0
+    meta[M_SCALE_SHORT] = 1.0
+    meta[M_HI_LONG] = -1.0
+    meta[M_LO_SHORT] = p.n_bins
     return mass, meta
+
+
+@njit(cache=True)
+def materialize(mass: np.ndarray, meta: np.ndarray) -> None:
+    """Fold the lazy scales into `mass` (true notional per bin afterwards)."""
+    for s in range(2):
+        sc = meta[M_SCALE_LONG + s]
+        if sc != 1.0:
+            for b in range(mass.shape[1]):
+                mass[s, b] *= sc
+            meta[M_STORED_LONG + s] *= sc
+            meta[M_SCALE_LONG + s] = 1.0
+
+
+@njit(cache=True)
+def _resync(mass: np.ndarray, meta: np.ndarray) -> None:
+    for s in range(2):
+        meta[M_STORED_LONG + s] = mass[s].sum()
+        if meta[M_SCALE_LONG + s] < 1e-100:          # renormalise before underflow
+            sc = meta[M_SCALE_LONG + s]
+            for b in range(mass.shape[1]):
+                mass[s, b] *= sc
+            meta[M_STORED_LONG + s] *= sc
+            meta[M_SCALE_LONG + s] = 1.0
+
+
+@njit(cache=True)
+def side_total(meta: np.ndarray, s: int) -> float:
+    """True notional of one side."""
+    return meta[M_STORED_LONG + s] * meta[M_SCALE_LONG + s]
 
 
 @njit(cache=True)
@@ -114,6 +159,11 @@ def _recenter(mass: np.ndarray, meta: np.ndarray, close: float, margin: int) -> 
             new[s, j] += mass[s, src]
     mass[:, :] = new
     meta[M_LO] += k * meta[M_WIDTH]
+    if meta[M_HI_LONG] >= 0.0:
+        meta[M_HI_LONG] = min(max(meta[M_HI_LONG] - k, 0.0), nb - 1.0)
+    if meta[M_LO_SHORT] < nb:
+        meta[M_LO_SHORT] = min(max(meta[M_LO_SHORT] - k, 0.0), nb - 1.0)
+    _resync(mass, meta)
 
 
 @njit(cache=True)
@@ -128,33 +178,46 @@ def update(mass: np.ndarray, meta: np.ndarray, p: HeatmapParams, levs: np.ndarra
     Returns the (long, short) notional consumed in this bar."""
     nb = mass.shape[1]
     _recenter(mass, meta, close, p.recenter_margin)
-    # 1. consumption by the bar's mark extremes
+    if meta[M_BARS] % RESYNC_BARS == 0.0:
+        _resync(mass, meta)
+    # 1. consumption by the bar's mark extremes, only over bins that can hold mass
     cons_l = 0.0
-    b_lo = bin_of(mark_low, meta, nb)
-    for b in range(b_lo, nb):
-        if mass[LONG, b] > 0.0 and np.exp(meta[M_LO] + (b + 0.5) * meta[M_WIDTH]) >= mark_low:
-            cons_l += mass[LONG, b]
+    hi = int(meta[M_HI_LONG])
+    start = bin_of(mark_low, meta, nb)
+    if np.exp(meta[M_LO] + (start + 0.5) * meta[M_WIDTH]) < mark_low:
+        start += 1
+    if start <= hi:
+        got = 0.0
+        for b in range(start, hi + 1):
+            got += mass[LONG, b]
             mass[LONG, b] = 0.0
+        meta[M_STORED_LONG] = max(meta[M_STORED_LONG] - got, 0.0)
+        cons_l = got * meta[M_SCALE_LONG]
+        meta[M_HI_LONG] = start - 1
     cons_s = 0.0
-    b_hi = bin_of(mark_high, meta, nb)
-    for b in range(0, b_hi + 1):
-        if mass[SHORT, b] > 0.0 and np.exp(meta[M_LO] + (b + 0.5) * meta[M_WIDTH]) <= mark_high:
-            cons_s += mass[SHORT, b]
+    lo = int(meta[M_LO_SHORT])
+    end = bin_of(mark_high, meta, nb)
+    if np.exp(meta[M_LO] + (end + 0.5) * meta[M_WIDTH]) > mark_high:
+        end -= 1
+    if end >= lo:
+        got = 0.0
+        for b in range(lo, end + 1):
+            got += mass[SHORT, b]
             mass[SHORT, b] = 0.0
+        meta[M_STORED_SHORT] = max(meta[M_STORED_SHORT] - got, 0.0)
+        cons_s = got * meta[M_SCALE_SHORT]
+        meta[M_LO_SHORT] = end + 1
     meta[M_CONSUMED_LONG] += cons_l
     meta[M_CONSUMED_SHORT] += cons_s
     if np.isfinite(realized_long):
         meta[M_REALIZED_LONG] += realized_long
     if np.isfinite(realized_short):
         meta[M_REALIZED_SHORT] += realized_short
-    # 2. decay
+    # 2. decay: on the scales only
     keep = np.exp(-np.log(2.0) / p.half_life_bars)
-    total = 0.0
-    for s in range(2):
-        for b in range(nb):
-            total += mass[s, b]
-            mass[s, b] *= keep
-    meta[M_DECAYED] += total * (1.0 - keep)
+    meta[M_DECAYED] += (side_total(meta, LONG) + side_total(meta, SHORT)) * (1.0 - keep)
+    meta[M_SCALE_LONG] *= keep
+    meta[M_SCALE_SHORT] *= keep
     # 3. open interest (or the volume proxy)
     buy_share = taker_buy_volume / volume if volume > 0.0 else 0.5
     long_share = buy_share
@@ -214,16 +277,23 @@ def _add(mass: np.ndarray, meta: np.ndarray, p: HeatmapParams, levs: np.ndarray,
                                                       cum)[0]
             if liq <= 0.0:
                 continue
-            mass[s, bin_of(liq, meta, nb)] += amount
+            b = bin_of(liq, meta, nb)
+            stored = amount / meta[M_SCALE_LONG + s]
+            mass[s, b] += stored
+            meta[M_STORED_LONG + s] += stored
             meta[M_ADDED] += amount
+            if s == LONG and b > meta[M_HI_LONG]:
+                meta[M_HI_LONG] = b
+            elif s == SHORT and b < meta[M_LO_SHORT]:
+                meta[M_LO_SHORT] = b
 
 
 @njit(cache=True)
 def _remove(mass: np.ndarray, meta: np.ndarray, notional: float, long_share: float) -> None:
-    """Remove `notional`, `long_share` of it from longs, proportionally across levels; what
-    one side cannot cover is taken from the other."""
+    """Remove `notional`, `long_share` of it from longs, proportionally across levels (a
+    scale change); what one side cannot cover is taken from the other."""
     want = np.array([notional * long_share, notional * (1.0 - long_share)])
-    have = np.array([mass[LONG].sum(), mass[SHORT].sum()])
+    have = np.array([side_total(meta, LONG), side_total(meta, SHORT)])
     for s in range(2):
         spill = want[s] - have[s]
         if spill > 0.0:
@@ -233,9 +303,17 @@ def _remove(mass: np.ndarray, meta: np.ndarray, notional: float, long_share: flo
         take = min(want[s], have[s])
         if take <= 0.0 or have[s] <= 0.0:
             continue
-        f = take / have[s]
-        for b in range(mass.shape[1]):
-            mass[s, b] -= mass[s, b] * f
+        keep = 1.0 - take / have[s]
+        if keep < 1e-12:                     # the side is emptied: reset instead of scale 0
+            mass[s, :] = 0.0
+            meta[M_STORED_LONG + s] = 0.0
+            meta[M_SCALE_LONG + s] = 1.0
+            if s == LONG:
+                meta[M_HI_LONG] = -1.0
+            else:
+                meta[M_LO_SHORT] = mass.shape[1]
+        else:
+            meta[M_SCALE_LONG + s] *= keep
         meta[M_REMOVED] += take
 
 
@@ -253,7 +331,7 @@ def side_mass_near(mass: np.ndarray, meta: np.ndarray, mark: float, within: floa
     up_sum = 0.0
     for b in range(b_mark, b_up + 1):
         up_sum += mass[SHORT, b]
-    return lo_sum, up_sum
+    return lo_sum * meta[M_SCALE_LONG], up_sum * meta[M_SCALE_SHORT]
 
 
 @njit(cache=True)
@@ -269,7 +347,7 @@ def nearest_clusters(mass: np.ndarray, meta: np.ndarray, mark: float, p: Heatmap
     b0 = bin_of(mark, meta, nb)
     w = p.cluster_window
     for s in range(2):
-        total = mass[s].sum()
+        total = meta[M_STORED_LONG + s]      # stored units: shares do not depend on the scale
         if total <= 0.0:
             continue
         step = -1 if s == LONG else 1
@@ -308,9 +386,9 @@ class HeatmapRun(NamedTuple):
     confidence: np.ndarray
     clusters: np.ndarray        # (n, 6): nearest dense cluster below (price, far edge, share)
     #                             and above (price, far edge, share), NaN when none
-    mass: np.ndarray
+    mass: np.ndarray            # TRUE notional per bin (materialised) at the last bar
     meta: np.ndarray
-    snapshots: np.ndarray       # (n_snap, 2, n_bins) at every `stride`-th bar
+    snapshots: np.ndarray       # (n_snap, 2, n_bins) true notional at every `stride`-th bar
     snapshot_lo: np.ndarray     # grid origin of each snapshot
 
 
@@ -337,8 +415,8 @@ def run_kernel(mass: np.ndarray, meta: np.ndarray, p: HeatmapParams, levs: np.nd
                         mark_high[t], mark_low[t], oi[t], taker_buy[t], volume[t],
                         quote_volume[t], ls_ratio[t], last_funding, liq_long[t], liq_short[t])
         nl, ns = side_mass_near(mass, meta, close[t], near)
-        out[0, t] = mass[LONG].sum()
-        out[1, t] = mass[SHORT].sum()
+        out[0, t] = side_total(meta, LONG)
+        out[1, t] = side_total(meta, SHORT)
         out[2, t] = cl
         out[3, t] = cs
         out[4, t] = nl
@@ -346,7 +424,8 @@ def run_kernel(mass: np.ndarray, meta: np.ndarray, p: HeatmapParams, levs: np.nd
         out[6, t] = meta[M_CONFIDENCE]
         nearest_clusters(mass, meta, close[t], p, out[7:13, t])
         if stride > 0 and t % stride == 0 and k < n_snap:
-            snaps[k] = mass
+            snaps[k, 0] = mass[LONG] * meta[M_SCALE_LONG]
+            snaps[k, 1] = mass[SHORT] * meta[M_SCALE_SHORT]
             snap_lo[k] = meta[M_LO]
             k += 1
     return out, snaps, snap_lo
@@ -393,6 +472,7 @@ def run(bars: object, brackets: object, p: HeatmapParams = HeatmapParams(),
         x["close"], x["mark_high"], x["mark_low"], x["oi"], x["taker_buy"], x["volume"],
         x["quote_volume"], x["ls_ratio"], x["funding"], x["liq_long"], x["liq_short"],
         near, stride)
+    materialize(mass, meta)
     return HeatmapRun(out[0], out[1], out[2], out[3], out[4], out[5], out[6],
                       np.ascontiguousarray(out[7:13].T), mass, meta, snaps, snap_lo)
 

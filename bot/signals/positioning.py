@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from bot.mechanics.funding import DEFAULT_INTEREST, estimate_funding_rate
+from bot.mechanics.funding import DEFAULT_INTEREST, funding_rate_from_premium
 
 (C_FUNDING, C_FUNDING_Z, C_CARRY, C_NEXT_FUNDING, C_OI_1H, C_OI_4H, C_OI_24H, C_DIVERGENCE,
  C_LS_RATIO, C_TOP_RATIO, C_TAKER_IMB, C_HEAT_ASYM, C_LONG_SCORE, C_SHORT_SCORE) = range(14)
@@ -86,6 +86,9 @@ def positioning_kernel(ts: np.ndarray, close: np.ndarray, funding: np.ndarray,
     prev_settle_ts = -1
     tb_sum = 0.0
     v_sum = 0.0
+    pw = 0.0
+    pnum = 0.0
+    pden = 0.0
     h4 = 4 * bars_per_hour
     for t in range(n):
         if funding[t] == funding[t]:
@@ -104,9 +107,18 @@ def positioning_kernel(ts: np.ndarray, close: np.ndarray, funding: np.ndarray,
             out[t, C_FUNDING_Z] = (last_rate - seg.mean()) / sd if sd > 0.0 else 0.0
         if last_rate == last_rate and interval_ms > 0:
             out[t, C_CARRY] = last_rate * (365.0 * 86_400_000.0 / interval_ms)
-        start = last_settle + 1 if last_settle >= 0 else 0
-        if t >= start:
-            out[t, C_NEXT_FUNDING] = estimate_funding_rate(premium[start:t + 1])
+        # running form of estimate_funding_rate(premium[last_settle + 1 : t + 1])
+        if last_settle == t:
+            pw = 0.0
+            pnum = 0.0
+            pden = 0.0
+        else:
+            pw += 1.0
+            if premium[t] == premium[t]:
+                pnum += pw * premium[t]
+                pden += pw
+            if pden > 0.0:
+                out[t, C_NEXT_FUNDING] = funding_rate_from_premium(pnum / pden)
         out[t, C_OI_1H] = _change(oi, t, bars_per_hour)
         out[t, C_OI_4H] = _change(oi, t, h4)
         out[t, C_OI_24H] = _change(oi, t, 24 * bars_per_hour)
