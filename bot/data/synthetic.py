@@ -35,6 +35,7 @@ from numba import njit
 
 from bot.data.bars import MINUTE_MS, Bars
 from bot.data.dataset import Dataset, iso
+from bot.data.grid import log_bin
 from bot.data.rng import make_state, normal, poisson, uniform
 from bot.mechanics.funding import funding_rate_from_premium
 from bot.mechanics.liquidation import binance_liquidation_price
@@ -97,16 +98,6 @@ LEVERAGES = np.array([5.0, 10.0, 20.0, 25.0, 50.0, 100.0])
 LEVERAGE_WEIGHTS = np.array([0.18, 0.27, 0.2, 0.15, 0.12, 0.08])
 GRID_HALF_WIDTH = 1.2   # log-price half range of the bin grid around the start price
 BIN_WIDTH = 0.001       # 0.1% bins
-
-
-@njit(cache=True)
-def _bin_of(logp: float, lo: float, width: float, nb: int) -> int:
-    b = int(np.floor((logp - lo) / width))
-    if b < 0:
-        return 0
-    if b >= nb:
-        return nb - 1
-    return b
 
 
 @njit(cache=True)
@@ -184,7 +175,7 @@ def _simulate(n_min: int, substeps: int, snap_every: int, p: SynthParams, crowd_
                 liq = binance_liquidation_price(side, qty, price, notional / lev, p.mmr, 0.0)
                 if liq <= 0.0:
                     continue
-                b = _bin_of(np.log(liq), lo, BIN_WIDTH, nb)
+                b = log_bin(np.log(liq), lo, BIN_WIDTH, nb)
                 if side > 0:
                     long_q[b] += qty / scale
                     long_tot += qty
@@ -227,8 +218,8 @@ def _simulate(n_min: int, substeps: int, snap_every: int, p: SynthParams, crowd_
             # -- forced closes of every bin the mark crossed (executed next sub-step)
             forced = 0.0
             if logp < logp_prev:
-                b_hi = _bin_of(logp_prev, lo, BIN_WIDTH, nb)
-                b_lo = _bin_of(logp, lo, BIN_WIDTH, nb)
+                b_hi = log_bin(logp_prev, lo, BIN_WIDTH, nb)
+                b_lo = log_bin(logp, lo, BIN_WIDTH, nb)
                 for b in range(b_hi, b_lo - 1, -1):
                     liq_px = np.exp(lo + (b + 0.5) * BIN_WIDTH)
                     q = long_q[b] * scale
@@ -244,8 +235,8 @@ def _simulate(n_min: int, substeps: int, snap_every: int, p: SynthParams, crowd_
                             ev_qty[n_ev] = q
                             n_ev += 1
             else:
-                b_lo = _bin_of(logp_prev, lo, BIN_WIDTH, nb)
-                b_hi = _bin_of(logp, lo, BIN_WIDTH, nb)
+                b_lo = log_bin(logp_prev, lo, BIN_WIDTH, nb)
+                b_hi = log_bin(logp, lo, BIN_WIDTH, nb)
                 for b in range(b_lo, b_hi + 1):
                     liq_px = np.exp(lo + (b + 0.5) * BIN_WIDTH)
                     q = short_q[b] * scale

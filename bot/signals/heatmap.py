@@ -39,6 +39,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
+from bot.data.grid import log_bin
 from bot.mechanics.liquidation import binance_liquidation_price_bracketed
 
 LONG, SHORT = 0, 1
@@ -127,12 +128,7 @@ def side_total(meta: np.ndarray, s: int) -> float:
 @njit(cache=True)
 def bin_of(price: float, meta: np.ndarray, nb: int) -> int:
     """Bin index of a price, clamped to the grid."""
-    b = int(np.floor((np.log(price) - meta[M_LO]) / meta[M_WIDTH]))
-    if b < 0:
-        return 0
-    if b >= nb:
-        return nb - 1
-    return b
+    return log_bin(np.log(price), meta[M_LO], meta[M_WIDTH], nb)
 
 
 @njit(cache=True)
