@@ -134,7 +134,9 @@ def load_file(path: Path, kind: str | None = None) -> VisionFile:
         check_time(ts, label, table.line_of)
         check_grid(ts, step, label, table.line_of)
         check_bar_columns({**_kline_fields(cols), "ts": ts, "close_time": close_time},
-                          label, table.line_of, step)
+                          label, table.line_of, step,
+                          positive_prices=kind != "premiumIndexKlines",
+                          volumes=kind == "klines")
     elif kind == "fundingRate":
         check_time(cols["calc_time"], label, table.line_of, "calc_time")
         _check_finite(cols, ("last_funding_rate",), table)

@@ -46,15 +46,23 @@ def check_time(ts: np.ndarray, label: str, line_of: LineOf, column: str = "open_
 
 
 def check_bar_columns(cols: Mapping[str, np.ndarray], label: str, line_of: LineOf,
-                      interval_ms: int | None = None) -> None:
-    """OHLC consistency, finite values, non-negative volumes, and close_time when present."""
+                      interval_ms: int | None = None, positive_prices: bool = True,
+                      volumes: bool = True) -> None:
+    """OHLC consistency, finite values, non-negative volumes, and close_time when present.
+
+    Mark and index klines carry no volumes (`volumes=False`); premium-index klines are
+    signed fractions, so they skip the positive-price check too.
+    """
+    if not volumes:
+        cols = {k: v for k, v in cols.items() if k not in (
+            "volume", "quote_volume", "trades", "taker_buy_volume", "taker_buy_quote_volume")}
     for name in ("open", "high", "low", "close", "volume", "quote_volume",
                  "taker_buy_volume", "taker_buy_quote_volume"):
         if name in cols:
             i = _first(~np.isfinite(cols[name]))
             if i is not None:
                 raise DataError(label, "value is NaN or infinite", row=line_of(i), column=name)
-    for name in ("open", "high", "low", "close"):
+    for name in ("open", "high", "low", "close") if positive_prices else ():
         i = _first(cols[name] <= 0)
         if i is not None:
             raise DataError(label, f"price must be positive, got {float(cols[name][i])!r}",
