@@ -24,13 +24,14 @@ import numpy as np
 from numba import njit
 
 from bot.mechanics import account as ac
+from bot.mechanics.brackets import max_notional_for_equity
 from bot.mechanics.fills import market_slippage
 from bot.risk import engine as en
 
 # state scalars (st[...])
 (ST_DAY, ST_DAY_START, ST_PEAK, ST_PEND_MAIN, ST_PEND_HEDGE, ST_N_TRADES, ST_N_DEC,
- ST_PREV_REASONS, ST_PREV_STATE, ST_BUST, ST_SLIPPAGE, ST_TIME_IN_MKT, ST_PREV_CLIPPED) = range(13)
-N_STATE = 13
+ ST_PREV_REASONS, ST_PREV_STATE, ST_BUST, ST_PREV_CLIPPED) = range(11)
+N_STATE = 11
 # per-bar records (rec[t, ...])
 (R_EQUITY, R_WALLET, R_QTY, R_HEDGE_QTY, R_LEVERAGE, R_TARGET_LEV, R_ALLOWED_LEV, R_STATE,
  R_REASONS, R_LIQ_PRICE, R_FEES, R_FUNDING) = range(12)
@@ -43,18 +44,6 @@ N_DCS = 3 + en.N_DECISION
 # fill / fee parameters (fp[...])
 (F_COEF, F_HALF_SPREAD, F_LIQ_MULT, F_MAX_IMPACT, F_TAKER, F_LIQ_FEE, F_BAND) = range(7)
 N_FP = 7
-
-
-@njit(cache=True)
-def exchange_max_notional(equity: float, cap: np.ndarray, max_lev: np.ndarray) -> float:
-    """Largest notional whose bracket's max leverage the equity can margin."""
-    best = 0.0
-    for k in range(len(cap)):
-        lim = min(equity * max_lev[k], cap[k])
-        floor = cap[k - 1] if k > 0 else 0.0
-        if lim > floor and lim > best:
-            best = lim
-    return best
 
 
 @njit(cache=True)
@@ -80,7 +69,6 @@ def _execute(acct: np.ndarray, pos: np.ndarray, slot: int, dq: float, t: int,
         trd[k, 5] = abs(dq) * abs(px - open_px)
         trd[k, 6] = 0.0
     st[ST_N_TRADES] += 1.0
-    st[ST_SLIPPAGE] += abs(dq) * abs(px - open_px)
 
 
 @njit(cache=True)
@@ -159,7 +147,7 @@ def run_chunk(t0: int, t1: int, ts: np.ndarray, opn: np.ndarray, high: np.ndarra
         en.evaluate(sig[t], view, pol, dec)
         target = targets[t] * max(eq, 0.0)
         allowed = en.allowed_target(target, main_n, dec, pol)
-        lim = exchange_max_notional(max(eq, 0.0), tier_cap, max_lev)
+        lim = max_notional_for_equity(max(eq, 0.0), tier_cap, max_lev)
         if allowed > lim:
             allowed = lim
         elif allowed < -lim:
@@ -179,8 +167,6 @@ def run_chunk(t0: int, t1: int, ts: np.ndarray, opn: np.ndarray, high: np.ndarra
                 (dec[en.D_HEDGE_NOTIONAL] == 0.0 and hedge_n != 0.0)):
             st[ST_PEND_HEDGE] = -pos[1, ac.P_QTY] if dec[en.D_HEDGE_NOTIONAL] == 0.0 \
                 else hedge_order / close[t]
-        if main_n != 0.0:
-            st[ST_TIME_IN_MKT] += 1.0
         # records
         rec[t, R_EQUITY] = eq
         rec[t, R_WALLET] = acct[ac.A_WALLET]

@@ -12,6 +12,7 @@ Rules:
 
 from __future__ import annotations
 
+import copy
 import os
 import stat
 import tomllib
@@ -47,10 +48,9 @@ class SyntheticConfig(_Section):
 
 
 class DataConfig(_Section):
-    """Where market data comes from and where caches go."""
+    """Where market data comes from when a command is not given a dataset."""
 
     source: str = Field("synthetic", description='"synthetic" or a dataset directory')
-    cache_dir: Path = Path("./var/cache")
     synthetic: SyntheticConfig = SyntheticConfig()
 
 
@@ -190,7 +190,7 @@ def parse_config(
         "(not shown)"
         for p in secret_paths
     ]
-    merged = _apply_env(_deep_copy(tree), env if env is not None else os.environ)
+    merged = _apply_env(copy.deepcopy(dict(tree)), env if env is not None else os.environ)
     try:
         cfg = Config.model_validate(merged)
     except ValidationError as exc:
@@ -202,10 +202,6 @@ def parse_config(
     if problems or cfg is None:
         raise ConfigError(source, problems)
     return cfg
-
-
-def _deep_copy(tree: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in tree.items()}
 
 
 def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) -> Config:

@@ -1,5 +1,4 @@
 import os
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -98,7 +97,3 @@ def test_config_check_cli(cli, tmp_path):
     r = cli("config", "check", broken)
     assert r.code == 2 and r.out.startswith("(file): expected valid TOML")
     assert "Traceback" not in r.out + r.err
-
-
-def test_default_toml_parses_as_toml():
-    tomllib.loads((ROOT / "config" / "default.toml").read_text())

@@ -161,6 +161,19 @@ def test_batch_matches_scalar():
     lev = rng.choice([5.0, 10.0, 25.0, 50.0, 100.0], n)
     b = BTC_TIERS
     out = lq.batch_isolated_liquidation_prices(side, qty, entry, lev, b.floor, b.cap, b.mmr, b.cum)
-    k = 17
-    assert out[k] == lq.binance_liquidation_price_bracketed(
-        side[k], qty[k], entry[k], qty[k] * entry[k] / lev[k], b.floor, b.cap, b.mmr, b.cum)[0]
+    scalar = [lq.binance_liquidation_price_bracketed(side[k], qty[k], entry[k],
+                                                     qty[k] * entry[k] / lev[k], b.floor, b.cap,
+                                                     b.mmr, b.cum)[0] for k in range(n)]
+    np.testing.assert_array_equal(out, scalar)
+    ok = lev <= b.max_leverage[[b.tier(x) for x in qty * entry]]      # openable positions
+    assert ok.sum() > 300
+    assert (out[ok & (side > 0)] < entry[ok & (side > 0)]).all()
+    assert (out[ok & (side < 0)] > entry[ok & (side < 0)]).all()
+
+
+def test_leverage_for_liquidation_inverts_the_formula():
+    for side in (1.0, -1.0):
+        for lev in (3.0, 10.0, 50.0):
+            lp = lq.binance_liquidation_price(side, 2.0, 100.0, 2.0 * 100.0 / lev, 0.005, 0.0)
+            assert lq.leverage_for_liquidation_at(side, 100.0, lp, 0.005) == pytest.approx(lev)
+    assert lq.leverage_for_liquidation_at(1.0, 100.0, 101.0, 0.005) == np.inf

@@ -104,8 +104,8 @@ def test_backtest_cli_json_and_report(cli, tmp_path):
 def test_backtest_cli_errors(cli, tmp_path):
     r = cli("backtest", "--scenario", "calm", "--risk", "maybe")
     assert r.code == 2 and "--risk: expected on, off or compare" in r.err
-    r = cli("backtest")
-    assert r.code == 2 and "give a DATASET directory or --scenario" in r.err
+    r = cli("backtest", tmp_path, "--scenario", "calm")
+    assert r.code == 2 and "not both" in r.err
     r = cli("backtest", "--scenario", "nowhere")
     assert r.code == 2 and "neither a dataset directory" in r.err
     r = cli("backtest", "--scenario", "calm", "--param", "leverage")
@@ -118,6 +118,18 @@ def test_backtest_cli_errors(cli, tmp_path):
     r = cli("backtest", "--scenario", "calm", "--from", "2026-01-02", "--to", "2026-01-02T00:05Z",
             "--risk", "off")
     assert r.code == 2 and "fewer than 10 bars" in r.err
+
+
+def test_backtest_defaults_to_the_configured_source(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("LIQBOT_DATA__SYNTHETIC__DAYS", "1")
+    out = tmp_path / "r.json"
+    r = cli("backtest", "--risk", "off", "--json", out)
+    assert r.code == 0, r.err
+    meta = json.loads(out.read_text())["meta"]
+    assert meta["source"] == "config data.source = 'synthetic'" and meta["bars"] == 1440
+    monkeypatch.setenv("LIQBOT_DATA__SOURCE", str(tmp_path / "missing"))
+    r = cli("backtest", "--risk", "off")
+    assert r.code == 2 and "neither a dataset directory" in r.err
 
 
 def test_presets_load_and_order():

@@ -56,7 +56,8 @@ def _fees(ctx_config: Path | None) -> tuple[VenueFees, Any]:
 
 def backtest_command(
     ctx: typer.Context,
-    dataset: Annotated[str | None, typer.Argument(help="dataset directory")] = None,
+    dataset: Annotated[str | None, typer.Argument(
+        help="dataset directory (default: the config's data.source)")] = None,
     scenario: Annotated[str | None, typer.Option(
         "--scenario", help="cascade-long, cascade-short, calm, synthetic:SEED[:CROWDING[:DAYS]]"
     )] = None,
@@ -84,14 +85,19 @@ def backtest_command(
     strategy; print the figures of each run side by side."""
     if risk not in ("on", "off", "compare"):
         raise LiqbotError(f"--risk: expected on, off or compare, got {risk!r}")
-    if (dataset is None) == (scenario is None):
-        raise LiqbotError("give a DATASET directory or --scenario NAME (one of them)")
+    if dataset is not None and scenario is not None:
+        raise LiqbotError("give a DATASET directory or --scenario NAME, not both")
     if wallet <= 0:
         raise LiqbotError(f"--wallet: expected a positive amount, got {wallet}")
     strat = find(strategy).from_strings(_params(param or []))
     policy = load_policy(preset) if risk != "off" else None
     fees, cfg = _fees((ctx.obj or {}).get("config") if ctx.obj else None)
-    ds = load_scenario(scenario or dataset or "")
+    if dataset is None and scenario is None:
+        ds = configured_data(cfg)
+        source = f"config data.source = {cfg.data.source!r}"
+    else:
+        ds = load_scenario(scenario or dataset or "")
+        source = scenario or dataset
     bars = ds.bars
     if start or end:
         bars = bars.between(parse_time(start, "--from") if start else None,
@@ -140,7 +146,7 @@ def backtest_command(
     con.print(t)
     meta = {"symbol": bars.symbol, "from": iso(bars.start_ms), "to": iso(bars.end_ms),
             "bars": len(bars), "strategy": strat.describe(), "preset": preset,
-            "source": scenario or dataset}
+            "source": source}
     if json_path is not None:
         out = {"meta": meta, "runs": {n: r.metrics for n, r in results.items()}}
         if "on" in results:
@@ -151,6 +157,17 @@ def backtest_command(
     if report is not None:
         write_report(report, bars, results, signals.heatmap.clusters, meta)
         con.print(f"report: {report}")
+
+
+def configured_data(cfg: Any) -> Any:
+    """The dataset named by the config: the embedded synthetic scenario or a directory."""
+    from bot.data.synthetic import SynthSpec, generate, spec_with
+
+    if cfg.data.source != "synthetic":
+        return load_scenario(cfg.data.source)
+    s = cfg.data.synthetic
+    return generate(spec_with(SynthSpec(seed=s.seed, days=s.days, crowding=s.crowding,
+                                        symbol=s.symbol), start_price=s.start_price))
 
 
 def register(app: typer.Typer) -> None:

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bot.errors import DataError, LiqbotError
+from bot.jsonfile import read_json
 from bot.mechanics import brackets as br
 from bot.mechanics import liquidation as lq
 from bot.mechanics.fees import venue_fees
@@ -69,12 +70,7 @@ def _others(path: Path, exchange: str) -> tuple[float, float]:
     The file is a list of {"side": "long"|"short", "qty": base, "entry": price,
     "mark": price, and either "mmr" [+ "maint_amount"] or "symbol" (shipped tiers)}.
     """
-    try:
-        rows = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise DataError(str(path), f"cannot read positions file ({exc.strerror})") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(str(path), f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    rows = read_json(path, "positions file")
     if not isinstance(rows, list):
         raise DataError(str(path), "expected a JSON list of positions")
     maint = upnl = 0.0
@@ -146,8 +142,8 @@ def compute(exchange: str, side: str, entry: float, qty: float, leverage: float 
     cap = "inf" if not np.isfinite(b.cap[tier]) else f"{b.cap[tier]:,.0f}"
     label = (f"tier {tier + 1}: {b.floor[tier]:,.0f} < notional <= {cap}, mmr {rate:g}, "
              f"maintenance amount {amount:,.2f}")
-    return Result(float(price), float(bankrupt), qty * float(price) * rate - amount, rate,
-                  amount, label)
+    return Result(float(price), float(bankrupt),
+                  br.maintenance_margin(qty * float(price), rate, amount), rate, amount, label)
 
 
 @app.command("liquidation")

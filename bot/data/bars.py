@@ -19,7 +19,7 @@ Units (documented once here, relied on everywhere):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -125,12 +125,6 @@ class Bars:
     def with_columns(self, **new: np.ndarray) -> Bars:
         """A copy with columns added or replaced."""
         return Bars(self.symbol, self.interval_ms, {**self.columns, **new})
-
-    def without(self, names: Iterable[str]) -> Bars:
-        drop = set(names)
-        return Bars(
-            self.symbol, self.interval_ms, {k: v for k, v in self.columns.items() if k not in drop}
-        )
 
 
 TRADE_COLUMNS: tuple[str, ...] = ("ts", "price", "qty", "side")

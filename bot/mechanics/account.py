@@ -33,6 +33,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from bot.mechanics.brackets import tier_of
 from bot.mechanics.fees import trade_fee
 from bot.mechanics.funding import funding_payment
 from bot.mechanics.liquidation import (
@@ -51,9 +52,6 @@ OK = 0
 REJECT_ZERO_QTY = 1
 REJECT_BRACKET_LEVERAGE = 2   # the new notional's bracket allows less than the leverage set
 REJECT_INSUFFICIENT_MARGIN = 3
-REASONS = {OK: "ok", REJECT_ZERO_QTY: "zero quantity or price",
-           REJECT_BRACKET_LEVERAGE: "leverage above the bracket's maximum for this notional",
-           REJECT_INSUFFICIENT_MARGIN: "insufficient available margin"}
 
 
 def new_account(wallet: float, n_symbols: int, leverage: float | list[float] = 10.0,
@@ -237,11 +235,7 @@ def initial_margin_check(acct: np.ndarray, pos: np.ndarray, i: int, dq: float, p
     new_q = q + dq
     if abs(new_q) <= abs(q) and q * new_q >= 0.0:
         return OK
-    new_notional = abs(new_q) * price
-    k = 0
-    n = cap.shape[1]
-    while k < n - 1 and new_notional > cap[i, k]:
-        k += 1
+    k = tier_of(abs(new_q) * price, floor[i], cap[i])
     lev = pos[i, P_LEVERAGE]
     if lev > max_lev[i, k] + 1e-12:
         return REJECT_BRACKET_LEVERAGE

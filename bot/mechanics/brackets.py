@@ -15,7 +15,6 @@ ccxt's `fetch_leverage_tiers` / `fetch_market_leverage_tiers` output (Binance ti
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 from numba import njit
 
 from bot.errors import DataError
+from bot.jsonfile import read_json
 
 SHIPPED_DIR = Path(__file__).with_name("brackets")
 CUM_TOLERANCE = 1e-6  # relative, plus 0.01 quote absolute (exchanges round cum to cents)
@@ -69,6 +69,19 @@ def tier_of(notional: float, floor: np.ndarray, cap: np.ndarray) -> int:
 def maintenance_margin(notional: float, mmr: float, cum: float) -> float:
     """Binance maintenance margin: notional x mmr - cum (quote)."""
     return notional * mmr - cum
+
+
+@njit(cache=True)
+def max_notional_for_equity(equity: float, cap: np.ndarray, max_lev: np.ndarray) -> float:
+    """Largest position notional the exchange lets `equity` margin: in each tier, up to
+    min(equity x the tier's max leverage, the tier's cap), if that reaches into the tier."""
+    best = 0.0
+    for k in range(len(cap)):
+        lim = min(equity * max_lev[k], cap[k])
+        floor = cap[k - 1] if k > 0 else 0.0
+        if lim > floor and lim > best:
+            best = lim
+    return best
 
 
 def from_tiers(symbol: str, tiers: Sequence[Mapping[str, Any]], source: str = "",
@@ -151,13 +164,7 @@ def from_ccxt(payload: Any, symbol: str | None = None, label: str = "(ccxt tiers
 
 def load_file(path: Path, symbol: str | None = None) -> Brackets:
     """Brackets from a JSON file (ccxt output or the shipped format)."""
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise DataError(str(path), f"cannot read tiers file ({exc.strerror})") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(str(path), f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    return from_ccxt(payload, symbol, str(path))
+    return from_ccxt(read_json(path, "tiers file"), symbol, str(path))
 
 
 def shipped(exchange: str, symbol: str) -> Brackets:

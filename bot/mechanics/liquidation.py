@@ -35,7 +35,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from bot.mechanics.brackets import maintenance_margin
+from bot.mechanics.brackets import maintenance_margin, tier_of
 
 
 @njit(cache=True)
@@ -74,11 +74,21 @@ def binance_liquidation_price_bracketed(
         notional = qty * p
         if (i == 0 or notional > floor[i]) and (notional <= cap[i] or i == n - 1):
             return p, i
-    j = 0
-    while j < n - 1 and qty * entry > cap[j]:
-        j += 1
+    j = tier_of(qty * entry, floor, cap)
     return binance_liquidation_price(side, qty, entry, wallet, mmr[j], cum[j], other_maint,
                                      other_upnl), j
+
+
+@njit(cache=True)
+def leverage_for_liquidation_at(side: float, entry: float, liq_price: float, mmr: float) -> float:
+    """The isolated leverage whose Binance liquidation price (single bracket, cum = 0) is
+    `liq_price`: the formula above with WB = qty x entry / L solved for L,
+        1 / L = side + liq_price x (mmr - side) / entry.
+    Returns +inf when no leverage puts the liquidation that far (1/L <= 0)."""
+    inv = side + liq_price * (mmr - side) / entry
+    if inv <= 0.0:
+        return np.inf
+    return 1.0 / inv
 
 
 @njit(cache=True)
@@ -141,8 +151,5 @@ def position_maintenance(qty: float, mark: float, floor: np.ndarray, cap: np.nda
                          mmr: np.ndarray, cum: np.ndarray) -> float:
     """Maintenance margin of a position marked at `mark` (bracket of the marked notional)."""
     notional = abs(qty) * mark
-    n = len(cap)
-    i = 0
-    while i < n - 1 and notional > cap[i]:
-        i += 1
+    i = tier_of(notional, floor, cap)
     return maintenance_margin(notional, mmr[i], cum[i])

@@ -10,7 +10,7 @@ Rules (defaults in config/risk/*.toml, documented in docs/risk.md):
    `crowd_start` to `lev_min` at crowding 1;
 2. cluster guard: a dense liquidation cluster on the adverse side within `cluster_k_atr`
    ATRs caps leverage so that our own liquidation price sits beyond its far edge plus
-   `cluster_buffer` (long: liq = mark (1 - 1/L) / (1 - mmr), solved for L);
+   `cluster_buffer` (`bot.mechanics.liquidation.leverage_for_liquidation_at`);
 3. cascade mode: a running cascade against the position forces REDUCING to
    `cascade_max_lev`; entries on the side being liquidated are blocked until the exhaustion
    detector fires (or the look-back expires) - buying a falling knife waits for exhaustion;
@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+
+from bot.mechanics.liquidation import leverage_for_liquidation_at
 
 # --- signals (per bar, per symbol) --------------------------------------------------------
 (S_MARK, S_ATR, S_CROWD_LONG, S_CROWD_SHORT, S_CASCADE, S_CASCADE_BLOCK, S_CLUSTER_BELOW,
@@ -77,21 +79,6 @@ def _schedule(crowd: float, pol: np.ndarray) -> float:
 
 
 @njit(cache=True)
-def _cluster_cap_long(mark: float, edge: float, pol: np.ndarray) -> float:
-    """Leverage whose long liquidation price sits below `edge` x (1 - buffer)."""
-    target = edge * (1.0 - pol[P_CLUSTER_BUFFER])
-    inv = 1.0 - target * (1.0 - pol[P_MMR]) / mark
-    return 1.0 / inv if inv > 0.0 else pol[P_MAX_LEV_HARD]
-
-
-@njit(cache=True)
-def _cluster_cap_short(mark: float, edge: float, pol: np.ndarray) -> float:
-    target = edge * (1.0 + pol[P_CLUSTER_BUFFER])
-    inv = target * (1.0 + pol[P_MMR]) / mark - 1.0
-    return 1.0 / inv if inv > 0.0 else pol[P_MAX_LEV_HARD]
-
-
-@njit(cache=True)
 def evaluate(sig: np.ndarray, acct: np.ndarray, pol: np.ndarray, out: np.ndarray) -> None:
     """The decision for one symbol at one bar close (module docstring). Writes `out`."""
     reasons = 0
@@ -120,7 +107,8 @@ def evaluate(sig: np.ndarray, acct: np.ndarray, pol: np.ndarray, out: np.ndarray
     if sig[S_CLUSTER_BELOW] == sig[S_CLUSTER_BELOW] and \
             sig[S_CLUSTER_BELOW_SHARE] >= pol[P_CLUSTER_MIN_SHARE] and \
             (mark - sig[S_CLUSTER_BELOW]) / atr <= pol[P_CLUSTER_K_ATR]:
-        cap = _cluster_cap_long(mark, sig[S_CLUSTER_BELOW_EDGE], pol)
+        cap = leverage_for_liquidation_at(1.0, mark, sig[S_CLUSTER_BELOW_EDGE] *
+                                          (1.0 - pol[P_CLUSTER_BUFFER]), pol[P_MMR])
         if cap < lev_l:
             lev_l = cap
             if side > 0.0:
@@ -130,7 +118,8 @@ def evaluate(sig: np.ndarray, acct: np.ndarray, pol: np.ndarray, out: np.ndarray
     if sig[S_CLUSTER_ABOVE] == sig[S_CLUSTER_ABOVE] and \
             sig[S_CLUSTER_ABOVE_SHARE] >= pol[P_CLUSTER_MIN_SHARE] and \
             (sig[S_CLUSTER_ABOVE] - mark) / atr <= pol[P_CLUSTER_K_ATR]:
-        cap = _cluster_cap_short(mark, sig[S_CLUSTER_ABOVE_EDGE], pol)
+        cap = leverage_for_liquidation_at(-1.0, mark, sig[S_CLUSTER_ABOVE_EDGE] *
+                                          (1.0 + pol[P_CLUSTER_BUFFER]), pol[P_MMR])
         if cap < lev_s:
             lev_s = cap
             if side < 0.0:

@@ -163,6 +163,17 @@ def _recenter(mass: np.ndarray, meta: np.ndarray, close: float, margin: int) -> 
 
 
 @njit(cache=True)
+def _consume(mass: np.ndarray, meta: np.ndarray, s: int, first: int, last: int) -> float:
+    """Liquidate side s's levels in bins first..last; returns the true notional consumed."""
+    got = 0.0
+    for b in range(first, last + 1):
+        got += mass[s, b]
+        mass[s, b] = 0.0
+    meta[M_STORED_LONG + s] = max(meta[M_STORED_LONG + s] - got, 0.0)
+    return got * meta[M_SCALE_LONG + s]
+
+
+@njit(cache=True)
 def update(mass: np.ndarray, meta: np.ndarray, p: HeatmapParams, levs: np.ndarray,
            weights: np.ndarray, floor: np.ndarray, cap: np.ndarray, mmr: np.ndarray,
            cum: np.ndarray, close: float, mark_high: float, mark_low: float, oi: float,
@@ -176,32 +187,22 @@ def update(mass: np.ndarray, meta: np.ndarray, p: HeatmapParams, levs: np.ndarra
     _recenter(mass, meta, close, p.recenter_margin)
     if meta[M_BARS] % RESYNC_BARS == 0.0:
         _resync(mass, meta)
-    # 1. consumption by the bar's mark extremes, only over bins that can hold mass
-    cons_l = 0.0
-    hi = int(meta[M_HI_LONG])
+    # 1. consumption by the bar's mark extremes, only over bins that can hold mass:
+    #    long levels from the first bin centred at/above the mark low up to the highest
+    #    occupied one; short levels from the lowest occupied one up to the mark high
     start = bin_of(mark_low, meta, nb)
     if np.exp(meta[M_LO] + (start + 0.5) * meta[M_WIDTH]) < mark_low:
         start += 1
+    hi = int(meta[M_HI_LONG])
+    cons_l = _consume(mass, meta, LONG, start, hi)
     if start <= hi:
-        got = 0.0
-        for b in range(start, hi + 1):
-            got += mass[LONG, b]
-            mass[LONG, b] = 0.0
-        meta[M_STORED_LONG] = max(meta[M_STORED_LONG] - got, 0.0)
-        cons_l = got * meta[M_SCALE_LONG]
         meta[M_HI_LONG] = start - 1
-    cons_s = 0.0
-    lo = int(meta[M_LO_SHORT])
     end = bin_of(mark_high, meta, nb)
     if np.exp(meta[M_LO] + (end + 0.5) * meta[M_WIDTH]) > mark_high:
         end -= 1
+    lo = int(meta[M_LO_SHORT])
+    cons_s = _consume(mass, meta, SHORT, lo, end)
     if end >= lo:
-        got = 0.0
-        for b in range(lo, end + 1):
-            got += mass[SHORT, b]
-            mass[SHORT, b] = 0.0
-        meta[M_STORED_SHORT] = max(meta[M_STORED_SHORT] - got, 0.0)
-        cons_s = got * meta[M_SCALE_SHORT]
         meta[M_LO_SHORT] = end + 1
     meta[M_CONSUMED_LONG] += cons_l
     meta[M_CONSUMED_SHORT] += cons_s
