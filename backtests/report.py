@@ -78,6 +78,12 @@ def _chart(title: str, series: list[tuple[str, np.ndarray, str, str]], hours: np
             f'font-family="sans-serif">{"".join(body)}</svg>')
 
 
+def _liq_cell(m: dict[str, Any]) -> str:
+    if m.get("liquidated_at") is None:
+        return "-"
+    return f"{m['liquidated_at']} at {m['liquidation_price']:,.2f}"
+
+
 def write(path: Path, bars: Bars, runs: dict[str, RunResult], clusters: np.ndarray,
           meta: dict[str, Any]) -> None:
     """Price with clusters, position leverage, equity on vs off, decision timeline."""
@@ -101,7 +107,8 @@ def write(path: Path, bars: Bars, runs: dict[str, RunResult], clusters: np.ndarr
                     f"<td>{m['max_drawdown']:.2%}</td><td>{m['sharpe']:.2f}</td>"
                     f"<td>{m['liquidations']}</td><td>{m['funding']:,.0f}</td>"
                     f"<td>{m['fees']:,.0f}</td><td>{m['slippage']:,.0f}</td>"
-                    f"<td>{m['n_trades']}</td><td>{m['n_risk_actions']}</td></tr>")
+                    f"<td>{m['n_trades']}</td><td>{m['n_risk_actions']}</td>"
+                    f"<td>{_liq_cell(m)}</td></tr>")
     timeline = []
     if "on" in runs:
         for d in decision_rows(runs["on"], bars)[:500]:
@@ -119,7 +126,8 @@ td:last-child{{text-align:left}}</style></head><body>
 <h1>liqbot backtest: {html.escape(bars.symbol)}</h1>
 <p>{iso(bars.start_ms)} .. {iso(bars.end_ms)} &middot; {info}</p>
 <table><tr><th>risk</th><th>return</th><th>max DD</th><th>Sharpe</th><th>liquidations</th>
-<th>funding</th><th>fees</th><th>slippage</th><th>trades</th><th>risk actions</th></tr>
+<th>funding</th><th>fees</th><th>slippage</th><th>trades</th><th>binding interventions</th>
+<th>first liquidation</th></tr>
 {''.join(rows)}</table>
 {price}{lev}{eq}
 <h2>Risk decisions (risk on){' - first 500' if len(timeline) >= 500 else ''}</h2>

@@ -16,6 +16,8 @@ from backtests import engine as eg
 from backtests.metrics import MINUTES_PER_YEAR, max_drawdown, ratios
 from bot.config import FillsConfig
 from bot.data.bars import Bars
+from bot.data.dataset import iso
+from bot.execution import kernel as kn
 from bot.mechanics import account as ac
 from bot.mechanics.brackets import Brackets
 from bot.mechanics.fees import VenueFees, venue_fees
@@ -74,7 +76,7 @@ def prepare(bars: Bars, signals: Signals, settings: RunSettings) -> Inputs:
               "close": close, "mark_open": col("mark_open", "open"),
               "mark_high": col("mark_high", "high"), "mark_low": col("mark_low", "low"),
               "mark_close": col("mark_close", "close"), "funding": col("funding_rate"),
-              "vol_w": vol_w, "sig_w": sig_w, "liq_w": liq_w}
+              "window": np.ascontiguousarray(np.stack([vol_w, sig_w, liq_w], axis=1))}
     filled = bars["filled"] if bars.has("filled") else np.zeros(n, dtype=np.bool_)
     bph = max(1, 3_600_000 // bars.interval_ms)
     pos, det = signals.positioning, signals.detectors
@@ -107,32 +109,21 @@ def run(inputs: Inputs, strategy: Strategy, policy: RiskPolicy, brackets: Bracke
                          "or non-finite values; expected one finite leverage per bar")
     acct, pos = ac.new_account(settings.wallet, 2, leverage=125.0)
     st = np.zeros(eg.N_STATE)
-    st[eg.ST_DAY] = -1.0
-    st[eg.ST_PEAK] = settings.wallet
-    st[eg.ST_DAY_START] = settings.wallet
+    st[: kn.N_K] = kn.new_state(settings.wallet)
     rec = np.zeros((n, eg.N_REC))
     trd = np.zeros((2 * n + 16, eg.N_TRD))
     dcs = np.zeros((n + 16, eg.N_DCS))
-    f = settings.fills
-    fp = np.zeros(eg.N_FP)
-    fp[eg.F_COEF] = f.impact_coef
-    fp[eg.F_HALF_SPREAD] = f.half_spread_bps * 1e-4
-    fp[eg.F_LIQ_MULT] = f.liq_multiplier
-    fp[eg.F_MAX_IMPACT] = f.max_impact
-    fp[eg.F_TAKER] = settings.fees.taker
-    fp[eg.F_LIQ_FEE] = settings.fees.liquidation
-    fp[eg.F_BAND] = settings.band
+    fp = fill_params(settings, sizing_of(strategy))
     pol = policy.to_array()
     m = inputs.market
     b = brackets
     floor, cap, mmr, cum, _ = ac.stack_brackets([b, b])   # slot 0 and the hedge slot
     for t0 in range(0, n, CHUNK):
         t1 = min(n, t0 + CHUNK)
-        eg.run_chunk(t0, t1, m["ts"], m["open"], m["high"], m["low"], m["close"],
-                     m["mark_open"], m["mark_high"], m["mark_low"], m["mark_close"],
-                     m["funding"], m["vol_w"], m["sig_w"], m["liq_w"], inputs.sig, targets, pol,
-                     fp, floor, cap, mmr, cum, b.cap, b.max_leverage, acct, pos, st, rec, trd,
-                     dcs)
+        eg.run_chunk(t0, t1, m["ts"], m["open"], m["close"], m["mark_open"], m["mark_high"],
+                     m["mark_low"], m["mark_close"], m["funding"], m["window"], inputs.sig,
+                     targets, pol, fp, floor, cap, mmr, cum, b.cap, b.max_leverage, acct, pos,
+                     st, rec, trd, dcs)
         if progress:
             progress(t1 - t0)
     trades = trd[: int(min(st[eg.ST_N_TRADES], len(trd)))]
@@ -141,12 +132,44 @@ def run(inputs: Inputs, strategy: Strategy, policy: RiskPolicy, brackets: Bracke
                      metrics(rec, trades, decisions, st, acct, settings, bars), targets)
 
 
+def sizing_of(strategy: Strategy) -> str:
+    """The strategy's position sizing: `entry` (default) or `rebalance`."""
+    sizing = str(getattr(strategy, "sizing", "entry"))
+    if sizing not in kn.SIZINGS:
+        raise ValueError(f"unknown sizing {sizing!r}; expected one of {list(kn.SIZINGS)}")
+    return sizing
+
+
+def fill_params(settings: RunSettings, sizing: str) -> np.ndarray:
+    """The kernel's fill, fee and sizing parameters (`bot.execution.kernel.F_*`)."""
+    f = settings.fills
+    fp = np.zeros(kn.N_FP)
+    fp[kn.F_COEF] = f.impact_coef
+    fp[kn.F_HALF_SPREAD] = f.half_spread_bps * 1e-4
+    fp[kn.F_LIQ_MULT] = f.liq_multiplier
+    fp[kn.F_MAX_IMPACT] = f.max_impact
+    fp[kn.F_TAKER] = settings.fees.taker
+    fp[kn.F_LIQ_FEE] = settings.fees.liquidation
+    fp[kn.F_BAND] = settings.band
+    fp[kn.F_SIZING] = kn.SIZINGS[sizing]
+    return fp
+
+
+def interventions(rec: np.ndarray) -> int:
+    """Binding risk interventions: episodes (runs of consecutive bars) in which the risk
+    decision changed the strategy's target. Decisions that only logged a state are not
+    counted."""
+    c = rec[:, eg.R_CLIPPED] > 0.0 if len(rec) else np.zeros(0, dtype=bool)
+    return int(np.count_nonzero(c[1:] & ~c[:-1]) + (1 if len(c) and c[0] else 0))
+
+
 def metrics(rec: np.ndarray, trades: np.ndarray, decisions: np.ndarray, st: np.ndarray,
             acct: np.ndarray, settings: RunSettings, bars: Bars) -> dict[str, Any]:
     eq = np.r_[settings.wallet, rec[:, eg.R_EQUITY]]
     bars_per_year = MINUTES_PER_YEAR * 60_000 / bars.interval_ms
     sharpe, sortino = ratios(eq, bars_per_year)
     liq = trades[:, 6] == 1.0 if len(trades) else np.zeros(0, dtype=bool)
+    first_liq = trades[liq][0] if liq.any() else None
     return {
         "initial_equity": settings.wallet,
         "final_equity": float(eq[-1]),
@@ -160,15 +183,17 @@ def metrics(rec: np.ndarray, trades: np.ndarray, decisions: np.ndarray, st: np.n
         "slippage": float(trades[:, 5].sum()) if len(trades) else 0.0,
         "time_in_market": float((rec[:, eg.R_QTY] != 0.0).mean()) if len(rec) else 0.0,
         "n_trades": int((~liq).sum()),
-        "n_risk_actions": int(len(decisions)),
+        "liquidated_at": None if first_liq is None else iso(int(bars.ts[int(first_liq[0])])),
+        "liquidation_price": None if first_liq is None else float(first_liq[3]),
+        "n_risk_actions": interventions(rec),
+        "n_decision_changes": int(len(decisions)),
         "max_leverage_used": float(np.abs(rec[:, eg.R_LEVERAGE]).max()) if len(rec) else 0.0,
-        "bust": bool(st[eg.ST_BUST]),
+        "bust": bool(st[kn.K_BUST]),
     }
 
 
 def decision_rows(result: RunResult, bars: Bars) -> list[dict[str, Any]]:
     """The decision timeline with rendered reasons (outside the kernel)."""
-    from bot.data.dataset import iso
     from bot.risk.reasons import reason_names, render
     rows = []
     for d in result.decisions:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -36,8 +37,12 @@ def _configure_numba_cache() -> None:
     target = base / h.hexdigest()[:16]
     try:
         target.mkdir(parents=True, exist_ok=True)
-        for old in base.iterdir():          # drop caches of other source versions
-            if old != target and old.is_dir():
+        os.utime(target)
+        # drop caches of other source versions unused for a day: another process of
+        # another version (a second checkout, a running daemon) may still be using one
+        cutoff = time.time() - 86_400
+        for old in base.iterdir():
+            if old != target and old.is_dir() and old.stat().st_mtime < cutoff:
                 shutil.rmtree(old, ignore_errors=True)
     except OSError:
         return                               # read-only home: numba's default applies

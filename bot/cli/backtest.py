@@ -30,9 +30,15 @@ ROWS = [("total return", "total_return", "{:+.2%}"), ("max drawdown", "max_drawd
         ("liquidations", "liquidations", "{}"), ("funding paid", "funding", "{:,.2f}"),
         ("fees", "fees", "{:,.2f}"), ("slippage", "slippage", "{:,.2f}"),
         ("time in market", "time_in_market", "{:.1%}"), ("trades", "n_trades", "{}"),
-        ("risk interventions", "n_risk_actions", "{}"),
+        ("binding risk interventions", "n_risk_actions", "{}"),
         ("max leverage used", "max_leverage_used", "{:.1f}x"),
         ("final equity", "final_equity", "{:,.2f}")]
+
+
+def _liquidation(m: dict[str, Any]) -> str:
+    if m.get("liquidated_at") is None:
+        return "-"
+    return f"{m['liquidated_at']} @ {m['liquidation_price']:,.2f}"
 
 
 def _params(pairs: list[str]) -> dict[str, str]:
@@ -143,6 +149,7 @@ def backtest_command(
         t.add_column(f"risk {name}", justify="right")
     for label, key, fmt in ROWS:
         t.add_row(label, *(fmt.format(results[n].metrics[key]) for n in names))
+    t.add_row("first liquidation", *(_liquidation(results[n].metrics) for n in names))
     con.print(t)
     meta = {"symbol": bars.symbol, "from": iso(bars.start_ms), "to": iso(bars.end_ms),
             "bars": len(bars), "strategy": strat.describe(), "preset": preset,

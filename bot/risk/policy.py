@@ -67,11 +67,15 @@ class RiskPolicy(BaseModel):
 
 
 def off_policy() -> RiskPolicy:
-    """Risk OFF: only the exchange's own limits (125x, no halts, no rules)."""
-    return RiskPolicy(max_leverage=125, max_order_notional=1e15, max_position_notional=1e15,
-                      daily_loss=1.0, max_drawdown=1.0, stale_bars=10**9, min_liq_atr=0.0,
-                      lev_base=125, lev_min=125, crowd_start=0.99, cluster_k_atr=0.0,
-                      cascade_mode=False, hedge=False)
+    """Risk OFF: no rule, no halt, no leverage cap of ours (only the exchange's own bracket
+    limits, which the trading kernel applies to every run). Built without validation
+    because its caps lie beyond what a user may configure."""
+    return RiskPolicy.model_construct(
+        **{**RiskPolicy().model_dump(),
+           **dict(max_leverage=1e9, max_order_notional=1e15, max_position_notional=1e15,
+                  daily_loss=1.0, max_drawdown=1.0, stale_bars=10**9, min_liq_atr=0.0,
+                  lev_base=1e9, lev_min=1e9, crowd_start=0.99, cluster_k_atr=0.0,
+                  cascade_mode=False, hedge=False)})
 
 
 def load_policy(name_or_path: str) -> RiskPolicy:

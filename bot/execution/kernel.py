@@ -1,0 +1,192 @@
+"""The per-bar trading step, shared by the backtester, the paper broker and the daemon.
+
+One bar t of one symbol, in two phases (times are bar opens; a decision at the close of t
+acts at the open of t+1):
+
+OPEN phase (`fill_order`, `settle_funding`, `liquidate`), what the venue does:
+1. the orders decided at the close of t-1 (sized in base at that close) fill at t's open
+   through the fill model (square-root impact thinned by liquidation flow, measured over
+   the window known at t-1's close), taker fee;
+2. funding settles if t's interval holds a settlement (mark at the open);
+3. mark-price liquidation inside the bar, the position's adverse extreme first.
+
+CLOSE phase (`decide`), what we do:
+4. mark to market at the close; day and peak equity for the halts;
+5. the risk engine evaluates the signals known at t's close, the account and the policy;
+   the strategy's target is sized (`entry`: quantity fixed when the target changes;
+   `rebalance`: constant leverage), clipped by the decision and the exchange's brackets;
+   the difference becomes the order for t+1 (skipped inside a rebalance band).
+
+Slots: each symbol has a main slot (the strategy's position) and a hedge slot (hedge mode
+on the same symbol). `st` holds the per-symbol state of the close phase (K_* indices).
+Everything is arrays and scalars, so the backtester's numba loop and the daemon's Python
+loop call the same compiled functions: parity by construction.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from bot.mechanics import account as ac
+from bot.mechanics.brackets import max_notional_for_equity
+from bot.mechanics.fills import market_slippage
+from bot.risk import engine as en
+
+# close-phase state per symbol (st[...])
+(K_DAY, K_DAY_START, K_PEAK, K_PREV_TARGET, K_DESIRED_QTY, K_BUST, K_PREV_REASONS,
+ K_PREV_STATE, K_PREV_CLIPPED, K_PREV_EQUITY) = range(10)
+N_K = 10
+
+# fill / fee / sizing parameters (fp[...])
+(F_COEF, F_HALF_SPREAD, F_LIQ_MULT, F_MAX_IMPACT, F_TAKER, F_LIQ_FEE, F_BAND, F_SIZING) = \
+    range(8)
+N_FP = 8
+SIZING_REBALANCE, SIZING_ENTRY = 0.0, 1.0
+SIZINGS = {"rebalance": SIZING_REBALANCE, "entry": SIZING_ENTRY}
+
+# outputs of `decide` (out[...])
+(O_ORDER_MAIN, O_ORDER_HEDGE, O_TARGET, O_ALLOWED, O_EQUITY, O_LIQ_PRICE, O_CLIPPED,
+ O_CHANGED) = range(8)
+N_DECIDE = 8
+
+
+def new_state(wallet: float) -> np.ndarray:
+    """Close-phase state of one symbol for an account starting at `wallet` quote."""
+    st = np.zeros(N_K)
+    st[K_DAY] = -1.0
+    st[K_DAY_START] = wallet
+    st[K_PEAK] = wallet
+    st[K_PREV_TARGET] = np.nan
+    st[K_PREV_REASONS] = 0.0
+    return st
+
+
+@njit(cache=True)
+def fill_order(acct: np.ndarray, pos: np.ndarray, slot: int, dq: float, open_px: float,
+               vol_w: float, sig_w: float, liq_w: float, fp: np.ndarray) -> tuple[float, float,
+                                                                                  float]:
+    """Fill `dq` base at `open_px` plus slippage; returns (price, fee, slippage cost), all 0
+    when nothing fills. The window figures are those known when the order was decided."""
+    if dq == 0.0 or open_px <= 0.0:
+        return 0.0, 0.0, 0.0
+    side = 1.0 if dq > 0.0 else -1.0
+    s = market_slippage(abs(dq) * open_px, vol_w, sig_w, liq_w, fp[F_COEF], fp[F_HALF_SPREAD],
+                        fp[F_LIQ_MULT], fp[F_MAX_IMPACT])
+    px = open_px * (1.0 + side * s)
+    fees_before = acct[ac.A_FEES]
+    ac.apply_fill(acct, pos, slot, dq, px, fp[F_TAKER])
+    return px, acct[ac.A_FEES] - fees_before, abs(dq) * abs(px - open_px)
+
+
+@njit(cache=True)
+def settle_funding(acct: np.ndarray, pos: np.ndarray, slot: int, mark_open: float,
+                   rate: float) -> float:
+    """Funding of one slot at a settlement (NaN rate: none); returns the amount paid."""
+    if rate != rate or pos[slot, ac.P_QTY] == 0.0:
+        return 0.0
+    return ac.apply_funding(acct, pos, slot, mark_open, rate)
+
+
+@njit(cache=True)
+def liquidate(acct: np.ndarray, pos: np.ndarray, slot: int, mark_low: float, mark_high: float,
+              marks: np.ndarray, floor: np.ndarray, cap: np.ndarray, mmr: np.ndarray,
+              cum: np.ndarray, fp: np.ndarray) -> tuple[float, float]:
+    """Mark-price liquidation of one slot inside a bar. The caller sets `marks` of this
+    symbol's slots to the position's adverse extreme (`adverse_mark`) and the others to
+    their last marks. Returns (qty closed, liquidation price), or (0, NaN) if it survived."""
+    q = pos[slot, ac.P_QTY]
+    if q == 0.0:
+        return 0.0, np.nan
+    lp = ac.check_liquidation(acct, pos, slot, mark_low, mark_high, marks, floor, cap, mmr, cum,
+                              fp[F_LIQ_FEE])
+    if lp == lp:
+        return -q, lp
+    return 0.0, np.nan
+
+
+@njit(cache=True)
+def adverse_mark(pos: np.ndarray, slot: int, mark_low: float, mark_high: float) -> float:
+    """The mark extreme that hurts the slot's position (a long's low, a short's high)."""
+    return mark_low if pos[slot, ac.P_QTY] > 0.0 else mark_high
+
+
+@njit(cache=True)
+def decide(acct: np.ndarray, pos: np.ndarray, main: int, hedge: int, st: np.ndarray,
+           ts: float, close: float, marks: np.ndarray, sig: np.ndarray, target_lev: float,
+           pol: np.ndarray, fp: np.ndarray, floor: np.ndarray, cap: np.ndarray,
+           mmr: np.ndarray, cum: np.ndarray, tier_cap: np.ndarray, max_lev: np.ndarray,
+           view: np.ndarray, dec: np.ndarray, out: np.ndarray) -> None:
+    """The close phase of one symbol (module docstring). `marks` holds every slot's mark at
+    this close (equity is the whole account's). Writes the risk decision into `dec` and the
+    orders (base qty for the next open), target, allowed notional, equity, liquidation
+    price, whether the decision clipped the target and whether the decision changed (state,
+    reasons or clipping: the timeline of what the risk engine did) into `out`."""
+    eq = ac.equity(acct, pos, marks)
+    if eq <= 0.0 and st[K_BUST] == 0.0:
+        st[K_BUST] = 1.0
+    day = float(ts // 86_400_000)
+    if day != st[K_DAY]:
+        st[K_DAY_START] = st[K_PREV_EQUITY] if st[K_DAY] >= 0.0 else eq
+        st[K_DAY] = day
+    if eq > st[K_PEAK]:
+        st[K_PEAK] = eq
+    mark = marks[main]
+    main_n = pos[main, ac.P_QTY] * mark
+    hedge_n = pos[hedge, ac.P_QTY] * mark
+    view[en.A_EQUITY] = eq
+    view[en.A_NOTIONAL] = main_n
+    view[en.A_LIQ_PRICE] = ac.liquidation_price(acct, pos, main, marks, floor, cap, mmr, cum)
+    view[en.A_DAY_START_EQUITY] = st[K_DAY_START]
+    view[en.A_PEAK_EQUITY] = st[K_PEAK]
+    view[en.A_HEDGE_NOTIONAL] = hedge_n
+    en.evaluate(sig, view, pol, dec)
+    # sizing: entry fixes the quantity when the target changes; rebalance keeps leverage
+    eq_pos = max(eq, 0.0)
+    if fp[F_SIZING] == SIZING_ENTRY:
+        if target_lev != st[K_PREV_TARGET]:
+            st[K_DESIRED_QTY] = target_lev * eq_pos / close if close > 0.0 else 0.0
+        target = st[K_DESIRED_QTY] * close
+    else:
+        target = target_lev * eq_pos
+    st[K_PREV_TARGET] = target_lev
+    allowed = en.allowed_target(target, main_n, dec, pol)
+    # a binding intervention is the risk engine's own clipping (not the exchange's bracket
+    # limit, not the frozen account of a bust)
+    clipped = 1.0 if st[K_BUST] == 0.0 and abs(allowed - target) > \
+        1e-6 * max(1.0, abs(target)) else 0.0
+    lim = max_notional_for_equity(eq_pos, tier_cap, max_lev)
+    if allowed > lim:
+        allowed = lim
+    elif allowed < -lim:
+        allowed = -lim
+    if st[K_BUST] > 0.0:
+        allowed = main_n
+    order = allowed - main_n
+    band = fp[F_BAND] * max(abs(allowed), abs(main_n))
+    # orders are sized in base at this close; a target of zero closes exactly; the band
+    # only damps rebalancing: entries from flat, exits and flips always trade
+    q_main = 0.0
+    if abs(order) > band or (allowed == 0.0 and main_n != 0.0) or allowed * main_n < 0.0 \
+            or (main_n == 0.0 and allowed != 0.0):
+        q_main = -pos[main, ac.P_QTY] if allowed == 0.0 else order / close
+    q_hedge = 0.0
+    want = dec[en.D_HEDGE_NOTIONAL]
+    hedge_order = want - hedge_n
+    if st[K_BUST] == 0.0 and (abs(hedge_order) > fp[F_BAND] * max(abs(hedge_n), abs(want))
+                              or (want == 0.0 and hedge_n != 0.0)):
+        q_hedge = -pos[hedge, ac.P_QTY] if want == 0.0 else hedge_order / close
+    changed = 1.0 if (dec[en.D_REASONS] != st[K_PREV_REASONS] or dec[en.D_STATE] !=
+                      st[K_PREV_STATE] or clipped != st[K_PREV_CLIPPED]) else 0.0
+    st[K_PREV_REASONS] = dec[en.D_REASONS]
+    st[K_PREV_STATE] = dec[en.D_STATE]
+    st[K_PREV_CLIPPED] = clipped
+    out[O_ORDER_MAIN] = q_main
+    out[O_ORDER_HEDGE] = q_hedge
+    out[O_TARGET] = target
+    out[O_ALLOWED] = allowed
+    out[O_EQUITY] = eq
+    out[O_LIQ_PRICE] = view[en.A_LIQ_PRICE]
+    out[O_CLIPPED] = clipped
+    out[O_CHANGED] = changed
+    st[K_PREV_EQUITY] = eq
