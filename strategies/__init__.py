@@ -29,6 +29,9 @@ def find(name: str) -> type[Strategy]:
             raise LiqbotError(f"--strategy: cannot load {name!r} ({exc})") from None
         if not (isinstance(cls, type) and issubclass(cls, Strategy)):
             raise LiqbotError(f"--strategy: {name!r} is not a strategies.base.Strategy")
+        if cls.targets is Strategy.targets:
+            raise LiqbotError(f"--strategy: {name!r} does not implement targets(bars, signals) "
+                              "(see strategies/base.py)")
         return cls
     raise LiqbotError(f"--strategy: expected one of {', '.join(BUILTIN)} or module:Class, "
                       f"got {name!r}")

@@ -97,7 +97,7 @@ def test_backtest_cli_json_and_report(cli, tmp_path):
                 "n_risk_actions"} <= set(d["runs"][run])
     assert d["runs"]["off"]["n_risk_actions"] == 0
     html = rep.read_text()
-    assert html.startswith("<!doctype html>") and html.count("<svg") == 3
+    assert html.startswith("<!doctype html>") and html.count("<svg") == 4  # price, map, lev, equity
     assert "<script" not in html and "http" not in html.split("<svg", 1)[0].lower()
 
 

@@ -50,36 +50,65 @@ def limit_fills(side: float, limit: float, bar_low: float, bar_high: float) -> b
     return bar_high > limit
 
 
+# State of `window_step`: scalars (FS_* slots) and a (3, window) ring of the last `window`
+# bars' quote volume, liquidation notional and 1-bar log return.
+FS_T, FS_SV, FS_SL, FS_S1, FS_S2, FS_PREV_CLOSE = range(6)
+N_FS = 6
+FR_VOL, FR_LIQ, FR_RET = range(3)
+
+
+@njit(cache=True)
+def new_window_state(window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Empty (scalars, ring) state of `window_step` for a trailing window of `window` >= 1
+    bars."""
+    return np.zeros(N_FS), np.zeros((3, max(1, window)))
+
+
+@njit(cache=True)
+def window_step(st: np.ndarray, ring: np.ndarray, close: float, quote_volume: float,
+                liq_notional: float, window: int) -> tuple[float, float, float]:
+    """One bar: (V_w quote, sigma_w, L_w quote) over the trailing `window` bars including
+    this one. sigma_w is the std of 1-bar log returns over the window times sqrt(window)."""
+    t = int(st[FS_T])
+    slot = t % ring.shape[1]
+    old_v = ring[FR_VOL, slot]
+    old_l = ring[FR_LIQ, slot]
+    old_r = ring[FR_RET, slot]
+    r = np.log(close / st[FS_PREV_CLOSE]) if t > 0 else 0.0
+    ring[FR_VOL, slot] = quote_volume
+    ring[FR_LIQ, slot] = liq_notional
+    ring[FR_RET, slot] = r
+    sv = st[FS_SV] + quote_volume
+    sl = st[FS_SL] + liq_notional
+    s1 = st[FS_S1] + r
+    s2 = st[FS_S2] + r * r
+    if t >= window:
+        sv -= old_v
+        sl -= old_l
+        s1 -= old_r
+        s2 -= old_r * old_r
+    st[FS_SV] = sv
+    st[FS_SL] = sl
+    st[FS_S1] = s1
+    st[FS_S2] = s2
+    st[FS_PREV_CLOSE] = close
+    st[FS_T] = t + 1
+    m = min(t + 1, window)
+    var = s2 / m - (s1 / m) ** 2
+    return sv, np.sqrt(var * window) if var > 0.0 else 0.0, sl
+
+
 @njit(cache=True)
 def window_inputs(close: np.ndarray, quote_volume: np.ndarray, liq_notional: np.ndarray,
                   window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Trailing-window (V_w, sigma_w, L_w) known at each bar's close (includes that bar).
-
-    sigma_w is the std of 1-bar log returns over the window times sqrt(window).
-    """
+    """Trailing-window (V_w, sigma_w, L_w) known at each bar's close (includes that bar):
+    `window_step` over every bar."""
     n = len(close)
     vol = np.zeros(n)
     sig = np.zeros(n)
     liq = np.zeros(n)
-    sv = 0.0
-    sl = 0.0
-    s1 = 0.0
-    s2 = 0.0
+    st, ring = new_window_state(window)
     for t in range(n):
-        sv += quote_volume[t]
-        sl += liq_notional[t]
-        r = np.log(close[t] / close[t - 1]) if t > 0 else 0.0
-        s1 += r
-        s2 += r * r
-        if t >= window:
-            sv -= quote_volume[t - window]
-            sl -= liq_notional[t - window]
-            r0 = np.log(close[t - window] / close[t - window - 1]) if t - window > 0 else 0.0
-            s1 -= r0
-            s2 -= r0 * r0
-        m = min(t + 1, window)
-        var = s2 / m - (s1 / m) ** 2
-        vol[t] = sv
-        liq[t] = sl
-        sig[t] = np.sqrt(var * window) if var > 0.0 else 0.0
+        vol[t], sig[t], liq[t] = window_step(st, ring, close[t], quote_volume[t],
+                                             liq_notional[t], window)
     return vol, sig, liq

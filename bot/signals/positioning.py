@@ -1,7 +1,9 @@
 """Positioning: how one-sided the crowd is, per bar, with the reasons kept.
 
 Components (column index constants C_*), all known at the bar's close:
-- funding: last settled rate (per interval), its z-score over the trailing `z_window`
+- funding: last settled rate (per interval) or, when the dataset has it, the vendor's
+  all-exchange OI-weighted rate `funding_rate_avg` (per 8h, a 4h state: fresher and wider than
+  one venue's settlements; it then drives the funding-excess score), its z-score over the trailing `z_window`
   settlements, annualised carry (rate x settlements per year), and the estimate of the
   coming rate from the premium samples since the last settlement (`bot.mechanics.funding`);
 - open interest: fractional change over 1h, 4h and 24h; OI/price divergence (24h OI change
@@ -62,106 +64,183 @@ def _clip01(x: float) -> float:
     return x
 
 
+# --- state + step form -----------------------------------------------------------------------
+# Scalar state of `positioning_step` (one float64 array, PS_* slots); ring buffers beside it.
+(PS_T, PS_N_RATES, PS_LAST_RATE, PS_LAST_SETTLE, PS_INTERVAL, PS_PREV_SETTLE_TS, PS_TB_SUM,
+ PS_V_SUM, PS_PW, PS_PNUM, PS_PDEN, PS_Z) = range(12)
+N_PS = 12
+
+
 @njit(cache=True)
-def _change(x: np.ndarray, t: int, w: int) -> float:
-    if t - w < 0 or x[t] != x[t] or x[t - w] != x[t - w] or x[t - w] <= 0.0:
+def new_positioning_state(bars_per_hour: int, z_window: int) -> tuple[np.ndarray, np.ndarray,
+                                                                      np.ndarray, np.ndarray]:
+    """Empty (scalars, rates, day, h4) state of `positioning_step`.
+
+    rates (2, max(1, z_window)): row 0 the ring of the last `z_window` settled rates, row 1 a
+    scratch row where they are laid out in chronological order for the z-score; day
+    (2, 24 bph + 1): rings of open interest and close over the last 24 hours; h4 (2, 4 bph):
+    rings of taker-buy and total base volume over the last 4 hours.
+    """
+    sc = np.zeros(N_PS)
+    sc[PS_LAST_RATE] = np.nan
+    sc[PS_LAST_SETTLE] = -1.0
+    sc[PS_INTERVAL] = 8.0 * 3_600_000.0
+    sc[PS_PREV_SETTLE_TS] = -1.0
+    rates = np.zeros((2, max(1, z_window)))
+    day = np.full((2, 24 * bars_per_hour + 1), np.nan)
+    h4 = np.zeros((2, 4 * bars_per_hour))
+    return sc, rates, day, h4
+
+
+@njit(cache=True)
+def _ring_change(ring: np.ndarray, t: int, w: int) -> float:
+    """x[t] / x[t - w] - 1 over a ring holding x[t - len + 1 .. t] (NaN when unknown)."""
+    n = len(ring)
+    if t - w < 0:
         return np.nan
-    return x[t] / x[t - w] - 1.0
+    now = ring[t % n]
+    then = ring[(t - w) % n]
+    if now != now or then != then or then <= 0.0:
+        return np.nan
+    return now / then - 1.0
 
 
 @njit(cache=True)
+def positioning_step(sc: np.ndarray, rates: np.ndarray, day: np.ndarray, h4r: np.ndarray,
+                     ts: float, close: float, funding: float, funding_avg: float,
+                     premium: float, oi: float,
+                     ls_ratio: float, top_ratio: float, taker_buy: float, volume: float,
+                     near_long: float, near_short: float, w: CrowdingWeights,
+                     bars_per_hour: int, out: np.ndarray) -> None:
+    """One bar: update the state and write its components (columns C_*) into `out`.
+    `ts` is the bar open (ms UTC as float64), volumes base, notionals quote, `funding_avg`
+    the vendor's OI-weighted rate per 8h (NaN when absent)."""
+    t = int(sc[PS_T])
+    if funding == funding:
+        k = int(sc[PS_N_RATES])
+        cap = rates.shape[1]
+        rates[0, k % cap] = funding
+        k += 1
+        sc[PS_N_RATES] = k
+        sc[PS_LAST_RATE] = funding
+        if sc[PS_PREV_SETTLE_TS] >= 0.0:
+            sc[PS_INTERVAL] = ts - sc[PS_PREV_SETTLE_TS]
+        sc[PS_PREV_SETTLE_TS] = ts
+        sc[PS_LAST_SETTLE] = t
+        if k >= 3:
+            # the trailing `z_window` rates in chronological order, as `rates[a:n].std()`
+            m = max(0, min(k, w.z_window))
+            for i in range(m):
+                rates[1, i] = rates[0, (k - m + i) % cap]
+            seg = rates[1, :m]
+            sd = seg.std()
+            sc[PS_Z] = (funding - seg.mean()) / sd if sd > 0.0 else 0.0
+    last_rate = sc[PS_LAST_RATE]
+    out[:] = np.nan
+    out[C_FUNDING] = last_rate
+    if sc[PS_N_RATES] >= 3.0:
+        out[C_FUNDING_Z] = sc[PS_Z]
+    interval_ms = sc[PS_INTERVAL]
+    if last_rate == last_rate and interval_ms > 0.0:
+        out[C_CARRY] = last_rate * (365.0 * 86_400_000.0 / interval_ms)
+    # running form of estimate_funding_rate(premium[last_settle + 1 : t + 1])
+    if sc[PS_LAST_SETTLE] == t:
+        sc[PS_PW] = 0.0
+        sc[PS_PNUM] = 0.0
+        sc[PS_PDEN] = 0.0
+    else:
+        sc[PS_PW] += 1.0
+        if premium == premium:
+            sc[PS_PNUM] += sc[PS_PW] * premium
+            sc[PS_PDEN] += sc[PS_PW]
+        if sc[PS_PDEN] > 0.0:
+            out[C_NEXT_FUNDING] = funding_rate_from_premium(sc[PS_PNUM] / sc[PS_PDEN])
+    nd = day.shape[1]
+    day[0, t % nd] = oi
+    day[1, t % nd] = close
+    h4 = 4 * bars_per_hour
+    out[C_OI_1H] = _ring_change(day[0], t, bars_per_hour)
+    out[C_OI_4H] = _ring_change(day[0], t, h4)
+    oi24 = _ring_change(day[0], t, 24 * bars_per_hour)
+    out[C_OI_24H] = oi24
+    pc = _ring_change(day[1], t, 24 * bars_per_hour)
+    if oi24 == oi24 and pc == pc:
+        out[C_DIVERGENCE] = oi24 * (1.0 if pc >= 0.0 else -1.0)
+    out[C_LS_RATIO] = ls_ratio
+    out[C_TOP_RATIO] = top_ratio
+    slot = t % h4
+    old_tb = h4r[0, slot]
+    old_v = h4r[1, slot]
+    h4r[0, slot] = taker_buy
+    h4r[1, slot] = volume
+    sc[PS_TB_SUM] += taker_buy
+    sc[PS_V_SUM] += volume
+    if t >= h4:
+        sc[PS_TB_SUM] -= old_tb
+        sc[PS_V_SUM] -= old_v
+    v_sum = sc[PS_V_SUM]
+    if v_sum > 0.0:
+        out[C_TAKER_IMB] = (2.0 * sc[PS_TB_SUM] - v_sum) / v_sum
+    near = near_long + near_short
+    if near > 0.0:
+        out[C_HEAT_ASYM] = near_long / near
+    # crowding scores
+    for side in range(2):
+        sgn = 1.0 if side == 0 else -1.0
+        num = 0.0
+        den = 0.0
+        rate = funding_avg if funding_avg == funding_avg else last_rate
+        if rate == rate:
+            excess = _clip01(sgn * (rate - DEFAULT_INTEREST) / w.funding_excess_scale)
+            zs = _clip01(sgn * out[C_FUNDING_Z] / w.funding_z_scale)
+            num += w.funding * 0.5 * (excess + zs)
+            den += w.funding
+        if oi24 == oi24 and pc == pc:
+            piling = oi24 if sgn * pc > 0.0 else 0.0
+            num += w.open_interest * _clip01(piling / w.oi_scale)
+            den += w.open_interest
+        if out[C_HEAT_ASYM] == out[C_HEAT_ASYM]:
+            num += w.heatmap * _clip01(sgn * (out[C_HEAT_ASYM] - 0.5) / w.heat_scale)
+            den += w.heatmap
+        if out[C_TAKER_IMB] == out[C_TAKER_IMB]:
+            num += w.taker * _clip01(sgn * out[C_TAKER_IMB] / w.taker_scale)
+            den += w.taker
+        if ls_ratio == ls_ratio and ls_ratio > 0.0:
+            r = ls_ratio if side == 0 else 1.0 / ls_ratio
+            num += w.ratio * _clip01((r - 1.0) / w.ratio_scale)
+            den += w.ratio
+        out[C_LONG_SCORE + side] = num / den if den > 0.0 else 0.0
+    sc[PS_T] = t + 1
+
+
 def positioning_kernel(ts: np.ndarray, close: np.ndarray, funding: np.ndarray,
                        premium: np.ndarray, oi: np.ndarray, ls_ratio: np.ndarray,
                        top_ratio: np.ndarray, taker_buy: np.ndarray, volume: np.ndarray,
                        near_long: np.ndarray, near_short: np.ndarray,
-                       w: CrowdingWeights, bars_per_hour: int) -> np.ndarray:
-    """Components and crowding scores, one row per bar (columns C_*)."""
+                       w: CrowdingWeights, bars_per_hour: int,
+                       funding_avg: np.ndarray | None = None) -> np.ndarray:
+    """Components and crowding scores, one row per bar (columns C_*): `positioning_step`
+    over every bar. `funding_avg` (vendor OI-weighted rate per 8h) is optional."""
+    fa = np.full(len(close), np.nan) if funding_avg is None else \
+        np.ascontiguousarray(funding_avg, dtype=np.float64)
+    return _positioning_loop(ts, close, funding, fa, premium, oi, ls_ratio, top_ratio,
+                             taker_buy, volume, near_long, near_short, w, bars_per_hour)
+
+
+@njit(cache=True)
+def _positioning_loop(ts: np.ndarray, close: np.ndarray, funding: np.ndarray,
+                      funding_avg: np.ndarray, premium: np.ndarray, oi: np.ndarray,
+                      ls_ratio: np.ndarray, top_ratio: np.ndarray, taker_buy: np.ndarray,
+                      volume: np.ndarray, near_long: np.ndarray, near_short: np.ndarray,
+                      w: CrowdingWeights, bars_per_hour: int) -> np.ndarray:
     n = len(close)
     out = np.full((n, N_COMPONENTS), np.nan)
-    rates = np.empty(n)
-    n_rates = 0
-    last_rate = np.nan
-    last_settle = -1
-    interval_ms = 8 * 3_600_000
-    prev_settle_ts = -1
-    tb_sum = 0.0
-    v_sum = 0.0
-    pw = 0.0
-    pnum = 0.0
-    pden = 0.0
-    h4 = 4 * bars_per_hour
+    sc, rates, day, h4 = new_positioning_state(bars_per_hour, w.z_window)
     for t in range(n):
-        if funding[t] == funding[t]:
-            last_rate = funding[t]
-            rates[n_rates] = last_rate
-            n_rates += 1
-            if prev_settle_ts >= 0:
-                interval_ms = ts[t] - prev_settle_ts
-            prev_settle_ts = ts[t]
-            last_settle = t
-        out[t, C_FUNDING] = last_rate
-        if n_rates >= 3:
-            a = max(0, n_rates - w.z_window)
-            seg = rates[a:n_rates]
-            sd = seg.std()
-            out[t, C_FUNDING_Z] = (last_rate - seg.mean()) / sd if sd > 0.0 else 0.0
-        if last_rate == last_rate and interval_ms > 0:
-            out[t, C_CARRY] = last_rate * (365.0 * 86_400_000.0 / interval_ms)
-        # running form of estimate_funding_rate(premium[last_settle + 1 : t + 1])
-        if last_settle == t:
-            pw = 0.0
-            pnum = 0.0
-            pden = 0.0
-        else:
-            pw += 1.0
-            if premium[t] == premium[t]:
-                pnum += pw * premium[t]
-                pden += pw
-            if pden > 0.0:
-                out[t, C_NEXT_FUNDING] = funding_rate_from_premium(pnum / pden)
-        out[t, C_OI_1H] = _change(oi, t, bars_per_hour)
-        out[t, C_OI_4H] = _change(oi, t, h4)
-        out[t, C_OI_24H] = _change(oi, t, 24 * bars_per_hour)
-        pc = _change(close, t, 24 * bars_per_hour)
-        if out[t, C_OI_24H] == out[t, C_OI_24H] and pc == pc:
-            out[t, C_DIVERGENCE] = out[t, C_OI_24H] * (1.0 if pc >= 0.0 else -1.0)
-        out[t, C_LS_RATIO] = ls_ratio[t]
-        out[t, C_TOP_RATIO] = top_ratio[t]
-        tb_sum += taker_buy[t]
-        v_sum += volume[t]
-        if t >= h4:
-            tb_sum -= taker_buy[t - h4]
-            v_sum -= volume[t - h4]
-        if v_sum > 0.0:
-            out[t, C_TAKER_IMB] = (2.0 * tb_sum - v_sum) / v_sum
-        near = near_long[t] + near_short[t]
-        if near > 0.0:
-            out[t, C_HEAT_ASYM] = near_long[t] / near
-        # crowding scores
-        for side in range(2):
-            sgn = 1.0 if side == 0 else -1.0
-            num = 0.0
-            den = 0.0
-            if last_rate == last_rate:
-                excess = _clip01(sgn * (last_rate - DEFAULT_INTEREST) / w.funding_excess_scale)
-                zs = _clip01(sgn * out[t, C_FUNDING_Z] / w.funding_z_scale)
-                num += w.funding * 0.5 * (excess + zs)
-                den += w.funding
-            if out[t, C_OI_24H] == out[t, C_OI_24H] and pc == pc:
-                piling = out[t, C_OI_24H] if sgn * pc > 0.0 else 0.0
-                num += w.open_interest * _clip01(piling / w.oi_scale)
-                den += w.open_interest
-            if out[t, C_HEAT_ASYM] == out[t, C_HEAT_ASYM]:
-                num += w.heatmap * _clip01(sgn * (out[t, C_HEAT_ASYM] - 0.5) / w.heat_scale)
-                den += w.heatmap
-            if out[t, C_TAKER_IMB] == out[t, C_TAKER_IMB]:
-                num += w.taker * _clip01(sgn * out[t, C_TAKER_IMB] / w.taker_scale)
-                den += w.taker
-            if ls_ratio[t] == ls_ratio[t] and ls_ratio[t] > 0.0:
-                r = ls_ratio[t] if side == 0 else 1.0 / ls_ratio[t]
-                num += w.ratio * _clip01((r - 1.0) / w.ratio_scale)
-                den += w.ratio
-            out[t, C_LONG_SCORE + side] = num / den if den > 0.0 else 0.0
+        positioning_step(sc, rates, day, h4, np.float64(ts[t]), close[t], funding[t],
+                         funding_avg[t], premium[t], oi[t], ls_ratio[t], top_ratio[t],
+                         taker_buy[t], volume[t],
+                         near_long[t], near_short[t], w, bars_per_hour, out[t])
     return out
 
 
