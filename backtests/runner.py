@@ -21,12 +21,10 @@ from bot.execution import kernel as kn
 from bot.mechanics import account as ac
 from bot.mechanics.brackets import Brackets
 from bot.mechanics.fees import VenueFees, venue_fees
-from bot.mechanics.fills import window_inputs
 from bot.risk import engine as en
-from bot.risk.inputs import risk_inputs
 from bot.risk.policy import RiskPolicy
-from bot.signals import detectors as dt
-from bot.signals import positioning as ps
+from bot.signals import pipeline
+from bot.signals import stream as sm
 from bot.signals.pipeline import Signals
 from strategies.base import Strategy
 
@@ -53,37 +51,22 @@ class Inputs:
     signals: Signals
 
 
-def prepare(bars: Bars, signals: Signals, settings: RunSettings) -> Inputs:
-    """Market arrays (mark falls back to last-trade prices), fill-model windows and the
-    risk engine's signal matrix, all causal."""
-    n = len(bars)
+def prepare(bars: Bars, brackets: Brackets, settings: RunSettings) -> Inputs:
+    """Market arrays, fill-model windows and the risk engine's signal matrix, all causal,
+    from one run of the signal step kernel the daemon steps bar by bar
+    (`bot.signals.stream`; the same input fallbacks: mark falls back to last-trade prices)."""
+    signals, out = pipeline.compute_stream(bars, brackets, fill_window=settings.fills.window_bars)
+    x = sm.bar_matrix(bars)
 
-    def col(name: str, fallback: str | None = None) -> np.ndarray:
-        if bars.has(name):
-            out = np.ascontiguousarray(bars[name], dtype=np.float64)
-            if fallback is not None:
-                out = np.where(np.isfinite(out), out, bars[fallback])
-            return out
-        if fallback is not None:
-            return np.ascontiguousarray(bars[fallback], dtype=np.float64)
-        return np.full(n, np.nan)
+    def col(k: int) -> np.ndarray:
+        return np.ascontiguousarray(x[:, k])
 
-    close = col("close")
-    qv = col("quote_volume") if bars.has("quote_volume") else bars["volume"] * close
-    liq = np.nan_to_num(col("liq_long_notional")) + np.nan_to_num(col("liq_short_notional"))
-    vol_w, sig_w, liq_w = window_inputs(close, qv, liq, settings.fills.window_bars)
-    market = {"ts": bars.ts, "open": col("open"), "high": col("high"), "low": col("low"),
-              "close": close, "mark_open": col("mark_open", "open"),
-              "mark_high": col("mark_high", "high"), "mark_low": col("mark_low", "low"),
-              "mark_close": col("mark_close", "close"), "funding": col("funding_rate"),
-              "window": np.ascontiguousarray(np.stack([vol_w, sig_w, liq_w], axis=1))}
-    filled = bars["filled"] if bars.has("filled") else np.zeros(n, dtype=np.bool_)
-    bph = max(1, 3_600_000 // bars.interval_ms)
-    pos, det = signals.positioning, signals.detectors
-    sig = risk_inputs(close, market["high"], market["low"], bars["volume"].astype(np.float64),
-                      filled, market["mark_close"], pos[:, ps.C_LONG_SCORE],
-                      pos[:, ps.C_SHORT_SCORE], det[:, dt.D_CASCADE_STATE],
-                      det[:, dt.D_EXHAUSTION_STATE], signals.heatmap.clusters, bph, 4 * bph)
+    market = {"ts": bars.ts, "open": col(sm.X_OPEN), "high": col(sm.X_HIGH),
+              "low": col(sm.X_LOW), "close": col(sm.X_CLOSE), "mark_open": col(sm.X_MARK_OPEN),
+              "mark_high": col(sm.X_MARK_HIGH), "mark_low": col(sm.X_MARK_LOW),
+              "mark_close": col(sm.X_MARK_CLOSE), "funding": col(sm.X_FUNDING),
+              "window": np.ascontiguousarray(out[:, sm.O_FILL:sm.O_FILL + sm.N_FILL])}
+    sig = np.ascontiguousarray(out[:, sm.O_SIG:sm.O_SIG + en.N_SIG])
     return Inputs(bars, market, sig, signals)
 
 
@@ -99,10 +82,15 @@ class RunResult:
 
 def run(inputs: Inputs, strategy: Strategy, policy: RiskPolicy, brackets: Brackets,
         settings: RunSettings, name: str,
-        progress: Callable[[int], None] | None = None) -> RunResult:
-    """One backtest run over every bar of `inputs`."""
+        progress: Callable[[int], None] | None = None, start: int = 0) -> RunResult:
+    """One backtest run over every bar of `inputs`. With `start` > 0 the account opens at
+    bar `start` (fresh wallet, no position, fresh risk memory): the bars before it only warm
+    the signals and the strategy; their records are flat at the wallet and the metrics
+    that count bars (interventions, time in market) read bars from `start` on."""
     bars = inputs.bars
     n = len(bars)
+    if not 0 <= start < max(n, 1):
+        raise ValueError(f"start {start} outside the {n} bars")
     targets = np.ascontiguousarray(strategy.targets(bars, inputs.signals), dtype=np.float64)
     if targets.shape != (n,) or not np.isfinite(targets).all():
         raise ValueError(f"strategy {strategy.name} returned targets of shape {targets.shape} "
@@ -111,6 +99,8 @@ def run(inputs: Inputs, strategy: Strategy, policy: RiskPolicy, brackets: Bracke
     st = np.zeros(eg.N_STATE)
     st[: kn.N_K] = kn.new_state(settings.wallet)
     rec = np.zeros((n, eg.N_REC))
+    rec[:start, eg.R_EQUITY] = settings.wallet
+    rec[:start, eg.R_WALLET] = settings.wallet
     trd = np.zeros((2 * n + 16, eg.N_TRD))
     dcs = np.zeros((n + 16, eg.N_DCS))
     fp = fill_params(settings, sizing_of(strategy))
@@ -118,7 +108,7 @@ def run(inputs: Inputs, strategy: Strategy, policy: RiskPolicy, brackets: Bracke
     m = inputs.market
     b = brackets
     floor, cap, mmr, cum, _ = ac.stack_brackets([b, b])   # slot 0 and the hedge slot
-    for t0 in range(0, n, CHUNK):
+    for t0 in range(start, n, CHUNK):
         t1 = min(n, t0 + CHUNK)
         eg.run_chunk(t0, t1, m["ts"], m["open"], m["close"], m["mark_open"], m["mark_high"],
                      m["mark_low"], m["mark_close"], m["funding"], m["window"], inputs.sig,
@@ -129,7 +119,7 @@ def run(inputs: Inputs, strategy: Strategy, policy: RiskPolicy, brackets: Bracke
     trades = trd[: int(min(st[eg.ST_N_TRADES], len(trd)))]
     decisions = dcs[: int(min(st[eg.ST_N_DEC], len(dcs)))]
     return RunResult(name, rec, trades, decisions,
-                     metrics(rec, trades, decisions, st, acct, settings, bars), targets)
+                     metrics(rec, trades, decisions, st, acct, settings, bars, start), targets)
 
 
 def sizing_of(strategy: Strategy) -> str:
@@ -141,18 +131,8 @@ def sizing_of(strategy: Strategy) -> str:
 
 
 def fill_params(settings: RunSettings, sizing: str) -> np.ndarray:
-    """The kernel's fill, fee and sizing parameters (`bot.execution.kernel.F_*`)."""
-    f = settings.fills
-    fp = np.zeros(kn.N_FP)
-    fp[kn.F_COEF] = f.impact_coef
-    fp[kn.F_HALF_SPREAD] = f.half_spread_bps * 1e-4
-    fp[kn.F_LIQ_MULT] = f.liq_multiplier
-    fp[kn.F_MAX_IMPACT] = f.max_impact
-    fp[kn.F_TAKER] = settings.fees.taker
-    fp[kn.F_LIQ_FEE] = settings.fees.liquidation
-    fp[kn.F_BAND] = settings.band
-    fp[kn.F_SIZING] = kn.SIZINGS[sizing]
-    return fp
+    """The kernel's fill, fee and sizing parameters for these settings."""
+    return kn.fill_params(settings.fills, settings.fees, settings.band, sizing)
 
 
 def interventions(rec: np.ndarray) -> int:
@@ -164,8 +144,10 @@ def interventions(rec: np.ndarray) -> int:
 
 
 def metrics(rec: np.ndarray, trades: np.ndarray, decisions: np.ndarray, st: np.ndarray,
-            acct: np.ndarray, settings: RunSettings, bars: Bars) -> dict[str, Any]:
+            acct: np.ndarray, settings: RunSettings, bars: Bars,
+            start: int = 0) -> dict[str, Any]:
     eq = np.r_[settings.wallet, rec[:, eg.R_EQUITY]]
+    live = rec[start:]
     bars_per_year = MINUTES_PER_YEAR * 60_000 / bars.interval_ms
     sharpe, sortino = ratios(eq, bars_per_year)
     liq = trades[:, 6] == 1.0 if len(trades) else np.zeros(0, dtype=bool)
@@ -181,13 +163,13 @@ def metrics(rec: np.ndarray, trades: np.ndarray, decisions: np.ndarray, st: np.n
         "funding": float(acct[ac.A_FUNDING]),
         "fees": float(acct[ac.A_FEES]),
         "slippage": float(trades[:, 5].sum()) if len(trades) else 0.0,
-        "time_in_market": float((rec[:, eg.R_QTY] != 0.0).mean()) if len(rec) else 0.0,
+        "time_in_market": float((live[:, eg.R_QTY] != 0.0).mean()) if len(live) else 0.0,
         "n_trades": int((~liq).sum()),
         "liquidated_at": None if first_liq is None else iso(int(bars.ts[int(first_liq[0])])),
         "liquidation_price": None if first_liq is None else float(first_liq[3]),
-        "n_risk_actions": interventions(rec),
+        "n_risk_actions": interventions(live),
         "n_decision_changes": int(len(decisions)),
-        "max_leverage_used": float(np.abs(rec[:, eg.R_LEVERAGE]).max()) if len(rec) else 0.0,
+        "max_leverage_used": float(np.abs(live[:, eg.R_LEVERAGE]).max()) if len(live) else 0.0,
         "bust": bool(st[kn.K_BUST]),
     }
 

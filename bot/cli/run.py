@@ -1,0 +1,345 @@
+"""`liqbot run`, `liqbot status`, `liqbot halt`: the daemon and its controls."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bot.cli.backtest import _fees, _params
+from bot.cli.paths import check_number, dumps
+from bot.config import Config, load_config, load_credentials
+from bot.data.dataset import iso
+from bot.errors import LiqbotError
+from bot.mechanics import brackets as br
+from bot.risk.policy import load_policy
+from bot.runtime.status import status_data
+
+
+def _brackets(symbol: str) -> br.Brackets:
+    try:
+        return br.shipped("binance", symbol)
+    except LiqbotError:
+        return br.shipped("binance", "BTCUSDT")
+
+
+def _replay_bars(sources: list[str], cfg: Config) -> dict[str, Any]:
+    from backtests.scenarios import load_scenario
+    from bot.cli.backtest import configured_data
+
+    out: dict[str, Any] = {}
+    for src in sources:
+        ds = configured_data(cfg) if src == "synthetic" else load_scenario(src)
+        if ds.bars.symbol in out:
+            raise LiqbotError(f"--replay {src}: symbol {ds.bars.symbol} is already replayed by "
+                              "another --replay; give one dataset per symbol")
+        if len(ds.bars) < 2:
+            raise LiqbotError(f"--replay {src}: fewer than 2 bars")
+        out[ds.bars.symbol] = ds.bars
+    return out
+
+
+def _state_layout() -> list[int]:
+    """Sizes of every checkpointed state layout: a run is resumed only by code whose
+    checkpoints it can read (after an upgrade that changed them, a new run starts)."""
+    from bot.execution import kernel as kn
+    from bot.risk import engine as en
+    from bot.signals import stream as ss
+
+    return [kn.N_K, kn.N_FP, ss.N_X, ss.N_OUT, en.N_POLICY, en.N_DECISION]
+
+
+def _fingerprint(parts: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def run_command(
+    ctx: typer.Context,
+    replay: Annotated[list[str] | None, typer.Option(
+        "--replay", help="replay a dataset directory or scenario (cascade-long, calm, "
+                         "synthetic:SEED[:CROWDING[:DAYS]], or 'synthetic' = config data) "
+                         "instead of the exchange feed; repeat for several symbols")] = None,
+    speed: Annotated[float | None, typer.Option(
+        "--speed", help="replay speed: 0 = as fast as possible, 60 = an hour per minute")] = None,
+    strategy: Annotated[str | None, typer.Option("--strategy", help="default: config run.strategy")]
+    = None,
+    param: Annotated[list[str] | None, typer.Option("--param", help="k=v (repeatable)")] = None,
+    preset: Annotated[str | None, typer.Option("--preset", help="default: config run.preset")]
+    = None,
+    wallet: Annotated[float | None, typer.Option("--wallet", help="paper wallet (quote)")] = None,
+    store_url: Annotated[str | None, typer.Option("--store", help="default: config store.url")]
+    = None,
+    live: Annotated[bool, typer.Option("--live", help='live trading (also needs mode = "live")')]
+    = False,
+    http: Annotated[str | None, typer.Option(
+        "--http", help="serve the dashboard, REST API and /metrics on HOST:PORT (default host "
+                       "127.0.0.1; any other host needs LIQBOT_HTTP_TOKEN)")] = None,
+) -> None:
+    """Run the trading daemon: paper by default, on the exchange feed or a replay. With
+    --replay it ends by itself when the data ends. Restarting with the same options on the
+    same store resumes the run where it stopped."""
+    from bot.execution import kernel as kn
+    from bot.runtime import logs
+    from bot.runtime.daemon import Daemon, DaemonSettings, check_live_allowed, percentiles
+    from bot.runtime.replay import ReplayFeed
+    from bot.store import Store
+    from strategies import find
+
+    cfg_path = (ctx.obj or {}).get("config") if ctx.obj else None
+    fees, cfg = _fees(cfg_path)
+    check_live_allowed(cfg.mode, live)
+    rc = cfg.run
+    speed = rc.speed if speed is None else speed
+    wallet = rc.wallet if wallet is None else wallet
+    if not (wallet > 0 and wallet < 1e15):
+        raise LiqbotError(f"--wallet: expected a positive finite amount, got {wallet}")
+    if not (speed >= 0 and speed < 1e9):
+        raise LiqbotError(f"--speed: expected a finite number >= 0, got {speed}")
+    name = strategy or rc.strategy
+    params = {k: str(v) for k, v in rc.params.items()} if strategy is None else {}
+    params.update(_params(param or []))
+    strat = find(name).from_strings(params)
+    preset_name = preset or rc.preset
+    policy = load_policy(preset_name)
+    creds = load_credentials(cfg)
+    secrets = [] if creds is None else [c.get_secret_value() for c in
+                                        (creds.api_key, creds.api_secret, creds.api_passphrase)
+                                        if c is not None]
+    import os
+
+    from bot.runtime.alerts import TELEGRAM_TOKEN_ENV
+    tg_token = os.environ.get(TELEGRAM_TOKEN_ENV) or None
+    logs.setup(cfg.logging.level, cfg.logging.format, cfg.logging.file,
+               secrets + ([tg_token] if tg_token else []))
+    bind = None
+    if http is not None:
+        from bot.runtime.http import bind_token, parse_bind
+        host, port = parse_bind(http)
+        bind = (host, port, bind_token(host))
+    if replay:
+        feed: Any = ReplayFeed(_replay_bars(replay, cfg), speed)
+        source = {"replay": replay}
+    else:
+        from bot.runtime.exchange_feed import ExchangeFeed
+        d = cfg.download
+        feed = ExchangeFeed(list(cfg.exchange.symbols), exchange=cfg.exchange.name,
+                            rest_base_url=d.ccxt_base_url, timeout_s=d.timeout_s)
+        source = {"exchange": cfg.exchange.name, "symbols": list(cfg.exchange.symbols)}
+    brackets = {s: _brackets(s) for s in feed.symbols}
+    fp = kn.fill_params(cfg.fills, fees, 0.05, strat.sizing)
+    store = Store(store_url or cfg.store.url)
+    account = f"{cfg.mode}:{cfg.exchange.name}"
+    store.acquire(account)
+    con = Console(stderr=True, highlight=False)
+    try:
+        spec = {"strategy": strat.describe(), "preset": preset_name, "wallet": wallet,
+                "source": source, "fills": cfg.fills.model_dump(), "fees": vars(fees),
+                "policy": policy.model_dump(), "layout": _state_layout()}
+        fp_id = _fingerprint(spec)
+        prev = store.latest_run(account)
+        resume = prev is not None and prev.status == "running" and \
+            prev.config.get("fingerprint") == fp_id
+        if resume:
+            run = prev
+        else:
+            if prev is not None and prev.status == "running":
+                store.set_run_status(prev.run_id, "abandoned")
+            run = store.open_run(cfg.mode, account, list(feed.symbols), strat.name,
+                                 strat.params, preset_name, wallet,
+                                 {"fingerprint": fp_id, "spec": spec})
+        assert run is not None
+        settings = DaemonSettings(commit_bars=rc.commit_bars, commit_seconds=rc.commit_seconds,
+                                  equity_every_s=rc.equity_every_s,
+                                  stale_check_s=rc.stale_check_s,
+                                  reconcile_every_s=rc.reconcile_every_s,
+                                  positioning_every_s=rc.positioning_every_s)
+        daemon = Daemon(run_id=run.run_id, feed=feed, store=store, strategy=strat,
+                        policy=policy.to_array(), fp=fp, brackets=brackets, wallet=wallet,
+                        settings=settings)
+        cp = store.load_checkpoint(run.run_id) if resume else None
+        if cp is not None:
+            daemon.restore(cp[1])
+            if hasattr(feed, "seek"):
+                feed.seek({s: x.last_ts for s, x in daemon.state.items()})
+            con.print(f"resuming run {run.run_id} after {iso(cp[0])}")
+        else:
+            con.print(f"run {run.run_id}: {cfg.mode}, {strat.describe()}, preset {preset_name}, "
+                      f"{', '.join(feed.symbols)}" + (f", replay at speed {speed:g}"
+                                                      if replay else ", exchange feed"))
+        from bot.runtime.alerts import Alerts
+        alerts = Alerts(cfg.alerts, run.run_id, tg_token)
+        t0 = time.perf_counter()
+        asyncio.run(_serve(daemon, bool(replay), alerts, bind, store_url or cfg.store.url, con))
+        dt = time.perf_counter() - t0
+        ended = bool(replay) and not daemon.stopping
+        store.set_run_status(run.run_id, "done" if ended else "stopped")
+        eq, _ = daemon.equity()
+        lat = percentiles(daemon.latency_ns)
+        Console(highlight=False).print(
+            f"run {run.run_id} {'finished' if ended else 'stopped'}: {daemon.bars_processed:,} "
+            f"bars in {dt:.1f} s, {daemon.seq} orders, equity {eq:,.2f}"
+            + (f", {daemon.skipped} malformed bars skipped" if daemon.skipped else "")
+            + (f"; bar close -> intent p50 {lat['p50_us']:.0f} us, p99 {lat['p99_us']:.0f} us"
+               if lat["n"] else ""))
+    finally:
+        store.close()
+
+
+async def _serve(daemon: Any, simulated: bool, alerts: Any, bind: tuple[str, int, str | None]
+                 | None, store_url: str, con: Console) -> None:
+    """The daemon with its alert worker and (with --http) the HTTP server on one loop."""
+    server = None
+    if alerts.enabled:
+        daemon.listeners.append(alerts.listener)
+        await alerts.start()
+    if bind is not None:
+        import logging
+
+        from bot.runtime.http import StatusServer
+        from bot.runtime.metrics import ErrorCounter
+        errors = ErrorCounter()
+        logging.getLogger("liqbot").addHandler(errors)
+        server = StatusServer(daemon, store_url, bind[0], bind[1], bind[2], alerts, errors)
+        con.print(f"dashboard {await server.start()}/ (API /api/status, metrics /metrics)")
+    try:
+        await daemon.run(simulated=simulated)
+    finally:
+        if server is not None:
+            await server.stop()
+        await alerts.stop()
+
+
+def _store_and_run(store_url: str | None, ctx: typer.Context, run_id: str | None) -> tuple[
+        Any, Any, Config]:
+    from bot.store import Store
+
+    cfg = load_config((ctx.obj or {}).get("config") if ctx.obj else None)
+    store = Store(store_url or cfg.store.url)
+    run = store.get_run(run_id) if run_id else store.latest_run()
+    if run is None:
+        store.close()
+        raise LiqbotError(f"no run {'with id ' + run_id + ' ' if run_id else ''}in the store "
+                          f"{store.url}; start one with `liqbot run`")
+    return store, run, cfg
+
+
+def status_command(
+    ctx: typer.Context,
+    store_url: Annotated[str | None, typer.Option("--store", help="default: config store.url")]
+    = None,
+    run_id: Annotated[str | None, typer.Option("--run", help="default: the latest run")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    http: Annotated[str | None, typer.Option(
+        "--http", help="read a running daemon's /api/status at this URL instead of the store "
+                       "(token from LIQBOT_HTTP_TOKEN)")] = None,
+) -> None:
+    """The daemon's state: mode, run, risk state, equity, positions with liquidation
+    distance, the last decision and why, crowding, nearest clusters, feed lag."""
+    if http is not None:
+        data = _remote_status(http)
+    else:
+        store, run, _ = _store_and_run(store_url, ctx, run_id)
+        try:
+            data = status_data(store, run)
+        finally:
+            store.close()
+    con = Console(highlight=False)
+    if as_json:
+        print(dumps(data))
+        return
+    con.print(f"[bold]run {data['run_id']}[/] ({data['mode']}, {data['status']}): "
+              f"{data['strategy']} / {data['preset']} on {', '.join(data['symbols'])}")
+    con.print(f"state [bold]{data['state']}[/], equity {data['equity']:,.2f}, "
+              f"{data['fills']} fills, {data['decisions']} decisions, last bar "
+              f"{data['last_bar']}")
+    if data["last_decision"]:
+        con.print(f"last decision: {data['last_decision']['text'] or 'no rule binding'}")
+    t = Table("symbol", "slot", "qty", "entry", "liq price", "distance %", "distance ATR")
+    for p in data["positions"]:
+        t.add_row(p["symbol"], str(p["slot"]), f"{p['qty']:+.6f}", f"{p['entry']:,.2f}",
+                  _fmt(p.get("liq_price"), "{:,.2f}"), _fmt(p["liq_distance_pct"], "{:.2f}"),
+                  _fmt(p["liq_distance_atr"], "{:.1f}"))
+    con.print(t if data["positions"] else "no open position")
+    c, k = data["crowding"], data["clusters"]
+    con.print(f"crowding long {_fmt(c['long'], '{:.2f}')} short {_fmt(c['short'], '{:.2f}')}; "
+              f"nearest clusters below {_fmt(k['below'], '{:,.2f}')} above "
+              f"{_fmt(k['above'], '{:,.2f}')}")
+
+
+def _remote_status(url: str) -> dict[str, Any]:
+    """GET URL/api/status with the bearer token from LIQBOT_HTTP_TOKEN (if set)."""
+    import os
+    import urllib.error
+    import urllib.request
+
+    from bot.runtime.http import TOKEN_ENV
+    if not url.startswith(("http://", "https://")):
+        raise LiqbotError(f"--http {url!r}: expected a URL like http://127.0.0.1:8080")
+    req = urllib.request.Request(url.rstrip("/") + "/api/status")
+    token = os.environ.get(TOKEN_ENV)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 (http/https only)
+            data: dict[str, Any] = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        hint = f" (set {TOKEN_ENV})" if exc.code == 401 else ""
+        raise LiqbotError(f"--http {url}: HTTP {exc.code}{hint}") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise LiqbotError(f"--http {url}: cannot read the status "
+                          f"({getattr(exc, 'reason', None) or type(exc).__name__})") from None
+    return data
+
+
+def _fmt(v: Any, f: str) -> str:
+    return "-" if v is None else f.format(v)
+
+
+def halt_command(
+    ctx: typer.Context,
+    flatten: Annotated[bool, typer.Option("--flatten", help="also close every position")]
+    = False,
+    resume: Annotated[bool, typer.Option("--resume", help="lift a halt")] = False,
+    store_url: Annotated[str | None, typer.Option("--store", help="default: config store.url")]
+    = None,
+    wait: Annotated[float, typer.Option("--wait", help="seconds to wait for the daemon")] = 5.0,
+) -> None:
+    """Kill switch: the running daemon stops trading (reduce-only; --flatten closes
+    everything) within a second, and records it."""
+    check_number(wait, "--wait", 0, 3600)
+    if flatten and resume:
+        raise LiqbotError("--flatten and --resume contradict each other")
+    store, run, _ = _store_and_run(store_url, ctx, None)
+    try:
+        kind = "resume" if resume else "flatten" if flatten else "halt"
+        cid = store.push_command(kind, run.run_id)
+        deadline = time.monotonic() + max(0.0, wait)
+        obeyed = False
+        while time.monotonic() < deadline:
+            if not any(c.id == cid for c in store.pending_commands(run.run_id)):
+                obeyed = True
+                break
+            time.sleep(0.1)
+    finally:
+        store.close()
+    con = Console(highlight=False)
+    if obeyed:
+        con.print(f"{kind}: obeyed by run {run.run_id}")
+    else:
+        con.print(f"{kind}: recorded for run {run.run_id}; no running daemon obeyed it within "
+                  f"{wait:g} s (it will on its next start)")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run", short_help="Run the trading daemon (paper by default; exchange feed "
+                "or --replay).")(run_command)
+    app.command("status", short_help="The daemon's state, positions, last decision and "
+                "why.")(status_command)
+    app.command("halt", short_help="Kill switch: stop (or flatten) the running daemon within "
+                "a second.")(halt_command)

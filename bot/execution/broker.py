@@ -1,0 +1,158 @@
+"""The Broker protocol and the PaperBroker, which fills on the live or replayed market with
+the backtester's mechanics (`bot.execution.kernel`: fill model, fees, funding at
+settlements, mark-price liquidation, brackets).
+
+An order is a signed base quantity for one account slot with a client order id. Market
+orders only: an order submitted at a bar's close fills at the next bar's open of its symbol
+(plus the fill model's slippage, measured over the window known when it was decided),
+exactly as in a backtest. The paper account is the broker's: `acct`/`pos` arrays with two
+slots per symbol (main, hedge), margined together in cross.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from bot.execution import kernel as kn
+from bot.mechanics import account as ac
+from bot.mechanics.brackets import Brackets
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """What the order manager sends: `qty` base (+ buys), market, on one slot."""
+
+    client_id: str
+    symbol: str
+    slot: int
+    qty: float
+    reduce_only: bool
+    window: tuple[float, float, float]    # fill-model window known at the decision
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    """A fill or a forced liquidation; `fill_id` is unique and stable across restarts."""
+
+    fill_id: str
+    client_id: str          # "" for liquidations
+    symbol: str
+    slot: int
+    ts: int                 # bar open time of the fill, ms UTC
+    qty: float              # signed base
+    price: float
+    fee: float              # quote
+    slippage: float         # quote cost versus the open
+    liquidation: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Funding:
+    symbol: str
+    slot: int
+    ts: int
+    rate: float
+    mark: float
+    payment: float          # quote, + paid
+
+
+class Broker(Protocol):
+    """What the daemon needs from a venue (paper here; live through ccxt later)."""
+
+    def submit(self, order: Order) -> None: ...
+
+    def pending(self) -> list[Order]: ...
+
+
+class PaperBroker:
+    """Simulated venue on the shared trading kernel."""
+
+    def __init__(self, symbols: list[str], brackets: list[Brackets], wallet: float,
+                 fp: np.ndarray) -> None:
+        self.symbols = list(symbols)
+        self.index = {s: i for i, s in enumerate(self.symbols)}
+        self.acct, self.pos = ac.new_account(wallet, 2 * len(symbols), leverage=125.0)
+        per_slot = [b for b in brackets for _ in range(2)]
+        self.floor, self.cap, self.mmr, self.cum, _ = ac.stack_brackets(per_slot)
+        self.fp = fp
+        self.marks = np.zeros(2 * len(symbols))      # last mark close per slot
+        self._pending: dict[int, Order] = {}
+
+    # --- orders -------------------------------------------------------------------------
+    def submit(self, order: Order) -> None:
+        """Queue a market order for the next bar of its symbol (one per slot)."""
+        self._pending[order.slot] = order
+
+    def pending(self) -> list[Order]:
+        return [self._pending[k] for k in sorted(self._pending)]
+
+    # --- the venue's side of a bar -------------------------------------------------------
+    def on_bar_open(self, symbol: str, ts: int, open_px: float, mark_open: float,
+                    mark_high: float, mark_low: float,
+                    funding_rate: float) -> tuple[list[Fill], list[Funding]]:
+        """Fills at the open, funding at a settlement, liquidation at the mark extremes
+        (the open phase of `bot.execution.kernel`)."""
+        i = self.index[symbol]
+        fills: list[Fill] = []
+        payments: list[Funding] = []
+        for slot in (2 * i, 2 * i + 1):
+            order = self._pending.pop(slot, None)
+            if order is None:
+                continue
+            px, fee, slip = kn.fill_order(self.acct, self.pos, slot, order.qty, open_px,
+                                          order.window[0], order.window[1], order.window[2],
+                                          self.fp)
+            if px > 0.0:
+                fills.append(Fill(f"{order.client_id}-f", order.client_id, symbol, slot, ts,
+                                  order.qty, px, fee, slip, False))
+        for slot in (2 * i, 2 * i + 1):
+            paid = kn.settle_funding(self.acct, self.pos, slot, mark_open, funding_rate)
+            if paid != 0.0:
+                payments.append(Funding(symbol, slot, ts, funding_rate, mark_open, paid))
+        marks = self.marks.copy()
+        for slot in (2 * i, 2 * i + 1):
+            adverse = kn.adverse_mark(self.pos, slot, mark_low, mark_high)
+            marks[2 * i] = adverse
+            marks[2 * i + 1] = adverse
+            q, lp = kn.liquidate(self.acct, self.pos, slot, mark_low, mark_high, marks,
+                                 self.floor, self.cap, self.mmr, self.cum, self.fp)
+            if lp == lp:
+                fills.append(Fill(f"liq-{symbol}-{ts}-{slot}", "", symbol, slot, ts, q, lp, 0.0,
+                                  0.0, True))
+        return fills, payments
+
+    def set_mark(self, symbol: str, mark_close: float) -> None:
+        i = self.index[symbol]
+        self.marks[2 * i] = mark_close
+        self.marks[2 * i + 1] = mark_close
+
+    # --- checkpoint --------------------------------------------------------------------
+    def snapshot(self) -> dict[str, object]:
+        return {"acct": self.acct.copy(), "pos": self.pos.copy(), "marks": self.marks.copy(),
+                "pending": [(o.client_id, o.symbol, o.slot, o.qty, o.reduce_only, *o.window)
+                            for o in self.pending()]}
+
+    def restore(self, snap: dict[str, object]) -> None:
+        self.acct[:] = np.asarray(snap["acct"])
+        self.pos[:] = np.asarray(snap["pos"])
+        self.marks[:] = np.asarray(snap["marks"])
+        self._pending = {}
+        for cid, sym, slot, qty, ro, v, s, liq in snap["pending"]:  # type: ignore[attr-defined]
+            self._pending[int(slot)] = Order(str(cid), str(sym), int(slot), float(qty),
+                                             bool(ro), (float(v), float(s), float(liq)))
+
+
+def to_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """Arrays into one blob (np.savez), for checkpoints."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def from_bytes(blob: bytes) -> dict[str, np.ndarray]:
+    with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}

@@ -1,0 +1,1 @@
+"""The daemon: feeds, scheduler jobs and the loop feed -> signals -> strategy -> risk -> broker."""

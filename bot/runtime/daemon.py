@@ -1,0 +1,584 @@
+"""The daemon loop: feed -> signals -> strategy -> risk -> order manager -> broker.
+
+Per closed bar and symbol (the same order as a backtest bar, `bot.execution.kernel`):
+1. the broker's open phase: orders decided at the previous close fill at this bar's open,
+   funding settles, mark-price liquidation; fills and payments are staged in the store;
+2. the incremental signal step kernel runs once (`bot.signals.stream`), the strategy's
+   streaming form gives the target for this bar;
+3. `kernel.decide` (the compiled risk engine inside) decides; the decision is staged;
+4. an order becomes an intent with a deterministic client id (run id + sequence), and the
+   store commits the decision, the intent, the watermark and a checkpoint of every state
+   (account, kernel, signal and strategy streams, pending orders) in ONE transaction
+   BEFORE the order is handed to the broker. Bars without orders are committed in batches.
+
+Crash-only: a restart loads the run's checkpoint (the state after its watermark bar),
+restores the broker, streams and kernel state, and continues after the watermark. Bars
+processed after the last commit are processed again deterministically; every row has a
+natural key, so nothing is duplicated, and intent ids repeat, so no order is sent twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from bot.errors import LiqbotError
+from bot.execution import kernel as kn
+from bot.execution.broker import Fill, Funding, Order, PaperBroker, from_bytes, to_bytes
+from bot.mechanics import account as ac
+from bot.mechanics.brackets import Brackets
+from bot.risk import engine as en
+from bot.risk.reasons import render
+from bot.runtime import scheduler as sc
+from bot.runtime.feed import BarEvent, Feed
+from bot.signals import stream as ss
+from bot.store import Store
+from bot.store.tables import client_order_id
+from strategies.base import Strategy
+
+log = logging.getLogger("liqbot.daemon")
+R_KILL_SWITCH = 1 << 20           # decision reason bit of the operator's kill switch
+
+
+@dataclass
+class DaemonSettings:
+    """How the loop commits and schedules (config section [run])."""
+
+    commit_bars: int = 500              # commit at least every N bars without orders
+    commit_seconds: float = 0.5         # ... or every N wall seconds
+    equity_every_s: float = 60.0        # equity snapshots (feed clock)
+    stale_check_s: float = 60.0         # stale-feed watchdog period (feed clock)
+    reconcile_every_s: float = 30.0     # reconciliation with the broker (feed clock)
+    positioning_every_s: float = 300.0  # open interest / ratio polls (exchange feed)
+    command_poll_s: float = 0.25        # kill-switch poll (wall clock)
+
+
+@dataclass
+class SymbolState:
+    """Everything the loop keeps for one symbol."""
+
+    name: str
+    index: int
+    brackets: Brackets
+    st: np.ndarray
+    stream: ss.SignalStream | None = None
+    strat: Any = None
+    last_ts: int = -1
+    last_sig: np.ndarray = field(default_factory=lambda: np.full(en.N_SIG, np.nan))
+    last_window: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    last_close: float = float("nan")
+    bars: int = 0
+    atr: float = float("nan")
+    last_state: int = -1              # risk state of the last decision (-1: none yet)
+    last_reasons: int = 0             # reason bits of the last decision
+
+
+class Daemon:
+    """One run of the trading loop over a feed, a paper broker and a store."""
+
+    def __init__(self, *, run_id: str, feed: Feed, store: Store, strategy: Strategy,
+                 policy: np.ndarray, fp: np.ndarray, brackets: dict[str, Brackets],
+                 wallet: float, settings: DaemonSettings | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.run_id = run_id
+        self.feed = feed
+        self.store = store
+        self.strategy = strategy
+        self.pol = policy
+        self.fp = fp
+        self.settings = settings or DaemonSettings()
+        self.clock = clock
+        self.symbols = list(feed.symbols)
+        self.state = {s: SymbolState(s, i, brackets[s], kn.new_state(wallet))
+                      for i, s in enumerate(self.symbols)}
+        self.broker = PaperBroker(self.symbols, [brackets[s] for s in self.symbols], wallet, fp)
+        self.seq = 0                      # intent sequence (deterministic client ids)
+        self.halted = False               # operator kill switch
+        self.flatten = False
+        self.stopping = False
+        self._dirty_bars = 0
+        self._last_commit = clock()
+        self._view = np.zeros(en.N_ACCT_VIEW)
+        self._dec = np.zeros(en.N_DECISION)
+        self._out = np.zeros(kn.N_DECIDE)
+        self.latency_ns: list[int] = []   # bar close -> intent ready (before the write)
+        self.write_ns: list[int] = []     # the durable write of an intent
+        self.bars_processed = 0
+        self.skipped = 0
+        self._filled_since_commit: set[str] = set()
+        # operations hooks (bot.runtime.alerts, bot.runtime.metrics): called in the loop's
+        # thread as listener(kind, data) on "decision", "state", "fill", "liquidation",
+        # "reject", "stale", "daily_summary"; they must not block (they enqueue).
+        self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
+        self.counters = {"fills": 0, "liquidations": 0, "rejects": 0, "stale": 0}
+
+    def _emit(self, kind: str, data: dict[str, Any]) -> None:
+        for listener in self.listeners:
+            try:
+                listener(kind, data)
+            except Exception:                 # a listener must never stop the trading loop
+                log.exception("listener failed on %s", kind)
+
+    # ------------------------------------------------------------------ checkpoint
+    def checkpoint(self) -> bytes:
+        snap = self.broker.snapshot()
+        arrays: dict[str, Any] = {
+            "acct": snap["acct"], "pos": snap["pos"], "marks": snap["marks"],
+            "pending": np.array([json.dumps(snap["pending"])]),
+            "scalars": np.array([self.seq, int(self.halted), int(self.flatten)], dtype=np.int64),
+        }
+        for s, x in self.state.items():
+            arrays[f"st:{s}"] = x.st
+            arrays[f"meta:{s}"] = np.array([x.last_ts, x.bars], dtype=np.int64)
+            arrays[f"sig:{s}"] = x.last_sig
+            arrays[f"win:{s}"] = np.array(x.last_window)
+            arrays[f"close:{s}"] = np.array([x.last_close])
+            if x.stream is not None:
+                arrays[f"stream:{s}"] = np.frombuffer(x.stream.snapshot(), dtype=np.uint8)
+            if x.strat is not None:
+                arrays[f"strat:{s}"] = np.frombuffer(x.strat.state(), dtype=np.uint8)
+        return to_bytes(arrays)
+
+    def restore(self, blob: bytes) -> None:
+        a = from_bytes(blob)
+        self.broker.restore({"acct": a["acct"], "pos": a["pos"], "marks": a["marks"],
+                             "pending": json.loads(str(a["pending"][0]))})
+        self.seq, halted, flatten = (int(v) for v in a["scalars"])
+        self.halted, self.flatten = bool(halted), bool(flatten)
+        for s, x in self.state.items():
+            if f"st:{s}" not in a:
+                continue
+            x.st[:] = a[f"st:{s}"]
+            x.last_ts, x.bars = (int(v) for v in a[f"meta:{s}"])
+            x.last_sig = a[f"sig:{s}"].copy()
+            x.last_window = tuple(float(v) for v in a[f"win:{s}"])  # type: ignore[assignment]
+            x.last_close = float(a[f"close:{s}"][0])
+            if f"stream:{s}" in a:
+                x.stream = ss.SignalStream.restore(a[f"stream:{s}"].tobytes(), x.brackets)
+            if f"strat:{s}" in a:
+                x.strat = self.strategy.stream_from(a[f"strat:{s}"].tobytes(), s,
+                                                    self.feed.interval_ms)
+
+    # ------------------------------------------------------------------ the hot path
+    def on_bar(self, ev: BarEvent) -> None:
+        """Process one closed bar (module docstring). Malformed bars are logged, skipped."""
+        x_state = self.state.get(ev.symbol)
+        if x_state is None:
+            self._skip(ev, f"unknown symbol {ev.symbol!r}")
+            return
+        try:
+            x = ss.bar_row(ev.bar)
+        except (LiqbotError, TypeError, ValueError, KeyError) as exc:
+            self._skip(ev, f"unreadable bar ({str(exc)[:200]})")
+            return
+        problem = _bar_problem(x, x_state.last_ts, self.feed.interval_ms)
+        if problem == "old":
+            return                          # already processed (a replayed or duplicate bar)
+        if problem:
+            self._skip(ev, problem)
+            return
+        t0 = time.perf_counter_ns()
+        ts = int(x[ss.X_TS])
+        sym = x_state
+        if sym.stream is None:
+            sym.stream = ss.SignalStream(sym.brackets, self.feed.interval_ms, float(x[ss.X_CLOSE]))
+        if sym.strat is None:
+            sym.strat = self.strategy.stream(sym.name, self.feed.interval_ms)
+        # 1. the venue's open phase
+        sent = [o for o in self.broker.pending() if o.symbol == sym.name]
+        fills, payments = self.broker.on_bar_open(
+            sym.name, ts, float(x[ss.X_OPEN]), float(x[ss.X_MARK_OPEN]),
+            float(x[ss.X_MARK_HIGH]), float(x[ss.X_MARK_LOW]), float(x[ss.X_FUNDING]))
+        for f in fills:
+            self._record_fill(f)
+        filled = {f.client_id for f in fills}
+        for o in sent:
+            if o.client_id not in filled:     # the venue refused it (no fill price)
+                self.counters["rejects"] += 1
+                log.warning("order %s %s rejected at the open of %s", o.client_id, o.symbol,
+                            _iso(ts))
+                self._emit("reject", {"symbol": o.symbol, "client_id": o.client_id,
+                                      "qty": o.qty, "ts": ts})
+        if payments:
+            self._record_funding(sym.name, ts, payments)
+        # 2. signals and strategy
+        out = sym.stream.step(x)
+        target = float(sym.strat.update(x, out))
+        if not np.isfinite(target):
+            log.error("strategy %s gave a non-finite target at %s %d; holding",
+                      self.strategy.name, sym.name, ts)
+            target = float(sym.st[kn.K_PREV_TARGET]) if np.isfinite(sym.st[kn.K_PREV_TARGET]) \
+                else 0.0
+        sig = out[ss.O_SIG:ss.O_SIG + en.N_SIG]
+        sym.last_sig = sig.copy()
+        sym.last_window = (float(out[ss.O_FILL + ss.F_VOL_W]), float(out[ss.O_FILL + ss.F_SIG_W]),
+                           float(out[ss.O_FILL + ss.F_LIQ_W]))
+        sym.atr = float(sig[en.S_ATR])
+        sym.last_ts = ts
+        sym.last_close = float(x[ss.X_CLOSE])
+        sym.bars += 1
+        self.broker.set_mark(sym.name, float(x[ss.X_MARK_CLOSE]))
+        # 3. decision and orders
+        self._decide(sym, ts, float(x[ss.X_CLOSE]), sig, target, t0)
+        self.bars_processed += 1
+
+    def _decide(self, sym: SymbolState, ts: int, close: float, sig: np.ndarray, target: float,
+                t0: int) -> None:
+        main, hedge = 2 * sym.index, 2 * sym.index + 1
+        b = sym.brackets
+        kn.decide(self.broker.acct, self.broker.pos, main, hedge, sym.st, float(ts), close,
+                  self.broker.marks, sig, target, self.pol, self.fp, self.broker.floor,
+                  self.broker.cap, self.broker.mmr, self.broker.cum, b.cap, b.max_leverage,
+                  self._view, self._dec, self._out)
+        dec, out = self._dec, self._out
+        q_main, q_hedge = float(out[kn.O_ORDER_MAIN]), float(out[kn.O_ORDER_HEDGE])
+        if self.halted:                      # the operator's kill switch overrides
+            dec[en.D_STATE] = en.HALTED
+            dec[en.D_REASONS] = int(dec[en.D_REASONS]) | R_KILL_SWITCH
+            q_main = -float(self.broker.pos[main, ac.P_QTY]) if self.flatten else 0.0
+            q_hedge = -float(self.broker.pos[hedge, ac.P_QTY]) if self.flatten else 0.0
+        # REDUCING / HALTED never grow the strategy's position (a hedge, which lowers the net
+        # exposure, may open while REDUCING; HALTED closes it too)
+        if dec[en.D_STATE] != en.ACTIVE:
+            q_main = _reduce_only(q_main, float(self.broker.pos[main, ac.P_QTY]))
+        if dec[en.D_STATE] == en.HALTED:
+            q_hedge = _reduce_only(q_hedge, float(self.broker.pos[hedge, ac.P_QTY]))
+        reasons = int(dec[en.D_REASONS])
+        state, prev_state = int(dec[en.D_STATE]), sym.last_state
+        sym.last_state, sym.last_reasons = state, reasons
+        side = float(np.sign(self.broker.pos[main, ac.P_QTY]) or np.sign(out[kn.O_TARGET]) or 1)
+        text = render(dec, side) if out[kn.O_CHANGED] > 0.0 or self.halted else ""
+        if self.halted:
+            text = (text + "; " if text else "HALTED: ") + "operator kill switch" + \
+                (" (flatten)" if self.flatten else "")
+        self.store.stage("decisions", {
+            "run_id": self.run_id, "symbol": sym.name, "bar_ts": ts, "state": int(dec[en.D_STATE]),
+            "reasons": reasons, "text": text, "target_notional": float(out[kn.O_TARGET]),
+            "allowed_notional": float(out[kn.O_ALLOWED]),
+            "numbers": {"equity": float(out[kn.O_EQUITY]), "liq_price": _num(out[kn.O_LIQ_PRICE]),
+                        "mark": _num(sig[en.S_MARK]), "atr": _num(sig[en.S_ATR]),
+                        "crowd_long": _num(sig[en.S_CROWD_LONG]),
+                        "crowd_short": _num(sig[en.S_CROWD_SHORT]),
+                        "cluster_below": _num(sig[en.S_CLUSTER_BELOW]),
+                        "cluster_above": _num(sig[en.S_CLUSTER_ABOVE]),
+                        "drawdown": _num(dec[en.D_DRAWDOWN]), "clipped": int(out[kn.O_CLIPPED]),
+                        "order": q_main, "hedge_order": q_hedge}})
+        if self.listeners:
+            info = {"symbol": sym.name, "ts": ts, "state": state, "prev_state": prev_state,
+                    "reasons": reasons, "text": text, "mark": float(sig[en.S_MARK]),
+                    "atr": float(sig[en.S_ATR]), "liq_price": float(out[kn.O_LIQ_PRICE]),
+                    "qty": float(self.broker.pos[main, ac.P_QTY]),
+                    "equity": float(out[kn.O_EQUITY])}
+            self._emit("decision", info)
+            if state != prev_state and (prev_state >= 0 or state != en.ACTIVE):
+                self._emit("state", info)
+        if out[kn.O_CHANGED] > 0.0:
+            log.info("%s %s decision: %s", sym.name, _iso(ts), text,
+                     extra={"symbol": sym.name, "bar_ts": ts, "reasons": reasons})
+        elif log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s decision: %s", sym.name, _iso(ts), render(dec, side),
+                      extra={"symbol": sym.name, "bar_ts": ts, "reasons": reasons})
+
+        orders = []
+        for slot, q in ((main, q_main), (hedge, q_hedge)):
+            if q != 0.0:
+                held = float(self.broker.pos[slot, ac.P_QTY])
+                reduce_only = held != 0.0 and q * held < 0.0 and abs(q) <= abs(held) + 1e-12
+                cid = client_order_id(self.run_id, self.seq)
+                self.seq += 1
+                self.store.stage("intents", {
+                    "client_id": cid, "run_id": self.run_id, "symbol": sym.name, "bar_ts": ts,
+                    "slot": slot, "qty": q, "reduce_only": reduce_only, "status": "sent",
+                    "created_ms": ts + self.feed.interval_ms,
+                    "updated_ms": ts + self.feed.interval_ms})
+                orders.append(Order(cid, sym.name, slot, q, reduce_only, sym.last_window))
+        self._dirty_bars += 1
+        if orders:
+            self.latency_ns.append(time.perf_counter_ns() - t0)
+            for o in orders:                 # pending in the checkpoint: it leaves with it
+                self.broker.submit(o)
+            w0 = time.perf_counter_ns()
+            self.commit()
+            self.write_ns.append(time.perf_counter_ns() - w0)
+            for o in orders:
+                log.info("order %s %s slot %d qty %+.8f%s", o.client_id, o.symbol, o.slot,
+                         o.qty, " reduce-only" if o.reduce_only else "")
+        elif self._dirty_bars >= self.settings.commit_bars or \
+                self.clock() - self._last_commit >= self.settings.commit_seconds:
+            self.commit()
+
+    def _record_fill(self, f: Fill) -> None:
+        self.counters["liquidations" if f.liquidation else "fills"] += 1
+        self._emit("liquidation" if f.liquidation else "fill",
+                   {"symbol": f.symbol, "slot": f.slot, "ts": f.ts, "qty": f.qty,
+                    "price": f.price, "client_id": f.client_id})
+        self.store.stage("fills", {"fill_id": f.fill_id, "client_id": f.client_id,
+                                   "run_id": self.run_id, "symbol": f.symbol, "ts": f.ts,
+                                   "qty": f.qty, "price": f.price, "fee": f.fee,
+                                   "liquidation": f.liquidation, "slippage": f.slippage})
+        if f.client_id:
+            self.store.stage_intent_update(f.client_id, "filled", f.qty, f.ts)
+            self._filled_since_commit.add(f.client_id)
+        else:
+            self.store.stage("events", {"run_id": self.run_id, "event_key": f.fill_id,
+                                        "ts": f.ts, "kind": "liquidation",
+                                        "message": f"{f.symbol} slot {f.slot} liquidated "
+                                                   f"{f.qty:+.8f} at {f.price:,.2f}",
+                                        "data": {"qty": f.qty, "price": f.price}})
+            log.warning("%s liquidated: %+.8f at %.2f", f.symbol, f.qty, f.price)
+        pos = self.broker.pos[f.slot]
+        self.store.stage_position(self.run_id, f.symbol, f.slot, float(pos[ac.P_QTY]),
+                                  float(pos[ac.P_ENTRY]), None, f.ts)
+
+    def _record_funding(self, symbol: str, ts: int, payments: list[Funding]) -> None:
+        self.store.stage("funding", {"run_id": self.run_id, "symbol": symbol, "ts": ts,
+                                     "rate": payments[0].rate, "mark": payments[0].mark,
+                                     "payment": sum(p.payment for p in payments)})
+
+    def _skip(self, ev: BarEvent, why: str) -> None:
+        self.skipped += 1
+        log.warning("skipped a malformed bar of %s: %s", ev.symbol, why)
+
+    def commit(self) -> None:
+        marks = {s: x.last_ts for s, x in self.state.items() if x.last_ts >= 0}
+        self.store.commit(marks or None, self.checkpoint() if marks else None,
+                          run_id=self.run_id)
+        self._dirty_bars = 0
+        self._last_commit = self.clock()
+        self._filled_since_commit.clear()
+
+    # ------------------------------------------------------------------ jobs
+    def equity(self) -> tuple[float, float]:
+        """(equity, unrealised PnL) at the last marks, quote."""
+        eq = float(ac.equity(self.broker.acct, self.broker.pos, self.broker.marks))
+        return eq, eq - float(self.broker.acct[ac.A_WALLET])
+
+    def snapshot_equity(self) -> None:
+        if not any(x.last_ts >= 0 for x in self.state.values()):
+            return
+        eq, upnl = self.equity()
+        self.store.stage("equity", {"run_id": self.run_id, "ts": self.feed.now_ms(),
+                                    "equity": eq, "wallet": float(self.broker.acct[ac.A_WALLET]),
+                                    "upnl": upnl})
+        for s, x in self.state.items():
+            for slot in (2 * x.index, 2 * x.index + 1):
+                pos = self.broker.pos[slot]
+                lp = ac.liquidation_price(self.broker.acct, self.broker.pos, slot,
+                                          self.broker.marks, self.broker.floor, self.broker.cap,
+                                          self.broker.mmr, self.broker.cum)
+                self.store.stage_position(self.run_id, s, slot, float(pos[ac.P_QTY]),
+                                          float(pos[ac.P_ENTRY]), float(lp),
+                                          self.feed.now_ms())
+
+    def stale_check(self) -> None:
+        """Stale-feed watchdog: a symbol without a bar for `stale_bars` intervals gets a
+        decision with the stale input set, which makes the risk engine REDUCE."""
+        now = self.feed.now_ms()
+        limit = float(self.pol[en.P_STALE_BARS])
+        for x in self.state.values():
+            if x.last_ts < 0 or x.stream is None:
+                continue
+            lag = (now - (x.last_ts + self.feed.interval_ms)) // self.feed.interval_ms
+            if lag >= limit:
+                sig = x.last_sig.copy()
+                sig[en.S_STALE_BARS] = float(lag)
+                ts = x.last_ts + int(lag) * self.feed.interval_ms
+                log.warning("%s feed stale for %d bars: deciding with stale data", x.name, lag)
+                self.counters["stale"] += 1
+                self._emit("stale", {"symbol": x.name, "bars": int(lag), "ts": now})
+                self.store.stage("events", {"run_id": self.run_id, "event_key": f"stale-{x.name}-{ts}",
+                                            "ts": now, "kind": "stale_feed",
+                                            "message": f"{x.name}: no bar for {lag} intervals"})
+                target = float(x.st[kn.K_PREV_TARGET]) if np.isfinite(x.st[kn.K_PREV_TARGET]) \
+                    else 0.0
+                self._decide(x, ts, x.last_close, sig, target, time.perf_counter_ns())
+
+    def poll_commands(self) -> None:
+        """The kill switch: `liqbot halt [--flatten]` writes a command row; obeyed here."""
+        for cmd in self.store.pending_commands(self.run_id):
+            if cmd.kind in ("halt", "flatten"):
+                self.halted = True
+                self.flatten = self.flatten or cmd.kind == "flatten"
+            elif cmd.kind == "resume":
+                self.halted = False
+                self.flatten = False
+            self.store.ack_command(cmd.id)  # type: ignore[arg-type]
+            self.store.stage("events", {"run_id": self.run_id, "event_key": f"command-{cmd.id}",
+                                        "ts": self.feed.now_ms(), "kind": "command",
+                                        "message": f"operator command {cmd.kind} obeyed"})
+            log.warning("operator command %s obeyed", cmd.kind)
+            self.commit()
+
+    def daily_summary(self) -> None:
+        eq, upnl = self.equity()
+        now = self.feed.now_ms()
+        self.store.stage("events", {"run_id": self.run_id, "event_key": f"daily-{now}", "ts": now,
+                                    "kind": "daily_summary",
+                                    "message": f"equity {eq:,.2f} (unrealised {upnl:,.2f}), "
+                                               f"{self.bars_processed} bars, {self.seq} orders"})
+        self._emit("daily_summary", {"ts": now, "equity": eq, "upnl": upnl,
+                                     "bars": self.bars_processed, "orders": self.seq,
+                                     "fills": self.counters["fills"],
+                                     "liquidations": self.counters["liquidations"]})
+
+    def funding_check(self) -> None:
+        now = self.feed.now_ms()
+        self.store.stage("events", {"run_id": self.run_id, "event_key": f"settlement-{now}",
+                                    "ts": now, "kind": "settlement",
+                                    "message": f"funding settlement time; funding paid so far "
+                                               f"{float(self.broker.acct[ac.A_FUNDING]):,.4f}"})
+
+    def reconcile(self) -> None:
+        """Paper: every committed open intent must be pending at the broker or filled since
+        the last commit; anything else is recorded as an event (it would be a bug)."""
+        pending = {o.client_id for o in self.broker.pending()}
+        for it in self.store.open_intents(self.run_id):
+            if it.client_id not in pending and it.client_id not in self._filled_since_commit:
+                log.error("reconcile: intent %s is open in the store but unknown to the broker",
+                          it.client_id)
+                self.store.stage("events", {"run_id": self.run_id,
+                                            "event_key": f"reconcile-{it.client_id}",
+                                            "ts": self.feed.now_ms(), "kind": "reconcile",
+                                            "message": f"intent {it.client_id} open in the "
+                                                       "store, unknown to the broker"})
+
+    def jobs(self, start_ms: int) -> list[sc.Job]:
+        s = self.settings
+        start = sc.to_dt(start_ms)
+        return [
+            sc.Job("equity", sc.every(s.equity_every_s, start), self.snapshot_equity),
+            sc.Job("stale", sc.every(s.stale_check_s, start), self.stale_check),
+            sc.Job("reconcile", sc.every(s.reconcile_every_s), self.reconcile, wall=True),
+            sc.Job("settlement", sc.settlements(), self.funding_check),
+            sc.Job("daily", sc.daily(), self.daily_summary),
+            sc.Job("positioning", sc.every(s.positioning_every_s, start),
+                   lambda: asyncio.ensure_future(self.feed.poll_positioning())),
+            sc.Job("commands", sc.every(s.command_poll_s), self.poll_commands, wall=True),
+        ]
+
+    # ------------------------------------------------------------------ run
+    async def warm_up(self) -> None:
+        """Step the signals and the strategy through the feed's history (no decisions, no
+        orders), so an exchange run starts with warm estimators. A replay has none."""
+        for s, x in self.state.items():
+            if x.stream is not None:
+                continue                       # restored from a checkpoint
+            hist = await self.feed.history(s)
+            if hist is None or len(hist) == 0:
+                continue
+            rows = ss.bar_matrix(hist)
+            x.stream = ss.SignalStream(x.brackets, self.feed.interval_ms, float(rows[0, ss.X_CLOSE]))
+            outs = x.stream.run(rows)
+            x.strat = self.strategy.stream(s, self.feed.interval_ms)
+            for k in range(len(rows)):
+                x.strat.update(rows[k], outs[k])
+            last = outs[-1]
+            x.last_sig = last[ss.O_SIG:ss.O_SIG + en.N_SIG].copy()
+            x.last_window = (float(last[ss.O_FILL + ss.F_VOL_W]),
+                             float(last[ss.O_FILL + ss.F_SIG_W]),
+                             float(last[ss.O_FILL + ss.F_LIQ_W]))
+            x.last_ts = int(hist.ts[-1])
+            x.last_close = float(rows[-1, ss.X_CLOSE])
+            self.broker.set_mark(s, float(rows[-1, ss.X_MARK_CLOSE]))
+            log.info("%s warmed up on %d bars of history", s, len(rows))
+
+    async def run(self, simulated: bool) -> None:
+        """Consume the feed until it ends or a signal asks to stop; commit; return."""
+        loop = asyncio.get_running_loop()
+        for sig_no in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):   # not the main thread
+                loop.add_signal_handler(sig_no, self._stop)
+        start = self.feed.now_ms()
+        jobs = self.jobs(start)
+        wall = sc.wall_scheduler([j for j in jobs if j.wall or not simulated])
+        sim = sc.SimulatedScheduler([j for j in jobs if not j.wall], start) if simulated else None
+        wall.start()
+        try:
+            await self.warm_up()
+            self.reconcile()                  # before any new order
+            async for ev in self.feed.events():
+                self.on_bar(ev)
+                if sim is not None:
+                    sim.advance(self.feed.now_ms())
+                if self.stopping:
+                    break
+        finally:
+            wall.shutdown(wait=False)
+            self.commit()
+
+    def _stop(self) -> None:
+        log.warning("stop requested: no new bars, finishing writes")
+        self.stopping = True
+
+
+def _bar_problem(x: np.ndarray, last_ts: int, interval_ms: int) -> str:
+    ts = x[ss.X_TS]
+    if not np.isfinite(ts) or ts != int(ts):
+        return "timestamp is not a whole number of ms"
+    if int(ts) <= last_ts:
+        return "old"
+    if int(ts) % interval_ms:
+        return f"timestamp {int(ts)} is not aligned to the {interval_ms} ms interval"
+    o, h, lo, c = x[ss.X_OPEN], x[ss.X_HIGH], x[ss.X_LOW], x[ss.X_CLOSE]
+    if not (np.isfinite(o) and np.isfinite(h) and np.isfinite(lo) and np.isfinite(c)):
+        return "non-finite price"
+    if min(o, h, lo, c) <= 0.0:
+        return "non-positive price"
+    if h < max(o, c) or lo > min(o, c):
+        return "high/low inconsistent with open/close"
+    v = x[ss.X_VOLUME]
+    if not (np.isfinite(v) and v >= 0.0):
+        return "volume missing or negative"
+    for k in (ss.X_MARK_OPEN, ss.X_MARK_HIGH, ss.X_MARK_LOW, ss.X_MARK_CLOSE):
+        if not (x[k] > 0.0):
+            return "mark price missing or non-positive"
+    return ""
+
+
+def _reduce_only(q: float, held: float) -> float:
+    """The part of order `q` that reduces position `held` (0 if it would grow it)."""
+    if q == 0.0 or held == 0.0 or q * held > 0.0:
+        if q != 0.0:
+            log.error("an order of %+.8f on a position of %+.8f while reducing: dropped", q, held)
+        return 0.0
+    return max(q, -held) if held > 0.0 else min(q, -held)
+
+
+def _num(v: float) -> float | None:
+    return float(v) if np.isfinite(v) else None
+
+
+def _iso(ms: int) -> str:
+    from bot.data.dataset import iso
+    return iso(ms)
+
+
+def percentiles(ns: list[int]) -> dict[str, float]:
+    """p50/p99 in microseconds of a list of nanosecond durations."""
+    if not ns:
+        return {"n": 0, "p50_us": float("nan"), "p99_us": float("nan")}
+    a = np.asarray(ns) / 1000.0
+    return {"n": len(ns), "p50_us": float(np.percentile(a, 50)),
+            "p99_us": float(np.percentile(a, 99))}
+
+
+def check_live_allowed(mode: str, live_flag: bool) -> None:
+    """Live needs `mode = "live"` AND `--live`; the live broker is not built yet."""
+    if live_flag and mode != "live":
+        raise LiqbotError('--live: the config says mode = "paper"; set mode = "live" in the '
+                          "config too (both are required for live trading)")
+    if mode == "live" and not live_flag:
+        raise LiqbotError('mode = "live" in the config but --live was not given: live trading '
+                          "needs both; without --live nothing runs (paper is the default)")
+    if live_flag:
+        raise LiqbotError("--live: the live broker (ccxt, reconciliation, emulator drills) is "
+                          "not built yet; run paper (without --live) meanwhile")

@@ -1,0 +1,305 @@
+"""The daemon: replay parity with the backtest, crash-only restarts, garbage and dead feeds,
+the kill switch, a second daemon, signals, and the store on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backtests import engine as eg
+from backtests.runner import RunSettings, prepare, run
+from backtests.scenarios import load_scenario
+from bot.data import dataset as ds_io
+from bot.data.importer import build_dataset
+from bot.execution import kernel as kn
+from bot.mechanics.brackets import shipped
+from bot.mechanics.fees import venue_fees
+from bot.risk import engine as en
+from bot.risk.policy import load_policy
+from bot.runtime.daemon import Daemon, DaemonSettings
+from bot.runtime.replay import ReplayFeed
+from bot.store import Store
+from strategies import find
+from tests.conftest import shared_file
+
+BR = shipped("binance", "BTCUSDT")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _daemon(bars: dict, store: Store, strategy: str, params: dict[str, str], preset: str,
+            wallet: float = 100_000.0, inject=None, settings: DaemonSettings | None = None
+            ) -> Daemon:
+    strat = find(strategy).from_strings(params)
+    feed = ReplayFeed(bars, 0.0, inject)
+    run_ = store.open_run("paper", "paper:binance", list(feed.symbols), strat.name, strat.params,
+                          preset, wallet)
+    s = RunSettings(wallet=wallet)
+    fp = kn.fill_params(s.fills, venue_fees("binance"), s.band, strat.sizing)
+    return Daemon(run_id=run_.run_id, feed=feed, store=store, strategy=strat,
+                  policy=load_policy(preset).to_array(), fp=fp,
+                  brackets={sym: BR for sym in feed.symbols}, wallet=wallet,
+                  settings=settings)
+
+
+def _assert_parity(bars, tmp_path: Path, strategy: str, params: dict[str, str],
+                   preset: str = "balanced") -> dict:
+    """Daemon (paper replay) and backtest (risk on): same decisions bar by bar, same fills,
+    same final equity."""
+    store = Store(f"sqlite:///{tmp_path}/parity.db")
+    d = _daemon({bars.symbol: bars}, store, strategy, params, preset)
+    asyncio.run(d.run(simulated=True))
+    s = RunSettings()
+    bt = run(prepare(bars, BR, s), find(strategy).from_strings(params), load_policy(preset), BR,
+             s, "on")
+    decs = store.decisions(d.run_id)
+    assert [x.bar_ts for x in decs] == bars.ts.tolist()
+    rec = bt.records
+    np.testing.assert_array_equal([x.state for x in decs], rec[:, eg.R_STATE].astype(int))
+    np.testing.assert_array_equal([x.reasons for x in decs], rec[:, eg.R_REASONS].astype(int))
+    eq = np.array([x.numbers["equity"] for x in decs])
+    np.testing.assert_allclose(eq, rec[:, eg.R_EQUITY], rtol=1e-9, atol=0)
+    allowed_lev = np.array([x.allowed_notional / x.numbers["equity"]
+                            if x.numbers["equity"] > 0 else 0.0 for x in decs])
+    np.testing.assert_allclose(allowed_lev, rec[:, eg.R_ALLOWED_LEV], rtol=1e-9, atol=1e-12)
+    fills = store.fills(d.run_id)
+    tr = bt.trades
+    assert len(fills) == len(tr) and len(tr) > 0
+    ts_of = {int(t): i for i, t in enumerate(bars.ts)}
+    np.testing.assert_array_equal([ts_of[f.ts] for f in fills], tr[:, 0].astype(int))
+    np.testing.assert_array_equal([f.qty for f in fills], tr[:, 2])          # exact
+    np.testing.assert_allclose([f.price for f in fills], tr[:, 3], rtol=1e-9, atol=0)
+    np.testing.assert_array_equal([f.liquidation for f in fills], tr[:, 6] == 1.0)
+    final, _ = d.equity()
+    assert final == pytest.approx(bt.metrics["final_equity"], rel=1e-9)
+    store.close()
+    return {"fills": len(fills), "decisions": len(decs), "metrics": bt.metrics}
+
+
+@pytest.mark.parametrize(("strategy", "params"), [
+    ("hold", {"side": "long", "leverage": "10"}),
+    ("trend", {"leverage": "5", "sizing": "rebalance", "fast": "30", "slow": "120"}),
+])
+def test_replay_parity_with_backtest_on_a_synthetic_cascade(tmp_path, strategy, params):
+    bars = load_scenario("cascade-long").bars
+    out = _assert_parity(bars, tmp_path, strategy, params)
+    assert out["decisions"] == len(bars)
+    if strategy == "trend":
+        assert out["fills"] > 20             # the comparison covers many orders
+
+
+@pytest.mark.shared_data
+def test_replay_parity_with_backtest_on_real_days(tmp_path):
+    kl = shared_file("binance_um", "klines_1m", "BTCUSDT-1m-2025-10-08_to_2025-10-12.csv")
+    fu = shared_file("binance_um", "funding", "BTCUSDT_funding_2020-2026.csv")
+    bars = build_dataset([kl, fu]).bars
+    out = _assert_parity(bars, tmp_path, "trend", {"leverage": "5", "sizing": "rebalance"})
+    assert out["fills"] > 10
+    _assert_parity(bars, tmp_path / "hold", "hold", {"side": "long", "leverage": "10"})
+
+
+def test_malformed_bars_are_logged_and_skipped(tmp_path, caplog):
+    bars = load_scenario("calm").bars.take(slice(0, 600))
+    bad_at = {100: "nan close", 200: "high below low", 300: "missing key", 400: "text price",
+              450: "unaligned ts"}
+
+    def inject(symbol: str, bar: dict) -> dict:
+        k = int((bar["ts"] - bars.ts[0]) // 60_000)
+        kind = bad_at.get(k)
+        bar = dict(bar)
+        if kind == "nan close":
+            bar["close"] = float("nan")
+        elif kind == "high below low":
+            bar["high"] = bar["low"] - 1.0
+        elif kind == "missing key":
+            del bar["open"]
+        elif kind == "text price":
+            bar["close"] = "abc"
+        elif kind == "unaligned ts":
+            bar["ts"] = bar["ts"] + 7
+        return bar
+
+    store = Store(f"sqlite:///{tmp_path}/g.db")
+    d = _daemon({bars.symbol: bars}, store, "hold", {"leverage": "3"}, "balanced", inject=inject)
+    with caplog.at_level("WARNING", logger="liqbot.daemon"):
+        asyncio.run(d.run(simulated=True))
+    assert d.skipped == len(bad_at)
+    assert d.bars_processed == len(bars) - len(bad_at)
+    assert sum("skipped a malformed bar" in r.getMessage() for r in caplog.records) == len(bad_at)
+    decided = {x.bar_ts for x in store.decisions(d.run_id)}
+    for k in bad_at:
+        assert int(bars.ts[k]) not in decided
+    assert int(bars.ts[-1]) in decided        # it kept running to the end
+    store.close()
+
+
+def test_dead_feed_means_reducing(tmp_path):
+    a = load_scenario("calm").bars.take(slice(0, 300))
+    b = load_scenario("synthetic:3:none:1").bars.take(slice(0, 120))
+    from bot.data.bars import Bars
+    b = Bars("ETHUSDT", b.interval_ms, {**b.columns, "ts": a.ts[:120]})
+    store = Store(f"sqlite:///{tmp_path}/dead.db")
+    d = _daemon({"BTCUSDT": a, "ETHUSDT": b}, store, "hold", {"leverage": "3"}, "balanced")
+    asyncio.run(d.run(simulated=True))
+    eth = [x for x in store.decisions(d.run_id) if x.symbol == "ETHUSDT"]
+    last_bar = int(b.ts[-1])
+    after = [x for x in eth if x.bar_ts > last_bar]
+    stale_bars = int(load_policy("balanced").stale_bars)
+    assert after, "the watchdog made no decision for the dead feed"
+    first = after[0]
+    assert (first.bar_ts - last_bar) // 60_000 <= stale_bars + 1
+    assert first.state == en.REDUCING and first.reasons & en.R_STALE
+    assert any(e.kind == "stale_feed" for e in store.events(d.run_id))
+    store.close()
+
+
+def test_store_round_trip_on_sqlite_and_postgres(url):
+    """The same daemon code on both databases: a short replay, then what status reads."""
+    bars = load_scenario("cascade-long").bars.take(slice(0, 400))
+    store = Store(url)
+    d = _daemon({bars.symbol: bars}, store, "hold", {"leverage": "10"}, "balanced")
+    asyncio.run(d.run(simulated=True))
+    s = store.summary(d.run_id)
+    assert s["counts"]["decisions"] == 400 and s["counts"]["fills"] == 1
+    assert s["last_watermark"] == int(bars.ts[-1])
+    f = store.fills(d.run_id)[0]
+    assert f.ts == int(bars.ts[1]) and f.qty > 0
+    store.close()
+
+
+# ---------------------------------------------------------------- subprocess daemons
+def _liqbot(*args: str) -> list[str]:
+    return [sys.executable, "-m", "bot.cli", *args]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("LIQBOT_CONFIG", None)
+    env["COLUMNS"] = "200"
+    return env
+
+
+def _store_rows(url: str) -> dict:
+    st = Store(url)
+    run_ = st.latest_run()
+    assert run_ is not None
+    rid = run_.run_id
+    out = {
+        "status": run_.status,
+        "fills": [(f.ts, f.qty, f.price, f.fee, f.liquidation) for f in st.fills(rid)],
+        "intents": [(i.bar_ts, i.slot, i.qty, i.status) for i in st.intents(rid)],
+        "decisions": [(x.bar_ts, x.state, x.reasons, x.numbers["equity"])
+                      for x in st.decisions(rid)],
+        "funding": [(p.ts, p.payment) for p in st.funding(rid)],
+        "client_ids": [i.client_id for i in st.intents(rid)],
+    }
+    st.close()
+    return out
+
+
+def test_kill_minus_9_at_random_points_then_restart(tmp_path):
+    """kill -9 at 20 random points of a replay, restart on the same store each time: the
+    final store equals an uninterrupted run (same fills, no duplicate intent, equity)."""
+    data = tmp_path / "day"
+    ds_io.save(load_scenario("synthetic:5:long:2"), data)
+    args = ["run", "--replay", str(data), "--strategy", "trend", "--param", "leverage=5",
+            "--param", "sizing=rebalance", "--param", "fast=20", "--param", "slow=60"]
+    ref_url = f"sqlite:///{tmp_path}/ref.db"
+    subprocess.run(_liqbot(*args, "--store", ref_url), env=_env(), check=True,
+                   capture_output=True, timeout=300)
+    url = f"sqlite:///{tmp_path}/crash.db"
+    rng = random.Random(11)
+    kills = 0
+    for _ in range(60):
+        p = subprocess.Popen(_liqbot(*args, "--store", url, "--speed", "6000"), env=_env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.8, 3.0))
+        if p.poll() is not None:             # finished before the kill
+            break
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        kills += 1
+        if kills == 20:
+            break
+    done = subprocess.run(_liqbot(*args, "--store", url, "--speed", "6000"), env=_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert kills >= 15
+    ref, got = _store_rows(ref_url), _store_rows(url)
+    assert got["status"] == "done"
+    assert len(set(got["client_ids"])) == len(got["client_ids"])
+    assert len(got["intents"]) == len(ref["intents"]) > 10
+    assert got["intents"] == ref["intents"]
+    assert got["fills"] == ref["fills"]
+    assert got["funding"] == ref["funding"]
+    assert [d[:3] for d in got["decisions"]] == [d[:3] for d in ref["decisions"]]
+    np.testing.assert_allclose([d[3] for d in got["decisions"]],
+                               [d[3] for d in ref["decisions"]], rtol=1e-9)
+
+
+def test_halt_second_daemon_and_sigterm(tmp_path):
+    """A running daemon obeys `liqbot halt` within a second; a second daemon on the same
+    store and account refuses to start; SIGTERM stops it cleanly with exit 0."""
+    url = f"sqlite:///{tmp_path}/h.db"
+    args = ["run", "--replay", "cascade-long", "--store", url, "--speed", "600",
+            "--param", "leverage=5"]
+    p = subprocess.Popen(_liqbot(*args), env=_env(), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            st = Store(url)
+            r = st.latest_run()
+            n = st.summary(r.run_id)["counts"]["fills"] if r else 0
+            st.close()
+            if n:
+                break
+            time.sleep(0.2)
+        assert n, "the daemon did not trade"
+        second = subprocess.run(_liqbot(*args), env=_env(), capture_output=True, text=True,
+                                timeout=120)
+        assert second.returncode == 2
+        assert "another liqbot daemon" in second.stderr
+        t0 = time.monotonic()
+        halt = subprocess.run(_liqbot("halt", "--flatten", "--store", url), env=_env(),
+                              capture_output=True, text=True, timeout=60)
+        assert halt.returncode == 0 and "obeyed" in halt.stdout, halt.stdout + halt.stderr
+        assert time.monotonic() - t0 < 30
+        time.sleep(1.5)
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+    finally:
+        if p.poll() is None:
+            p.kill()
+    st = Store(url)
+    r = st.latest_run()
+    assert r.status == "stopped"
+    events = st.events(r.run_id)
+    assert any(e.kind == "command" and "flatten" in e.message for e in events)
+    decs = st.decisions(r.run_id)
+    halted = [x for x in decs if "kill switch" in x.text]
+    assert halted and all(x.state == en.HALTED for x in halted)
+    pos = [q for q in st.positions(r.run_id) if q.slot == 0]
+    assert pos and pos[0].qty == 0.0                        # flattened
+    st.close()
+    status = subprocess.run(_liqbot("status", "--store", url, "--json"), env=_env(),
+                            capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0, status.stderr
+    import json
+    data = json.loads(status.stdout)
+    assert {"state", "equity", "fills", "decisions", "positions", "last_decision"} <= set(data)
+    assert data["state"] == "HALTED" and data["fills"] >= 2
+
+
+def test_live_needs_both_switches(cli):
+    r = cli("run", "--live", "--replay", "calm")
+    assert r.code == 2 and 'mode = "live"' in r.err
