@@ -13,6 +13,18 @@ Units (documented once here, relied on everywhere):
   interval contains a settlement, NaN elsewhere.
 - `premium_close`: premium index (fraction, (mark-ish - index) / index) at bar close.
 - `long_short_ratio`, `top_long_short_ratio`: accounts ratio, dimensionless.
+- `funding_rate_avg`: OI-weighted funding across exchanges (vendor series), rate per 8h
+  (0.0001 = 0.01%); a STATE column (last completed vendor bucket, as of the bar's close),
+  unlike the event column `funding_rate`.
+- `funding_rate_live`: one venue's running (not yet settled) funding rate as a vendor samples
+  it, last sample of the last completed bucket, rate per 8h; state; not the settled rate.
+- `oi_coin_margin_value`: coin-margined open interest summed over exchanges, quote (USD); state.
+- `oi_stablecoin`: stablecoin-margined open interest in the vendor's undocumented unit; state;
+  use only as a relative change (x[t] / x[t-w] - 1).
+- `agg_taker_buy_notional`, `agg_taker_sell_notional`: vendor taker buy / sell notional (USD)
+  summed over a whole vendor bucket (e.g. 4h), an EVENT on the bar where the bucket becomes
+  known (see docs/data.md); not one bar's flow on a finer grid.
+- `liq_*_notional` from a vendor bucket file are likewise the whole bucket's sum (docs/data.md).
 - `filled`: True for bars synthesised by gap filling (flat OHLC at the previous close,
   zero volume).
 """
@@ -32,7 +44,9 @@ FLOW_COLUMNS: tuple[str, ...] = (
 OPTIONAL_COLUMNS: tuple[str, ...] = (
     "mark_open", "mark_high", "mark_low", "mark_close", "index_close", "premium_close",
     "funding_rate", "open_interest", "open_interest_value", "long_short_ratio",
-    "top_long_short_ratio", "liq_long_notional", "liq_short_notional", "filled",
+    "top_long_short_ratio", "liq_long_notional", "liq_short_notional",
+    "funding_rate_avg", "funding_rate_live", "oi_coin_margin_value", "oi_stablecoin",
+    "agg_taker_buy_notional", "agg_taker_sell_notional", "filled",
 )
 ALL_COLUMNS: tuple[str, ...] = REQUIRED_COLUMNS + FLOW_COLUMNS + OPTIONAL_COLUMNS
 _INT_COLUMNS = frozenset({"ts", "trades"})

@@ -1,28 +1,80 @@
 """Building one dataset from several exchange files (`liqbot data import`).
 
 Klines files form the bar grid (several days are concatenated; rows repeated identically
-across overlapping files are kept once, conflicting repeats are an error). Every other kind
+across overlapping files are kept once, conflicting repeats are an error); without klines,
+a vendor price file (`api_price_ohlc_history.csv`, 4h) or trades do. Every other kind
 is attached to that grid: mark/premium/index klines by open time, metrics as-of their
-publication time, funding and liquidation snapshots as events in the bar that contains them
-(see `bot.data.align` for the no-lookahead rules).
+publication time, funding and liquidation snapshots as events in the bar that contains them,
+vendor bucket series as of their bucket END (see `bot.data.align`, `bot.data.vendor` and
+docs/data.md for the no-lookahead rules). A file whose name does not tell its kind is
+labelled by the user: `FILE:KIND` (`parse_file_arg`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from bot.data import binance_vision as bv
+from bot.data import vendor
 from bot.data.align import align_asof, place_events
 from bot.data.bars import Bars, Trades
 from bot.data.dataset import Dataset, iso, sha256_of
 from bot.data.validate import fill_gaps, find_gaps
 from bot.errors import DataError
 
+#: Every kind a user may name with FILE:KIND (Binance Vision kinds, then vendor layouts).
+ALL_KINDS: tuple[str, ...] = tuple(bv.SPECS) + vendor.VENDOR_KINDS
+#: The symbol given to a vendor price file (its name carries none; the vendor export is
+#: Binance BTCUSDT perpetual) unless the caller passes `symbol`.
+DEFAULT_VENDOR_SYMBOL = "BTCUSDT"
 
-def _concat_bars(parts: list[tuple[bv.VisionFile, Bars]]) -> Bars:
+FileArg = Path | tuple[Path, str | None]
+
+
+def parse_file_arg(text: str) -> tuple[Path, str | None]:
+    """'mydump.csv:open_interest' -> (Path('mydump.csv'), 'open_interest').
+
+    Splits on the LAST colon only when what follows is a known kind, so Windows paths
+    (C:\\data\\x.csv) and names with colons stay whole paths.
+    """
+    head, sep, tail = text.rpartition(":")
+    if sep and head and tail in ALL_KINDS:
+        return Path(head), tail
+    return Path(text), None
+
+
+def _unknown_kind(path: Path) -> DataError:
+    return DataError(str(path), "cannot tell which kind of file this is from its name or header; "
+                                "name it as Binance Vision or the vendor does (docs/data.md), or "
+                                f"label it FILE:KIND with KIND one of: {', '.join(ALL_KINDS)}")
+
+
+def _load_any(item: FileArg) -> bv.VisionFile | vendor.VendorFile:
+    path, kind = item if isinstance(item, tuple) else (Path(item), None)
+    if kind in vendor.LAYOUTS:
+        return vendor.load(path, kind)
+    if kind is not None:
+        if kind not in bv.SPECS:
+            raise DataError(str(path), f"unknown kind {kind!r}; expected one of "
+                                       f"{', '.join(ALL_KINDS)}")
+        return bv.load_file(path, kind)
+    hit = vendor.detect_kind(path)
+    if hit is not None:
+        return vendor.load(path, *hit)
+    try:
+        kind = bv.detect_kind(path)
+    except DataError as exc:
+        if exc.problem.startswith("cannot tell"):
+            raise _unknown_kind(path) from None
+        raise
+    return bv.load_file(path, kind)
+
+
+def _concat_bars(parts: list[tuple[Any, Bars]]) -> Bars:
     parts.sort(key=lambda p: p[1].start_ms)
     first_file, first = parts[0]
     for f, b in parts[1:]:
@@ -50,21 +102,37 @@ def _concat_bars(parts: list[tuple[bv.VisionFile, Bars]]) -> Bars:
 
 
 def build_dataset(
-    paths: Sequence[Path], *, fill: bool = False, allow_gaps: bool = False,
-    exchange: str = "binance",
+    paths: Sequence[FileArg], *, fill: bool = False, allow_gaps: bool = False,
+    exchange: str = "binance", symbol: str | None = None,
 ) -> Dataset:
-    """Parse, validate and merge Binance Vision files into one Dataset.
+    """Parse, validate and merge Binance Vision and vendor files into one Dataset.
 
-    Gaps in the kline grid are an error unless `fill` (insert flagged flat bars) or
-    `allow_gaps` (keep them, they are listed in the manifest) is set.
+    Each item is a path (kind from its name/header) or (path, kind). Gaps in the bar grid
+    are an error unless `fill` (insert flagged flat bars) or `allow_gaps` (keep them, they
+    are listed in the manifest) is set. `symbol` names the bars of a vendor price grid
+    (default `DEFAULT_VENDOR_SYMBOL`).
     """
-    files = [bv.load_file(p) for p in paths]
-    klines = [(f, bv.kline_bars(f)) for f in files if f.kind == "klines"]
+    loaded = [_load_any(p) for p in paths]
+    files = [f for f in loaded if isinstance(f, bv.VisionFile)]
+    vfiles = [f for f in loaded if isinstance(f, vendor.VendorFile)]
+    notes: list[str] = []
+    klines: list[tuple[Any, Bars]] = [(f, bv.kline_bars(f)) for f in files if f.kind == "klines"]
+    prices = [f for f in vfiles if f.kind == "price_ohlc"]
+    if not klines and prices:
+        klines = [(f, vendor.price_bars(f, symbol or DEFAULT_VENDOR_SYMBOL)) for f in prices]
+        notes.append("bar grid from the vendor price file(s); volume (base) = volume_usd / "
+                     "mean(open, high, low, close)")
+    elif prices:
+        notes += [f"{f.path.name}: price file ignored (the klines are the bar grid)"
+                  for f in prices]
     if not klines:
         trades = [f for f in files if f.kind in ("aggTrades", "trades")]
         if not trades:
-            raise DataError(str(paths[0]), "no klines (or trades) among the files; a dataset "
-                                           "needs a bar grid")
+            raise DataError(str(loaded[0].path), "no klines, vendor price file or trades among "
+                                                 "the files; a dataset needs a bar grid (the "
+                                                 "vendor series alone have no prices): give "
+                                                 "klines or the vendor's "
+                                                 "api_price_ohlc_history.csv")
         ticks = _concat_trades([bv.trades_of(f) for f in trades])
         klines = [(trades[0], ticks.to_bars())]
     bars = _concat_bars(klines)
@@ -117,7 +185,58 @@ def build_dataset(
         tables["trades"] = {k: v[order] for k, v in tables["trades"].items()}
     sources = [{"file": f.path.name, "kind": f.kind, "rows": len(f.table),
                 "sha256": sha256_of(f.path)} for f in files]
-    return Dataset(bars.with_columns(**extra), exchange, sources, tables)
+    sources += _attach_vendor(vfiles, files, bars, extra, notes)
+    meta = {"import_notes": notes} if notes else {}
+    return Dataset(bars.with_columns(**extra), exchange, sources, tables, meta)
+
+
+def _attach_vendor(vfiles: list[vendor.VendorFile], files: list[bv.VisionFile], bars: Bars,
+                   extra: dict[str, np.ndarray], notes: list[str]) -> list[dict[str, Any]]:
+    """Vendor series onto `bars` (into `extra`); returns their manifest source entries."""
+    kinds = {f.kind for f in files}
+    clashes = (("open_interest", "metrics", "Binance-only open interest"),
+               ("liquidations", "liquidationSnapshot", "Binance liquidation orders"))
+    for vk, bk, what in clashes:
+        both = [f for f in vfiles if f.kind == vk]
+        if both and bk in kinds:
+            raise DataError(str(both[0].path), f"both this all-exchange series and {bk} files "
+                                               f"({what}) were given; they measure different "
+                                               "things, import one of them")
+    by_kind: dict[tuple[str, str | None], list[vendor.VendorFile]] = {}
+    for f in vfiles:
+        by_kind.setdefault((f.kind, f.coin), []).append(f)
+    for group in by_kind.values():
+        group.sort(key=lambda g: int(g.open_ms[0]))
+        for a, b in zip(group, group[1:], strict=False):
+            if int(b.open_ms[0]) < int(a.open_ms[-1]) + a.bucket_ms:
+                raise DataError(str(b.path), f"overlaps {a.path.name} (same kind {b.kind}); "
+                                             "give each span once")
+    sources: list[dict[str, Any]] = []
+    for f in vfiles:
+        if f.coin is not None and not bars.symbol.upper().startswith(f.coin):
+            raise DataError(str(f.path), f"{f.coin} series does not match the bar grid's symbol "
+                                         f"{bars.symbol}; api_price_ohlc_history.csv has no coin "
+                                         f"in its name and is taken as {DEFAULT_VENDOR_SYMBOL} "
+                                         "unless --symbol says otherwise: give this coin's "
+                                         "price file with --symbol, or its klines")
+        cols: dict[str, np.ndarray] = {}
+        if f.kind == "orderbook_depth":
+            notes.append(f"{f.path.name}: order-book depth read and ignored (no bar column)")
+        elif f.kind != "price_ohlc":
+            cols = vendor.attach(f, bars)
+        for name, v in cols.items():
+            if f.layout.role == "event":
+                prev = extra.get(name)
+                extra[name] = v if prev is None else np.where(
+                    np.isnan(prev), v, np.where(np.isnan(v), prev, prev + v))
+            else:
+                extra[name] = _merge(extra.get(name), v)
+        sources.append({"file": f.path.name, "kind": f.kind, "rows": len(f.table),
+                        "sha256": sha256_of(f.path), "bucket_ms": f.bucket_ms,
+                        "columns": sorted(cols), "timing": f.layout.role})
+    if any(f.kind == "open_interest" for f in vfiles):
+        notes.append("open_interest (base) = aggregated OI USD / price at the bucket end")
+    return sources
 
 
 def _merge(current: np.ndarray | None, new: np.ndarray) -> np.ndarray:
