@@ -52,3 +52,55 @@ def test_validate_json(cli):
     assert out["mean_capture_top10"] == pytest.approx(
         sum(s["capture_top10"] for s in out["seeds"]) / 2)
     assert out["mean_capture_top10"] > 0.5
+
+
+def test_timeline_csv(cli, synth_dir, tmp_path):
+    import csv
+
+    import numpy as np
+
+    from bot.data import dataset
+    from bot.mechanics.brackets import shipped
+    from bot.signals import heatmap as hm
+    out = tmp_path / "t.csv"
+    r = cli("heatmap", synth_dir, "--timeline", out)
+    assert r.code == 0, r.err
+    rows = list(csv.DictReader(out.open()))
+    bars = dataset.load(synth_dir).bars
+    assert len(rows) == len(bars)
+    assert list(rows[0]) == ["ts", "iso", "close", "long_mass_1pct", "long_mass_3pct",
+                             "long_mass_5pct", "short_mass_1pct", "short_mass_3pct",
+                             "short_mass_5pct", "est_long_liq", "est_short_liq", "crowd_long",
+                             "crowd_short", "cascade", "confidence"]
+    assert int(rows[5]["ts"]) == int(bars.ts[5]) and rows[0]["iso"] == "2026-01-01T00:00:00Z"
+    assert rows[0]["est_long_liq"] == ""                 # no map before the first bar
+    tl = hm.timeline(bars, shipped("binance", "BTCUSDT"))
+    t = 2000
+    assert float(rows[t]["est_long_liq"]) == float(f"{tl['est_long'][t]:.10g}")
+    assert float(rows[t]["long_mass_3pct"]) == float(f"{tl['long_mass_3pct'][t]:.10g}")
+    m1, m3, m5 = (float(rows[t][f"long_mass_{x}pct"]) for x in (1, 3, 5))
+    assert 0 <= m1 <= m3 <= m5 and m5 > 0
+    assert {row["cascade"] for row in rows} <= {"-1", "0", "1"}
+    assert any(row["cascade"] == "1" for row in rows)    # the synthetic long cascade fires
+    assert max(float(row["crowd_long"]) for row in rows) > 0.5
+    assert np.isclose(float(rows[-1]["confidence"]), 1.0)
+
+
+def test_timeline_bad_output(cli, synth_dir, tmp_path):
+    r = cli("heatmap", synth_dir, "--timeline", tmp_path / "nope" / "t.csv")
+    assert r.code == 2 and "--timeline" in r.err and "does not exist" in r.err
+    r = cli("heatmap", synth_dir, "--timeline", tmp_path)
+    assert r.code == 2 and "--timeline" in r.err and "is a directory" in r.err
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        import os
+        if not os.access(ro, os.W_OK):           # root writes anywhere: nothing to check
+            r = cli("heatmap", synth_dir, "--timeline", ro / "t.csv")
+            assert r.code == 2 and "--timeline" in r.err and "not writable" in r.err
+    finally:
+        ro.chmod(0o700)
+    # checked before any work: a bad path fails even when the dataset is missing too
+    r = cli("heatmap", tmp_path / "missing", "--timeline", tmp_path)
+    assert r.code == 2 and "--timeline" in r.err

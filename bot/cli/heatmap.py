@@ -1,8 +1,10 @@
-"""`liqbot heatmap DATASET` and `liqbot heatmap validate`."""
+"""`liqbot heatmap DATASET [--timeline FILE.csv]` and `liqbot heatmap validate`."""
 
 from __future__ import annotations
 
-import json
+import contextlib
+import csv
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,6 +14,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from bot.cli.paths import check_output, dumps
 from bot.data import dataset as ds_io
 from bot.data.dataset import iso
 from bot.data.resample import resample
@@ -19,6 +22,8 @@ from bot.data.synthetic import CROWDING_BIAS, SynthSpec, generate
 from bot.errors import LiqbotError
 from bot.mechanics import brackets as br
 from bot.signals import clusters as cl
+from bot.signals import detectors as dt
+from bot.signals import heatmap as hm
 from bot.signals import pipeline
 from bot.signals import positioning as ps
 from bot.signals.validation import score_at
@@ -29,13 +34,15 @@ NEAR = 0.03
 def parse_time(text: str, flag: str = "--at") -> int:
     """'2025-10-10T21:00Z', '2025-10-10 21:00', '2025-10-10' or ms since the epoch."""
     t = text.strip()
-    if t.isdigit():
-        return int(t)
     try:
-        return int(np.datetime64(t.rstrip("Zz").replace(" ", "T"), "ms").astype(np.int64))
-    except ValueError:
+        ms = int(t) if t.isdigit() else \
+            int(np.datetime64(t.rstrip("Zz").replace(" ", "T"), "ms").astype(np.int64))
+    except (ValueError, OverflowError):
+        ms = -1
+    if not 0 <= ms < 2**62:
         raise LiqbotError(f"{flag}: expected a UTC time like 2025-10-10T21:00Z or ms since the "
-                          f"epoch, got {text!r}") from None
+                          f"epoch, got {text[:40]!r}") from None
+    return ms
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -81,7 +88,8 @@ def snapshot(directory: Path, at: str | None) -> dict[str, Any]:
         bars = bars.between(None, t + 1)
     if len(bars) < 2:
         raise LiqbotError("--at: need at least two bars before that time")
-    sig = pipeline.compute(bars, _brackets_for(bars.symbol), near=NEAR)
+    sig = pipeline.compute(bars, _brackets_for(bars.symbol), hm.params_for_interval(
+        bars.interval_ms), near=NEAR)
     mark = float(bars["mark_close"][-1]) if bars.has("mark_close") else float(bars.close[-1])
     clusters = cl.find_clusters(sig.heatmap.mass, sig.heatmap.meta, mark, _atr(bars))
     row = sig.positioning[-1]
@@ -132,6 +140,9 @@ def heatmap_command(
     seeds: Annotated[str, typer.Option("--seeds", help="validate: 1..5 or 1,2,7")] = "1..5",
     crowding: Annotated[str, typer.Option("--crowding", help="validate: long|short|none")]
     = "long",
+    timeline: Annotated[Path | None, typer.Option(
+        "--timeline", help="write a per-bar CSV (frozen-map estimates, near masses, crowding)")]
+    = None,
 ) -> None:
     """Liquidation heatmap: top clusters per side and the crowding score of a dataset.
 
@@ -141,16 +152,75 @@ def heatmap_command(
     if target == "validate":
         validate(seeds, crowding, as_json)
         return
+    if timeline is not None:
+        out = check_output(timeline, "--timeline")
+        n = write_timeline(Path(target), out)
+        Console(highlight=False, stderr=True).print(f"wrote {n} bars to {out or 'stdout'}")
+        return
+    check_output(png, "--png", stdout_ok=False)
     s = snapshot(Path(target), at)
     if png is not None:
         from bot.cli.heatmap_plot import draw
         draw(s["_bars"], _brackets_for(s["symbol"]), s, png)
     if as_json:
-        print(json.dumps({k: v for k, v in s.items() if not k.startswith("_")}, indent=2))
+        print(dumps({k: v for k, v in s.items() if not k.startswith("_")}))
     else:
         print_snapshot(s)
     if png is not None and not as_json:
         Console(highlight=False).print(f"wrote {png}")
+
+
+TIMELINE_COLUMNS = ("ts", "iso", "close", "long_mass_1pct", "long_mass_3pct", "long_mass_5pct",
+                    "short_mass_1pct", "short_mass_3pct", "short_mass_5pct", "est_long_liq",
+                    "est_short_liq", "crowd_long", "crowd_short", "cascade", "confidence")
+CHUNK = 20_000
+
+
+def timeline_rows(bars: Any) -> dict[str, np.ndarray]:
+    """Per-bar timeline columns (quote notional for masses and estimates; see docs)."""
+    b = _brackets_for(bars.symbol)
+    p = hm.params_for_interval(bars.interval_ms)
+    n = len(bars)
+    with Progress(console=Console(stderr=True), transient=True,
+                  disable=n < 5 * CHUNK) as prog:
+        task = prog.add_task("heatmap timeline", total=n + max(n // 4, 1))
+        tl = hm.timeline(bars, b, p, chunk=CHUNK,
+                         progress=lambda done: prog.update(task, completed=done))
+        sig = pipeline.compute(bars, b, p, near=NEAR)
+        prog.update(task, completed=n + max(n // 4, 1))
+    cols = {"ts": bars.ts, "iso": np.array([iso(int(t)) for t in bars.ts]),
+            "close": bars.close, "est_long_liq": tl["est_long"],
+            "est_short_liq": tl["est_short"],
+            "crowd_long": sig.positioning[:, ps.C_LONG_SCORE],
+            "crowd_short": sig.positioning[:, ps.C_SHORT_SCORE],
+            "cascade": sig.detectors[:, dt.D_CASCADE_STATE], "confidence": tl["confidence"]}
+    for side in ("long", "short"):
+        for x in (1, 3, 5):
+            cols[f"{side}_mass_{x}pct"] = tl[f"{side}_mass_{x}pct"]
+    return cols
+
+
+def write_timeline(directory: Path, out: Path | None) -> int:
+    """`liqbot heatmap DATASET --timeline FILE.csv` (None: stdout): one row per bar; returns
+    the count."""
+    bars = ds_io.load(directory).bars
+    cols = timeline_rows(bars)
+    with (out.open("w", newline="") if out is not None else
+          contextlib.nullcontext(sys.stdout)) as f:
+        w = csv.writer(f)
+        w.writerow(TIMELINE_COLUMNS)
+        for i in range(len(bars)):
+            row: list[Any] = []
+            for c in TIMELINE_COLUMNS:
+                v = cols[c][i]
+                if c in ("ts", "iso"):
+                    row.append(v)
+                elif c == "cascade":
+                    row.append(int(v) if np.isfinite(v) else "")
+                else:
+                    row.append("" if not np.isfinite(v) else f"{float(v):.10g}")
+            w.writerow(row)
+    return len(bars)
 
 
 def validate(seeds_text: str, crowding: str, as_json: bool) -> None:
@@ -175,8 +245,8 @@ def validate(seeds_text: str, crowding: str, as_json: bool) -> None:
             prog.advance(task)
     mean = float(np.nanmean([r["capture_top10"] for r in rows]))
     if as_json:
-        print(json.dumps({"seeds": rows, "mean_capture_top10": mean, "crowding": crowding,
-                          "t0": "start of day 3", "horizon_hours": 24}, indent=2))
+        print(dumps({"seeds": rows, "mean_capture_top10": mean, "crowding": crowding,
+                     "t0": "start of day 3", "horizon_hours": 24}))
         return
     t = Table(title=f"heatmap validation: synthetic {crowding}-crowded days, t0 = start of "
                     "day 3, next 24h (random baseline 0.10)", title_justify="left")
@@ -193,6 +263,18 @@ def validate(seeds_text: str, crowding: str, as_json: bool) -> None:
     con.print(f"mean capture_top10 = {mean:.3f}")
 
 
+def validate_command(
+    seeds: Annotated[str, typer.Option("--seeds", help="1..5 or 1,2,7")] = "1..5",
+    crowding: Annotated[str, typer.Option("--crowding", help="long|short|none")] = "long",
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """liqbot heatmap validate: score the estimator on synthetic cascade days whose true
+    position book is known (capture of the next 24h's liquidations; docs/heatmap.md)."""
+    validate(seeds, crowding, as_json)
+
+
 def register(app: typer.Typer) -> None:
     app.command("heatmap")(heatmap_command)
+    # `liqbot heatmap validate ...` is routed here by bot.cli.main (own options and --help)
+    app.command("heatmap-validate", hidden=True)(validate_command)
 

@@ -34,6 +34,7 @@ Bookkeeping invariant (tested to 1e-9): total mass = added - removed - consumed 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -45,8 +46,8 @@ from bot.mechanics.liquidation import binance_liquidation_price_bracketed
 LONG, SHORT = 0, 1
 (M_LO, M_WIDTH, M_ADDED, M_REMOVED, M_CONSUMED_LONG, M_CONSUMED_SHORT, M_DECAYED, M_PREV_OI,
  M_REALIZED_LONG, M_REALIZED_SHORT, M_CONFIDENCE, M_BARS, M_SCALE_LONG, M_SCALE_SHORT,
- M_STORED_LONG, M_STORED_SHORT, M_HI_LONG, M_LO_SHORT) = range(18)
-N_META = 18
+ M_STORED_LONG, M_STORED_SHORT, M_HI_LONG, M_LO_SHORT, M_VOL_REF) = range(19)
+N_META = 19
 RESYNC_BARS = 4096        # stored totals are recomputed exactly this often (float drift)
 
 
@@ -67,6 +68,12 @@ class HeatmapParams(NamedTuple):
     reach_sigma_mult: float = 0.5     # horizon sigma multiplier of the reach probability,
     #   chosen on synthetic seeds 6-10 (held out from the reported seeds 1-5) among
     #   0.35 / 0.5 / 0.7 / 1.0 (docs/heatmap.md)
+    flow_weight: float = 1.0          # how far taker imbalance moves the long/short split of
+    #   OI changes away from 50/50 (0: every OI change is split evenly, 1: by taker share)
+    entry_points: int = 1             # new entries spread over this many prices of the bar's
+    #   range (1: all at the close)
+    churn_frac: float = 0.0           # share of the book re-opened at constant OI per bar at
+    #   average volume (scaled by the bar's quote volume / its decayed average, capped at 5x)
 
 
 DEFAULT_LEVERAGES = np.array([5.0, 10.0, 25.0, 50.0, 100.0])
@@ -216,7 +223,8 @@ def update(mass: np.ndarray, meta: np.ndarray, p: HeatmapParams, levs: np.ndarra
     meta[M_SCALE_LONG] *= keep
     meta[M_SCALE_SHORT] *= keep
     # 3. open interest (or the volume proxy)
-    buy_share = taker_buy_volume / volume if volume > 0.0 else 0.5
+    raw_buy = taker_buy_volume / volume if volume > 0.0 else 0.5
+    buy_share = 0.5 + p.flow_weight * (raw_buy - 0.5)
     long_share = buy_share
     if np.isfinite(ls_ratio) and ls_ratio > 0.0:
         long_share = (1.0 - p.ls_weight) * buy_share + p.ls_weight * ls_ratio / (1.0 + ls_ratio)
@@ -233,12 +241,24 @@ def update(mass: np.ndarray, meta: np.ndarray, p: HeatmapParams, levs: np.ndarra
                 _remove(mass, meta, -d, 1.0 - buy_share)
     else:
         meta[M_CONFIDENCE] = 0.5
-        imb = 2.0 * buy_share - 1.0
+        imb = 2.0 * raw_buy - 1.0
         new_notional = p.proxy_frac * quote_volume * abs(imb)
         long_share = 1.0 if imb > 0.0 else 0.0
     if new_notional > 0.0:
-        _add(mass, meta, p, levs, weights, floor, cap, mmr, cum, close, new_notional,
-             long_share, funding)
+        _add(mass, meta, p, levs, weights, floor, cap, mmr, cum, close, mark_high, mark_low,
+             new_notional, long_share, funding)
+    # 3b. churn: positions opened and closed at constant open interest (turnover), a share
+    #     of the bar's quote volume moved from old levels to levels of the current prices
+    #     (relative to its decayed average, so the book's unit does not matter)
+    if p.churn_frac > 0.0 and np.isfinite(oi) and quote_volume > 0.0:
+        ref = meta[M_VOL_REF]
+        meta[M_VOL_REF] = quote_volume if ref <= 0.0 else keep * ref + (1.0 - keep) * quote_volume
+        rel = min(quote_volume / meta[M_VOL_REF], 5.0)
+        churn = min(p.churn_frac * rel, 1.0) * (side_total(meta, LONG) + side_total(meta, SHORT))
+        if churn > 0.0:
+            _remove(mass, meta, churn, long_share)
+            _add(mass, meta, p, levs, weights, floor, cap, mmr, cum, close, mark_high,
+                 mark_low, churn, long_share, funding)
     meta[M_BARS] += 1.0
     return cons_l, cons_s
 
@@ -257,32 +277,47 @@ def _tilted_weights(p: HeatmapParams, levs: np.ndarray, weights: np.ndarray,
 @njit(cache=True)
 def _add(mass: np.ndarray, meta: np.ndarray, p: HeatmapParams, levs: np.ndarray,
          weights: np.ndarray, floor: np.ndarray, cap: np.ndarray, mmr: np.ndarray,
-         cum: np.ndarray, close: float, notional: float, long_share: float,
-         funding: float) -> None:
+         cum: np.ndarray, close: float, mark_high: float, mark_low: float, notional: float,
+         long_share: float, funding: float) -> None:
+    """Add `notional` of new positions over the leverage mix. With `entry_points` > 1 the
+    entries are spread evenly over the bar's mark range (a long bar is not one price), and
+    a level the bar's own range already crossed (long at/above the low, short at/below the
+    high) is counted as added and consumed at once, never stored."""
     nb = mass.shape[1]
     w = _tilted_weights(p, levs, weights, funding)
-    qty = p.typical_notional / close
-    for k in range(len(levs)):
-        wallet = p.typical_notional / levs[k]
-        for s in range(2):
-            side = 1.0 if s == LONG else -1.0
-            share = long_share if s == LONG else 1.0 - long_share
-            amount = notional * share * w[k]
-            if amount <= 0.0:
-                continue
-            liq = binance_liquidation_price_bracketed(side, qty, close, wallet, floor, cap, mmr,
-                                                      cum)[0]
-            if liq <= 0.0:
-                continue
-            b = bin_of(liq, meta, nb)
-            stored = amount / meta[M_SCALE_LONG + s]
-            mass[s, b] += stored
-            meta[M_STORED_LONG + s] += stored
-            meta[M_ADDED] += amount
-            if s == LONG and b > meta[M_HI_LONG]:
-                meta[M_HI_LONG] = b
-            elif s == SHORT and b < meta[M_LO_SHORT]:
-                meta[M_LO_SHORT] = b
+    n_e = max(int(p.entry_points), 1)
+    spread = n_e > 1 and np.isfinite(mark_high) and np.isfinite(mark_low) and \
+        mark_high > mark_low
+    for e in range(n_e):
+        entry = close
+        if spread:
+            entry = mark_low + (e + 0.5) / n_e * (mark_high - mark_low)
+        qty = p.typical_notional / entry
+        for k in range(len(levs)):
+            wallet = p.typical_notional / levs[k]
+            for s in range(2):
+                side = 1.0 if s == LONG else -1.0
+                share = long_share if s == LONG else 1.0 - long_share
+                amount = notional * share * w[k] / (n_e if spread else 1)
+                if amount <= 0.0:
+                    continue
+                liq = binance_liquidation_price_bracketed(side, qty, entry, wallet, floor, cap,
+                                                          mmr, cum)[0]
+                if liq <= 0.0:
+                    continue
+                meta[M_ADDED] += amount
+                if spread and ((s == LONG and liq >= mark_low) or
+                               (s == SHORT and liq <= mark_high)):
+                    meta[M_CONSUMED_LONG + s] += amount
+                    continue
+                b = bin_of(liq, meta, nb)
+                stored = amount / meta[M_SCALE_LONG + s]
+                mass[s, b] += stored
+                meta[M_STORED_LONG + s] += stored
+                if s == LONG and b > meta[M_HI_LONG]:
+                    meta[M_HI_LONG] = b
+                elif s == SHORT and b < meta[M_LO_SHORT]:
+                    meta[M_LO_SHORT] = b
 
 
 @njit(cache=True)
@@ -505,3 +540,129 @@ def trailing_sigma(close: np.ndarray, bars: int) -> float:
     """Std of 1-bar log returns over the last `bars` bars (causal: uses close[:t+1])."""
     r = np.diff(np.log(close[-(bars + 1):]))
     return float(r.std()) if len(r) > 1 else 0.0
+
+
+@njit(cache=True)
+def side_mass_between(mass: np.ndarray, meta: np.ndarray, s: int, lo_price: float,
+                      hi_price: float) -> float:
+    """True notional of side `s` in the bins whose centre lies in [lo_price, hi_price] (the
+    same centre rule `update` uses to consume a level); 0 for an empty or invalid range."""
+    if not (lo_price > 0.0 and hi_price >= lo_price):
+        return 0.0
+    nb = mass.shape[1]
+    b0 = bin_of(lo_price, meta, nb)
+    if np.exp(meta[M_LO] + (b0 + 0.5) * meta[M_WIDTH]) < lo_price:
+        b0 += 1
+    b1 = bin_of(hi_price, meta, nb)
+    if np.exp(meta[M_LO] + (b1 + 0.5) * meta[M_WIDTH]) > hi_price:
+        b1 -= 1
+    got = 0.0
+    for b in range(b0, b1 + 1):
+        got += mass[s, b]
+    return got * meta[M_SCALE_LONG + s]
+
+
+#: columns of `timeline_kernel`'s output before the near-mass pairs
+TL_EST_LONG, TL_EST_SHORT, TL_CONFIDENCE = range(3)
+
+
+@njit(cache=True)
+def timeline_kernel(mass: np.ndarray, meta: np.ndarray, p: HeatmapParams, levs: np.ndarray,
+                    weights: np.ndarray, floor: np.ndarray, cap: np.ndarray, mmr: np.ndarray,
+                    cum: np.ndarray, open_: np.ndarray, close: np.ndarray,
+                    mark_high: np.ndarray, mark_low: np.ndarray, oi: np.ndarray,
+                    taker_buy: np.ndarray, volume: np.ndarray, quote_volume: np.ndarray,
+                    ls_ratio: np.ndarray, funding: np.ndarray, liq_long: np.ndarray,
+                    liq_short: np.ndarray, nears: np.ndarray) -> np.ndarray:
+    """Per bar t, one row: [est_long, est_short, confidence, near_long(nears[0]),
+    near_short(nears[0]), near_long(nears[1]), ...].
+
+    est_long / est_short are read from the map FROZEN AT THE BAR'S OPEN (it has seen bars < t
+    only): long notional between the bar's mark low and its open, short notional between its
+    open and its mark high, i.e. what the bar's range liquidates according to the map before
+    the bar is stepped. The near masses and confidence are read after stepping bar t (known
+    at its close)."""
+    n = len(close)
+    k = len(nears)
+    out = np.empty((n, 3 + 2 * k))
+    last_funding = np.nan
+    for t in range(n):
+        if meta[M_BARS] > 0.0:
+            out[t, TL_EST_LONG] = side_mass_between(mass, meta, LONG, mark_low[t], open_[t])
+            out[t, TL_EST_SHORT] = side_mass_between(mass, meta, SHORT, open_[t], mark_high[t])
+        else:
+            out[t, TL_EST_LONG] = np.nan         # no map before the first bar
+            out[t, TL_EST_SHORT] = np.nan
+        if np.isfinite(funding[t]):
+            last_funding = funding[t]
+        update(mass, meta, p, levs, weights, floor, cap, mmr, cum, close[t], mark_high[t],
+               mark_low[t], oi[t], taker_buy[t], volume[t], quote_volume[t], ls_ratio[t],
+               last_funding, liq_long[t], liq_short[t])
+        out[t, TL_CONFIDENCE] = meta[M_CONFIDENCE]
+        for j in range(k):
+            nl, ns = side_mass_near(mass, meta, close[t], nears[j])
+            out[t, 3 + 2 * j] = nl
+            out[t, 4 + 2 * j] = ns
+    return out
+
+
+def timeline(bars: object, brackets: object, p: HeatmapParams = HeatmapParams(),
+             levs: np.ndarray = DEFAULT_LEVERAGES, weights: np.ndarray = DEFAULT_WEIGHTS,
+             nears: tuple[float, ...] = (0.01, 0.03, 0.05), chunk: int = 0,
+             progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
+    """Per-bar frozen-map estimates and near-price masses (quote notional) of `bars`:
+    `est_long`, `est_short` (see `timeline_kernel`), `confidence`, and
+    `long_mass_{x}pct` / `short_mass_{x}pct` for every x in `nears` (as fractions).
+    With `chunk` > 0 the kernel runs `chunk` bars at a time on the same state (identical
+    result) and `progress(bars_done)` is called after each chunk."""
+    x = bar_inputs(bars)
+    b = bars
+    opens = (np.ascontiguousarray(b["mark_open"], dtype=np.float64) if b.has("mark_open")  # type: ignore[attr-defined]
+             else np.ascontiguousarray(b["open"], dtype=np.float64))  # type: ignore[index]
+    n = len(opens)
+    # funding carried forward here, so chunk boundaries do not reset the kernel's carry
+    fund = x["funding"].copy()
+    seen = np.isfinite(fund)
+    idx = np.where(seen, np.arange(n), 0)
+    np.maximum.accumulate(idx, out=idx)
+    fund = np.where(seen[idx], fund[idx], np.nan)
+    mass, meta = new_state(float(x["close"][0]), p)
+    br = brackets
+    lv, wt, nr = np.asarray(levs, float), np.asarray(weights, float), np.asarray(nears, float)
+    step = chunk if chunk > 0 else max(n, 1)
+    parts = []
+    for a in range(0, n, step):
+        s = slice(a, min(a + step, n))
+        parts.append(timeline_kernel(
+            mass, meta, p, lv, wt, br.floor, br.cap, br.mmr, br.cum,  # type: ignore[attr-defined]
+            opens[s], x["close"][s], x["mark_high"][s], x["mark_low"][s], x["oi"][s],
+            x["taker_buy"][s], x["volume"][s], x["quote_volume"][s], x["ls_ratio"][s], fund[s],
+            x["liq_long"][s], x["liq_short"][s], nr))
+        if progress is not None:
+            progress(s.stop)
+    out = np.concatenate(parts) if parts else np.zeros((0, 3 + 2 * len(nears)))
+    res = {"est_long": out[:, TL_EST_LONG], "est_short": out[:, TL_EST_SHORT],
+           "confidence": out[:, TL_CONFIDENCE]}
+    for j, w in enumerate(nears):
+        tag = f"{w * 100:g}pct"
+        res[f"long_mass_{tag}"] = out[:, 3 + 2 * j]
+        res[f"short_mass_{tag}"] = out[:, 4 + 2 * j]
+    return res
+
+
+def params_for_interval(interval_ms: int, p: HeatmapParams = HeatmapParams(),
+                        half_life_hours: float | None = None) -> HeatmapParams:
+    """`p` with the decay half-life expressed in bars of `interval_ms` (the defaults are
+    for 1m bars: `half_life_bars` minutes). `half_life_hours` overrides the half-life."""
+    hours = p.half_life_bars / 60.0 if half_life_hours is None else half_life_hours
+    return p._replace(half_life_bars=max(hours * 3_600_000.0 / interval_ms, 1e-6))
+
+
+#: Calibrated on REAL 4h BTC liquidations 2024-11-13 .. 2025-03-13 (grid search, held out
+#: 2025-03-13 .. 2025-05-12; `benchmarks/heatmap_skill.py`, docs/heatmap.md): half-life 90
+#: days (540 4h bars), churn 0.5 of the book per average-volume bar, OI changes split 50/50
+#: (flow_weight 0) blended 30% with the account ratio, 16 tiers 2x..125x weighted lev**-3.
+CALIBRATED_4H = HeatmapParams(half_life_bars=540.0, churn_frac=0.5, flow_weight=0.0,
+                              ls_weight=0.3, tilt_k=1.0)
+CALIBRATED_4H_LEVERAGES = np.geomspace(2.0, 125.0, 16)
+CALIBRATED_4H_WEIGHTS = CALIBRATED_4H_LEVERAGES ** -3.0 / np.sum(CALIBRATED_4H_LEVERAGES ** -3.0)

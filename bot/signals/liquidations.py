@@ -15,6 +15,7 @@ A malformed message raises `MalformedMessage`; the daemon logs it and keeps runn
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -46,7 +47,7 @@ def _num(obj: Mapping[str, Any], key: str, what: str) -> float:
         value = float(obj[key])
     except (KeyError, TypeError, ValueError):
         raise MalformedMessage(f"{what}: field {key!r} missing or not a number") from None
-    if value != value or value < 0:
+    if not math.isfinite(value) or value < 0:
         raise MalformedMessage(f"{what}: field {key!r} is {obj.get(key)!r}")
     return value
 
