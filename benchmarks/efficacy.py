@@ -1,6 +1,17 @@
-"""Risk off vs on on the real cascade days and on calm synthetic days (docs/risk.md).
+"""Risk-rule efficacy on real crash days and calm days: the table of docs/risk.md.
 
-Usage: python benchmarks/efficacy.py [path/to/shared/data] > table.md
+Usage: python benchmarks/efficacy.py [path/to/shared/data] > table.md   (`make efficacy`)
+
+Policies: risk off; halts only (balanced's daily-loss and drawdown halts, no liquidation
+rules); liquidation rules only (balanced with the halts off); the full balanced policy.
+Cascades: `hold` long 10x (entry sizing) on the two real BTCUSDT periods (Binance funding
+joined) and on 2025-10-08..12 again with the vendor 4h series joined. Calm days: every UTC day
+of the BTC files and of the alt months in which no clock hour moves more than 2% (close vs
+open), each scored on a FRESH account opened at the day's 00:00 UTC (signals and strategy
+warm on the file's bars before it, at least 24h; nothing else carried: no position, halt,
+drawdown or hysteresis from the days around it), for `hold` 3x and `trend` 5x. Give-up =
+sum over the calm days with a positive risk-off return of (off - on) / the sum of those
+off returns. ONSET and latency are defined in docs/risk.md.
 """
 
 from __future__ import annotations
@@ -8,67 +19,242 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from backtests.runner import RunSettings, prepare, run
+import numpy as np
+
+from backtests import engine as eg
+from backtests.runner import Inputs, RunSettings, interventions, prepare, run
 from bot.data.bars import Bars
+from bot.data.dataset import iso
 from bot.data.importer import build_dataset
-from bot.data.synthetic import SynthSpec, generate
-from bot.mechanics.brackets import shipped
+from bot.mechanics.brackets import Brackets, shipped
 from bot.risk import engine as en
-from bot.risk.policy import load_policy, off_policy
+from bot.risk.policy import RiskPolicy, load_policy, off_policy
 from bot.risk.reasons import reason_names
-from bot.signals import pipeline
+from bot.signals import detectors as dt
+from bot.signals import positioning as ps
 from strategies import find
+from strategies.base import Strategy
 
-REAL = {"2025-10-10": "BTCUSDT-1m-2025-10-08_to_2025-10-12.csv",
-        "2026-02-05/06": "BTCUSDT-1m-2026-02-03_to_2026-02-07.csv"}
-STRATS = [("hold", {"side": "long", "leverage": "10"}), ("trend", {"leverage": "5"}),
-          ("cascade_fade", {"leverage": "3"})]
+PERIODS = {"2025-10-08..12": "BTCUSDT-1m-2025-10-08_to_2025-10-12.csv",
+           "2026-02-03..07": "BTCUSDT-1m-2026-02-03_to_2026-02-07.csv"}
+VENDOR_SPAN = "4h_2025-05-18_to_2025-11-14"
+# state series only: the vendor's event columns (4h liquidation sums) would land on one 1m bar
+VENDOR_FILES = ("api_futures_openInterest_ohlc_aggregated_history_BTC.csv",
+                "api_futures_fundingRate_oi_weight_ohlc_history_BTC.csv",
+                "api_futures_global_long_short_account_ratio_history.csv",
+                "api_futures_top_long_short_position_ratio_history.csv")
+CALM_MOVE = 0.02
+ONSET_K = 3.0
 
 
-def rows(label: str, bars: Bars, no_halts: bool = False) -> list[str]:
-    """One row per strategy; with `no_halts` the balanced preset runs without its daily-loss
-    and drawdown halts, to show what the liquidation-aware rules do on their own."""
+def policies() -> dict[str, RiskPolicy]:
+    bal = load_policy("balanced")
+    return {"risk off": off_policy(),
+            "halts only": bal.model_copy(update=dict(
+                min_liq_atr=0.0, liq_release_atr=0.0, lev_base=1e9, lev_min=1e9,
+                cluster_k_atr=0.0, cascade_mode=False, hedge=False)),
+            "liquidation rules only": bal.model_copy(update=dict(daily_loss=1.0,
+                                                                 max_drawdown=1.0)),
+            "full policy": bal}
+
+
+def onset(bars: Bars) -> tuple[int, int]:
+    """(first bar of the largest 1h drop, ONSET): the first bar of that window whose close
+    is ONSET_K sigma-hours below the close 60 bars earlier (sigma: 1m log returns over the
+    day before the window)."""
+    lc = np.log(bars["close"])
+    r60 = np.full(len(lc), np.inf)
+    r60[60:] = lc[60:] - lc[:-60]
+    end = int(np.argmin(r60))
+    s = end - 60
+    sd = np.diff(lc[max(0, s - 1440):s + 1]).std() * np.sqrt(60.0)
+    hit = [t for t in range(s, end + 1) if lc[t] - lc[t - 60] <= -ONSET_K * sd]
+    return s, (hit[0] if hit else end)
+
+
+def latency(det: np.ndarray, on: int) -> str:
+    """Minutes from ONSET to the first long-cascade bar within [onset - 60, onset + 60]."""
+    fired = np.flatnonzero(det[max(0, on - 60):on + 61, dt.D_CASCADE_STATE] == 1.0)
+    return f"{int(fired[0]) + max(0, on - 60) - on:+d} min" if len(fired) else "not detected"
+
+
+def cascade_rows(label: str, bars: Bars, out: list[str]) -> None:
     br = shipped("binance", "BTCUSDT")
     s = RunSettings()
-    inputs = prepare(bars, pipeline.compute(bars, br), s)
-    policy = load_policy("balanced")
-    if no_halts:
-        policy = policy.model_copy(update={"daily_loss": 1.0, "max_drawdown": 1.0})
-        label += " (balanced, halts off)"
+    inputs = prepare(bars, br, s)
+    start, on = onset(bars)
+    lat = latency(inputs.signals.detectors, on)
+    strat = find("hold").from_strings({"side": "long", "leverage": "10"})
+    for pname, pol in policies().items():
+        res = run(inputs, strat, pol, br, s, pname)
+        m = res.metrics
+        liq = f"{m['liquidations']} ({m['liquidated_at']})" if m["liquidations"] else "0"
+        out.append(f"| {label} | {pname} | {liq} | {m['max_drawdown']:.1%} | "
+                   f"{m['total_return']:+.1%} | {m['n_risk_actions']} | "
+                   f"{lat if pname != 'risk off' else '-'} |")
+    out.append(f"| {label} | (onset {iso(int(bars.ts[on]))}, largest 1h drop from "
+               f"{iso(int(bars.ts[start]))}) | | | | | |")
+
+
+def crowding_lead(bars: Bars) -> list[str]:
+    """What crowding and the map did before the largest hourly drop (vendor data joined)."""
+    br = shipped("binance", "BTCUSDT")
+    s = RunSettings()
+    inputs = prepare(bars, br, s)
+    start, on = onset(bars)
+    pos = inputs.signals.positioning
+    pre = slice(max(0, start - 1440), start)
+    res = run(inputs, find("hold").from_strings({"side": "long", "leverage": "10"}),
+              policies()["liquidation rules only"], br, s, "lead")
+    reasons = res.records[:, eg.R_REASONS].astype(np.int64)
+    acted = np.flatnonzero(((reasons & (en.R_CROWDING | en.R_CLUSTER | en.R_HEDGE)) != 0)
+                           & (res.records[:, eg.R_CLIPPED] > 0))
+    before = acted[acted < start]
+    lines = [f"- crowding (long) in the 24h before the largest 1h drop: max "
+             f"{np.nanmax(pos[pre, ps.C_LONG_SCORE]):.2f} (hedge threshold 0.8); at its start "
+             f"{pos[start, ps.C_LONG_SCORE]:.2f}; OI 24h change "
+             f"{pos[start, ps.C_OI_24H]:+.1%}, OI-weighted funding "
+             f"{bars['funding_rate_avg'][start] * 100:+.4f}%/8h, long/short accounts "
+             f"{bars['long_short_ratio'][start]:.2f}, top traders "
+             f"{bars['top_long_short_ratio'][start]:.2f}"]
+    if len(before):
+        lead = (start - int(before[-1])) if len(before) else 0
+        lines.append(f"- a crowding/cluster/hedge cut bound {len(before)} bars before the drop, "
+                     f"the last {lead} min before it (first at {iso(int(bars.ts[before[0]]))})")
+    else:
+        lines.append("- no crowding, cluster or hedge cut bound before the drop began")
+    return lines
+
+
+def calm_days(bars: Bars) -> list[tuple[int, int]]:
+    """[start, end) bar ranges of the UTC days in which no clock hour moves > CALM_MOVE."""
+    day = bars.ts // 86_400_000
+    hour = bars.ts // 3_600_000
+    c = bars["close"]
+    o = bars["open"]
     out = []
-    for name, params in STRATS[:1] if no_halts else STRATS:
-        strat = find(name).from_strings(params)
-        off = run(inputs, strat, off_policy(), br, s, "off").metrics
-        res = run(inputs, strat, policy, br, s, "on")
-        on = res.metrics
-        acted = sorted({r for d in res.decisions for r in reason_names(int(d[3 + en.D_REASONS]))
-                        if d[2] != d[1] or r in ("drawdown", "daily_loss", "cascade")})
-        cut = 1 - on["max_drawdown"] / off["max_drawdown"] if off["max_drawdown"] > 0 else 0.0
-        out.append(f"| {label} | {strat.describe()} | {off['total_return']:+.1%} | "
-                   f"{off['max_drawdown']:.1%} | {off['liquidations']} | "
-                   f"{on['total_return']:+.1%} | {on['max_drawdown']:.1%} | "
-                   f"{on['liquidations']} | {cut:+.0%} | {on['n_risk_actions']} | "
-                   f"{', '.join(acted) or '-'} |")
+    for d in np.unique(day):
+        idx = np.flatnonzero(day == d)
+        if len(idx) < 1440:
+            continue
+        ok = True
+        for h in np.unique(hour[idx]):
+            j = idx[hour[idx] == h]
+            if abs(c[j[-1]] / o[j[0]] - 1.0) > CALM_MOVE:
+                ok = False
+                break
+        if ok:
+            out.append((int(idx[0]), int(idx[-1]) + 1))
     return out
+
+
+WARM_BARS = 1440          # signals warm on at least this many bars before a calm day
+
+
+def day_scores(inputs: Inputs, strat: Strategy, pol: RiskPolicy, br: Brackets,
+               s: RunSettings, days: list[tuple[int, int]]) -> list[tuple[float, int, int]]:
+    """Per calm day [a, b): (return, binding interventions, reasons of those episodes) of a
+    FRESH account opened at the day's first bar (signals and strategy warm on the bars
+    before it), scored on the day only."""
+    out = []
+    for a, b in days:
+        rec = run(inputs, strat, pol, br, s, "calm", start=a).records[a:b]
+        clip = rec[:, eg.R_CLIPPED] > 0.0
+        why = int(np.bitwise_or.reduce(rec[clip, eg.R_REASONS].astype(np.int64))) \
+            if clip.any() else 0
+        out.append((rec[-1, eg.R_EQUITY] / s.wallet - 1.0, interventions(rec), why))
+    return out
+
+
+def calm_table(files: list[list[Path]]) -> list[str]:
+    """Calm-day interventions and give-up, each calm day scored on a fresh account."""
+    br = shipped("binance", "BTCUSDT")
+    s = RunSettings()
+    strats = [find("hold").from_strings({"side": "long", "leverage": "3"}),
+              find("trend").from_strings({"leverage": "5"})]
+    pols = policies()
+    n_days = 0
+    skipped = 0
+    binding = {p: {st.name: 0 for st in strats} for p in pols}
+    # the same on the days risk off lost less than the balanced daily-loss limit (days on
+    # which no halt was due)
+    limit = load_policy("balanced").daily_loss
+    n_mild = {st.name: 0 for st in strats}
+    binding_mild = {p: {st.name: 0 for st in strats} for p in pols}
+    pos_off = {st.name: 0.0 for st in strats}
+    pos_on = {p: {st.name: 0.0 for st in strats} for p in pols}
+    why: dict[str, dict[str, dict[str, int]]] = {p: {st.name: {} for st in strats} for p in pols}
+    for paths in files:
+        bars = build_dataset(paths).bars
+        all_days = calm_days(bars)
+        days = [(a, b) for a, b in all_days if a >= WARM_BARS]
+        skipped += len(all_days) - len(days)
+        if not days:
+            continue
+        n_days += len(days)
+        inputs = prepare(bars, br, s)
+        for strat in strats:
+            scores = {p: day_scores(inputs, strat, pol, br, s, days) for p, pol in pols.items()}
+            for k in range(len(days)):
+                r_off = scores["risk off"][k][0]
+                for p in pols:
+                    r_on, n_int, mask = scores[p][k]
+                    binding[p][strat.name] += n_int
+                    if r_off > -limit:
+                        binding_mild[p][strat.name] += n_int
+                    if r_off > 0.0:
+                        pos_on[p][strat.name] += r_on
+                    for name in reason_names(mask):
+                        why[p][strat.name][name] = why[p][strat.name].get(name, 0) + 1
+                if r_off > 0.0:
+                    pos_off[strat.name] += r_off
+                n_mild[strat.name] += int(r_off > -limit)
+    rows = [f"Calm days: {n_days} (BTC files and alt months, no clock hour moving more than "
+            f"{CALM_MOVE:.0%}; {skipped} more without {WARM_BARS // 60}h of history before them "
+            "skipped). Each is scored on a FRESH account opened at 00:00 UTC (signals and the "
+            "strategy warm on the file's bars before it).", "",
+            "| policy | strategy | binding interventions / calm day | same, on the days risk "
+            f"off lost less than {limit:.0%} | sum of returns on the positive risk-off days "
+            "(off -> on) | give-up | days on which a rule was active while binding |",
+            "|---|---|---|---|---|---|---|"]
+    for p in pols:
+        for strat in strats:
+            n = strat.name
+            give = (pos_off[n] - pos_on[p][n]) / pos_off[n] if pos_off[n] > 0 else 0.0
+            rules = ", ".join(f"{k} {v}" for k, v in sorted(why[p][n].items())) or "-"
+            rows.append(f"| {p} | {strat.describe()} | {binding[p][n] / max(n_days, 1):.2f} | "
+                        f"{binding_mild[p][n] / max(n_mild[n], 1):.2f} ({n_mild[n]} days) | "
+                        f"{pos_off[n]:+.1%} -> {pos_on[p][n]:+.1%} | {give:.1%} | {rules} |")
+    return rows
 
 
 def main() -> None:
     shared = Path(sys.argv[1]) if len(sys.argv) > 1 else \
         Path(__file__).resolve().parents[2] / "shared" / "data"
-    print("| days | strategy | off return | off max DD | off liqs | on return | on max DD | "
-          "on liqs | DD cut | risk actions | rules that changed a target |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    kl = shared / "binance_um" / "klines_1m"
     funding = shared / "binance_um" / "funding" / "BTCUSDT_funding_2020-2026.csv"
-    for label, name in REAL.items():
-        path = shared / "binance_um" / "klines_1m" / name
-        if path.exists():
-            bars = build_dataset([path, funding]).bars
-            for r in rows(f"real {label}", bars) + rows(f"real {label}", bars, no_halts=True):
-                print(r, flush=True)
-    for seed in (1, 2, 3):
-        for r in rows(f"synthetic calm seed {seed}",
-                      generate(SynthSpec(seed=seed, days=3, crowding="none")).bars):
-            print(r, flush=True)
+    vendor = shared / "coinglass_4h" / VENDOR_SPAN
+    out = ["| period | policy | liquidations (first) | max drawdown | return | binding "
+           "interventions | detector latency vs onset |", "|---|---|---|---|---|---|---|"]
+    notes: list[str] = []
+    for label, name in PERIODS.items():
+        path = kl / name
+        if not path.exists():
+            out.append(f"| {label} | (missing: {path}) | | | | | |")
+            continue
+        cascade_rows(label, build_dataset([path, funding]).bars, out)
+        if label.startswith("2025-10") and vendor.is_dir():
+            bars = build_dataset([path, funding] + [vendor / f for f in VENDOR_FILES])
+            cascade_rows(label + " + vendor 4h", bars.bars, out)
+            notes = crowding_lead(bars.bars)
+        print("\n".join(out[-6:]), file=sys.stderr, flush=True)
+    print("\n".join(out))
+    print()
+    print("\n".join(notes))
+    print()
+    calm = [[kl / name, funding] for name in PERIODS.values() if (kl / name).exists()]
+    calm += [[p] for p in sorted((kl / "alts").glob("*.csv.gz"))]
+    print("\n".join(calm_table(calm)))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from bot.mechanics.brackets import shipped
 from bot.mechanics.fees import VenueFees
 from bot.risk import engine as en
 from bot.risk.policy import RiskPolicy, off_policy
-from bot.signals import pipeline
 from strategies.base import Param, Strategy
 
 BTC = shipped("binance", "BTCUSDT")
@@ -49,7 +48,7 @@ def _bars(o, h, lo, c, funding=None):
 
 def _run(bars, levels, policy=None, fills=NO_IMPACT, fees=FEES, wallet=10_000.0):
     s = RunSettings(wallet=wallet, fills=fills, fees=fees)
-    inputs = prepare(bars, pipeline.compute(bars, BTC), s)
+    inputs = prepare(bars, BTC, s)
     return run(inputs, Fixed(levels), policy or off_policy(), BTC, s, "t")
 
 
@@ -211,7 +210,9 @@ def test_cascade_against_the_position_forces_reducing():
 
 
 def test_cluster_guard_puts_our_liquidation_beyond_the_cluster():
-    pol = RiskPolicy(cluster_buffer=0.005, mmr=0.005).to_array()
+    # min_liq_atr 3 (the balanced default became 8): our liquidation 6.7 ATRs away must not
+    # trip the liquidation-distance rule, so the cluster guard alone is measured
+    pol = RiskPolicy(cluster_buffer=0.005, mmr=0.005, min_liq_atr=3.0).to_array()
     sig = np.full(en.N_SIG, np.nan)
     sig[en.S_MARK], sig[en.S_ATR] = 100.0, 1.5
     sig[en.S_CROWD_LONG] = sig[en.S_CROWD_SHORT] = 0.0

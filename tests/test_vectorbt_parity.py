@@ -16,7 +16,6 @@ from bot.data import binance_vision as bv
 from bot.mechanics.brackets import shipped
 from bot.mechanics.fees import VenueFees
 from bot.risk.policy import off_policy
-from bot.signals import pipeline
 from strategies.sma_cross import SmaCross
 from tests.conftest import shared_file
 
@@ -30,7 +29,7 @@ def liqbot_and_vectorbt():
                                                               half_spread_bps=0.0),
                            fees=VenueFees(0.0, 0.0005, 0.0), band=1e18)
     br = shipped("binance", "BTCUSDT")
-    inputs = prepare(bars, pipeline.compute(bars, br), settings)
+    inputs = prepare(bars, br, settings)
     res = run(inputs, SmaCross(), off_policy(), br, settings, "parity")
     n = len(bars)
     tr = res.trades

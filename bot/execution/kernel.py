@@ -28,15 +28,20 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from bot.config import FillsConfig
 from bot.mechanics import account as ac
 from bot.mechanics.brackets import max_notional_for_equity
+from bot.mechanics.fees import VenueFees
 from bot.mechanics.fills import market_slippage
 from bot.risk import engine as en
 
 # close-phase state per symbol (st[...])
 (K_DAY, K_DAY_START, K_PEAK, K_PREV_TARGET, K_DESIRED_QTY, K_BUST, K_PREV_REASONS,
  K_PREV_STATE, K_PREV_CLIPPED, K_PREV_EQUITY) = range(10)
-N_K = 10
+# the risk engine's memory (en.RK_* slots: hysteresis, cool-downs) lives in the same array,
+# so everything that checkpoints `st` carries it
+K_RISK = 10
+N_K = K_RISK + en.N_RISK_STATE
 
 # fill / fee / sizing parameters (fp[...])
 (F_COEF, F_HALF_SPREAD, F_LIQ_MULT, F_MAX_IMPACT, F_TAKER, F_LIQ_FEE, F_BAND, F_SIZING) = \
@@ -51,6 +56,23 @@ SIZINGS = {"rebalance": SIZING_REBALANCE, "entry": SIZING_ENTRY}
 N_DECIDE = 8
 
 
+def fill_params(fills: FillsConfig, fees: VenueFees, band: float, sizing: str) -> np.ndarray:
+    """The F_* parameter array: fill model, taker and liquidation fees, rebalance band
+    (fraction of the position) and the strategy's sizing (`entry` or `rebalance`)."""
+    if sizing not in SIZINGS:
+        raise ValueError(f"unknown sizing {sizing!r}; expected one of {list(SIZINGS)}")
+    fp = np.zeros(N_FP)
+    fp[F_COEF] = fills.impact_coef
+    fp[F_HALF_SPREAD] = fills.half_spread_bps * 1e-4
+    fp[F_LIQ_MULT] = fills.liq_multiplier
+    fp[F_MAX_IMPACT] = fills.max_impact
+    fp[F_TAKER] = fees.taker
+    fp[F_LIQ_FEE] = fees.liquidation
+    fp[F_BAND] = band
+    fp[F_SIZING] = SIZINGS[sizing]
+    return fp
+
+
 def new_state(wallet: float) -> np.ndarray:
     """Close-phase state of one symbol for an account starting at `wallet` quote."""
     st = np.zeros(N_K)
@@ -59,6 +81,8 @@ def new_state(wallet: float) -> np.ndarray:
     st[K_PEAK] = wallet
     st[K_PREV_TARGET] = np.nan
     st[K_PREV_REASONS] = 0.0
+    st[K_RISK:N_K] = en.new_risk_state()
+    st[K_RISK + en.RK_PEAK] = wallet
     return st
 
 
@@ -140,7 +164,7 @@ def decide(acct: np.ndarray, pos: np.ndarray, main: int, hedge: int, st: np.ndar
     view[en.A_DAY_START_EQUITY] = st[K_DAY_START]
     view[en.A_PEAK_EQUITY] = st[K_PEAK]
     view[en.A_HEDGE_NOTIONAL] = hedge_n
-    en.evaluate(sig, view, pol, dec)
+    en.evaluate_state(sig, view, pol, st[K_RISK:N_K], ts, dec)
     # sizing: entry fixes the quantity when the target changes; rebalance keeps leverage
     eq_pos = max(eq, 0.0)
     if fp[F_SIZING] == SIZING_ENTRY:

@@ -13,12 +13,27 @@ Rules (defaults in config/risk/*.toml, documented in docs/risk.md):
    `cluster_buffer` (`bot.mechanics.liquidation.leverage_for_liquidation_at`);
 3. cascade mode: a running cascade against the position forces REDUCING to
    `cascade_max_lev`; entries on the side being liquidated are blocked until the exhaustion
-   detector fires (or the look-back expires) - buying a falling knife waits for exhaustion;
+   detector fires (or the look-back expires) - buying a falling knife waits for exhaustion.
+   With `cascade_reach_atr` > 0 (and an ATR) it acts only on a side whose liquidation the
+   cascade can reach: a position above the leverage liquidated `cascade_reach_atr` ATRs
+   away is cut to that leverage (not below `cascade_max_lev`), and entries may grow the
+   side up to it; positions liquidated farther away are left alone;
 4. hedge: crowding of the position's side at `hedge_threshold` or more hedges
    `hedge_fraction` of it on the other side; the hedge unwinds below `hedge_unwind`;
-5. hard limits: max leverage, max order and position notional, daily loss and max
-   drawdown (HALTED), stale data for `stale_bars` (REDUCING), our own liquidation price
-   closer than `min_liq_atr` ATRs (REDUCING, leverage halved).
+5. hard limits: max leverage, max order and position notional, stale data for
+   `stale_bars` (REDUCING);
+6. liquidation distance WITH HYSTERESIS (needs the risk state): our own liquidation price
+   closer than `min_liq_atr` ATRs trips the rule (REDUCING) and caps the side at the
+   leverage whose liquidation sits `liq_release_atr` ATRs away; it releases only once the
+   leverage held when it tripped would itself sit `liq_release_atr` ATRs away, so the
+   position is never re-levered inside the band. No ATR yet (warm-up): no action;
+7. halts WITH COOL-DOWN: daily loss halts until the next UTC day (the day-start equity
+   resets); max drawdown halts for `drawdown_cooldown_hours`, then the peak resets to the
+   equity at release (the loss is accepted and a fresh drawdown budget starts).
+`evaluate_state(sig, acct, pol, rs, ts, out)` runs every rule with the memory `rs` (RK_*
+slots, stored by the trading kernel in its per-symbol state, so daemon checkpoints carry
+it); `evaluate(sig, acct, pol, out)` is the memoryless form (fresh state, peak from the
+account view) for one-off decisions.
 Reasons are a bitmask (R_*) with the numbers behind them in the decision; text is rendered
 outside the kernel (`bot.risk.reasons`).
 """
@@ -43,8 +58,15 @@ N_ACCT_VIEW = 6
 (P_MAX_LEV_HARD, P_MAX_ORDER_NOTIONAL, P_MAX_POS_NOTIONAL, P_DAILY_LOSS, P_MAX_DRAWDOWN,
  P_STALE_BARS, P_MIN_LIQ_ATR, P_LEV_BASE, P_LEV_MIN, P_CROWD_START, P_CLUSTER_K_ATR,
  P_CLUSTER_BUFFER, P_CLUSTER_MIN_SHARE, P_MMR, P_CASCADE_ON, P_CASCADE_MAX_LEV, P_HEDGE_ON,
- P_HEDGE_THRESHOLD, P_HEDGE_FRACTION, P_HEDGE_UNWIND) = range(20)
-N_POLICY = 20
+ P_HEDGE_THRESHOLD, P_HEDGE_FRACTION, P_HEDGE_UNWIND, P_LIQ_RELEASE_ATR,
+ P_DD_COOLDOWN_H, P_CASCADE_REACH_ATR) = range(23)
+N_POLICY = 23
+# --- risk state (memory of the rules, one array per symbol) ----------------------------------
+# RK_LIQ_TRIP: 1 while the liquidation-distance rule is tripped; RK_LIQ_LEV: leverage held
+# when it tripped; RK_PEAK: the drawdown halt's peak equity (0 = not set yet);
+# RK_DD_SINCE: ts (ms) at which the drawdown halt tripped, -1 when not halted.
+(RK_LIQ_TRIP, RK_LIQ_LEV, RK_PEAK, RK_DD_SINCE) = range(4)
+N_RISK_STATE = 4
 # --- decision -------------------------------------------------------------------------------
 (D_STATE, D_MAX_LEV_LONG, D_MAX_LEV_SHORT, D_MAX_NOTIONAL_LONG, D_MAX_NOTIONAL_SHORT,
  D_HEDGE_NOTIONAL, D_BLOCK_LONG, D_BLOCK_SHORT, D_REASONS, D_CROWD, D_CLUSTER_PRICE,
@@ -60,7 +82,7 @@ R_CASCADE = 4             # cascade against the position: reducing
 R_CASCADE_BLOCK = 8       # entries on the liquidated side blocked until exhaustion
 R_HEDGE = 16              # hedge on
 R_HARD_LEVERAGE = 32      # hard max leverage binds
-R_LIQ_DISTANCE = 64       # own liquidation price within min_liq_atr ATRs
+R_LIQ_DISTANCE = 64       # own liquidation tripped min_liq_atr ATRs (hysteresis)
 R_STALE = 128             # market data stale
 R_DAILY_LOSS = 256        # daily loss limit: halted
 R_DRAWDOWN = 512          # max drawdown: halted
@@ -79,15 +101,44 @@ def _schedule(crowd: float, pol: np.ndarray) -> float:
 
 
 @njit(cache=True)
+def new_risk_state() -> np.ndarray:
+    """Empty memory of `evaluate_state` (RK_* slots): nothing tripped, peak unset."""
+    rs = np.zeros(N_RISK_STATE)
+    rs[RK_DD_SINCE] = -1.0
+    return rs
+
+
+@njit(cache=True)
 def evaluate(sig: np.ndarray, acct: np.ndarray, pol: np.ndarray, out: np.ndarray) -> None:
-    """The decision for one symbol at one bar close (module docstring). Writes `out`."""
+    """The memoryless decision (fresh risk state; the drawdown peak is the view's
+    A_PEAK_EQUITY). Writes `out`."""
+    rs = new_risk_state()
+    rs[RK_PEAK] = acct[A_PEAK_EQUITY]
+    evaluate_state(sig, acct, pol, rs, 0.0, out)
+
+
+@njit(cache=True)
+def _lev_at_distance(side: float, mark: float, dist: float, mmr: float) -> float:
+    """The leverage whose liquidation price sits `dist` (quote) from `mark` on `side`."""
+    liq = mark - side * dist
+    if side > 0.0 and liq <= 0.0:
+        return 1.0                         # only an unlevered long is that far from zero
+    return leverage_for_liquidation_at(side, mark, liq, mmr)
+
+
+@njit(cache=True)
+def evaluate_state(sig: np.ndarray, acct: np.ndarray, pol: np.ndarray, rs: np.ndarray,
+                   ts: float, out: np.ndarray) -> None:
+    """The decision for one symbol at the bar close `ts` (ms UTC) with the rules' memory
+    `rs` (updated in place). Writes `out`."""
     reasons = 0
     state = ACTIVE
     mark = sig[S_MARK]
     bad_mark = not mark > 0.0              # NaN or non-positive: treated as stale data
     if bad_mark:
         mark = 1.0
-    atr = sig[S_ATR] if sig[S_ATR] > 0.0 else mark * 1e-3
+    has_atr = sig[S_ATR] > 0.0            # NaN during the ATR's warm-up
+    atr = sig[S_ATR] if has_atr else mark * 1e-3
     equity = acct[A_EQUITY]
     if equity != equity:
         equity = 0.0
@@ -130,19 +181,44 @@ def evaluate(sig: np.ndarray, acct: np.ndarray, pol: np.ndarray, out: np.ndarray
     block_l = 0.0
     block_s = 0.0
     if pol[P_CASCADE_ON] > 0.0:
-        if sig[S_CASCADE_BLOCK] > 0.0:
-            block_l = 1.0
-            reasons |= R_CASCADE_BLOCK
-        elif sig[S_CASCADE_BLOCK] < 0.0:
-            block_s = 1.0
-            reasons |= R_CASCADE_BLOCK
-        if sig[S_CASCADE] * side > 0.0:       # +1 long cascade vs long position
-            state = REDUCING
-            reasons |= R_CASCADE
-            if side > 0.0:
-                lev_l = min(lev_l, pol[P_CASCADE_MAX_LEV])
-            else:
-                lev_s = min(lev_s, pol[P_CASCADE_MAX_LEV])
+        reach = pol[P_CASCADE_REACH_ATR]
+        if reach > 0.0 and has_atr:
+            # only a side whose liquidation the cascade can reach is acted on: a position
+            # held above the leverage liquidated `reach` ATRs away is cut to it (not below
+            # `cascade_max_leverage`); entries up to it stay allowed. (Cutting to
+            # cascade_max_leverage instead measured worse: docs/risk.md)
+            blk = sig[S_CASCADE_BLOCK]
+            csc = sig[S_CASCADE]
+            for sd in (1.0, -1.0):
+                if blk * sd <= 0.0 and csc * sd <= 0.0:
+                    continue
+                safe = _lev_at_distance(sd, mark, reach * atr, pol[P_MMR])
+                held = lev_now if side == sd else 0.0
+                if csc * sd > 0.0 and held > max(safe, pol[P_CASCADE_MAX_LEV]):
+                    state = REDUCING
+                    reasons |= R_CASCADE
+                    cap = max(safe, pol[P_CASCADE_MAX_LEV])
+                else:
+                    cap = max(safe, held)          # no growth beyond the reachable leverage
+                    reasons |= R_CASCADE_BLOCK
+                if sd > 0.0:
+                    lev_l = min(lev_l, cap)
+                else:
+                    lev_s = min(lev_s, cap)
+        else:
+            if sig[S_CASCADE_BLOCK] > 0.0:
+                block_l = 1.0
+                reasons |= R_CASCADE_BLOCK
+            elif sig[S_CASCADE_BLOCK] < 0.0:
+                block_s = 1.0
+                reasons |= R_CASCADE_BLOCK
+            if sig[S_CASCADE] * side > 0.0:       # +1 long cascade vs long position
+                state = REDUCING
+                reasons |= R_CASCADE
+                if side > 0.0:
+                    lev_l = min(lev_l, pol[P_CASCADE_MAX_LEV])
+                else:
+                    lev_s = min(lev_s, pol[P_CASCADE_MAX_LEV])
     # 4. hedge (with hysteresis on the current hedge)
     hedge = acct[A_HEDGE_NOTIONAL]
     if pol[P_HEDGE_ON] > 0.0:
@@ -164,19 +240,38 @@ def evaluate(sig: np.ndarray, acct: np.ndarray, pol: np.ndarray, out: np.ndarray
     if lev_now > hard + 1e-9:
         reasons |= R_HARD_LEVERAGE
     liq_atr = np.nan
-    if side != 0.0 and acct[A_LIQ_PRICE] == acct[A_LIQ_PRICE] and acct[A_LIQ_PRICE] > 0.0:
-        liq_atr = abs(mark - acct[A_LIQ_PRICE]) / atr
-        if liq_atr < pol[P_MIN_LIQ_ATR]:
-            state = max(state, REDUCING)
-            reasons |= R_LIQ_DISTANCE
-            if side > 0.0:
-                lev_l = min(lev_l, 0.5 * lev_now)
+    lp = acct[A_LIQ_PRICE]
+    if side != 0.0 and lp == lp and lp > 0.0 and has_atr:
+        liq_atr = abs(mark - lp) / atr
+    if side == 0.0:
+        rs[RK_LIQ_TRIP] = 0.0
+    elif has_atr:
+        if rs[RK_LIQ_TRIP] == 0.0 and liq_atr < pol[P_MIN_LIQ_ATR]:
+            rs[RK_LIQ_TRIP] = side
+            rs[RK_LIQ_LEV] = lev_now
+        if rs[RK_LIQ_TRIP] != 0.0:
+            s_trip = rs[RK_LIQ_TRIP]
+            cap = _lev_at_distance(s_trip, mark, pol[P_LIQ_RELEASE_ATR] * atr, pol[P_MMR])
+            if cap >= rs[RK_LIQ_LEV] or s_trip != side:
+                rs[RK_LIQ_TRIP] = 0.0          # the tripping leverage is safe again
             else:
-                lev_s = min(lev_s, 0.5 * lev_now)
+                state = max(state, REDUCING)
+                reasons |= R_LIQ_DISTANCE
+                if side > 0.0:
+                    lev_l = min(lev_l, cap)
+                else:
+                    lev_s = min(lev_s, cap)
     if sig[S_STALE_BARS] >= pol[P_STALE_BARS] or bad_mark:
         state = max(state, REDUCING)
         reasons |= R_STALE
-    dd = 1.0 - equity / acct[A_PEAK_EQUITY] if acct[A_PEAK_EQUITY] > 0.0 else 0.0
+    if not rs[RK_PEAK] > 0.0:
+        rs[RK_PEAK] = acct[A_PEAK_EQUITY] if acct[A_PEAK_EQUITY] > 0.0 else equity
+    if equity > rs[RK_PEAK]:
+        rs[RK_PEAK] = equity
+    if rs[RK_DD_SINCE] >= 0.0 and ts - rs[RK_DD_SINCE] >= pol[P_DD_COOLDOWN_H] * 3_600_000.0:
+        rs[RK_DD_SINCE] = -1.0               # cool-down over: the loss becomes the new peak
+        rs[RK_PEAK] = equity
+    dd = 1.0 - equity / rs[RK_PEAK] if rs[RK_PEAK] > 0.0 else 0.0
     day = 1.0 - equity / acct[A_DAY_START_EQUITY] if acct[A_DAY_START_EQUITY] > 0.0 else 0.0
     if dd != dd:
         dd = 0.0
@@ -185,7 +280,9 @@ def evaluate(sig: np.ndarray, acct: np.ndarray, pol: np.ndarray, out: np.ndarray
     if day >= pol[P_DAILY_LOSS]:
         state = HALTED
         reasons |= R_DAILY_LOSS
-    if dd >= pol[P_MAX_DRAWDOWN]:
+    if dd >= pol[P_MAX_DRAWDOWN] and rs[RK_DD_SINCE] < 0.0:
+        rs[RK_DD_SINCE] = ts
+    if rs[RK_DD_SINCE] >= 0.0:
         state = HALTED
         reasons |= R_DRAWDOWN
     if state == HALTED:

@@ -25,8 +25,12 @@ class RiskPolicy(BaseModel):
     max_position_notional: float = Field(2e7, gt=0)
     daily_loss: float = Field(0.15, gt=0, le=1, description="halt for the day at this loss")
     max_drawdown: float = Field(0.30, gt=0, le=1, description="halt at this drawdown from peak")
+    drawdown_cooldown_hours: float = Field(24.0, ge=0, description="drawdown halt lasts this "
+                                           "long, then the peak resets to equity")
     stale_bars: int = Field(5, ge=1, description="bars without trades before REDUCING")
-    min_liq_atr: float = Field(3.0, ge=0, description="own liquidation closer than this: reduce")
+    min_liq_atr: float = Field(8.0, ge=0, description="own liquidation closer than this: trip")
+    liq_release_atr: float = Field(16.0, ge=0, description="tripped: cap at this distance; "
+                                   "release once the tripping leverage sits this far")
     lev_base: float = Field(20.0, gt=0, description="schedule: max leverage when uncrowded")
     lev_min: float = Field(2.0, ge=0, description="schedule: max leverage at crowding 1")
     crowd_start: float = Field(0.3, ge=0, lt=1, description="schedule starts falling here")
@@ -36,6 +40,9 @@ class RiskPolicy(BaseModel):
     mmr: float = Field(0.005, gt=0, lt=0.5, description="maintenance rate for the guard's maths")
     cascade_mode: bool = True
     cascade_max_leverage: float = Field(2.0, ge=0)
+    cascade_reach_atr: float = Field(0.0, ge=0, description="cascade acts only on a side whose "
+                                     "liquidation sits within this many ATRs (0: always, cut "
+                                     "to cascade_max_leverage and block all entries)")
     hedge: bool = True
     hedge_threshold: float = Field(0.8, ge=0, le=1)
     hedge_fraction: float = Field(0.5, ge=0, le=1)
@@ -63,6 +70,9 @@ class RiskPolicy(BaseModel):
         p[en.P_HEDGE_THRESHOLD] = self.hedge_threshold
         p[en.P_HEDGE_FRACTION] = self.hedge_fraction
         p[en.P_HEDGE_UNWIND] = self.hedge_unwind
+        p[en.P_LIQ_RELEASE_ATR] = max(self.liq_release_atr, self.min_liq_atr)
+        p[en.P_DD_COOLDOWN_H] = self.drawdown_cooldown_hours
+        p[en.P_CASCADE_REACH_ATR] = self.cascade_reach_atr
         return p
 
 
@@ -74,6 +84,7 @@ def off_policy() -> RiskPolicy:
         **{**RiskPolicy().model_dump(),
            **dict(max_leverage=1e9, max_order_notional=1e15, max_position_notional=1e15,
                   daily_loss=1.0, max_drawdown=1.0, stale_bars=10**9, min_liq_atr=0.0,
+                  liq_release_atr=0.0,
                   lev_base=1e9, lev_min=1e9, crowd_start=0.99, cluster_k_atr=0.0,
                   cascade_mode=False, hedge=False)})
 

@@ -11,7 +11,8 @@ _TEXT = {
     en.R_CLUSTER: "liquidation cluster at {cluster:,.2f} within reach: leverage capped at "
                   "{cluster_cap:.1f}x to keep our liquidation beyond it",
     en.R_CASCADE: "cascade running against the position: reducing",
-    en.R_CASCADE_BLOCK: "entries on the liquidated side blocked until exhaustion",
+    en.R_CASCADE_BLOCK: "entries on the liquidated side blocked until exhaustion (with a "
+                        "cascade reach: beyond the leverage the cascade cannot liquidate)",
     en.R_HEDGE: "side crowded {crowd:.2f}: hedge {hedge:,.0f}",
     en.R_HEDGE_UNWIND: "crowding normalised: hedge unwound",
     en.R_HARD_LEVERAGE: "hard leverage limit",

@@ -1,0 +1,201 @@
+"""The risk rules with memory, on hand-built inputs: liquidation-distance hysteresis, halt
+cool-downs, estimator warm-ups and the cascade detector's onset response."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bot.risk import engine as en
+from bot.risk import inputs as ri
+from bot.risk.policy import RiskPolicy, load_policy
+from bot.signals import detectors as dt
+
+H = 3_600_000.0
+
+
+def _sig(mark: float, atr: float) -> np.ndarray:
+    sig = np.full(en.N_SIG, np.nan)
+    sig[en.S_MARK], sig[en.S_ATR] = mark, atr
+    sig[en.S_CROWD_LONG] = sig[en.S_CROWD_SHORT] = 0.0
+    sig[en.S_CASCADE] = sig[en.S_CASCADE_BLOCK] = sig[en.S_STALE_BARS] = 0.0
+    return sig
+
+
+def _acct(equity: float, notional: float, liq: float, day_start: float = 10_000.0,
+          peak: float = 10_000.0) -> np.ndarray:
+    return np.array([equity, notional, liq, day_start, peak, 0.0])
+
+
+def _lev(liq: float, mark: float = 100.0, mmr: float = 0.005) -> float:
+    """Long leverage whose liquidation sits at `liq` (1/L = 1 + liq (mmr - 1) / mark)."""
+    return 1.0 / (1.0 + liq * (mmr - 1.0) / mark)
+
+
+POL = RiskPolicy(min_liq_atr=4.0, liq_release_atr=8.0, mmr=0.005, max_leverage=125.0,
+                 lev_base=125.0, lev_min=125.0, cascade_mode=False, hedge=False,
+                 daily_loss=1.0, max_drawdown=1.0).to_array()
+
+
+def test_liquidation_distance_trips_holds_and_releases_at_the_right_bars():
+    rs = en.new_risk_state()
+    out = np.zeros(en.N_DECISION)
+    # bar 0: 10x long, liquidation 9.5 below the mark, ATR 1: 9.5 ATRs away, no action
+    en.evaluate_state(_sig(100.0, 1.0), _acct(10_000.0, 100_000.0, 90.5), POL, rs, 0.0, out)
+    assert out[en.D_STATE] == en.ACTIVE and rs[en.RK_LIQ_TRIP] == 0.0
+    # bar 1: ATR 2.5 -> 3.8 ATRs < 4: trips, caps at the leverage liquidated 8 ATRs (20) away
+    en.evaluate_state(_sig(100.0, 2.5), _acct(10_000.0, 100_000.0, 90.5), POL, rs, 1.0, out)
+    assert out[en.D_STATE] == en.REDUCING and int(out[en.D_REASONS]) & en.R_LIQ_DISTANCE
+    assert rs[en.RK_LIQ_TRIP] == 1.0 and rs[en.RK_LIQ_LEV] == pytest.approx(10.0)
+    assert out[en.D_MAX_LEV_LONG] == pytest.approx(_lev(80.0)) == pytest.approx(1 / 0.204)
+    assert out[en.D_LIQ_DISTANCE_ATR] == pytest.approx(3.8)
+    assert en.allowed_target(100_000.0, 100_000.0, out, POL) == pytest.approx(10_000 / 0.204)
+    # bar 2: reduced to 4.9x (liquidation 80.0), ATR back to 2: 10 ATRs away, outside the
+    # trip line but the 10x that tripped would sit at 16 ATRs (cap 6.09x < 10x): held, and
+    # the strategy's 10x target cannot re-lever inside the band
+    en.evaluate_state(_sig(100.0, 2.0), _acct(10_000.0, 49_000.0, 80.0), POL, rs, 2.0, out)
+    assert out[en.D_STATE] == en.REDUCING and rs[en.RK_LIQ_TRIP] == 1.0
+    assert out[en.D_MAX_LEV_LONG] == pytest.approx(_lev(84.0))
+    assert en.allowed_target(100_000.0, 49_000.0, out, POL) == 49_000.0
+    # bar 3: ATR 1.2: 10x would now sit 9.6 away, inside 8 ATRs (9.6 = 8 x 1.2) exactly ->
+    # cap == _lev(90.4) = 9.58x < 10x: still held
+    en.evaluate_state(_sig(100.0, 1.2), _acct(10_000.0, 49_000.0, 80.0), POL, rs, 3.0, out)
+    assert rs[en.RK_LIQ_TRIP] == 1.0 and out[en.D_MAX_LEV_LONG] == pytest.approx(_lev(90.4))
+    # bar 4: ATR 1.1: the tripping 10x sits 8.8 / 1.1 = 8 ATRs... cap _lev(91.2) = 10.80x
+    # >= 10x: released, no cap of this rule, ACTIVE
+    en.evaluate_state(_sig(100.0, 1.1), _acct(10_000.0, 49_000.0, 80.0), POL, rs, 4.0, out)
+    assert rs[en.RK_LIQ_TRIP] == 0.0 and out[en.D_STATE] == en.ACTIVE
+    assert not int(out[en.D_REASONS]) & en.R_LIQ_DISTANCE
+    assert en.allowed_target(100_000.0, 49_000.0, out, POL) == 100_000.0
+
+
+def test_liquidation_rule_waits_for_the_atr_warm_up():
+    rs = en.new_risk_state()
+    out = np.zeros(en.N_DECISION)
+    # liquidation 0.5 below the mark, but no ATR yet: the rule takes no action
+    en.evaluate_state(_sig(100.0, np.nan), _acct(10_000.0, 190_000.0, 99.5), POL, rs, 0.0, out)
+    assert out[en.D_STATE] == en.ACTIVE and rs[en.RK_LIQ_TRIP] == 0.0
+    assert np.isnan(out[en.D_LIQ_DISTANCE_ATR])
+
+
+def test_drawdown_halt_cools_down_then_the_peak_resets():
+    pol = RiskPolicy(max_drawdown=0.30, drawdown_cooldown_hours=24.0, daily_loss=1.0,
+                     min_liq_atr=0.0, cascade_mode=False, hedge=False).to_array()
+    rs = en.new_risk_state()
+    out = np.zeros(en.N_DECISION)
+    t0 = 1_760_000_000_000.0
+    en.evaluate_state(_sig(100.0, 1.0), _acct(12_000.0, 0.0, np.nan), pol, rs, t0 - H, out)
+    assert rs[en.RK_PEAK] == 12_000.0 and out[en.D_STATE] == en.ACTIVE
+    en.evaluate_state(_sig(100.0, 1.0), _acct(8_400.0, 0.0, np.nan), pol, rs, t0, out)
+    assert out[en.D_STATE] == en.HALTED and out[en.D_DRAWDOWN] == pytest.approx(0.30)
+    assert rs[en.RK_DD_SINCE] == t0 and out[en.D_MAX_LEV_LONG] == 0.0
+    # a recovery inside the cool-down does not release it
+    en.evaluate_state(_sig(100.0, 1.0), _acct(9_000.0, 0.0, np.nan), pol, rs,
+                      t0 + 24 * H - 60_000.0, out)
+    assert out[en.D_STATE] == en.HALTED
+    # 24 hours after the trip: released, the peak is the equity at release
+    en.evaluate_state(_sig(100.0, 1.0), _acct(8_500.0, 0.0, np.nan), pol, rs, t0 + 24 * H, out)
+    assert out[en.D_STATE] == en.ACTIVE and rs[en.RK_PEAK] == 8_500.0
+    assert rs[en.RK_DD_SINCE] == -1.0 and out[en.D_DRAWDOWN] == 0.0
+    # a fresh 30% budget from 8,500: 5,950 trips again
+    en.evaluate_state(_sig(100.0, 1.0), _acct(5_950.0, 0.0, np.nan), pol, rs, t0 + 25 * H, out)
+    assert out[en.D_STATE] == en.HALTED and rs[en.RK_DD_SINCE] == t0 + 25 * H
+
+
+def test_daily_loss_halt_releases_with_the_next_day_start():
+    pol = RiskPolicy(daily_loss=0.15, max_drawdown=1.0, min_liq_atr=0.0).to_array()
+    rs = en.new_risk_state()
+    out = np.zeros(en.N_DECISION)
+    en.evaluate_state(_sig(100.0, 1.0), _acct(8_500.0, 0.0, np.nan), pol, rs, 0.0, out)
+    assert out[en.D_STATE] == en.HALTED and int(out[en.D_REASONS]) & en.R_DAILY_LOSS
+    # next UTC day: the kernel's day-start equity is the previous close's equity
+    en.evaluate_state(_sig(100.0, 1.0), _acct(8_500.0, 0.0, np.nan, day_start=8_500.0), pol,
+                      rs, 86_400_000.0, out)
+    assert out[en.D_STATE] == en.ACTIVE and out[en.D_DAY_LOSS] == 0.0
+
+
+def test_risk_inputs_warm_up_atr_and_crowding():
+    bph = 60
+    st = ri.new_risk_state()
+    out = np.zeros(en.N_SIG)
+    clusters = np.full(6, np.nan)
+    for t in range(24 * bph):
+        ri.risk_step(st, 100.0, 100.5, 99.5, 1.0, 0.0, 100.0, 0.9, 0.1, 0.0, 0.0, clusters,
+                     bph, 4 * bph, out)
+        if t == bph - 2:
+            assert np.isnan(out[en.S_ATR])                 # 59 bars: no ATR yet
+        if t == bph - 1:
+            # every true range is 1.0 from the first bar on (no ramp from zero)
+            assert out[en.S_ATR] == pytest.approx(np.sqrt(60.0))
+        if t == 24 * bph - 2:
+            assert np.isnan(out[en.S_CROWD_LONG])          # 24h warm-up of crowding
+    assert out[en.S_CROWD_LONG] == 0.9 and out[en.S_CROWD_SHORT] == 0.1
+
+
+def _det(closes: np.ndarray, qv: np.ndarray) -> np.ndarray:
+    nan = np.full(len(closes), np.nan)
+    return dt.detector_kernel(closes, qv, nan, np.zeros(len(closes)), np.zeros(len(closes)),
+                              nan, nan, dt.DetectorParams())
+
+
+def test_cascade_warm_up_and_onset_response():
+    # 300 bars alternating +-0.1% (1-bar sigma 0.1%), then -0.5% per bar on 10x volume
+    up = np.tile([1.001, 1 / 1.001], 150)
+    drop = np.full(10, 0.995)
+    closes = 100.0 * np.cumprod(np.r_[1.0, up, drop])
+    qv = np.r_[np.ones(301), np.full(10, 10.0)]
+    det = _det(closes, qv)
+    fired = np.flatnonzero(det[:, dt.D_CASCADE_STATE] == 1.0)
+    # bar 301 is the first falling bar (5-bar velocity 2.3 sigma); bar 302 (4.5 sigma) fires
+    assert fired[0] == 302 and det[301, dt.D_CASCADE_STATE] == 0.0
+    # the same crash in the first bars of a file: nothing before the 60-bar warm-up
+    early = 100.0 * np.cumprod(np.r_[1.0, up[:20], drop, np.ones(60)])
+    det = _det(early, np.r_[np.ones(21), np.full(10, 10.0), np.ones(60)])
+    assert not (det[:60, dt.D_CASCADE_STATE] != 0.0).any()
+
+
+def test_balanced_preset_has_the_documented_rules():
+    p = load_policy("balanced")
+    assert (p.min_liq_atr, p.liq_release_atr, p.drawdown_cooldown_hours) == (8.0, 16.0, 24.0)
+    assert p.cascade_reach_atr == 24.0 and p.to_array()[en.P_CASCADE_REACH_ATR] == 24.0
+
+
+REACH = RiskPolicy(cascade_reach_atr=24.0, cascade_max_leverage=2.0, mmr=0.005,
+                   min_liq_atr=0.0, hedge=False, daily_loss=1.0, max_drawdown=1.0).to_array()
+
+
+def _cascade_sig(atr: float, cascade: float, block: float) -> np.ndarray:
+    sig = _sig(100.0, atr)
+    sig[en.S_CASCADE], sig[en.S_CASCADE_BLOCK] = cascade, block
+    return sig
+
+
+def test_cascade_reach_spares_a_position_it_cannot_liquidate():
+    out = np.zeros(en.N_DECISION)
+    safe = _lev(100.0 - 24.0)                 # long liquidated 24 ATRs (ATR 1) below: 4.10x
+    assert safe == pytest.approx(1 / 0.2438)
+    # 3x long (liquidation 33.5 below, beyond 24 ATRs): a long cascade does not cut it and
+    # entries on the long side stay allowed up to 4.10x
+    en.evaluate(_cascade_sig(1.0, 1.0, 1.0), _acct(10_000.0, 30_000.0, 66.5), REACH, out)
+    assert out[en.D_STATE] == en.ACTIVE and not int(out[en.D_REASONS]) & en.R_CASCADE
+    assert int(out[en.D_REASONS]) & en.R_CASCADE_BLOCK and out[en.D_BLOCK_LONG] == 0.0
+    assert out[en.D_MAX_LEV_LONG] == pytest.approx(safe) and out[en.D_MAX_LEV_SHORT] == 20.0
+    assert en.allowed_target(30_000.0, 30_000.0, out, REACH) == 30_000.0
+    assert en.allowed_target(50_000.0, 30_000.0, out, REACH) == pytest.approx(10_000 * safe)
+    # 10x long (liquidation 9.5 below, within reach): REDUCING to the 4.10x liquidated 24
+    # ATRs away
+    en.evaluate(_cascade_sig(1.0, 1.0, 1.0), _acct(10_000.0, 100_000.0, 90.5), REACH, out)
+    assert out[en.D_STATE] == en.REDUCING and int(out[en.D_REASONS]) & en.R_CASCADE
+    assert en.allowed_target(100_000.0, 100_000.0, out, REACH) == pytest.approx(10_000 * safe)
+    # ATR 5: 24 ATRs is beyond zero, only 1x is that far; the cut stops at 2x
+    en.evaluate(_cascade_sig(5.0, 1.0, 1.0), _acct(10_000.0, 30_000.0, 66.5), REACH, out)
+    assert out[en.D_STATE] == en.REDUCING and out[en.D_MAX_LEV_LONG] == 2.0
+    assert en.allowed_target(30_000.0, 30_000.0, out, REACH) == 20_000.0
+    # after the cascade (block only), a 3x long held above the reachable 1x keeps its size
+    # but cannot grow
+    en.evaluate(_cascade_sig(5.0, 0.0, 1.0), _acct(10_000.0, 30_000.0, 66.5), REACH, out)
+    assert out[en.D_STATE] == en.ACTIVE and out[en.D_MAX_LEV_LONG] == pytest.approx(3.0)
+    assert en.allowed_target(40_000.0, 30_000.0, out, REACH) == pytest.approx(30_000.0)
+    # no ATR yet (warm-up): the plain rule (cut to 2x, entries blocked)
+    en.evaluate(_cascade_sig(np.nan, 1.0, 1.0), _acct(10_000.0, 30_000.0, 66.5), REACH, out)
+    assert out[en.D_STATE] == en.REDUCING and out[en.D_BLOCK_LONG] == 1.0
