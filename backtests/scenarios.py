@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bot.data import dataset as ds_io
 from bot.data.dataset import Dataset
-from bot.data.synthetic import CROWDING_BIAS, SynthSpec, generate
+from bot.data.synthetic import CROWDING_BIAS, MAX_DAYS, MAX_SEED, SynthSpec, generate, snapshot_minutes_for
 from bot.errors import LiqbotError
 
 NAMED = {"cascade-long": (7, "long", 3), "cascade-short": (7, "short", 3), "calm": (7, "none", 3)}
@@ -30,11 +30,15 @@ def load_scenario(name: str) -> Dataset:
         except (ValueError, IndexError):
             raise LiqbotError(f"--scenario: expected synthetic:SEED[:CROWDING[:DAYS]], got "
                               f"{name!r}") from None
-        if crowd not in CROWDING_BIAS or not 1 <= days <= 366 or seed < 0:
-            raise LiqbotError(f"--scenario: crowding long|short|none, days 1..366, got {name!r}")
-        return generate(SynthSpec(seed=seed, days=days, crowding=crowd))
+        if crowd not in CROWDING_BIAS or not 1 <= days <= MAX_DAYS or not 0 <= seed <= MAX_SEED:
+            raise LiqbotError(f"--scenario: seed 0..{MAX_SEED}, crowding long|short|none, days "
+                              f"1..{MAX_DAYS}, got {name!r}")
+        return generate(SynthSpec(seed=seed, days=days, crowding=crowd,
+                                  snapshot_minutes=snapshot_minutes_for(days)))
     path = Path(name)
-    if path.exists():
+    if path.is_dir():
         return ds_io.load(path)
+    if path.exists():
+        raise LiqbotError(f"--scenario: {name!r} is a file, expected a dataset directory")
     raise LiqbotError(f"--scenario: {name!r} is neither a dataset directory nor one of "
                       f"{', '.join(NAMED)}, synthetic:SEED[:CROWDING[:DAYS]]")

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import stat
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, ValidationError
 
 from bot.errors import ConfigError
 
@@ -33,18 +34,28 @@ SECRET_ENV = {"api_key": "LIQBOT_API_KEY", "api_secret": "LIQBOT_API_SECRET",
               "api_passphrase": "LIQBOT_API_PASSPHRASE"}
 
 
+#: An exchange symbol: upper-case letters and digits only, so it is safe in URLs and paths.
+Symbol = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]{2,20}$")]
+#: Longest string a config error message repeats; longer ones could be a pasted secret.
+ECHO_MAX = 12
+_ECHO_SAFE = re.compile(r"^[A-Za-z0-9_.:/ +-]*$")
+CREDENTIAL_KEYS = ("api_key", "api_secret", "api_passphrase")
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: `inf` or `nan` in TOML or an env override is an error, never a
+    # silent NaN equity later.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SyntheticConfig(_Section):
     """The embedded scenario: a synthetic cascade day generated from a seed (no files needed)."""
 
-    seed: int = Field(7, ge=0)
+    seed: int = Field(7, ge=0, le=2**63 - 1)
     days: int = Field(3, ge=1, le=366)
     crowding: Literal["long", "short", "none"] = "long"
-    symbol: str = "BTCUSDT"
-    start_price: float = Field(100_000.0, gt=0)
+    symbol: Symbol = "BTCUSDT"
+    start_price: float = Field(100_000.0, gt=0, le=1e9)
 
 
 class DataConfig(_Section):
@@ -64,7 +75,8 @@ class ExchangeConfig(_Section):
     """Exchange account. Secrets are NOT here: see module docstring."""
 
     name: Literal["binance", "bybit", "okx"] = "binance"
-    symbols: list[str] = Field(default_factory=lambda: ["BTCUSDT"], min_length=1)
+    symbols: list[Symbol] = Field(default_factory=lambda: ["BTCUSDT"], min_length=1,
+                                  max_length=100)
     credentials_file: Path | None = None
     testnet: bool = False
 
@@ -77,17 +89,18 @@ class DownloadConfig(_Section):
         None, description="override the exchange's REST host (tests point it at 127.0.0.1)"
     )
     requests_per_second: float = Field(5.0, gt=0, le=100)
-    timeout_s: float = Field(30.0, gt=0)
+    timeout_s: float = Field(30.0, gt=0, le=3600)
     retries: int = Field(3, ge=0, le=20)
 
 
 class FillsConfig(_Section):
     """Market-order slippage model (`bot/mechanics/fills.py`)."""
 
-    impact_coef: float = Field(0.7, ge=0, description="square-root-law coefficient")
-    half_spread_bps: float = Field(0.5, ge=0, description="paid on every market order")
-    liq_multiplier: float = Field(2.0, ge=0, description="book thinning per liq/volume")
-    window_bars: int = Field(60, ge=1, description="trailing window for volume and sigma")
+    impact_coef: float = Field(0.7, ge=0, le=100, description="square-root-law coefficient")
+    half_spread_bps: float = Field(0.5, ge=0, le=1000, description="paid on every market order")
+    liq_multiplier: float = Field(2.0, ge=0, le=1000, description="book thinning per liq/volume")
+    window_bars: int = Field(60, ge=1, le=100_000,
+                             description="trailing window for volume and sigma")
     max_impact: float = Field(0.05, gt=0, le=0.5, description="cap on slippage (fraction)")
 
 
@@ -102,6 +115,52 @@ class FeesConfig(_Section):
 
 class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = Field("text", description="json = one JSON object a line")
+    file: Path | None = Field(None, description="also append the daemon's log to this file")
+
+
+class RunConfig(_Section):
+    """What `liqbot run` trades and how the daemon commits and schedules its jobs."""
+
+    strategy: str = "hold"
+    params: dict[str, str | int | float] = Field(default_factory=dict,
+                                                 description="strategy parameters, as --param")
+    preset: str = "balanced"
+    wallet: float = Field(100_000.0, gt=0, le=1e15, allow_inf_nan=False)
+    speed: float = Field(0.0, ge=0, le=1e9, allow_inf_nan=False,
+                         description="replay speed: 0 = as fast as possible, 60 = 1h per minute")
+    commit_bars: int = Field(500, ge=1, le=100_000)
+    commit_seconds: float = Field(0.5, gt=0, le=3600, allow_inf_nan=False)
+    equity_every_s: float = Field(60.0, gt=0, le=86_400, allow_inf_nan=False)
+    stale_check_s: float = Field(60.0, gt=0, le=86_400, allow_inf_nan=False)
+    reconcile_every_s: float = Field(30.0, gt=0, le=86_400, allow_inf_nan=False)
+    positioning_every_s: float = Field(300.0, gt=0, le=86_400, allow_inf_nan=False)
+
+
+ALERT_KINDS = ("state", "liquidation_distance", "stale_feed", "reject", "liquidation",
+               "daily_summary")
+
+
+class AlertsConfig(_Section):
+    """`liqbot run` alerts (bot/runtime/alerts.py, docs/operations.md): a JSON webhook and/or
+    Telegram. The Telegram bot token is read only from LIQBOT_TELEGRAM_TOKEN, never here."""
+
+    webhook_url: str | None = Field(None, pattern=r"^https?://\S+$",
+                                    description="JSON POST target; unset = no webhook")
+    telegram_chat_id: int | str | None = Field(None, description="unset = no Telegram")
+    telegram_api_url: str = Field("https://api.telegram.org", pattern=r"^https?://\S+$",
+                                  description="Bot API base (tests point it at 127.0.0.1)")
+    on: list[Literal["state", "liquidation_distance", "stale_feed", "reject", "liquidation",
+                     "daily_summary"]] = Field(default_factory=lambda: list(ALERT_KINDS))
+    liq_distance_pct: float = Field(5.0, gt=0, le=100, allow_inf_nan=False,
+                                    description="alert when own liquidation is closer (% of mark)")
+    min_interval_s: float = Field(60.0, ge=0, le=86_400, allow_inf_nan=False,
+                                  description="per alert key (kind + symbol [+ state])")
+    max_per_minute: int = Field(20, ge=1, le=10_000)
+    retries: int = Field(3, ge=0, le=20)
+    retry_backoff_s: float = Field(1.0, ge=0, le=600, allow_inf_nan=False)
+    timeout_s: float = Field(10.0, gt=0, le=600, allow_inf_nan=False)
+    queue_size: int = Field(1000, ge=1, le=1_000_000)
 
 
 class Config(_Section):
@@ -115,6 +174,8 @@ class Config(_Section):
     fills: FillsConfig = FillsConfig()
     fees: FeesConfig = FeesConfig()
     logging: LoggingConfig = LoggingConfig()
+    run: RunConfig = RunConfig()
+    alerts: AlertsConfig = AlertsConfig()
 
 
 class Credentials:
@@ -131,28 +192,72 @@ class Credentials:
     __str__ = __repr__
 
 
+def shown(value: Any) -> str:
+    """How a config error shows the offending input: never anything that could be a secret.
+
+    Numbers, booleans and short plain words (<= ECHO_MAX characters, e.g. 'yolo') are
+    repeated; a URL is shown with its userinfo masked (`user:***@`); any other string,
+    table or list is described by its type and size only.
+    """
+    if value is None or isinstance(value, bool | int | float):
+        return repr(value)
+    if isinstance(value, str):
+        if "://" in value or "@" in value:
+            from bot.store.urls import mask_url
+            masked = mask_url(value.split("?", 1)[0])
+            if "@" in masked.split("://", 1)[-1] and ":***@" not in masked:
+                return f"a URL with user information ({len(value)} characters, not shown)"
+            return repr(masked) + (" (query not shown)" if "?" in value else "")
+        if len(value) <= ECHO_MAX and _ECHO_SAFE.fullmatch(value):
+            return repr(value)
+        return f"a string of {len(value)} characters (not shown)"
+    if isinstance(value, Mapping):
+        return f"a table with {len(value)} key(s) (not shown)"
+    if isinstance(value, list | tuple):
+        return f"a list of {len(value)} item(s) (not shown)"
+    return f"a {type(value).__name__} (not shown)"
+
+
+_EXPECTED = {"string_pattern_mismatch": "a symbol like BTCUSDT (2-20 upper-case letters and "
+                                        "digits)",
+             "finite_number": "a finite number"}
+
+
 def _format_problem(err: Mapping[str, Any]) -> str:
     loc = ".".join(str(p) for p in err["loc"]) or "(root)"
     kind = err["type"]
     if kind == "extra_forbidden":
-        return f"{loc}: expected a known key, got unknown key {str(err['loc'][-1])!r}"
+        return f"{loc}: expected a known key, got unknown key {shown(str(err['loc'][-1]))}"
     if kind == "missing":
         return f"{loc}: expected a value, got nothing"
     msg = str(err["msg"])
-    expected = msg.replace("Input should be ", "").replace("Value error, ", "")
-    got = err.get("input")
-    return f"{loc}: expected {expected}, got {got!r}"
+    expected = _EXPECTED.get(kind) or msg.replace("Input should be ", "").replace(
+        "Value error, ", "")
+    return f"{loc}: expected {expected}, got {shown(err.get('input'))}"
 
 
-def _secret_keys_in(tree: Mapping[str, Any], prefix: str = "") -> list[str]:
+def _secret_keys_in(tree: Any, prefix: str = "") -> list[str]:
+    """Paths of secret-looking keys at any depth: tables, arrays, inline tables."""
     found: list[str] = []
-    for key, value in tree.items():
+    if isinstance(tree, Mapping):
+        items = [(str(k), v) for k, v in tree.items()]
+    elif isinstance(tree, list | tuple):
+        items = [(str(i), v) for i, v in enumerate(tree)]
+    else:
+        return found
+    for key, value in items:
         path = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            found.extend(_secret_keys_in(value, path + "."))
-        elif key.lower() in SECRET_KEYS:
+        if isinstance(tree, Mapping) and _is_secret_key(key):
             found.append(path)
+        elif isinstance(value, Mapping | list | tuple):
+            found.extend(_secret_keys_in(value, path + "."))
     return found
+
+
+def _is_secret_key(key: str) -> bool:
+    k = key.lower().replace("-", "_")
+    return k in SECRET_KEYS or any(w in k for w in ("secret", "password", "passphrase", "token",
+                                                    "api_key", "apikey", "private_key"))
 
 
 def _parse_env_value(raw: str) -> Any:
@@ -183,25 +288,32 @@ def parse_config(
     tree: Mapping[str, Any], source: str, env: Mapping[str, str] | None = None
 ) -> Config:
     """Validate a config tree (from TOML) plus env overrides; raise ConfigError with all problems."""
-    secret_paths = _secret_keys_in(tree)
+    merged = _apply_env(copy.deepcopy(dict(tree)), env if env is not None else os.environ)
+    secret_paths = _secret_keys_in(merged)
     problems = [
         f"{p}: expected no secrets in a config file (use the {SECRET_ENV['api_key']}-style "
         "environment variables or exchange.credentials_file with mode 0600), got a value "
         "(not shown)"
         for p in secret_paths
     ]
-    merged = _apply_env(copy.deepcopy(dict(tree)), env if env is not None else os.environ)
     try:
         cfg = Config.model_validate(merged)
     except ValidationError as exc:
         problems.extend(
             _format_problem(e) for e in exc.errors()
-            if ".".join(str(p) for p in e["loc"]) not in secret_paths  # already reported
+            if not _under_secret(".".join(str(p) for p in e["loc"]), secret_paths)
         )
         cfg = None
     if problems or cfg is None:
         raise ConfigError(source, problems)
     return cfg
+
+
+def _under_secret(loc: str, secret_paths: list[str]) -> bool:
+    """True when an error's location is a secret key, inside one, or a container holding one
+    (its message would otherwise describe the secret)."""
+    return any(loc == p or loc.startswith(p + ".") or p.startswith(loc + ".")
+               for p in secret_paths)
 
 
 def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) -> Config:
@@ -210,7 +322,9 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
     if path is None and environ.get("LIQBOT_CONFIG"):
         path = Path(environ["LIQBOT_CONFIG"])
     if path is None:
-        return parse_config({}, "(defaults)", environ)
+        cfg = parse_config({}, "(defaults)", environ)
+        check_credentials_file(cfg)
+        return cfg
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -219,7 +333,9 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
         tree = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), [f"(file): expected valid TOML, got {exc}"]) from None
-    return parse_config(tree, str(path), environ)
+    cfg = parse_config(tree, str(path), environ)
+    check_credentials_file(cfg)
+    return cfg
 
 
 def load_credentials(cfg: Config, env: Mapping[str, str] | None = None) -> Credentials | None:
@@ -234,14 +350,24 @@ def load_credentials(cfg: Config, env: Mapping[str, str] | None = None) -> Crede
             environ.get(SECRET_ENV["api_secret"], ""),
             environ.get(SECRET_ENV["api_passphrase"]),
         )
-    path = cfg.exchange.credentials_file
+    tree = _read_credentials_file(cfg.exchange.credentials_file)
+    if tree is None:
+        return None
+    return Credentials(tree["api_key"], tree["api_secret"], tree.get("api_passphrase"))
+
+
+def _read_credentials_file(path: Path | None) -> dict[str, str] | None:
+    """The credentials TOML after checking mode 0600 and format; never echoes its content."""
     if path is None:
         return None
     key = "exchange.credentials_file"
+    path = path.expanduser()
     try:
         st = path.stat()
     except OSError as exc:
         raise ConfigError(str(path), [f"{key}: expected a readable file, got {exc.strerror}"]) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(str(path), [f"{key}: expected a regular file, got something else"])
     if stat.S_IMODE(st.st_mode) & 0o077:
         mode = oct(stat.S_IMODE(st.st_mode))[2:]
         raise ConfigError(
@@ -249,11 +375,26 @@ def load_credentials(cfg: Config, env: Mapping[str, str] | None = None) -> Crede
         )
     try:
         tree = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError):
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         # The message of a TOML error can quote the secret itself, so it is not repeated.
         raise ConfigError(str(path), [f"{key}: expected TOML with api_key and api_secret, "
                                       "got an unreadable file"]) from None
-    missing = [k for k in ("api_key", "api_secret") if not isinstance(tree.get(k), str)]
-    if missing:
-        raise ConfigError(str(path), [f"{key}: expected string {m}, got nothing" for m in missing])
-    return Credentials(tree["api_key"], tree["api_secret"], tree.get("api_passphrase"))
+    problems = [f"{key}: expected string {m}, got nothing" for m in ("api_key", "api_secret")
+                if not isinstance(tree.get(m), str) or not tree.get(m)]
+    problems += [f"{key}: expected only {', '.join(CREDENTIAL_KEYS)}, got unknown key "
+                 f"{shown(k)}" for k in tree if k not in CREDENTIAL_KEYS]
+    if "api_passphrase" in tree and not isinstance(tree["api_passphrase"], str):
+        problems.append(f"{key}: expected string api_passphrase, got a "
+                        f"{type(tree['api_passphrase']).__name__}")
+    if problems:
+        raise ConfigError(str(path), problems)
+    return tree
+
+
+def check_credentials_file(cfg: Config) -> None:
+    """Mode and format of `exchange.credentials_file` (if set); raises ConfigError.
+
+    Called by `load_config`, so every command (and `config check`) refuses a world-readable
+    or malformed credentials file, not only the daemon that reads it.
+    """
+    _read_credentials_file(cfg.exchange.credentials_file)

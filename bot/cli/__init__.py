@@ -9,27 +9,93 @@ from __future__ import annotations
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from bot import __version__
-from bot.cli import backtest, calc, config_cmd, data, heatmap
 from bot.errors import LiqbotError
+
+#: Commands loaded on first use, so `liqbot --help` (and every command) imports only the
+#: modules it runs (numba, pyarrow, aiohttp, sqlalchemy stay out of `--help`): name ->
+#: (module, "register" = its `register(app)` adds the command | "app" = its typer `app` is
+#: the group, short help shown by `liqbot --help`, hidden). tests/test_startup.py checks
+#: each entry against the loaded command.
+LAZY: dict[str, tuple[str, str, str, bool]] = {
+    "heatmap": ("bot.cli.heatmap", "register", "Liquidation heatmap: top clusters per side "
+                "and the crowding score of a dataset.", False),
+    "heatmap-validate": ("bot.cli.heatmap", "register", "", True),
+    "backtest": ("bot.cli.backtest", "register", "Replay a dataset or scenario through a "
+                 "strategy, the risk engine and the mechanics.", False),
+    "run": ("bot.cli.run", "register", "Run the trading daemon (paper by default; exchange "
+            "feed or --replay).", False),
+    "status": ("bot.cli.run", "register", "The daemon's state, positions, last decision and "
+               "why.", False),
+    "halt": ("bot.cli.run", "register", "Kill switch: stop (or flatten) the running daemon "
+             "within a second.", False),
+    "sweep": ("bot.cli.sweep", "register", "Sweep a strategy's parameters over datasets "
+              "(grid, Optuna, walk-forward; every core or Ray).", False),
+    "data": ("bot.cli.data", "app", "Market data: import, inspect, synthesise, download.", False),
+    "config": ("bot.cli.config_cmd", "app", "Validate configuration files.", False),
+    "calc": ("bot.cli.calc", "app", "Calculators: liquidation price.", False),
+    "emulator": ("bot.cli.emulator", "app", "Local Binance USD-M exchange emulator (replays a "
+                 "dataset).", False),
+}
+
+
+def load_command(name: str) -> Any:
+    """The real click command of a LAZY entry (imports its module), built exactly as an
+    eager `app.add_typer(module.app)` / `module.register(app)` would build it."""
+    import importlib
+
+    module_name, how, _, _ = LAZY[name]
+    module = importlib.import_module(module_name)
+    holder = typer.Typer(add_completion=False)
+    if how == "app":
+        holder.add_typer(module.app, name=name)
+    else:
+        module.register(holder)
+    return typer.main.get_group(holder).commands[name]
+
+
+class LazyGroup(typer.core.TyperGroup):
+    """The root group: listing (help) shows LAZY entries as stubs; running one loads it."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [*super().list_commands(ctx), *(n for n in LAZY if n not in self.commands)]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        cmd = super().get_command(ctx, cmd_name)
+        if cmd is None and cmd_name in LAZY:
+            _, _, short, hidden = LAZY[cmd_name]
+            cmd = typer.core.TyperCommand(cmd_name, short_help=short, hidden=hidden)
+        return cmd
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> tuple[str | None, Any, list[str]]:
+        name = args[0] if args else ""
+        if name in LAZY and name not in self.commands:
+            return name, load_command(name), args[1:]
+        if name and not name.startswith("-") and name not in self.commands:
+            from difflib import get_close_matches
+
+            close = get_close_matches(name, [n for n in self.list_commands(ctx)
+                                             if not (n in LAZY and LAZY[n][3])])
+            if close:
+                ctx.fail(f"No such command {name!r}. Did you mean "
+                         f"{', '.join(repr(c) for c in close)}?")
+        return super().resolve_command(ctx, args)
+
 
 app = typer.Typer(
     name="liqbot",
+    cls=LazyGroup,
     help="Perpetual-futures trading with liquidation-aware risk controls.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-app.add_typer(data.app, name="data")
-app.add_typer(config_cmd.app, name="config")
-app.add_typer(calc.app, name="calc")
-heatmap.register(app)
-backtest.register(app)
 
 
 def _version(value: bool) -> None:
@@ -54,18 +120,27 @@ def root(
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; maps errors to exit codes (see module docstring)."""
-    args = sys.argv[1:] if argv is None else argv
+    args = list(sys.argv[1:] if argv is None else argv)
     err = Console(stderr=True, highlight=False)
+    # `heatmap validate` has options (and --help) of its own: route it to its command
+    for i, a in enumerate(args):
+        if not a.startswith("-") and (i == 0 or args[i - 1] not in ("--config", "-c")):
+            if a == "heatmap" and args[i + 1:i + 2] == ["validate"]:
+                args[i:i + 2] = ["heatmap-validate"]
+            break
     try:
         # standalone mode: typer itself turns usage errors into exit 2 (SystemExit)
         app(args=args, prog_name="liqbot")
     except LiqbotError as exc:
-        err.print(f"[bold red]error:[/] {exc}", markup=True, soft_wrap=True)
+        from bot.store.urls import mask_url  # a URL's password never reaches the terminal
+        # escape: a message quoting user input like '[/bold]' must not be read as markup
+        err.print(f"[bold red]error:[/] {escape(mask_url(str(exc)))}", markup=True, soft_wrap=True)
         return 2
     except Exception as exc:
+        from bot.store.urls import mask_url
         if "--debug" in args:
             traceback.print_exc()
-        err.print(f"[bold red]unexpected error:[/] {type(exc).__name__}: {exc}\n"
+        err.print(f"[bold red]unexpected error:[/] {type(exc).__name__}: {escape(mask_url(str(exc)))}\n"
                   "This is a bug in liqbot; rerun with --debug for the traceback.", soft_wrap=True)
         return 1
     return 0

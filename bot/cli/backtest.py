@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,6 +16,7 @@ from backtests.report import write as write_report
 from backtests.runner import RunResult, RunSettings, decision_rows, prepare, run
 from backtests.scenarios import load_scenario
 from bot.cli.heatmap import parse_time
+from bot.cli.paths import check_output, dumps, write_output
 from bot.config import load_config
 from bot.data.dataset import iso
 from bot.errors import LiqbotError
@@ -39,6 +40,21 @@ def _liquidation(m: dict[str, Any]) -> str:
     if m.get("liquidated_at") is None:
         return "-"
     return f"{m['liquidated_at']} @ {m['liquidation_price']:,.2f}"
+
+
+def _time(text: str, flag: str) -> int:
+    """parse_time plus a range check (a 20-digit number is a usage error, not an overflow)."""
+    t = parse_time(text, flag)
+    if not 0 <= t < 2**62:
+        raise LiqbotError(f"{flag}: expected a UTC time or ms since the epoch, got {text!r}")
+    return t
+
+
+def _cell(fmt: str, value: Any) -> str:
+    """A table cell; '-' for a missing or non-finite figure (never 'nan')."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return fmt.format(value)
 
 
 def _params(pairs: list[str]) -> dict[str, str]:
@@ -93,8 +109,11 @@ def backtest_command(
         raise LiqbotError(f"--risk: expected on, off or compare, got {risk!r}")
     if dataset is not None and scenario is not None:
         raise LiqbotError("give a DATASET directory or --scenario NAME, not both")
-    if wallet <= 0:
-        raise LiqbotError(f"--wallet: expected a positive amount, got {wallet}")
+    if not (math.isfinite(wallet) and 0 < wallet <= 1e15):
+        raise LiqbotError(f"--wallet: expected a positive finite amount up to 1e15, got {wallet}")
+    json_out = check_output(json_path, "--json")
+    to_stdout = json_path is not None and json_out is None
+    check_output(report, "--report", stdout_ok=False)
     strat = find(strategy).from_strings(_params(param or []))
     policy = load_policy(preset) if risk != "off" else None
     fees, cfg = _fees((ctx.obj or {}).get("config") if ctx.obj else None)
@@ -106,8 +125,8 @@ def backtest_command(
         source = scenario or dataset
     bars = ds.bars
     if start or end:
-        bars = bars.between(parse_time(start, "--from") if start else None,
-                            parse_time(end, "--to") if end else None)
+        bars = bars.between(_time(start, "--from") if start else None,
+                            _time(end, "--to") if end else None)
     if len(bars) < 10:
         raise LiqbotError("the selected span has fewer than 10 bars")
     try:
@@ -130,14 +149,15 @@ def backtest_command(
                 raise LiqbotError(f"--check-lookahead: {strat.describe()} is NOT causal: on the "
                                   f"first {k} bars its target at bar {t} "
                                   f"({iso(int(bars.ts[t]))}) differs from the full-data run")
-        inputs = prepare(bars, signals, settings)
+        inputs = prepare(bars, brackets, settings)
+        signals = inputs.signals
         results: dict[str, RunResult] = {}
         for name in names:
             prog.update(task, description=f"risk {name}")
             pol = off_policy() if name == "off" else policy
             results[name] = run(inputs, strat, pol, brackets, settings, name,  # type: ignore[arg-type]
                                 progress=lambda k: prog.advance(task, k))
-    con = Console(highlight=False)
+    con = Console(highlight=False, stderr=to_stdout)  # `--json -`: stdout holds only JSON
     if check_lookahead:
         con.print(f"lookahead check: {strat.describe()} is causal on 5 prefixes")
     con.print(f"[bold]{bars.symbol}[/] {iso(bars.start_ms)} .. {iso(bars.end_ms)} "
@@ -148,7 +168,7 @@ def backtest_command(
     for name in names:
         t.add_column(f"risk {name}", justify="right")
     for label, key, fmt in ROWS:
-        t.add_row(label, *(fmt.format(results[n].metrics[key]) for n in names))
+        t.add_row(label, *(_cell(fmt, results[n].metrics[key]) for n in names))
     t.add_row("first liquidation", *(_liquidation(results[n].metrics) for n in names))
     con.print(t)
     meta = {"symbol": bars.symbol, "from": iso(bars.start_ms), "to": iso(bars.end_ms),
@@ -158,9 +178,9 @@ def backtest_command(
         out = {"meta": meta, "runs": {n: r.metrics for n, r in results.items()}}
         if "on" in results:
             out["decisions"] = decision_rows(results["on"], bars)
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
-        con.print(f"wrote {json_path}")
+        write_output(json_out, dumps(out) + "\n")
+        if json_out is not None:
+            con.print(f"wrote {json_path}")
     if report is not None:
         write_report(report, bars, results, signals.heatmap.clusters, meta)
         con.print(f"report: {report}")
@@ -178,4 +198,5 @@ def configured_data(cfg: Any) -> Any:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("backtest")(backtest_command)
+    app.command("backtest", short_help="Replay a dataset or scenario through a strategy, the "
+                "risk engine and the mechanics.")(backtest_command)

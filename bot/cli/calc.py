@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bot.cli.paths import SYMBOL, check_symbol
 from bot.errors import DataError, LiqbotError
 from bot.jsonfile import read_json
 from bot.mechanics import brackets as br
@@ -40,9 +41,39 @@ def _side(text: str) -> float:
     return 1.0 if text == "long" else -1.0
 
 
-def _positive(name: str, value: float | None) -> None:
+#: Largest accepted leverage: no venue offers more than 200x (Binance BTCUSDT 125x).
+MAX_LEVERAGE = 200.0
+#: Largest accepted price, quantity or wallet: beyond it float64 notionals lose meaning.
+MAX_AMOUNT = 1e15
+
+
+def _positive(name: str, value: float | None, hi: float = MAX_AMOUNT) -> None:
     if value is not None and not (np.isfinite(value) and value > 0):
         raise LiqbotError(f"{name}: expected a positive number, got {value}")
+    if value is not None and value > hi:
+        raise LiqbotError(f"{name}: expected at most {hi:g}, got {value:g}")
+
+
+def _number(row: dict, key: str, where: str, path: Path, lo: float, hi: float,
+            lo_open: bool = True, default: float | None = None) -> float:
+    """A finite number from a positions-file row, in (lo, hi] (or [lo, hi])."""
+    if key not in row and default is not None:
+        return default
+    raw = row[key]
+    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+        raise DataError(str(path), f"{where}: {key} must be a number, got a "
+                                   f"{type(raw).__name__}")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise DataError(str(path), f"{where}: {key} must be a number, got {str(raw)[:20]!r}") \
+            from None
+    ok = np.isfinite(value) and (value > lo if lo_open else value >= lo) and value <= hi
+    if not ok:
+        rng = f"{'(' if lo_open else '['}{lo:g}, {hi:g}]"
+        raise DataError(str(path), f"{where}: {key} must be a finite number in {rng}, "
+                                   f"got {value}")
+    return value
 
 
 def _brackets(mmr: float | None, amount: float | None, tiers: Path | None,
@@ -52,6 +83,9 @@ def _brackets(mmr: float | None, amount: float | None, tiers: Path | None,
             raise LiqbotError("--mmr and --tiers: give one of them, not both")
         if not 0 < mmr < 1:
             raise LiqbotError(f"--mmr: expected a rate in (0, 1) such as 0.004, got {mmr}")
+        if amount is not None and not (np.isfinite(amount) and 0 <= amount <= MAX_AMOUNT):
+            raise LiqbotError(f"--maint-amount: expected a finite amount >= 0 (quote), got "
+                              f"{amount}")
         return br.from_tiers(symbol, [{"floor": 0, "cap": np.inf, "mmr": mmr,
                                        "cum": amount or 0.0}], "--mmr/--maint-amount")
     if amount is not None:
@@ -80,19 +114,26 @@ def _others(path: Path, exchange: str) -> tuple[float, float]:
             raise DataError(str(path), f"{where}: expected an object")
         try:
             side = _side(str(row["side"]))
-            qty, entry, mark = (float(row[key]) for key in ("qty", "entry", "mark"))
+            qty, entry, mark = (_number(row, key, where, path, 0.0, MAX_AMOUNT)
+                                for key in ("qty", "entry", "mark"))
         except KeyError as exc:
             raise DataError(str(path), f"{where}: missing key {exc.args[0]!r} (need side, qty, "
                                        "entry, mark)") from None
-        except (TypeError, ValueError):
-            raise DataError(str(path), f"{where}: qty, entry and mark must be numbers") from None
+        except DataError:
+            raise
         except LiqbotError as exc:
             raise DataError(str(path), f"{where}: {exc}") from None
         if "mmr" in row:
-            b = br.from_tiers("", [{"floor": 0, "cap": np.inf, "mmr": float(row["mmr"]),
-                                    "cum": float(row.get("maint_amount", 0.0))}], "", str(path))
+            rate = _number(row, "mmr", where, path, 0.0, 0.999)
+            amount = _number(row, "maint_amount", where, path, 0.0, MAX_AMOUNT, lo_open=False,
+                             default=0.0)
+            b = br.from_tiers("", [{"floor": 0, "cap": np.inf, "mmr": rate, "cum": amount}], "",
+                              str(path))
         elif "symbol" in row:
-            b = br.shipped(exchange, str(row["symbol"]))
+            sym = row["symbol"]
+            if not isinstance(sym, str) or not SYMBOL.fullmatch(sym.upper()):
+                raise DataError(str(path), f"{where}: symbol must be like BTCUSDT")
+            b = br.shipped(exchange, sym)
         else:
             raise DataError(str(path), f"{where}: needs mmr (and maint_amount) or symbol")
         maint += lq.position_maintenance(qty, mark, b.floor, b.cap, b.mmr, b.cum)
@@ -108,9 +149,14 @@ def compute(exchange: str, side: str, entry: float, qty: float, leverage: float 
     if exchange not in ("binance", "bybit", "okx"):
         raise LiqbotError(f"--exchange: expected binance, bybit or okx, got {exchange!r}")
     s = _side(side)
-    for name, value in (("--entry", entry), ("--qty", qty), ("--leverage", leverage),
-                        ("--wallet", wallet)):
+    for name, value in (("--entry", entry), ("--qty", qty), ("--wallet", wallet)):
         _positive(name, value)
+    _positive("--leverage", leverage, MAX_LEVERAGE)
+    _positive("--entry x --qty", entry * qty)
+    if taker_fee is not None and not (np.isfinite(taker_fee) and 0 <= taker_fee <= 0.01):
+        raise LiqbotError(f"--taker-fee: expected a fee rate in [0, 0.01] such as 0.0005, got "
+                          f"{taker_fee}")
+    check_symbol(symbol, "--symbol")
     if (leverage is None) == (wallet is None):
         raise LiqbotError("give exactly one of --leverage L (isolated margin = entry x qty / L) "
                           "or --wallet W")
@@ -124,6 +170,11 @@ def compute(exchange: str, side: str, entry: float, qty: float, leverage: float 
     elif positions is not None:
         raise LiqbotError("--positions only applies with --margin-mode cross")
     b = _brackets(mmr, maint_amount, tiers, exchange, symbol)
+    notional = entry * qty
+    if notional > float(b.cap[-1]):
+        raise LiqbotError(f"--qty: notional {notional:,.0f} (entry x qty) exceeds the top bracket "
+                          f"of {b.symbol or symbol} (cap {float(b.cap[-1]):,.0f}); the exchange "
+                          "would not accept this position")
     margin = wallet if wallet is not None else entry * qty / float(leverage)  # type: ignore[arg-type]
     other_maint, other_upnl = _others(positions, exchange) if positions else (0.0, 0.0)
     if exchange == "binance":
@@ -139,6 +190,14 @@ def compute(exchange: str, side: str, entry: float, qty: float, leverage: float 
             price = lq.okx_liquidation_price_isolated(s, qty, entry, margin, b.mmr[0], fee)
     rate, amount = float(b.mmr[tier]), float(b.cum[tier])
     bankrupt = lq.bankruptcy_price(s, qty, entry, margin, other_upnl)
+    if not (np.isfinite(price) and np.isfinite(bankrupt)):
+        raise LiqbotError("these inputs give no finite liquidation price (check --mmr, "
+                          "--maint-amount, --taker-fee and the positions file)")
+    if margin_mode == "isolated" and s * (float(price) - entry) >= 0:
+        raise LiqbotError(f"the margin is below the maintenance requirement at entry: the "
+                          f"position would be liquidated immediately (liquidation price "
+                          f"{float(price):,.2f} is {'above' if s > 0 else 'below'} the entry "
+                          f"{entry:,.2f}); lower --leverage or add margin")
     cap = "inf" if not np.isfinite(b.cap[tier]) else f"{b.cap[tier]:,.0f}"
     label = (f"tier {tier + 1}: {b.floor[tier]:,.0f} < notional <= {cap}, mmr {rate:g}, "
              f"maintenance amount {amount:,.2f}")

@@ -1,7 +1,8 @@
-"""`liqbot config ...`: check a config file."""
+"""`liqbot config check`: validate a config file or a risk preset file."""
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 from typing import Annotated
 
@@ -11,15 +12,43 @@ from bot.config import load_config
 from bot.errors import ConfigError
 
 app = typer.Typer(help="Validate configuration files.", no_args_is_help=True)
+KINDS = ("auto", "config", "risk")
+
+
+def _kind_of(file: Path) -> str:
+    """'risk' for a preset (a TOML whose only top-level table is [risk]), else 'config'."""
+    try:
+        tree = tomllib.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return "config"  # load_config reports the problem with the file
+    return "risk" if set(tree) == {"risk"} else "config"
 
 
 @app.command("check")
-def check(file: Annotated[Path, typer.Argument(help="TOML config file")]) -> None:
+def check(
+    file: Annotated[Path, typer.Argument(help="TOML config file or risk preset")],
+    kind: Annotated[str, typer.Option(
+        "--kind", help="auto (a file with only a [risk] table is a risk preset) | config | risk")]
+    = "auto",
+) -> None:
     """Print OK, or every problem as `key.path: expected X, got Y` (exit 2)."""
+    if kind not in KINDS:
+        print(f"--kind: expected one of {', '.join(KINDS)}, got {kind!r}")
+        raise typer.Exit(2)
+    chosen = _kind_of(file) if kind == "auto" else kind
     try:
+        if chosen == "risk":
+            from bot.risk.policy import load_policy
+            if not file.is_file():
+                raise ConfigError(str(file), ["(file): expected a readable TOML file, got "
+                                              "no such file"])
+            load_policy(str(file))
+            print(f"OK: {file} (risk preset)")
+            return
         cfg = load_config(file)
     except ConfigError as exc:
         for p in exc.problems:
             print(p)
         raise typer.Exit(2) from None
-    print(f"OK: {file} (mode = {cfg.mode})")
+    creds = "" if cfg.exchange.credentials_file is None else ", credentials file mode 0600"
+    print(f"OK: {file} (mode = {cfg.mode}{creds})")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
+import re
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated
@@ -13,14 +13,27 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from bot.cli.paths import check_output_dir, check_symbol, dumps
 from bot.config import load_config
 from bot.data import dataset as ds_io
 from bot.data.download import download as vision_download
 from bot.data.download import plan
-from bot.data.importer import build_dataset
+from bot.data.importer import ALL_KINDS, DEFAULT_VENDOR_SYMBOL, build_dataset, parse_file_arg
 from bot.data.summary import one_line_moves, summarize
-from bot.data.synthetic import CROWDING_BIAS, SynthSpec, generate, spec_with
+from bot.data.synthetic import (
+    CROWDING_BIAS,
+    MAX_DAYS,
+    MAX_SEED,
+    SynthSpec,
+    check_spec,
+    generate,
+    snapshot_minutes_for,
+    spec_with,
+)
 from bot.errors import LiqbotError
+
+#: `data fetch` takes exchange ids (BTCUSDT) or ccxt unified symbols (BTC/USDT:USDT).
+CCXT_SYMBOL = re.compile(r"^[A-Za-z0-9]{2,20}(/[A-Za-z0-9]{2,10}(:[A-Za-z0-9]{2,10})?)?$")
 
 app = typer.Typer(help="Market data: import, inspect, synthesise, download.",
                   no_args_is_help=True)
@@ -43,19 +56,35 @@ def _progress() -> Progress:
                     TimeElapsedColumn(), console=Console(stderr=True), transient=True)
 
 
+_IMPORT_HELP = (
+    "Binance Vision files (.csv/.zip/.gz) and vendor bucket exports (api_price_ohlc_history.csv, "
+    "api_futures_..._{COIN}.csv: see docs/data.md). The kind comes from the file name; label "
+    "other files FILE:KIND, KIND one of: " + ", ".join(ALL_KINDS) + "."
+)
+
+
 @app.command("import")
 def import_(
-    files: Annotated[list[Path], typer.Argument(help="Binance Vision files (.csv/.zip/.gz)")],
+    files: Annotated[list[str], typer.Argument(help=_IMPORT_HELP, metavar="FILE[:KIND]...")],
     out: Annotated[Path, typer.Option("--out", help="dataset directory to write")],
     fill_gaps: Annotated[bool, typer.Option("--fill-gaps", help="fill missing bars (flagged)")]
     = False,
     allow_gaps: Annotated[bool, typer.Option("--allow-gaps", help="keep gaps as they are")]
     = False,
+    symbol: Annotated[str | None, typer.Option(
+        "--symbol", help=f"symbol of a vendor price grid (its file name has none; default "
+                         f"{DEFAULT_VENDOR_SYMBOL})")] = None,
 ) -> None:
-    """Build a dataset (Parquet + manifest) from exchange files."""
-    ds = build_dataset(files, fill=fill_gaps, allow_gaps=allow_gaps)
+    """Build a dataset (Parquet + manifest) from exchange and vendor files."""
+    check_output_dir(out, "--out")
+    if symbol is not None:
+        symbol = check_symbol(symbol, "--symbol")
+    ds = build_dataset([parse_file_arg(f) for f in files], fill=fill_gaps,
+                       allow_gaps=allow_gaps, symbol=symbol)
     path = ds_io.save(ds, out)
     s = summarize(ds)
+    for note in ds.meta.get("import_notes", []):
+        out_console.print(f"note: {note}")
     out_console.print(f"wrote {out} ({s['rows']:,} bars {s['timeframe']}, "
                       f"{s['span']['start']} .. {s['span']['end']}); manifest {path}")
 
@@ -64,11 +93,24 @@ def import_(
 def info(
     directory: Annotated[Path, typer.Argument(help="dataset directory")],
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    verify: Annotated[bool, typer.Option(
+        "--verify", help="only check the sha256 of every Parquet file against the manifest")]
+    = False,
 ) -> None:
-    """Span, rows, columns present, gaps, and the largest moves of a dataset."""
+    """Span, rows, columns present, gaps, and the largest moves of a dataset.
+
+    Loading verifies the recorded sha256 of each file (datasets written before checksums
+    were recorded load without; `--verify` says so)."""
+    if verify:
+        names = ds_io.verify(directory)
+        msg = (f"OK: {directory}: sha256 of {', '.join(names)} match the manifest" if names else
+               f"{directory}: the manifest records no checksums (written by an older liqbot); "
+               "rebuild it to get them")
+        print(dumps({"verified": names}) if as_json else msg)
+        return
     s = summarize(ds_io.load(directory))
     if as_json:
-        print(json.dumps(s, indent=2))
+        print(dumps(s))
         return
     print_summary(s, str(directory))
 
@@ -101,9 +143,9 @@ def print_summary(s: dict, title: str) -> None:
 @app.command("synth")
 def synth(
     ctx: typer.Context,
-    seed: Annotated[int | None, typer.Option("--seed", help="RNG seed (default: config)")]
-    = None,
-    days: Annotated[int | None, typer.Option("--days", min=1, max=366)] = None,
+    seed: Annotated[int | None, typer.Option(
+        "--seed", help=f"RNG seed 0..{MAX_SEED} (default: config)")] = None,
+    days: Annotated[int | None, typer.Option("--days", help=f"1..{MAX_DAYS}")] = None,
     crowding: Annotated[str | None, typer.Option("--crowding", help="long | short | none")]
     = None,
     out: Annotated[Path, typer.Option("--out", help="dataset directory to write")]
@@ -115,14 +157,19 @@ def synth(
     crowd = crowding or cfg.crowding
     if crowd not in CROWDING_BIAS:
         raise LiqbotError(f"--crowding: expected one of long, short, none, got {crowd!r}")
-    spec = spec_with(SynthSpec(seed=cfg.seed if seed is None else seed, days=days or cfg.days,
-                               crowding=crowd, symbol=cfg.symbol), start_price=cfg.start_price)
+    n_days = cfg.days if days is None else days
+    spec = spec_with(SynthSpec(seed=cfg.seed if seed is None else seed, days=n_days,
+                               crowding=crowd, symbol=cfg.symbol,
+                               snapshot_minutes=snapshot_minutes_for(n_days)),
+                     start_price=cfg.start_price)
+    check_spec(spec)
+    check_output_dir(out, "--out")
     with Console(stderr=True).status(f"simulating {spec.days} day(s), seed {spec.seed} ..."):
         ds = generate(spec)
     ds_io.save(ds, out)
     s = summarize(ds)
     if as_json:
-        print(json.dumps(s, indent=2))
+        print(dumps(s))
     else:
         print_summary(s, f"synthetic cascade -> {out}")
 
@@ -149,6 +196,8 @@ def download_cmd(
         raise LiqbotError(f"--exchange: expected binance (Binance Vision), got {exchange!r}; "
                           "use `liqbot data fetch` for other exchanges")
     cfg = _config(ctx).download
+    symbol = check_symbol(symbol, "--symbol")
+    check_output_dir(out, "--out")
     refs = plan(symbol, kind, interval, _parse_day(start, "--from"), _parse_day(end, "--to"))
     with _progress() as prog:
         task = prog.add_task(f"{symbol} {kind}", total=len(refs))
@@ -186,6 +235,10 @@ def fetch_cmd(
     from bot.data.fetch import SERIES, fetch_history, make_exchange
 
     cfg = _config(ctx).download
+    check_output_dir(out, "--out")
+    if not CCXT_SYMBOL.fullmatch(symbol):
+        raise LiqbotError(f"--symbol: expected an exchange id like BTCUSDT or a ccxt symbol like "
+                          f"BTC/USDT:USDT, got {symbol[:40]!r}")
     chosen = tuple(s.strip() for s in series.split(",") if s.strip())
     bad = [s for s in chosen if s not in SERIES]
     if bad or "ohlcv" not in chosen:

@@ -26,7 +26,7 @@ import numpy as np
 
 from bot.data.bars import Bars, Trades
 from bot.data.csvfile import CsvSpec, CsvTable, read_bytes, read_csv
-from bot.data.validate import check_bar_columns, check_grid, check_time
+from bot.data.validate import check_bar_columns, check_grid, check_time, check_ts_range, to_ms
 from bot.errors import DataError
 
 _KLINE_COLS = (("open_time", "i8"), ("open", "f8"), ("high", "f8"), ("low", "f8"),
@@ -127,10 +127,14 @@ def load_file(path: Path, kind: str | None = None) -> VisionFile:
     table = read_csv(path, SPECS[kind])
     cols = table.columns
     label = table.label
+    _times_to_ms(kind, cols, label, table.line_of)
     if kind in KLINE_KINDS:
-        ts = _to_ms(cols["open_time"])
-        close_time = _to_ms(cols["close_time"] + 1) - 1
+        ts = cols["open_time"]
+        close_time = cols["close_time"]
         step = int(close_time[0] - ts[0] + 1)
+        if step <= 0:
+            raise DataError(label, f"close_time {int(close_time[0])} is not after open_time "
+                                   f"{int(ts[0])}", row=table.line_of(0), column="close_time")
         check_time(ts, label, table.line_of)
         check_grid(ts, step, label, table.line_of)
         check_bar_columns({**_kline_fields(cols), "ts": ts, "close_time": close_time},
@@ -176,10 +180,30 @@ def _check_finite(cols: dict[str, np.ndarray], names: tuple[str, ...], table: Cs
                             column=name)
 
 
+#: The epoch-time columns of each kind (converted to ms in place by `load_file`).
+_TIME_COLUMNS = {**{k: ("open_time",) for k in KLINE_KINDS}, "fundingRate": ("calc_time",),
+                 "liquidationSnapshot": ("time",), "aggTrades": ("transact_time",),
+                 "trades": ("time",)}
+
+
+def _times_to_ms(kind: str, cols: dict[str, np.ndarray], label: str, line_of) -> None:  # noqa: ANN001
+    """Detect the unit (s / ms / us, named in errors) of the time columns; store int64 ms.
+
+    Binance moved some files to microseconds; a file in seconds would otherwise become a
+    "60ms" dataset in 1970. close_time (open + interval - 1 unit) converts as an end bound.
+    """
+    for name in _TIME_COLUMNS.get(kind, ()):
+        cols[name] = to_ms(cols[name], label, line_of, name)
+    if kind in KLINE_KINDS:
+        cols["close_time"] = to_ms(np.asarray(cols["close_time"], np.int64) + 1, label, line_of,
+                                   "close_time") - 1
+    if kind == "metrics":
+        check_ts_range(cols["create_time"], label, line_of, "create_time")
+
+
 def _to_ms(ts: np.ndarray) -> np.ndarray:
-    """Binance moved some files to microseconds; bring everything to int64 ms."""
-    ts = np.asarray(ts, dtype=np.int64)
-    return ts // 1000 if len(ts) and ts[0] > 10**14 else ts
+    """Time columns are int64 ms once `load_file` has run (see `_times_to_ms`)."""
+    return np.asarray(ts, dtype=np.int64)
 
 
 def _kline_fields(cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -194,7 +218,7 @@ def kline_bars(f: VisionFile) -> Bars:
     """A klines file as Bars (interval from close_time - open_time + 1)."""
     cols = f.table.columns
     ts = _to_ms(cols["open_time"])
-    step = int(_to_ms(cols["close_time"][:1] + 1)[0] - ts[0])
+    step = int(cols["close_time"][0] + 1 - ts[0])
     return Bars(f.symbol, step, {"ts": ts, **_kline_fields(cols)})
 
 

@@ -12,18 +12,17 @@ import csv
 import gzip
 import io
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.csv as pacsv
 
 from bot.errors import DataError
 
 #: Column types: "i8" int64, "f8" float64, "bool", "str", "datetime" ("YYYY-MM-DD HH:MM:SS" UTC).
-_ARROW_TYPES = {"i8": pa.int64(), "f8": pa.float64(), "bool": pa.bool_(), "str": pa.string(),
-                "datetime": pa.string()}
+_ARROW_TYPES = {"i8": "int64", "f8": "float64", "bool": "bool_", "str": "string",
+                "datetime": "string"}      # pyarrow type factories, resolved at read time
 
 
 @dataclass(frozen=True)
@@ -55,32 +54,85 @@ class CsvTable:
         return self.first_line + int(index)
 
 
+#: Limits on what one compressed file may expand to, checked BEFORE decompressing (zip:
+#: the member's declared size and ratio) and enforced while streaming (gzip, and zip
+#: members whose header lies). The largest real Vision file (a BTCUSDT trades day) expands
+#: to about 1.5 GB at a ratio near 5; CSV of numbers rarely compresses beyond 20x.
+MAX_UNCOMPRESSED = 4 << 30
+MAX_RATIO = 100
+RATIO_FLOOR = 16 << 20      # below 16 MiB any ratio is fine (small repetitive files)
+_CHUNK = 1 << 20
+
+
+def _too_big(label: str, size: int, packed: int) -> DataError | None:
+    if size > MAX_UNCOMPRESSED:
+        return DataError(label, f"expands to {size:,} bytes, above the {MAX_UNCOMPRESSED:,}-byte "
+                                "limit (zip bomb or wrong file?)")
+    if size > RATIO_FLOOR and size > MAX_RATIO * max(packed, 1):
+        return DataError(label, f"compression ratio {size / max(packed, 1):,.0f}:1 is above the "
+                                f"{MAX_RATIO}:1 limit (zip bomb?); not decompressed")
+    return None
+
+
+def _stream(fh, label: str, packed: int) -> bytes:  # noqa: ANN001 (binary file object)
+    """Read a decompressing stream in chunks, stopping at the limits."""
+    out = bytearray()
+    while chunk := fh.read(_CHUNK):
+        out += chunk
+        err = _too_big(label, len(out), packed)
+        if err is not None:
+            raise err
+    return bytes(out)
+
+
 def read_bytes(path: Path) -> tuple[bytes, str]:
-    """Decompressed CSV bytes and a label naming the file (and zip member)."""
+    """Decompressed CSV bytes and a label naming the file (and zip member).
+
+    Compressed files are size-checked before and while decompressing (`MAX_UNCOMPRESSED`,
+    `MAX_RATIO`), so a small archive holding gigabytes is refused without inflating it.
+    """
     label = str(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DataError(label, f"cannot read file ({exc.strerror})") from None
     name = path.name.lower()
-    if name.endswith(".zip"):
-        try:
-            with zipfile.ZipFile(io.BytesIO(raw)) as zf:
-                members = [m for m in zf.namelist() if not m.endswith("/")]
-                if len(members) != 1:
-                    raise DataError(label, f"expected one CSV inside the zip, found {len(members)}")
-                data = zf.read(members[0])
-                return data, f"{label}:{members[0]}"
-        except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile):
-            raise DataError(label, "not a readable zip archive (truncated or corrupt)") from None
-        except (OSError, ValueError) as exc:  # CRC errors surface as BadZipFile or OSError
-            raise DataError(label, f"zip member unreadable ({exc})") from None
-    if name.endswith(".gz"):
-        try:
-            return gzip.decompress(raw), label
-        except (OSError, EOFError):
-            raise DataError(label, "not a readable gzip file (truncated or corrupt)") from None
-    return raw, label
+    try:
+        packed = path.stat().st_size
+        if name.endswith(".zip"):
+            return _read_zip(path, label, packed)
+        if name.endswith(".gz"):
+            try:
+                with gzip.open(path, "rb") as fh:
+                    return _stream(fh, label, packed), label
+            except (OSError, EOFError, zlib.error) as exc:
+                if isinstance(exc, FileNotFoundError | PermissionError):
+                    raise
+                raise DataError(label, "not a readable gzip file (truncated or corrupt)") from None
+        return path.read_bytes(), label
+    except DataError:
+        raise
+    except OSError as exc:
+        raise DataError(label, f"cannot read file ({exc.strerror or type(exc).__name__})") from None
+
+
+def _read_zip(path: Path, label: str, packed: int) -> tuple[bytes, str]:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = [m for m in zf.infolist() if not m.is_dir()]
+            if len(members) != 1:
+                raise DataError(label, f"expected one CSV inside the zip, found {len(members)}")
+            info = members[0]
+            err = _too_big(f"{label}:{info.filename}", info.file_size, info.compress_size)
+            if err is not None:
+                raise err
+            with zf.open(info) as fh:
+                return _stream(fh, f"{label}:{info.filename}", info.compress_size), \
+                    f"{label}:{info.filename}"
+    except DataError:
+        raise
+    except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile):
+        raise DataError(label, "not a readable zip archive (truncated or corrupt)") from None
+    except (OSError, ValueError, NotImplementedError, zlib.error) as exc:
+        if isinstance(exc, FileNotFoundError | PermissionError):
+            raise
+        raise DataError(label, f"zip member unreadable ({type(exc).__name__})") from None
 
 
 def _looks_like_header(first_line: bytes) -> bool:
@@ -107,9 +159,12 @@ def read_csv(path: Path, spec: CsvSpec) -> CsvTable:
         if len(got) != len(spec.columns):
             raise DataError(label, f"expected {len(spec.columns)} columns for {spec.kind}, "
                                    f"header has {len(got)}", row=1)
+    import pyarrow as pa  # imported here: commands that read no CSV start lighter
+    import pyarrow.csv as pacsv
+
     opts = pacsv.ReadOptions(column_names=spec.names, skip_rows=1 if has_header else 0)
     conv = pacsv.ConvertOptions(
-        column_types={n: _ARROW_TYPES[t] for n, t in spec.columns},
+        column_types={n: getattr(pa, _ARROW_TYPES[t])() for n, t in spec.columns},
         strings_can_be_null=False,
     )
     first_line = 2 if has_header else 1

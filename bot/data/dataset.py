@@ -13,22 +13,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from bot.data.bars import Bars
 from bot.data.binance_vision import interval_name
-from bot.data.validate import find_gaps
+from bot.data.validate import check_bars, find_gaps
 from bot.errors import DataError
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
+#: A table name becomes a file name in the dataset directory: plain names only (no path
+#: separators, no `..`, never absolute), so a manifest cannot point outside its directory.
+TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}$")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 def iso(ms: int) -> str:
@@ -79,49 +83,151 @@ class Dataset:
 
 
 def save(ds: Dataset, out: Path) -> Path:
-    """Write `ds` to directory `out` (created if needed); returns the manifest path."""
+    """Write `ds` to directory `out` (created if needed); returns the manifest path.
+
+    The manifest records the sha256 of every Parquet file (`files`), checked by `load`.
+    """
+    for name in ds.tables:
+        if not TABLE_NAME.fullmatch(name) or name == "bars":
+            raise DataError(str(out), f"table name {name!r} is not a plain name")
     out.mkdir(parents=True, exist_ok=True)
-    _write_table(ds.bars.columns, out / "bars.parquet")
+    files = {"bars.parquet": _write_table(ds.bars.columns, out / "bars.parquet")}
     for name, cols in ds.tables.items():
-        _write_table(cols, out / f"{name}.parquet")
+        files[f"{name}.parquet"] = _write_table(cols, out / f"{name}.parquet")
     path = out / MANIFEST
-    path.write_text(json.dumps(ds.manifest(), indent=2) + "\n", encoding="utf-8")
+    manifest = ds.manifest()
+    manifest["files"] = files
+    path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return path
 
 
-def _write_table(cols: dict[str, np.ndarray], path: Path) -> None:
+def _write_table(cols: dict[str, np.ndarray], path: Path) -> str:
+    """Write one Parquet table; returns its sha256."""
+    import pyarrow as pa  # imported here: the daemon's start-up does not need it
+    import pyarrow.parquet as pq
+
     table = pa.table({k: pa.array(v) for k, v in cols.items()})
     pq.write_table(table, path, compression="zstd")
+    return sha256_of(path)
 
 
-def _read_table(path: Path) -> dict[str, np.ndarray]:
+def _read_table(path: Path, sha256: str | None = None) -> dict[str, np.ndarray]:
+    """Columns of one Parquet file, after checking its sha256 when the manifest has one."""
+    if sha256 is not None:
+        _check_sha(path, sha256)
+    elif not path.is_file():
+        raise DataError(str(path), "missing table file (named by the manifest)")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     try:
         table = pq.read_table(path)
-    except (OSError, pa.ArrowInvalid) as exc:
+        return {name: table.column(name).to_numpy() for name in table.column_names}
+    except (OSError, pa.ArrowException) as exc:
         raise DataError(str(path), f"unreadable Parquet file ({exc})") from None
-    return {name: table.column(name).to_numpy() for name in table.column_names}
 
 
-def load(path: Path) -> Dataset:
-    """Read a dataset directory written by `save`."""
+def _manifest_problem(manifest: Any) -> str | None:
+    """The first type problem of a parsed manifest, or None."""
+    if not isinstance(manifest, dict):
+        return f"expected a JSON object, got a {type(manifest).__name__}"
+    want = {"symbol": str, "interval_ms": int, "exchange": str}
+    for key, typ in want.items():
+        if key not in manifest:
+            return f"manifest lacks the key {key!r}"
+        v = manifest[key]
+        if isinstance(v, bool) or not isinstance(v, typ):
+            return f"{key}: expected a {typ.__name__}, got a {type(v).__name__}"
+    if not SYMBOL_RE.fullmatch(manifest["symbol"]):
+        return "symbol: expected a symbol like BTCUSDT (2-20 upper-case letters and digits)"
+    if not 0 < manifest["interval_ms"] <= 31 * 86_400_000:
+        return f"interval_ms: expected 1 .. {31 * 86_400_000} ms, got {manifest['interval_ms']}"
+    tables = manifest.get("tables", {})
+    if not isinstance(tables, dict):
+        return f"tables: expected an object of name -> rows, got a {type(tables).__name__}"
+    for name, rows in tables.items():
+        if not TABLE_NAME.fullmatch(name) or name == "bars":
+            return (f"tables: {name[:80]!r} is not a plain table name (letters, digits, _; no "
+                    "path separators, no '..', not absolute)")
+        if isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
+            return f"tables.{name}: expected a row count (integer >= 0)"
+    files = manifest.get("files", {})
+    if not isinstance(files, dict) or not all(
+            isinstance(v, str) and SHA256_RE.fullmatch(v) for v in files.values()):
+        return "files: expected an object of file name -> sha256 (64 hex digits)"
+    for key, typ in (("sources", list), ("rows", int), ("meta", dict)):
+        if key in manifest and not isinstance(manifest[key], typ):
+            return f"{key}: expected a {typ.__name__}, got a {type(manifest[key]).__name__}"
+    return None
+
+
+def verify(path: Path) -> list[str]:
+    """Names of the Parquet files whose sha256 is recorded and checked (`data info --verify`);
+    raises DataError on the first mismatch or missing file."""
+    manifest = _read_manifest(path)
+    files = manifest.get("files", {})
+    for name, sha in files.items():
+        _check_sha(path / _file_name(name, path), sha)
+    return sorted(files)
+
+
+def _file_name(name: str, path: Path) -> str:
+    stem = name[:-len(".parquet")] if name.endswith(".parquet") else ""
+    if not (stem == "bars" or TABLE_NAME.fullmatch(stem)):
+        raise DataError(str(path / MANIFEST), f"files: {name[:80]!r} is not a plain table file name")
+    return name
+
+
+def _check_sha(f: Path, sha: str) -> None:
+    if not f.is_file():
+        raise DataError(str(f), "missing table file (named by the manifest)")
+    got = sha256_of(f)
+    if got != sha:
+        raise DataError(str(f), f"checksum mismatch: the manifest records sha256 {sha}, the "
+                                f"file has {got} (modified or corrupt)")
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
     mpath = path / MANIFEST
     if not mpath.is_file():
         raise DataError(str(path), f"not a dataset directory (no {MANIFEST}); build one with "
                                    "`liqbot data import` or `liqbot data synth`")
     try:
         manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(str(mpath), f"unreadable manifest ({exc})") from None
-    for key in ("symbol", "interval_ms", "exchange"):
-        if key not in manifest:
-            raise DataError(str(mpath), f"manifest lacks the key {key!r}")
-    cols = _read_table(path / "bars.parquet")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise DataError(str(mpath), f"unreadable manifest ({type(exc).__name__})") from None
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise DataError(str(mpath), problem)
+    return manifest
+
+
+def load(path: Path) -> Dataset:
+    """Read a dataset directory written by `save`, checking what the CSV import checks.
+
+    The manifest's fields are typed, table names are plain names inside `path`, every
+    Parquet file's sha256 is verified when the manifest records it (datasets written before
+    checksums existed load without), and the bars pass `validate.check_bars` (time order,
+    grid, units, OHLC, finite values).
+    """
+    manifest = _read_manifest(path)
+    files = manifest.get("files", {})
+    cols = _read_table(path / "bars.parquet", files.get("bars.parquet"))
+    label = str(path / "bars.parquet")
     try:
-        bars = Bars(manifest["symbol"], int(manifest["interval_ms"]), cols)
-    except ValueError as exc:
-        raise DataError(str(path / "bars.parquet"), str(exc)) from None
-    tables = {name: _read_table(path / f"{name}.parquet") for name in manifest.get("tables", {})}
+        bars = Bars(manifest["symbol"], manifest["interval_ms"], cols)
+    except (ValueError, TypeError) as exc:
+        raise DataError(label, str(exc)) from None
+    check_bars(bars, label, lambda i: int(i) + 1)
+    tables = {}
+    for name, rows in manifest.get("tables", {}).items():
+        t = _read_table(path / f"{name}.parquet", files.get(f"{name}.parquet"))
+        lengths = {len(v) for v in t.values()}
+        if len(lengths) > 1 or (lengths and lengths.pop() != rows):
+            raise DataError(str(path / f"{name}.parquet"), f"expected {rows} rows in every "
+                                                           "column (manifest tables)")
+        tables[name] = t
     known = {"format_version", "exchange", "symbol", "timeframe", "interval_ms", "span", "rows",
-             "columns", "gaps", "filled_bars", "tables", "sources"}
+             "columns", "gaps", "filled_bars", "tables", "sources", "files"}
     meta = {k: v for k, v in manifest.items() if k not in known}
     return Dataset(bars, manifest["exchange"], manifest.get("sources", []), tables, meta)

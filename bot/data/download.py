@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -22,7 +23,10 @@ import aiohttp
 from asyncio_throttle import Throttler
 
 from bot.data.binance_vision import KLINE_KINDS, SPECS, interval_ms
-from bot.errors import DataError
+from bot.errors import DataError, LiqbotError
+
+#: A symbol becomes a URL path segment and a file name: letters and digits only.
+SYMBOL = re.compile(r"^[A-Z0-9]{2,20}$")
 
 DAILY_ONLY = frozenset({"metrics", "liquidationSnapshot"})
 MONTHLY_ONLY = frozenset({"fundingRate"})
@@ -53,7 +57,10 @@ def plan(symbol: str, kind: str, interval: str | None, start: date, end: date) -
         if interval is None:
             raise DataError("(argument)", f"--interval is required for {kind}")
         interval_ms(interval)
-    symbol = symbol.upper()
+    symbol = symbol.strip().upper()
+    if not SYMBOL.fullmatch(symbol):
+        raise LiqbotError(f"--symbol: expected a symbol like BTCUSDT (2-20 letters and digits; it "
+                          f"becomes a URL and a file name), got {symbol[:40]!r}")
     refs: list[VisionFileRef] = []
     d = start
     while d <= end:
@@ -129,8 +136,12 @@ async def download(
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     sem = asyncio.Semaphore(4)
 
+    root = out.resolve()
+
     async def one(session: aiohttp.ClientSession, ref: VisionFileRef) -> Path:
         dest = out / ref.kind / ref.name
+        if not dest.resolve().is_relative_to(root):  # plan() validates; belt and braces
+            raise LiqbotError(f"--out: {ref.name!r} would be written outside {out}")
         url = f"{base}/{ref.url_path}"
         async with sem:
             expected = parse_checksum(

@@ -37,6 +37,7 @@ from bot.data.bars import MINUTE_MS, Bars
 from bot.data.dataset import Dataset, iso
 from bot.data.grid import log_bin
 from bot.data.rng import make_state, normal, poisson, uniform
+from bot.errors import LiqbotError
 from bot.mechanics.funding import funding_rate_from_premium
 from bot.mechanics.liquidation import binance_liquidation_price
 
@@ -44,6 +45,11 @@ from bot.mechanics.liquidation import binance_liquidation_price
 SYNTH_START_MS = 1767225600000
 MODEL_VERSION = "liqbot.synthetic/1"
 CROWDING_BIAS = {"long": 1.0, "short": -1.0, "none": 0.0}
+#: Seeds are splitmix64 states: a non-negative int64.
+MAX_SEED = 2**63 - 1
+#: Longest synthetic run (the kernel renormalises its lazy book scale, so any length works;
+#: this bounds memory: about 260 MB of bars per 1,000 days).
+MAX_DAYS = 2000
 
 
 class SynthParams(NamedTuple):
@@ -188,6 +194,10 @@ def _simulate(n_min: int, substeps: int, snap_every: int, p: SynthParams, crowd_
             long_tot -= closed_long
             short_tot -= closed_short
             scale *= 1.0 - hz
+            if scale < 1e-200:     # renormalise before the lazy scale underflows (~700 days)
+                long_q *= scale
+                short_q *= scale
+                scale = 1.0
             flow += (closed_short - closed_long) * price
             # -- price: shock + impact of voluntary and forced flow + reversion + news
             depth = depth0 / (1.0 + p.thin_k * liq_ewma / p.depth_per_pct)
@@ -316,12 +326,38 @@ def _shock(spec: SynthSpec) -> tuple[int, float]:
     return minute, sign
 
 
+class SpecError(LiqbotError, ValueError):
+    """An invalid SynthSpec: a user error (exit 2) that is also a ValueError."""
+
+
+def check_spec(spec: SynthSpec) -> None:
+    """Seed, days, crowding and sizes in range; raises SpecError naming the option."""
+    if isinstance(spec.seed, bool) or not isinstance(spec.seed, int | np.integer) \
+            or not 0 <= spec.seed <= MAX_SEED:
+        raise SpecError(f"--seed: expected an integer in 0 .. {MAX_SEED}, got {spec.seed!r}")
+    if spec.crowding not in CROWDING_BIAS:
+        raise SpecError(f"--crowding: expected one of long, short, none, got {spec.crowding!r}")
+    if isinstance(spec.days, bool) or not isinstance(spec.days, int | np.integer) \
+            or not 1 <= spec.days <= MAX_DAYS:
+        raise SpecError(f"--days: expected 1 .. {MAX_DAYS}, got {spec.days!r}")
+    if not 1 <= spec.substeps <= 64 or not 1 <= spec.snapshot_minutes <= 525_600:
+        raise SpecError(f"substeps 1..64 and snapshot_minutes 1..525600, got {spec.substeps}, "
+                        f"{spec.snapshot_minutes}")
+    if not all(np.isfinite(v) for v in spec.params):
+        raise SpecError("synthetic model parameters must be finite numbers")
+    if not 0 < spec.params.start_price <= 1e9:
+        raise SpecError(f"start_price: expected (0, 1e9], got {spec.params.start_price}")
+
+
+def snapshot_minutes_for(days: int) -> int:
+    """Book snapshot period: hourly up to a year, daily beyond (bounds the memory to about
+    9,000 snapshots x 2 sides x 2,400 bins)."""
+    return 60 if days <= 366 else 1440
+
+
 def generate(spec: SynthSpec) -> Dataset:
     """Run the model; returns a Dataset with bars and the ground-truth tables."""
-    if spec.crowding not in CROWDING_BIAS:
-        raise ValueError(f"crowding must be one of {list(CROWDING_BIAS)}, got {spec.crowding!r}")
-    if spec.days < 1:
-        raise ValueError(f"days must be >= 1, got {spec.days}")
+    check_spec(spec)
     n_min = spec.days * 1440
     shock_min, shock_dir = _shock(spec)
     cdf = np.cumsum(LEVERAGE_WEIGHTS) / LEVERAGE_WEIGHTS.sum()

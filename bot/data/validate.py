@@ -97,6 +97,75 @@ def check_bar_columns(cols: Mapping[str, np.ndarray], label: str, line_of: LineO
                             row=line_of(i), column="close_time")
 
 
+#: Plausible bar times, int64 ms UTC: 2000-01-01 .. 2100-01-01.
+TS_MIN_MS = 946_684_800_000
+TS_MAX_MS = 4_102_444_800_000
+#: Unit of an epoch timestamp by magnitude: below 1e11 seconds (1e11 ms is 1973), below
+#: 1e14 milliseconds, below 1e17 microseconds (Binance moved some files to us in 2025).
+_UNITS = (("s", 1e11, 1000), ("ms", 1e14, 1), ("us", 1e17, 0))
+
+
+def ts_unit(value: int) -> str:
+    """'s', 'ms', 'us' or 'ns' for one epoch timestamp, judged by its magnitude."""
+    for name, upper, _ in _UNITS:
+        if abs(value) < upper:
+            return name
+    return "ns"
+
+
+def to_ms(ts: np.ndarray, label: str, line_of: LineOf, column: str = "open_time") -> np.ndarray:
+    """Epoch timestamps in s, ms or us (one unit per file, detected) as int64 ms UTC.
+
+    Raises DataError naming the row when the unit changes within the file, a value is
+    negative or in nanoseconds, or the converted time falls outside 2000..2100.
+    """
+    ts = np.asarray(ts, dtype=np.int64)
+    if not len(ts):
+        return ts
+    unit = ts_unit(int(ts[0]))
+    units = np.select([np.abs(ts) < 1e11, np.abs(ts) < 1e14, np.abs(ts) < 1e17],
+                      [0, 1, 2], 3)
+    i = _first(units != units[0])
+    if i is not None:
+        raise DataError(label, f"timestamp unit changes from {unit} to {ts_unit(int(ts[i]))} "
+                               f"({int(ts[i])})", row=line_of(i), column=column)
+    if unit == "ns":
+        raise DataError(label, f"timestamp {int(ts[0])} looks like nanoseconds; expected "
+                               "seconds, milliseconds or microseconds since 1970",
+                        row=line_of(0), column=column)
+    out = ts * 1000 if unit == "s" else ts // 1000 if unit == "us" else ts
+    check_ts_range(out, label, line_of, column, unit)
+    return out
+
+
+def check_ts_range(ts_ms: np.ndarray, label: str, line_of: LineOf, column: str = "open_time",
+                   unit: str = "ms") -> None:
+    """Times within 2000..2100 (a 'ms' column holding seconds lands in 1970)."""
+    i = _first((ts_ms < TS_MIN_MS) | (ts_ms >= TS_MAX_MS))
+    if i is not None:
+        raise DataError(label, f"timestamp {int(ts_ms[i])} ms (read as {unit}) is outside "
+                               "2000-01-01 .. 2100-01-01; expected epoch milliseconds UTC "
+                               f"(a {ts_unit(int(ts_ms[i]))} value?)", row=line_of(i),
+                        column=column)
+
+
+def check_bars(bars: Bars, label: str, line_of: LineOf) -> None:
+    """Everything the CSV import checks, on Bars read back from a dataset (Parquet): time in
+    ms within 2000..2100, strictly increasing, on the interval grid; finite positive OHLC with
+    high/low consistent; non-negative volumes; taker volume within volume."""
+    check_ts_range(bars.ts, label, line_of, "ts")
+    check_time(bars.ts, label, line_of, "ts")
+    check_grid(bars.ts, bars.interval_ms, label, line_of, "ts")
+    check_bar_columns(bars.columns, label, line_of)
+    for name in ("open_interest", "open_interest_value", "liq_long_notional",
+                 "liq_short_notional"):
+        if bars.has(name):
+            i = _first(bars[name] < 0)
+            if i is not None:
+                raise DataError(label, f"negative {name} {float(bars[name][i])!r}",
+                                row=line_of(i), column=name)
+
+
 def find_gaps(ts: np.ndarray, interval_ms: int) -> list[Gap]:
     """Runs of missing bars in a strictly increasing `ts`."""
     if len(ts) < 2:
@@ -107,12 +176,20 @@ def find_gaps(ts: np.ndarray, interval_ms: int) -> list[Gap]:
             for i in idx]
 
 
-def check_grid(ts: np.ndarray, interval_ms: int, label: str, line_of: LineOf) -> None:
-    """Timestamps sit on the interval grid (a 1m file with a 00:00:30 row is corrupt)."""
-    i = _first(ts % interval_ms != 0)
+def check_grid(ts: np.ndarray, interval_ms: int, label: str, line_of: LineOf,
+               column: str = "open_time") -> None:
+    """Timestamps sit on the interval grid (a 1m file with a 00:00:30 row is corrupt).
+
+    Intervals of a day or less align to the epoch; longer ones (weeks, months) only need
+    whole-interval steps between rows.
+    """
+    if interval_ms <= 86_400_000:
+        i = _first(ts % interval_ms != 0)
+    else:
+        i = _first(np.r_[False, np.diff(ts) % interval_ms != 0])
     if i is not None:
         raise DataError(label, f"timestamp {int(ts[i])} is not aligned to the {interval_ms} ms "
-                               "interval", row=line_of(i), column="open_time")
+                               "interval", row=line_of(i), column=column)
 
 
 def fill_gaps(bars: Bars) -> Bars:

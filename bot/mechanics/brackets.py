@@ -169,6 +169,9 @@ def load_file(path: Path, symbol: str | None = None) -> Brackets:
 
 def shipped(exchange: str, symbol: str) -> Brackets:
     """The bracket table shipped with liqbot (binance BTCUSDT and ETHUSDT)."""
+    if not (exchange.isalnum() and symbol.isalnum()):
+        raise DataError("(argument)", f"not an exchange/symbol name: {exchange!r} {symbol!r} "
+                                      "(letters and digits only)")
     path = SHIPPED_DIR / f"{exchange}_{symbol.upper()}.json"
     if not path.is_file():
         have = ", ".join(p.stem for p in sorted(SHIPPED_DIR.glob("*.json")))

@@ -1,0 +1,138 @@
+"""Output paths and result values, checked before any work starts.
+
+Every command that writes a file or a directory calls `check_output` / `check_output_dir`
+first, so a typo in `--out`, `--json` or `--png` is an exit-2 message naming the option in a
+second, not a traceback after a ten-minute backtest. `-` means stdout wherever a FILE is
+written. `finite_json` turns NaN and infinity into null: no command prints or writes a
+non-finite number as a result.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from bot.errors import LiqbotError
+
+STDOUT = "-"
+#: A name that becomes a path component (symbol, table, kind): no separators, no dots.
+PLAIN_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+SYMBOL = re.compile(r"^[A-Z0-9]{2,20}$")
+
+
+def is_stdout(path: Path | str | None) -> bool:
+    return path is not None and str(path) == STDOUT
+
+
+def _nearest_existing(path: Path) -> Path:
+    p = path.absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def check_output(path: Path | None, option: str, *, stdout_ok: bool = True) -> Path | None:
+    """Validate an output FILE; returns None for stdout (`-`) or when no path was given.
+
+    The parent directory must exist and be writable; the path must not be a directory;
+    an existing file must be writable (it is replaced).
+    """
+    if path is None:
+        return None
+    if is_stdout(path):
+        if not stdout_ok:
+            raise LiqbotError(f"{option}: '-' (stdout) is not supported here; give a file path")
+        return None
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise LiqbotError(f"{option}: {path} is a directory, expected a file path")
+    if not parent.is_dir():
+        what = "is a file, not a directory" if parent.exists() else "does not exist; create it first"
+        raise LiqbotError(f"{option}: {parent} {what}")
+    if path.exists() and not path.is_file():
+        raise LiqbotError(f"{option}: {path} exists and is not a regular file")
+    if (path.exists() and not os.access(path, os.W_OK)) or not os.access(parent, os.W_OK):
+        raise LiqbotError(f"{option}: {path} is not writable (permission denied)")
+    return path
+
+
+def check_output_dir(path: Path, option: str) -> Path:
+    """Validate an output DIRECTORY (created later, with missing parents).
+
+    It must not be stdout or an existing file, and the nearest existing ancestor must be a
+    writable directory.
+    """
+    if is_stdout(path):
+        raise LiqbotError(f"{option}: expected a directory, got '-' (stdout)")
+    if path.exists() and not path.is_dir():
+        raise LiqbotError(f"{option}: {path} exists and is not a directory")
+    base = _nearest_existing(path)
+    if not base.is_dir():
+        raise LiqbotError(f"{option}: {path} cannot be created: {base} is a file, not a directory")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise LiqbotError(f"{option}: {path} is not writable (permission denied on {base})")
+    return path
+
+
+def check_symbol(symbol: str, option: str) -> str:
+    """An exchange symbol like BTCUSDT (upper-cased): `[A-Z0-9]{2,20}`, so it is safe in a
+    URL and as a file name."""
+    s = symbol.strip().upper()
+    if not SYMBOL.fullmatch(s):
+        shown = repr(symbol) if len(symbol) <= 40 else f"a string of {len(symbol)} characters"
+        raise LiqbotError(f"{option}: expected a symbol like BTCUSDT (2-20 letters and digits), "
+                          f"got {shown}")
+    return s
+
+
+def check_number(value: float | None, option: str, lo: float | None = None,
+                 hi: float | None = None, *, lo_open: bool = False) -> float | None:
+    """A finite number within [lo, hi] (or (lo, hi] with `lo_open`); None passes."""
+    if value is None:
+        return None
+    ok = math.isfinite(value)
+    if ok and lo is not None:
+        ok = value > lo if lo_open else value >= lo
+    if ok and hi is not None:
+        ok = value <= hi
+    if not ok:
+        left = "(" if lo_open else "["
+        rng = f"{left}{lo:g}, {hi:g}]" if lo is not None and hi is not None else (
+            f"> {lo:g}" if lo_open else f">= {lo:g}") if lo is not None else "finite"
+        raise LiqbotError(f"{option}: expected a finite number in {rng}, got {value}")
+    return value
+
+
+def finite_json(value: Any) -> Any:
+    """A copy of a JSON-able tree with NaN and +-inf replaced by None (JSON null)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_json(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # numpy scalar
+        return finite_json(value.item())
+    return value
+
+
+def dumps(value: Any, indent: int | None = 2) -> str:
+    """Strict JSON (never NaN/Infinity) of `value`."""
+    return json.dumps(finite_json(value), indent=indent, allow_nan=False, default=str)
+
+
+def write_output(path: Path | None, text: str) -> None:
+    """Write `text` to `path`, or to stdout when `path` is None (`-`)."""
+    if path is None:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        sys.stdout.flush()
+        return
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise LiqbotError(f"cannot write {path}: {exc.strerror}") from None
