@@ -1,0 +1,99 @@
+"""The daemon's status as plain data: one implementation for `liqbot status` (reading the
+store) and the HTTP API (`/api/status`, which may add the running daemon's live numbers).
+
+JSON keys are documented in README ("liqbot status") and docs/operations.md. Units: equity
+and notionals in quote, prices quote/base, distances in % of the mark and in ATRs, feed lag
+in seconds, times as ISO-8601 UTC strings.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from bot.data.dataset import iso
+from bot.risk import engine as en
+from bot.risk.reasons import reason_names
+
+
+def status_data(store: Any, run: Any, interval_ms: int = 60_000) -> dict[str, Any]:
+    """What `liqbot status` shows for `run` (a `bot.store.tables.Run`), as JSON-ready data."""
+    s = store.summary(run.run_id)
+    wm = s["last_watermark"]
+    # from the oldest symbol watermark (a commit can fall between two symbols of one bar),
+    # at most a day back (a dead feed's symbol keeps its old watermark)
+    since = None if wm is None else max(min(s["watermarks"].values()), wm - 86_400_000)
+    last = store.decisions(run.run_id, since_ts=since) if since is not None else []
+    dec = last[-1] if last else None
+    per_symbol = {d.symbol: d for d in last}            # the latest decision of each symbol
+    nums = dict(dec.numbers) if dec is not None else {}
+    eq = s["last_equity"]
+    equity = eq["equity"] if eq else (nums.get("equity") if nums else run.wallet)
+    positions = []
+    for p in s["positions"]:
+        if not p["qty"]:
+            continue
+        d = per_symbol.get(p["symbol"])
+        pn = dict(d.numbers) if d is not None else nums
+        positions.append({**p, **liq_distance(pn.get("mark"), p.get("liq_price"), pn.get("atr"))})
+    return {
+        "run_id": run.run_id, "mode": run.mode, "status": run.status,
+        "strategy": run.strategy, "preset": run.preset, "symbols": run.symbols,
+        "state": en.STATE_NAMES[dec.state] if dec is not None else None,
+        "equity": equity,
+        "fills": s["counts"]["fills"], "decisions": s["counts"]["decisions"],
+        "orders": s["counts"]["intents"], "open_orders": s["counts"]["open_intents"],
+        "positions": positions,
+        "last_decision": None if dec is None else _decision(store, run.run_id, dec),
+        "by_symbol": {sym: {**_decision(store, run.run_id, d),
+                            "mark": d.numbers.get("mark"), "atr": d.numbers.get("atr"),
+                            "crowding": {"long": d.numbers.get("crowd_long"),
+                                         "short": d.numbers.get("crowd_short")},
+                            "clusters": {"below": d.numbers.get("cluster_below"),
+                                         "above": d.numbers.get("cluster_above")}}
+                      for sym, d in sorted(per_symbol.items())},
+        "crowding": {"long": nums.get("crowd_long"), "short": nums.get("crowd_short")},
+        "clusters": {"below": nums.get("cluster_below"), "above": nums.get("cluster_above")},
+        "last_bar": None if wm is None else iso(wm),
+        "feed_lag_s": None if wm is None else max(0.0, time.time() - (wm + interval_ms) / 1000),
+    }
+
+
+def liq_distance(mark: float | None, liq_price: float | None, atr: float | None
+                 ) -> dict[str, float | None]:
+    """Distance from the mark to a liquidation price: % of the mark and in ATRs (None when
+    a number is missing)."""
+    if not (mark and liq_price):
+        return {"mark": mark, "liq_distance_pct": None, "liq_distance_atr": None}
+    gap = abs(mark - liq_price)
+    return {"mark": mark, "liq_distance_pct": gap / mark * 100.0,
+            "liq_distance_atr": gap / atr if atr else None}
+
+
+def _decision(store: Any, run_id: str, dec: Any) -> dict[str, Any]:
+    return {"ts": iso(dec.bar_ts), "symbol": dec.symbol, "state": en.STATE_NAMES[dec.state],
+            "reasons": reason_names(dec.reasons), "text": last_text(store, run_id, dec),
+            "target_notional": dec.target_notional, "allowed_notional": dec.allowed_notional}
+
+
+def last_text(store: Any, run_id: str, dec: Any) -> str:
+    """The decision's text, or the last non-empty text of its symbol within a day (texts are
+    rendered only when the decision changes)."""
+    if dec.text:
+        return str(dec.text)
+    for d in reversed(store.decisions(run_id, since_ts=max(0, dec.bar_ts - 86_400_000))):
+        if d.symbol == dec.symbol and d.text:
+            return str(d.text)
+    return ""
+
+
+def decision_row(d: Any) -> dict[str, Any]:
+    """One stored decision as JSON for `/api/decisions` (bar_ts in ms and ISO)."""
+    n = d.numbers or {}
+    return {"bar_ts": int(d.bar_ts), "ts": iso(d.bar_ts), "symbol": d.symbol,
+            "state": en.STATE_NAMES[d.state], "reasons": reason_names(d.reasons), "text": d.text,
+            "target_notional": d.target_notional, "allowed_notional": d.allowed_notional,
+            "mark": n.get("mark"), "atr": n.get("atr"), "equity": n.get("equity"),
+            "liq_price": n.get("liq_price"), "cluster_below": n.get("cluster_below"),
+            "cluster_above": n.get("cluster_above"), "crowd_long": n.get("crowd_long"),
+            "crowd_short": n.get("crowd_short")}

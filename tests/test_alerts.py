@@ -1,0 +1,230 @@
+"""Alerts: a webhook and a fake Telegram Bot API (aiohttp servers on 127.0.0.1) receive the
+cascade's state changes, the liquidation-distance alert and the daily summaries of a
+replaying daemon; rate limits, retries, 429 back-off, a full queue that never blocks, and
+the Telegram token kept out of the config, the payloads and the log."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+import pytest
+from aiohttp import web
+
+from backtests.scenarios import load_scenario
+from bot.config import AlertsConfig, parse_config
+from bot.errors import ConfigError, LiqbotError
+from bot.risk import engine as en
+from bot.runtime.alerts import Alert, Alerts
+from tests.local_http import serve
+from tests.test_http import LiveDaemon
+
+TOKEN = "123456:AAH-fake-telegram-token-for-tests"
+
+
+class Recorder:
+    """A webhook and a Telegram Bot API on one aiohttp app; `fail` scripts status codes."""
+
+    def __init__(self) -> None:
+        self.hook: list[dict] = []
+        self.tg: list[dict] = []
+        self.tg_paths: list[str] = []
+        self.fail: list[int] = []          # status codes to answer first (then 200)
+        self.attempts = 0
+        self.times: list[float] = []
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/hook", self.on_hook)
+        app.router.add_post("/bot{token}/sendMessage", self.on_tg)
+        return app
+
+    async def on_hook(self, req: web.Request) -> web.Response:
+        self.attempts += 1
+        self.times.append(time.monotonic())
+        if self.fail:
+            code = self.fail.pop(0)
+            if code == 429:
+                return web.json_response({"ok": False, "parameters": {"retry_after": 0.3}},
+                                         status=429)
+            return web.Response(status=code)
+        self.hook.append(await req.json())
+        return web.json_response({"ok": True})
+
+    async def on_tg(self, req: web.Request) -> web.Response:
+        if req.match_info["token"] != TOKEN:
+            return web.json_response({"ok": False, "description": "Unauthorized"}, status=401)
+        self.tg_paths.append(req.path)
+        self.tg.append(await req.json())
+        return web.json_response({"ok": True, "result": {"message_id": len(self.tg)}})
+
+
+def _cfg(base: str, **kw) -> AlertsConfig:
+    args = {"webhook_url": f"{base}/hook", "telegram_chat_id": "-100777",
+            "telegram_api_url": base, "min_interval_s": 0.0, "retry_backoff_s": 0.05,
+            "timeout_s": 5.0, **kw}
+    return AlertsConfig(**args)
+
+
+def _wait(cond, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def test_cascade_alerts_reach_webhook_and_telegram(tmp_path, caplog):
+    rec = Recorder()
+    bars = load_scenario("cascade-long").bars
+    with serve(rec.app()) as base, caplog.at_level(logging.INFO):
+        rec.fail = [500]                                 # the first webhook POST fails: retried
+        alerts = Alerts(_cfg(base, liq_distance_pct=12.0, max_per_minute=1000), "run-t", TOKEN)
+        with LiveDaemon(tmp_path, {bars.symbol: bars}, [], alerts=alerts) as ld:
+            ld.wait_finished()
+            _wait(lambda: alerts.counts["sent"] + alerts.counts["failed"]
+                  >= 2 * alerts.counts["queued"])
+            decisions = ld.store.decisions(ld.daemon.run_id)
+            fills = ld.store.fills(ld.daemon.run_id)
+            intents = ld.store.intents(ld.daemon.run_id)
+    assert alerts.counts["failed"] == 0 and alerts.counts["dropped"] == 0
+    kinds = [a["kind"] for a in rec.hook]
+    # the store picks the moments: every state change of the run is one alert, in order
+    changes = [(d.bar_ts, en.STATE_NAMES[d.state]) for prev, d in zip(decisions, decisions[1:],
+                                                                     strict=False)
+               if d.state != prev.state]
+    assert len(changes) >= 2 and changes[0][1] == "REDUCING"   # the cascade, then more
+    states = [a for a in rec.hook if a["kind"] == "state"]
+    assert [(a["ts_ms"], a["data"]["to"]) for a in states] == changes
+    first = states[0]
+    assert first["data"]["from"] == "ACTIVE" and "cascade" in first["data"]["reasons"]
+    assert "BTCUSDT risk state ACTIVE -> REDUCING" in first["text"]
+    assert first["source"] == "liqbot" and first["run_id"] == "run-t"
+    # 10x long: its liquidation is ~9.6% away at entry, under the 12% threshold: one alert
+    liq = [a for a in rec.hook if a["kind"] == "liquidation_distance"]
+    assert len(liq) >= 1 and liq[0]["data"]["distance_pct"] < 12.0
+    assert liq[0]["ts_ms"] == int(bars.ts[1])        # the first bar holding the position
+    # daily summaries: the daemon's job (its first run at the replay's first bar close,
+    # then each simulated 00:00 UTC, the last when the final bar closes at 01-04 00:00)
+    daily = [a for a in rec.hook if a["kind"] == "daily_summary"]
+    assert [a["ts"] for a in daily] == ["2026-01-01T00:01:00Z", "2026-01-02T00:00:00Z",
+                                        "2026-01-03T00:00:00Z", "2026-01-04T00:00:00Z"]
+    assert daily[-1]["data"]["fills"] == len(fills) >= 2      # entry, then the cascade cut
+    assert daily[-1]["data"]["orders"] == len(intents) and \
+        daily[0]["data"]["fills"] == 0
+    assert kinds.count("state") == len(changes)
+    # Telegram got the same alerts, to the configured chat, token only in the URL path
+    assert len(rec.tg) == len(rec.hook)
+    assert all(m["chat_id"] == "-100777" for m in rec.tg)
+    assert rec.tg[kinds.index("state")]["text"].startswith("liqbot run-t: BTCUSDT risk state")
+    assert all(p == f"/bot{TOKEN}/sendMessage" for p in rec.tg_paths)
+    for m in rec.hook + rec.tg:
+        assert TOKEN not in json.dumps(m)
+    assert rec.attempts == len(rec.hook) + 1         # one retry after the 500
+    # our log (the fake API's own access log is not ours) never shows the token
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("liqbot"))
+    assert "HTTP 500" in logged and TOKEN not in logged
+
+
+async def _deliver_one(alerts: Alerts, alert: Alert) -> float:
+    await alerts.start()
+    t0 = time.monotonic()
+    assert alerts.push(alert)
+    await asyncio.wait_for(alerts.queue.join(), 20)
+    dt = time.monotonic() - t0
+    await alerts.stop()
+    return dt
+
+
+def test_retries_backoff_429_and_no_retry_on_400(caplog):
+    rec = Recorder()
+    with serve(rec.app()) as base:
+        cfg = _cfg(base, telegram_chat_id=None, retries=3, retry_backoff_s=0.05)
+        rec.fail = [503, 429]
+        a = Alerts(cfg, "r", None)
+        dt = asyncio.run(_deliver_one(a, Alert("state", "k", "hello", {"x": 1}, 0)))
+        assert a.counts == {"queued": 1, "sent": 1, "failed": 0, "dropped": 0, "rate_limited": 0}
+        assert rec.attempts == 3 and len(rec.hook) == 1
+        assert rec.times[2] - rec.times[1] >= 0.3 - 0.02   # Telegram-style retry_after honoured
+        assert dt < 5
+        rec.fail, rec.attempts = [400], 0
+        b = Alerts(cfg, "r", None)
+        asyncio.run(_deliver_one(b, Alert("state", "k", "bad", {}, 0)))
+        assert rec.attempts == 1 and b.counts["failed"] == 1      # a 4xx is not retried
+    # nobody listening: every attempt fails, the error names the target, never the token
+    dead = AlertsConfig(telegram_chat_id=1, telegram_api_url=base, retries=2,
+                        retry_backoff_s=0.01, timeout_s=2.0)
+    c = Alerts(dead, "r", TOKEN)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="liqbot.alerts"):
+        asyncio.run(_deliver_one(c, Alert("stale_feed", "k", "stale", {}, 0)))
+    assert c.counts["failed"] == 1
+    msgs = [r.getMessage() for r in caplog.records]
+    assert sum("retry in" in m for m in msgs) == 2
+    assert any("to telegram failed after 3 attempt(s)" in m for m in msgs)
+    assert not any(TOKEN in m for m in msgs)
+
+
+def test_rate_limits_and_a_full_queue_never_block():
+    now = [1000.0]
+    cfg = AlertsConfig(webhook_url="http://127.0.0.1:9/x", min_interval_s=60.0,
+                       max_per_minute=3, queue_size=2)
+    a = Alerts(cfg, "r", None, clock=lambda: now[0])
+    assert a.push(Alert("state", "s:A", "1"))
+    assert not a.push(Alert("state", "s:A", "again"))              # same key within 60 s
+    assert a.push(Alert("state", "s:B", "2"))
+    t0 = time.perf_counter()
+    assert not a.push(Alert("state", "s:C", "3"))                  # queue of 2 is full
+    assert time.perf_counter() - t0 < 0.01                         # ...and push did not wait
+    assert a.counts == {"queued": 2, "sent": 0, "failed": 0, "dropped": 1, "rate_limited": 1}
+    a.queue.get_nowait()
+    a.queue.get_nowait()
+    assert a.push(Alert("state", "s:D", "4"))                      # 3rd within the minute
+    assert not a.push(Alert("state", "s:E", "5"))                  # 4th: over max_per_minute
+    now[0] += 61.0
+    a.queue.get_nowait()
+    assert a.push(Alert("state", "s:A", "later"))                  # both limits lapsed
+    assert a.counts["rate_limited"] == 2
+
+
+def test_listener_translation_and_liquidation_distance_hysteresis():
+    cfg = AlertsConfig(webhook_url="http://127.0.0.1:9/x", min_interval_s=0.0,
+                       liq_distance_pct=5.0, on=["liquidation_distance", "reject"])
+    a = Alerts(cfg, "r", None)
+    base = {"symbol": "BTCUSDT", "ts": 0, "state": 0, "prev_state": 0, "reasons": 0, "text": "",
+            "atr": 100.0, "qty": 1.0, "equity": 1.0}
+
+    def dist(pct: float) -> dict:
+        return {**base, "mark": 100_000.0, "liq_price": 100_000.0 * (1 - pct / 100)}
+    a.listener("decision", dist(8.0))
+    assert a.queue.qsize() == 0
+    a.listener("decision", dist(4.0))
+    al = a.queue.get_nowait()
+    assert al.kind == "liquidation_distance" and al.data["distance_pct"] == pytest.approx(4.0)
+    assert "40.0 ATR" in al.text
+    a.listener("decision", dist(3.0))                 # still inside: no repeat
+    a.listener("decision", dist(5.5))                 # out, but under 1.2 x 5 = 6: not re-armed
+    a.listener("decision", dist(4.5))
+    assert a.queue.qsize() == 0
+    a.listener("decision", dist(6.5))                 # re-armed
+    a.listener("decision", dist(4.9))
+    assert a.queue.qsize() == 1
+    a.listener("state", {**base, "state": en.REDUCING, "mark": 1.0, "liq_price": 0.0})
+    a.listener("reject", {"symbol": "BTCUSDT", "client_id": "r-1", "qty": 0.5, "ts": 0})
+    assert a.queue.qsize() == 2                       # state is not in `on`, reject is
+    a.queue.get_nowait()
+    assert "order r-1 (+0.500000) rejected" in a.queue.get_nowait().text
+
+
+def test_telegram_token_only_from_the_environment():
+    with pytest.raises(LiqbotError, match="LIQBOT_TELEGRAM_TOKEN"):
+        Alerts(AlertsConfig(telegram_chat_id=42), "r", None)
+    with pytest.raises(ConfigError) as e:
+        parse_config({"alerts": {"telegram_chat_id": 42, "telegram_token": TOKEN}}, "t.toml", env={})
+    assert TOKEN not in str(e.value)
+    with pytest.raises(ConfigError, match="alerts.webhook_url"):
+        parse_config({"alerts": {"webhook_url": "ftp://x"}}, "t.toml", env={})
+    assert not Alerts(AlertsConfig(), "r", None).enabled          # default: off
