@@ -1,0 +1,142 @@
+"""Fault profiles and their injector. A profile is a TOML table (a file, `[faults]` or top
+level) or a built-in name; the admin endpoint can replace it at run time. Every injected
+fault is logged on "liqbot.emulator" with its kind and counted (`FaultInjector.counts`).
+
+Kinds: `latency` (extra delay on every REST answer), `timeout_after_accept` (an order is
+placed, then the answer is withheld `hang_s` and the connection dropped: the client sees a
+timeout and must reconcile), `http_5xx` (a fraction of REST requests answered 503 before
+being processed), `burst_429` (the next N requests answered 429), `ws_disconnect` (every
+socket closed every N wall seconds), `stale_stream` (market pushes suspended for
+`stale_for_s` every `stale_every_s` wall seconds), `duplicate` and `out_of_order` (a
+fraction of stream messages sent twice / swapped with the next one), `maintenance`
+(simulated-time windows in which REST answers 503 and websockets are refused)."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import tomllib
+from collections import Counter
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from bot.errors import ConfigError
+
+log = logging.getLogger("liqbot.emulator")
+
+
+@dataclass(frozen=True)
+class FaultProfile:
+    latency_ms: float = 0.0
+    timeout_after_accept: int = 0         # next N order placements lose their answer
+    hang_s: float = 3.0
+    http_5xx_rate: float = 0.0
+    burst_429: int = 0                    # next N REST requests answered 429
+    ws_disconnect_every_s: float = 0.0
+    stale_every_s: float = 0.0
+    stale_for_s: float = 0.0
+    duplicate_rate: float = 0.0
+    reorder_rate: float = 0.0
+    maintenance: tuple[tuple[int, int], ...] = ()   # [start_ms, end_ms) simulated
+    seed: int = 0
+
+
+BUILTIN: dict[str, FaultProfile] = {
+    "none": FaultProfile(),
+    "flaky": FaultProfile(latency_ms=50.0, http_5xx_rate=0.02, ws_disconnect_every_s=60.0,
+                          duplicate_rate=0.01, reorder_rate=0.01),
+    "lossy-orders": FaultProfile(timeout_after_accept=1),
+}
+
+
+def profile_from_mapping(m: dict[str, Any], where: str = "(faults)") -> FaultProfile:
+    known = {f.name for f in fields(FaultProfile)}
+    bad = sorted(set(m) - known)
+    if bad:
+        raise ConfigError(where, [f"unknown fault keys {bad}; known: {sorted(known)}"])
+    kw = dict(m)
+    try:
+        if "maintenance" in kw:
+            kw["maintenance"] = tuple((int(a), int(b)) for a, b in kw["maintenance"])
+        p = FaultProfile(**kw)
+        for f in fields(FaultProfile):
+            v = getattr(p, f.name)
+            if isinstance(v, (int, float)) and v < 0:
+                raise ValueError(f"{f.name} must be >= 0")
+        if p.http_5xx_rate > 1 or p.duplicate_rate > 1 or p.reorder_rate > 1:
+            raise ValueError("rates are fractions in [0, 1]")
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(where, [f"bad fault profile: {exc}"]) from None
+    return p
+
+
+def load_profile(spec: str | None) -> FaultProfile:
+    """A built-in name, or a TOML file (its `[faults]` table, else its top level)."""
+    if not spec:
+        return FaultProfile()
+    if spec in BUILTIN:
+        return BUILTIN[spec]
+    path = Path(spec)
+    if not path.is_file():
+        raise ConfigError(spec, [f"--faults: neither a built-in profile ({', '.join(BUILTIN)}) "
+                                 "nor a TOML file"])
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(spec, [f"unreadable TOML ({exc})"]) from None
+    return profile_from_mapping(doc.get("faults", doc), spec)
+
+
+@dataclass
+class FaultInjector:
+    profile: FaultProfile = field(default_factory=FaultProfile)
+    counts: Counter[str] = field(default_factory=Counter)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.set(self.profile)
+
+    def set(self, profile: FaultProfile) -> None:
+        self.profile = profile
+        self.rng = random.Random(profile.seed)
+        self._lost_orders = profile.timeout_after_accept
+        self._burst = profile.burst_429
+        self._t0 = time.monotonic()
+
+    def record(self, kind: str, sim_ms: int, detail: str = "") -> None:
+        self.counts[kind] += 1
+        self.events.append({"kind": kind, "sim_ms": sim_ms, "detail": detail})
+        del self.events[:-1000]
+        log.warning("fault injected: %s at %d %s", kind, sim_ms, detail)
+
+    # --- decisions (each one that fires is recorded by the caller or here) ----------------
+    def in_maintenance(self, sim_ms: int) -> bool:
+        return any(a <= sim_ms < b for a, b in self.profile.maintenance)
+
+    def take_burst(self) -> bool:
+        if self._burst > 0:
+            self._burst -= 1
+            return True
+        return False
+
+    def take_lost_order(self) -> bool:
+        if self._lost_orders > 0:
+            self._lost_orders -= 1
+            return True
+        return False
+
+    def roll(self, rate: float) -> bool:
+        return rate > 0 and self.rng.random() < rate
+
+    def stale_now(self) -> bool:
+        p = self.profile
+        if p.stale_every_s <= 0 or p.stale_for_s <= 0:
+            return False
+        return (time.monotonic() - self._t0) % p.stale_every_s >= p.stale_every_s - \
+            p.stale_for_s
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"profile": asdict(self.profile), "counts": dict(self.counts),
+                "recent": self.events[-50:]}
