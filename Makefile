@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 PIP     = $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test bench lint clean
+.PHONY: install demo paper test bench efficacy lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,17 +18,31 @@ $(VENV)/.dev: pyproject.toml $(VENV)/.base
 	$(PIP) install -e '.[dev]'
 	@touch $@
 
+# The package in .venv: then `.venv/bin/liqbot ...` (README examples use that path).
+install: $(VENV)/.base
+
 # A crowded-long cascade (synthesised once, then reused), hold long 10x with risk off and on.
 demo: $(VENV)/.base
 	@test -f var/demo/manifest.json || $(BIN)/liqbot data synth --crowding long --days 3 --seed 7 --out var/demo
 	$(BIN)/liqbot backtest var/demo --strategy hold --param side=long --param leverage=10 \
 		--risk compare --preset balanced --report var/demo/report.html
 
+# Paper trading offline: the daemon replays the same synthetic cascade (docs/daemon.md).
+paper: $(VENV)/.base
+	$(BIN)/liqbot run --replay cascade-long --param side=long --param leverage=10 \
+		--store sqlite:///var/paper.db
+	$(BIN)/liqbot status --store sqlite:///var/paper.db
+
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.dev
 	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/daemon.py --json var/bench-daemon.json
+
+# Risk-rule efficacy on the real crash days and calm days (a few minutes): docs/risk.md's table.
+efficacy: $(VENV)/.dev
+	$(BIN)/python benchmarks/efficacy.py
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

@@ -146,8 +146,8 @@ def interventions(rec: np.ndarray) -> int:
 def metrics(rec: np.ndarray, trades: np.ndarray, decisions: np.ndarray, st: np.ndarray,
             acct: np.ndarray, settings: RunSettings, bars: Bars,
             start: int = 0) -> dict[str, Any]:
-    eq = np.r_[settings.wallet, rec[:, eg.R_EQUITY]]
     live = rec[start:]
+    eq = np.r_[settings.wallet, live[:, eg.R_EQUITY]]      # the account's bars only
     bars_per_year = MINUTES_PER_YEAR * 60_000 / bars.interval_ms
     sharpe, sortino = ratios(eq, bars_per_year)
     liq = trades[:, 6] == 1.0 if len(trades) else np.zeros(0, dtype=bool)

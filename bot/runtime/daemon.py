@@ -391,7 +391,9 @@ class Daemon:
             if lag >= limit:
                 sig = x.last_sig.copy()
                 sig[en.S_STALE_BARS] = float(lag)
-                ts = x.last_ts + int(lag) * self.feed.interval_ms
+                # stamped 1 ms before the watchdog's time: off the bar grid, so a bar that
+                # arrives late keeps its own decision row
+                ts = x.last_ts + (int(lag) + 1) * self.feed.interval_ms - 1
                 log.warning("%s feed stale for %d bars: deciding with stale data", x.name, lag)
                 self.counters["stale"] += 1
                 self._emit("stale", {"symbol": x.name, "bars": int(lag), "ts": now})

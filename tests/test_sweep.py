@@ -1,0 +1,237 @@
+"""`liqbot sweep` and backtests/sweep.py: grid checks, determinism across backends, resume,
+walk-forward against direct runner calls, seeded Optuna trials."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from backtests import engine as eg
+from backtests import sweep as sw
+from backtests.metrics import MINUTES_PER_YEAR, ratios
+from backtests.runner import RunSettings, prepare, run
+from backtests.scenarios import load_scenario
+from bot.mechanics import brackets as br
+from bot.risk.policy import load_policy
+from strategies.sma_cross import SmaCross
+
+DS = "synthetic:11:none:1"          # 1440 one-minute bars
+GRID = ["fast=5,10", "slow=20,40"]
+
+
+def spec(**kw: object) -> sw.SweepSpec:
+    base: dict = {"datasets": [DS], "strategy": "sma_cross", "grid": GRID}
+    base.update(kw)
+    return sw.SweepSpec(**base)  # type: ignore[arg-type]
+
+
+def table(out: Path) -> list[dict]:
+    return pq.read_table(out / sw.RESULTS).to_pylist()
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, sw.SweepResult]:
+    """The 2x2 grid, one in-process worker: the reference every backend must reproduce."""
+    out = tmp_path_factory.mktemp("full")
+    backend = sw.LocalBackend(1)
+    try:
+        return out, sw.sweep(spec(), out, backend)
+    finally:
+        backend.close()
+
+
+def direct(bars_end: int, start: int, params: dict, wallet: float = 100_000.0) -> dict:
+    """The metrics of one runner.run, Sharpe/Sortino over the live bars (as the sweep)."""
+    bars = load_scenario(DS).bars.take(slice(0, bars_end))
+    brackets = br.shipped("binance", "BTCUSDT")
+    settings = RunSettings(wallet=wallet)
+    res = run(prepare(bars, brackets, settings), SmaCross(**params), load_policy("balanced"),
+              brackets, settings, "x", start=start)
+    m = dict(res.metrics)
+    eq = np.r_[wallet, res.records[start:, eg.R_EQUITY]]
+    m["sharpe"], m["sortino"] = ratios(eq, MINUTES_PER_YEAR)
+    m["equity"] = res.records[start:, eg.R_EQUITY]
+    return m
+
+
+# ------------------------------------------------------------------ grid and CLI errors
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--grid", "fast"], "--grid: expected KEY=V1,V2"),
+    (["--grid", "speed=1,2"], "--grid speed: sma_cross has no parameter 'speed'"),
+    (["--grid", "fast=0,5"], "--grid fast: expected fast >= 1, got 0"),
+    (["--grid", "leverage=1,200"], "--grid leverage: expected 0 < leverage <= 125, got 200.0"),
+    (["--grid", "fast=5,x"], "--grid fast: expected int, got 'x'"),
+    (["--grid", "fast=5,5"], "--grid fast: value '5' listed twice"),
+    (["--grid", "fast=40,50", "--grid", "slow=20,30"], "every combination is refused"),
+    (["--grid", "fast=5", "--objective", "pnl"], "--objective: expected one of sharpe"),
+    (["--grid", "fast=5", "--walk-forward", "2d"], "--walk-forward: expected TRAIN:TEST"),
+    (["--grid", "fast=5", "--walk-forward", "1d:1d"], "fewer than one window"),
+    (["--grid", "fast=5", "--workers", "0"], "--workers: expected 1..1024"),
+])
+def test_bad_usage_exits_2_naming_the_option(args: list[str], needle: str, tmp_path: Path,
+                                            cli) -> None:
+    r = cli("sweep", DS, "--strategy", "sma_cross", *args, "--out", tmp_path / "o")
+    assert r.code == 2, r.err
+    assert needle in " ".join(r.err.split()), r.err
+
+
+def test_missing_dataset_exits_2(tmp_path: Path, cli) -> None:
+    r = cli("sweep", tmp_path / "nope", "--strategy", "sma_cross", "--grid", "fast=5",
+            "--out", tmp_path / "o")
+    err = " ".join(r.err.split())
+    assert r.code == 2
+    assert f"DATASET '{tmp_path / 'nope'}': " in err and "neither a dataset directory" in err
+
+
+def test_grid_expansion_and_invalid_combinations_counted() -> None:
+    grid = sw.parse_grid(["fast=10:30:10", "slow=20,40", "leverage=0.5"], SmaCross)
+    assert grid == {"fast": [10, 20, 30], "slow": [20, 40], "leverage": [0.5]}
+    combos, skipped, why = sw.expand(grid, SmaCross)
+    assert [(c["fast"], c["slow"]) for c in combos] == [(10, 20), (10, 40), (20, 40), (30, 40)]
+    assert skipped == 2 and "fast < slow (20)" in why
+    assert sw.windows(10, 4, 3) == [sw.Window(0, (0, 4), (4, 7)), sw.Window(1, (3, 7), (7, 10))]
+    assert sw.parse_span("2d", 60_000) == 2880 and sw.parse_span("90", 60_000) == 90
+
+
+# ------------------------------------------------------------------ determinism
+
+def test_full_grid_matches_direct_runs_and_is_ranked(full: tuple[Path, sw.SweepResult]) -> None:
+    out, res = full
+    rows = table(out)
+    assert [(r["p_fast"], r["p_slow"]) for r in rows] == [(5, 20), (5, 40), (10, 20), (10, 40)]
+    assert {r["segment"] for r in rows} == {"full"} and res.ran == 4 and res.reused == 0
+    for r in rows:
+        d = direct(1440, 0, {"fast": r["p_fast"], "slow": r["p_slow"]})
+        for k in ("final_equity", "total_return", "max_drawdown", "sharpe", "n_trades", "fees"):
+            assert r[k] == d[k], k
+    best = max(rows, key=lambda r: r["sharpe"])
+    assert [r["chosen"] for r in rows] == [r is best for r in rows]
+    assert len({r["key"] for r in rows}) == 4
+
+
+def test_two_workers_give_identical_results(full: tuple[Path, sw.SweepResult],
+                                            tmp_path: Path) -> None:
+    backend = sw.LocalBackend(2)
+    try:
+        res = sw.sweep(spec(), tmp_path, backend)
+    finally:
+        backend.close()
+    assert res.ran == 4
+    assert pq.read_table(tmp_path / sw.RESULTS).equals(pq.read_table(full[0] / sw.RESULTS))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None,
+                    reason="ray not installed (pip install 'liqbot[ray]')")
+def test_local_ray_cluster_gives_identical_results(full: tuple[Path, sw.SweepResult],
+                                                   tmp_path: Path, cli) -> None:
+    """`--ray local`: a private cluster on 127.0.0.1, shut down when the sweep ends."""
+    import ray
+
+    r = cli("sweep", DS, "--strategy", "sma_cross", "--grid", GRID[0], "--grid", GRID[1],
+            "--ray", "local", "--out", tmp_path)
+    text = r.out
+    assert r.code == 0, r.err
+    assert "4 backtests run" in text and "on Ray (local)" in " ".join(text.split())
+    assert not ray.is_initialized()
+    assert pq.read_table(tmp_path / sw.RESULTS).equals(pq.read_table(full[0] / sw.RESULTS))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray not installed")
+def test_unreachable_ray_address_fails_fast(tmp_path: Path, cli) -> None:
+    r = cli("sweep", DS, "--strategy", "sma_cross", "--grid", "fast=5", "--ray", "127.0.0.1:1",
+            "--out", tmp_path)
+    assert r.code == 2 and "--ray 127.0.0.1:1: no Ray cluster answers there" in " ".join(r.err.split())
+
+
+# ------------------------------------------------------------------ resume
+
+def test_resume_runs_only_the_missing_half(full: tuple[Path, sw.SweepResult],
+                                           tmp_path: Path) -> None:
+    one = sw.LocalBackend(1)
+    half = sw.sweep(spec(grid=["fast=5", "slow=20,40"]), tmp_path, one)
+    assert (half.ran, half.reused, len(half.rows)) == (2, 0, 2)
+    with (tmp_path / sw.JOURNAL).open("a") as f:
+        f.write('{"key": "cut short by a kil')          # a sweep killed mid-write
+    again = sw.sweep(spec(), tmp_path, one)
+    assert (again.ran, again.reused) == (2, 2)
+    ran_now = {(r["p_fast"], r["p_slow"]) for r in again.rows if r["p_fast"] == 10}
+    assert ran_now == {(10, 20), (10, 40)}
+    assert pq.read_table(tmp_path / sw.RESULTS).equals(pq.read_table(full[0] / sw.RESULTS))
+    assert sw.sweep(spec(), tmp_path, one).ran == 0
+    lines = (tmp_path / sw.JOURNAL).read_text().splitlines()
+    assert len([ln for ln in lines if ln.endswith("}")]) == 4
+
+
+def test_rerun_with_other_settings_is_refused(full: tuple[Path, sw.SweepResult], cli) -> None:
+    r = cli("sweep", DS, "--strategy", "sma_cross", "--grid", "fast=5", "--wallet", "5000",
+            "--out", full[0])
+    err = " ".join(r.err.split())
+    assert r.code == 2 and "--out:" in err and "other settings (wallet)" in err
+
+
+# ------------------------------------------------------------------ walk-forward
+
+def test_walk_forward_against_direct_runs(tmp_path: Path, cli) -> None:
+    r = cli("sweep", DS, "--strategy", "sma_cross", "--grid", GRID[0], "--grid", GRID[1],
+            "--walk-forward", "360:240", "--workers", "1", "--out", tmp_path)
+    text = " ".join(r.out.split())
+    assert r.code == 0, r.err
+    rows = table(tmp_path)
+    # windows: train [s, s+360), test [s+360, s+600), s = 0, 240, 480, 720
+    assert sorted({r["window"] for r in rows}) == [0, 1, 2, 3]
+    train = [r for r in rows if r["segment"] == "train" and r["window"] == 1]
+    test = [r for r in rows if r["segment"] == "test" and r["window"] == 1]
+    assert len(train) == 4 and len(test) == 1 and all(r["bars"] == 360 for r in train)
+    is_sharpe = {}
+    for r in train:
+        p = {"fast": r["p_fast"], "slow": r["p_slow"]}
+        d = direct(600, 240, p)
+        assert (r["sharpe"], r["total_return"], r["n_trades"]) == (d["sharpe"], d["total_return"],
+                                                                   d["n_trades"])
+        is_sharpe[(p["fast"], p["slow"])] = d["sharpe"]
+    best = max(is_sharpe, key=lambda k: is_sharpe[k])
+    assert [(r["p_fast"], r["p_slow"]) for r in train if r["chosen"]] == [best]
+    t = test[0]
+    assert (t["p_fast"], t["p_slow"]) == best and t["bars"] == 240
+    d = direct(840, 600, {"fast": best[0], "slow": best[1]})
+    assert (t["sharpe"], t["total_return"], t["max_drawdown"]) == (d["sharpe"], d["total_return"],
+                                                                   d["max_drawdown"])
+    assert t["equity"] == list(d["equity"])
+    # concatenated out of sample: window returns compounded
+    tests = [r for r in rows if r["segment"] == "test"]
+    want = math.prod(1 + r["total_return"] for r in tests) - 1
+    rec = json.loads((tmp_path / sw.MANIFEST).read_text())["setup"]
+    assert rec["strategy"] == "sma_cross"
+    assert f"{want:+.2%}" in text and "concatenated out-of-sample" in text
+    assert "IS sharpe" in text and "OOS sharpe" in text
+
+
+# ------------------------------------------------------------------ Optuna
+
+@pytest.mark.skipif(importlib.util.find_spec("optuna") is None,
+                    reason="optuna not installed (pip install 'liqbot[optuna]')")
+def test_optuna_trials_are_seeded_and_deterministic(tmp_path: Path) -> None:
+    grid = ["fast=2,30", "slow=10,80"]
+    a = sw.sweep(spec(grid=grid, trials=6, seed=3), tmp_path / "a", sw.LocalBackend(1))
+    assert a.ran == 6 - a.skipped
+    pool = sw.LocalBackend(2)
+    try:
+        b = sw.sweep(spec(grid=grid, trials=6, seed=3), tmp_path / "b", pool)
+        assert b.ran == a.ran
+    finally:
+        pool.close()
+    assert pq.read_table(tmp_path / "a" / sw.RESULTS).equals(pq.read_table(tmp_path / "b" / sw.RESULTS))
+    pts = [(r["p_fast"], r["p_slow"]) for r in a.rows]
+    assert len(pts) + a.skipped == 6 and len(set(pts)) == len(pts) >= 4   # refused: fast >= slow
+    assert all(2 <= f <= 30 and 10 <= s <= 80 and f < s for f, s in pts)
+    best = max(a.rows, key=lambda r: r["sharpe"])
+    assert [r["chosen"] for r in a.rows] == [r is best for r in a.rows]
+    c = sw.sweep(spec(grid=grid, trials=6, seed=4), tmp_path / "c", sw.LocalBackend(1))
+    assert [(r["p_fast"], r["p_slow"]) for r in c.rows] != pts
