@@ -55,8 +55,9 @@ def prepare(bars: Bars, brackets: Brackets, settings: RunSettings) -> Inputs:
     """Market arrays, fill-model windows and the risk engine's signal matrix, all causal,
     from one run of the signal step kernel the daemon steps bar by bar
     (`bot.signals.stream`; the same input fallbacks: mark falls back to last-trade prices)."""
-    signals, out = pipeline.compute_stream(bars, brackets, fill_window=settings.fills.window_bars)
     x = sm.bar_matrix(bars)
+    signals, out = pipeline.compute_stream(bars, brackets, fill_window=settings.fills.window_bars,
+                                           x=x)
 
     def col(k: int) -> np.ndarray:
         return np.ascontiguousarray(x[:, k])

@@ -32,13 +32,13 @@ def compute_stream(bars: Bars, brackets: Brackets, fill_window: int = 60,
                    levs: np.ndarray = hm.DEFAULT_LEVERAGES,
                    weights: np.ndarray = hm.DEFAULT_WEIGHTS, near: float = 0.03,
                    stride: int = 0, crowding: ps.CrowdingWeights = ps.CrowdingWeights(),
-                   detector: dt.DetectorParams = dt.DetectorParams()) -> tuple[Signals,
-                                                                              np.ndarray]:
+                   detector: dt.DetectorParams = dt.DetectorParams(),
+                   x: np.ndarray | None = None) -> tuple[Signals, np.ndarray]:
     """Signals plus the full (n, stream.N_OUT) output matrix of the stream kernel: the
     backtester takes its risk signal matrix (columns O_SIG:O_SIG + en.N_SIG) and the fill
     windows (O_FILL + F_*) from the same run. Heatmap snapshots every `stride` bars when
-    stride > 0."""
-    x = sm.bar_matrix(bars)
+    stride > 0. `x`: the bars' input rows when the caller already built them."""
+    x = sm.bar_matrix(bars) if x is None else x
     kw: dict[str, Any] = dict(p=p, levs=levs, weights=weights, near=near, crowding=crowding,
               detector=detector, fill_window=fill_window)
     c = sm.config(bars.interval_ms, brackets, **kw)

@@ -90,22 +90,22 @@ def bar_matrix(bars: Bars) -> np.ndarray:
     volume, quote volume (absent column) to volume x close, other absent columns to NaN,
     `filled` to 1.0 / 0.0."""
     n = len(bars)
-    x = np.full((n, N_X), np.nan)
-    x[:, X_TS] = bars.ts.astype(np.float64)
+    xt = np.full((N_X, n), np.nan)          # built column by column, then one transpose
+    xt[X_TS] = bars.ts
     for j, name in _PLAIN:
         if bars.has(name):
-            x[:, j] = bars[name]
-    vol, close = x[:, X_VOLUME], x[:, X_CLOSE]
-    x[:, X_QUOTE_VOLUME] = bars["quote_volume"] if bars.has("quote_volume") else vol * close
-    x[:, X_TAKER_BUY] = bars["taker_buy_volume"] if bars.has("taker_buy_volume") else 0.5 * vol
+            xt[j] = bars[name]
+    vol, close = xt[X_VOLUME], xt[X_CLOSE]
+    xt[X_QUOTE_VOLUME] = bars["quote_volume"] if bars.has("quote_volume") else vol * close
+    xt[X_TAKER_BUY] = bars["taker_buy_volume"] if bars.has("taker_buy_volume") else 0.5 * vol
     for j, name, trade in _MARKS:
         if bars.has(name):
             m = np.asarray(bars[name], dtype=np.float64)
-            x[:, j] = np.where(np.isfinite(m), m, x[:, trade])
+            xt[j] = np.where(np.isfinite(m), m, xt[trade])
         else:
-            x[:, j] = x[:, trade]
-    x[:, X_FILLED] = bars["filled"].astype(np.float64) if bars.has("filled") else 0.0
-    return x
+            xt[j] = xt[trade]
+    xt[X_FILLED] = bars["filled"] if bars.has("filled") else 0.0
+    return np.ascontiguousarray(xt.T)
 
 
 def bar_row(bar: Mapping[str, Any]) -> np.ndarray:
