@@ -303,7 +303,8 @@ class Daemon:
                 orders.append(Order(cid, sym.name, slot, q, reduce_only, sym.last_window))
         self._dirty_bars += 1
         if orders:
-            self.latency_ns.append(time.perf_counter_ns() - t0)
+            if sym.bars > 1:                 # the first bar of a symbol loads the kernels
+                self.latency_ns.append(time.perf_counter_ns() - t0)
             for o in orders:                 # pending in the checkpoint: it leaves with it
                 self.broker.submit(o)
             w0 = time.perf_counter_ns()
