@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,12 +21,10 @@ from backtests.scenarios import load_scenario
 from tests.test_http import (
     ARTIFACTS,
     LiveDaemon,
-    _env,
     at_bar,
-    free_port,
     http_get,
     reducing,
-    symbol_dataset,
+    three_symbol_daemon,
 )
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -132,17 +128,7 @@ def test_dashboard_follows_the_cascade(browser, tmp_path):
 
 
 def test_dashboard_first_paint_with_three_symbols(browser, tmp_path):
-    dirs = [symbol_dataset(f"synthetic:{seed}:long:1", sym, tmp_path / sym)
-            for seed, sym in ((3, "BTCUSDT"), (4, "ETHUSDT"), (5, "SOLUSDT"))]
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    args = [sys.executable, "-m", "bot.cli", "run", "--store", f"sqlite:///{tmp_path}/b.db",
-            "--speed", "1200", "--param", "side=long", "--param", "leverage=5",
-            "--http", f"127.0.0.1:{port}"]
-    for d in dirs:
-        args += ["--replay", str(d)]
-    p = subprocess.Popen(args, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         cwd=tmp_path)
+    p, url = three_symbol_daemon(tmp_path, "b.db", 1200)
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:

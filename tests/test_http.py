@@ -288,20 +288,26 @@ def _env() -> dict[str, str]:
     return env
 
 
-def test_three_symbols_subprocess_scrape_and_remote_status(tmp_path):
-    """`liqbot run --replay A --replay B --replay C --http`: /metrics has all three symbols,
-    scrape time measured; `liqbot status --http URL --json` reads the same run remotely."""
+def three_symbol_daemon(tmp_path: Path, db: str, speed: int) -> tuple[subprocess.Popen, str]:
+    """`liqbot run --replay A --replay B --replay C --http` on three synthetic long-crowded
+    days (BTC, ETH, SOL) as a subprocess; returns it and the server's base URL."""
     dirs = [symbol_dataset(f"synthetic:{seed}:long:1", sym, tmp_path / sym)
             for seed, sym in ((3, "BTCUSDT"), (4, "ETHUSDT"), (5, "SOLUSDT"))]
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    args = [sys.executable, "-m", "bot.cli", "run", "--store", f"sqlite:///{tmp_path}/m.db",
-            "--speed", "1500", "--param", "side=long", "--param", "leverage=5",
+    args = [sys.executable, "-m", "bot.cli", "run", "--store", f"sqlite:///{tmp_path}/{db}",
+            "--speed", str(speed), "--param", "side=long", "--param", "leverage=5",
             "--http", f"127.0.0.1:{port}"]
     for d in dirs:
         args += ["--replay", str(d)]
     p = subprocess.Popen(args, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          cwd=tmp_path)
+    return p, f"http://127.0.0.1:{port}"
+
+
+def test_three_symbols_subprocess_scrape_and_remote_status(tmp_path):
+    """`liqbot run --replay A --replay B --replay C --http`: /metrics has all three symbols,
+    scrape time measured; `liqbot status --http URL --json` reads the same run remotely."""
+    p, url = three_symbol_daemon(tmp_path, "m.db", 1500)
     try:
         m: dict = {}
         deadline = time.monotonic() + 180

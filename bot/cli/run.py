@@ -154,11 +154,7 @@ def run_command(
                                  strat.params, preset_name, wallet,
                                  {"fingerprint": fp_id, "spec": spec})
         assert run is not None
-        settings = DaemonSettings(commit_bars=rc.commit_bars, commit_seconds=rc.commit_seconds,
-                                  equity_every_s=rc.equity_every_s,
-                                  stale_check_s=rc.stale_check_s,
-                                  reconcile_every_s=rc.reconcile_every_s,
-                                  positioning_every_s=rc.positioning_every_s)
+        settings = DaemonSettings.from_config(rc)
         daemon = Daemon(run_id=run.run_id, feed=feed, store=store, strategy=strat,
                         policy=policy.to_array(), fp=fp, brackets=brackets, wallet=wallet,
                         settings=settings)

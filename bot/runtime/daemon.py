@@ -51,15 +51,22 @@ R_KILL_SWITCH = 1 << 20           # decision reason bit of the operator's kill s
 
 @dataclass
 class DaemonSettings:
-    """How the loop commits and schedules (config section [run])."""
+    """How the loop commits and schedules: config section [run] (`bot.config.RunConfig`,
+    where each knob is documented) plus the kill-switch poll."""
 
-    commit_bars: int = 500              # commit at least every N bars without orders
-    commit_seconds: float = 0.5         # ... or every N wall seconds
-    equity_every_s: float = 60.0        # equity snapshots (feed clock)
-    stale_check_s: float = 60.0         # stale-feed watchdog period (feed clock)
-    reconcile_every_s: float = 30.0     # reconciliation with the broker (feed clock)
-    positioning_every_s: float = 300.0  # open interest / ratio polls (exchange feed)
+    commit_bars: int = 500
+    commit_seconds: float = 0.5
+    equity_every_s: float = 60.0
+    stale_check_s: float = 60.0
+    reconcile_every_s: float = 30.0
+    positioning_every_s: float = 300.0
     command_poll_s: float = 0.25        # kill-switch poll (wall clock)
+
+    @classmethod
+    def from_config(cls, rc: Any) -> DaemonSettings:
+        """From a `bot.config.RunConfig`."""
+        names = [f for f in cls.__dataclass_fields__ if f != "command_poll_s"]
+        return cls(**{f: getattr(rc, f) for f in names})
 
 
 @dataclass
