@@ -18,6 +18,7 @@ import pytest
 from backtests import engine as eg
 from backtests.runner import RunSettings, prepare, run
 from backtests.scenarios import load_scenario
+from bot.config import RunConfig
 from bot.data import dataset as ds_io
 from bot.data.importer import build_dataset
 from bot.execution import kernel as kn
@@ -25,7 +26,7 @@ from bot.mechanics.brackets import shipped
 from bot.mechanics.fees import venue_fees
 from bot.risk import engine as en
 from bot.risk.policy import load_policy
-from bot.runtime.daemon import Daemon, DaemonSettings
+from bot.runtime.daemon import Daemon
 from bot.runtime.replay import ReplayFeed
 from bot.store import Store
 from strategies import find
@@ -36,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _daemon(bars: dict, store: Store, strategy: str, params: dict[str, str], preset: str,
-            wallet: float = 100_000.0, inject=None, settings: DaemonSettings | None = None
+            wallet: float = 100_000.0, inject=None, settings: RunConfig | None = None
             ) -> Daemon:
     strat = find(strategy).from_strings(params)
     feed = ReplayFeed(bars, 0.0, inject)

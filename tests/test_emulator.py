@@ -326,11 +326,20 @@ def test_cascade_liquidates_at_the_kernel_liquidation_price() -> None:
             assert px == pytest.approx(float(b["open"][entry_bar]) * (1 + HALF_SPREAD),
                                        rel=1e-12)
             pos = (await ex.fetch_positions(["BTC/USDT:USDT"]))[0]
-            # the mechanics' own liquidation price of the same account
+            # by hand (Binance's cross formula, one position): LP = (WB + cum - q e) /
+            # (q mmr - q), in the tier whose notional range holds q LP; tiers of the shipped
+            # table with cum from the published recurrence (0, 50, 1300, ...)
+            wb = 10_000.0 - TAKER * qty * px
+            tiers = [(0, 5e4, 0.004, 0.0), (5e4, 2.5e5, 0.005, 50.0),
+                     (2.5e5, 1e6, 0.01, 1_300.0), (1e6, 1e7, 0.025, 16_300.0)]
+            lp = next(x for lo_n, hi_n, mmr, cum in tiers
+                      for x in [(wb + cum - qty * px) / (qty * mmr - qty)]
+                      if lo_n <= qty * x < hi_n)
             acct, p = ac.new_account(10_000.0, 1, leverage=50.0)
             ac.apply_fill(acct, p, 0, qty, px, TAKER)
             fl, cp, mm, cu, _ = ac.stack_brackets([shipped("binance", "BTCUSDT")])
-            lp = float(ac.liquidation_price(acct, p, 0, np.array([px]), fl, cp, mm, cu))
+            assert float(ac.liquidation_price(acct, p, 0, np.array([px]), fl, cp, mm, cu)) == \
+                pytest.approx(lp, rel=1e-12)                  # the kernel agrees with the hand
             assert pos["liquidationPrice"] == pytest.approx(lp, rel=1e-7)
             hit = entry_bar + int(np.argmax(mlow[entry_bar:] <= lp))
             assert mlow[entry_bar:hit].min() > lp and mlow[hit] <= lp

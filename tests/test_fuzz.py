@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from bot.config import ConfigError, parse_config
@@ -101,9 +101,16 @@ def test_fuzz_config_trees(tree, env_value):
 
 
 @FUZZ
-@given(entry=weird_floats, qty=weird_floats, lev=weird_floats, mmr=st.none() | weird_floats,
-       amount=st.none() | weird_floats, side=st.sampled_from(["long", "short", "up"]),
-       exchange=st.sampled_from(["binance", "bybit", "okx"]), fee=st.none() | weird_floats)
+@example(entry=100_000.0, qty=1.0, lev=10.0, mmr=None, amount=None, side="long",
+         exchange="binance", fee=None)
+@example(entry=2_000.0, qty=3.0, lev=20.0, mmr=0.01, amount=None, side="short",
+         exchange="bybit", fee=None)
+@given(entry=st.floats(1.0, 1e6) | weird_floats, qty=st.floats(1e-3, 50.0) | weird_floats,
+       lev=st.floats(1.0, 125.0) | weird_floats,
+       mmr=st.none() | st.floats(0.001, 0.1) | weird_floats,
+       amount=st.none() | weird_floats, side=st.sampled_from(["long", "short", "long", "up"]),
+       exchange=st.sampled_from(["binance", "binance", "bybit", "okx"]),
+       fee=st.none() | weird_floats)
 def test_fuzz_calc_options(cli, tmp_path, entry, qty, lev, mmr, amount, side, exchange, fee):
     args = ["calc", "liquidation", "--exchange", exchange, "--side", side, "--entry", repr(entry),
             "--qty", repr(qty), "--leverage", repr(lev), "--json"]
@@ -115,6 +122,11 @@ def test_fuzz_calc_options(cli, tmp_path, entry, qty, lev, mmr, amount, side, ex
         args += ["--taker-fee", repr(fee)]
     r = cli(*args)
     _clean(r, tmp_path)
+    valid = (exchange == "binance" or mmr is not None) and side != "up" and amount is None \
+        and fee is None and 1.0 <= entry <= 1e6 and 1e-3 <= qty <= 50.0 and 1.0 <= lev <= 10.0 \
+        and (mmr is None or 0.001 <= mmr <= 0.05) and entry * qty <= 1e5   # margin >> maintenance
+    if valid:                       # plainly valid options must give an answer
+        assert r.code == 0, r.err
     if r.code == 0:
         _finite_json(r.out)
         out = json.loads(r.out)
@@ -280,22 +292,35 @@ payload_num = st.one_of(st.floats(allow_nan=False, allow_infinity=False),
                         st.integers(-10**6, 10**15), weird_text, st.none(), st.booleans())
 
 
+VALID_FO = {"S": "SELL", "T": 1_760_054_400_000, "ap": "100.5", "z": "2", "s": "BTCUSDT"}
+
+
 @FUZZ
-@given(o=st.fixed_dictionaries({}, optional={
-    "S": st.sampled_from(["SELL", "BUY", "HOLD", None]), "T": payload_num, "ap": payload_num,
-    "z": payload_num, "s": st.text(max_size=12)}), wrap=st.booleans(),
-    e=st.sampled_from(["forceOrder", "trade", None]))
-def test_fuzz_binance_force_order(o, wrap, e):
-    msg = {"e": e, "o": o}
+@example(spoil=None, bad=None, wrap=False)
+@given(spoil=st.none() | st.sampled_from(["S", "T", "ap", "z", "e", "o"]),
+       bad=st.one_of(payload_num, st.sampled_from(["HOLD", [], {}])), wrap=st.booleans())
+def test_fuzz_binance_force_order(spoil, bad, wrap):
+    """A real-shaped forceOrder with at most one field spoiled: parsed exactly when intact,
+    otherwise either parsed to finite numbers or refused as MalformedMessage."""
+    o = dict(VALID_FO)
+    msg: dict = {"e": "forceOrder", "o": o}
+    if spoil in ("e", "o"):
+        msg[spoil] = bad
+    elif spoil is not None:
+        o[spoil] = bad
     if wrap:
         msg = {"stream": "btcusdt@forceOrder", "data": msg}
     try:
         events = from_binance_force_order(msg)
     except (MalformedMessage, LiqbotError):
+        assert spoil is not None, "an intact message was refused"
         return
-    for ev in events:
-        assert ev.side in ("long", "short")
-        assert math.isfinite(ev.price) and math.isfinite(ev.qty) and ev.qty >= 0
+    assert len(events) == 1
+    ev = events[0]
+    assert ev.side in ("long", "short")
+    assert math.isfinite(ev.price) and math.isfinite(ev.qty) and ev.qty >= 0
+    if spoil is None:
+        assert (ev.side, ev.price, ev.qty, ev.ts) == ("long", 100.5, 2.0, VALID_FO["T"])
 
 
 def test_binance_force_order_non_finite_fields():
@@ -308,21 +333,29 @@ def test_binance_force_order_non_finite_fields():
 
 bar_num = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10, 10**13),
                     st.none())
+VALID_BAR = {"ts": 1_760_054_400_000, "open": 100.0, "high": 101.0, "low": 99.0, "close": 100.5,
+             "volume": 12.0, "mark_close": 100.4, "quote_volume": 1_205.0,
+             "taker_buy_volume": 6.0, "funding_rate": float("nan")}
 
 
 @FUZZ
-@given(bar=st.fixed_dictionaries(
-    {"ts": st.integers(0, 4_102_444_800_000)},
-    optional={k: bar_num for k in ("open", "high", "low", "close", "volume", "mark_close",
-                                   "quote_volume", "taker_buy_volume", "funding_rate")}))
-def test_fuzz_daemon_bar_validation(bar):
+@example(spoil={}, minute=0)
+@given(spoil=st.dictionaries(st.sampled_from(sorted(VALID_BAR)), bar_num, max_size=2),
+       minute=st.integers(0, 10**6))
+def test_fuzz_daemon_bar_validation(spoil, minute):
+    """A valid bar with up to two fields spoiled: accepted exactly when still valid, and an
+    accepted bar always has finite, consistent prices."""
     from bot.runtime.daemon import _bar_problem
     from bot.signals import stream as ss
+    bar = {**VALID_BAR, "ts": VALID_BAR["ts"] + 60_000 * minute, **spoil}
     try:
         x = bar_row(bar)
     except LiqbotError:
+        assert spoil, "an intact bar was refused"
         return
     problem = _bar_problem(x, -1, 60_000)
+    if not spoil:
+        assert problem == ""
     if problem == "":
         o, h, lo, c = (x[k] for k in (ss.X_OPEN, ss.X_HIGH, ss.X_LOW, ss.X_CLOSE))
         assert all(math.isfinite(v) and v > 0 for v in (o, h, lo, c))

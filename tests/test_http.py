@@ -208,14 +208,23 @@ def test_api_and_metrics_follow_a_cascade(tmp_path):
         assert http_get(ld.url + "/api/status?token=s3cret-tok")[0] == 200
         assert st["state"] == "ACTIVE" and st["symbols"] == ["BTCUSDT"]
         assert st["live"]["bars_processed"] == 600 and st["decisions"] == 600
-        assert st["last_bar"] == "2026-01-01T09:59:00Z" or st["last_bar"].endswith(":59:00Z")
+        assert st["last_bar"] == "2026-01-01T09:59:00Z"        # bar 600 opened at 09:59
         # positions: hold long 10x -> one long position, notional ~ 10x the wallet at entry
         pos = json.loads(ld.get("/api/positions", token="s3cret-tok")[1])["positions"]
         assert len(pos) == 1 and pos[0]["side"] == "long" and pos[0]["slot"] == 0
         p = pos[0]
         assert p["qty"] * p["entry"] == pytest.approx(1_000_000, rel=0.01)
-        gap = p["mark"] - p["liq_price"]
-        assert p["liq_distance_pct"] == pytest.approx(gap / p["mark"] * 100, rel=1e-12)
+        # by hand: Binance's cross formula for one long, LP = (WB + cum - q e) / (q mmr - q),
+        # in the shipped BTCUSDT tier whose range holds q LP (cum by the recurrence)
+        wb = float(d.broker.acct[0])
+        tiers = [(5e4, 2.5e5, 0.005, 50.0), (2.5e5, 1e6, 0.01, 1_300.0),
+                 (1e6, 1e7, 0.025, 16_300.0)]
+        lp = next(x for lo_n, hi_n, mmr, cum in tiers
+                  for x in [(wb + cum - p["qty"] * p["entry"]) / (p["qty"] * mmr - p["qty"])]
+                  if lo_n <= p["qty"] * x < hi_n)
+        assert p["liq_price"] == pytest.approx(lp, rel=1e-9)
+        assert p["liq_distance_pct"] == pytest.approx((p["mark"] - lp) / p["mark"] * 100,
+                                                      rel=1e-9)
         assert 5.0 < p["liq_distance_pct"] < 15.0          # 10x long: ~10% minus maintenance
         # metrics: parsed with prometheus_client; same numbers as the API and the daemon
         code, body, hdr = ld.get("/metrics", token="s3cret-tok")
@@ -227,7 +236,7 @@ def test_api_and_metrics_follow_a_cascade(tmp_path):
         assert m[("liqbot_liquidation_distance_pct", lab)] == pytest.approx(p["liq_distance_pct"],
                                                                             rel=1e-9)
         assert m[("liqbot_liquidation_distance_atr", lab)] == pytest.approx(
-            gap / d.state["BTCUSDT"].atr, rel=1e-9)
+            (p["mark"] - lp) / d.state["BTCUSDT"].atr, rel=1e-9)
         assert m[("liqbot_leverage", (("symbol", "BTCUSDT"),))] == pytest.approx(
             abs(p["notional"]) / eq, rel=1e-9)
         assert m[("liqbot_risk_state", (("symbol", "BTCUSDT"),))] == 0.0

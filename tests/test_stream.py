@@ -144,9 +144,8 @@ def test_synthetic_stream_equals_run_all_and_batch():
     streamed = _stream_by_dicts(bars)
     assert _same(streamed, _run_all(bars))
     assert _same(streamed, _batch(bars))
-    sig, out = pipeline.compute_stream(bars, BTC)
+    _, out = pipeline.compute_stream(bars, BTC)
     assert _same(out, streamed)
-    assert _same(sig.positioning, streamed[:, sm.O_POS:sm.O_DET])
     # the stream carries real signals, not a degenerate all-NaN / all-zero row
     assert np.isfinite(streamed[-1, sm.O_SIG + en.S_ATR]) and streamed[-1, sm.O_FILL] > 0.0
     assert (streamed[:, sm.O_DET + dt.D_CASCADE_STATE] != 0.0).any()
@@ -183,7 +182,7 @@ def test_snapshot_restore_midway_continues_exactly():
     assert _same(np.vstack([first, rest]), full)
     # the uninterrupted stream (mass() read mid-way) ends on the same map as the batch run
     stream.run(x[k:])
-    ref = pipeline.compute(bars, BTC).heatmap
+    ref = hm.run(bars, BTC)                  # the heatmap's own batch run, not the stream
     assert _same(stream.mass(), ref.mass) and _same(stream.meta, ref.meta)
     assert _same(resumed.mass(), ref.mass)
     with pytest.raises(LiqbotError, match="brackets"):

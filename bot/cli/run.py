@@ -86,7 +86,7 @@ def run_command(
     same store resumes the run where it stopped."""
     from bot.execution import kernel as kn
     from bot.runtime import logs
-    from bot.runtime.daemon import Daemon, DaemonSettings, check_live_allowed, percentiles
+    from bot.runtime.daemon import Daemon, check_live_allowed, percentiles
     from bot.runtime.replay import ReplayFeed
     from bot.store import Store
     from strategies import find
@@ -154,10 +154,9 @@ def run_command(
                                  strat.params, preset_name, wallet,
                                  {"fingerprint": fp_id, "spec": spec})
         assert run is not None
-        settings = DaemonSettings.from_config(rc)
         daemon = Daemon(run_id=run.run_id, feed=feed, store=store, strategy=strat,
                         policy=policy.to_array(), fp=fp, brackets=brackets, wallet=wallet,
-                        settings=settings)
+                        settings=rc)
         cp = store.load_checkpoint(run.run_id) if resume else None
         if cp is not None:
             daemon.restore(cp[1])

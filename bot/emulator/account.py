@@ -38,6 +38,7 @@ from bot.mechanics import account as ac
 from bot.mechanics.brackets import Brackets
 from bot.mechanics.fees import VenueFees
 from bot.mechanics.fills import limit_fills
+from bot.mechanics.liquidation import position_maintenance
 
 OPEN_STATES = ("NEW", "PARTIALLY_FILLED")
 ORDER_TYPES = ("MARKET", "LIMIT", "STOP_MARKET")
@@ -210,7 +211,11 @@ class Venue:
                         (o.side == "SELL" and d.mark_low[i] <= o.stop_price)):
                     w = (float(d.win_vol[i - 1]), float(d.win_sig[i - 1]),
                          float(d.win_liq[i - 1])) if i > 0 else (0.0, 0.0, 0.0)
-                    self._fill(a, o, o.stop_price, maker=False, window=w)
+                    # a bar that opens through the stop fills at its open, not the stop
+                    gap = (o.side == "BUY" and d.mark_open[i] > o.stop_price) or \
+                        (o.side == "SELL" and d.mark_open[i] < o.stop_price)
+                    ref = float(d.open[i]) if gap else o.stop_price
+                    self._fill(a, o, ref, maker=False, window=w)
             self._liquidate(a, s, i)
         for cb in self.bar_listeners:
             cb(s, i)
@@ -416,10 +421,10 @@ class Venue:
         lp = float(ac.liquidation_price(a.acct, a.pos, i, marks, self.floor, self.cap,
                                         self.mmr, self.cum)) if q else 0.0
         b = self.brackets[s]
-        k = b.tier(abs(notional))
-        maint = abs(notional) * float(b.mmr[k]) - float(b.cum[k]) if q else 0.0
+        maint = float(position_maintenance(q, mark, self.floor[i], self.cap[i], self.mmr[i],
+                                           self.cum[i])) if q else 0.0
         return {"qty": q, "entry": entry, "mark": mark, "notional": notional,
-                "upnl": q * (mark - entry) if q else 0.0, "leverage": lev,
+                "upnl": float(ac.unrealized(a.pos, i, mark)), "leverage": lev,
                 "liq": lp if lp == lp and lp > 0 else 0.0, "im": abs(notional) / lev,
                 "mm": maint, "isolated": float(a.pos[i, ac.P_ISOLATED]),
                 "iso_margin": float(a.pos[i, ac.P_MARGIN]),

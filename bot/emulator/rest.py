@@ -18,6 +18,15 @@ if TYPE_CHECKING:
     from bot.emulator.server import Emulator
 
 
+def _time_window(rows: list[Any], q: dict[str, str], oldest_first: bool) -> list[Any]:
+    """Rows (with a `.time`, ms) inside [startTime, endTime], at most `limit` (500, max
+    1000): the oldest ones when paging forward from startTime, else the newest, as Binance."""
+    start, end = _int(q, "startTime"), _int(q, "endTime")
+    limit = min(_int(q, "limit", 500) or 500, 1000)
+    rows = [r for r in rows if (start is None or r.time >= start) and (end is None or r.time <= end)]
+    return rows[:limit] if oldest_first else rows[-limit:]
+
+
 def _int(q: dict[str, str], name: str, default: int | None = None) -> int | None:
     if name not in q:
         return default
@@ -309,24 +318,17 @@ class Routes:
         key, q = await self._signed(request)
         self._now()
         s = self._sym(q).symbol
-        a = self.emu.venue.account(key)
-        start, end = _int(q, "startTime"), _int(q, "endTime")
-        limit = min(_int(q, "limit", 500) or 500, 1000)
-        rows = [o for o in a.orders.values() if o.symbol == s
-                and (start is None or o.time >= start) and (end is None or o.time <= end)]
-        return web.json_response([order_json(o) for o in rows[-limit:]])
+        rows = _time_window([o for o in self.emu.venue.account(key).orders.values()
+                             if o.symbol == s], q, oldest_first=False)
+        return web.json_response([order_json(o) for o in rows])
 
     async def user_trades(self, request: web.Request) -> web.Response:
         key, q = await self._signed(request)
         self._now()
         s = self._sym(q).symbol
-        a = self.emu.venue.account(key)
-        start, end = _int(q, "startTime"), _int(q, "endTime")
-        limit = min(_int(q, "limit", 500) or 500, 1000)
-        rows = [t for t in a.trades if t.symbol == s and (start is None or t.time >= start)
-                and (end is None or t.time <= end)]
-        return web.json_response([trade_json(t) for t in rows[:limit] if start is not None]
-                                 if start is not None else [trade_json(t) for t in rows[-limit:]])
+        rows = _time_window([t for t in self.emu.venue.account(key).trades if t.symbol == s], q,
+                            oldest_first="startTime" in q)
+        return web.json_response([trade_json(t) for t in rows])
 
     # --- signed: positions and balances ------------------------------------------------------
     def _positions(self, key: str, q: dict[str, str], v3: bool) -> list[dict[str, Any]]:

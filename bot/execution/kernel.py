@@ -32,7 +32,7 @@ from bot.config import FillsConfig
 from bot.mechanics import account as ac
 from bot.mechanics.brackets import max_notional_for_equity
 from bot.mechanics.fees import VenueFees
-from bot.mechanics.fills import market_slippage
+from bot.mechanics.fills import market_fill_price, market_slippage
 from bot.risk import engine as en
 
 # close-phase state per symbol (st[...])
@@ -97,7 +97,7 @@ def fill_order(acct: np.ndarray, pos: np.ndarray, slot: int, dq: float, open_px:
     side = 1.0 if dq > 0.0 else -1.0
     s = market_slippage(abs(dq) * open_px, vol_w, sig_w, liq_w, fp[F_COEF], fp[F_HALF_SPREAD],
                         fp[F_LIQ_MULT], fp[F_MAX_IMPACT])
-    px = open_px * (1.0 + side * s)
+    px = market_fill_price(side, open_px, s)
     fees_before = acct[ac.A_FEES]
     ac.apply_fill(acct, pos, slot, dq, px, fp[F_TAKER])
     return px, acct[ac.A_FEES] - fees_before, abs(dq) * abs(px - open_px)

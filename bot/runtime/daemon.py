@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from bot.config import RunConfig
 from bot.errors import LiqbotError
 from bot.execution import kernel as kn
 from bot.execution.broker import Fill, Funding, Order, PaperBroker, from_bytes, to_bytes
@@ -49,24 +50,7 @@ log = logging.getLogger("liqbot.daemon")
 R_KILL_SWITCH = 1 << 20           # decision reason bit of the operator's kill switch
 
 
-@dataclass
-class DaemonSettings:
-    """How the loop commits and schedules: config section [run] (`bot.config.RunConfig`,
-    where each knob is documented) plus the kill-switch poll."""
-
-    commit_bars: int = 500
-    commit_seconds: float = 0.5
-    equity_every_s: float = 60.0
-    stale_check_s: float = 60.0
-    reconcile_every_s: float = 30.0
-    positioning_every_s: float = 300.0
-    command_poll_s: float = 0.25        # kill-switch poll (wall clock)
-
-    @classmethod
-    def from_config(cls, rc: Any) -> DaemonSettings:
-        """From a `bot.config.RunConfig`."""
-        names = [f for f in cls.__dataclass_fields__ if f != "command_poll_s"]
-        return cls(**{f: getattr(rc, f) for f in names})
+COMMAND_POLL_S = 0.25              # kill-switch poll (wall clock): obeyed within a second
 
 
 @dataclass
@@ -94,7 +78,7 @@ class Daemon:
 
     def __init__(self, *, run_id: str, feed: Feed, store: Store, strategy: Strategy,
                  policy: np.ndarray, fp: np.ndarray, brackets: dict[str, Brackets],
-                 wallet: float, settings: DaemonSettings | None = None,
+                 wallet: float, settings: RunConfig | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.run_id = run_id
         self.feed = feed
@@ -102,7 +86,7 @@ class Daemon:
         self.strategy = strategy
         self.pol = policy
         self.fp = fp
-        self.settings = settings or DaemonSettings()
+        self.settings = settings or RunConfig()
         self.clock = clock
         self.symbols = list(feed.symbols)
         self.state = {s: SymbolState(s, i, brackets[s], kn.new_state(wallet))
@@ -472,7 +456,7 @@ class Daemon:
             sc.Job("daily", sc.daily(), self.daily_summary),
             sc.Job("positioning", sc.every(s.positioning_every_s, start),
                    lambda: asyncio.ensure_future(self.feed.poll_positioning())),
-            sc.Job("commands", sc.every(s.command_poll_s), self.poll_commands, wall=True),
+            sc.Job("commands", sc.every(COMMAND_POLL_S), self.poll_commands, wall=True),
         ]
 
     # ------------------------------------------------------------------ run
