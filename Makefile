@@ -39,6 +39,7 @@ test: $(VENV)/.dev
 bench: $(VENV)/.dev
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/daemon.py --json var/bench-daemon.json
+	$(BIN)/python benchmarks/ticks.py --json var/bench-ticks.json
 
 # Risk-rule efficacy on the real crash days and calm days (a few minutes): docs/risk.md's table.
 efficacy: $(VENV)/.dev

@@ -15,6 +15,7 @@ from backtests.lookahead import first_lookahead
 from backtests.report import write as write_report
 from backtests.runner import RunResult, RunSettings, decision_rows, prepare, run
 from backtests.scenarios import load_scenario
+from backtests.tick_runner import prepare_ticks, run_ticks, tick_source
 from bot.cli.heatmap import parse_time
 from bot.cli.paths import check_output, dumps, write_output
 from bot.config import load_config
@@ -102,6 +103,11 @@ def backtest_command(
     check_lookahead: Annotated[bool, typer.Option(
         "--check-lookahead", help="recompute targets on data prefixes; fail on any difference")]
     = False,
+    ticks: Annotated[bool, typer.Option(
+        "--ticks", help="replay trade ticks: the dataset's trades table, one Vision trades or "
+                        "aggTrades file, or a synthetic scenario's tick mode")] = False,
+    risk_every: Annotated[int, typer.Option(
+        "--risk-every", help="with --ticks: decide every N ticks (0: at bar closes)")] = 0,
 ) -> None:
     """Replay a dataset or scenario bar by bar through the mechanics, risk engine and a
     strategy; print the figures of each run side by side."""
@@ -117,29 +123,43 @@ def backtest_command(
     strat = find(strategy).from_strings(_params(param or []))
     policy = load_policy(preset) if risk != "off" else None
     fees, cfg = _fees((ctx.obj or {}).get("config") if ctx.obj else None)
+    if risk_every < 0 or (risk_every and not ticks):
+        raise LiqbotError(f"--risk-every: expected a number of ticks >= 0 with --ticks, got "
+                          f"{risk_every}{'' if ticks else ' without --ticks'}")
     if dataset is None and scenario is None:
         ds = configured_data(cfg)
         source = f"config data.source = {cfg.data.source!r}"
+    elif ticks and dataset is not None and Path(dataset).is_file():
+        ds, source = None, dataset                     # a Vision trades / aggTrades file
     else:
         ds = load_scenario(scenario or dataset or "")
         source = scenario or dataset
-    bars = ds.bars
-    if start or end:
-        bars = bars.between(_time(start, "--from") if start else None,
-                            _time(end, "--to") if end else None)
-    if len(bars) < 10:
-        raise LiqbotError("the selected span has fewer than 10 bars")
+    span = (_time(start, "--from") if start else None, _time(end, "--to") if end else None)
+    tick_data = tick_source(ds, str(source), *span) if ticks else None
+    if tick_data is None:
+        bars = ds.bars  # type: ignore[union-attr]
+        if start or end:
+            bars = bars.between(*span)
+        if len(bars) < 10:
+            raise LiqbotError("the selected span has fewer than 10 bars")
+    symbol = tick_data[0].symbol if tick_data else bars.symbol
     try:
-        brackets = br.shipped("binance", bars.symbol)
+        brackets = br.shipped("binance", symbol)
     except LiqbotError:
         brackets = br.shipped("binance", "BTCUSDT")
     settings = RunSettings(wallet=wallet, fills=cfg.fills, fees=fees)
     names = ["off", "on"] if risk == "compare" else [risk]
     err = Console(stderr=True)
+    tick_in = None
+    if tick_data is not None:
+        with err.status(f"aggregating {len(tick_data[0]):,} ticks, signals ..."):
+            tick_in = prepare_ticks(tick_data[0], tick_data[1], brackets, settings)
+        bars = tick_in.bars
+    per_run = len(tick_in.ticks) if tick_in else len(bars)
     with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                   console=err, transient=True) as prog:
-        task = prog.add_task("signals", total=len(bars) * (1 + len(names)))
-        signals = pipeline.compute(bars, brackets)
+        task = prog.add_task("signals", total=len(bars) + per_run * len(names))
+        signals = tick_in.inputs.signals if tick_in else pipeline.compute(bars, brackets)
         prog.advance(task, len(bars))
         if check_lookahead:
             prog.update(task, description="lookahead check")
@@ -149,12 +169,16 @@ def backtest_command(
                 raise LiqbotError(f"--check-lookahead: {strat.describe()} is NOT causal: on the "
                                   f"first {k} bars its target at bar {t} "
                                   f"({iso(int(bars.ts[t]))}) differs from the full-data run")
-        inputs = prepare(bars, brackets, settings)
+        inputs = tick_in.inputs if tick_in else prepare(bars, brackets, settings)
         signals = inputs.signals
         results: dict[str, RunResult] = {}
         for name in names:
             prog.update(task, description=f"risk {name}")
             pol = off_policy() if name == "off" else policy
+            if tick_in is not None:
+                results[name] = run_ticks(tick_in, strat, pol, brackets, settings,  # type: ignore[arg-type]
+                                          name, risk_every, lambda k: prog.advance(task, k))
+                continue
             results[name] = run(inputs, strat, pol, brackets, settings, name,  # type: ignore[arg-type]
                                 progress=lambda k: prog.advance(task, k))
     con = Console(highlight=False, stderr=to_stdout)  # `--json -`: stdout holds only JSON
@@ -163,6 +187,9 @@ def backtest_command(
     con.print(f"[bold]{bars.symbol}[/] {iso(bars.start_ms)} .. {iso(bars.end_ms)} "
               f"({len(bars):,} bars), {strat.describe()}, preset "
               f"{preset if risk != 'off' else '-'}, wallet {wallet:,.0f}")
+    if tick_in is not None:
+        con.print(f"tick replay: {len(tick_in.ticks):,} ticks, decisions "
+                  f"{f'every {risk_every:,} ticks' if risk_every else 'at bar closes'}")
     t = Table()
     t.add_column("")
     for name in names:
@@ -174,6 +201,8 @@ def backtest_command(
     meta = {"symbol": bars.symbol, "from": iso(bars.start_ms), "to": iso(bars.end_ms),
             "bars": len(bars), "strategy": strat.describe(), "preset": preset,
             "source": source}
+    if tick_in is not None:
+        meta.update(ticks=len(tick_in.ticks), risk_every=risk_every)
     if json_path is not None:
         out = {"meta": meta, "runs": {n: r.metrics for n, r in results.items()}}
         if "on" in results:

@@ -151,6 +151,10 @@ def synth(
     out: Annotated[Path, typer.Option("--out", help="dataset directory to write")]
     = Path("var/synthetic"),
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+    ticks: Annotated[bool, typer.Option(
+        "--ticks", help="tick mode: also the trades inside each minute and the forced "
+                        "liquidations as ticks (tables trades, liquidations; docs/data.md)")]
+    = False,
 ) -> None:
     """Synthesise cascade days (agent-based, seeded) with their ground truth."""
     cfg = _config(ctx).data.synthetic
@@ -166,12 +170,21 @@ def synth(
     check_output_dir(out, "--out")
     with Console(stderr=True).status(f"simulating {spec.days} day(s), seed {spec.seed} ..."):
         ds = generate(spec)
+    if ticks:
+        from bot.data.synthetic_ticks import add_ticks
+
+        with Console(stderr=True).status(f"{int(ds.bars['trades'].sum()):,} ticks ..."):
+            ds = add_ticks(ds)
     ds_io.save(ds, out)
     s = summarize(ds)
     if as_json:
         print(dumps(s))
     else:
         print_summary(s, f"synthetic cascade -> {out}")
+        if ticks:
+            t = ds.meta["ticks"]
+            out_console.print(f"ticks: {t['trades']:,} trades, {t['liquidations']:,} "
+                              "liquidation ticks (tables trades, liquidations)")
 
 
 @app.command("download")

@@ -1,0 +1,356 @@
+"""Tick replay: hand-computed ticks (fill price, liquidation on the exact tick, decisions
+every N ticks, liquidation-flow impact), bar vs tick replay of the same synthetic days,
+and `liqbot backtest --ticks`."""
+
+import json
+from typing import ClassVar
+
+import numpy as np
+import pytest
+
+from backtests import engine as eg
+from backtests.runner import RunSettings, prepare, run
+from backtests.tick_runner import prepare_ticks, run_ticks, ticks_of
+from bot.config import FillsConfig
+from bot.data import dataset as ds_io
+from bot.data.bars import MINUTE_MS, Trades
+from bot.data.synthetic import SynthSpec, generate, spec_with
+from bot.data.synthetic_ticks import add_ticks
+from bot.data.trades import Ticks, no_liquidations
+from bot.mechanics.brackets import Brackets, shipped
+from bot.mechanics.fees import VenueFees
+from bot.risk.policy import load_policy, off_policy
+from strategies import find
+from strategies.base import Param, Strategy
+
+T0 = 1767225600000
+ONE_TIER = Brackets("BTCUSDT", np.array([0.0]), np.array([np.inf]), np.array([0.02]),
+                    np.array([0.0]), np.array([125.0]))
+FEES = VenueFees(0.0, 0.0005, 0.0125)
+NO_IMPACT = RunSettings(wallet=10_000.0, fills=FillsConfig(impact_coef=0.0, half_spread_bps=0.0),
+                        fees=FEES)
+
+
+class Fixed(Strategy):
+    """Target leverage given as an array (tests only)."""
+
+    name = "fixed"
+    PARAMS: ClassVar[dict[str, Param]] = {"leverage": Param(float, 1.0, "unused")}
+
+    def __init__(self, levels) -> None:
+        super().__init__()
+        self.levels = np.asarray(levels, dtype=float)
+
+    def targets(self, bars, signals):
+        return self.levels[: len(bars)]
+
+
+def make_ticks(prices, liq=None, qty=1.0):
+    """Bar k holds the ticks prices[k], one a second from the minute's open."""
+    ts, px = [], []
+    for k, ps in enumerate(prices):
+        for j, p in enumerate(ps):
+            ts.append(T0 + k * MINUTE_MS + j * 1000)
+            px.append(p)
+    n = len(ts)
+    tr = Trades("BTCUSDT", np.array(ts), np.array(px), np.full(n, qty), np.ones(n, np.int8))
+    if liq is None:
+        return Ticks(tr, *no_liquidations())
+    lts, lside, lpx, lq = (np.asarray(v) for v in zip(*liq, strict=True))
+    return Ticks(tr, lts.astype(np.int64), lside.astype(np.int8), lpx.astype(float),
+                 lq.astype(float))
+
+
+# bar 0 closes at 100; bar 1 opens at 100 and falls through 92.0 to 91.88
+CRASH = [[100.0, 100.5, 99.5, 100.0], [100.0, 95.0, 92.0, 91.88, 93.0], [93.0, 94.0]] + \
+    [[94.0, 94.5]] * 8
+
+
+def test_fill_at_first_tick_and_liquidation_on_the_exact_tick():
+    ti = prepare_ticks(make_ticks(CRASH), None, ONE_TIER, NO_IMPACT)
+    levels = np.r_[10.0, np.zeros(len(CRASH) - 1)]
+    r = run_ticks(ti, Fixed(levels), off_policy(), ONE_TIER, NO_IMPACT, "off")
+    # bar 0's close: 10 x 10,000 / 100 = 1,000 base, bought at bar 1's first tick (index 4)
+    # at 100, fee 0.05% of 100,000 = 50. Cross liquidation price with one tier (mmr 2%):
+    # (q x entry - wallet) / (q x (1 - mmr)) = (100,000 - 9,950) / 980 = 91.887755...
+    lp = 90_050.0 / 980.0
+    assert r.trades[:, :4].tolist() == [[1, 0, 1000.0, 100.0], [1, 0, -1000.0, lp]]
+    assert r.trades[0, 4] == pytest.approx(50.0)
+    # 92.0 (tick 6) stays above it; 91.88 (tick 7, 00:01:03) reaches it
+    assert r.trade_ticks.tolist() == [4, 7]
+    assert r.metrics["liquidated_at"] == "2026-01-01T00:01:03Z"
+    # closed at the liquidation price; the clearance fee (1.25% of 91,887.76 = 1,148.60)
+    # is within the equity left (2% of it = 1,837.76): wallet 9,950 - 9,112.24 - 1,148.60
+    wallet = 9_950.0 + 1000.0 * (lp - 100.0) - 0.0125 * 1000.0 * lp
+    assert r.metrics["final_equity"] == pytest.approx(wallet, rel=1e-12)
+    assert wallet == pytest.approx(689.158163, abs=1e-6)
+    # the bar replay of the same bars liquidates in the same bar at the same price
+    rb = run(ti.inputs, Fixed(levels), off_policy(), ONE_TIER, NO_IMPACT, "off")
+    assert rb.trades.tolist() == r.trades.tolist()
+    assert rb.metrics["liquidated_at"] == "2026-01-01T00:01:00Z"
+
+
+def test_no_liquidation_when_the_mark_range_stops_above():
+    # with mark klines whose low (92.0) stays above the liquidation price, the tick at
+    # 91.88 is clipped to the mark range: no liquidation (bar replay agrees)
+    ti0 = prepare_ticks(make_ticks(CRASH), None, ONE_TIER, NO_IMPACT)
+    b = ti0.bars
+    base = b.with_columns(mark_open=b["open"], mark_high=b["high"],
+                          mark_low=np.where(np.arange(len(b)) == 1, 92.0, b["low"]),
+                          mark_close=b.close)
+    ti = prepare_ticks(make_ticks(CRASH), base, ONE_TIER, NO_IMPACT)
+    levels = np.r_[10.0, np.zeros(len(CRASH) - 1)]
+    r = run_ticks(ti, Fixed(levels), off_policy(), ONE_TIER, NO_IMPACT, "off")
+    assert r.metrics["liquidations"] == 0 and r.trades[1, 3] == 93.0  # closed at bar 2's open
+
+
+def test_funding_settles_at_the_first_tick_at_the_mark_open():
+    prices = [[100.0, 101.0]] * 12
+    ti0 = prepare_ticks(make_ticks(prices), None, ONE_TIER, NO_IMPACT)
+    b = ti0.bars
+    funding = np.full(len(b), np.nan)
+    funding[3] = 0.001
+    base = b.with_columns(funding_rate=funding, mark_open=np.full(len(b), 100.5),
+                          mark_high=b["high"], mark_low=b["low"], mark_close=b.close)
+    ti = prepare_ticks(make_ticks(prices), base, ONE_TIER, NO_IMPACT)
+    r = run_ticks(ti, Fixed(np.r_[5.0, np.full(11, 5.0)]), off_policy(), ONE_TIER, NO_IMPACT,
+                  "off")
+    # 5 x 10,000 / 101 base held from bar 1; pays 0.1% of qty x mark open 100.5 at bar 3
+    qty = 50_000.0 / 101.0
+    assert r.trades[0, 2] == pytest.approx(qty)
+    assert r.metrics["funding"] == pytest.approx(qty * 100.5 * 0.001, rel=1e-12)
+    assert r.records[2, eg.R_FUNDING] == 0.0 and r.records[3, eg.R_FUNDING] > 0.0
+
+
+def test_decisions_every_n_ticks_fill_at_the_next_tick():
+    prices = [[100.0, 101.0, 102.0, 103.0, 104.0]] * 12
+    s = RunSettings(wallet=10_000.0, fills=FillsConfig(impact_coef=0.0, half_spread_bps=2.0),
+                    fees=FEES)
+    ti = prepare_ticks(make_ticks(prices), None, ONE_TIER, s)
+    r = run_ticks(ti, Fixed(np.full(12, 2.0)), off_policy(), ONE_TIER, s, "off", every_n=7)
+    # ticks 6 (bar 1, price 101) is the 7th: the first decision once bar 0 has closed;
+    # 2 x 10,000 / 101 base filled at tick 7 (102) plus the 2 bp half spread
+    assert r.trade_ticks[0] == 7
+    assert r.trades[0, 2] == pytest.approx(20_000.0 / 101.0)
+    assert r.trades[0, 3] == pytest.approx(102.0 * 1.0002)
+    assert r.every_n == 7 and r.events == 60
+    # later decisions (ticks 13, 20, ...) keep the quantity (entry sizing): one trade
+    assert len(r.trades) == 1
+
+
+def test_liquidation_ticks_thin_the_book_for_fills_inside_the_bar():
+    prices = [[100.0 + 0.3 * k * (k % 2) + 0.5 * (j % 2) for j in range(10)] for k in range(12)]
+    fills = FillsConfig(impact_coef=0.7, half_spread_bps=0.0, liq_multiplier=2.0)
+    s = RunSettings(wallet=10_000.0, fills=fills, fees=FEES)
+    # a forced sale of 5,000 quote in bar 3, second 2 (before the decision at tick 34)
+    liq = [(T0 + 3 * MINUTE_MS + 2000, 1, 100.0, 50.0)]
+
+    def slip(ticks):
+        ti = prepare_ticks(ticks, None, ONE_TIER, s)
+        r = run_ticks(ti, Fixed(np.full(12, 1.0)), off_policy(), ONE_TIER, s, "off",
+                      every_n=35)
+        i = int(r.trade_ticks[0])
+        return abs(r.trades[0, 3] / ti.ticks.trades.price[i] - 1.0), ti, i
+
+    s0, ti, i = slip(make_ticks(prices, qty=10.0))
+    s1, _, _ = slip(make_ticks(prices, liq=liq, qty=10.0))
+    assert i == 35                 # decided at tick 34 (bar 3), filled at tick 35
+    assert s0 > 0.0
+    # s = coef x sigma x sqrt(n / V) x (1 + liq_mult x L / V): V = the quote volume of bars
+    # 0-2 (the window at bar 2's close) + bar 3's ticks 30..34; L = the 5,000 forced sale
+    q = ti.ticks.trades.price * 10.0
+    v = q[:35].sum()
+    assert s1 / s0 == pytest.approx(1.0 + 2.0 * 5_000.0 / v, rel=1e-9)
+
+
+# Bar vs tick replay of the same synthetic days. Stated tolerance: at bar closes the tick
+# replay does what the bar loop does (orders fill at the bar's first tick = its open, funding
+# at the mark open, a liquidation at the first tick whose mark reaches the liquidation price,
+# which exists exactly when the bar's mark range reaches it, closed at that price), and its
+# bars are the ticks' aggregation, equal to the dataset's. So records, trades and metrics
+# must agree to float rounding: final equity within 1e-9 relative, the same trades, the
+# same liquidations (bar and price). Tick replays only refine WHEN inside the bar.
+PARITY = spec_with(SynthSpec(seed=2, days=2, crowding="long"), base_trades=200.0)
+
+
+@pytest.fixture(scope="module")
+def parity():
+    ds = add_ticks(generate(PARITY))
+    br, s = shipped("binance", "BTCUSDT"), RunSettings()
+    ticks, base = ticks_of(ds, "synthetic")
+    return ds, br, s, prepare_ticks(ticks, base, br, s), prepare(ds.bars, br, s)
+
+
+@pytest.mark.parametrize(("strategy", "params", "risk"), [
+    ("hold", {"side": "long", "leverage": "20"}, "off"),      # liquidated 01-02 18:44
+    ("hold", {"side": "long", "leverage": "10"}, "on"),
+    ("trend", {"leverage": "5", "sizing": "rebalance"}, "on"),
+    ("hold", {"side": "short", "leverage": "25"}, "off"),
+])
+def test_bar_and_tick_replay_agree(parity, strategy, params, risk):
+    ds, br, s, ti, inputs = parity
+    for c in ds.bars.names:
+        assert np.array_equal(ds.bars[c], ti.bars[c], equal_nan=True), c
+    strat = find(strategy).from_strings(params)
+    pol = off_policy() if risk == "off" else load_policy("balanced")
+    rb = run(inputs, strat, pol, br, s, risk)
+    rt = run_ticks(ti, strat, pol, br, s, risk)
+    mb, mt = rb.metrics, rt.metrics
+    assert mt["final_equity"] == pytest.approx(mb["final_equity"], rel=1e-9)
+    assert mt["n_trades"] == mb["n_trades"] and mt["liquidations"] == mb["liquidations"]
+    assert mt["liquidation_price"] == mb["liquidation_price"]
+    np.testing.assert_allclose(rt.trades, rb.trades, rtol=1e-9)
+    np.testing.assert_allclose(rt.records, rb.records, rtol=1e-9, equal_nan=True)
+    if mb["liquidated_at"] is not None:
+        # the tick time lies inside the bar the bar replay names
+        assert mt["liquidated_at"][:16] == mb["liquidated_at"][:16]
+    if strategy == "hold" and params["leverage"] == "20":
+        assert mb["liquidated_at"] == "2026-01-02T18:44:00Z"
+
+
+def test_every_n_replay_of_the_same_day(parity):
+    _, br, s, ti, _ = parity
+    strat = find("hold").from_strings({"side": "long", "leverage": "20"})
+    never = run_ticks(ti, strat, off_policy(), br, s, "off", every_n=len(ti.ticks) + 1)
+    assert never.metrics["n_trades"] == 0 and never.metrics["final_equity"] == s.wallet
+    # decisions every 50,000 ticks (about every 2 hours here): the position is entered in
+    # bar 160 and liquidated in the same minute of the cascade as the bar replay's, 9 s in
+    often = run_ticks(ti, strat, off_policy(), br, s, "off", every_n=50_000)
+    assert int(often.trade_ticks[0]) == 50_000 and int(often.trades[0, 0]) == 160
+    assert often.metrics["liquidations"] == 1
+    assert often.metrics["liquidated_at"] == "2026-01-02T18:44:09Z"
+
+
+def test_cli_backtest_ticks_matches_bar_backtest(cli, tmp_path):
+    d = tmp_path / "ticks"
+    ds_io.save(add_ticks(generate(spec_with(SynthSpec(seed=2, days=1), base_trades=60.0))), d)
+    args = ["backtest", d, "--strategy", "hold", "--param", "side=long", "--param",
+            "leverage=20", "--risk", "compare"]
+    a = cli(*args, "--ticks", "--json", tmp_path / "t.json")
+    assert a.code == 0, a.err
+    assert "tick replay:" in a.out and "decisions at bar closes" in a.out
+    b = cli(*args, "--json", tmp_path / "b.json")
+    assert b.code == 0, b.err
+    jt = json.loads((tmp_path / "t.json").read_text())
+    jb = json.loads((tmp_path / "b.json").read_text())
+    assert jt["meta"]["ticks"] > 0 and jt["meta"]["risk_every"] == 0
+    for name in ("off", "on"):
+        assert jt["runs"][name]["final_equity"] == pytest.approx(
+            jb["runs"][name]["final_equity"], rel=1e-9)
+        assert jt["runs"][name].keys() == jb["runs"][name].keys()
+    c = cli(*args, "--ticks", "--risk-every", "1000")
+    assert c.code == 0 and "every 1,000 ticks" in c.out
+
+
+def test_cli_ticks_errors(cli, tmp_path):
+    r = cli("backtest", "--scenario", "calm", "--risk-every", "5")
+    assert r.code == 2 and "--risk-every" in r.err and "without --ticks" in r.err
+    plain = tmp_path / "plain"
+    ds_io.save(ds_io.Dataset(generate(SynthSpec(seed=2, days=1)).bars), plain)
+    r = cli("backtest", plain, "--ticks")
+    assert r.code == 2 and "no trades table" in r.err
+    bad = tmp_path / "BTCUSDT-trades-2025-10-10.csv"
+    bad.write_text("id,price,qty,quote_qty,time,is_buyer_maker\n1,100,1,100,1760054400000,true\n"
+                   "2,oops,1,100,1760054400001,true\n")
+    r = cli("backtest", bad, "--ticks")
+    assert r.code == 2 and "row 3" in r.err and "price" in r.err and "Traceback" not in r.err
+
+
+def test_cli_backtest_on_a_vision_trades_file(cli, tmp_path):
+    # 12 minutes of aggTrades (no header row), a tick every 10 s rising 1.0 a tick
+    t0 = 1760054400000
+    rows = [f"{i + 1},{100_000.0 + i},0.5,{i + 1},{i + 1},{t0 + i * 10_000},{'true' if i % 3 else 'false'}"
+            for i in range(72)]
+    p = tmp_path / "BTCUSDT-aggTrades-2025-10-10.csv"
+    p.write_text("\n".join(rows) + "\n")
+    r = cli("backtest", p, "--ticks", "--strategy", "hold", "--param", "side=long",
+            "--param", "leverage=2", "--risk", "off", "--json", "-")
+    assert r.code == 0, r.err
+    out = json.loads(r.out)
+    assert out["meta"]["ticks"] == 72 and out["meta"]["bars"] == 12
+    m = out["runs"]["off"]
+    # bar 0 closes at 100,005: 2 x 100,000 / 100,005 base, bought at bar 1's first tick
+    # (100,006) plus the half spread (0.5 bp; one closed bar has no sigma, so no impact),
+    # 0.05% taker fee, marked at the last tick 100,071
+    qty = 200_000.0 / 100_005.0
+    fill = 100_006.0 * (1.0 + 0.5e-4)
+    equity = 100_000.0 - 0.0005 * qty * fill + qty * (100_071.0 - fill)
+    assert m["n_trades"] == 1 and m["liquidations"] == 0
+    assert m["final_equity"] == pytest.approx(equity, rel=1e-12)
+
+
+def test_tick_bars_join_the_dataset_columns():
+    from backtests.tick_runner import tick_bars
+    from bot.data.bars import Bars
+
+    # trades in minutes 0, 1 and 3 (none in minute 2); a liquidation tick in minute 2
+    ts = np.array([T0 + 5, T0 + MINUTE_MS, T0 + 3 * MINUTE_MS + 7])
+    tr = Trades("BTCUSDT", ts, np.array([100.0, 101.0, 99.0]), np.ones(3),
+                np.array([1, -1, 1], np.int8))
+    ticks = Ticks(tr, np.array([T0 + 2 * MINUTE_MS + 30_000]), np.array([1], np.int8),
+                  np.array([99.5]), np.array([2.0]))
+    bts = T0 + np.arange(-1, 4) * MINUTE_MS                 # base bars: minutes -1 .. 3
+    base = Bars("BTCUSDT", MINUTE_MS, {
+        "ts": bts, "open": np.full(5, 100.0), "high": np.full(5, 102.0),
+        "low": np.full(5, 98.0), "close": np.full(5, 100.0), "volume": np.ones(5),
+        "mark_close": np.array([1.0, 2.0, 3.0, 4.0, 5.0]),
+        "funding_rate": np.array([0.5, np.nan, np.nan, 0.001, np.nan])})
+    bars, starts = tick_bars(ticks, base)
+    assert bars.ts.tolist() == [T0, T0 + MINUTE_MS, T0 + 3 * MINUTE_MS]
+    assert starts.tolist() == [0, 1, 2, 3]
+    assert bars["mark_close"].tolist() == [2.0, 3.0, 5.0]   # state: by bar time
+    # minute 2's settlement lands on the next bar with trades; minute -1's is before them
+    assert np.isnan(bars["funding_rate"][:2]).all() and bars["funding_rate"][2] == 0.001
+    # the liquidation tick of minute 2 (no bar of its own) counts on minute 3, never earlier
+    assert bars["liq_long_notional"].tolist() == [0.0, 0.0, 199.0]
+    assert bars["liq_short_notional"].tolist() == [0.0, 0.0, 0.0]
+
+
+def test_imported_vision_files_replay_with_marks_and_funding(tmp_path):
+    from bot.data.importer import build_dataset
+
+    t0 = 1760054400000                                    # 2025-10-10T00:00Z
+    head = ("open_time,open,high,low,close,volume,close_time,quote_volume,count,"
+            "taker_buy_volume,taker_buy_quote_volume,ignore")
+    kl = [f"{t0 + i * 60_000},100,101,99,100,4,{t0 + i * 60_000 + 59_999},400,4,2,200,0"
+          for i in range(12)]
+    mk = [f"{t0 + i * 60_000},100.2,100.6,99.4,100.1,0,{t0 + i * 60_000 + 59_999},0,0,0,0,0"
+          for i in range(12)]
+    (tmp_path / "markPriceKlines").mkdir()
+    files = [tmp_path / "BTCUSDT-1m-2025-10-10.csv",
+             tmp_path / "markPriceKlines" / "BTCUSDT-1m-2025-10-10.csv",
+             tmp_path / "BTCUSDT-fundingRate-2025-10.csv",
+             tmp_path / "BTCUSDT-aggTrades-2025-10-10.csv"]
+    files[0].write_text("\n".join([head, *kl]) + "\n")
+    files[1].write_text("\n".join(mk) + "\n")
+    files[2].write_text(f"calc_time,funding_interval_hours,last_funding_rate\n"
+                        f"{t0 + 5 * 60_000 + 3},8,0.0002\n")
+    px = [100, 101, 99, 100]                              # each minute: open, high, low, close
+    files[3].write_text("".join(f"{4 * i + j + 1},{px[j]},1.0,{4 * i + j + 1},{4 * i + j + 1},"
+                                f"{t0 + i * 60_000 + j * 15_000},{'false' if j % 2 else 'true'}\n"
+                                for i in range(12) for j in range(4)))
+    ds = build_dataset(files)
+    ticks, base = ticks_of(ds, str(tmp_path))
+    s = RunSettings(wallet=10_000.0, fills=FillsConfig(impact_coef=0.0, half_spread_bps=0.0),
+                    fees=FEES)
+    ti = prepare_ticks(ticks, base, ONE_TIER, s)
+    b = ti.bars
+    assert len(ticks) == 48 and len(b) == 12 and b["mark_low"][0] == 99.4
+    assert b["funding_rate"][5] == 0.0002 and np.isfinite(b["funding_rate"]).sum() == 1
+    r = run_ticks(ti, Fixed(np.full(12, 10.0)), off_policy(), ONE_TIER, s, "off")
+    # 10 x 10,000 / 100 = 1,000 base from bar 1's first tick (100); the settlement at
+    # 00:05:00.003 lands on bar 00:05 and is paid on its mark open 100.2
+    assert r.trades[:, 2].tolist() == [1000.0] and r.trades[0, 3] == 100.0
+    assert r.metrics["funding"] == pytest.approx(1000.0 * 100.2 * 0.0002)
+    assert r.metrics["liquidations"] == 0
+    rb = run(ti.inputs, Fixed(np.full(12, 10.0)), off_policy(), ONE_TIER, s, "off")
+    assert r.metrics["final_equity"] == pytest.approx(rb.metrics["final_equity"], rel=1e-12)
+
+
+def test_cli_data_synth_ticks(cli, tmp_path):
+    r = cli("data", "synth", "--ticks", "--days", "1", "--seed", "2", "--out", tmp_path / "s")
+    assert r.code == 0, r.err
+    assert "ticks: 4,564,759 trades, 81 liquidation ticks" in r.out
+    back = ds_io.load(tmp_path / "s")
+    assert len(back.tables["trades"]["ts"]) == int(back.bars["trades"].sum()) == 4_564_759
+    assert back.meta["ticks"]["model"] == "liqbot.synthetic_ticks/1"
