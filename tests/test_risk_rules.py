@@ -156,8 +156,13 @@ def test_cascade_warm_up_and_onset_response():
 
 def test_balanced_preset_has_the_documented_rules():
     p = load_policy("balanced")
-    assert (p.min_liq_atr, p.liq_release_atr, p.drawdown_cooldown_hours) == (8.0, 16.0, 24.0)
+    assert (p.min_liq_atr, p.liq_release_atr, p.drawdown_cooldown_hours) == (8.0, 28.0, 24.0)
     assert p.cascade_reach_atr == 24.0 and p.to_array()[en.P_CASCADE_REACH_ATR] == 24.0
+    assert (p.min_cut, p.liq_shrink) == (0.0, 0.75)
+    arr = p.to_array()
+    assert (arr[en.P_MIN_CUT], arr[en.P_LIQ_SHRINK]) == (0.0, 0.75)
+    # the model defaults keep the rules as they were before these knobs existed
+    assert (RiskPolicy().min_cut, RiskPolicy().liq_shrink) == (0.0, 0.0)
 
 
 REACH = RiskPolicy(cascade_reach_atr=24.0, cascade_max_leverage=2.0, mmr=0.005,
@@ -199,3 +204,69 @@ def test_cascade_reach_spares_a_position_it_cannot_liquidate():
     # no ATR yet (warm-up): the plain rule (cut to 2x, entries blocked)
     en.evaluate(_cascade_sig(np.nan, 1.0, 1.0), _acct(10_000.0, 30_000.0, 66.5), REACH, out)
     assert out[en.D_STATE] == en.REDUCING and out[en.D_BLOCK_LONG] == 1.0
+
+
+SHRINK = RiskPolicy(min_liq_atr=8.0, liq_release_atr=16.0, liq_shrink=0.75, mmr=0.005,
+                    max_leverage=125.0, lev_base=125.0, lev_min=125.0, cascade_mode=False,
+                    hedge=False, daily_loss=1.0, max_drawdown=1.0).to_array()
+
+
+def test_liquidation_rule_trips_on_a_shrinking_distance_not_on_the_opening_one():
+    rs = en.new_risk_state()
+    out = np.zeros(en.N_DECISION)
+    # opened: 10x long, liquidation 9.5 below, ATR 1.3: 7.31 ATRs, inside 8 but it is the
+    # distance the position was opened at (a volatile coin at its normal volatility): no trip
+    en.evaluate_state(_sig(100.0, 1.3), _acct(10_000.0, 100_000.0, 90.5), SHRINK, rs, 0.0, out)
+    assert rs[en.RK_LIQ_REF] == pytest.approx(9.5 / 1.3)
+    assert out[en.D_STATE] == en.ACTIVE and rs[en.RK_LIQ_TRIP] == 0.0
+    # ATR 1.55: 6.13 ATRs, below 8 but 84% of the opening 7.31 (> 75%) and above 6: no trip
+    en.evaluate_state(_sig(100.0, 1.55), _acct(10_000.0, 100_000.0, 90.5), SHRINK, rs, 1.0,
+                      out)
+    assert out[en.D_LIQ_DISTANCE_ATR] == pytest.approx(9.5 / 1.55)
+    assert rs[en.RK_LIQ_TRIP] == 0.0 and out[en.D_STATE] == en.ACTIVE
+    # a position opened at ATR 1 (9.5 ATRs away) whose ATR grows to 1.5: 6.33 ATRs, above the
+    # floor 6 but 67% of its opening distance: trips, cap at 16 ATRs (24 below)
+    rs2 = en.new_risk_state()
+    en.evaluate_state(_sig(100.0, 1.0), _acct(10_000.0, 100_000.0, 90.5), SHRINK, rs2, 0.0,
+                      out)
+    assert rs2[en.RK_LIQ_REF] == pytest.approx(9.5) and rs2[en.RK_LIQ_TRIP] == 0.0
+    en.evaluate_state(_sig(100.0, 1.5), _acct(10_000.0, 100_000.0, 90.5), SHRINK, rs2, 1.0,
+                      out)
+    assert out[en.D_STATE] == en.REDUCING and rs2[en.RK_LIQ_TRIP] == 1.0
+    assert out[en.D_MAX_LEV_LONG] == pytest.approx(_lev(100.0 - 16 * 1.5))
+    # flat: the memory of the opening distance is cleared
+    en.evaluate_state(_sig(100.0, 1.8), _acct(10_000.0, 0.0, np.nan), SHRINK, rs, 3.0, out)
+    assert rs[en.RK_LIQ_REF] == 0.0 and rs[en.RK_LIQ_TRIP] == 0.0
+
+
+def test_liquidation_rule_trips_below_the_floor_whatever_the_opening_distance():
+    rs = en.new_risk_state()
+    out = np.zeros(en.N_DECISION)
+    # opened already close: 10x long at 9.5 / 1.7 = 5.59 ATRs, below the floor 0.75 x 8 = 6
+    en.evaluate_state(_sig(100.0, 1.7), _acct(10_000.0, 100_000.0, 90.5), SHRINK, rs, 0.0, out)
+    assert rs[en.RK_LIQ_TRIP] == 1.0 and out[en.D_STATE] == en.REDUCING
+
+
+CUT = RiskPolicy(cascade_reach_atr=24.0, cascade_max_leverage=2.0, mmr=0.005, min_cut=0.2,
+                 min_liq_atr=0.0, hedge=False, daily_loss=1.0, max_drawdown=1.0).to_array()
+
+
+def test_min_cut_leaves_a_position_a_small_trim_would_touch():
+    out = np.zeros(en.N_DECISION)
+    # ATR 1.45: a long liquidated 24 ATRs (34.8) below is 2.85x; a 3x long (liquidation 33.5
+    # below) is reachable. The cut to 2.85x is 5% of its leverage (< 20%): left as it is
+    safe = _lev(100.0 - 24 * 1.45)
+    assert safe == pytest.approx(2.8469, abs=1e-4)
+    en.evaluate(_cascade_sig(1.45, 1.0, 1.0), _acct(10_000.0, 30_000.0, 66.5), CUT, out)
+    assert out[en.D_STATE] == en.ACTIVE and not int(out[en.D_REASONS]) & en.R_CASCADE
+    assert int(out[en.D_REASONS]) & en.R_CASCADE_BLOCK
+    assert out[en.D_MAX_LEV_LONG] == pytest.approx(3.0)
+    assert en.allowed_target(30_000.0, 30_000.0, out, CUT) == 30_000.0   # not binding
+    assert en.allowed_target(40_000.0, 30_000.0, out, CUT) == 30_000.0   # no growth
+    # without the materiality band the same bar trims to 2.85x
+    en.evaluate(_cascade_sig(1.45, 1.0, 1.0), _acct(10_000.0, 30_000.0, 66.5), REACH, out)
+    assert en.allowed_target(30_000.0, 30_000.0, out, REACH) == pytest.approx(10_000 * safe)
+    # ATR 2: 24 ATRs = 48 below is 2.07x, a 31% cut: it binds
+    en.evaluate(_cascade_sig(2.0, 1.0, 1.0), _acct(10_000.0, 30_000.0, 66.5), CUT, out)
+    assert _lev(52.0) == pytest.approx(2.0722, abs=1e-4)
+    assert en.allowed_target(30_000.0, 30_000.0, out, CUT) == pytest.approx(10_000 * _lev(52.0))

@@ -17,7 +17,8 @@ Rules (defaults in config/risk/*.toml, documented in docs/risk.md):
    With `cascade_reach_atr` > 0 (and an ATR) it acts only on a side whose liquidation the
    cascade can reach: a position above the leverage liquidated `cascade_reach_atr` ATRs
    away is cut to that leverage (not below `cascade_max_lev`), and entries may grow the
-   side up to it; positions liquidated farther away are left alone;
+   side up to it; positions liquidated farther away are left alone; a cut smaller than
+   `min_cut` of the held leverage is skipped (no growth either);
 4. hedge: crowding of the position's side at `hedge_threshold` or more hedges
    `hedge_fraction` of it on the other side; the hedge unwinds below `hedge_unwind`;
 5. hard limits: max leverage, max order and position notional, stale data for
@@ -26,7 +27,11 @@ Rules (defaults in config/risk/*.toml, documented in docs/risk.md):
    closer than `min_liq_atr` ATRs trips the rule (REDUCING) and caps the side at the
    leverage whose liquidation sits `liq_release_atr` ATRs away; it releases only once the
    leverage held when it tripped would itself sit `liq_release_atr` ATRs away, so the
-   position is never re-levered inside the band. No ATR yet (warm-up): no action;
+   position is never re-levered inside the band. With `liq_shrink` > 0 it trips only once
+   the distance has also shrunk below `liq_shrink` of its distance when the position was
+   opened (RK_LIQ_REF), or below 0.75 x `min_liq_atr` whatever the opening: a volatile coin
+   at its normal volatility is not a danger sign, a shrinking distance is. No ATR yet
+   (warm-up): no action;
 7. halts WITH COOL-DOWN: daily loss halts until the next UTC day (the day-start equity
    resets); max drawdown halts for `drawdown_cooldown_hours`, then the peak resets to the
    equity at release (the loss is accepted and a fresh drawdown budget starts).
@@ -59,14 +64,15 @@ N_ACCT_VIEW = 6
  P_STALE_BARS, P_MIN_LIQ_ATR, P_LEV_BASE, P_LEV_MIN, P_CROWD_START, P_CLUSTER_K_ATR,
  P_CLUSTER_BUFFER, P_CLUSTER_MIN_SHARE, P_MMR, P_CASCADE_ON, P_CASCADE_MAX_LEV, P_HEDGE_ON,
  P_HEDGE_THRESHOLD, P_HEDGE_FRACTION, P_HEDGE_UNWIND, P_LIQ_RELEASE_ATR,
- P_DD_COOLDOWN_H, P_CASCADE_REACH_ATR) = range(23)
-N_POLICY = 23
+ P_DD_COOLDOWN_H, P_CASCADE_REACH_ATR, P_MIN_CUT, P_LIQ_SHRINK) = range(25)
+N_POLICY = 25
 # --- risk state (memory of the rules, one array per symbol) ----------------------------------
 # RK_LIQ_TRIP: 1 while the liquidation-distance rule is tripped; RK_LIQ_LEV: leverage held
 # when it tripped; RK_PEAK: the drawdown halt's peak equity (0 = not set yet);
 # RK_DD_SINCE: ts (ms) at which the drawdown halt tripped, -1 when not halted.
-(RK_LIQ_TRIP, RK_LIQ_LEV, RK_PEAK, RK_DD_SINCE) = range(4)
-N_RISK_STATE = 4
+# RK_LIQ_REF: the liquidation distance (ATRs) when the position was opened (0 = flat).
+(RK_LIQ_TRIP, RK_LIQ_LEV, RK_PEAK, RK_DD_SINCE, RK_LIQ_REF) = range(5)
+N_RISK_STATE = 5
 # --- decision -------------------------------------------------------------------------------
 (D_STATE, D_MAX_LEV_LONG, D_MAX_LEV_SHORT, D_MAX_NOTIONAL_LONG, D_MAX_NOTIONAL_SHORT,
  D_HEDGE_NOTIONAL, D_BLOCK_LONG, D_BLOCK_SHORT, D_REASONS, D_CROWD, D_CLUSTER_PRICE,
@@ -194,7 +200,11 @@ def evaluate_state(sig: np.ndarray, acct: np.ndarray, pol: np.ndarray, rs: np.nd
                     continue
                 safe = _lev_at_distance(sd, mark, reach * atr, pol[P_MMR])
                 held = lev_now if side == sd else 0.0
-                if csc * sd > 0.0 and held > max(safe, pol[P_CASCADE_MAX_LEV]):
+                # materiality: a cut by less than `min_cut` of the held leverage is not
+                # made (trimming 3x to 2.8x costs fees and buys no safety); the position
+                # may not grow either
+                if csc * sd > 0.0 and \
+                        max(safe, pol[P_CASCADE_MAX_LEV]) < (1.0 - pol[P_MIN_CUT]) * held:
                     state = REDUCING
                     reasons |= R_CASCADE
                     cap = max(safe, pol[P_CASCADE_MAX_LEV])
@@ -245,8 +255,13 @@ def evaluate_state(sig: np.ndarray, acct: np.ndarray, pol: np.ndarray, rs: np.nd
         liq_atr = abs(mark - lp) / atr
     if side == 0.0:
         rs[RK_LIQ_TRIP] = 0.0
+        rs[RK_LIQ_REF] = 0.0
     elif has_atr:
-        if rs[RK_LIQ_TRIP] == 0.0 and liq_atr < pol[P_MIN_LIQ_ATR]:
+        if rs[RK_LIQ_REF] * side <= 0.0 and liq_atr == liq_atr:
+            rs[RK_LIQ_REF] = side * liq_atr       # opened (or flipped): remember the distance
+        shrunk = liq_atr < pol[P_LIQ_SHRINK] * abs(rs[RK_LIQ_REF]) or \
+            liq_atr < 0.75 * pol[P_MIN_LIQ_ATR] or pol[P_LIQ_SHRINK] <= 0.0
+        if rs[RK_LIQ_TRIP] == 0.0 and liq_atr < pol[P_MIN_LIQ_ATR] and shrunk:
             rs[RK_LIQ_TRIP] = side
             rs[RK_LIQ_LEV] = lev_now
         if rs[RK_LIQ_TRIP] != 0.0:

@@ -31,6 +31,9 @@ class RiskPolicy(BaseModel):
     min_liq_atr: float = Field(8.0, ge=0, description="own liquidation closer than this: trip")
     liq_release_atr: float = Field(16.0, ge=0, description="tripped: cap at this distance; "
                                    "release once the tripping leverage sits this far")
+    liq_shrink: float = Field(0.0, ge=0, le=1, description="trip only once the distance "
+                              "has shrunk below this share of the distance at opening (or "
+                              "below half of min_liq_atr); 0: off")
     lev_base: float = Field(20.0, gt=0, description="schedule: max leverage when uncrowded")
     lev_min: float = Field(2.0, ge=0, description="schedule: max leverage at crowding 1")
     crowd_start: float = Field(0.3, ge=0, lt=1, description="schedule starts falling here")
@@ -43,6 +46,8 @@ class RiskPolicy(BaseModel):
     cascade_reach_atr: float = Field(0.0, ge=0, description="cascade acts only on a side whose "
                                      "liquidation sits within this many ATRs (0: always, cut "
                                      "to cascade_max_leverage and block all entries)")
+    min_cut: float = Field(0.0, ge=0, lt=1, description="a soft cap cutting the held "
+                           "leverage by less than this fraction leaves the position as it is")
     hedge: bool = True
     hedge_threshold: float = Field(0.8, ge=0, le=1)
     hedge_fraction: float = Field(0.5, ge=0, le=1)
@@ -73,6 +78,8 @@ class RiskPolicy(BaseModel):
         p[en.P_LIQ_RELEASE_ATR] = max(self.liq_release_atr, self.min_liq_atr)
         p[en.P_DD_COOLDOWN_H] = self.drawdown_cooldown_hours
         p[en.P_CASCADE_REACH_ATR] = self.cascade_reach_atr
+        p[en.P_MIN_CUT] = self.min_cut
+        p[en.P_LIQ_SHRINK] = self.liq_shrink
         return p
 
 

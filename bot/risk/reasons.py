@@ -16,7 +16,7 @@ _TEXT = {
     en.R_HEDGE: "side crowded {crowd:.2f}: hedge {hedge:,.0f}",
     en.R_HEDGE_UNWIND: "crowding normalised: hedge unwound",
     en.R_HARD_LEVERAGE: "hard leverage limit",
-    en.R_LIQ_DISTANCE: "own liquidation {liq_atr:.1f} ATR away: halving leverage",
+    en.R_LIQ_DISTANCE: "own liquidation {liq_atr:.1f} ATR away: leverage capped at {cap:.1f}x",
     en.R_STALE: "market data stale: reducing",
     en.R_DAILY_LOSS: "daily loss {day:.1%}: halted for the day",
     en.R_DRAWDOWN: "drawdown {dd:.1%}: halted",
