@@ -163,6 +163,24 @@ class AlertsConfig(_Section):
     queue_size: int = Field(1000, ge=1, le=1_000_000)
 
 
+class LiveConfig(_Section):
+    """`liqbot run --live` (bot/execution/live.py, docs/live.md). The caps bind every order
+    that can grow exposure, whatever the strategy asks; reduce-only orders are exempt."""
+
+    leverage: int = Field(20, ge=1, le=125, description="set per symbol at start")
+    margin_mode: Literal["cross", "isolated"] = "cross"
+    max_order_notional: float | None = Field(None, gt=0, le=1e12, allow_inf_nan=False,
+                                             description="quote; required for run --live")
+    max_day_notional: float | None = Field(None, gt=0, le=1e13, allow_inf_nan=False,
+                                           description="quote per UTC day; required for live")
+    rest_url: str | None = Field(None, pattern=r"^https?://\S+$",
+                                 description="REST host override (an emulator on 127.0.0.1)")
+    ws_url: str | None = Field(None, pattern=r"^wss?://\S+$",
+                               description="websocket host override (an emulator)")
+    user_stream: bool = Field(True, description="also read fills from the user-data stream")
+    order_attempts: int = Field(6, ge=1, le=50, description="send/look-up tries per order")
+
+
 class Config(_Section):
     """The whole configuration. `mode = "paper"` is the default; live needs `--live` too."""
 
@@ -176,6 +194,7 @@ class Config(_Section):
     logging: LoggingConfig = LoggingConfig()
     run: RunConfig = RunConfig()
     alerts: AlertsConfig = AlertsConfig()
+    live: LiveConfig = LiveConfig()
 
 
 class Credentials:

@@ -36,12 +36,12 @@ def test_help_peak_rss_under_120_mb_without_heavy_imports() -> None:
 
 def test_lazy_entries_match_the_registered_commands() -> None:
     eager = typer.Typer(add_completion=False)
-    from bot.cli import backtest, calc, config_cmd, data, emulator, heatmap, run, sweep
+    from bot.cli import backtest, calc, config_cmd, data, drill, emulator, heatmap, run, sweep
 
     for name, mod in (("data", data), ("config", config_cmd), ("calc", calc),
                       ("emulator", emulator)):
         eager.add_typer(mod.app, name=name)
-    for mod in (heatmap, backtest, run, sweep):
+    for mod in (heatmap, backtest, run, sweep, drill):
         mod.register(eager)
     group = typer.main.get_group(eager)
     assert set(group.commands) == set(cli.LAZY)

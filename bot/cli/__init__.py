@@ -40,6 +40,8 @@ LAZY: dict[str, tuple[str, str, str, bool]] = {
     "data": ("bot.cli.data", "app", "Market data: import, inspect, synthesise, download.", False),
     "config": ("bot.cli.config_cmd", "app", "Validate configuration files.", False),
     "calc": ("bot.cli.calc", "app", "Calculators: liquidation price.", False),
+    "drill": ("bot.cli.drill", "register", "Live mode against the local emulator (real ccxt) "
+              "vs the backtest of the same data: parity report.", False),
     "emulator": ("bot.cli.emulator", "app", "Local Binance USD-M exchange emulator (replays a "
                  "dataset).", False),
 }

@@ -80,6 +80,9 @@ def run_command(
     http: Annotated[str | None, typer.Option(
         "--http", help="serve the dashboard, REST API and /metrics on HOST:PORT (default host "
                        "127.0.0.1; any other host needs LIQBOT_HTTP_TOKEN)")] = None,
+    preflight: Annotated[bool, typer.Option(
+        "--preflight", help="with --live: print balance, margin mode, leverage, brackets and "
+                            "caps, send nothing, exit")] = False,
 ) -> None:
     """Run the trading daemon: paper by default, on the exchange feed or a replay. With
     --replay it ends by itself when the data ends. Restarting with the same options on the
@@ -94,6 +97,11 @@ def run_command(
     cfg_path = (ctx.obj or {}).get("config") if ctx.obj else None
     fees, cfg = _fees(cfg_path)
     check_live_allowed(cfg.mode, live)
+    if preflight and not live:
+        raise LiqbotError("--preflight: only with --live (it checks the live account)")
+    if live and replay:
+        raise LiqbotError("--live with --replay: a live run trades the exchange's own feed; "
+                          "to trade a dataset against the local emulator use `liqbot drill`")
     rc = cfg.run
     speed = rc.speed if speed is None else speed
     wallet = rc.wallet if wallet is None else wallet
@@ -122,6 +130,14 @@ def run_command(
         from bot.runtime.http import bind_token, parse_bind
         host, port = parse_bind(http)
         bind = (host, port, bind_token(host))
+    if live:
+        if creds is None:
+            raise LiqbotError("--live: no credentials; set LIQBOT_API_KEY and LIQBOT_API_SECRET "
+                              "or exchange.credentials_file (mode 0600)")
+        _check_caps(cfg)
+        if preflight:
+            asyncio.run(_preflight(cfg, creds))
+            return
     if replay:
         feed: Any = ReplayFeed(_replay_bars(replay, cfg), speed)
         source = {"replay": replay}
@@ -154,9 +170,11 @@ def run_command(
                                  strat.params, preset_name, wallet,
                                  {"fingerprint": fp_id, "spec": spec})
         assert run is not None
+        broker = _live_broker(cfg, creds, list(feed.symbols), brackets, feed.interval_ms) \
+            if live else None
         daemon = Daemon(run_id=run.run_id, feed=feed, store=store, strategy=strat,
                         policy=policy.to_array(), fp=fp, brackets=brackets, wallet=wallet,
-                        settings=rc)
+                        settings=rc, broker=broker)
         cp = store.load_checkpoint(run.run_id) if resume else None
         if cp is not None:
             daemon.restore(cp[1])
@@ -184,6 +202,78 @@ def run_command(
                if lat["n"] else ""))
     finally:
         store.close()
+
+
+def _check_caps(cfg: Config) -> None:
+    missing = [k for k in ("max_order_notional", "max_day_notional")
+               if getattr(cfg.live, k) is None]
+    if missing:
+        raise LiqbotError("--live: " + ", ".join(f"live.{k}" for k in missing) + " must be set "
+                          "in the config (quote notional caps no strategy passes)")
+
+
+def _exchange(cfg: Config, creds: Any) -> tuple[Any, Any]:
+    """The ccxt.pro instance of the configured venue (testnet, or an emulator by URL) and
+    its row of `bot.execution.venues`. Secrets go to ccxt only."""
+    import ccxt.pro as ccxt_pro
+
+    from bot.execution.venues import venue_for
+    venue = venue_for(cfg.exchange.name)
+    ex = getattr(ccxt_pro, venue.ccxt_id)({
+        "apiKey": creds.api_key.get_secret_value(), "secret": creds.api_secret.get_secret_value(),
+        "enableRateLimit": True, "timeout": int(cfg.download.timeout_s * 1000)})
+    if cfg.exchange.testnet:
+        ex.set_sandbox_mode(True)
+    if cfg.live.rest_url:
+        from bot.emulator.server import point_ccxt
+        point_ccxt(ex, cfg.live.rest_url, cfg.live.ws_url)
+    return ex, venue
+
+
+def _live_settings(cfg: Config) -> Any:
+    from bot.execution.live import LiveSettings
+    lc = cfg.live
+    return LiveSettings(leverage=lc.leverage, margin_mode=lc.margin_mode,
+                        max_order_notional=float(lc.max_order_notional or 0.0),
+                        max_day_notional=float(lc.max_day_notional or 0.0),
+                        reconcile_s=cfg.run.reconcile_every_s, attempts=lc.order_attempts,
+                        use_ws=lc.user_stream)
+
+
+def _live_broker(cfg: Config, creds: Any, symbols: list[str], brackets: dict[str, Any],
+                 interval_ms: int) -> Any:
+    from bot.execution.live import LiveBroker
+    ex, venue = _exchange(cfg, creds)
+    return LiveBroker(ex, venue, symbols, [brackets[s] for s in symbols], interval_ms,
+                      _live_settings(cfg))
+
+
+async def _preflight(cfg: Config, creds: Any) -> None:
+    """`run --live --preflight`: read-only requests, printed; no order, no setting."""
+    symbols = list(cfg.exchange.symbols)
+    broker = _live_broker(cfg, creds, symbols, {s: _brackets(s) for s in symbols}, 60_000)
+    try:
+        info = await broker.preflight()
+    except Exception as exc:
+        import ccxt
+        if isinstance(exc, ccxt.BaseError):
+            raise LiqbotError(f"--preflight: the exchange answered {type(exc).__name__}: "
+                              f"{str(exc)[:200]}") from None
+        raise
+    finally:
+        await broker.close()
+    con = Console(highlight=False)
+    lc = cfg.live
+    con.print(f"preflight {info['exchange']}{' (testnet)' if cfg.exchange.testnet else ''}: "
+              f"wallet {info['wallet']:,.2f}, available {info['available']:,.2f}")
+    for s, v in info["symbols"].items():
+        tiers = ", ".join(f"<= {t['max_notional']:,.0f}: {t['max_leverage']:g}x"
+                          for t in v["brackets"][:4] if t["max_notional"] is not None)
+        con.print(f"{s}: position {v['position']:+.6f}, margin mode {v['margin_mode']}, "
+                  f"leverage {v['leverage']} (would set {lc.margin_mode} {lc.leverage}x); "
+                  f"brackets {tiers}")
+    con.print(f"caps: {lc.max_order_notional:,.2f} per order, {lc.max_day_notional:,.2f} per "
+              "UTC day (reduce-only exempt); nothing was sent")
 
 
 async def _serve(daemon: Any, simulated: bool, alerts: Any, bind: tuple[str, int, str | None]

@@ -6,6 +6,7 @@ Orders answer with their state after matching (like `newOrderRespType=RESULT`)."
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -104,7 +105,8 @@ class Routes:
                         ("/fapi/v2/account", self.account), ("/fapi/v3/account", self.account),
                         ("/fapi/v2/balance", self.balance), ("/fapi/v3/balance", self.balance),
                         (f"{v1}/userTrades", self.user_trades),
-                        (f"{v1}/commissionRate", self.commission_rate)):
+                        (f"{v1}/commissionRate", self.commission_rate),
+                        (f"{v1}/income", self.income)):
             g(path, h)
         p(f"{v1}/order", self.post_order)
         app.router.add_delete(f"{v1}/order", self.cancel_order)
@@ -326,9 +328,30 @@ class Routes:
         key, q = await self._signed(request)
         self._now()
         s = self._sym(q).symbol
-        rows = _time_window([t for t in self.emu.venue.account(key).trades if t.symbol == s], q,
-                            oldest_first="startTime" in q)
+        trades = [t for t in self.emu.venue.account(key).trades if t.symbol == s]
+        from_id = _int(q, "fromId")
+        if from_id is not None:          # Binance: trades with id >= fromId, oldest first
+            trades = [t for t in trades if t.trade_id >= from_id]
+        rows = _time_window(trades, q, oldest_first="startTime" in q or from_id is not None)
         return web.json_response([trade_json(t) for t in rows])
+
+    async def income(self, request: web.Request) -> web.Response:
+        """`/fapi/v1/income`: FUNDING_FEE rows only (the other income types are not kept),
+        oldest first; `income` is signed from the account's side (+ received)."""
+        key, q = await self._signed(request)
+        self._now()
+        s = self._sym(q).symbol if "symbol" in q else None
+        kind = q.get("incomeType", "FUNDING_FEE")
+        rows = [] if kind != "FUNDING_FEE" else [
+            _Income(FUNDING_TRAN_BASE + k, sym, t, -paid)
+            for k, (sym, t, paid) in enumerate(self.emu.venue.account(key).funding_log)
+            if s is None or sym == s]
+        lim = min(_int(q, "limit", 100) or 100, 1000)
+        rows = _time_window(rows, {**q, "limit": str(lim)}, oldest_first=True)
+        return web.json_response([{"symbol": r.symbol, "incomeType": "FUNDING_FEE",
+                                   "income": _s(r.income), "asset": "USDT",
+                                   "info": "FUNDING_FEE", "time": r.time,
+                                   "tranId": r.tran_id, "tradeId": ""} for r in rows])
 
     # --- signed: positions and balances ------------------------------------------------------
     def _positions(self, key: str, q: dict[str, str], v3: bool) -> list[dict[str, Any]]:
@@ -442,6 +465,17 @@ class Routes:
             del self.emu.listen_keys[lk]
         await self.emu.hub.close_key(key)
         return web.json_response({})
+
+
+FUNDING_TRAN_BASE = 9_000_000_001     # tranId of the first funding payment of an account
+
+
+@dataclass(frozen=True)
+class _Income:
+    tran_id: int
+    symbol: str
+    time: int
+    income: float                      # quote, + received
 
 
 class LostResponse(Exception):

@@ -79,7 +79,7 @@ class Daemon:
     def __init__(self, *, run_id: str, feed: Feed, store: Store, strategy: Strategy,
                  policy: np.ndarray, fp: np.ndarray, brackets: dict[str, Brackets],
                  wallet: float, settings: RunConfig | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, broker: Any = None) -> None:
         self.run_id = run_id
         self.feed = feed
         self.store = store
@@ -91,7 +91,12 @@ class Daemon:
         self.symbols = list(feed.symbols)
         self.state = {s: SymbolState(s, i, brackets[s], kn.new_state(wallet))
                       for i, s in enumerate(self.symbols)}
-        self.broker = PaperBroker(self.symbols, [brackets[s] for s in self.symbols], wallet, fp)
+        # paper by default; a LiveBroker (bot.execution.live) has the same interface plus
+        # the async start / sync / flush / close the loop awaits around each bar
+        self.broker = broker if broker is not None else \
+            PaperBroker(self.symbols, [brackets[s] for s in self.symbols], wallet, fp)
+        self.live = hasattr(self.broker, "flush")
+        self.restored = False
         self.seq = 0                      # intent sequence (deterministic client ids)
         self.halted = False               # operator kill switch
         self.flatten = False
@@ -127,6 +132,8 @@ class Daemon:
             "pending": np.array([json.dumps(snap["pending"])]),
             "scalars": np.array([self.seq, int(self.halted), int(self.flatten)], dtype=np.int64),
         }
+        if "extra" in snap:                   # the live broker's ledger and order ids
+            arrays["broker"] = np.array([json.dumps(snap["extra"])])
         for s, x in self.state.items():
             arrays[f"st:{s}"] = x.st
             arrays[f"meta:{s}"] = np.array([x.last_ts, x.bars], dtype=np.int64)
@@ -142,7 +149,10 @@ class Daemon:
     def restore(self, blob: bytes) -> None:
         a = from_bytes(blob)
         self.broker.restore({"acct": a["acct"], "pos": a["pos"], "marks": a["marks"],
-                             "pending": json.loads(str(a["pending"][0]))})
+                             "pending": json.loads(str(a["pending"][0])),
+                             "extra": json.loads(str(a["broker"][0])) if "broker" in a
+                             else None})
+        self.restored = True
         self.seq, halted, flatten = (int(v) for v in a["scalars"])
         self.halted, self.flatten = bool(halted), bool(flatten)
         for s, x in self.state.items():
@@ -192,8 +202,11 @@ class Daemon:
         for f in fills:
             self._record_fill(f)
         filled = {f.client_id for f in fills}
+        still = {o.client_id for o in self.broker.pending()}     # live: fill not seen yet
         for o in sent:
-            if o.client_id not in filled:     # the venue refused it (no fill price)
+            if o.client_id not in filled and o.client_id not in still:   # the venue refused it
+                self.store.stage_intent_update(o.client_id, "rejected", 0.0, ts)
+                self._filled_since_commit.add(o.client_id)     # resolved, not yet committed
                 self.counters["rejects"] += 1
                 log.warning("order %s %s rejected at the open of %s", o.client_id, o.symbol,
                             _iso(ts))
@@ -497,17 +510,54 @@ class Daemon:
         sim = sc.SimulatedScheduler([j for j in jobs if not j.wall], start) if simulated else None
         wall.start()
         try:
+            if self.live:
+                await self.broker.start()
+                if not self.restored:         # a new live run starts at the exchange's wallet
+                    for x in self.state.values():
+                        x.st[:] = kn.new_state(float(self.broker.acct[ac.A_WALLET]))
+                await self._live_sync()
             await self.warm_up()
             self.reconcile()                  # before any new order
             async for ev in self.feed.events():
+                if self.live:
+                    await self._live_sync()
                 self.on_bar(ev)
+                if self.live:
+                    await self.broker.flush()   # after the intents' commit (in on_bar)
                 if sim is not None:
                     sim.advance(self.feed.now_ms())
                 if self.stopping:
                     break
+            if self.live:                     # the last orders' fills and the final books
+                await self._live_sync()
+                await self.broker.reconcile()
+                self._stage_broker_events()
         finally:
             wall.shutdown(wait=False)
             self.commit()
+            if self.live:
+                await self.broker.close()
+
+    async def _live_sync(self) -> None:
+        """The live broker reads the exchange (fills, funding, reconciliation) before a bar;
+        what it adopted or refused becomes store events."""
+        await self.broker.sync(self.feed.now_ms())
+        self._stage_broker_events()
+
+    def _stage_broker_events(self) -> None:
+        for e in self.broker.drain_events():
+            self.store.stage("events", {"run_id": self.run_id, **e})
+            log.warning("%s: %s", e["kind"], e["message"])
+            cid = e["data"].get("client_id") if e["kind"].startswith("reject") else None
+            if cid:                           # never placed: the intent is closed now
+                self.store.stage_intent_update(cid, "rejected", 0.0, int(e["ts"]))
+                self._filled_since_commit.add(cid)
+        for s, x in self.state.items():       # adopted positions are the positions
+            for slot in (2 * x.index, 2 * x.index + 1):
+                pos = self.broker.pos[slot]
+                if pos[ac.P_QTY] != 0.0:
+                    self.store.stage_position(self.run_id, s, slot, float(pos[ac.P_QTY]),
+                                              float(pos[ac.P_ENTRY]), None, self.feed.now_ms())
 
     def _stop(self) -> None:
         log.warning("stop requested: no new bars, finishing writes")
@@ -566,13 +616,10 @@ def percentiles(ns: list[int]) -> dict[str, float]:
 
 
 def check_live_allowed(mode: str, live_flag: bool) -> None:
-    """Live needs `mode = "live"` AND `--live`; the live broker is not built yet."""
+    """Live needs `mode = "live"` AND `--live` (credentials and caps: `bot.cli.run`)."""
     if live_flag and mode != "live":
         raise LiqbotError('--live: the config says mode = "paper"; set mode = "live" in the '
                           "config too (both are required for live trading)")
     if mode == "live" and not live_flag:
         raise LiqbotError('mode = "live" in the config but --live was not given: live trading '
                           "needs both; without --live nothing runs (paper is the default)")
-    if live_flag:
-        raise LiqbotError("--live: the live broker (ccxt, reconciliation, emulator drills) is "
-                          "not built yet; run paper (without --live) meanwhile")

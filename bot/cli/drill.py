@@ -1,0 +1,401 @@
+"""`liqbot drill DATASET...`: the daemon in live mode against the local emulator through
+real ccxt, then the backtest of the same data, and a parity report.
+
+The emulator (bot/emulator) replays the dataset on 127.0.0.1; the daemon reads the same
+closed bars (the replay feed) and trades through the LiveBroker: ccxt `binanceusdm` signed
+REST orders with client ids, the ccxt.pro user-data stream, REST trade history and funding
+income, reconciliation. At `--speed 0` (default) the two run in lockstep: the emulator's
+clock moves to each bar's close before the daemon sees the bar, so an order decided at a
+close reaches the venue during the next bar's first instant (the backtest's fill at the
+next open), whatever the faults cost in wall time. At `--speed N` both run free at N x
+real time and the differences are latency's. Orders decided at the last close are not
+sent: the data ends there and the backtest never fills them.
+
+JSON (`--json FILE`): parity, duplicate_orders, lost_fills, equity_rel_diff,
+faults_injected, decisions / fills / funding / liquidations comparisons, differences with
+their causes, orders, broker statistics, duration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import tempfile
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.console import Console
+
+from backtests import engine as eg
+from backtests.runner import RunSettings, prepare
+from backtests.runner import run as backtest
+from bot.cli.backtest import _fees, _params
+from bot.cli.paths import check_output, dumps, write_output
+from bot.data.bars import Bars
+from bot.data.dataset import Dataset, iso
+from bot.errors import LiqbotError
+from bot.execution import kernel as kn
+from bot.execution.live import LiveBroker, LiveSettings
+from bot.execution.venues import VENUES
+from bot.mechanics import account as ac
+from bot.mechanics import brackets as br
+from bot.risk import engine as en
+from bot.risk.policy import load_policy
+from bot.runtime.feed import BarEvent
+from bot.runtime.replay import ReplayFeed
+from bot.store import Store
+from strategies import find
+
+EQUITY_TOL = 1e-3              # acceptance: final equity within 0.1 %
+QTY_REL_TOL = 1e-4             # fill quantity beyond lot rounding (equity-driven sizing)
+PRICE_REL_TOL = 1e-4           # fill price (slippage depends on the rounded quantity)
+KEY, SECRET = "drillKEY0123456789abcdef", "drill-secret-" + "x" * 24   # emulator-only pair
+log = logging.getLogger("liqbot.drill")
+
+
+class LockstepFeed(ReplayFeed):
+    """The replay feed that moves the emulator's clock to each bar's close first."""
+
+    def __init__(self, bars: Bars, emu: Any, on_last: Any = None) -> None:
+        super().__init__({bars.symbol: bars}, 0.0)
+        self.emu = emu
+        self.on_last = on_last
+        self.last_close = int(bars.ts[-1]) + bars.interval_ms
+
+    async def events(self) -> AsyncIterator[BarEvent]:
+        async for ev in super().events():
+            if ev.received_ms > self.emu.clock.now_ms():
+                self.emu.clock.set(ev.received_ms)
+                self.emu.venue.sync()
+                await self.emu.hub.flush()
+            if ev.received_ms >= self.last_close and self.on_last is not None:
+                self.on_last()
+            yield ev
+
+
+def load_data(sources: list[str]) -> Dataset:
+    """One dataset directory or scenario name, or exchange files merged (klines, funding...)."""
+    from backtests.scenarios import load_scenario
+    from bot.data.importer import build_dataset
+
+    if len(sources) == 1 and not Path(sources[0]).is_file():
+        return load_scenario(sources[0])
+    missing = [s for s in sources if not Path(s).is_file()]
+    if missing:
+        raise LiqbotError(f"drill: {missing[0]} is not a file (give a dataset directory, a "
+                          "scenario, or exchange files such as klines and funding CSVs)")
+    return build_dataset(sources)
+
+
+async def run_drill(bars: Bars, strategy: Any, preset: str, settings: RunSettings,
+                    speed: float = 0.0, faults: Any = None, live: LiveSettings | None = None,
+                    store_url: str | None = None) -> dict[str, Any]:
+    """Emulator + live daemon, then the backtest; returns the report (module docstring)."""
+    import ccxt.pro as ccxt_pro
+
+    from bot.emulator.faults import FaultProfile
+    from bot.emulator.server import Emulator, EmulatorConfig, point_ccxt
+    from bot.runtime.daemon import Daemon
+
+    brackets = _brackets(bars.symbol)
+    policy = load_policy(preset)
+    sizing = str(getattr(strategy, "sizing", "entry"))
+    fp = kn.fill_params(settings.fills, settings.fees, settings.band, sizing)
+    lockstep = speed <= 0.0
+    emu_cfg = EmulatorConfig(speed=speed if speed > 0 else 1.0, paused=lockstep,
+                             start_ms=int(bars.ts[0]), wallet=settings.wallet,
+                             fees=settings.fees, fills=settings.fills,
+                             weight_limit=10**9 if lockstep else 2400,
+                             faults=faults or FaultProfile())
+    emu = Emulator([Dataset(bars)], {KEY: SECRET}, emu_cfg, {bars.symbol: brackets})
+    await emu.start()
+    tmp = tempfile.TemporaryDirectory(prefix="liqbot-drill-")
+    store = Store(store_url or f"sqlite:///{tmp.name}/drill.db")
+    t0 = time.perf_counter()
+    try:
+        ex = point_ccxt(ccxt_pro.binanceusdm({"apiKey": KEY, "secret": SECRET,
+                                              "enableRateLimit": False, "timeout": 10_000}),
+                        emu.rest_url, emu.ws_url)
+        live = live or LiveSettings()
+        broker = LiveBroker(ex, VENUES["binanceusdm"], [bars.symbol], [brackets],
+                            bars.interval_ms, live)
+
+        def stop_sending() -> None:
+            broker.sending = False
+
+        feed: Any = LockstepFeed(bars, emu, stop_sending) if lockstep else \
+            ReplayFeed({bars.symbol: bars}, speed)
+        run_ = store.open_run("live", "drill:emulator", [bars.symbol], strategy.name,
+                              strategy.params, preset, settings.wallet)
+        daemon = Daemon(run_id=run_.run_id, feed=feed, store=store, strategy=strategy,
+                        policy=policy.to_array(), fp=fp, brackets={bars.symbol: brackets},
+                        wallet=settings.wallet, broker=broker)
+        if not lockstep:
+            emu.clock.set(int(bars.ts[0]))
+        await daemon.run(simulated=True)
+        duration = time.perf_counter() - t0
+        venue = _venue_figures(emu, bars.symbol)
+        bt = backtest(prepare(bars, brackets, settings), strategy, policy, brackets, settings,
+                      "on")
+        report = compare(store, run_.run_id, daemon, bt, bars, venue,
+                         float(broker.step.get(bars.symbol, 0.0)))
+        report.update({"duration_s": duration, "speed": speed, "lockstep": lockstep,
+                       "faults_injected": dict(emu.faults.counts),
+                       "broker": dict(broker.stats, duplicates_ignored=broker.ledger.duplicates),
+                       "orders": daemon.seq, "bars": daemon.bars_processed,
+                       "strategy": strategy.describe(), "preset": preset,
+                       "symbol": bars.symbol, "from": iso(int(bars.ts[0])),
+                       "to": iso(int(bars.ts[-1]))})
+        report["parity"] = bool(report["parity"])
+        return report
+    finally:
+        store.close()
+        await emu.stop()
+        tmp.cleanup()
+
+
+def _brackets(symbol: str) -> br.Brackets:
+    try:
+        return br.shipped("binance", symbol)
+    except LiqbotError:
+        return br.shipped("binance", "BTCUSDT")
+
+
+def _venue_figures(emu: Any, symbol: str) -> dict[str, Any]:
+    """The exchange's truth for the drill's API key: orders per client id, trades, the
+    final position and margin balance."""
+    emu.venue.sync()
+    a = emu.venue.accounts.get(KEY)
+    if a is None:
+        return {"orders": 0, "by_client": {}, "trades": [], "qty": 0.0, "equity": float("nan")}
+    by_client = Counter(o.client_id for o in a.orders.values() if o.type != "LIQUIDATION")
+    slot = emu.venue.slot[symbol]
+    return {"orders": len(a.orders), "by_client": dict(by_client),
+            "trades": [(t.symbol, t.trade_id) for t in a.trades],
+            "qty": float(a.pos[slot, ac.P_QTY]),
+            "equity": float(emu.venue.totals(a)["margin_balance"])}
+
+
+def compare(store: Store, run_id: str, daemon: Any, bt: Any, bars: Bars, venue: dict[str, Any],
+            step: float) -> dict[str, Any]:
+    """Live run (store rows) against the backtest (records, trades) bar by bar."""
+    iv = bars.interval_ms
+    index = {int(t): i for i, t in enumerate(bars.ts)}
+    diffs: list[dict[str, Any]] = []
+    events = store.events(run_id)
+    rejects = [e for e in events if e.kind.startswith("reject")]
+    rec = bt.records
+    # decisions: state and reasons on every bar
+    decs = {d.bar_ts: d for d in store.decisions(run_id) if d.bar_ts in index}
+    dec_mismatch = 0
+    for ts, i in index.items():
+        d = decs.get(ts)
+        if d is None or d.state != int(rec[i, eg.R_STATE]) or \
+                d.reasons != int(rec[i, eg.R_REASONS]):
+            dec_mismatch += 1
+            if dec_mismatch <= 20:
+                diffs.append({"kind": "decision", "ts": iso(ts),
+                              "live": None if d is None else [en.STATE_NAMES[d.state], d.reasons],
+                              "backtest": [en.STATE_NAMES[int(rec[i, eg.R_STATE])],
+                                           int(rec[i, eg.R_REASONS])],
+                              "cause": _cause(rejects, ts, iv, "the account differs after an "
+                                              "earlier difference (see the fills)")})
+    # fills: bar, quantity, price; liquidations
+    live_fills = sorted(store.fills(run_id), key=lambda f: (f.ts, f.fill_id))
+    tr = bt.trades
+    bt_fills = [(int(bars.ts[int(t[0])]), float(t[2]), float(t[3]), bool(t[6] == 1.0))
+                for t in tr]
+    matched, qty_diff, px_diff = 0, 0.0, 0.0
+    used: set[int] = set()
+    band = float(daemon.fp[kn.F_BAND])
+    edge: list[str] = []            # fills one side made at the rebalance band's edge
+    for f in live_fills:
+        k = next((j for j, b in enumerate(bt_fills) if j not in used and b[0] == f.ts and
+                  b[3] == f.liquidation and np.sign(b[1]) == np.sign(f.qty)), None)
+        if k is None:
+            why = _band_edge(rec, bars, index.get(f.ts, 0) - 1, band, step)
+            if why:
+                edge.append(iso(f.ts))
+            diffs.append({"kind": "fill", "ts": iso(f.ts), "live": [f.qty, f.price],
+                          "backtest": None, "cause": why or _cause(
+                              rejects, f.ts, iv, "no such fill in the backtest")})
+            continue
+        used.add(k)
+        b = bt_fills[k]
+        dq = abs(f.qty - b[1])
+        qty_diff = max(qty_diff, dq)
+        px_diff = max(px_diff, abs(f.price / b[2] - 1.0))
+        # the venue trades whole lot steps: the position is off by up to a step, and the
+        # account (equity, hence the next order's size) by its tiny price effect
+        if dq <= 2.0 * step + QTY_REL_TOL * abs(b[1]) and abs(f.price / b[2] - 1.0) <= \
+                PRICE_REL_TOL:
+            matched += 1
+            if dq > 1e-12:
+                diffs.append({"kind": "fill_qty", "ts": iso(f.ts), "live": f.qty,
+                              "backtest": b[1], "cause": f"lot size: the venue trades multiples "
+                                                         f"of {step:g} base"})
+        else:
+            diffs.append({"kind": "fill", "ts": iso(f.ts), "live": [f.qty, f.price],
+                          "backtest": [b[1], b[2]],
+                          "cause": "price differs (latency: another bar's price)"
+                          if dq <= step else f"quantity differs: the account differs since the "
+                          f"rebalance-band difference at {edge[0]}" if edge else
+                          "quantity differs"})
+    for j, b in enumerate(bt_fills):
+        if j not in used:
+            why = _band_edge(rec, bars, index.get(b[0], 0) - 1, band, step)
+            diffs.append({"kind": "fill", "ts": iso(b[0]), "live": None, "backtest": [b[1], b[2]],
+                          "cause": why or _cause(rejects, b[0] - iv, iv, "not filled live")})
+    live_funding = sum(-f.payment for f in store.funding(run_id))      # + received
+    bt_funding = -float(bt.metrics["funding"])
+    final, _ = daemon.equity()
+    bt_final = float(bt.metrics["final_equity"])
+    rel = abs(final / bt_final - 1.0) if bt_final else math.inf
+    dup = sum(n - 1 for n in venue["by_client"].values() if n > 1)
+    stored = {f.fill_id for f in store.fills(run_id)}
+    lost = sum(1 for s, tid in venue["trades"] if f"{s}-{tid}" not in stored)
+    our_qty = float(daemon.broker.pos[0, ac.P_QTY])
+    pos_equal = abs(our_qty - venue["qty"]) <= 1e-9
+    venue_rel = abs(venue["equity"] / final - 1.0) if final else math.inf
+    liq_live = sum(1 for f in live_fills if f.liquidation)
+    liq_bt = sum(1 for b in bt_fills if b[3])
+    parity = (dec_mismatch == 0 and matched == len(live_fills) == len(bt_fills)
+              and rel <= EQUITY_TOL and dup == 0 and lost == 0 and pos_equal
+              and liq_live == liq_bt)
+    return {
+        "parity": parity, "duplicate_orders": dup, "lost_fills": lost, "equity_rel_diff": rel,
+        "equity_cause": f"the account differs from the rebalance-band difference at {edge[0]} "
+                        "on (another position, its fees and slippage)" if edge else "",
+        "final_equity": {"live": final, "backtest": bt_final, "venue": venue["equity"],
+                         "live_vs_venue_rel": venue_rel},
+        "decisions": {"bars": len(index), "live": len(decs), "mismatched": dec_mismatch},
+        "fills": {"live": len(live_fills), "backtest": len(bt_fills), "matched": matched,
+                  "max_qty_diff": qty_diff, "max_price_rel_diff": px_diff},
+        "funding": {"live": live_funding, "backtest": bt_funding,
+                    "payments": len(store.funding(run_id))},
+        "liquidations": {"live": liq_live, "backtest": liq_bt},
+        "positions": {"live": our_qty, "venue": venue["qty"], "equal": pos_equal},
+        "venue_orders": venue["orders"], "rejects": len(rejects),
+        "events": dict(Counter(e.kind for e in events)),
+        "differences": diffs[:200],
+    }
+
+
+def _band_edge(rec: np.ndarray, bars: Bars, t: int, band: float, step: float) -> str:
+    """The cause of a rebalance one side made and the other did not, when the backtest's
+    order at decision bar `t` was within two lot steps' notional of the rebalance band: the
+    venue trades whole lot steps, so the live position (hence the order the band is
+    compared with) is off by up to that much, and a tiny difference decides a whole order."""
+    if t < 0 or step <= 0.0:
+        return ""
+    eq = float(rec[t, eg.R_EQUITY])
+    mark = float(bars["mark_close"][t]) if bars.has("mark_close") else float(bars.close[t])
+    allowed = float(rec[t, eg.R_ALLOWED_LEV]) * eq
+    held = float(rec[t, eg.R_QTY]) * mark
+    order = abs(allowed - held)
+    edge = band * max(abs(allowed), abs(held))
+    lots = 2.0 * step * mark
+    if allowed == 0.0 or held == 0.0 or allowed * held < 0.0 or abs(order - edge) > lots:
+        return ""
+    return (f"rebalance band edge: the backtest's order at the decision close was "
+            f"{order:,.2f} quote against a band of {edge:,.2f} ({order - edge:+,.2f}), within "
+            f"two lot steps' notional ({lots:,.2f}) of it; the live position, in whole lots of "
+            f"{step:g}, fell on the other side")
+
+
+def _cause(rejects: list[Any], ts: int, iv: int, default: str) -> str:
+    near = [e for e in rejects if abs(e.ts - ts) <= 2 * iv]
+    return f"order not placed: {near[0].message}" if near else default
+
+
+def drill_command(
+    ctx: typer.Context,
+    dataset: Annotated[list[str], typer.Argument(
+        help="dataset directory or scenario, or exchange files (klines CSV [funding CSV])")],
+    strategy: Annotated[str | None, typer.Option("--strategy", help="default: config "
+                                                 "run.strategy")] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", help="k=v (repeatable)")] = None,
+    preset: Annotated[str | None, typer.Option("--preset", help="default: config run.preset")]
+    = None,
+    speed: Annotated[float, typer.Option("--speed", help="0 = lockstep, as fast as it goes; "
+                                         "N = both at N x real time")] = 0.0,
+    faults: Annotated[str | None, typer.Option("--faults", help="emulator fault profile: none, "
+                                               "flaky, lossy-orders or a TOML file")] = None,
+    wallet: Annotated[float | None, typer.Option("--wallet", help="default: config run.wallet")]
+    = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the report as JSON "
+                                                  "('-' = stdout)")] = None,
+) -> None:
+    """Trade DATASET in live mode against the local emulator (real ccxt), backtest the same
+    data, print the parity report. Exit 0 when parity holds, 1 when it does not."""
+    from bot.emulator.faults import load_profile
+
+    out = check_output(json_out, "--json")
+    fees, cfg = _fees((ctx.obj or {}).get("config") if ctx.obj else None)
+    if not (speed >= 0 and speed < 1e9):
+        raise LiqbotError(f"--speed: expected a finite number >= 0, got {speed}")
+    rc = cfg.run
+    w = rc.wallet if wallet is None else wallet
+    if not (w > 0 and w < 1e15):
+        raise LiqbotError(f"--wallet: expected a positive finite amount, got {w}")
+    name = strategy or rc.strategy
+    params = {k: str(v) for k, v in rc.params.items()} if strategy is None else {}
+    params.update(_params(param or []))
+    strat = find(name).from_strings(params)
+    preset_name = preset or rc.preset
+    load_policy(preset_name)
+    profile = load_profile(faults)
+    bars = load_data(dataset).bars
+    if len(bars) < 2:
+        raise LiqbotError(f"drill: {dataset[0]} has fewer than 2 bars")
+    lc = cfg.live
+    live = LiveSettings(leverage=lc.leverage, margin_mode=lc.margin_mode,
+                        max_order_notional=lc.max_order_notional or math.inf,
+                        max_day_notional=lc.max_day_notional or math.inf,
+                        reconcile_s=rc.reconcile_every_s, attempts=lc.order_attempts,
+                        use_ws=lc.user_stream)
+    settings = RunSettings(wallet=w, fills=cfg.fills, fees=fees)
+    logging.getLogger("liqbot").setLevel(logging.ERROR)
+    logging.getLogger("ccxt").setLevel(logging.ERROR)
+    report = asyncio.run(run_drill(bars, strat, preset_name, settings, speed, profile, live))
+    print_report(report)
+    if json_out is not None:
+        write_output(out, dumps(report))
+    raise typer.Exit(0 if report["parity"] else 1)
+
+
+def print_report(r: dict[str, Any]) -> None:
+    con = Console(highlight=False)
+    fe = r["final_equity"]
+    con.print(f"[bold]drill[/] {r['symbol']} {r['from']} .. {r['to']}: {r['strategy']}, "
+              f"preset {r['preset']}, {'lockstep' if r['lockstep'] else 'speed ' + str(r['speed'])}"
+              f", {r['bars']} bars in {r['duration_s']:.1f} s")
+    con.print(f"decisions {r['decisions']['bars'] - r['decisions']['mismatched']}/"
+              f"{r['decisions']['bars']} identical; fills live {r['fills']['live']} / backtest "
+              f"{r['fills']['backtest']} (matched {r['fills']['matched']}, max qty diff "
+              f"{r['fills']['max_qty_diff']:.6g}, max price diff "
+              f"{r['fills']['max_price_rel_diff']:.2e})")
+    con.print(f"funding live {r['funding']['live']:+,.4f} / backtest "
+              f"{r['funding']['backtest']:+,.4f}; liquidations {r['liquidations']['live']} / "
+              f"{r['liquidations']['backtest']}")
+    con.print(f"final equity live {fe['live']:,.4f} / backtest {fe['backtest']:,.4f} / venue "
+              f"{fe['venue']:,.4f} (live vs backtest {r['equity_rel_diff']:.2e})"
+              + (f": {r['equity_cause']}" if r.get("equity_cause") else ""))
+    con.print(f"orders {r['orders']} decided, {r['venue_orders']} at the venue, duplicates "
+              f"{r['duplicate_orders']}, lost fills {r['lost_fills']}, rejects {r['rejects']}; "
+              f"faults injected {r['faults_injected'] or 'none'}")
+    for d in r["differences"][:20]:
+        con.print(f"  {d['kind']} {d['ts']}: live {d['live']} backtest {d['backtest']} "
+                  f"-- {d['cause']}")
+    con.print("[bold green]parity holds[/]" if r["parity"] else "[bold red]parity fails[/]")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("drill", short_help="Live mode against the local emulator (real ccxt) vs the "
+                "backtest of the same data: parity report.")(drill_command)

@@ -1,0 +1,647 @@
+"""The LiveBroker: the daemon's venue through ccxt (async; ccxt.pro for the user stream).
+
+It plays the PaperBroker's role for the daemon (`submit`, `pending`, `on_bar_open`,
+`set_mark`, `snapshot`/`restore`, the `acct`/`pos`/`marks` arrays and brackets) plus the
+async half only a real venue has (`start`, `sync`, `flush`, `close`):
+
+- start: markets, one-way position mode, margin mode and leverage per symbol; a new run
+  adopts the exchange's wallet and positions; a resumed run keeps its checkpoint and
+  re-reads every trade after the last one it had counted.
+- flush (after the daemon has committed the intents): market orders with the daemon's
+  client ids and reduce-only flags, within the per-order and per-day notional caps
+  (reduce-only orders are exempt: they can only lower exposure), rounded to the lot step.
+  A definite rejection (margin, reduce-only, min notional...) is final; anything else
+  (timeout, lost answer, 5xx, 429) makes the order UNKNOWN and it is looked up by client id
+  before any resend; only "no such order" allows the resend (same client id).
+- sync (before each bar): trades from the user-data stream and from REST (`fromId`),
+  counted once by trade id (`reconcile.Ledger`); funding payments from the income history;
+  every `reconcile_s` the exchange's positions and wallet are compared with ours and
+  adopted where they differ (an event for the store).
+- on_bar_open: books the exchange's trades and payments that happened before the bar's
+  close into `acct`/`pos` through `bot.mechanics.account` (the fill at the exchange's price
+  and fee; a forced liquidation as the venue's trade), in exchange time order. At one
+  instant a payment is booked before the fills when we held a position then (the venue
+  settles the position held at the funding time: the emulator processes the bar's open,
+  funding included, before orders placed at that instant), after them when we were flat
+  (it can only have been paid on their position); the amount is the venue's either way.
+Hedge slots do not exist in one-way mode: a hedge-slot order is refused with an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import ccxt
+import numpy as np
+
+from bot.execution.broker import Fill, Funding, Order
+from bot.execution.reconcile import Ledger, position_diffs, wallet_differs
+from bot.execution.venues import Venue
+from bot.mechanics import account as ac
+from bot.mechanics.brackets import Brackets
+
+log = logging.getLogger("liqbot.live")
+
+#: ccxt errors after which the order was certainly NOT placed (the answer says so)
+DEFINITE = (ccxt.InsufficientFunds, ccxt.BadSymbol, ccxt.BadRequest, ccxt.PermissionDenied,
+            ccxt.AccountSuspended, ccxt.NotSupported, ccxt.ArgumentsRequired,
+            ccxt.AuthenticationError)
+
+
+@dataclass(frozen=True)
+class LiveSettings:
+    """What the broker configures and enforces (config `[live]`)."""
+
+    leverage: int = 20
+    margin_mode: str = "cross"                  # cross | isolated
+    max_order_notional: float = math.inf        # quote; reduce-only orders exempt
+    max_day_notional: float = math.inf          # quote per UTC day; reduce-only exempt
+    reconcile_s: float = 30.0                   # wall seconds between full reconciliations
+    attempts: int = 6                           # send / look-up tries within one flush
+    backoff_s: float = 0.2                      # first retry delay, doubled each time
+    use_ws: bool = True                         # user-data stream (REST stays authoritative)
+
+
+@dataclass
+class Inflight:
+    """An order that left (or may have left): its fate is learnt from the exchange."""
+
+    order: Order
+    state: str                  # "unknown" (look it up before any resend) | "open" | "done"
+    amount: float               # base sent (rounded to the lot step), > 0
+    order_id: str = ""
+    executed: float = -1.0      # final executed qty once known (base, > 0 or 0)
+    booked: float = 0.0         # base counted from trades
+
+
+@dataclass(order=True)
+class _Ev:
+    """An exchange happening waiting to be booked at the open phase of its bar."""
+
+    time: int
+    kind: int                   # 0 trade, 1 funding (fills first at one instant)
+    key: str = field(compare=False)
+    data: dict[str, Any] = field(compare=False)
+
+
+class LiveBroker:
+    """A ccxt venue with the PaperBroker's interface (module docstring)."""
+
+    def __init__(self, exchange: Any, venue: Venue, symbols: list[str],
+                 brackets: list[Brackets], interval_ms: int, settings: LiveSettings,
+                 wall: Callable[[], float] = time.monotonic) -> None:
+        self.ex = exchange
+        self.venue = venue
+        self.symbols = list(symbols)
+        self.index = {s: i for i, s in enumerate(self.symbols)}
+        self.unified = {s: venue.unified(s) for s in self.symbols}
+        self.interval_ms = interval_ms
+        self.cfg = settings
+        self.wall = wall
+        iso = settings.margin_mode == "isolated"
+        self.acct, self.pos = ac.new_account(0.0, 2 * len(symbols),
+                                             leverage=float(settings.leverage), isolated=iso)
+        per_slot = [b for b in brackets for _ in range(2)]
+        self.floor, self.cap, self.mmr, self.cum, _ = ac.stack_brackets(per_slot)
+        self.marks = np.zeros(2 * len(symbols))
+        self.queue: list[Order] = []                  # committed, not sent yet
+        self.inflight: dict[str, Inflight] = {}       # client id -> order at the exchange
+        self.order_cid: dict[str, str] = {}           # exchange order id -> client id
+        self.ledger = Ledger()
+        self.buffer: dict[str, list[_Ev]] = {s: [] for s in self.symbols}
+        self.events: list[dict[str, Any]] = []        # for the store (drained by the daemon)
+        self.day = -1
+        self.day_notional = 0.0
+        self.now_ms = 0
+        self.restored = False
+        self.sending = True                           # False: orders stay queued (drill end)
+        self.step: dict[str, float] = {}
+        self._last_reconcile = -math.inf
+        self._ws_tasks: list[asyncio.Task[None]] = []
+        self.stats = {"sent": 0, "resent": 0, "lookups": 0, "unknown": 0, "rejected": 0,
+                      "capped": 0, "rest_trades": 0, "ws_trades": 0, "funding": 0,
+                      "adopted": 0, "retries": 0}
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self, configure: bool = True) -> None:
+        """Markets, account configuration, adoption (new run) or catch-up (resumed run)."""
+        await self._call(self.ex.load_markets)
+        for s in self.symbols:
+            m = self.ex.market(self.unified[s])
+            self.step[s] = float(m["precision"]["amount"] or 0.0)
+        if configure:
+            await self._configure()
+        if not self.restored:
+            await self._adopt_account(initial=True)
+            for s in self.symbols:                    # history before the run is not ours
+                last = await self._call(self.ex.fetch_my_trades, self.unified[s], None, 1)
+                self.ledger.rest_from[s] = int(last[-1]["id"]) + 1 if last else 0
+            self.ledger.funding_from_ms = int(await self._call(self.ex.fetch_time))
+        else:                                         # look every restored order up first
+            for f in self.inflight.values():
+                f.state = "unknown"
+        if self.cfg.use_ws and hasattr(self.ex, "watch_my_trades"):
+            self._ws_tasks = [asyncio.create_task(self._watch_trades())]
+
+    async def close(self) -> None:
+        for t in self._ws_tasks:
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        with contextlib.suppress(Exception):
+            await self.ex.close()
+
+    async def _configure(self) -> None:
+        """One-way mode, margin mode, leverage (an "already so" answer is success)."""
+        with contextlib.suppress(ccxt.ExchangeError):       # -4059: no need to change
+            await self._call(self.ex.set_position_mode, False)
+        mode = self.venue.margin_modes[1 if self.cfg.margin_mode == "isolated" else 0]
+        for s in self.symbols:
+            with contextlib.suppress(ccxt.MarginModeAlreadySet, ccxt.BadRequest,
+                                     ccxt.ExchangeError):   # -4046 unchanged; -4048 held
+                await self._call(self.ex.set_margin_mode, mode, self.unified[s])
+            await self._call(self.ex.set_leverage, self.cfg.leverage, self.unified[s])
+
+    async def preflight(self) -> dict[str, Any]:
+        """What `run --live --preflight` prints: read-only requests, nothing sent."""
+        await self._call(self.ex.load_markets)
+        bal = await self._call(self.ex.fetch_balance)
+        info = bal.get("info", {})
+        out: dict[str, Any] = {"exchange": self.venue.ccxt_id,
+                               "wallet": float(info.get("totalWalletBalance", 0.0) or 0.0),
+                               "available": float(info.get("availableBalance", 0.0) or 0.0),
+                               "symbols": {}}
+        risk = await self._call(self.ex.fapiPrivateV2GetPositionRisk) \
+            if hasattr(self.ex, "fapiPrivateV2GetPositionRisk") else []
+        by_sym = {r.get("symbol"): r for r in risk}
+        brackets = await self._call(self.ex.fetch_leverage_tiers,
+                                    [self.unified[s] for s in self.symbols])
+        for s in self.symbols:
+            r = by_sym.get(s, {})
+            tiers = brackets.get(self.unified[s], [])
+            out["symbols"][s] = {
+                "position": float(r.get("positionAmt", 0.0) or 0.0),
+                "margin_mode": r.get("marginType", "?"), "leverage": r.get("leverage", "?"),
+                "brackets": [{"max_notional": t.get("maxNotional"),
+                              "max_leverage": t.get("maxLeverage"),
+                              "mmr": t.get("maintenanceMarginRate")} for t in tiers]}
+        return out
+
+    # ------------------------------------------------------------------ daemon interface
+    def submit(self, order: Order) -> None:
+        """Queue an order; it leaves in `flush`, after the daemon's commit. An order whose
+        client id is already known is not queued again (a restart re-deciding a bar)."""
+        if order.client_id in self.inflight or any(o.client_id == order.client_id
+                                                   for o in self.queue):
+            return
+        self.queue.append(order)
+
+    def pending(self) -> list[Order]:
+        """Orders not yet resolved: queued, or at the exchange without a booked outcome."""
+        return self.queue + [f.order for f in self.inflight.values() if f.state != "done"]
+
+    def set_mark(self, symbol: str, mark_close: float) -> None:
+        i = self.index[symbol]
+        self.marks[2 * i] = mark_close
+        self.marks[2 * i + 1] = mark_close
+
+    def on_bar_open(self, symbol: str, ts: int, open_px: float, mark_open: float,
+                    mark_high: float, mark_low: float,
+                    funding_rate: float) -> tuple[list[Fill], list[Funding]]:
+        """Book what the exchange did for `symbol` before this bar's close (module
+        docstring); the bar's own figures only label the records (slippage, mark)."""
+        end = ts + self.interval_ms
+        due = sorted(e for e in self.buffer[symbol] if e.time < end)
+        self.buffer[symbol] = [e for e in self.buffer[symbol] if e.time >= end]
+        fills: list[Fill] = []
+        payments: list[Funding] = []
+        slot = 2 * self.index[symbol]
+        k = 0
+        while k < len(due):
+            j = k
+            while j < len(due) and due[j].time == due[k].time:
+                j += 1
+            group = due[k:j]                        # one instant: trades, then funding
+            if self.pos[slot, ac.P_QTY] != 0.0:     # held at the instant: the venue settles
+                group.sort(key=lambda e: -e.kind)   # funding on it before same-instant fills
+            for e in group:
+                if e.kind == 0:
+                    fills.append(self._book_trade(symbol, slot, e, open_px))
+                else:
+                    p = self._book_funding(symbol, slot, e, mark_open)
+                    if p is not None:
+                        payments.append(p)
+            k = j
+        self._retire()
+        return fills, payments
+
+    # ------------------------------------------------------------------ booking
+    def _book_trade(self, symbol: str, slot: int, e: _Ev, open_px: float) -> Fill:
+        d = e.data
+        dq, px, fee = float(d["dq"]), float(d["price"]), float(d["fee"])
+        liq = bool(d["liquidation"])
+        rate = fee / (abs(dq) * px) if dq and px else 0.0
+        ac.apply_fill(self.acct, self.pos, slot, dq, px, rate)
+        step = self.step.get(symbol, 0.0) or 1e-8
+        if abs(self.pos[slot, ac.P_QTY]) < 1e-6 * step:   # float dust of whole lots: flat
+            self.pos[slot, ac.P_QTY] = 0.0
+            self.pos[slot, ac.P_ENTRY] = 0.0
+            self.pos[slot, ac.P_MARGIN] = 0.0
+        if liq:
+            self.acct[ac.A_LIQUIDATIONS] += 1.0
+        cid = d["client_id"]
+        f = self.inflight.get(cid)
+        if f is not None:
+            f.booked += abs(dq)
+        bar = e.time - e.time % self.interval_ms
+        return Fill(f"{symbol}-{d['trade_id']}", "" if liq else cid, symbol, slot, bar, dq, px,
+                    fee, abs(dq) * abs(px - open_px) if not liq else 0.0, liq)
+
+    def _book_funding(self, symbol: str, slot: int, e: _Ev, mark: float) -> Funding | None:
+        """A payment the venue reports (+ paid), booked through `account.apply_funding`
+        with the rate that reproduces the amount on our position (mark 1: amount = q x
+        rate); with no position of ours it waits for the wallet reconciliation."""
+        paid = float(e.data["paid"])
+        q = float(self.pos[slot, ac.P_QTY])
+        if q == 0.0:
+            self.events.append(self._event("funding_unbooked", e.key, e.time,
+                                           f"{symbol}: funding {paid:+.8f} on a position we "
+                                           "do not hold; left to the wallet reconciliation"))
+            return None
+        ac.apply_funding(self.acct, self.pos, slot, 1.0, paid / q)
+        rate = paid / (q * mark) if mark > 0 else float("nan")
+        return Funding(symbol, slot, e.time - e.time % self.interval_ms, rate, mark, paid)
+
+    def _retire(self) -> None:
+        """Orders whose final outcome is known and fully booked stop being pending."""
+        for cid, f in list(self.inflight.items()):
+            if f.state == "open" and f.executed >= 0 and f.booked >= f.executed - 1e-12:
+                f.state = "done"
+            if f.state == "done":
+                del self.inflight[cid]
+
+    # ------------------------------------------------------------------ sending
+    async def flush(self) -> None:
+        """Send the queued orders (module docstring), then resolve unknown ones."""
+        while self.queue and self.sending:
+            o = self.queue.pop(0)
+            reason = self._refuse(o)
+            if reason:
+                self._reject(o, reason, "cap" if "cap" in reason else "refused")
+                continue
+            amount = self._lots(o)
+            if amount <= 0.0:
+                self._reject(o, f"{abs(o.qty):.8f} rounds to 0 at the lot step", "lot")
+                continue
+            if not o.reduce_only:
+                self.day_notional += amount * float(self.marks[o.slot])
+            f = Inflight(o, "unknown", amount)
+            self.inflight[o.client_id] = f
+            await self._send(f, lookup_first=False)
+        await self._resolve_unknown()
+
+    def _lots(self, o: Order) -> float:
+        """|qty| in whole lot steps: the nearest step when within 1e-6 of one (float dust
+        of a position being closed), else rounded down (never more than decided)."""
+        step = self.step.get(o.symbol, 0.0)
+        if step <= 0.0:
+            return abs(o.qty)
+        n = abs(o.qty) / step
+        k = round(n) if abs(n - round(n)) < 1e-6 else math.floor(n)
+        if k <= 0:
+            return 0.0
+        return float(self.ex.amount_to_precision(self.unified[o.symbol], k * step))
+
+    def _refuse(self, o: Order) -> str:
+        if o.slot % 2:
+            return "hedge slots need hedge mode; live trading runs one-way mode"
+        if o.reduce_only:
+            return ""
+        day = self.now_ms // 86_400_000
+        if day != self.day:
+            self.day, self.day_notional = day, 0.0
+        notional = abs(o.qty) * float(self.marks[o.slot])
+        if notional > self.cfg.max_order_notional:
+            return (f"order notional {notional:,.2f} over the per-order cap "
+                    f"{self.cfg.max_order_notional:,.2f} (live.max_order_notional)")
+        if self.day_notional + notional > self.cfg.max_day_notional:
+            return (f"day notional {self.day_notional + notional:,.2f} over the per-day cap "
+                    f"{self.cfg.max_day_notional:,.2f} (live.max_day_notional)")
+        return ""
+
+    def _reject(self, o: Order, why: str, kind: str) -> None:
+        self.stats["capped" if kind == "cap" else "rejected"] += 1
+        log.warning("order %s %s %+.8f not placed: %s", o.client_id, o.symbol, o.qty, why)
+        self.events.append(self._event(f"reject_{kind}", f"reject-{o.client_id}", self.now_ms,
+                                       f"order {o.client_id} {o.symbol} {o.qty:+.8f}: {why}",
+                                       {"client_id": o.client_id}))
+        self.inflight.pop(o.client_id, None)
+
+    async def _send(self, f: Inflight, lookup_first: bool) -> None:
+        o = f.order
+        s = self.unified[o.symbol]
+        params: dict[str, Any] = {self.venue.client_id_param: o.client_id}
+        if o.reduce_only:
+            params["reduceOnly"] = True
+        delay = self.cfg.backoff_s
+        last: BaseException | None = None
+        for attempt in range(self.cfg.attempts):
+            if lookup_first or attempt > 0:
+                found = await self._lookup(f)
+                if found is None:           # the look-up itself failed: never resend blind
+                    await asyncio.sleep(delay)
+                    delay *= 2
+                    continue
+                if found:
+                    return
+                self.stats["resent"] += 1
+            try:
+                r = await self.ex.create_order(s, "market", "buy" if o.qty > 0 else "sell",
+                                               f.amount, None, params)
+            except ccxt.DuplicateOrderId:
+                lookup_first = True
+                continue
+            except DEFINITE as exc:
+                self._reject(o, _short(exc), "exchange")
+                return
+            except ccxt.InvalidOrder as exc:
+                self._reject(o, _short(exc), "exchange")
+                return
+            except (ccxt.OperationFailed, ccxt.ExchangeError) as exc:
+                # timeout, lost answer, 5xx, 429 (OperationFailed and its NetworkError
+                # subclasses), any other answer: the order may exist
+                self.stats["unknown"] += 1
+                self.stats["retries"] += 1
+                log.warning("order %s: %s; looking it up by client id before any resend",
+                            o.client_id, _short(exc))
+                f.state = "unknown"
+                last = exc
+                await asyncio.sleep(delay)
+                delay *= 2
+                continue
+            self.stats["sent"] += 1
+            self._learn(f, r)
+            return
+        if isinstance(last, ccxt.ExchangeError) and not isinstance(last, ccxt.OperationFailed) \
+                and await self._lookup(f) is False:
+            self._reject(o, _short(last), "exchange")      # refused every time, never placed
+            return
+        f.state = "unknown"                  # still unknown: `sync` looks it up again
+
+    async def _lookup(self, f: Inflight) -> bool | None:
+        """Find an order by client id: True (known now), False (the exchange has none),
+        None (could not ask)."""
+        self.stats["lookups"] += 1
+        try:
+            r = await self.ex.fetch_order(None, self.unified[f.order.symbol],
+                                          {self.venue.client_id_lookup_param:
+                                           f.order.client_id})
+        except ccxt.OrderNotFound:
+            return False
+        except (ccxt.OperationFailed, ccxt.ExchangeError) as exc:
+            log.warning("look-up of %s failed: %s", f.order.client_id, _short(exc))
+            return None
+        self._learn(f, r)
+        return True
+
+    def _learn(self, f: Inflight, r: dict[str, Any]) -> None:
+        f.order_id = str(r.get("id") or "")
+        if f.order_id:
+            self.order_cid[f.order_id] = f.order.client_id
+        status = r.get("status")
+        f.state = "open"
+        if status in ("closed", "canceled", "expired", "rejected"):
+            f.executed = float(r.get("filled") or 0.0)
+            if f.executed == 0.0:
+                self.events.append(self._event(
+                    "order_unfilled", f"unfilled-{f.order.client_id}", self.now_ms,
+                    f"order {f.order.client_id} ended {status} without a fill"))
+
+    async def _resolve_unknown(self) -> None:
+        for f in list(self.inflight.values()):
+            if f.state == "unknown":
+                await self._send(f, lookup_first=True)
+
+    # ------------------------------------------------------------------ reading
+    async def sync(self, now_ms: int) -> None:
+        """Before a bar: unknown orders resolved, trades and funding read, periodic
+        reconciliation (module docstring)."""
+        self.now_ms = now_ms
+        await self._resolve_unknown()
+        for s in self.symbols:
+            i = self.index[s]
+            busy = any(f.order.symbol == s for f in self.inflight.values()) or \
+                self.pos[2 * i, ac.P_QTY] != 0.0
+            if busy:
+                await self._read_trades(s)
+        await self._read_funding(now_ms)
+        if self.wall() - self._last_reconcile >= self.cfg.reconcile_s:
+            await self.reconcile()
+
+    async def _read_trades(self, s: str) -> None:
+        while True:
+            frm = self.ledger.rest_from.get(s, 0)
+            rows = await self._call(self.ex.fetch_my_trades, self.unified[s], None, 1000,
+                                    {self.venue.trades_from_id_param: frm})
+            rows = [r for r in rows if int(r["id"]) >= frm]
+            for r in rows:
+                if await self._offer_trade(s, r, "rest"):
+                    self.stats["rest_trades"] += 1
+            if rows:
+                self.ledger.advance(s, max(int(r["id"]) for r in rows))
+            if len(rows) < 1000:
+                return
+
+    async def _offer_trade(self, s: str, r: dict[str, Any], source: str) -> bool:
+        tid = int(r["id"])
+        if not self.ledger.take(s, tid):
+            return False
+        info = r.get("info") or {}
+        oid = str(r.get("order") or info.get("orderId") or info.get("i") or "")
+        cid = info.get("c") or self.order_cid.get(oid)
+        if cid is None and oid:
+            try:
+                o = await self._call(self.ex.fetch_order, oid, self.unified[s])
+                cid = o.get("clientOrderId") or ""
+            except ccxt.BaseError as exc:
+                log.warning("trade %d: order %s unknown (%s)", tid, oid, _short(exc))
+                cid = ""
+            self.order_cid[oid] = cid
+        liq = str(cid).startswith(self.venue.liquidation_client_prefix)
+        ours = cid in self.inflight or str(cid).startswith("lq")
+        if not (liq or ours):
+            self.events.append(self._event("foreign_trade", f"foreign-{s}-{tid}",
+                                           int(r["timestamp"]), f"{s}: trade {tid} of order "
+                                           f"{oid} is not ours; the position will be adopted"))
+            return True
+        amount = float(r["amount"])
+        dq = amount if r["side"] == "buy" else -amount
+        fee = float((r.get("fee") or {}).get("cost") or 0.0)
+        self.buffer[s].append(_Ev(int(r["timestamp"]), 0, f"{s}-{tid}", {
+            "trade_id": tid, "dq": dq, "price": float(r["price"]), "fee": fee,
+            "client_id": "" if liq else str(cid), "liquidation": liq, "source": source}))
+        return True
+
+    async def _read_funding(self, now_ms: int) -> None:
+        """Funding payments since the last read, when a settlement hour has passed."""
+        step = self.venue.settlement_every_ms
+        frm = self.ledger.funding_from_ms
+        if now_ms // step == frm // step and frm:
+            return
+        for s in self.symbols:
+            rows = await self._call(self.ex.fetch_funding_history, self.unified[s],
+                                    max(frm - step, 0), 1000)
+            for r in rows:
+                tid = int(r.get("id") or r["info"]["tranId"])
+                if not self.ledger.take_funding(tid):
+                    continue
+                self.stats["funding"] += 1
+                self.buffer[s].append(_Ev(int(r["timestamp"]), 1, f"funding-{tid}",
+                                          {"paid": -float(r["amount"])}))
+        self.ledger.funding_from_ms = now_ms
+
+    async def _watch_trades(self) -> None:
+        """The user-data stream: trades offered to the ledger (REST remains the authority;
+        a reconnect after a drop is ccxt's next call)."""
+        delay = 0.1
+        while True:
+            try:
+                rows = await self.ex.watch_my_trades()
+                delay = 0.1
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:              # noqa: BLE001 - any stream error: retry
+                log.info("user stream: %s; reconnecting", _short(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            for r in rows:
+                s = (r.get("info") or {}).get("s")
+                if s in self.buffer and await self._offer_trade(s, r, "ws"):
+                    self.stats["ws_trades"] += 1
+
+    # ------------------------------------------------------------------ reconciliation
+    async def reconcile(self) -> None:
+        """Exchange positions, wallet and open orders against ours; differences adopted and
+        recorded. Skipped while an order's outcome is unknown (it cannot be judged)."""
+        self._last_reconcile = self.wall()
+        if any(f.state == "unknown" for f in self.inflight.values()):
+            return
+        for s in self.symbols:
+            await self._read_trades(s)
+        await self._adopt_account(initial=False)
+        opens = [o for s in self.symbols
+                 for o in await self._call(self.ex.fetch_open_orders, self.unified[s])]
+        for o in opens:
+            cid = o.get("clientOrderId") or ""
+            if cid not in self.inflight:
+                self.events.append(self._event("unknown_open_order", f"open-{o.get('id')}",
+                                               self.now_ms, f"open order {o.get('id')} "
+                                               f"({cid or 'no client id'}) is not ours"))
+
+    async def _adopt_account(self, initial: bool) -> None:
+        bal = await self._call(self.ex.fetch_balance)
+        wallet = float((bal.get("info") or {}).get("totalWalletBalance", 0.0) or 0.0)
+        rows = await self._call(self.ex.fetch_positions, [self.unified[s] for s in self.symbols])
+        theirs: dict[str, tuple[float, float]] = {}
+        for p in rows:
+            s = (p.get("info") or {}).get("symbol")
+            if s in self.index and p.get("contracts"):
+                q = float(p["contracts"]) * (1.0 if p.get("side") == "long" else -1.0)
+                theirs[s] = (q, float(p.get("entryPrice") or 0.0))
+        # what the exchange has done that we have not booked yet
+        pending_dq = {s: sum(e.data["dq"] for e in self.buffer[s] if e.kind == 0)
+                      for s in self.symbols}
+        unbooked = any(self.buffer[s] for s in self.symbols)
+        ours = {s: (float(self.pos[2 * i, ac.P_QTY]) + pending_dq[s],
+                    float(self.pos[2 * i, ac.P_ENTRY])) for s, i in self.index.items()}
+        if unbooked:          # entries move with the unbooked fills: compare quantities only
+            ours = {s: (q, theirs.get(s, (0.0, e))[1]) for s, (q, e) in ours.items()}
+        for d in position_diffs(ours, theirs, self.step):
+            i = 2 * self.index[d.symbol]
+            self.pos[i, ac.P_QTY] = d.theirs_qty - pending_dq[d.symbol]
+            self.pos[i, ac.P_ENTRY] = d.theirs_entry if d.theirs_qty else 0.0
+            if not initial or d.theirs_qty:
+                self.stats["adopted"] += 1
+                self.events.append(self._event("position_adopted",
+                                               f"adopt-{d.symbol}-{self.now_ms}", self.now_ms,
+                                               d.message(), {"ours": d.ours_qty,
+                                                             "theirs": d.theirs_qty}))
+        if initial or (not unbooked and wallet_differs(float(self.acct[ac.A_WALLET]), wallet)):
+            if not initial:
+                self.stats["adopted"] += 1
+                self.events.append(self._event(
+                    "wallet_adopted", f"wallet-{self.now_ms}", self.now_ms,
+                    f"wallet {float(self.acct[ac.A_WALLET]):,.8f} in our books, {wallet:,.8f} "
+                    "at the exchange; adopted the exchange's",
+                    {"ours": float(self.acct[ac.A_WALLET]), "theirs": wallet}))
+            self.acct[ac.A_WALLET] = wallet
+
+    # ------------------------------------------------------------------ checkpoint
+    def snapshot(self) -> dict[str, object]:
+        pend = [(o.client_id, o.symbol, o.slot, o.qty, o.reduce_only, *o.window)
+                for o in self.pending()]
+        extra = {"ledger": self.ledger.to_json(), "day": self.day,
+                 "day_notional": self.day_notional,
+                 "amounts": {f.order.client_id: f.amount for f in self.inflight.values()},
+                 "buffer": {s: [[e.time, e.kind, e.key, e.data] for e in v]
+                            for s, v in self.buffer.items()}}
+        return {"acct": self.acct.copy(), "pos": self.pos.copy(), "marks": self.marks.copy(),
+                "pending": pend, "extra": extra}
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        """A checkpoint's state: every order pending in it is UNKNOWN until looked up."""
+        self.acct[:] = np.asarray(snap["acct"])
+        self.pos[:] = np.asarray(snap["pos"])
+        self.marks[:] = np.asarray(snap["marks"])
+        extra = snap.get("extra") or {}
+        amounts = extra.get("amounts", {})
+        self.queue, self.inflight = [], {}
+        for cid, sym, slot, qty, ro, v, s, liq in snap["pending"]:
+            o = Order(str(cid), str(sym), int(slot), float(qty), bool(ro),
+                      (float(v), float(s), float(liq)))
+            self.inflight[o.client_id] = Inflight(o, "unknown",
+                                                  float(amounts.get(o.client_id, abs(o.qty))))
+        self.ledger = Ledger.from_json(extra.get("ledger", {}))
+        self.day = int(extra.get("day", -1))
+        self.day_notional = float(extra.get("day_notional", 0.0))
+        self.buffer = {s: [_Ev(int(t), int(k), str(key), dict(d)) for t, k, key, d in
+                           extra.get("buffer", {}).get(s, [])] for s in self.symbols}
+        self.restored = True
+
+    # ------------------------------------------------------------------ helpers
+    def drain_events(self) -> list[dict[str, Any]]:
+        out, self.events = self.events, []
+        return out
+
+    def _event(self, kind: str, key: str, ts: int, message: str,
+               data: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {"event_key": key, "ts": int(ts), "kind": kind, "message": message,
+                "data": data or {}}
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """A read (or an idempotent setting) retried through network trouble, 5xx and 429."""
+        delay = self.cfg.backoff_s
+        for attempt in range(self.cfg.attempts + 4):
+            try:
+                return await fn(*args)
+            except ccxt.OperationFailed as exc:          # network, timeout, 5xx, 429
+                if attempt == self.cfg.attempts + 3:
+                    raise
+                self.stats["retries"] += 1
+                log.info("%s: %s; retrying in %.1f s", getattr(fn, "__name__", "call"),
+                         _short(exc), delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        raise AssertionError("unreachable")
+
+
+def _short(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:160]}"
