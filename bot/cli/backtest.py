@@ -79,8 +79,9 @@ def _fees(ctx_config: Path | None) -> tuple[VenueFees, Any]:
 
 def backtest_command(
     ctx: typer.Context,
-    dataset: Annotated[str | None, typer.Argument(
-        help="dataset directory (default: the config's data.source)")] = None,
+    datasets: Annotated[list[str] | None, typer.Argument(
+        metavar="DATASET", help="dataset directory (default: the config's data.source); "
+        "several with --portfolio")] = None,
     scenario: Annotated[str | None, typer.Option(
         "--scenario", help="cascade-long, cascade-short, calm, synthetic:SEED[:CROWDING[:DAYS]]"
     )] = None,
@@ -108,9 +109,25 @@ def backtest_command(
                         "aggTrades file, or a synthetic scenario's tick mode")] = False,
     risk_every: Annotated[int, typer.Option(
         "--risk-every", help="with --ticks: decide every N ticks (0: at bar closes)")] = 0,
+    portfolio: Annotated[bool, typer.Option(
+        "--portfolio", help="every DATASET (one symbol each) on ONE cross-margin account "
+                            "(docs/portfolio.md)")] = False,
 ) -> None:
     """Replay a dataset or scenario bar by bar through the mechanics, risk engine and a
     strategy; print the figures of each run side by side."""
+    if portfolio:
+        from bot.cli.portfolio import portfolio_command
+        portfolio_command(ctx, datasets or [], strategy=strategy, params=_params(param or []),
+                          risk=risk, preset=preset, start=start, end=end, wallet=wallet,
+                          json_path=json_path, bad_options=[o for o, v in (
+                              ("--scenario", scenario), ("--report", report),
+                              ("--check-lookahead", check_lookahead), ("--ticks", ticks),
+                              ("--risk-every", risk_every)) if v])
+        return
+    if datasets and len(datasets) > 1:
+        raise LiqbotError(f"{len(datasets)} datasets given ({', '.join(datasets)}); several "
+                          "datasets run on one account with --portfolio")
+    dataset = datasets[0] if datasets else None
     if risk not in ("on", "off", "compare"):
         raise LiqbotError(f"--risk: expected on, off or compare, got {risk!r}")
     if dataset is not None and scenario is not None:

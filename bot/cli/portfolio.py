@@ -1,0 +1,136 @@
+"""`liqbot backtest DATASET DATASET ... --portfolio`: several symbols on one cross account.
+
+The body of the `--portfolio` form of `liqbot backtest` (registered there, not a command of
+its own): load one dataset per symbol, check they share a bar grid, run the portfolio loop
+(`backtests.portfolio`) with risk off, on or both, print portfolio and per-symbol figures.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from backtests.portfolio import (
+    PortfolioResult,
+    portfolio_decisions,
+    prepare_portfolio,
+    run_portfolio,
+)
+from backtests.runner import RunSettings
+from bot.cli.backtest import _cell, _fees, _time
+from bot.cli.paths import check_output, dumps, write_output
+from bot.data import dataset as ds_io
+from bot.data.bars import Bars
+from bot.data.dataset import iso
+from bot.errors import DataError, LiqbotError
+from bot.mechanics import brackets as br
+from bot.mechanics.brackets import Brackets
+from bot.risk.policy import load_policy, off_policy
+from strategies import find
+
+ROWS = [("return", "total_return", "{:+.2%}"), ("max drawdown", "max_drawdown", "{:.2%}"),
+        ("liquidations", "liquidations", "{}"), ("fees", "fees", "{:,.2f}"),
+        ("funding paid", "funding", "{:,.2f}"), ("slippage", "slippage", "{:,.2f}"),
+        ("trades", "n_trades", "{}"), ("binding risk interventions", "n_risk_actions", "{}"),
+        ("max leverage used", "max_leverage_used", "{:.2f}x")]
+
+
+def _load(paths: list[str], start: int | None, end: int | None
+          ) -> tuple[list[Bars], list[Brackets]]:
+    """One dataset directory per symbol, cut to the span; its shipped brackets."""
+    bars, brackets = [], []
+    for p in paths:
+        if not Path(p).is_dir():
+            raise LiqbotError(f"{p}: not a dataset directory (--portfolio takes dataset "
+                              "directories, one per symbol)")
+        b = ds_io.load(Path(p)).bars
+        if start is not None or end is not None:
+            b = b.between(start, end)
+        if len(b) < 10:
+            raise LiqbotError(f"{p}: the selected span has fewer than 10 bars ({len(b)})")
+        try:
+            brackets.append(br.shipped("binance", b.symbol))
+        except DataError as exc:
+            raise LiqbotError(f"{p}: unknown symbol {b.symbol!r} ({exc})") from None
+        bars.append(b)
+    return bars, brackets
+
+
+def _table(con: Console, res: PortfolioResult) -> None:
+    m = res.metrics
+    t = Table(title=f"risk {res.name}")
+    t.add_column("")
+    t.add_column("portfolio", justify="right")
+    for sym in res.symbols:
+        t.add_column(sym, justify="right")
+    for label, key, fmt in ROWS:
+        t.add_row(label, _cell(fmt, m["portfolio"][key]),
+                  *(_cell(fmt, m["symbols"][s][key]) for s in res.symbols))
+    t.add_row("final equity / PnL", _cell("{:,.2f}", m["portfolio"]["final_equity"]),
+              *(_cell("{:+,.2f}", m["symbols"][s]["pnl"]) for s in res.symbols))
+    con.print(t)
+    for ev in m["portfolio"]["liquidation_events"]:
+        con.print(f"  liquidated: {ev['symbol']} {ev['slot']} {ev['qty']:+,.6g} at "
+                  f"{ev['ts']} @ {ev['price']:,.2f}")
+
+
+def portfolio_command(ctx: typer.Context, paths: list[str], *, strategy: str,
+                      params: dict[str, str], risk: str, preset: str, start: str | None,
+                      end: str | None, wallet: float, json_path: Path | None,
+                      bad_options: list[str]) -> None:
+    """Run the portfolio backtest (module docstring)."""
+    if bad_options:
+        raise LiqbotError(f"{', '.join(bad_options)}: not available with --portfolio")
+    if risk not in ("on", "off", "compare"):
+        raise LiqbotError(f"--risk: expected on, off or compare, got {risk!r}")
+    if not paths:
+        raise LiqbotError("--portfolio: give one dataset directory per symbol")
+    if not (math.isfinite(wallet) and 0 < wallet <= 1e15):
+        raise LiqbotError(f"--wallet: expected a positive finite amount up to 1e15, got {wallet}")
+    json_out = check_output(json_path, "--json")
+    to_stdout = json_path is not None and json_out is None
+    strat = find(strategy).from_strings(params)
+    policy = load_policy(preset) if risk != "off" else None
+    fees, cfg = _fees((ctx.obj or {}).get("config") if ctx.obj else None)
+    span = (_time(start, "--from") if start else None, _time(end, "--to") if end else None)
+    bars, brackets = _load(paths, *span)
+    settings = RunSettings(wallet=wallet, fills=cfg.fills, fees=fees)
+    names = ["off", "on"] if risk == "compare" else [risk]
+    err = Console(stderr=True)
+    with err.status(f"signals for {len(bars)} symbols ..."):
+        pin = prepare_portfolio(bars, brackets, settings, paths)
+    n_t = len(pin.ts)
+    results: dict[str, PortfolioResult] = {}
+    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                  console=err, transient=True) as prog:
+        task = prog.add_task("portfolio", total=n_t * len(names))
+        for name in names:
+            prog.update(task, description=f"risk {name}")
+            pol = off_policy() if name == "off" else policy
+            results[name] = run_portfolio(pin, strat, pol, settings, name,  # type: ignore[arg-type]
+                                          progress=lambda k: prog.advance(task, k))
+    con = Console(highlight=False, stderr=to_stdout)
+    con.print(f"[bold]portfolio[/] {', '.join(pin.symbols)} {iso(int(pin.ts[0]))} .. "
+              f"{iso(int(pin.ts[-1]) + pin.interval_ms)} ({n_t:,} bars on one cross account), "
+              f"{strat.describe()}, preset {preset if risk != 'off' else '-'}, wallet "
+              f"{wallet:,.0f}")
+    for name in names:
+        _table(con, results[name])
+    if json_path is not None:
+        meta: dict[str, Any] = {
+            "symbols": pin.symbols, "sources": list(paths), "from": iso(int(pin.ts[0])),
+            "to": iso(int(pin.ts[-1]) + pin.interval_ms), "bars": n_t,
+            "strategy": strat.describe(), "preset": preset}
+        out: dict[str, Any] = {"meta": meta,
+                               "runs": {n: r.metrics for n, r in results.items()}}
+        if "on" in results:
+            out["decisions"] = portfolio_decisions(results["on"], pin)
+        write_output(json_out, dumps(out) + "\n")
+        if json_out is not None:
+            con.print(f"wrote {json_path}")

@@ -1,0 +1,263 @@
+"""Portfolio backtests (`backtests/portfolio.py`): one cross account over several symbols.
+
+Hand cases use a one-tier bracket (mmr 1%, cum 0), no slippage, taker 0.05% and the
+Binance liquidation fee 1.25%, so every number below follows from the Binance cross
+liquidation formula LP = (WB - TMM1 + UPNL1 + cum - side q E) / (q mmr - side q).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from backtests import engine as eg
+from backtests import portfolio as pf
+from backtests import runner as rn
+from backtests.scenarios import load_scenario
+from bot.config import FillsConfig
+from bot.data.bars import Bars
+from bot.errors import LiqbotError
+from bot.execution import kernel as kn
+from bot.mechanics import account as ac
+from bot.mechanics import brackets as br
+from bot.mechanics.brackets import Brackets
+from bot.mechanics.fees import VenueFees
+from bot.risk import engine as en
+from bot.risk.policy import load_policy, off_policy
+from strategies import find
+
+W0 = 10_000.0
+TAKER, LIQ_FEE, MMR = 0.0005, 0.0125, 0.01
+SETTINGS = rn.RunSettings(wallet=W0, fills=FillsConfig(impact_coef=0.0, half_spread_bps=0.0),
+                          fees=VenueFees(0.0002, TAKER, LIQ_FEE))
+FP = kn.fill_params(SETTINGS.fills, SETTINGS.fees, 0.05, "entry")
+
+
+def _one_tier(symbol: str) -> Brackets:
+    return Brackets(symbol, np.array([0.0]), np.array([1e12]), np.array([MMR]),
+                    np.array([0.0]), np.array([100.0]))
+
+
+def _pin(marks: dict[str, list[tuple[float, float, float, float]]],
+         has: dict[str, list[int]] | None = None) -> pf.PortfolioInputs:
+    """Hand-made inputs: per symbol and bar (open, high, low, close) used for both the
+    last and the mark price; no funding; risk signals: the mark, nothing else."""
+    syms = list(marks)
+    n_t = len(next(iter(marks.values())))
+    shape = (len(syms), n_t)
+    m = {k: np.zeros(shape) for k in ("open", "close", "mark_open", "mark_high", "mark_low",
+                                      "mark_close")}
+    m["funding"] = np.full(shape, np.nan)
+    m["window"] = np.zeros((*shape, 3))
+    sig = np.full((*shape, en.N_SIG), np.nan)
+    for s, sym in enumerate(syms):
+        o, h, lo, c = np.array(marks[sym]).T
+        m["open"][s], m["mark_open"][s], m["mark_high"][s] = o, o, h
+        m["mark_low"][s], m["close"][s], m["mark_close"][s] = lo, c, c
+        sig[s, :, en.S_MARK] = c
+        sig[s, :, en.S_STALE_BARS] = 0.0
+        sig[s, :, en.S_CASCADE] = 0.0
+        sig[s, :, en.S_CASCADE_BLOCK] = 0.0
+    hv = np.ones(shape, dtype=np.uint8)
+    if has:
+        for s, sym in enumerate(syms):
+            hv[s] = has.get(sym, hv[s])
+    rows = np.where(hv > 0, np.cumsum(hv, axis=1) - 1, -1)
+    return pf.PortfolioInputs(syms, syms, 60_000, np.arange(n_t, dtype=np.int64) * 60_000,
+                              hv, rows, m, sig, [], [_one_tier(s) for s in syms])
+
+
+def _targets(pin: pf.PortfolioInputs, levs: list[float]) -> np.ndarray:
+    return np.repeat(np.array(levs, dtype=float)[:, None], len(pin.ts), axis=1)
+
+
+@pytest.mark.parametrize("a_stale", [False, True])
+def test_crash_in_b_liquidates_the_whole_cross_account(a_stale: bool) -> None:
+    """With `a_stale`, A has no bar 2: it is checked at its last mark (100) all the same."""
+    flat_a = [(100.0, 100.0, 100.0, 100.0)] * 4
+    b = [(50.0, 50.0, 50.0, 50.0), (50.0, 50.0, 50.0, 50.0), (50.0, 50.0, 40.0, 42.0),
+         (42.0, 42.0, 42.0, 42.0)]
+    pin = _pin({"AUSDT": flat_a, "BUSDT": b}, has={"AUSDT": [1, 1, 0, 1]} if a_stale else None)
+    res = pf.run_targets(pin, _targets(pin, [5.0, 5.0]), off_policy().to_array(), FP,
+                         SETTINGS, "off")
+    # bar 0 close: 5x each of 10,000 -> 500 A at 100 and 1,000 B at 50; they fill at bar 1's
+    # open with 25 + 25 fee: wallet 9,950
+    fills = res.trades[res.trades[:, 6] == 0.0]
+    assert fills[:, [0, 1, 2, 3]].tolist() == [[1, 0, 500.0, 100.0], [1, 2, 1000.0, 50.0]]
+    assert fills[:, 4] == pytest.approx([25.0, 25.0], rel=1e-12)
+    wallet = W0 - 50.0
+    assert res.port[1, pf.PR_WALLET] == pytest.approx(wallet, rel=1e-12)
+    # bar 2: B's mark falls to 40. A is checked first (B at its open, 50): TMM1 = B's
+    # maintenance 1,000 x 50 x 1% = 500, LP_A = (9,950 - 500 - 50,000) / (5 - 500) = 81.92:
+    # A survives. B (A at 100, TMM1 = 500 x 100 x 1% = 500):
+    lp_b = (wallet - 500.0 - 1000.0 * 50.0) / (1000.0 * MMR - 1000.0)
+    assert lp_b == pytest.approx(40.959596, abs=1e-6)
+    acct, pos = ac.new_account(wallet, 4)
+    pos[0, ac.P_QTY], pos[0, ac.P_ENTRY] = 500.0, 100.0
+    pos[2, ac.P_QTY], pos[2, ac.P_ENTRY] = 1000.0, 50.0
+    marks = np.array([100.0, 100.0, 40.0, 40.0])
+    floor, cap, mmr, cum, _ = ac.stack_brackets([_one_tier("X")] * 4)
+    assert ac.liquidation_price(acct, pos, 2, marks, floor, cap, mmr, cum) == \
+        pytest.approx(lp_b, rel=1e-12)
+    # B closes at LP_B with the clearance fee; the wallet left is far below A's maintenance
+    wallet_b = wallet + 1000.0 * (lp_b - 50.0) - LIQ_FEE * 1000.0 * lp_b
+    assert wallet_b == pytest.approx(397.601, abs=1e-3)
+    # so A, re-checked in the same bar against the new wallet, is liquidated at 100.21 > 100
+    lp_a = (wallet_b - 500.0 * 100.0) / (500.0 * MMR - 500.0)
+    assert lp_a == pytest.approx(100.206866, abs=1e-6)
+    pos[2, ac.P_QTY] = pos[2, ac.P_ENTRY] = 0.0
+    acct[ac.A_WALLET] = wallet_b
+    assert ac.liquidation_price(acct, pos, 0, marks, floor, cap, mmr, cum) == \
+        pytest.approx(lp_a, rel=1e-12)
+    liq = res.trades[res.trades[:, 6] == 1.0]
+    assert liq[:, [0, 1, 7]].tolist() == [[2, 2, 1], [2, 0, 0]]      # bar 2: B, then A
+    assert liq[:, 2].tolist() == [-1000.0, -500.0]
+    assert liq[:, 3] == pytest.approx([lp_b, lp_a], rel=1e-12)
+    # A's fee takes what is left (capped at the equity): the account ends at zero
+    assert res.port[2, pf.PR_WALLET] == pytest.approx(0.0, abs=1e-9)
+    assert res.port[2, pf.PR_LIQUIDATIONS] == 2.0
+    m = res.metrics
+    assert m["portfolio"]["liquidations"] == 2 and m["portfolio"]["bust"]
+    assert m["symbols"]["AUSDT"]["liquidations"] == 1
+    assert m["symbols"]["AUSDT"]["liquidation_events"][0]["price"] == pytest.approx(lp_a)
+    assert m["symbols"]["BUSDT"]["liquidation_events"][0]["bar"] == 2
+    assert m["portfolio"]["final_equity"] == pytest.approx(0.0, abs=1e-9)
+    # A alone on its own account never comes near its liquidation price
+    alone = pf.run_targets(_pin({"AUSDT": flat_a}), np.full((1, 4), 5.0),
+                           off_policy().to_array(), FP, SETTINGS, "off")
+    assert alone.metrics["portfolio"]["liquidations"] == 0
+    assert alone.metrics["portfolio"]["final_equity"] == pytest.approx(W0 - 25.0, rel=1e-12)
+
+
+def test_stale_symbol_keeps_its_order_until_its_next_bar() -> None:
+    flat_a = [(100.0, 100.0, 100.0, 100.0)] * 4
+    flat_b = [(50.0, 50.0, 50.0, 50.0)] * 4
+    pin = _pin({"AUSDT": flat_a, "BUSDT": flat_b}, has={"BUSDT": [1, 0, 1, 1]})
+    res = pf.run_targets(pin, _targets(pin, [1.0, 1.0]), off_policy().to_array(), FP,
+                         SETTINGS, "off")
+    # A's order from bar 0 fills at bar 1; B has no bar 1, so its order fills at bar 2
+    assert res.trades[:, [0, 1, 2]].tolist() == [[1, 0, 100.0], [2, 2, 200.0]]
+    assert res.records[1, 1, pf.R_HAS_BAR] == 0.0
+    assert res.records[1, 1, eg.R_QTY] == 0.0
+    assert res.metrics["symbols"]["BUSDT"]["bars"] == 3
+
+
+def test_risk_sees_portfolio_leverage() -> None:
+    """Hard cap 5x: 3x + 3x is under the cap per symbol but 6x for the account."""
+    flat = {"AUSDT": [(100.0, 100.0, 100.0, 100.0)] * 3,
+            "BUSDT": [(50.0, 50.0, 50.0, 50.0)] * 3}
+    pol = off_policy().model_copy(update={"max_leverage": 5.0}).to_array()
+    pin = _pin(flat)
+    res = pf.run_targets(pin, _targets(pin, [3.0, 3.0]), pol, FP, SETTINGS, "on")
+    # budgets 5 x 3/6 = 2.5x each: A 25,000 / 100 = 250, B 25,000 / 50 = 500
+    assert res.trades[:, [0, 1, 2]].tolist() == [[1, 0, 250.0], [1, 2, 500.0]]
+    for s in range(2):
+        assert res.records[s, 0, eg.R_CLIPPED] == 1.0
+        assert res.records[s, 0, eg.R_ALLOWED_LEV] == pytest.approx(2.5, rel=1e-12)
+    d = res.decisions[res.decisions[:, 0] == 0]
+    assert d[:, 3 + en.D_MAX_NOTIONAL_LONG] == pytest.approx([25_000.0, 25_000.0], rel=1e-12)
+    # the account holds 50,000 notional on 10,000 - 25 fees: 5x but for the fees (the
+    # rebalance band leaves that 0.25% alone)
+    assert res.port[1:, pf.PR_LEVERAGE] == pytest.approx([50_000.0 / 9_975.0] * 2, rel=1e-12)
+    assert res.metrics["portfolio"]["n_risk_actions"] == 2
+    rows = [r for r in pf.portfolio_decisions(res, pin) if r["bar"] == 0]
+    assert [(r["symbol"], r["target_notional"], r["allowed_notional"]) for r in rows] == \
+        [("AUSDT", 30_000.0, 25_000.0), ("BUSDT", 30_000.0, 25_000.0)]
+    # unequal targets share the cap in proportion: 6x and 2x -> 3.75x and 1.25x
+    res2 = pf.run_targets(pin, _targets(pin, [6.0, 2.0]), pol, FP, SETTINGS, "on")
+    assert res2.records[:, 0, eg.R_ALLOWED_LEV] == pytest.approx([3.75, 1.25], rel=1e-12)
+    # 3x + 1x fits the cap (budgets 3.75x and 1.25x): nothing clips
+    res3 = pf.run_targets(pin, _targets(pin, [3.0, 1.0]), pol, FP, SETTINGS, "on")
+    assert res3.records[:, :, eg.R_CLIPPED].max() == 0.0
+    assert res3.records[:, 0, eg.R_ALLOWED_LEV] == pytest.approx([3.0, 1.0], rel=1e-12)
+    # either symbol alone at 3x is under the cap: the single account does not clip
+    alone = pf.run_targets(_pin({"AUSDT": flat["AUSDT"]}), np.full((1, 3), 3.0), pol, FP,
+                           SETTINGS, "on")
+    assert alone.records[0, :, eg.R_CLIPPED].max() == 0.0
+    assert alone.trades[0, 2] == 300.0
+
+
+@pytest.mark.parametrize(("strategy", "params", "preset", "wallet"), [
+    ("hold", {"side": "long", "leverage": "10"}, "balanced", 100_000.0),
+    ("hold", {"side": "short", "leverage": "50"}, "off", 1_000.0),      # liquidated
+    ("trend", {"leverage": "5"}, "conservative", 100_000.0),
+])
+def test_one_symbol_portfolio_equals_the_single_backtest(strategy: str, params: dict[str, str],
+                                                         preset: str, wallet: float) -> None:
+    bars = load_scenario("cascade-long").bars
+    b = br.shipped("binance", "BTCUSDT")
+    settings = rn.RunSettings(wallet=wallet)
+    strat = find(strategy).from_strings(params)
+    policy = off_policy() if preset == "off" else load_policy(preset)
+    single = rn.run(rn.prepare(bars, b, settings), strat, policy, b, settings, "x")
+    port = pf.run_portfolio(pf.prepare_portfolio([bars], [b], settings), strat, policy,
+                            settings, "x")
+    assert np.array_equal(single.records, port.records[0, :, :eg.N_REC], equal_nan=True)
+    assert np.array_equal(single.trades, port.trades[:, :eg.N_TRD])
+    assert np.array_equal(single.decisions, port.decisions[:, :eg.N_DCS], equal_nan=True)
+    assert single.metrics["final_equity"] == port.metrics["portfolio"]["final_equity"]
+    assert single.metrics["liquidations"] == port.metrics["portfolio"]["liquidations"]
+    if preset == "off":
+        assert single.metrics["liquidations"] >= 1
+    assert port.port[:, pf.PR_EQUITY].tolist() == single.records[:, eg.R_EQUITY].tolist()
+
+
+def _bars(symbol: str, start: int, n: int, interval: int = 60_000) -> Bars:
+    ts = start + np.arange(n, dtype=np.int64) * interval
+    px = np.full(n, 100.0)
+    return Bars(symbol, interval, {"ts": ts, "open": px, "high": px, "low": px, "close": px,
+                                   "volume": np.ones(n)})
+
+
+def test_alignment_errors_name_the_file() -> None:
+    a = _bars("BTCUSDT", 0, 20)
+    with pytest.raises(LiqbotError, match="eth_dir: 300000 ms bars"):
+        pf.check_alignment([a, _bars("ETHUSDT", 0, 20, 300_000)], ["btc_dir", "eth_dir"])
+    with pytest.raises(LiqbotError, match="eth_dir: bar open times are off the grid"):
+        pf.check_alignment([a, _bars("ETHUSDT", 30_000, 20)], ["btc_dir", "eth_dir"])
+    with pytest.raises(LiqbotError, match="eth_dir .* does not overlap btc_dir"):
+        pf.check_alignment([a, _bars("ETHUSDT", 60_000 * 20, 20)], ["btc_dir", "eth_dir"])
+    with pytest.raises(LiqbotError, match="b2: symbol BTCUSDT is already in the portfolio"):
+        pf.check_alignment([a, _bars("BTCUSDT", 0, 20)], ["b1", "b2"])
+    pf.check_alignment([a, _bars("ETHUSDT", 60_000 * 5, 20)], ["btc_dir", "eth_dir"])
+
+
+def _save(path, symbol: str, seed: int, start_price: float = 100_000.0) -> None:  # noqa: ANN001
+    from bot.data import dataset as ds_io
+    from bot.data.synthetic import SynthSpec, generate, spec_with
+
+    ds = generate(spec_with(SynthSpec(seed=seed, days=1, symbol=symbol),
+                            start_price=start_price))
+    ds_io.save(ds, path)
+
+
+def test_cli_portfolio(cli, tmp_path) -> None:  # noqa: ANN001
+    _save(tmp_path / "btc", "BTCUSDT", 3)
+    _save(tmp_path / "eth", "ETHUSDT", 4, 3000.0)
+    _save(tmp_path / "sol", "SOLUSDT", 5, 150.0)
+    out = tmp_path / "p.json"
+    r = cli("backtest", tmp_path / "btc", tmp_path / "eth", "--portfolio", "--strategy", "hold",
+            "--param", "side=long", "--param", "leverage=8", "--risk", "on", "--json", out)
+    assert r.code == 0, r.err
+    assert "BTCUSDT" in r.out and "ETHUSDT" in r.out and "portfolio" in r.out
+    res = json.loads(out.read_text())["runs"]["on"]
+    assert set(res["symbols"]) == {"BTCUSDT", "ETHUSDT"}
+    p = res["portfolio"]
+    # the portfolio's fees and funding are its symbols' (every fee belongs to one slot)
+    assert p["fees"] == pytest.approx(sum(s["fees"] for s in res["symbols"].values()))
+    assert p["funding"] == pytest.approx(sum(s["funding"] for s in res["symbols"].values()))
+    assert p["final_equity"] == pytest.approx(
+        100_000.0 + sum(s["pnl"] for s in res["symbols"].values()), rel=1e-9)
+    assert {d["symbol"] for d in json.loads(out.read_text())["decisions"]} == \
+        {"BTCUSDT", "ETHUSDT"}
+    # bad input exits 2 and names the file
+    r = cli("backtest", tmp_path / "btc", tmp_path / "sol", "--portfolio")
+    assert r.code == 2 and "sol" in r.err and "SOLUSDT" in r.err
+    r = cli("backtest", tmp_path / "btc", tmp_path / "btc", "--portfolio")
+    assert r.code == 2 and "already in the portfolio" in r.err
+    r = cli("backtest", tmp_path / "btc", tmp_path / "nope", "--portfolio")
+    assert r.code == 2 and "nope" in r.err
+    r = cli("backtest", tmp_path / "btc", tmp_path / "eth")
+    assert r.code == 2 and "--portfolio" in r.err
