@@ -195,7 +195,9 @@ class Venue:
             paid = kn.settle_funding(a.acct, a.pos, slot, float(d.mark_open[i]), rate)
             if paid != 0.0:
                 a.funding_log.append((s, int(d.ts[i]), paid))
-                self._emit_account(a, "FUNDING_FEE", [slot])
+                # Binance: funding on a cross position pushes the balance only (no P rows)
+                iso = a.pos[slot, ac.P_ISOLATED] == ac.ISOLATED
+                self._emit_account(a, "FUNDING_FEE", [slot] if iso else [])
 
     def _on_close(self, s: str, i: int) -> None:
         d = self.market.symbols[s]
@@ -461,7 +463,7 @@ class Venue:
             "a": "0", "m": bool(tr.maker) if tr else False, "R": o.reduce_only,
             "wt": o.working_type, "ot": o.type, "ps": "BOTH", "cp": False,
             "rp": _s(tr.realized if tr else 0.0), "pP": False, "si": 0, "ss": 0, "V": "NONE",
-            "pm": "NONE", "gtd": 0}})
+            "pm": "NONE", "gtd": 0, "er": "0"}})
 
     def _emit_account(self, a: Account, reason: str, slots: list[int]) -> None:
         t = self.now

@@ -85,7 +85,7 @@ def precision() -> ApiError:
 
 
 def qty_not_positive() -> ApiError:
-    return ApiError(400, -4003, "Quantity less than or equal to zero.")
+    return ApiError(400, -4003, "Quantity less than zero.")
 
 
 def bad_leverage(lev: Any) -> ApiError:
@@ -105,12 +105,12 @@ def position_side_unchanged() -> ApiError:
 
 
 def duplicate_client_id() -> ApiError:
-    return ApiError(400, -4116, "ClientOrderId is duplicated.")
+    return ApiError(400, -4116, "clientOrderId is duplicated")
 
 
 def min_notional(notional: float) -> ApiError:
     return ApiError(400, -4164, f"Order's notional must be no smaller than {notional:g} (unless "
-                                "you choose reduce only).")
+                                "you choose reduce only)")
 
 
 def bad_order_type() -> ApiError:
@@ -118,7 +118,8 @@ def bad_order_type() -> ApiError:
 
 
 def listen_key_missing() -> ApiError:
-    return ApiError(400, -1125, "This listenKey does not exist.")
+    return ApiError(400, -1125, "This listenKey does not exist. Please use POST "
+                                "/fapi/v1/listenKey to recreate listenKey")
 
 
 def not_found() -> ApiError:
@@ -126,9 +127,9 @@ def not_found() -> ApiError:
 
 
 def rate_limited(limit: int, retry_after_s: int) -> ApiError:
-    return ApiError(429, -1003, f"Too many requests; current limit is {limit} request weight "
-                                "per window. Please use the websocket for live updates to "
-                                "avoid polling the API.", {"Retry-After": str(retry_after_s)})
+    return ApiError(429, -1003, f"Too many requests; current limit is {limit} requests per "
+                                "minute. Please use the websocket for live updates to avoid "
+                                "polling the API.", {"Retry-After": str(retry_after_s)})
 
 
 def banned(until_ms: int, retry_after_s: int) -> ApiError:
@@ -138,4 +139,5 @@ def banned(until_ms: int, retry_after_s: int) -> ApiError:
 
 
 def maintenance() -> ApiError:
-    return ApiError(503, -1001, "Service unavailable: system maintenance.")
+    """Binance's general info: a 503 "Service Unavailable." is a sure failure, retry later."""
+    return ApiError(503, -1001, "Service Unavailable.")

@@ -37,16 +37,24 @@ def _int(q: dict[str, str], name: str, default: int | None = None) -> int | None
         raise er.bad_param(name) from None
 
 
-def order_json(o: EOrder) -> dict[str, Any]:
-    return {"orderId": o.order_id, "symbol": o.symbol, "status": o.status,
-            "clientOrderId": o.client_id, "price": _s(o.price), "avgPrice": _s(o.avg_price),
-            "origQty": _s(o.qty), "executedQty": _s(o.executed), "cumQty": _s(o.executed),
-            "cumQuote": _s(o.cum_quote), "timeInForce": o.tif, "type": o.type,
-            "reduceOnly": o.reduce_only, "closePosition": False, "side": o.side,
-            "positionSide": "BOTH", "stopPrice": _s(o.stop_price),
-            "workingType": o.working_type, "priceProtect": False, "origType": o.type,
-            "priceMatch": "NONE", "selfTradePreventionMode": "NONE", "goodTillDate": 0,
-            "time": o.time, "updateTime": o.update_time}
+def order_json(o: EOrder, answer: bool = False) -> dict[str, Any]:
+    """An order as Binance shows it. `answer`: the shape of POST / DELETE `/fapi/v1/order`
+    (with `cumQty`, no `time`); else the shape of the queries (GET order, openOrders,
+    allOrders: with `time`, no `cumQty`), as the documented examples."""
+    out: dict[str, Any] = {
+        "orderId": o.order_id, "symbol": o.symbol, "status": o.status,
+        "clientOrderId": o.client_id, "price": _s(o.price), "avgPrice": _s(o.avg_price),
+        "origQty": _s(o.qty), "executedQty": _s(o.executed), "cumQuote": _s(o.cum_quote),
+        "timeInForce": o.tif, "type": o.type, "reduceOnly": o.reduce_only,
+        "closePosition": False, "side": o.side, "positionSide": "BOTH",
+        "stopPrice": _s(o.stop_price), "workingType": o.working_type, "priceProtect": False,
+        "origType": o.type, "priceMatch": "NONE", "selfTradePreventionMode": "NONE",
+        "goodTillDate": 0, "updateTime": o.update_time}
+    if answer:
+        out["cumQty"] = _s(o.executed)
+    else:
+        out["time"] = o.time
+    return out
 
 
 def trade_json(t: ETrade) -> dict[str, Any]:
@@ -64,7 +72,8 @@ def exchange_symbol(emu: Emulator, s: str) -> dict[str, Any]:
         "requiredMarginPercent": "5.0000", "baseAsset": s.removesuffix("USDT"),
         "quoteAsset": "USDT", "marginAsset": "USDT", "pricePrecision": r.price_precision,
         "quantityPrecision": r.qty_precision, "baseAssetPrecision": 8, "quotePrecision": 8,
-        "underlyingType": "COIN", "underlyingSubType": [], "triggerProtect": "0.0500",
+        "underlyingType": "COIN", "underlyingSubType": [], "settlePlan": 0,
+        "triggerProtect": "0.0500",
         "liquidationFee": _s(emu.venue.fees.liquidation), "marketTakeBound": "0.05",
         "filters": [
             {"filterType": "PRICE_FILTER", "minPrice": _s(r.tick), "maxPrice": "4529764",
@@ -102,7 +111,8 @@ class Routes:
                         (f"{v1}/allOrders", self.all_orders),
                         ("/fapi/v2/positionRisk", self.position_risk_v2),
                         ("/fapi/v3/positionRisk", self.position_risk_v3),
-                        ("/fapi/v2/account", self.account), ("/fapi/v3/account", self.account),
+                        ("/fapi/v2/account", self.account_v2),
+                        ("/fapi/v3/account", self.account_v3),
                         ("/fapi/v2/balance", self.balance), ("/fapi/v3/balance", self.balance),
                         (f"{v1}/userTrades", self.user_trades),
                         (f"{v1}/commissionRate", self.commission_rate),
@@ -146,7 +156,7 @@ class Routes:
 
     async def exchange_info(self, request: web.Request) -> web.Response:
         return web.json_response({
-            "timezone": "UTC", "serverTime": self._now(), "futuresType": "U_MARGINED",
+            "timezone": "UTC", "serverTime": self._now(),
             "rateLimits": [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE",
                             "intervalNum": 1, "limit": self.emu.limiter.limit}],
             "exchangeFilters": [], "assets": [{"asset": "USDT", "marginAvailable": True,
@@ -240,7 +250,7 @@ class Routes:
         out = []
         for s in syms:
             b = self.emu.venue.brackets[s]
-            out.append({"symbol": s, "notionalCoef": 1.0, "brackets": [
+            out.append({"symbol": s, "brackets": [      # no notionalCoef: not adjusted
                 {"bracket": i + 1, "initialLeverage": int(b.max_leverage[i]),
                  "notionalCap": float(b.cap[i]), "notionalFloor": float(b.floor[i]),
                  "maintMarginRatio": float(b.mmr[i]), "cum": float(b.cum[i])}
@@ -276,7 +286,8 @@ class Routes:
         s = self._sym(q).symbol
         f = self.emu.venue.fees
         return web.json_response({"symbol": s, "makerCommissionRate": _s(f.maker),
-                                  "takerCommissionRate": _s(f.taker)})
+                                  "takerCommissionRate": _s(f.taker),
+                                  "rpiCommissionRate": "0"})      # no RPI orders here
 
     # --- signed: orders ------------------------------------------------------------------------
     async def post_order(self, request: web.Request) -> web.Response:
@@ -287,7 +298,7 @@ class Routes:
                                    f"order {o.order_id} {o.client_id}")
             await self.emu.hub.flush()
             raise LostResponse(self.emu.faults.profile.hang_s)
-        return web.json_response(order_json(o))
+        return web.json_response(order_json(o, answer=True))
 
     async def get_order(self, request: web.Request) -> web.Response:
         key, q = await self._signed(request)
@@ -295,7 +306,7 @@ class Routes:
 
     async def cancel_order(self, request: web.Request) -> web.Response:
         key, q = await self._signed(request)
-        return web.json_response(order_json(self.emu.venue.cancel(key, q)))
+        return web.json_response(order_json(self.emu.venue.cancel(key, q), answer=True))
 
     async def cancel_all(self, request: web.Request) -> web.Response:
         key, q = await self._signed(request)
@@ -393,7 +404,16 @@ class Routes:
         key, q = await self._signed(request)
         return web.json_response(self._positions(key, q, v3=True))
 
-    async def account(self, request: web.Request) -> web.Response:
+    async def account_v2(self, request: web.Request) -> web.Response:
+        return await self._account(request, v3=False)
+
+    async def account_v3(self, request: web.Request) -> web.Response:
+        return await self._account(request, v3=True)
+
+    async def _account(self, request: web.Request, v3: bool) -> web.Response:
+        """`/fapi/v2/account` and `/fapi/v3/account` as documented: v3 drops the account
+        flags (feeTier, canTrade, ...) and the assets' `marginAvailable`, and lists only the
+        symbols with a position (open orders hold no margin here) with fewer keys."""
         key, _ = await self._signed(request)
         now = self._now()
         venue = self.emu.venue
@@ -409,21 +429,36 @@ class Routes:
         positions = []
         for s in venue.symbols:
             v = venue.position_view(a, s)
-            positions.append({"symbol": s, "initialMargin": _s(v["im"] if v["qty"] else 0.0),
+            im = _s(v["im"] if v["qty"] else 0.0)
+            updated = int(a.update_ms[venue.slot[s]])
+            if v3:
+                if v["qty"] == 0.0:
+                    continue
+                positions.append({"symbol": s, "positionSide": "BOTH",
+                                  "positionAmt": _s(v["qty"]),
+                                  "unrealizedProfit": _s(v["upnl"]),
+                                  "isolatedMargin": _s(v["iso_margin"]),
+                                  "notional": _s(v["notional"]),
+                                  "isolatedWallet": _s(v["iso_margin"]), "initialMargin": im,
+                                  "maintMargin": _s(v["mm"]), "updateTime": updated})
+                continue
+            positions.append({"symbol": s, "initialMargin": im,
                               "maintMargin": _s(v["mm"]), "unrealizedProfit": _s(v["upnl"]),
-                              "positionInitialMargin": _s(v["im"] if v["qty"] else 0.0),
-                              "openOrderInitialMargin": "0",
+                              "positionInitialMargin": im, "openOrderInitialMargin": "0",
                               "leverage": str(int(v["leverage"])),
                               "isolated": bool(v["isolated"]), "entryPrice": _s(v["entry"]),
                               "maxNotional": _s(v["max_notional"]), "bidNotional": "0",
                               "askNotional": "0", "positionSide": "BOTH",
                               "positionAmt": _s(v["qty"]), "notional": _s(v["notional"]),
-                              "isolatedWallet": _s(v["iso_margin"]),
-                              "updateTime": int(a.update_ms[venue.slot[s]])})
-        return web.json_response({
+                              "isolatedWallet": _s(v["iso_margin"]), "updateTime": updated})
+        flags: dict[str, Any] = {} if v3 else {
             "feeTier": 0, "feeBurn": False, "canTrade": True, "canDeposit": True,
             "canWithdraw": True, "updateTime": 0, "multiAssetsMargin": False,
-            "tradeGroupId": -1, "totalInitialMargin": _s(t["im"]),
+            "tradeGroupId": -1}
+        if v3:
+            del asset["marginAvailable"]
+        return web.json_response({
+            **flags, "totalInitialMargin": _s(t["im"]),
             "totalMaintMargin": _s(t["mm"]), "totalWalletBalance": _s(t["wallet"]),
             "totalUnrealizedProfit": _s(t["upnl"]), "totalMarginBalance": _s(t["margin_balance"]),
             "totalPositionInitialMargin": _s(t["im"]), "totalOpenOrderInitialMargin": "0",

@@ -27,6 +27,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from bot.data.binance_vision import interval_name
+from bot.emulator import errors as er
 from bot.emulator.account import Venue
 from bot.emulator.faults import FaultInjector
 from bot.emulator.market import _s
@@ -73,15 +74,15 @@ class StreamHub:
                 "x": True, "q": row[7], "V": row[9], "Q": row[10], "B": "0"}}))
         rate, _ = self.venue.market.last_funding(d, close_ms)
         mark = {"e": "markPriceUpdate", "E": close_ms, "s": s, "p": _s(d.mark_close[i]),
-                "i": _s(d.close[i]), "P": _s(d.mark_close[i]), "r": _s(rate),
-                "T": self.venue.market.next_funding_ms(d, close_ms)}
+                "ap": _s(d.mark_close[i]), "i": _s(d.close[i]), "P": _s(d.mark_close[i]),
+                "r": _s(rate), "T": self.venue.market.next_funding_ms(d, close_ms)}
         self.outbox.append((f"{low}@markPrice", None, mark))
         self.outbox.append((f"{low}@markPrice@1s", None, mark))
         b = d.bars
         tb = float(b["taker_buy_volume"][i]) if b.has("taker_buy_volume") else math.nan
         self.outbox.append((f"{low}@aggTrade", None, {
             "e": "aggTrade", "E": close_ms, "s": s, "a": i, "p": _s(d.close[i]),
-            "q": _s(d.volume[i]), "f": i, "l": i, "T": close_ms - 1,
+            "q": _s(d.volume[i]), "nq": _s(d.volume[i]), "f": i, "l": i, "T": close_ms - 1,
             "m": bool(tb == tb and tb < 0.5 * d.volume[i])}))
         for side, notional in (("SELL", d.liq_long[i]), ("BUY", d.liq_short[i])):
             if notional > 0 and d.close[i] > 0:
@@ -152,8 +153,8 @@ class StreamHub:
         lk = request.query.get("listenKey") or request.path.rstrip("/").rsplit("/", 1)[-1]
         api_key = self.listen_keys.get(lk)
         if request.query.get("listenKey") and api_key is None:
-            return web.json_response({"code": -1125, "msg": "This listenKey does not exist."},
-                                     status=400)
+            missing = er.listen_key_missing()
+            return web.json_response(missing.body(), status=missing.status)
         ws = web.WebSocketResponse(autoping=True, heartbeat=None)
         await ws.prepare(request)
         conn = Conn(ws, api_key=api_key)
