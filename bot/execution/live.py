@@ -361,6 +361,10 @@ class LiveBroker:
                     continue
                 if found:
                     return
+                if not self.sending:        # the venue has none and none may leave now
+                    self.inflight.pop(o.client_id, None)     # (a restart after the
+                    self.queue.append(o)    # drill's last close): queued again, as it was
+                    return
                 self.stats["resent"] += 1
             try:
                 r = await self.ex.create_order(s, "market", "buy" if o.qty > 0 else "sell",
