@@ -6,12 +6,16 @@ Data: /work/shared/data/coinglass_4h (see its README): BTCUSDT 4h OHLC + volume,
 taker flow, OI, long/short account ratio, OI-weighted funding, and realised long/short
 liquidations (calibration span 2024-11-13 .. 2025-05-12 only).
 
-Protocol (docs/heatmap.md): the grid search ranks parameter sets on the first four months of
+Protocol (docs/heatmap.md): the grid search (16,512 sets, about 25 min on one core; --quick
+about a minute) ranks parameter sets, the near-price layer included (`near_frac` 0 = the
+map without it), on the first four months of
 the calibration span (IN-SAMPLE, 2024-11-13 .. 2025-03-13) by the mean over sides of the
 Spearman of the frozen-map measure (`bot.signals.skill`), and the chosen set is reported on
 the last two months (HELD-OUT, 2025-03-13 .. 2025-05-12), which played no part in the choice.
-The later span 2025-05-18 .. 2025-11-14 has no realised liquidations (deliberately): only the
-measure itself and its baselines' availability can be reported there, no skill.
+Beside the baselines it prints the chosen layer's shape with no map (`geometry`) and the best
+set without the layer, so the map's own share of the skill can be read off. The later span
+2025-05-18 .. 2025-11-14 has no realised liquidations (deliberately): only the measure
+itself can be reported there, no skill. ETH: the span has no ETH price, so no ETH skill.
 """
 
 from __future__ import annotations
@@ -73,10 +77,24 @@ def load_bars(d: Path, oi_mode: str = "stable_base") -> Bars:
 
 
 def params(c: dict) -> hm.HeatmapParams:
-    """HeatmapParams at 4h from a grid point (half-life in hours, churn per 4h bar)."""
+    """HeatmapParams at 4h from a grid point (half-life in hours, churn per 4h bar; the
+    near-price layer off unless the point sets it)."""
     return hm.params_for_interval(H4, hm.HeatmapParams(
         flow_weight=c["flow_weight"], ls_weight=c["ls_weight"], tilt_k=c["tilt_k"],
-        churn_frac=c["churn"]), c["half_life_h"])
+        churn_frac=c["churn"], near_frac=c.get("near_frac", 0.0),
+        near_pow=c.get("near_pow", 1.5), near_max=c.get("near_max", 0.05),
+        intra_weight=c.get("intra_weight", 0.0)), c["half_life_h"])
+
+
+def geometry(bars: Bars, side: str, c: dict) -> np.ndarray:
+    """The chosen layer's shape WITHOUT any map (no book, no OI): the side's excursion and
+    the bar's range through the same profile, x ** near_pow, capped at near_max. It scores
+    what the profile alone does, so the map's own share of the skill can be read off."""
+    o, h, lo = bars["open"], bars["high"], bars["low"]
+    exc = np.log(o / lo) if side == "long" else np.log(h / o)
+    xm, a = c.get("near_max", 0.05), c.get("near_pow", 1.5)
+    return (np.minimum(exc, xm) ** a + c.get("intra_weight", 0.0) *
+            np.minimum(np.log(h / lo), xm) ** a)
 
 
 def score(bars: Bars, b: br.Brackets, p: hm.HeatmapParams, c: dict) -> dict[str, dict]:
@@ -85,6 +103,19 @@ def score(bars: Bars, b: br.Brackets, p: hm.HeatmapParams, c: dict) -> dict[str,
     return {"in": skill.bucket_skill(bars, b, p, levs, w, end_ms=SPLIT_MS, est=est),
             "out": skill.bucket_skill(bars, b, p, levs, w, start_ms=SPLIT_MS, est=est),
             "all": skill.bucket_skill(bars, b, p, levs, w, est=est)}
+
+
+def _window_rho(bars: Bars, x: np.ndarray, side: str, start_ms: int | None = None,
+                end_ms: int | None = None) -> float:
+    """Spearman of `x` against the side's realised liquidations over a window (the bars
+    `skill.bucket_skill` scores: realised finite, not the first bar)."""
+    real = bars[f"liq_{side}_notional"]
+    sel = np.isfinite(real) & np.isfinite(x) & (np.arange(len(bars)) > 0)
+    if start_ms is not None:
+        sel &= bars.ts >= start_ms
+    if end_ms is not None:
+        sel &= bars.ts < end_ms
+    return skill.spearman(x[sel], real[sel])
 
 
 def main() -> int:
@@ -98,17 +129,25 @@ def main() -> int:
     grid = {
         "oi_mode": list(bars_by_mode),
         "lmax": [75.0, 125.0],
-        "alpha": [1.5, 2.0, 2.5, 3.0],
-        "half_life_h": [168.0, 720.0, 2160.0] if not a.quick else [720.0],
-        "churn": [0.0, 0.2, 0.5],
-        "flow_weight": [0.0, 1.0] if not a.quick else [1.0],
+        "alpha": [2.0, 3.0],
+        "half_life_h": [720.0, 2160.0] if not a.quick else [2160.0],
+        "churn": [0.2, 0.5],
+        "flow_weight": [0.0, 1.0] if not a.quick else [0.0],
         "ls_weight": [0.0, 0.3],
-        "tilt_k": [0.0, 1.0],
+        "tilt_k": [1.0],
+        # the near-price layer and the in-bar term (docs/heatmap.md); 0 = the old map
+        "near_frac": [0.0, 3e-5, 1e-4, 3e-4, 1e-3] if not a.quick else [0.0, 3e-4],
+        "near_pow": [1.0, 1.5, 2.0, 2.5] if not a.quick else [1.0, 1.5],
+        "near_max": [0.05, 0.1] if not a.quick else [0.05],
+        "intra_weight": [0.0, 0.1, 0.2, 0.3] if not a.quick else [0.0, 0.3],
     }
     results = []
     keys = list(grid)
     for combo in itertools.product(*(grid[k] for k in keys)):
         c = dict(zip(keys, combo, strict=True))
+        if c["near_frac"] == 0.0 and (c["near_pow"], c["near_max"], c["intra_weight"]) != \
+                (1.0, 0.05, 0.0):
+            continue                     # without a layer its shape is irrelevant
         r = score(bars_by_mode[c["oi_mode"]], b, params(c), c)
         obj = float(np.mean([r["in"]["map"][s] for s in skill.SIDES]))
         results.append((obj, c, r))
@@ -118,10 +157,18 @@ def main() -> int:
           f"rho {best_obj:.3f}: {best}")
     for obj, c, rr in results[:8]:
         print(f"  {obj:.3f} held-out {np.mean([rr['out']['map'][s] for s in skill.SIDES]):.3f} {c}")
-    for part in ("in", "out", "all"):
+    no_layer = [x for x in results if x[1]["near_frac"] == 0.0][0]
+    print(f"best WITHOUT the layer: in-sample {no_layer[0]:.3f} {no_layer[1]}")
+    for part, kw in (("in", {"end_ms": SPLIT_MS}), ("out", {"start_ms": SPLIT_MS}), ("all", {})):
         s = r[part]
+        bars = bars_by_mode[best["oi_mode"]]
+        geo = {side: _window_rho(bars, geometry(bars, side, best), side, **kw)
+               for side in skill.SIDES}
+        nl = no_layer[2][part]["map"]
         print(f"{part:>4} n={s['n']}  " + "  ".join(
-            f"{k}: L {s[k]['long']:.3f} S {s[k]['short']:.3f}" for k in ("map",) + skill.BASELINES))
+            f"{k}: L {s[k]['long']:.3f} S {s[k]['short']:.3f}" for k in ("map",) + skill.BASELINES)
+            + f"  shape-only: L {geo['long']:.3f} S {geo['short']:.3f}"
+            + f"  map-without-layer: L {nl['long']:.3f} S {nl['short']:.3f}")
     later = load_bars(LATER)
     levs, w = mix(best["lmax"], best["alpha"])
     p = params(best)

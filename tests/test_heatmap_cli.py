@@ -86,6 +86,29 @@ def test_timeline_csv(cli, synth_dir, tmp_path):
     assert np.isclose(float(rows[-1]["confidence"]), 1.0)
 
 
+def test_timeline_calibrated_4h_uses_the_calibrated_map(cli, synth_dir, tmp_path):
+    import csv
+
+    from bot.data import dataset
+    from bot.mechanics.brackets import shipped
+    from bot.signals import heatmap as hm
+    out = tmp_path / "t.csv"
+    r = cli("heatmap", synth_dir, "--timeline", out, "--calibrated-4h")
+    assert r.code == 0, r.err
+    rows = list(csv.DictReader(out.open()))
+    bars = dataset.load(synth_dir).bars
+    # 540 4h bars = 2,160 hours of half-life, in this dataset's 1m bars
+    p = hm.params_for_interval(bars.interval_ms, hm.CALIBRATED_4H, half_life_hours=2160.0)
+    assert p.half_life_bars == 129_600.0 and p.near_frac == hm.CALIBRATED_4H.near_frac
+    tl = hm.timeline(bars, shipped("binance", "BTCUSDT"), p, hm.CALIBRATED_4H_LEVERAGES,
+                     hm.CALIBRATED_4H_WEIGHTS)
+    default = hm.timeline(bars, shipped("binance", "BTCUSDT"))
+    t = 2000
+    assert float(rows[t]["est_long_liq"]) == float(f"{tl['est_long'][t]:.10g}")
+    assert float(rows[t]["short_mass_3pct"]) == float(f"{tl['short_mass_3pct'][t]:.10g}")
+    assert tl["est_long"][t] != default["est_long"][t]
+
+
 def test_timeline_bad_output(cli, synth_dir, tmp_path):
     r = cli("heatmap", synth_dir, "--timeline", tmp_path / "nope" / "t.csv")
     assert r.code == 2 and "--timeline" in r.err and "does not exist" in r.err

@@ -143,6 +143,9 @@ def heatmap_command(
     timeline: Annotated[Path | None, typer.Option(
         "--timeline", help="write a per-bar CSV (frozen-map estimates, near masses, crowding)")]
     = None,
+    calibrated: Annotated[bool, typer.Option(
+        "--calibrated-4h", help="timeline: the map calibrated on real 4h liquidations "
+        "(docs/heatmap.md; meant for 4h bars) instead of the 1m defaults")] = False,
 ) -> None:
     """Liquidation heatmap: top clusters per side and the crowding score of a dataset.
 
@@ -154,7 +157,7 @@ def heatmap_command(
         return
     if timeline is not None:
         out = check_output(timeline, "--timeline")
-        n = write_timeline(Path(target), out)
+        n = write_timeline(Path(target), out, calibrated)
         Console(highlight=False, stderr=True).print(f"wrote {n} bars to {out or 'stdout'}")
         return
     check_output(png, "--png", stdout_ok=False)
@@ -176,17 +179,24 @@ TIMELINE_COLUMNS = ("ts", "iso", "close", "long_mass_1pct", "long_mass_3pct", "l
 CHUNK = 20_000
 
 
-def timeline_rows(bars: Any) -> dict[str, np.ndarray]:
-    """Per-bar timeline columns (quote notional for masses and estimates; see docs)."""
+def timeline_rows(bars: Any, calibrated: bool = False) -> dict[str, np.ndarray]:
+    """Per-bar timeline columns (quote notional for masses and estimates; see docs). With
+    `calibrated` the frozen-map columns use `heatmap.CALIBRATED_4H` (its tiers, weights and
+    near-price layer; the half-life, 540 4h bars, converted to the dataset's bar length)."""
     b = _brackets_for(bars.symbol)
     p = hm.params_for_interval(bars.interval_ms)
+    levs, weights = hm.DEFAULT_LEVERAGES, hm.DEFAULT_WEIGHTS
+    if calibrated:
+        p = hm.params_for_interval(bars.interval_ms, hm.CALIBRATED_4H,
+                                   half_life_hours=hm.CALIBRATED_4H.half_life_bars * 4.0)
+        levs, weights = hm.CALIBRATED_4H_LEVERAGES, hm.CALIBRATED_4H_WEIGHTS
     n = len(bars)
     with Progress(console=Console(stderr=True), transient=True,
                   disable=n < 5 * CHUNK) as prog:
         task = prog.add_task("heatmap timeline", total=n + max(n // 4, 1))
-        tl = hm.timeline(bars, b, p, chunk=CHUNK,
+        tl = hm.timeline(bars, b, p, levs, weights, chunk=CHUNK,
                          progress=lambda done: prog.update(task, completed=done))
-        sig = pipeline.compute(bars, b, p, near=NEAR)
+        sig = pipeline.compute(bars, b, hm.params_for_interval(bars.interval_ms), near=NEAR)
         prog.update(task, completed=n + max(n // 4, 1))
     cols = {"ts": bars.ts, "iso": np.array([iso(int(t)) for t in bars.ts]),
             "close": bars.close, "est_long_liq": tl["est_long"],
@@ -200,11 +210,11 @@ def timeline_rows(bars: Any) -> dict[str, np.ndarray]:
     return cols
 
 
-def write_timeline(directory: Path, out: Path | None) -> int:
+def write_timeline(directory: Path, out: Path | None, calibrated: bool = False) -> int:
     """`liqbot heatmap DATASET --timeline FILE.csv` (None: stdout): one row per bar; returns
     the count."""
     bars = ds_io.load(directory).bars
-    cols = timeline_rows(bars)
+    cols = timeline_rows(bars, calibrated)
     with (out.open("w", newline="") if out is not None else
           contextlib.nullcontext(sys.stdout)) as f:
         w = csv.writer(f)

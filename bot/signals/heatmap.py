@@ -27,7 +27,13 @@ One bar, in this order, using only that bar's values (known at its close):
    without open interest (NaN), a volume proxy adds `proxy_frac` x quote volume x |taker
    imbalance| to the side the imbalance favours, and confidence drops to 0.5;
 4. re-centre the grid on the close when it drifts within `recenter_margin` bins of an
-   edge: mass that would fall off is folded into the edge bins, so nothing is lost.
+   edge: mass that would fall off is folded into the edge bins, so nothing is lost;
+5. near-price layer (`near_frac` > 0, off by default): positions too close to price for
+   any discrete tier (aged positions drifting toward their level, margin continuum) are
+   modelled as `near_frac` x the last open-interest notional, split like new OI, with a
+   smooth profile (share within log distance x of the close = (x / near_max) ** near_pow).
+   It is an overlay re-set at every close (`M_NEAR_*`), read by `side_mass_between` /
+   `side_mass_near`, not stored in the bins nor counted in the bookkeeping.
 Bookkeeping invariant (tested to 1e-9): total mass = added - removed - consumed - decayed.
 """
 
@@ -46,8 +52,9 @@ from bot.mechanics.liquidation import binance_liquidation_price_bracketed
 LONG, SHORT = 0, 1
 (M_LO, M_WIDTH, M_ADDED, M_REMOVED, M_CONSUMED_LONG, M_CONSUMED_SHORT, M_DECAYED, M_PREV_OI,
  M_REALIZED_LONG, M_REALIZED_SHORT, M_CONFIDENCE, M_BARS, M_SCALE_LONG, M_SCALE_SHORT,
- M_STORED_LONG, M_STORED_SHORT, M_HI_LONG, M_LO_SHORT, M_VOL_REF) = range(19)
-N_META = 19
+ M_STORED_LONG, M_STORED_SHORT, M_HI_LONG, M_LO_SHORT, M_VOL_REF, M_NEAR_LONG, M_NEAR_SHORT,
+ M_NEAR_REF, M_NEAR_POW, M_NEAR_MAX) = range(24)
+N_META = 24
 RESYNC_BARS = 4096        # stored totals are recomputed exactly this often (float drift)
 
 
@@ -74,6 +81,13 @@ class HeatmapParams(NamedTuple):
     #   range (1: all at the close)
     churn_frac: float = 0.0           # share of the book re-opened at constant OI per bar at
     #   average volume (scaled by the bar's quote volume / its decayed average, capped at 5x)
+    near_frac: float = 0.0            # near-price layer: share of the open-interest notional
+    #   (last OI x close) whose liquidation sits within `near_max` of the close (0: none)
+    near_pow: float = 1.5             # layer profile: share within log distance x of the
+    #   close is (x / near_max) ** near_pow
+    near_max: float = 0.05            # layer extent (log distance from the close)
+    intra_weight: float = 0.0         # frozen reading: share of the layer, re-opened at the
+    #   bar's extremes, that the bar's own range liquidates (`timeline_kernel`)
 
 
 DEFAULT_LEVERAGES = np.array([5.0, 10.0, 25.0, 50.0, 100.0])
@@ -99,6 +113,8 @@ def new_state(center_price: float, p: HeatmapParams = HeatmapParams()) -> tuple[
     meta[M_SCALE_SHORT] = 1.0
     meta[M_HI_LONG] = -1.0
     meta[M_LO_SHORT] = p.n_bins
+    meta[M_NEAR_POW] = p.near_pow
+    meta[M_NEAR_MAX] = p.near_max
     return mass, meta
 
 
@@ -228,6 +244,7 @@ def update(mass: np.ndarray, meta: np.ndarray, p: HeatmapParams, levs: np.ndarra
     long_share = buy_share
     if np.isfinite(ls_ratio) and ls_ratio > 0.0:
         long_share = (1.0 - p.ls_weight) * buy_share + p.ls_weight * ls_ratio / (1.0 + ls_ratio)
+    layer_share = long_share
     new_notional = 0.0
     if np.isfinite(oi):
         meta[M_CONFIDENCE] = 1.0
@@ -259,19 +276,25 @@ def update(mass: np.ndarray, meta: np.ndarray, p: HeatmapParams, levs: np.ndarra
             _remove(mass, meta, churn, long_share)
             _add(mass, meta, p, levs, weights, floor, cap, mmr, cum, close, mark_high,
                  mark_low, churn, long_share, funding)
+    # 4. near-price layer (an overlay, outside the stored bins and their bookkeeping)
+    if p.near_frac > 0.0 and np.isfinite(meta[M_PREV_OI]):
+        layer = p.near_frac * meta[M_PREV_OI] * close
+        meta[M_NEAR_LONG] = layer * layer_share
+        meta[M_NEAR_SHORT] = layer * (1.0 - layer_share)
+        meta[M_NEAR_REF] = np.log(close)
     meta[M_BARS] += 1.0
     return cons_l, cons_s
 
 
 @njit(cache=True)
-def _tilted_weights(p: HeatmapParams, levs: np.ndarray, weights: np.ndarray,
-                    funding: float) -> np.ndarray:
-    w = weights.copy()
+def _tilted_weight(p: HeatmapParams, levs: np.ndarray, weights: np.ndarray, funding: float,
+                   k: int) -> float:
+    """Tier k's weight tilted toward high leverage by stretched funding (not normalised;
+    `_add` divides by the sum over the tiers). Scalar, so a bar allocates nothing."""
     if np.isfinite(funding) and p.tilt_k > 0.0:
         stretch = min(abs(funding) / 0.0005, 2.0)
-        for k in range(len(levs)):
-            w[k] *= 1.0 + p.tilt_k * stretch * np.log(levs[k]) / np.log(100.0)
-    return w / w.sum()
+        return weights[k] * (1.0 + p.tilt_k * stretch * np.log(levs[k]) / np.log(100.0))
+    return weights[k]
 
 
 @njit(cache=True)
@@ -284,7 +307,9 @@ def _add(mass: np.ndarray, meta: np.ndarray, p: HeatmapParams, levs: np.ndarray,
     a level the bar's own range already crossed (long at/above the low, short at/below the
     high) is counted as added and consumed at once, never stored."""
     nb = mass.shape[1]
-    w = _tilted_weights(p, levs, weights, funding)
+    w_total = 0.0
+    for k in range(len(levs)):
+        w_total += _tilted_weight(p, levs, weights, funding, k)
     n_e = max(int(p.entry_points), 1)
     spread = n_e > 1 and np.isfinite(mark_high) and np.isfinite(mark_low) and \
         mark_high > mark_low
@@ -294,11 +319,12 @@ def _add(mass: np.ndarray, meta: np.ndarray, p: HeatmapParams, levs: np.ndarray,
             entry = mark_low + (e + 0.5) / n_e * (mark_high - mark_low)
         qty = p.typical_notional / entry
         for k in range(len(levs)):
+            wk = _tilted_weight(p, levs, weights, funding, k) / w_total
             wallet = p.typical_notional / levs[k]
             for s in range(2):
                 side = 1.0 if s == LONG else -1.0
                 share = long_share if s == LONG else 1.0 - long_share
-                amount = notional * share * w[k] / (n_e if spread else 1)
+                amount = notional * share * wk / (n_e if spread else 1)
                 if amount <= 0.0:
                     continue
                 liq = binance_liquidation_price_bracketed(side, qty, entry, wallet, floor, cap,
@@ -324,18 +350,25 @@ def _add(mass: np.ndarray, meta: np.ndarray, p: HeatmapParams, levs: np.ndarray,
 def _remove(mass: np.ndarray, meta: np.ndarray, notional: float, long_share: float) -> None:
     """Remove `notional`, `long_share` of it from longs, proportionally across levels (a
     scale change); what one side cannot cover is taken from the other."""
-    want = np.array([notional * long_share, notional * (1.0 - long_share)])
-    have = np.array([side_total(meta, LONG), side_total(meta, SHORT)])
+    want_l = notional * long_share                 # scalars: a bar allocates nothing
+    want_s = notional * (1.0 - long_share)
+    have_l = side_total(meta, LONG)
+    have_s = side_total(meta, SHORT)
+    spill = want_l - have_l
+    if spill > 0.0:
+        want_l = have_l
+        want_s += spill
+    spill = want_s - have_s
+    if spill > 0.0:
+        want_s = have_s
+        want_l += spill
     for s in range(2):
-        spill = want[s] - have[s]
-        if spill > 0.0:
-            want[s] = have[s]
-            want[1 - s] += spill
-    for s in range(2):
-        take = min(want[s], have[s])
-        if take <= 0.0 or have[s] <= 0.0:
+        want = want_l if s == LONG else want_s
+        have = have_l if s == LONG else have_s
+        take = min(want, have)
+        if take <= 0.0 or have <= 0.0:
             continue
-        keep = 1.0 - take / have[s]
+        keep = 1.0 - take / have
         if keep < 1e-12:                     # the side is emptied: reset instead of scale 0
             mass[s, :] = 0.0
             meta[M_STORED_LONG + s] = 0.0
@@ -350,9 +383,34 @@ def _remove(mass: np.ndarray, meta: np.ndarray, notional: float, long_share: flo
 
 
 @njit(cache=True)
+def near_layer_within(meta: np.ndarray, s: int, x: float) -> float:
+    """Notional of side s's near-price layer within log distance `x` of its reference close
+    (below for longs, above for shorts): layer x (x / near_max) ** near_pow, capped at the
+    whole layer; 0 for x <= 0 or without a layer."""
+    total = meta[M_NEAR_LONG + s]
+    if total <= 0.0 or x <= 0.0:
+        return 0.0
+    return total * min(x / meta[M_NEAR_MAX], 1.0) ** meta[M_NEAR_POW]
+
+
+@njit(cache=True)
+def near_layer_between(meta: np.ndarray, s: int, lo_price: float, hi_price: float) -> float:
+    """Notional of side s's near-price layer whose levels lie in [lo_price, hi_price]."""
+    if meta[M_NEAR_LONG + s] <= 0.0 or not (lo_price > 0.0 and hi_price >= lo_price):
+        return 0.0
+    ref = meta[M_NEAR_REF]
+    if s == LONG:                # levels below the reference: distance ref - ln(price)
+        near, far = ref - np.log(hi_price), ref - np.log(lo_price)
+    else:
+        near, far = np.log(lo_price) - ref, np.log(hi_price) - ref
+    return near_layer_within(meta, s, far) - near_layer_within(meta, s, max(near, 0.0))
+
+
+@njit(cache=True)
 def side_mass_near(mass: np.ndarray, meta: np.ndarray, mark: float, within: float) -> \
         tuple[float, float]:
-    """(long notional within `within` below mark, short notional within `within` above)."""
+    """(long notional within `within` below mark, short notional within `within` above),
+    the near-price layer included when there is one."""
     nb = mass.shape[1]
     b_mark = bin_of(mark, meta, nb)
     b_dn = bin_of(mark * (1.0 - within), meta, nb)
@@ -363,7 +421,10 @@ def side_mass_near(mass: np.ndarray, meta: np.ndarray, mark: float, within: floa
     up_sum = 0.0
     for b in range(b_mark, b_up + 1):
         up_sum += mass[SHORT, b]
-    return lo_sum * meta[M_SCALE_LONG], up_sum * meta[M_SCALE_SHORT]
+    return (lo_sum * meta[M_SCALE_LONG] + near_layer_between(meta, LONG, mark * (1.0 - within),
+                                                            mark),
+            up_sum * meta[M_SCALE_SHORT] + near_layer_between(meta, SHORT, mark,
+                                                             mark * (1.0 + within)))
 
 
 @njit(cache=True)
@@ -559,7 +620,7 @@ def side_mass_between(mass: np.ndarray, meta: np.ndarray, s: int, lo_price: floa
     got = 0.0
     for b in range(b0, b1 + 1):
         got += mass[s, b]
-    return got * meta[M_SCALE_LONG + s]
+    return got * meta[M_SCALE_LONG + s] + near_layer_between(meta, s, lo_price, hi_price)
 
 
 #: columns of `timeline_kernel`'s output before the near-mass pairs
@@ -580,8 +641,10 @@ def timeline_kernel(mass: np.ndarray, meta: np.ndarray, p: HeatmapParams, levs: 
     est_long / est_short are read from the map FROZEN AT THE BAR'S OPEN (it has seen bars < t
     only): long notional between the bar's mark low and its open, short notional between its
     open and its mark high, i.e. what the bar's range liquidates according to the map before
-    the bar is stepped. The near masses and confidence are read after stepping bar t (known
-    at its close)."""
+    the bar is stepped. With `intra_weight` > 0 they add that share of the near-price layer
+    (as at the open) within the bar's range, ln(high / low): positions the bar re-opens at
+    its extremes and its own range liquidates (the range is the only in-bar input). The
+    near masses and confidence are read after stepping bar t (known at its close)."""
     n = len(close)
     k = len(nears)
     out = np.empty((n, 3 + 2 * k))
@@ -590,6 +653,10 @@ def timeline_kernel(mass: np.ndarray, meta: np.ndarray, p: HeatmapParams, levs: 
         if meta[M_BARS] > 0.0:
             out[t, TL_EST_LONG] = side_mass_between(mass, meta, LONG, mark_low[t], open_[t])
             out[t, TL_EST_SHORT] = side_mass_between(mass, meta, SHORT, open_[t], mark_high[t])
+            if p.intra_weight > 0.0 and mark_high[t] > mark_low[t] > 0.0:
+                span = np.log(mark_high[t] / mark_low[t])
+                out[t, TL_EST_LONG] += p.intra_weight * near_layer_within(meta, LONG, span)
+                out[t, TL_EST_SHORT] += p.intra_weight * near_layer_within(meta, SHORT, span)
         else:
             out[t, TL_EST_LONG] = np.nan         # no map before the first bar
             out[t, TL_EST_SHORT] = np.nan
@@ -658,11 +725,14 @@ def params_for_interval(interval_ms: int, p: HeatmapParams = HeatmapParams(),
     return p._replace(half_life_bars=max(hours * 3_600_000.0 / interval_ms, 1e-6))
 
 
-#: Calibrated on REAL 4h BTC liquidations 2024-11-13 .. 2025-03-13 (grid search, held out
-#: 2025-03-13 .. 2025-05-12; `benchmarks/heatmap_skill.py`, docs/heatmap.md): half-life 90
-#: days (540 4h bars), churn 0.5 of the book per average-volume bar, OI changes split 50/50
-#: (flow_weight 0) blended 30% with the account ratio, 16 tiers 2x..125x weighted lev**-3.
-CALIBRATED_4H = HeatmapParams(half_life_bars=540.0, churn_frac=0.5, flow_weight=0.0,
-                              ls_weight=0.3, tilt_k=1.0)
-CALIBRATED_4H_LEVERAGES = np.geomspace(2.0, 125.0, 16)
-CALIBRATED_4H_WEIGHTS = CALIBRATED_4H_LEVERAGES ** -3.0 / np.sum(CALIBRATED_4H_LEVERAGES ** -3.0)
+#: Calibrated on REAL 4h BTC liquidations 2024-11-13 .. 2025-03-13 (grid search of 16,512
+#: sets, held out 2025-03-13 .. 2025-05-12; `benchmarks/heatmap_skill.py`, docs/heatmap.md):
+#: half-life 90 days (540 4h bars), churn 0.2 of the book per average-volume bar, OI changes
+#: split 50/50 (flow_weight 0) blended 30% with the account ratio, 16 tiers 2x..75x weighted
+#: lev**-2, and a near-price layer of 0.03% of the OI notional within 5% of the close
+#: (profile x ** 1.5), 30% of it re-opened at the bar's extremes and crossed by its range.
+CALIBRATED_4H = HeatmapParams(half_life_bars=540.0, churn_frac=0.2, flow_weight=0.0,
+                              ls_weight=0.3, tilt_k=1.0, near_frac=3e-4, near_pow=1.5,
+                              near_max=0.05, intra_weight=0.3)
+CALIBRATED_4H_LEVERAGES = np.geomspace(2.0, 75.0, 16)
+CALIBRATED_4H_WEIGHTS = CALIBRATED_4H_LEVERAGES ** -2.0 / np.sum(CALIBRATED_4H_LEVERAGES ** -2.0)

@@ -10,6 +10,8 @@ trader has without a map:
 - `range`: (high - low) / open;
 - `excursion`: the side's adverse excursion, (open - low) / open for longs, (high - open) /
   open for shorts.
+With the near-price layer's in-bar term (`HeatmapParams.intra_weight`, as in
+`heatmap.CALIBRATED_4H`) the bar's high/low range also enters, and nothing else of the bar.
 The map never sees the realised columns (they are blanked before the run), so a score here
 is forward skill of the book estimate given the range, not an echo of the target.
 """
