@@ -17,6 +17,7 @@ import numpy as np
 from numba import njit
 
 from bot.execution import kernel as kn
+from bot.jit import lean
 from bot.mechanics import account as ac
 from bot.risk import engine as en
 
@@ -62,11 +63,26 @@ def run_chunk(t0: int, t1: int, ts: np.ndarray, opn: np.ndarray, close: np.ndarr
     """Run bars [t0, t1); every array is updated in place. `window` is (n, 3): the fill
     model's trailing quote volume, sigma and liquidation notional at each close.
     floor/cap/mmr/cum are per-slot bracket rows (`account.stack_brackets`), tier_cap and
-    max_lev the symbol's tier caps and max leverages for the exchange's own limit."""
-    view = np.zeros(en.N_ACCT_VIEW)
-    dec = np.zeros(en.N_DECISION)
-    out = np.zeros(kn.N_DECIDE)
-    marks = np.zeros(2)
+    max_lev the symbol's tier caps and max leverages for the exchange's own limit.
+    Allocates the scratch rows once, then runs the bars through the lean compilation of
+    `run_bars` (`bot.jit`: same source, no per-call reference counting)."""
+    _run_bars_lean(t0, t1, ts, opn, close, mark_open, mark_high, mark_low, mark_close,
+                   funding, window, sig, targets, pol, fp, floor, cap, mmr, cum, tier_cap,
+                   max_lev, acct, pos, st, rec, trd, dcs, np.zeros(en.N_ACCT_VIEW),
+                   np.zeros(en.N_DECISION), np.zeros(kn.N_DECIDE), np.zeros(2))
+
+
+@njit(cache=True)
+def run_bars(t0: int, t1: int, ts: np.ndarray, opn: np.ndarray, close: np.ndarray,
+             mark_open: np.ndarray, mark_high: np.ndarray, mark_low: np.ndarray,
+             mark_close: np.ndarray, funding: np.ndarray, window: np.ndarray,
+             sig: np.ndarray, targets: np.ndarray, pol: np.ndarray, fp: np.ndarray,
+             floor: np.ndarray, cap: np.ndarray, mmr: np.ndarray, cum: np.ndarray,
+             tier_cap: np.ndarray, max_lev: np.ndarray, acct: np.ndarray, pos: np.ndarray,
+             st: np.ndarray, rec: np.ndarray, trd: np.ndarray, dcs: np.ndarray,
+             view: np.ndarray, dec: np.ndarray, out: np.ndarray, marks: np.ndarray) -> None:
+    """`run_chunk`'s bar loop over caller-owned scratch rows (view: en.N_ACCT_VIEW,
+    dec: en.N_DECISION, out: kn.N_DECIDE, marks: 2); allocates nothing."""
     for t in range(t0, t1):
         # open phase: fills, funding, liquidation
         if t > 0 and st[kn.K_BUST] == 0.0:
@@ -116,5 +132,9 @@ def run_chunk(t0: int, t1: int, ts: np.ndarray, opn: np.ndarray, close: np.ndarr
                 dcs[k, 0] = t
                 dcs[k, 1] = out[kn.O_TARGET]
                 dcs[k, 2] = out[kn.O_ALLOWED]
-                dcs[k, 3:] = dec
+                for j in range(en.N_DECISION):
+                    dcs[k, 3 + j] = dec[j]
             st[ST_N_DEC] += 1.0
+
+
+_run_bars_lean = lean(run_bars)

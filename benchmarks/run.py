@@ -1,13 +1,26 @@
-"""`make bench`: speed figures against the issue targets, measured in one process.
+"""`make bench`: speed and memory figures against the issue targets, measured in one run.
 
-Prints a table (measured, target, ok). Figures are wall-clock best-of-N on this machine,
-so they carry noise: a figure fails only when it exceeds its target by more than
-`NOISE_MARGIN` (25%), and one within the margin but above the target is flagged "~"
-(e.g. 50.2 ms against 50 ms is noise, 70 ms is a regression). Exit 1 only on a regression.
+Prints a table (measured, target, ok) and writes the same figures as JSON (`--json FILE`,
+default var/bench.json). liqbot's loop and vectorbt's `Portfolio.from_signals` run on the
+same year of bars and the same signals IN THE SAME PROCESS, interleaved round by round, and
+the ratio is taken from their best rounds, so machine noise hits both alike.
+
+Figures are wall-clock best-of-N on a shared machine, so they carry noise. Each figure has
+a direction (a time or a memory: lower is better; a throughput or a ratio: higher is
+better). It passes when it meets its target, is flagged "~" when it misses by less than
+`NOISE_MARGIN` (25%: 50.2 ms against 50 ms is noise), and "NO" beyond. With
+`--baseline FILE` (an earlier JSON) every figure is also compared with its previous value:
+a change for the worse beyond the same band is flagged as a REGRESSION. Exit 1 on a NO or
+a regression.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,16 +41,32 @@ from bot.mechanics.liquidation import batch_isolated_liquidation_prices
 NOISE_MARGIN = 0.25
 
 
-def verdict(value: float, target: float, margin: float = NOISE_MARGIN) -> str:
-    """'yes' within target, '~' above it but within the noise margin, 'NO' beyond."""
+def verdict(value: float, target: float, margin: float = NOISE_MARGIN,
+            higher: bool = False) -> str:
+    """'yes' when `value` meets `target`, '~' when it misses by less than the noise margin,
+    'NO' beyond; `higher`: larger is better (throughputs, ratios)."""
+    if higher:
+        if value >= target:
+            return "yes"
+        return "~" if value >= target / (1.0 + margin) else "NO"
     if value <= target:
         return "yes"
     return "~" if value <= target * (1.0 + margin) else "NO"
 
 
+def regressed(value: float, before: float, margin: float = NOISE_MARGIN,
+              higher: bool = False) -> bool:
+    """True when `value` is worse than the earlier `before` by more than the noise band."""
+    if not (before > 0.0 and value == value):
+        return False
+    return value < before / (1.0 + margin) if higher else value > before * (1.0 + margin)
+
+
 def _fmt(seconds: float) -> str:
     if seconds >= 10:
         return f"{seconds:.1f} s"
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
     if seconds < 1e-6:
         return f"{seconds * 1e9:.0f} ns"
     if seconds < 1e-3:
@@ -124,39 +153,71 @@ def signals_rows() -> list[tuple[str, float, float]]:
 
 
 JIT_PROBE = """
-import time
+import sys, time
+from pathlib import Path
 t = time.perf_counter()
 from backtests.runner import RunSettings, prepare, run
-from bot.data.synthetic import SynthSpec, generate
+from bot.data import dataset as ds_io
 from bot.mechanics.brackets import shipped
 from bot.risk.policy import load_policy
-from bot.signals import pipeline
 from strategies import find
-b = generate(SynthSpec(seed=1, days=1)).bars
+b = ds_io.load(Path(sys.argv[1])).bars
 br = shipped("binance", "BTCUSDT")
 run(prepare(b, br, RunSettings()), find("trend")(), load_policy("balanced"),
     br, RunSettings(), "on")
 print(time.perf_counter() - t)
 """
 
+#: one row: (name, value, target or None, unit "s" | "bars/s" | "x" | "MB" | "n", higher)
+Row = tuple[str, float, float | None, str, bool]
 
-def jit_rows() -> list[tuple[str, float, float]]:
-    """A one-day backtest in fresh processes: cold (empty numba cache: compiles every kernel)
-    and warm (a second process reusing the on-disk cache)."""
-    import os
-    import subprocess
-    with tempfile.TemporaryDirectory() as cache:
+
+def _cache_entries(path: str) -> int:
+    return sum(len(files) for _, _, files in os.walk(path))
+
+
+def jit_rows() -> list[Row]:
+    """A one-day backtest of a saved dataset in fresh processes: cold (empty numba cache:
+    compiles every kernel it needs) and warm (a second process reusing the on-disk cache),
+    and how many cache entries the second process wrote (0: it compiled nothing)."""
+    with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as data:
+        day = Path(data) / "day"                # a saved dataset, as `liqbot backtest` reads
+        ds_io.save(ds_io.Dataset(generate(SynthSpec(seed=1, days=1)).bars), day)
         env = {**os.environ, "NUMBA_CACHE_DIR": cache}
-        times = []
+        times, entries = [], []
         for _ in range(2):
-            out = subprocess.run([sys.executable, "-c", JIT_PROBE], env=env, check=True,
-                                 capture_output=True, text=True).stdout
+            out = subprocess.run([sys.executable, "-c", JIT_PROBE, str(day)], env=env,
+                                 check=True, capture_output=True, text=True).stdout
             times.append(float(out.strip().splitlines()[-1]))
-    return [("JIT cold: fresh process, empty cache, 1-day backtest", times[0], 120.0),
-            ("JIT warm: second process, cache=True reused", times[1], 10.0)]
+            entries.append(_cache_entries(cache))
+    return [("JIT cold: fresh process, empty cache, 1-day backtest of a dataset (incl. imports)", times[0],
+             None, "s", False),
+            ("JIT warm: second process, cache=True reused", times[1], 10.0, "s", False),
+            ("JIT compilation: cold - warm", times[0] - times[1], 8.0, "s", False),
+            ("cache entries written by the second process (0 = compiles nothing)",
+             float(entries[1] - entries[0]), 0.0, "n", False)]
 
 
-def backtest_rows() -> tuple[list[tuple[str, float, float]], list[str]]:
+RSS_PROBE = """
+import resource, subprocess, sys
+subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+
+
+def peak_rss_mb(args: list[str]) -> float:
+    """Peak resident memory (MB) of `python -m bot.cli ARGS` in its own process (warm numba
+    cache: the one this process uses)."""
+    out = subprocess.run([sys.executable, "-c", RSS_PROBE, sys.executable, "-m", "bot.cli",
+                          *args], check=True, capture_output=True, text=True).stdout
+    return int(out.strip().splitlines()[-1]) / 1024.0
+
+
+def backtest_rows(tmp: Path, rounds: int = 5) -> tuple[list[Row], list[str]]:
+    """One year of 1m bars: the full pipeline (signals + risk + trend) and the loop alone
+    (sma_cross, signals precomputed, risk off) against vectorbt on the same signals,
+    interleaved round by round in this process; then the peak RSS of `liqbot backtest` on
+    the same year saved as a dataset."""
     from backtests.runner import RunSettings, prepare, run
     from bot.risk.policy import load_policy, off_policy
     from strategies import find
@@ -167,6 +228,8 @@ def backtest_rows() -> tuple[list[tuple[str, float, float]], list[str]]:
     small = bars.take(slice(0, 5000))
     run(prepare(small, b, RunSettings()), find("trend")(),
         load_policy("balanced"), b, RunSettings(), "warm-up")
+    run(prepare(small, b, RunSettings()), find("sma_cross")(), off_policy(), b, RunSettings(),
+        "warm-up")
 
     def full() -> object:
         return run(prepare(bars, b, RunSettings()), find("trend")(), load_policy("balanced"),
@@ -175,42 +238,99 @@ def backtest_rows() -> tuple[list[tuple[str, float, float]], list[str]]:
     t_full = best_of(full, 3)
     inputs = prepare(bars, b, RunSettings())
     sma = find("sma_cross")()
-    t_loop = best_of(lambda: run(inputs, sma, off_policy(), b, RunSettings(), "off"), 3)
-    notes = [f"one year = {n:,} 1m bars (synthetic, seed 1, no crowding)",
-             f"liqbot full run (signals + risk + trend): {n / t_full:,.0f} bars/s",
-             f"liqbot engine loop only (sma_cross, signals precomputed): {n / t_loop:,.0f} bars/s"]
+    rows: list[Row] = [
+        ("full pipeline: heatmap + positioning + detectors + risk + trend, 1 year", n / t_full,
+         2_000_000.0, "bars/s", True)]
+    notes = [f"one year = {n:,} 1m bars (synthetic, seed 1, no crowding)"]
+
+    def loop() -> object:
+        return run(inputs, sma, off_policy(), b, RunSettings(), "off")
+
     try:
         import vectorbt as vbt
-        fast, slow = sma.params["fast"], sma.params["slow"]
+
         from strategies.sma_cross import sma as sma_fn
+        fast, slow = sma.params["fast"], sma.params["slow"]
         f, s = sma_fn(bars.close, fast), sma_fn(bars.close, slow)
         entries = (f > s) & ~(np.r_[False, (f > s)[:-1]])
         exits = (f <= s) & np.r_[False, (f > s)[:-1]]
         kw = {"close": bars.close, "entries": entries, "exits": exits, "price": bars["open"],
               "fees": 0.0005, "init_cash": 100_000.0, "direction": "longonly"}
-        vbt.Portfolio.from_signals(**kw)
-        t_vbt = best_of(lambda: vbt.Portfolio.from_signals(**kw).value(), 3)
-        notes.append(f"vectorbt {vbt.__version__} Portfolio.from_signals (same SMA signals, "
-                     f"same data, same process): {n / t_vbt:,.0f} bars/s")
+
+        def vb() -> object:
+            return vbt.Portfolio.from_signals(**kw).value()
+
+        vb()
+        loop()
+        t_loop = t_vbt = float("inf")
+        for _ in range(rounds):                 # interleaved: noise hits both alike
+            t_loop = min(t_loop, best_of(loop, 1))
+            t_vbt = min(t_vbt, best_of(vb, 1))
+        rows += [("loop alone: sma_cross, signals precomputed, risk off", n / t_loop, None,
+                  "bars/s", True),
+                 (f"vectorbt {vbt.__version__} Portfolio.from_signals, same signals",
+                  n / t_vbt, None, "bars/s", True),
+                 ("loop / vectorbt (same process, interleaved)", t_vbt / t_loop, 1.5, "x",
+                  True)]
     except ImportError:
+        rows.append(("loop alone: sma_cross, signals precomputed, risk off",
+                     n / best_of(loop, rounds), None, "bars/s", True))
         notes.append("vectorbt not installed (dev extra): comparison skipped")
-    return [("backtest: 1 year of 1m bars, heatmap + risk + strategy", t_full, 1.0)], notes
+    ds = tmp / "year"
+    ds_io.save(ds_io.Dataset(bars), ds)
+    rows.append(("peak RSS: liqbot backtest, 1 year, trend, risk on (warm cache)",
+                 peak_rss_mb(["backtest", str(ds), "--strategy", "trend", "--risk", "on"]),
+                 300.0, "MB", False))
+    rows.append(("peak RSS: liqbot --help", peak_rss_mb(["--help"]), 120.0, "MB", False))
+    notes.append("backtrader / freqtrade are not installed here: not measured in this run")
+    return rows, notes
 
 
-def main() -> int:
-    rows: list[tuple[str, float, float]] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        csv_path = Path(tmp) / "BTCUSDT-1m-2026-01.csv"
+def _show(value: float, unit: str) -> str:
+    if unit == "s":
+        return _fmt(value)
+    if unit == "bars/s":
+        return f"{value / 1e6:.2f}M/s"
+    if unit == "x":
+        return f"{value:.2f}x"
+    if unit == "MB":
+        return f"{value:.0f} MB"
+    return f"{value:g}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="liqbot speed and memory benchmarks")
+    ap.add_argument("--json", type=Path, default=Path("var/bench.json"),
+                    help="write the figures as JSON here (default var/bench.json)")
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="an earlier JSON: flag figures that got worse beyond the noise band")
+    args = ap.parse_args(argv)
+    before: dict[str, float] = {}
+    if args.baseline is not None:
+        try:
+            before = {f["name"]: f["value"] for f in
+                      json.loads(args.baseline.read_text(encoding="utf-8"))["figures"]}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            print(f"--baseline {args.baseline}: not a bench JSON ({exc})", file=sys.stderr)
+            return 2
+    rows: list[Row] = []
+
+    def secs(items: list[tuple[str, float, float]]) -> list[Row]:
+        return [(name, value, target, "s", False) for name, value, target in items]
+
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        csv_path = tmp / "BTCUSDT-1m-2026-01.csv"
         n = write_vision_csv(csv_path, 31)
 
         def load() -> object:
             return bv.kline_bars(bv.load_file(csv_path))
 
         bars = load()
-        rows.append((f"load 1 month 1m klines CSV ({n:,} rows, parse+validate)",
-                     best_of(load), 0.5))
+        rows += secs([(f"load 1 month 1m klines CSV ({n:,} rows, parse+validate)",
+                       best_of(load), 0.5)])
         ds = ds_io.Dataset(bars)
-        out = Path(tmp) / "ds"
+        out = tmp / "ds"
 
         def roundtrip() -> object:
             ds_io.save(ds, out)
@@ -218,25 +338,38 @@ def main() -> int:
 
         back = roundtrip().bars
         assert all(np.array_equal(back[c], bars[c]) for c in bars.names), "round trip not lossless"
-        rows.append(("Parquet round trip of it (write + read)", best_of(roundtrip), 0.05))
-    generate(SynthSpec(seed=1, days=1))  # JIT (cached on disk after the first process)
-    rows.append(("synthesise 30 days of 1m bars (after JIT)",
-                 best_of(lambda: generate(SynthSpec(seed=2, days=30, snapshot_minutes=60)), 3),
-                 5.0))
-    rows.extend(mechanics_rows())
-    rows.extend(signals_rows())
-    bt_rows, notes = backtest_rows()
-    rows.extend(bt_rows)
-    rows.extend(jit_rows())
-    print(f"{'benchmark':<62} {'measured':>12} {'target':>10}  ok "
-          f"(~ = within the {NOISE_MARGIN:.0%} noise margin)")
+        rows += secs([("Parquet round trip of it (write + read)", best_of(roundtrip), 0.05)])
+        generate(SynthSpec(seed=1, days=1))  # JIT (cached on disk after the first process)
+        rows += secs([("synthesise 30 days of 1m bars (after JIT)",
+                       best_of(lambda: generate(SynthSpec(seed=2, days=30, snapshot_minutes=60)),
+                               3), 5.0)])
+        rows += secs(mechanics_rows())
+        rows += secs(signals_rows())
+        bt_rows, notes = backtest_rows(tmp)
+        rows += bt_rows
+    rows += jit_rows()
+    print(f"{'benchmark':<72} {'measured':>11} {'target':>10}  ok "
+          f"(~ = within the {NOISE_MARGIN:.0%} noise band)")
     ok_all = True
-    for name, value, target in rows:
-        v = verdict(value, target)
-        ok_all &= v != "NO"
-        print(f"{name:<62} {_fmt(value):>12} {_fmt(target):>10}  {v}")
+    figures = []
+    for name, value, target, unit, higher in rows:
+        v = "" if target is None else verdict(value, target, higher=higher)
+        worse = name in before and regressed(value, before[name], higher=higher)
+        ok_all &= v != "NO" and not worse
+        tgt = "" if target is None else ("<= " if not higher else ">= ") + _show(target, unit)
+        flag = f"  REGRESSION (was {_show(before[name], unit)})" if worse else ""
+        print(f"{name:<72} {_show(value, unit):>11} {tgt:>10}  {v}{flag}")
+        figures.append({"name": name, "value": value, "unit": unit, "target": target,
+                        "higher_is_better": higher, "ok": v, "regressed": worse})
     for note in notes:
         print(note)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                    "platform": platform.platform()},
+        "noise_margin": NOISE_MARGIN, "figures": figures, "notes": notes}, indent=1) + "\n",
+        encoding="utf-8")
+    print(f"figures as JSON: {args.json}")
     return 0 if ok_all else 1
 
 

@@ -24,7 +24,6 @@ from bot.errors import LiqbotError
 from bot.mechanics import brackets as br
 from bot.mechanics.fees import VenueFees, venue_fees
 from bot.risk.policy import load_policy, off_policy
-from bot.signals import pipeline
 from strategies import find
 
 ROWS = [("total return", "total_return", "{:+.2%}"), ("max drawdown", "max_drawdown", "{:.2%}"),
@@ -176,7 +175,9 @@ def backtest_command(
     with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                   console=err, transient=True) as prog:
         task = prog.add_task("signals", total=len(bars) + per_run * len(names))
-        signals = tick_in.inputs.signals if tick_in else pipeline.compute(bars, brackets)
+        # one signal run: the same stream the trading loop reads (no second batch copy)
+        inputs = tick_in.inputs if tick_in else prepare(bars, brackets, settings)
+        signals = inputs.signals
         prog.advance(task, len(bars))
         if check_lookahead:
             prog.update(task, description="lookahead check")
@@ -186,8 +187,6 @@ def backtest_command(
                 raise LiqbotError(f"--check-lookahead: {strat.describe()} is NOT causal: on the "
                                   f"first {k} bars its target at bar {t} "
                                   f"({iso(int(bars.ts[t]))}) differs from the full-data run")
-        inputs = tick_in.inputs if tick_in else prepare(bars, brackets, settings)
-        signals = inputs.signals
         results: dict[str, RunResult] = {}
         for name in names:
             prog.update(task, description=f"risk {name}")

@@ -149,7 +149,10 @@ def decide(acct: np.ndarray, pos: np.ndarray, main: int, hedge: int, st: np.ndar
     eq = ac.equity(acct, pos, marks)
     if eq <= 0.0 and st[K_BUST] == 0.0:
         st[K_BUST] = 1.0
-    day = float(ts // 86_400_000)
+    # the UTC day; integer division for any real ms timestamp below 2**53 (the same floor
+    # as the float `ts // 86_400_000`, without its fmod call on every bar)
+    day = float(int(np.floor(ts)) // 86_400_000) if abs(ts) < 9.007199254740992e15 else \
+        float(ts // 86_400_000)
     if day != st[K_DAY]:
         st[K_DAY_START] = st[K_PREV_EQUITY] if st[K_DAY] >= 0.0 else eq
         st[K_DAY] = day
@@ -179,11 +182,15 @@ def decide(acct: np.ndarray, pos: np.ndarray, main: int, hedge: int, st: np.ndar
     # limit, not the frozen account of a bust)
     clipped = 1.0 if st[K_BUST] == 0.0 and abs(allowed - target) > \
         1e-6 * max(1.0, abs(target)) else 0.0
-    lim = max_notional_for_equity(eq_pos, tier_cap, max_lev)
-    if allowed > lim:
-        allowed = lim
-    elif allowed < -lim:
-        allowed = -lim
+    # the exchange's limit is at least the first tier's (`max_notional_for_equity` takes the
+    # largest over the tiers), so it cannot bind below it: skip the scan over the tiers then
+    lim0 = min(eq_pos * max_lev[0], tier_cap[0])
+    if not (lim0 > 0.0 and abs(allowed) <= lim0):
+        lim = max_notional_for_equity(eq_pos, tier_cap, max_lev)
+        if allowed > lim:
+            allowed = lim
+        elif allowed < -lim:
+            allowed = -lim
     if st[K_BUST] > 0.0:
         allowed = main_n
     order = allowed - main_n

@@ -38,6 +38,7 @@ from numba import njit
 
 from bot.data.bars import Bars
 from bot.errors import LiqbotError
+from bot.jit import lean
 from bot.mechanics import fills as fl
 from bot.mechanics.brackets import Brackets
 from bot.risk import engine as en
@@ -273,6 +274,14 @@ def step(s: StreamState, c: StreamConfig, x: np.ndarray, out: np.ndarray) -> Non
 
 
 @njit(cache=True)
+def run_steps(s: StreamState, c: StreamConfig, X: np.ndarray, out: np.ndarray, t0: int,
+              t1: int) -> None:
+    """`step` over rows t0..t1-1 of X into the same rows of `out`; allocates nothing."""
+    for t in range(t0, t1):
+        step(s, c, X[t], out[t])
+
+
+@njit(cache=True)
 def run_snapshots(s: StreamState, c: StreamConfig, X: np.ndarray,
                   stride: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`step` over every row of X, plus the heatmap's true notional (and grid origin) at
@@ -282,14 +291,16 @@ def run_snapshots(s: StreamState, c: StreamConfig, X: np.ndarray,
     n_snap = (n + stride - 1) // stride if stride > 0 else 0
     snaps = np.zeros((n_snap, 2, s.mass.shape[1]))
     snap_lo = np.zeros(n_snap)
-    k = 0
-    for t in range(n):
-        step(s, c, X[t], out[t])
-        if stride > 0 and t % stride == 0 and k < n_snap:
-            snaps[k, 0] = s.mass[hm.LONG] * s.meta[hm.M_SCALE_LONG]
-            snaps[k, 1] = s.mass[hm.SHORT] * s.meta[hm.M_SCALE_SHORT]
-            snap_lo[k] = s.meta[hm.M_LO]
-            k += 1
+    if stride <= 0:
+        _run_steps_lean(s, c, X, out, 0, n)
+        return out, snaps, snap_lo
+    for k in range(n_snap):
+        t = k * stride                       # snapshot right after stepping bar t
+        _run_steps_lean(s, c, X, out, t, t + 1)
+        snaps[k, 0] = s.mass[hm.LONG] * s.meta[hm.M_SCALE_LONG]
+        snaps[k, 1] = s.mass[hm.SHORT] * s.meta[hm.M_SCALE_SHORT]
+        snap_lo[k] = s.meta[hm.M_LO]
+        _run_steps_lean(s, c, X, out, t + 1, min(t + stride, n))
     return out, snaps, snap_lo
 
 
@@ -298,9 +309,13 @@ def run_all(s: StreamState, c: StreamConfig, X: np.ndarray) -> np.ndarray:
     """`step` over every row of X (n, N_X): the (n, N_OUT) output rows."""
     n = X.shape[0]
     out = np.empty((n, N_OUT))
-    for t in range(n):
-        step(s, c, X[t], out[t])
+    _run_steps_lean(s, c, X, out, 0, n)
     return out
+
+
+#: the batch loops run `run_steps` compiled lean (`bot.jit`): the same `step` source
+#: without per-call reference counting; the daemon's `SignalStream.step` calls `step`
+_run_steps_lean = lean(run_steps)
 
 
 def _params_json(c: StreamConfig) -> str:
