@@ -7,9 +7,10 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from bot.execution.broker import Order
-from bot.execution.live import LiveBroker, LiveSettings
+from bot.execution.live import Inflight, LiveBroker, LiveSettings
 from bot.execution.reconcile import Ledger, position_diffs, wallet_differs
 from bot.execution.venues import VENUES, venue_for
 from bot.mechanics.brackets import shipped
@@ -128,3 +129,74 @@ def test_run_live_needs_caps_and_credentials(cli, tmp_path, monkeypatch) -> None
     assert r.code == 2 and "liqbot drill" in r.err
     r = cli("run", "--preflight")
     assert r.code == 2 and "--preflight" in r.err
+
+
+class _FakeVenue(_NoExchange):
+    """An async exchange that has no order until one is created; records what it was sent."""
+
+    def __init__(self) -> None:
+        self.created: list[float] = []
+
+    async def fetch_order(self, *args: object, **kw: object) -> dict[str, object]:
+        import ccxt
+        raise ccxt.OrderNotFound("binanceusdm Order does not exist.")
+
+    async def create_order(self, symbol: str, kind: str, side: str, amount: float,
+                           price: object, params: object) -> dict[str, object]:
+        self.created.append(amount)
+        return {"id": str(len(self.created)), "status": "open", "amount": amount}
+
+
+def _venue_broker(**kw: float) -> tuple[LiveBroker, _FakeVenue]:
+    ex = _FakeVenue()
+    b = LiveBroker(ex, VENUES["binanceusdm"], [BTC], [shipped("binance", BTC)],  # type: ignore[arg-type]
+                   60_000, LiveSettings(**kw))
+    b.step[BTC] = 0.001
+    b.set_mark(BTC, 100.0)
+    b.unified[BTC] = "BTC/USDT:USDT"
+    return b, ex
+
+
+def test_a_restored_never_sent_order_meets_the_caps_and_the_lot_step() -> None:
+    import asyncio
+    a, _ = _venue_broker(max_order_notional=100.0, max_day_notional=1000.0)
+    a.submit(Order("lq-big", BTC, 0, 12.3456789, False, (0.0, 0.0, 0.0)))     # 1,234.57 quote
+    a.submit(Order("lq-ok", BTC, 0, 0.5678912, False, (0.0, 0.0, 0.0)))       # 56.79 quote
+    snap = a.snapshot()                  # committed, then killed before `flush`
+    b, ex = _venue_broker(max_order_notional=100.0, max_day_notional=1000.0)
+    b.restore(snap)
+    assert b.inflight["lq-big"].amount == -1.0          # never sent: nothing known yet
+    asyncio.run(b._resolve_unknown())
+    assert ex.created == [0.567]         # the capped one refused, the other in whole lots
+    assert "lq-big" not in b.inflight and b.stats["capped"] == 1
+    assert b.day_notional == pytest.approx(56.7)
+
+
+def test_a_malformed_trade_is_skipped_without_spending_its_id() -> None:
+    import asyncio
+    b, _ = _venue_broker(max_order_notional=1e6, max_day_notional=1e7)
+    b.inflight["lq-1"] = Inflight(Order("lq-1", BTC, 0, 0.5, False, (0.0, 0.0, 0.0)),
+                                  "open", 0.5, "77")
+    b.order_cid["77"] = "lq-1"
+    bad = {"id": 501, "timestamp": None, "amount": 0.5, "price": 100.0, "side": "buy",
+           "order": "77", "info": {"c": "lq-1"}}
+    good = dict(bad, timestamp=1_700_000_000_000)
+    assert asyncio.run(b._offer_trade(BTC, bad, "ws")) is False
+    assert asyncio.run(b._offer_trade(BTC, good, "rest")) is True      # not lost
+    assert asyncio.run(b._offer_trade(BTC, good, "ws")) is False       # counted once
+    assert [e.data["dq"] for e in b.buffer[BTC]] == [0.5]
+
+
+def test_an_order_answered_new_retires_once_its_trades_fill_it() -> None:
+    b, _ = _venue_broker(max_order_notional=1e6, max_day_notional=1e7)
+    f = Inflight(Order("lq-2", BTC, 0, 0.5, False, (0.0, 0.0, 0.0)), "open", 0.5, "78")
+    b.inflight["lq-2"] = f               # executed unknown (-1): the venue said NEW
+    f.booked = 0.4999999                 # float dust of partial fills, within half a lot
+    b._retire()
+    assert "lq-2" not in b.inflight
+
+
+def test_no_order_leaves_without_a_valid_mark() -> None:
+    b, _ = _venue_broker(max_order_notional=1e6, max_day_notional=1e7)
+    b.marks[:] = np.nan
+    assert "no valid mark" in b._refuse(Order("lq-3", BTC, 0, 0.5, False, (0.0, 0.0, 0.0)))

@@ -139,8 +139,8 @@ def backtest_command(
     strat = find(strategy).from_strings(_params(param or []))
     policy = load_policy(preset) if risk != "off" else None
     fees, cfg = _fees((ctx.obj or {}).get("config") if ctx.obj else None)
-    if risk_every < 0 or (risk_every and not ticks):
-        raise LiqbotError(f"--risk-every: expected a number of ticks >= 0 with --ticks, got "
+    if risk_every < 0 or risk_every > 2**53 or (risk_every and not ticks):
+        raise LiqbotError(f"--risk-every: expected a number of ticks in 0..2**53 with --ticks, got "
                           f"{risk_every}{'' if ticks else ' without --ticks'}")
     if dataset is None and scenario is None:
         ds = configured_data(cfg)

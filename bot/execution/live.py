@@ -75,10 +75,20 @@ class Inflight:
 
     order: Order
     state: str                  # "unknown" (look it up before any resend) | "open" | "done"
-    amount: float               # base sent (rounded to the lot step), > 0
+    amount: float               # base sent (rounded to the lot step), > 0; -1: restored from
+    #                             a checkpoint before it was sent (caps and lots still to check)
     order_id: str = ""
     executed: float = -1.0      # final executed qty once known (base, > 0 or 0)
     booked: float = 0.0         # base counted from trades
+
+
+def _trade_id(r: dict[str, Any]) -> int:
+    """A trade row's id, -1 when it has none (the row is then skipped, logged, by
+    `_offer_trade`)."""
+    try:
+        return int(r["id"])
+    except (KeyError, TypeError, ValueError):
+        return -1
 
 
 @dataclass(order=True)
@@ -282,8 +292,11 @@ class LiveBroker:
     def _retire(self) -> None:
         """Orders whose final outcome is known and fully booked stop being pending."""
         for cid, f in list(self.inflight.items()):
-            if f.state == "open" and f.executed >= 0 and f.booked >= f.executed - 1e-12:
+            tol = 0.5 * self.step.get(f.order.symbol, 0.0) + 1e-12
+            if f.state == "open" and f.executed >= 0 and f.booked >= f.executed - tol:
                 f.state = "done"
+            elif f.state == "open" and f.amount > 0 and f.booked >= f.amount - tol:
+                f.state = "done"              # answered NEW, then filled in full
             if f.state == "done":
                 del self.inflight[cid]
 
@@ -327,7 +340,10 @@ class LiveBroker:
         day = self.now_ms // 86_400_000
         if day != self.day:
             self.day, self.day_notional = day, 0.0
-        notional = abs(o.qty) * float(self.marks[o.slot])
+        mark = float(self.marks[o.slot])
+        if not (math.isfinite(mark) and mark > 0.0):
+            return f"no valid mark for {o.symbol} yet ({mark}): the caps cannot be checked"
+        notional = abs(o.qty) * mark
         if notional > self.cfg.max_order_notional:
             return (f"order notional {notional:,.2f} over the per-order cap "
                     f"{self.cfg.max_order_notional:,.2f} (live.max_order_notional)")
@@ -365,6 +381,17 @@ class LiveBroker:
                     self.inflight.pop(o.client_id, None)     # (a restart after the
                     self.queue.append(o)    # drill's last close): queued again, as it was
                     return
+                if f.amount < 0.0:          # restored before it was sent: the caps and
+                    reason = self._refuse(o)                 # the lot step apply now
+                    if reason:
+                        self._reject(o, reason, "cap" if "cap" in reason else "refused")
+                        return
+                    f.amount = self._lots(o)
+                    if f.amount <= 0.0:
+                        self._reject(o, f"{abs(o.qty):.8f} rounds to 0 at the lot step", "lot")
+                        return
+                    if not o.reduce_only:
+                        self.day_notional += f.amount * float(self.marks[o.slot])
                 self.stats["resent"] += 1
             try:
                 r = await self.ex.create_order(s, "market", "buy" if o.qty > 0 else "sell",
@@ -420,6 +447,8 @@ class LiveBroker:
         if f.order_id:
             self.order_cid[f.order_id] = f.order.client_id
         status = r.get("status")
+        if f.amount < 0.0:
+            f.amount = float(r.get("amount") or 0.0) or abs(f.order.qty)
         f.state = "open"
         if status in ("closed", "canceled", "expired", "rejected"):
             f.executed = float(r.get("filled") or 0.0)
@@ -439,6 +468,9 @@ class LiveBroker:
         reconciliation (module docstring)."""
         self.now_ms = now_ms
         await self._resolve_unknown()
+        for f in list(self.inflight.values()):   # answered NEW: learn the final outcome
+            if f.state == "open" and f.executed < 0.0:
+                await self._lookup(f)
         for s in self.symbols:
             i = self.index[s]
             busy = any(f.order.symbol == s for f in self.inflight.values()) or \
@@ -454,18 +486,34 @@ class LiveBroker:
             frm = self.ledger.rest_from.get(s, 0)
             rows = await self._call(self.ex.fetch_my_trades, self.unified[s], None, 1000,
                                     {self.venue.trades_from_id_param: frm})
-            rows = [r for r in rows if int(r["id"]) >= frm]
+            rows = [r for r in rows if _trade_id(r) >= frm]
             for r in rows:
                 if await self._offer_trade(s, r, "rest"):
                     self.stats["rest_trades"] += 1
             if rows:
-                self.ledger.advance(s, max(int(r["id"]) for r in rows))
+                self.ledger.advance(s, max(_trade_id(r) for r in rows))
             if len(rows) < 1000:
                 return
 
     async def _offer_trade(self, s: str, r: dict[str, Any], source: str) -> bool:
-        tid = int(r["id"])
-        if not self.ledger.take(s, tid):
+        """One exchange trade, counted once per id. Every field is parsed BEFORE the id is
+        taken, so a malformed payload is logged and skipped, never half-counted."""
+        try:
+            tid = int(r["id"])
+            ts = int(r["timestamp"])
+            amount = float(r["amount"])
+            price = float(r["price"])
+            side = r["side"]
+            fee = float((r.get("fee") or {}).get("cost") or 0.0)
+            if side not in ("buy", "sell") or not (math.isfinite(amount) and amount > 0.0
+                                                   and math.isfinite(price) and price > 0.0
+                                                   and math.isfinite(fee)):
+                raise ValueError(f"side {side!r}, amount {amount}, price {price}, fee {fee}")
+        except (KeyError, TypeError, ValueError) as exc:
+            log.error("%s trade payload from %s skipped (malformed: %s)", s, source, exc)
+            return False
+        if self.ledger.knows(s, tid):
+            self.ledger.duplicates += 1
             return False
         info = r.get("info") or {}
         oid = str(r.get("order") or info.get("orderId") or info.get("i") or "")
@@ -478,18 +526,18 @@ class LiveBroker:
                 log.warning("trade %d: order %s unknown (%s)", tid, oid, _short(exc))
                 cid = ""
             self.order_cid[oid] = cid
+        if not self.ledger.take(s, tid):
+            return False
         liq = str(cid).startswith(self.venue.liquidation_client_prefix)
         ours = cid in self.inflight or str(cid).startswith("lq")
         if not (liq or ours):
             self.events.append(self._event("foreign_trade", f"foreign-{s}-{tid}",
-                                           int(r["timestamp"]), f"{s}: trade {tid} of order "
+                                           ts, f"{s}: trade {tid} of order "
                                            f"{oid} is not ours; the position will be adopted"))
             return True
-        amount = float(r["amount"])
-        dq = amount if r["side"] == "buy" else -amount
-        fee = float((r.get("fee") or {}).get("cost") or 0.0)
-        self.buffer[s].append(_Ev(int(r["timestamp"]), 0, f"{s}-{tid}", {
-            "trade_id": tid, "dq": dq, "price": float(r["price"]), "fee": fee,
+        dq = amount if side == "buy" else -amount
+        self.buffer[s].append(_Ev(ts, 0, f"{s}-{tid}", {
+            "trade_id": tid, "dq": dq, "price": price, "fee": fee,
             "client_id": "" if liq else str(cid), "liquidation": liq, "source": source}))
         return True
 
@@ -527,9 +575,14 @@ class LiveBroker:
                 delay = min(delay * 2, 5.0)
                 continue
             for r in rows:
-                s = (r.get("info") or {}).get("s")
-                if s in self.buffer and await self._offer_trade(s, r, "ws"):
-                    self.stats["ws_trades"] += 1
+                try:
+                    s = (r.get("info") or {}).get("s")
+                    if s in self.buffer and await self._offer_trade(s, r, "ws"):
+                        self.stats["ws_trades"] += 1
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:          # noqa: BLE001 - the stream must survive
+                    log.error("user stream trade skipped: %s", _short(exc))
 
     # ------------------------------------------------------------------ reconciliation
     async def reconcile(self) -> None:
@@ -612,7 +665,7 @@ class LiveBroker:
             o = Order(str(cid), str(sym), int(slot), float(qty), bool(ro),
                       (float(v), float(s), float(liq)))
             self.inflight[o.client_id] = Inflight(o, "unknown",
-                                                  float(amounts.get(o.client_id, abs(o.qty))))
+                                                  float(amounts.get(o.client_id, -1.0)))
         self.ledger = Ledger.from_json(extra.get("ledger", {}))
         self.day = int(extra.get("day", -1))
         self.day_notional = float(extra.get("day_notional", 0.0))

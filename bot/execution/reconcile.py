@@ -40,6 +40,10 @@ class Ledger:
         self.seen[symbol].add(trade_id)
         return True
 
+    def knows(self, symbol: str, trade_id: int) -> bool:
+        """True when the trade was counted already (nothing changes)."""
+        return trade_id < self.rest_from.get(symbol, 0) or trade_id in self.seen.get(symbol, ())
+
     def advance(self, symbol: str, read_up_to: int) -> None:
         """REST has returned every trade up to id `read_up_to` inclusive."""
         nxt = max(self.rest_from.get(symbol, 0), read_up_to + 1)

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import signal
 import time
 from collections.abc import Callable
@@ -520,10 +521,10 @@ class Daemon:
             self.reconcile()                  # before any new order
             async for ev in self.feed.events():
                 if self.live:
-                    await self._live_sync()
+                    await self._guarded(self._live_sync(), "sync")
                 self.on_bar(ev)
-                if self.live:
-                    await self.broker.flush()   # after the intents' commit (in on_bar)
+                if self.live:                 # after the intents' commit (in on_bar)
+                    await self._guarded(self.broker.flush(), "send")
                 if sim is not None:
                     sim.advance(self.feed.now_ms())
                 if self.stopping:
@@ -537,6 +538,23 @@ class Daemon:
             self.commit()
             if self.live:
                 await self.broker.close()
+
+    async def _guarded(self, step: Any, what: str) -> None:
+        """A live exchange step that must not end the daemon: an exchange outage, an
+        expired key or a malformed payload is logged and recorded; the next bar retries
+        (pending orders stay pending, unknown ones are looked up before any resend)."""
+        try:
+            await step
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:              # noqa: BLE001 - logged, recorded, retried
+            text = re.sub(r"\?\S*", "?...", str(exc))[:200]     # no signed query strings
+            msg = f"live {what} failed: {type(exc).__name__}: {text}"
+            log.error("%s; retrying at the next bar", msg)
+            self.store.stage("events", {"run_id": self.run_id, "event_key":
+                                        f"live-{what}-{self.feed.now_ms()}",
+                                        "ts": int(self.feed.now_ms()), "kind": f"live_{what}",
+                                        "message": msg, "data": {}})
 
     async def _live_sync(self) -> None:
         """The live broker reads the exchange (fills, funding, reconciliation) before a bar;
