@@ -15,7 +15,10 @@ Nothing is copied or re-written: the arithmetic is the same IEEE arithmetic (no 
 same error model: a division by zero still raises), so the results are bit-identical to
 the public functions, which stay as they are for the daemon, the paper broker and the
 emulator. A function whose bytecode names an allocating numpy call keeps NRT on (it needs
-it); one that allocates otherwise fails to compile loudly, never silently.
+it); one that allocates otherwise fails to compile loudly. NOT guarded: an allocating
+callee (NRT kept) that RETURNS a new array to a lean caller leaks that array (the caller
+never frees it; `lean(bot.risk.engine.evaluate)` does, via `new_risk_state`): only
+functions whose whole tree passes arrays in, never out, may be made lean.
 
 Lean variants are cached on disk like the originals (`cache=True`) under their own name
 (`<qualname>__lean`), so they never collide with the originals' cache entries.
