@@ -38,18 +38,24 @@ N_DCS = 3 + en.N_DECISION
 
 
 @njit(cache=True)
-def _trade(trd: np.ndarray, st: np.ndarray, t: int, slot: int, qty: float, price: float,
-           fee: float, slip: float, liq: float) -> None:
-    k = int(st[ST_N_TRADES])
-    if k < trd.shape[0]:
-        trd[k, 0] = t
-        trd[k, 1] = slot
-        trd[k, 2] = qty
-        trd[k, 3] = price
-        trd[k, 4] = fee
-        trd[k, 5] = slip
-        trd[k, 6] = liq
-    st[ST_N_TRADES] += 1.0
+def record_trade(trd: np.ndarray, cnt: np.ndarray, k_cnt: int, t: int, slot: int, qty: float,
+                 price: float, fee: float, slip: float, liq: float) -> int:
+    """Write trade row `cnt[k_cnt]` (bar, slot, qty, price, fee, slippage cost, liquidation
+    flag; the N_TRD layout) and count it. Returns the row written, or -1 when `trd` is full
+    (counted anyway, so the caller can tell). The bar, tick and portfolio loops share it;
+    a loop with extra columns writes them at the returned row."""
+    k = int(cnt[k_cnt])
+    cnt[k_cnt] += 1.0
+    if k >= trd.shape[0]:
+        return -1
+    trd[k, 0] = t
+    trd[k, 1] = slot
+    trd[k, 2] = qty
+    trd[k, 3] = price
+    trd[k, 4] = fee
+    trd[k, 5] = slip
+    trd[k, 6] = liq
+    return k
 
 
 @njit(cache=True)
@@ -92,7 +98,7 @@ def run_bars(t0: int, t1: int, ts: np.ndarray, opn: np.ndarray, close: np.ndarra
                     px, fee, slip = kn.fill_order(acct, pos, slot, dq, opn[t], window[t - 1, 0],
                                                   window[t - 1, 1], window[t - 1, 2], fp)
                     if px > 0.0:
-                        _trade(trd, st, t, slot, dq, px, fee, slip, 0.0)
+                        record_trade(trd, st, ST_N_TRADES, t, slot, dq, px, fee, slip, 0.0)
         st[ST_PEND_MAIN] = 0.0
         st[ST_PEND_HEDGE] = 0.0
         for slot in range(2):
@@ -104,7 +110,7 @@ def run_bars(t0: int, t1: int, ts: np.ndarray, opn: np.ndarray, close: np.ndarra
             q, lp = kn.liquidate(acct, pos, slot, mark_low[t], mark_high[t], marks, floor, cap,
                                  mmr, cum, fp)
             if lp == lp:
-                _trade(trd, st, t, slot, q, lp, 0.0, 0.0, 1.0)
+                record_trade(trd, st, ST_N_TRADES, t, slot, q, lp, 0.0, 0.0, 1.0)
         # close phase: mark to market, risk decision, next orders
         marks[0] = mark_close[t]
         marks[1] = mark_close[t]
@@ -117,7 +123,7 @@ def run_bars(t0: int, t1: int, ts: np.ndarray, opn: np.ndarray, close: np.ndarra
         rec[t, R_WALLET] = acct[ac.A_WALLET]
         rec[t, R_QTY] = pos[0, ac.P_QTY]
         rec[t, R_HEDGE_QTY] = pos[1, ac.P_QTY]
-        rec[t, R_LEVERAGE] = pos[0, ac.P_QTY] * mark_close[t] / eq if eq > 0.0 else 0.0
+        rec[t, R_LEVERAGE] = ac.leverage(pos[0, ac.P_QTY], mark_close[t], eq)
         rec[t, R_TARGET_LEV] = targets[t]
         rec[t, R_ALLOWED_LEV] = out[kn.O_ALLOWED] / eq if eq > 0.0 else 0.0
         rec[t, R_STATE] = dec[en.D_STATE]

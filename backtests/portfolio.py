@@ -109,17 +109,10 @@ N_PDCS = eg.N_DCS + 1
 @njit(cache=True)
 def _trade(trd: np.ndarray, cnt: np.ndarray, t: int, s: int, slot: int, qty: float,
            price: float, fee: float, slip: float, liq: float) -> None:
-    k = int(cnt[C_TRADES])
-    if k < trd.shape[0]:
-        trd[k, 0] = t
-        trd[k, 1] = slot
-        trd[k, 2] = qty
-        trd[k, 3] = price
-        trd[k, 4] = fee
-        trd[k, 5] = slip
-        trd[k, 6] = liq
-        trd[k, 7] = s
-    cnt[C_TRADES] += 1.0
+    """The engine's trade row plus the symbol index (column N_TRD)."""
+    k = eg.record_trade(trd, cnt, C_TRADES, t, slot, qty, price, fee, slip, liq)
+    if k >= 0:
+        trd[k, eg.N_TRD] = s
 
 
 @njit(cache=True)
@@ -253,7 +246,7 @@ def run_bars(t0: int, t1: int, ts: np.ndarray, has: np.ndarray, opn: np.ndarray,
             r[eg.R_WALLET] = acct[ac.A_WALLET]
             r[eg.R_QTY] = pos[a, ac.P_QTY]
             r[eg.R_HEDGE_QTY] = pos[a + 1, ac.P_QTY]
-            r[eg.R_LEVERAGE] = pos[a, ac.P_QTY] * mark_close[s, t] / eq if eq > 0.0 else 0.0
+            r[eg.R_LEVERAGE] = ac.leverage(pos[a, ac.P_QTY], mark_close[s, t], eq)
             r[eg.R_TARGET_LEV] = targets[s, t]
             r[eg.R_ALLOWED_LEV] = out[kn.O_ALLOWED] / eq if eq > 0.0 else 0.0
             r[eg.R_STATE] = dec[en.D_STATE]
@@ -286,7 +279,7 @@ def run_bars(t0: int, t1: int, ts: np.ndarray, has: np.ndarray, opn: np.ndarray,
         p[PR_EQUITY] = eq
         p[PR_WALLET] = acct[ac.A_WALLET]
         p[PR_GROSS] = gross
-        p[PR_LEVERAGE] = main_n / eq if eq > 0.0 else 0.0
+        p[PR_LEVERAGE] = ac.leverage(main_n, 1.0, eq)
         p[PR_FEES] = acct[ac.A_FEES]
         p[PR_FUNDING] = acct[ac.A_FUNDING]
         p[PR_LIQUIDATIONS] = acct[ac.A_LIQUIDATIONS]
@@ -325,7 +318,7 @@ def _stale_row(rec: np.ndarray, s: int, t: int, acct: np.ndarray, pos: np.ndarra
     r[eg.R_WALLET] = acct[ac.A_WALLET]
     r[eg.R_QTY] = pos[a, ac.P_QTY]
     r[eg.R_HEDGE_QTY] = pos[a + 1, ac.P_QTY]
-    r[eg.R_LEVERAGE] = pos[a, ac.P_QTY] * marks[a] / eq if eq > 0.0 else 0.0
+    r[eg.R_LEVERAGE] = ac.leverage(pos[a, ac.P_QTY], marks[a], eq)
     r[eg.R_LIQ_PRICE] = ac.liquidation_price(acct, pos, a, marks, floor, cap, mmr, cum)
     r[eg.R_FEES] = acct[ac.A_FEES]
     r[eg.R_FUNDING] = acct[ac.A_FUNDING]

@@ -80,17 +80,10 @@ def triggers(acct: np.ndarray, pos: np.ndarray, marks: np.ndarray, floor: np.nda
 @njit(cache=True)
 def _trade(trd: np.ndarray, trd_tick: np.ndarray, st: np.ndarray, k: int, i: int, slot: int,
            qty: float, price: float, fee: float, slip: float, liq: float) -> None:
-    j = int(st[TS_N_TRADES])
-    if j < trd.shape[0]:
-        trd[j, 0] = k
-        trd[j, 1] = slot
-        trd[j, 2] = qty
-        trd[j, 3] = price
-        trd[j, 4] = fee
-        trd[j, 5] = slip
-        trd[j, 6] = liq
+    """The engine's trade row at bar k, plus the tick index i."""
+    j = eg.record_trade(trd, st, TS_N_TRADES, k, slot, qty, price, fee, slip, liq)
+    if j >= 0:
         trd_tick[j] = i
-    st[TS_N_TRADES] += 1.0
 
 
 @njit(cache=True)
@@ -215,7 +208,7 @@ def run_chunk(k0: int, k1: int, every_n: int, tick_ts: np.ndarray, price: np.nda
         rec[k, eg.R_WALLET] = acct[ac.A_WALLET]
         rec[k, eg.R_QTY] = pos[0, ac.P_QTY]
         rec[k, eg.R_HEDGE_QTY] = pos[1, ac.P_QTY]
-        rec[k, eg.R_LEVERAGE] = pos[0, ac.P_QTY] * mark_close[k] / eq if eq > 0.0 else 0.0
+        rec[k, eg.R_LEVERAGE] = ac.leverage(pos[0, ac.P_QTY], mark_close[k], eq)
         rec[k, eg.R_TARGET_LEV] = st[TS_TARGET]
         rec[k, eg.R_ALLOWED_LEV] = out[kn.O_ALLOWED] / eq if eq > 0.0 else 0.0
         rec[k, eg.R_STATE] = dec[en.D_STATE]

@@ -119,6 +119,11 @@ def test_dataset_tables_are_checked():
         assert "var/ds/trades.parquet" in str(e.value)
     with pytest.raises(DataError, match="no trades table"):
         from_tables("BTCUSDT", {}, "var/ds")
+    # an int64 side of 257 must not wrap to int8's 1 and pass
+    wide = dict(good, side=np.array([1, 257, 1], np.int64))
+    with pytest.raises(DataError) as e:
+        from_tables("BTCUSDT", {"trades": wide}, "var/ds")
+    assert "257 does not fit int8" in str(e.value) and e.value.row == 2
 
 
 def test_aggregate_by_hand():

@@ -35,8 +35,9 @@ from rich.console import Console
 from backtests import engine as eg
 from backtests.runner import RunSettings, prepare
 from backtests.runner import run as backtest
-from bot.cli.backtest import _fees, _params
+from bot.cli.backtest import _fees
 from bot.cli.paths import check_output, dumps, write_output
+from bot.cli.run import run_choices
 from bot.data.bars import Bars
 from bot.data.dataset import Dataset, iso
 from bot.errors import LiqbotError
@@ -50,7 +51,6 @@ from bot.risk.policy import load_policy
 from bot.runtime.feed import BarEvent
 from bot.runtime.replay import ReplayFeed
 from bot.store import Store
-from strategies import find
 
 EQUITY_TOL = 1e-3              # acceptance: final equity within 0.1 %
 QTY_REL_TOL = 1e-4             # fill quantity beyond lot rounding (equity-driven sizing)
@@ -338,18 +338,8 @@ def drill_command(
 
     out = check_output(json_out, "--json")
     fees, cfg = _fees((ctx.obj or {}).get("config") if ctx.obj else None)
-    if not (speed >= 0 and speed < 1e9):
-        raise LiqbotError(f"--speed: expected a finite number >= 0, got {speed}")
     rc = cfg.run
-    w = rc.wallet if wallet is None else wallet
-    if not (w > 0 and w < 1e15):
-        raise LiqbotError(f"--wallet: expected a positive finite amount, got {w}")
-    name = strategy or rc.strategy
-    params = {k: str(v) for k, v in rc.params.items()} if strategy is None else {}
-    params.update(_params(param or []))
-    strat = find(name).from_strings(params)
-    preset_name = preset or rc.preset
-    load_policy(preset_name)
+    strat, preset_name, _, w, speed = run_choices(cfg, strategy, param, preset, wallet, speed)
     profile = load_profile(faults)
     bars = load_data(dataset).bars
     if len(bars) < 2:

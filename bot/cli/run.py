@@ -45,6 +45,29 @@ def _replay_bars(sources: list[str], cfg: Config) -> dict[str, Any]:
     return out
 
 
+def run_choices(cfg: Config, strategy: str | None, param: list[str] | None,
+                preset: str | None, wallet: float | None,
+                speed: float | None) -> tuple[Any, str, Any, float, float]:
+    """(strategy, preset name, policy, wallet, speed) from the options, falling back to the
+    [run] config section; `run` and `drill` read their shared options here. Bad values exit
+    2 naming the option."""
+    from strategies import find
+
+    rc = cfg.run
+    speed = rc.speed if speed is None else speed
+    wallet = rc.wallet if wallet is None else wallet
+    if not (wallet > 0 and wallet < 1e15):
+        raise LiqbotError(f"--wallet: expected a positive finite amount, got {wallet}")
+    if not (speed >= 0 and speed < 1e9):
+        raise LiqbotError(f"--speed: expected a finite number >= 0, got {speed}")
+    name = strategy or rc.strategy
+    params = {k: str(v) for k, v in rc.params.items()} if strategy is None else {}
+    params.update(_params(param or []))
+    preset_name = preset or rc.preset
+    return (find(name).from_strings(params), preset_name, load_policy(preset_name), wallet,
+            speed)
+
+
 def _state_layout() -> list[int]:
     """Sizes of every checkpointed state layout: a run is resumed only by code whose
     checkpoints it can read (after an upgrade that changed them, a new run starts)."""
@@ -92,7 +115,6 @@ def run_command(
     from bot.runtime.daemon import Daemon, check_live_allowed, percentiles
     from bot.runtime.replay import ReplayFeed
     from bot.store import Store
-    from strategies import find
 
     cfg_path = (ctx.obj or {}).get("config") if ctx.obj else None
     fees, cfg = _fees(cfg_path)
@@ -103,18 +125,8 @@ def run_command(
         raise LiqbotError("--live with --replay: a live run trades the exchange's own feed; "
                           "to trade a dataset against the local emulator use `liqbot drill`")
     rc = cfg.run
-    speed = rc.speed if speed is None else speed
-    wallet = rc.wallet if wallet is None else wallet
-    if not (wallet > 0 and wallet < 1e15):
-        raise LiqbotError(f"--wallet: expected a positive finite amount, got {wallet}")
-    if not (speed >= 0 and speed < 1e9):
-        raise LiqbotError(f"--speed: expected a finite number >= 0, got {speed}")
-    name = strategy or rc.strategy
-    params = {k: str(v) for k, v in rc.params.items()} if strategy is None else {}
-    params.update(_params(param or []))
-    strat = find(name).from_strings(params)
-    preset_name = preset or rc.preset
-    policy = load_policy(preset_name)
+    strat, preset_name, policy, wallet, speed = run_choices(cfg, strategy, param, preset,
+                                                            wallet, speed)
     creds = load_credentials(cfg)
     secrets = [] if creds is None else [c.get_secret_value() for c in
                                         (creds.api_key, creds.api_secret, creds.api_passphrase)

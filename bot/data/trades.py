@@ -164,6 +164,13 @@ def _columns(t: dict[str, np.ndarray], where: str,
         if not ok:
             raise DataError(where, f"column {name} has dtype {a.dtype}, expected "
                                    f"{np.dtype(dtype)}", column=name)
+        if want_int and len(a):                 # a narrowing cast must not wrap values
+            info = np.iinfo(dtype)
+            lo, hi = int(a.min()), int(a.max())
+            if lo < info.min or hi > info.max:
+                i = int(np.argmax(a < info.min)) if lo < info.min else int(np.argmax(a > info.max))
+                raise DataError(where, f"column {name}: {int(a[i])} does not fit {np.dtype(dtype)}",
+                                row=i + 1, column=name)
         out[name] = np.ascontiguousarray(a, dtype=dtype)
     return out
 

@@ -148,6 +148,13 @@ def equity(acct: np.ndarray, pos: np.ndarray, marks: np.ndarray) -> float:
 
 
 @njit(cache=True)
+def leverage(qty: float, mark: float, equity_now: float) -> float:
+    """Signed leverage of a position: its notional at `mark` over the account's equity (0
+    when the equity is gone)."""
+    return qty * mark / equity_now if equity_now > 0.0 else 0.0
+
+
+@njit(cache=True)
 def _cross_others(acct: np.ndarray, pos: np.ndarray, i: int, marks: np.ndarray,
                   floor: np.ndarray, cap: np.ndarray, mmr: np.ndarray,
                   cum: np.ndarray) -> tuple[float, float, float]:
