@@ -138,8 +138,8 @@ def fill_params(settings: RunSettings, sizing: str) -> np.ndarray:
 
 def interventions(rec: np.ndarray) -> int:
     """Binding risk interventions: episodes (runs of consecutive bars) in which the risk
-    decision changed the strategy's target. Decisions that only logged a state are not
-    counted."""
+    decision changed the order sent (`kernel.decide`'s clipped flag). Decisions that only
+    logged a state, or capped inside the rebalance band, are not counted."""
     c = rec[:, eg.R_CLIPPED] > 0.0 if len(rec) else np.zeros(0, dtype=bool)
     return int(np.count_nonzero(c[1:] & ~c[:-1]) + (1 if len(c) and c[0] else 0))
 

@@ -270,3 +270,37 @@ def test_min_cut_leaves_a_position_a_small_trim_would_touch():
     en.evaluate(_cascade_sig(2.0, 1.0, 1.0), _acct(10_000.0, 30_000.0, 66.5), CUT, out)
     assert _lev(52.0) == pytest.approx(2.0722, abs=1e-4)
     assert en.allowed_target(30_000.0, 30_000.0, out, CUT) == pytest.approx(10_000 * _lev(52.0))
+
+
+def test_a_binding_intervention_is_a_cap_that_changes_the_order():
+    """A long of 3.26x (entry sizing: the strategy keeps its quantity) under a hard cap of
+    3.20x is a 1.8% trim, inside the 5% rebalance band: no order either way, so the cap does
+    not bind. A cap of 2x cuts the position to 2x (order -1.26 x equity / close): binding."""
+    from backtests.runner import RunSettings, fill_params
+    from bot.execution import kernel as kn
+    from bot.mechanics import account as ac
+    from bot.mechanics.brackets import shipped
+    from bot.risk.policy import off_policy
+
+    btc = shipped("binance", "BTCUSDT")
+    floor, cap, mmr, cum, _ = ac.stack_brackets([btc, btc])
+    wallet, px = 10_000.0, 100.0
+    for hard, clipped, order in ((3.20, 0.0, 0.0), (2.0, 1.0, (2.0 - 3.26) * wallet / px)):
+        acct, pos = ac.new_account(wallet, 2, leverage=125.0)
+        qty = 3.26 * wallet / px
+        ac.apply_fill(acct, pos, 0, qty, px, 0.0)          # no fee: equity stays 10,000
+        st = kn.new_state(wallet)
+        st[kn.K_PREV_TARGET] = 3.0                         # the strategy's target is old:
+        st[kn.K_DESIRED_QTY] = qty                         # entry sizing keeps the quantity
+        sig = np.full(en.N_SIG, np.nan)
+        sig[en.S_MARK] = px
+        sig[en.S_STALE_BARS] = 0.0
+        out = np.zeros(kn.N_DECIDE)
+        kn.decide(acct, pos, 0, 1, st, 0.0, px, np.array([px, px]), sig, 3.0,
+                  off_policy().model_copy(update={"max_leverage": hard}).to_array(),
+                  fill_params(RunSettings(), "entry"), floor, cap, mmr, cum, btc.cap,
+                  btc.max_leverage, np.zeros(en.N_ACCT_VIEW), np.zeros(en.N_DECISION), out)
+        assert out[kn.O_TARGET] == pytest.approx(3.26 * wallet)
+        assert out[kn.O_ALLOWED] == pytest.approx(hard * wallet)
+        assert out[kn.O_CLIPPED] == clipped
+        assert out[kn.O_ORDER_MAIN] == pytest.approx(order)

@@ -136,6 +136,34 @@ def adverse_mark(pos: np.ndarray, slot: int, mark_low: float, mark_high: float) 
 
 
 @njit(cache=True)
+def _bracket_limit(n: float, eq_pos: float, tier_cap: np.ndarray, max_lev: np.ndarray) -> float:
+    """A signed notional clamped to the exchange's bracket limit for this equity."""
+    # the limit is at least the first tier's (`max_notional_for_equity` takes the largest
+    # over the tiers), so it cannot bind below it: skip the scan over the tiers then
+    lim0 = min(eq_pos * max_lev[0], tier_cap[0])
+    if lim0 > 0.0 and abs(n) <= lim0:
+        return n
+    lim = max_notional_for_equity(eq_pos, tier_cap, max_lev)
+    if n > lim:
+        return lim
+    if n < -lim:
+        return -lim
+    return n
+
+
+@njit(cache=True)
+def _main_order(want: float, main_n: float, qty: float, close: float, band_frac: float) -> float:
+    """The base quantity to trade from notional `main_n` (quantity `qty`) toward `want`.
+    Orders are sized in base at this close; a target of zero closes exactly; the band only
+    damps rebalancing: entries from flat, exits and flips always trade."""
+    order = want - main_n
+    if abs(order) > band_frac * max(abs(want), abs(main_n)) or (want == 0.0 and main_n != 0.0) \
+            or want * main_n < 0.0 or (main_n == 0.0 and want != 0.0):
+        return -qty if want == 0.0 else order / close
+    return 0.0
+
+
+@njit(cache=True)
 def decide(acct: np.ndarray, pos: np.ndarray, main: int, hedge: int, st: np.ndarray,
            ts: float, close: float, marks: np.ndarray, sig: np.ndarray, target_lev: float,
            pol: np.ndarray, fp: np.ndarray, floor: np.ndarray, cap: np.ndarray,
@@ -178,29 +206,20 @@ def decide(acct: np.ndarray, pos: np.ndarray, main: int, hedge: int, st: np.ndar
         target = target_lev * eq_pos
     st[K_PREV_TARGET] = target_lev
     allowed = en.allowed_target(target, main_n, dec, pol)
-    # a binding intervention is the risk engine's own clipping (not the exchange's bracket
-    # limit, not the frozen account of a bust)
-    clipped = 1.0 if st[K_BUST] == 0.0 and abs(allowed - target) > \
-        1e-6 * max(1.0, abs(target)) else 0.0
-    # the exchange's limit is at least the first tier's (`max_notional_for_equity` takes the
-    # largest over the tiers), so it cannot bind below it: skip the scan over the tiers then
-    lim0 = min(eq_pos * max_lev[0], tier_cap[0])
-    if not (lim0 > 0.0 and abs(allowed) <= lim0):
-        lim = max_notional_for_equity(eq_pos, tier_cap, max_lev)
-        if allowed > lim:
-            allowed = lim
-        elif allowed < -lim:
-            allowed = -lim
+    allowed = _bracket_limit(allowed, eq_pos, tier_cap, max_lev)
     if st[K_BUST] > 0.0:
         allowed = main_n
-    order = allowed - main_n
-    band = fp[F_BAND] * max(abs(allowed), abs(main_n))
-    # orders are sized in base at this close; a target of zero closes exactly; the band
-    # only damps rebalancing: entries from flat, exits and flips always trade
-    q_main = 0.0
-    if abs(order) > band or (allowed == 0.0 and main_n != 0.0) or allowed * main_n < 0.0 \
-            or (main_n == 0.0 and allowed != 0.0):
-        q_main = -pos[main, ac.P_QTY] if allowed == 0.0 else order / close
+    qty = pos[main, ac.P_QTY]
+    q_main = _main_order(allowed, main_n, qty, close, fp[F_BAND])
+    # a binding intervention is the risk engine changing what is traded at this close: the
+    # order from the allowed target differs from the order the strategy's own target would
+    # have sent under the same band and the exchange's limit (a cap the position already
+    # sits under, or one inside the rebalance band, changes nothing and does not count; nor
+    # does the frozen account of a bust)
+    q_free = _main_order(_bracket_limit(target, eq_pos, tier_cap, max_lev), main_n, qty,
+                         close, fp[F_BAND])
+    clipped = 1.0 if st[K_BUST] == 0.0 and abs(q_main - q_free) * close > \
+        1e-6 * max(1.0, abs(target)) else 0.0
     q_hedge = 0.0
     want = dec[en.D_HEDGE_NOTIONAL]
     hedge_order = want - hedge_n
