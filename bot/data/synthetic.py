@@ -311,8 +311,9 @@ def _simulate(n_min: int, substeps: int, snap_every: int, p: SynthParams, crowd_
         out[m - warmup, 17] = liq_long
         out[m - warmup, 18] = liq_short
         if (m - warmup) % snap_every == snap_every - 1 and n_snap < n_snap_max:
-            snap[n_snap, 0, :] = long_q * scale
-            snap[n_snap, 1, :] = short_q * scale
+            for j in range(nb):          # element-wise: no shape-checked copy to compile
+                snap[n_snap, 0, j] = long_q[j] * scale
+                snap[n_snap, 1, j] = short_q[j] * scale
             n_snap += 1
     return out, ev_ts[:n_ev], ev_side[:n_ev], ev_price[:n_ev], ev_qty[:n_ev], snap[:n_snap]
 
