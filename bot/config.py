@@ -21,7 +21,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 
 from bot.errors import ConfigError
 
@@ -179,6 +187,16 @@ class LiveConfig(_Section):
                                description="websocket host override (an emulator)")
     user_stream: bool = Field(True, description="also read fills from the user-data stream")
     order_attempts: int = Field(6, ge=1, le=50, description="send/look-up tries per order")
+
+    @field_validator("rest_url", "ws_url")
+    @classmethod
+    def _no_user_info(cls, v: str | None) -> str | None:
+        """A host override carrying user:password@ is refused: the URL appears in log lines
+        and error messages, and the emulator needs no such credentials."""
+        if v is not None and "@" in v.split("://", 1)[-1].split("/", 1)[0]:
+            raise ValueError("a URL without user information (user:password@ would appear "
+                             "in messages)")
+        return v
 
 
 class Config(_Section):

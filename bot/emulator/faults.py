@@ -4,12 +4,16 @@ fault is logged on "liqbot.emulator" with its kind and counted (`FaultInjector.c
 
 Kinds: `latency` (extra delay on every REST answer), `timeout_after_accept` (an order is
 placed, then the answer is withheld `hang_s` and the connection dropped: the client sees a
-timeout and must reconcile), `http_5xx` (a fraction of REST requests answered 503 before
-being processed), `burst_429` (the next N requests answered 429), `ws_disconnect` (every
-socket closed every N wall seconds), `stale_stream` (market pushes suspended for
-`stale_for_s` every `stale_every_s` wall seconds), `duplicate` and `out_of_order` (a
-fraction of stream messages sent twice / swapped with the next one), `maintenance`
-(simulated-time windows in which REST answers 503 and websockets are refused)."""
+timeout and must reconcile; with `hide_lost_order_s` such an order, filled at once, stays
+invisible to the order queries - GET order by id or client id, openOrders, allOrders - for
+that many wall seconds, as a venue whose query service lags its matching engine: its trade
+is in the history and on the stream, the look-up says -2013), `http_5xx` (a fraction of
+REST requests answered 503 before being processed), `burst_429` (the next N requests
+answered 429), `ws_disconnect` (every socket closed every N wall seconds), `stale_stream`
+(market pushes suspended for `stale_for_s` every `stale_every_s` wall seconds), `duplicate`
+and `out_of_order` (a fraction of stream messages sent twice / swapped with the next one),
+`maintenance` (simulated-time windows in which REST answers 503 and websockets are
+refused)."""
 
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ class FaultProfile:
     latency_ms: float = 0.0
     timeout_after_accept: int = 0         # next N order placements lose their answer
     hang_s: float = 3.0
+    hide_lost_order_s: float = 0.0        # a lost order invisible to order queries (wall s)
     http_5xx_rate: float = 0.0
     burst_429: int = 0                    # next N REST requests answered 429
     ws_disconnect_every_s: float = 0.0

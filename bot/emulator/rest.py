@@ -6,6 +6,7 @@ Orders answer with their state after matching (like `newOrderRespType=RESULT`)."
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -91,6 +92,17 @@ class Routes:
 
     def __init__(self, emu: Emulator) -> None:
         self.emu = emu
+        self.hidden: dict[tuple[str, int], float] = {}   # (key, order id) -> visible at (wall)
+
+    def _visible(self, key: str, o: EOrder) -> bool:
+        """False while a lost order is hidden from the order queries (`hide_lost_order_s`)."""
+        until = self.hidden.get((key, o.order_id))
+        if until is None:
+            return True
+        if time.monotonic() >= until:
+            del self.hidden[(key, o.order_id)]
+            return True
+        return False
 
     def register(self, app: web.Application) -> None:
         g, p = app.router.add_get, app.router.add_post
@@ -296,13 +308,19 @@ class Routes:
         if self.emu.faults.take_lost_order():
             self.emu.faults.record("timeout_after_accept", self.emu.venue.now,
                                    f"order {o.order_id} {o.client_id}")
+            hide = self.emu.faults.profile.hide_lost_order_s
+            if hide > 0:
+                self.hidden[(key, o.order_id)] = time.monotonic() + hide
             await self.emu.hub.flush()
             raise LostResponse(self.emu.faults.profile.hang_s)
         return web.json_response(order_json(o, answer=True))
 
     async def get_order(self, request: web.Request) -> web.Response:
         key, q = await self._signed(request)
-        return web.json_response(order_json(self.emu.venue.find(key, q)))
+        o = self.emu.venue.find(key, q)
+        if not self._visible(key, o):
+            raise er.no_order()
+        return web.json_response(order_json(o))
 
     async def cancel_order(self, request: web.Request) -> web.Response:
         key, q = await self._signed(request)
@@ -325,14 +343,14 @@ class Routes:
         a = self.emu.venue.account(key)
         return web.json_response([order_json(o) for o in a.orders.values()
                                   if o.status in ("NEW", "PARTIALLY_FILLED")
-                                  and (s is None or o.symbol == s)])
+                                  and (s is None or o.symbol == s) and self._visible(key, o)])
 
     async def all_orders(self, request: web.Request) -> web.Response:
         key, q = await self._signed(request)
         self._now()
         s = self._sym(q).symbol
         rows = _time_window([o for o in self.emu.venue.account(key).orders.values()
-                             if o.symbol == s], q, oldest_first=False)
+                             if o.symbol == s and self._visible(key, o)], q, oldest_first=False)
         return web.json_response([order_json(o) for o in rows])
 
     async def user_trades(self, request: web.Request) -> web.Response:

@@ -12,11 +12,23 @@ async half only a real venue has (`start`, `sync`, `flush`, `close`):
   (reduce-only orders are exempt: they can only lower exposure), rounded to the lot step.
   A definite rejection (margin, reduce-only, min notional...) is final; anything else
   (timeout, lost answer, 5xx, 429) makes the order UNKNOWN and it is looked up by client id
-  before any resend; only "no such order" allows the resend (same client id).
-- sync (before each bar): trades from the user-data stream and from REST (`fromId`),
-  counted once by trade id (`reconcile.Ledger`); funding payments from the income history;
-  every `reconcile_s` the exchange's positions and wallet are compared with ours and
-  adopted where they differ (an event for the store).
+  before any resend; only "no such order" allows the resend (same client id), and after a
+  send whose fate is unknown only once that request can no longer be executed (its
+  timestamp + recvWindow has passed on the venue's clock) and the trade history since the
+  send shows no trade of it (Binance keeps client ids unique among OPEN orders only, so a
+  filled order not yet visible to the look-up would otherwise be placed twice). A 429, or a
+  5xx the venue documents as "not executed", leaves nothing to wait for.
+- sync (before each bar): trades from the user-data stream and from REST (`fromId`; before
+  any id is known, from the run's start time in windows of at most 7 days), counted once by
+  trade id (`reconcile.Ledger`); a trade is ours when its client id is one we sent; funding
+  payments from the income history; every `reconcile_s` the exchange's positions and wallet
+  are compared with ours and adopted where they differ (an event for the store). The
+  snapshot is taken between two trade reads and a symbol whose trades moved between them is
+  judged at the next reconciliation (a trade around the snapshot is never adopted AND
+  booked).
+- fees: a fee in the quote asset moves the wallet; a fee in another asset (BNB) does not
+  (the venue takes it from that asset's balance): it is recorded as an event in its own
+  asset, with its quote value when the broker has a mark for it.
 - on_bar_open: books the exchange's trades and payments that happened before the bar's
   close into `acct`/`pos` through `bot.mechanics.account` (the fill at the exchange's price
   and fee; a forced liquidation as the venue's trade), in exchange time order. At one
@@ -67,6 +79,8 @@ class LiveSettings:
     attempts: int = 6                           # send / look-up tries within one flush
     backoff_s: float = 0.2                      # first retry delay, doubled each time
     use_ws: bool = True                         # user-data stream (REST stays authoritative)
+    recv_window_ms: int = 5_000                 # recvWindow sent with each order (Binance's
+    #                                             default); bounds how long a lost one may live
 
 
 @dataclass
@@ -80,6 +94,16 @@ class Inflight:
     order_id: str = ""
     executed: float = -1.0      # final executed qty once known (base, > 0 or 0)
     booked: float = 0.0         # base counted from trades
+    sent_ms: int = 0            # request timestamp (venue ms) of a send whose fate is not
+    #                             known yet; 0: none outstanding
+    trade_mark: int = 0         # trades counted (`LiveBroker.taken`) before that send
+
+
+#: a trade whose order cannot be named yet is re-read for this many wall seconds before it
+#: is counted as not ours (the venue's order look-up lags its trade history briefly)
+TRADE_DEFER_S = 60.0
+#: a trade-history window is skipped for good only this long after its end (venue lag)
+HISTORY_LAG_MS = 60_000
 
 
 def _trade_id(r: dict[str, Any]) -> int:
@@ -106,7 +130,8 @@ class LiveBroker:
 
     def __init__(self, exchange: Any, venue: Venue, symbols: list[str],
                  brackets: list[Brackets], interval_ms: int, settings: LiveSettings,
-                 wall: Callable[[], float] = time.monotonic) -> None:
+                 wall: Callable[[], float] = time.monotonic,
+                 request_ms: Callable[[], int] | None = None) -> None:
         self.ex = exchange
         self.venue = venue
         self.symbols = list(symbols)
@@ -115,6 +140,7 @@ class LiveBroker:
         self.interval_ms = interval_ms
         self.cfg = settings
         self.wall = wall
+        self._request_ms = request_ms             # None: ccxt's own request timestamp
         iso = settings.margin_mode == "isolated"
         self.acct, self.pos = ac.new_account(0.0, 2 * len(symbols),
                                              leverage=float(settings.leverage), isolated=iso)
@@ -135,9 +161,16 @@ class LiveBroker:
         self.step: dict[str, float] = {}
         self._last_reconcile = -math.inf
         self._ws_tasks: list[asyncio.Task[None]] = []
+        self.taken = 0                                # trades counted by this broker
+        self.taken_by = {s: 0 for s in self.symbols}  # ... per symbol
+        self.taken_log: list[tuple[int, str, str]] = []   # (seq, symbol, client id or "")
+        self.unresolved: dict[str, int] = {}          # symbol -> trade id re-read later
+        self._defers: dict[tuple[str, int], float] = {}   # first deferral
+        self.fees_other: dict[str, float] = {}        # fee asset -> amount (not the quote)
         self.stats = {"sent": 0, "resent": 0, "lookups": 0, "unknown": 0, "rejected": 0,
                       "capped": 0, "rest_trades": 0, "ws_trades": 0, "funding": 0,
-                      "adopted": 0, "retries": 0}
+                      "adopted": 0, "retries": 0, "not_final": 0, "deferred_trades": 0,
+                      "reconcile_deferred": 0}
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, configure: bool = True) -> None:
@@ -150,13 +183,23 @@ class LiveBroker:
             await self._configure()
         if not self.restored:
             await self._adopt_account(initial=True)
+            start_ms = int(await self._call(self.ex.fetch_time))
             for s in self.symbols:                    # history before the run is not ours
                 last = await self._call(self.ex.fetch_my_trades, self.unified[s], None, 1)
-                self.ledger.rest_from[s] = int(last[-1]["id"]) + 1 if last else 0
-            self.ledger.funding_from_ms = int(await self._call(self.ex.fetch_time))
+                if last:                              # (the venue lists the last 7 days)
+                    self.ledger.rest_from[s] = int(last[-1]["id"]) + 1
+                else:                                 # none: read from the run's start
+                    self.ledger.since_ms[s] = start_ms
+            self.ledger.funding_from_ms = start_ms
         else:                                         # look every restored order up first
-            for f in self.inflight.values():
-                f.state = "unknown"
+            now = self._request_now()
+            for f in self.inflight.values():          # a previous life may have sent it
+                f.state = "unknown"                   # at any moment before this start
+                f.sent_ms, f.trade_mark = now, 0
+            for s in self.symbols:                    # a checkpoint from before `since_ms`
+                if s not in self.ledger.rest_from and s not in self.ledger.since_ms:
+                    self.ledger.since_ms[s] = max(0, self.ledger.funding_from_ms
+                                                  - self.venue.trades_window_ms + 1)
         if self.cfg.use_ws and hasattr(self.ex, "watch_my_trades"):
             self._ws_tasks = [asyncio.create_task(self._watch_trades())]
 
@@ -290,7 +333,8 @@ class LiveBroker:
         return Funding(symbol, slot, e.time - e.time % self.interval_ms, rate, mark, paid)
 
     def _retire(self) -> None:
-        """Orders whose final outcome is known and fully booked stop being pending."""
+        """Orders whose final outcome is known and fully booked stop being pending (and
+        leave `ledger.ours`: no trade of theirs is left to come)."""
         for cid, f in list(self.inflight.items()):
             tol = 0.5 * self.step.get(f.order.symbol, 0.0) + 1e-12
             if f.state == "open" and f.executed >= 0 and f.booked >= f.executed - tol:
@@ -299,6 +343,7 @@ class LiveBroker:
                 f.state = "done"              # answered NEW, then filled in full
             if f.state == "done":
                 del self.inflight[cid]
+                self.ledger.ours.discard(cid)
 
     # ------------------------------------------------------------------ sending
     async def flush(self) -> None:
@@ -359,11 +404,13 @@ class LiveBroker:
                                        f"order {o.client_id} {o.symbol} {o.qty:+.8f}: {why}",
                                        {"client_id": o.client_id}))
         self.inflight.pop(o.client_id, None)
+        self.ledger.ours.discard(o.client_id)       # never placed: no trade can come
 
     async def _send(self, f: Inflight, lookup_first: bool) -> None:
         o = f.order
         s = self.unified[o.symbol]
-        params: dict[str, Any] = {self.venue.client_id_param: o.client_id}
+        params: dict[str, Any] = {self.venue.client_id_param: o.client_id,
+                                  "recvWindow": int(self.cfg.recv_window_ms)}
         if o.reduce_only:
             params["reduceOnly"] = True
         delay = self.cfg.backoff_s
@@ -380,7 +427,12 @@ class LiveBroker:
                 if not self.sending:        # the venue has none and none may leave now
                     self.inflight.pop(o.client_id, None)     # (a restart after the
                     self.queue.append(o)    # drill's last close): queued again, as it was
-                    return
+                    return                  # (its id stays ours: a late trade is booked)
+                if not await self._absent_for_sure(f):
+                    f.state = "unknown"     # a send may still show up: look again later
+                    await asyncio.sleep(delay)
+                    delay *= 2
+                    continue
                 if f.amount < 0.0:          # restored before it was sent: the caps and
                     reason = self._refuse(o)                 # the lot step apply now
                     if reason:
@@ -393,6 +445,8 @@ class LiveBroker:
                     if not o.reduce_only:
                         self.day_notional += f.amount * float(self.marks[o.slot])
                 self.stats["resent"] += 1
+            self.ledger.ours.add(o.client_id)
+            f.sent_ms, f.trade_mark = self._request_now(), self.taken
             try:
                 r = await self.ex.create_order(s, "market", "buy" if o.qty > 0 else "sell",
                                                f.amount, None, params)
@@ -407,7 +461,10 @@ class LiveBroker:
                 return
             except (ccxt.OperationFailed, ccxt.ExchangeError) as exc:
                 # timeout, lost answer, 5xx, 429 (OperationFailed and its NetworkError
-                # subclasses), any other answer: the order may exist
+                # subclasses), any other answer: the order may exist, unless the answer
+                # says the request was not executed (nothing to wait for then)
+                if self._unprocessed(exc):
+                    f.sent_ms = 0
                 self.stats["unknown"] += 1
                 self.stats["retries"] += 1
                 log.warning("order %s: %s; looking it up by client id before any resend",
@@ -418,13 +475,56 @@ class LiveBroker:
                 delay *= 2
                 continue
             self.stats["sent"] += 1
+            f.sent_ms = 0
             self._learn(f, r)
             return
         if isinstance(last, ccxt.ExchangeError) and not isinstance(last, ccxt.OperationFailed) \
-                and await self._lookup(f) is False:
+                and await self._lookup(f) is False and await self._absent_for_sure(f):
             self._reject(o, _short(last), "exchange")      # refused every time, never placed
             return
         f.state = "unknown"                  # still unknown: `sync` looks it up again
+
+    def _unprocessed(self, exc: BaseException) -> bool:
+        """True when the venue's answer says the request was not executed: a rate limit
+        (429/418), a timestamp outside recvWindow, or a 5xx text the venue documents as a
+        failure (`Venue.unprocessed_answers`)."""
+        if isinstance(exc, (ccxt.DDoSProtection, ccxt.InvalidNonce)):
+            return True
+        text = str(exc)
+        return any(m in text for m in self.venue.unprocessed_answers)
+
+    def _request_now(self) -> int:
+        """The timestamp a request signed now carries (venue ms): ccxt's `nonce()` (local
+        clock minus the learnt time difference), or the injected clock."""
+        if self._request_ms is not None:
+            return int(self._request_ms())
+        nonce = getattr(self.ex, "nonce", None)
+        if nonce is not None:
+            with contextlib.suppress(ccxt.BaseError, TypeError, ValueError):
+                return int(nonce())
+        return int(time.time() * 1000)
+
+    async def _absent_for_sure(self, f: Inflight) -> bool:
+        """Is the venue's "no such order" final? Only when no send of ours may still be
+        executed or hidden: the last send of unknown fate is past its timestamp + recvWindow
+        (+ the venue's clock tolerance), and the trades counted since it (the history read
+        now) carry neither its client id nor an order we cannot name yet."""
+        if f.sent_ms <= 0:
+            return True
+        deadline = f.sent_ms + int(self.cfg.recv_window_ms) + self.venue.clock_tolerance_ms
+        s = f.order.symbol
+        if self._request_now() <= deadline:
+            self.stats["not_final"] += 1
+            return False
+        await self._read_trades(s)
+        cid = f.order.client_id
+        if s in self.unresolved or any(seq > f.trade_mark and sym == s and c in (cid, "")
+                                       for seq, sym, c in self.taken_log):
+            self.stats["not_final"] += 1
+            log.warning("order %s: not found, but the trade history since its send has a "
+                        "trade of it (or of an order not named yet); not resent", cid)
+            return False
+        return True
 
     async def _lookup(self, f: Inflight) -> bool | None:
         """Find an order by client id: True (known now), False (the exchange has none),
@@ -482,22 +582,65 @@ class LiveBroker:
             await self.reconcile()
 
     async def _read_trades(self, s: str) -> None:
+        """REST trade history from the first id not read; with no id known yet, from the
+        start time first (`_find_first_trade`), never from id 0. A trade whose order cannot
+        be named yet stops the read before it (re-read at the next one)."""
+        if s not in self.ledger.rest_from and not await self._find_first_trade(s):
+            return
         while True:
-            frm = self.ledger.rest_from.get(s, 0)
+            frm = self.ledger.rest_from[s]
             rows = await self._call(self.ex.fetch_my_trades, self.unified[s], None, 1000,
                                     {self.venue.trades_from_id_param: frm})
-            rows = [r for r in rows if _trade_id(r) >= frm]
+            rows = sorted((r for r in rows if _trade_id(r) >= frm), key=_trade_id)
             for r in rows:
-                if await self._offer_trade(s, r, "rest"):
+                took = await self._offer_trade(s, r, "rest")
+                if took is None:                      # its order is not named yet
+                    self.unresolved[s] = _trade_id(r)
+                    self.ledger.advance(s, _trade_id(r) - 1)
+                    return
+                if took:
                     self.stats["rest_trades"] += 1
+            self.unresolved.pop(s, None)
             if rows:
-                self.ledger.advance(s, max(_trade_id(r) for r in rows))
+                self.ledger.advance(s, _trade_id(rows[-1]))
             if len(rows) < 1000:
                 return
 
-    async def _offer_trade(self, s: str, r: dict[str, Any], source: str) -> bool:
-        """One exchange trade, counted once per id. Every field is parsed BEFORE the id is
-        taken, so a malformed payload is logged and skipped, never half-counted."""
+    async def _find_first_trade(self, s: str) -> bool:
+        """No trade id known for `s`: the history from `ledger.since_ms` (the run's start)
+        in windows of at most `venue.trades_window_ms` (Binance: 7 days) up to now. True
+        once a trade is found (id reading starts at it), False when there is none yet."""
+        win = self.venue.trades_window_ms
+        since = self.ledger.since_ms.setdefault(s, max(0, self.now_ms - win + 1))
+        while True:
+            end = since + win - 1
+            rows = await self._call(self.ex.fetch_my_trades, self.unified[s], since, 1000,
+                                    {"endTime": end})
+            ids = [_trade_id(r) for r in rows if _trade_id(r) >= 0]
+            if ids:
+                self.ledger.rest_from[s] = min(ids)
+                del self.ledger.since_ms[s]
+                return True
+            if end >= self.now_ms - HISTORY_LAG_MS:   # the window reaches now: none yet
+                return False
+            since = self.ledger.since_ms[s] = end + 1
+
+    def _note_taken(self, s: str, cid: str) -> None:
+        """A counted trade's (symbol, client id) in counting order, for the "no such order"
+        check of a send of unknown fate (only what followed the oldest such send is kept)."""
+        self.taken += 1
+        self.taken_by[s] = self.taken_by.get(s, 0) + 1
+        self.taken_log.append((self.taken, s, cid))
+        if len(self.taken_log) > 4096:
+            marks = [f.trade_mark for f in self.inflight.values() if f.sent_ms > 0]
+            keep = min(marks) if marks else self.taken
+            self.taken_log = [e for e in self.taken_log if e[0] > keep]
+
+    async def _offer_trade(self, s: str, r: dict[str, Any], source: str) -> bool | None:
+        """One exchange trade, counted once per id: True counted, False not (a repeat or a
+        malformed payload), None not yet (its order cannot be named now; for at most
+        `TRADE_DEFER_S`, then it counts as not ours). Every field is parsed BEFORE
+        the id is taken, so a malformed payload is logged and skipped, never half-counted."""
         try:
             tid = int(r["id"])
             ts = int(r["timestamp"])
@@ -505,6 +648,7 @@ class LiveBroker:
             price = float(r["price"])
             side = r["side"]
             fee = float((r.get("fee") or {}).get("cost") or 0.0)
+            fee_asset = str((r.get("fee") or {}).get("currency") or self.venue.quote)
             if side not in ("buy", "sell") or not (math.isfinite(amount) and amount > 0.0
                                                    and math.isfinite(price) and price > 0.0
                                                    and math.isfinite(fee)):
@@ -523,23 +667,52 @@ class LiveBroker:
                 o = await self._call(self.ex.fetch_order, oid, self.unified[s])
                 cid = o.get("clientOrderId") or ""
             except ccxt.BaseError as exc:
-                log.warning("trade %d: order %s unknown (%s)", tid, oid, _short(exc))
+                first = self._defers.setdefault((s, tid), self.wall())
+                later = self.wall() - first < TRADE_DEFER_S
+                log.warning("trade %d: order %s unknown (%s)%s", tid, oid, _short(exc),
+                            "; read again later" if later else "")
+                if later:
+                    self.stats["deferred_trades"] += 1
+                    return None
                 cid = ""
             self.order_cid[oid] = cid
         if not self.ledger.take(s, tid):
             return False
-        liq = str(cid).startswith(self.venue.liquidation_client_prefix)
-        ours = cid in self.inflight or str(cid).startswith("lq")
+        self._defers.pop((s, tid), None)
+        cid = str(cid or "")
+        self._note_taken(s, cid)
+        liq = cid.startswith(self.venue.liquidation_client_prefix)
+        ours = cid in self.inflight or cid in self.ledger.ours      # ids we sent, no prefix
         if not (liq or ours):
             self.events.append(self._event("foreign_trade", f"foreign-{s}-{tid}",
                                            ts, f"{s}: trade {tid} of order "
                                            f"{oid} is not ours; the position will be adopted"))
             return True
         dq = amount if side == "buy" else -amount
+        if fee_asset != self.venue.quote and fee:
+            self._fee_in_other_asset(s, tid, ts, fee, fee_asset)
+            fee = 0.0                         # the quote wallet does not pay it
         self.buffer[s].append(_Ev(ts, 0, f"{s}-{tid}", {
             "trade_id": tid, "dq": dq, "price": price, "fee": fee,
-            "client_id": "" if liq else str(cid), "liquidation": liq, "source": source}))
+            "client_id": "" if liq else cid, "liquidation": liq, "source": source}))
         return True
+
+    def _fee_in_other_asset(self, s: str, tid: int, ts: int, fee: float, asset: str) -> None:
+        """A fee the venue took in another asset (BNB): recorded in that asset, valued in
+        quote when the broker has a mark of `<asset><quote>`, and NOT taken from the quote
+        wallet (the venue debits that asset's balance; taking it from ours would make the
+        wallet differ and the reconciliation adopt it)."""
+        self.fees_other[asset] = self.fees_other.get(asset, 0.0) + fee
+        pair = f"{asset}{self.venue.quote}"
+        px = float(self.marks[2 * self.index[pair]]) if pair in self.index else math.nan
+        value = fee * px if math.isfinite(px) and px > 0.0 else None
+        worth = f" (about {value:.8f} {self.venue.quote})" if value is not None else \
+            f" (no {pair} price: not valued)"
+        self.events.append(self._event(
+            "fee_other_asset", f"fee-{s}-{tid}", ts,
+            f"{s}: trade {tid} paid its fee in {asset}: {fee:.8f} {asset}{worth}; not taken "
+            f"from the {self.venue.quote} wallet",
+            {"asset": asset, "fee": fee, "quote_value": value, "trade_id": tid}))
 
     async def _read_funding(self, now_ms: int) -> None:
         """Funding payments since the last read, when a settlement hour has passed."""
@@ -587,13 +760,26 @@ class LiveBroker:
     # ------------------------------------------------------------------ reconciliation
     async def reconcile(self) -> None:
         """Exchange positions, wallet and open orders against ours; differences adopted and
-        recorded. Skipped while an order's outcome is unknown (it cannot be judged)."""
+        recorded. Skipped while an order's outcome is unknown (it cannot be judged). The
+        snapshot is taken between two trade reads: a trade counted by the second read (or
+        by the stream meanwhile) may or may not be in it, so that symbol (and the wallet)
+        is left to the next reconciliation instead of being adopted and booked again."""
         self._last_reconcile = self.wall()
         if any(f.state == "unknown" for f in self.inflight.values()):
             return
         for s in self.symbols:
             await self._read_trades(s)
-        await self._adopt_account(initial=False)
+        before = dict(self.taken_by)
+        snap = await self._venue_account()
+        for s in self.symbols:
+            await self._read_trades(s)
+        moved = {s for s in self.symbols if self.taken_by.get(s, 0) != before.get(s, 0)}
+        moved |= set(self.unresolved)
+        if moved:
+            self.stats["reconcile_deferred"] += 1
+            log.info("reconciliation of %s left to the next one: trades arrived around "
+                     "the snapshot", sorted(moved))
+        self._adopt(*snap, initial=False, skip=moved)
         opens = [o for s in self.symbols
                  for o in await self._call(self.ex.fetch_open_orders, self.unified[s])]
         for o in opens:
@@ -604,6 +790,10 @@ class LiveBroker:
                                                f"({cid or 'no client id'}) is not ours"))
 
     async def _adopt_account(self, initial: bool) -> None:
+        self._adopt(*await self._venue_account(), initial=initial, skip=set())
+
+    async def _venue_account(self) -> tuple[float, dict[str, tuple[float, float]]]:
+        """The venue's wallet (quote) and positions {symbol: (signed qty, entry)}."""
         bal = await self._call(self.ex.fetch_balance)
         wallet = float((bal.get("info") or {}).get("totalWalletBalance", 0.0) or 0.0)
         rows = await self._call(self.ex.fetch_positions, [self.unified[s] for s in self.symbols])
@@ -613,6 +803,12 @@ class LiveBroker:
             if s in self.index and p.get("contracts"):
                 q = float(p["contracts"]) * (1.0 if p.get("side") == "long" else -1.0)
                 theirs[s] = (q, float(p.get("entryPrice") or 0.0))
+        return wallet, theirs
+
+    def _adopt(self, wallet: float, theirs: dict[str, tuple[float, float]], initial: bool,
+               skip: set[str]) -> None:
+        """Adopt the venue's positions and wallet where they differ from ours plus the
+        unbooked trades; the symbols in `skip` (and then the wallet) are not judged."""
         # what the exchange has done that we have not booked yet
         pending_dq = {s: sum(e.data["dq"] for e in self.buffer[s] if e.kind == 0)
                       for s in self.symbols}
@@ -621,6 +817,7 @@ class LiveBroker:
                     float(self.pos[2 * i, ac.P_ENTRY])) for s, i in self.index.items()}
         if unbooked:          # entries move with the unbooked fills: compare quantities only
             ours = {s: (q, theirs.get(s, (0.0, e))[1]) for s, (q, e) in ours.items()}
+        ours = {s: v for s, v in ours.items() if s not in skip}
         for d in position_diffs(ours, theirs, self.step):
             i = 2 * self.index[d.symbol]
             self.pos[i, ac.P_QTY] = d.theirs_qty - pending_dq[d.symbol]
@@ -631,7 +828,8 @@ class LiveBroker:
                                                f"adopt-{d.symbol}-{self.now_ms}", self.now_ms,
                                                d.message(), {"ours": d.ours_qty,
                                                              "theirs": d.theirs_qty}))
-        if initial or (not unbooked and wallet_differs(float(self.acct[ac.A_WALLET]), wallet)):
+        if initial or (not unbooked and not skip
+                       and wallet_differs(float(self.acct[ac.A_WALLET]), wallet)):
             if not initial:
                 self.stats["adopted"] += 1
                 self.events.append(self._event(
@@ -671,6 +869,7 @@ class LiveBroker:
         self.day_notional = float(extra.get("day_notional", 0.0))
         self.buffer = {s: [_Ev(int(t), int(k), str(key), dict(d)) for t, k, key, d in
                            extra.get("buffer", {}).get(s, [])] for s in self.symbols}
+        self.ledger.ours |= set(self.inflight)       # pending in a checkpoint: ours
         self.restored = True
 
     # ------------------------------------------------------------------ helpers

@@ -5,7 +5,11 @@ Pure data, no I/O (the LiveBroker does the requests), so the rules are testable 
 - a trade is keyed by (symbol, trade id): seen on REST and on the user-data stream, or
   twice on the stream, it counts once;
 - REST trade history is read from the first id not yet read (`rest_from`), so a trade the
-  stream skipped (disconnect, out of order) is still found;
+  stream skipped (disconnect, out of order) is still found; before any trade id is known it
+  is read from a start time (`since_ms`: the run's start), never from id 0;
+- "ours" is the set of client ids this run (and the runs it resumes) actually sent and whose
+  trades are not all counted yet (`ours`), not a client-id prefix: an earlier run's trades
+  are not booked;
 - funding payments are keyed by the venue's transaction id;
 - a position that differs from ours beyond the venue's rounding is adopted (the caller
   records the difference as a store event).
@@ -30,6 +34,8 @@ class Ledger:
     funding_ids: set[int] = field(default_factory=set)         # counted funding tranIds
     funding_from_ms: int = 0                                   # funding read since (ms)
     duplicates: int = 0                                        # repeats ignored
+    since_ms: dict[str, int] = field(default_factory=dict)     # no id known: read from (ms)
+    ours: set[str] = field(default_factory=set)                # sent, trades still due
 
     def take(self, symbol: str, trade_id: int) -> bool:
         """True the first time a trade is offered (it must be counted), False after."""
@@ -61,14 +67,17 @@ class Ledger:
         return {"rest_from": self.rest_from,
                 "seen": {s: sorted(v) for s, v in self.seen.items()},
                 "funding_ids": sorted(self.funding_ids), "funding_from_ms": self.funding_from_ms,
-                "duplicates": self.duplicates}
+                "duplicates": self.duplicates, "since_ms": self.since_ms,
+                "ours": sorted(self.ours)}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Ledger:
         return cls({k: int(v) for k, v in d.get("rest_from", {}).items()},
                    {k: {int(i) for i in v} for k, v in d.get("seen", {}).items()},
                    {int(i) for i in d.get("funding_ids", [])}, int(d.get("funding_from_ms", 0)),
-                   int(d.get("duplicates", 0)))
+                   int(d.get("duplicates", 0)),
+                   {k: int(v) for k, v in d.get("since_ms", {}).items()},
+                   {str(c) for c in d.get("ours", [])})
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,11 @@
 
 The LiveBroker speaks ccxt's unified API; what differs between venues is which unified
 symbol a dataset symbol is, how the client order id and reduce-only flags are passed, which
-client ids the venue accepts, how its forced liquidations are named, and how its funding
-payments are listed. Binance USD-M is the one venue built and tested (against the
-emulator); a row for another venue must be added and tested before `live` accepts it.
+client ids the venue accepts, how its forced liquidations are named, how its funding
+payments are listed, how long a trade-history window may be, and which error answers say a
+request was not executed (the others leave an order's fate unknown). Binance USD-M is the
+one venue built and tested (against the emulator); a row for another venue must be added
+and tested before `live` accepts it.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ class Venue:
     margin_modes: tuple[str, str]    # ccxt set_margin_mode values for (cross, isolated)
     trades_from_id_param: str        # REST trade history "from this trade id" parameter
     settlement_every_ms: int         # funding schedule granularity polled for payments
+    trades_window_ms: int            # longest startTime..endTime span of the trade history
+    clock_tolerance_ms: int          # how far ahead of the venue a request timestamp may be
+    unprocessed_answers: tuple[str, ...]   # error texts saying the request was NOT processed
 
     def unified(self, symbol: str) -> str:
         """Dataset symbol (BTCUSDT) -> ccxt unified linear perpetual (BTC/USDT:USDT)."""
@@ -50,7 +55,15 @@ VENUES: dict[str, Venue] = {
         client_id_pattern=r"^[.A-Z:/a-z0-9_-]{1,36}$",      # Binance's documented rule
         liquidation_client_prefix="autoclose-", funding_income_type="FUNDING_FEE",
         margin_modes=("cross", "isolated"), trades_from_id_param="fromId",
-        settlement_every_ms=3_600_000),                    # 8h, 4h or 1h: poll each hour
+        settlement_every_ms=3_600_000,                     # 8h, 4h or 1h: poll each hour
+        trades_window_ms=7 * 86_400_000,                   # userTrades: at most 7 days
+        clock_tolerance_ms=1_000,                          # timestamp < serverTime + 1000
+        # Binance's general info: a 503 "Service Unavailable." or "Internal error; unable to
+        # process your request" and -1008 "Server is currently overloaded" are failures (the
+        # request was not executed); "Unknown error, please check your request" is NOT: its
+        # execution status is unknown
+        unprocessed_answers=("Service Unavailable", "Internal error; unable to process",
+                             "Server is currently overloaded")),
 }
 
 #: config `exchange.name` -> ccxt id of its USD-margined perpetuals
