@@ -2,7 +2,8 @@
 (real ccxt `binanceusdm` + ccxt.pro user stream) against the local emulator, with a fault of
 one kind armed before ~20 % of them, every kind in turn at random: latency, timeout after
 accept (order placed, answer lost), 5xx, 429 bursts, websocket disconnects, stale streams,
-duplicated and out-of-order stream messages, maintenance windows.
+duplicated and out-of-order stream messages, maintenance windows, split fills (a market
+order executed as 2-4 trades) and partial expiries (part filled, the rest EXPIRED).
 
 The broker is driven bar by bar the way the daemon drives it (emulator clock to the bar's
 close, `sync`, `on_bar_open`, `set_mark`, `submit`, `flush`), with a fast-flipping target
@@ -14,7 +15,8 @@ Invariants checked at the end (`ok` in the report):
 - 0 duplicate orders: no client id placed twice at the venue;
 - 0 lost orders: every submitted order is at the venue once or refused with an event;
 - 0 lost fills: every venue trade of the account booked by the broker, none twice, none
-  invented;
+  invented (a split order's trades each once; a partially filled order's part, its rest
+  never resent);
 - our final position = the emulator's, and = the sum of the booked fills; no position
   adopted by reconciliation (that would hide a lost fill);
 - every fault logged with its kind: the emulator's log lines "fault injected: KIND" per kind
@@ -49,7 +51,8 @@ from bot.mechanics.brackets import shipped
 
 KEY, SECRET = "faultKEY0123456789abcdef", "fault-secret-" + "y" * 24   # emulator-only pair
 KINDS = ("latency", "timeout_after_accept", "http_5xx", "burst_429", "ws_disconnect",
-         "stale_stream", "duplicate", "out_of_order", "maintenance")
+         "stale_stream", "duplicate", "out_of_order", "maintenance", "split_fill",
+         "partial_expire")
 STEP_LOTS = 2            # targets move in 0.002 BTC (min notional 100 USDT at ~95k)
 STREAM_KINDS = ("stale_stream", "duplicate", "out_of_order")   # fire on the next message
 CARRY = 200              # bars a stream fault stays armed waiting for a message
@@ -126,6 +129,10 @@ def profile_for(kind: str, now_ms: int, interval_ms: int) -> tuple[FaultProfile,
         return FaultProfile(reorder_rate=1.0), 0
     if kind == "maintenance":
         return FaultProfile(maintenance=((now_ms, now_ms + interval_ms),)), 0
+    if kind == "split_fill":
+        return FaultProfile(split_fill_rate=1.0, seed=now_ms), 1
+    if kind == "partial_expire":
+        return FaultProfile(partial_expire_rate=1.0, seed=now_ms), 1
     raise ValueError(kind)
 
 
@@ -311,6 +318,7 @@ def _report(emu: Any, broker: LiveBroker, t: Tally, counter: KindCounter, durati
         "every_kind_injected": every_kind,
         "venue_orders": len(venue_orders), "duplicate_orders": duplicates,
         "rejected": len(rejected), "lost_orders": lost_orders,
+        "partial_orders": sum(1 for e in events if e["kind"] == "order_partial"),
         "venue_trades": len(venue_trades), "fills_booked": sum(booked.values()),
         "lost_fills": lost_fills, "double_booked_fills": double_booked,
         "phantom_fills": phantom,
@@ -355,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  logged by kind = injected: {r['faults_logged_ok']}; armed but not fired: "
           f"{r['armed_not_fired'] or 0}")
     print(f"  venue orders {r['venue_orders']}, duplicates {r['duplicate_orders']}, lost orders "
-          f"{r['lost_orders']}, rejected {r['rejected']}")
+          f"{r['lost_orders']}, rejected {r['rejected']}, partially filled (EXPIRED) "
+          f"{r['partial_orders']}")
     print(f"  venue trades {r['venue_trades']}, booked {r['fills_booked']}, lost fills "
           f"{r['lost_fills']}, double-booked {r['double_booked_fills']}, phantom "
           f"{r['phantom_fills']}")

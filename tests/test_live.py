@@ -487,3 +487,126 @@ def test_not_found_after_the_recv_window_is_not_final_while_the_history_has_its_
     assert r["placed"] == 1 and r["trades"] == 1
     assert r["booked"] == [0.01] and r["pos"] == pytest.approx(0.01) and r["pending"] == []
     assert r["stats"]["deferred_trades"] >= 1 and r["stats"]["resent"] == 0  # type: ignore[index]
+
+
+# ------------------------------------------------------------- partial fills (real ccxt)
+async def _partial_run(faults: object, qty: float, use_ws: bool) -> dict[str, object]:
+    """Real ccxt (+ ccxt.pro user stream when `use_ws`) against the emulator with `faults`:
+    one market buy of `qty` BTC, then the broker syncs (REST), books the bar, syncs and
+    flushes twice more (a resend would show there). Returns the venue's and our figures."""
+    import asyncio
+
+    import ccxt.pro as ccxt_pro
+
+    from backtests.scenarios import load_scenario
+    from bot.data.dataset import Dataset
+    from bot.emulator.server import Emulator, EmulatorConfig, point_ccxt
+    from bot.mechanics import account as ac
+
+    bars = load_scenario("calm").bars.take(slice(0, 50))
+    sym = bars.symbol
+    emu = Emulator([Dataset(bars)], {EKEY: ESECRET},
+                   EmulatorConfig(paused=True, start_ms=int(bars.ts[10]), wallet=10_000.0,
+                                  weight_limit=10**9, faults=faults))  # type: ignore[arg-type]
+    await emu.start()
+    ex = point_ccxt(ccxt_pro.binanceusdm({"apiKey": EKEY, "secret": ESECRET,
+                                          "enableRateLimit": False, "timeout": 10_000}),
+                    emu.rest_url, emu.ws_url)
+    b = LiveBroker(ex, VENUES["binanceusdm"], [sym], [shipped("binance", sym)],
+                   bars.interval_ms, LiveSettings(leverage=5, attempts=4, backoff_s=0.05,
+                                                  use_ws=use_ws))
+    now = int(bars.ts[10])
+    loop = asyncio.get_running_loop()
+    stream: list[dict[str, object]] = []
+    emu.venue.listeners.append(lambda key, ev: stream.append(ev))
+    try:
+        await b.start()
+        if use_ws:                               # the user stream is connected first
+            t0 = loop.time()
+            while not any(c.api_key == EKEY for c in emu.hub.conns) and loop.time() - t0 < 5:
+                await asyncio.sleep(0.02)
+        await b.sync(now)
+        b.set_mark(sym, float(bars.close[9]))
+        b.submit(Order("lqpart-1", sym, 0, qty, False, (0.0, 0.0, 0.0)))
+        await b.flush()
+        a = emu.venue.accounts[EKEY]
+        if use_ws:                               # every trade through the stream first
+            t0 = loop.time()
+            while b.stats["ws_trades"] < len(a.trades) and loop.time() - t0 < 5:
+                await asyncio.sleep(0.02)
+        await b.sync(now)                        # REST offers the same trades again
+        px = float(bars["open"][10])
+        fills, _ = b.on_bar_open(sym, now, px, px, px, px, 0.0)
+        for _ in range(2):                       # later bars: nothing may be resent
+            await b.sync(now + 60_000)
+            await b.flush()
+        o = await ex.fetch_order(None, b.unified[sym], {"origClientOrderId": "lqpart-1"})
+        slot = emu.venue.slot[sym]
+        return {"fills": [(f.fill_id, f.qty) for f in fills],
+                "trades": [(f"{sym}-{t.trade_id}", t.qty, t.fee) for t in a.trades],
+                "placed": sum(x.client_id == "lqpart-1" for x in a.orders.values()),
+                "order": o, "pos": float(b.pos[0, ac.P_QTY]),
+                "venue_pos": float(a.pos[slot, ac.P_QTY]),
+                "wallet": float(b.acct[ac.A_WALLET]), "venue_wallet": float(a.acct[ac.A_WALLET]),
+                "pending": [x.client_id for x in b.pending()], "stats": dict(b.stats),
+                "duplicates": b.ledger.duplicates, "events": b.drain_events(),
+                "faults": dict(emu.faults.counts),
+                "stream": [(e["o"]["x"], e["o"]["X"], e["o"]["l"], e["o"]["z"])  # type: ignore[index]
+                           for e in stream if e["e"] == "ORDER_TRADE_UPDATE"]}
+    finally:
+        await b.close()
+        await emu.stop()
+
+
+def test_an_order_split_into_three_trades_is_booked_once_each_via_rest_and_stream() -> None:
+    import asyncio
+
+    from bot.emulator.faults import FaultProfile
+    # seed 0 cuts the 10 lots into trades of 1, 4 and 5 lots
+    r = asyncio.run(_partial_run(FaultProfile(split_fill_rate=1.0, seed=0), 0.010, True))
+    assert r["faults"] == {"split_fill": 1} and r["placed"] == 1
+    assert [q for _, q, _ in r["trades"]] == pytest.approx([0.001, 0.004, 0.005])  # type: ignore[union-attr]
+    # the user stream: one update per trade, cumulative z, PARTIALLY_FILLED then FILLED
+    assert r["stream"] == [("NEW", "NEW", "0", "0"),
+                           ("TRADE", "PARTIALLY_FILLED", "0.001", "0.001"),
+                           ("TRADE", "PARTIALLY_FILLED", "0.004", "0.005"),
+                           ("TRADE", "FILLED", "0.005", "0.01")]
+    # each trade booked once, under its own id, though the stream and REST both gave it
+    assert r["fills"] == [(tid, pytest.approx(q)) for tid, q, _ in r["trades"]]  # type: ignore[union-attr]
+    assert r["stats"]["ws_trades"] == 3 and r["stats"]["rest_trades"] == 0  # type: ignore[index]
+    assert r["duplicates"] == 3
+    assert r["pos"] == pytest.approx(0.010, abs=1e-12) == r["venue_pos"]
+    assert abs(r["pos"] - r["venue_pos"]) < 1e-12            # type: ignore[operator]
+    # the wallet paid three commissions: 10,000 - the venue's fees, as the venue's wallet
+    fees = sum(f for _, _, f in r["trades"])                  # type: ignore[union-attr]
+    assert fees == pytest.approx(0.0005 * 0.010 * float(r["order"]["average"]), rel=1e-9)  # type: ignore[index]
+    assert r["venue_wallet"] == pytest.approx(10_000.0 - fees, abs=1e-9)
+    assert r["wallet"] == pytest.approx(r["venue_wallet"], abs=1e-6)
+    assert r["order"]["status"] == "closed" and r["order"]["filled"] == 0.010  # type: ignore[index]
+    assert r["pending"] == [] and r["stats"]["resent"] == 0                    # type: ignore[index]
+
+
+def test_a_partially_filled_expired_order_is_final_and_not_resent() -> None:
+    import asyncio
+
+    from bot.emulator.faults import FaultProfile
+    # seed 5: 6 of the 10 lots fill (1, 4, 1), then EXPIRED; the answer is lost too, so
+    # the broker learns the outcome from the look-up by client id; no stream (REST only)
+    prof = FaultProfile(partial_expire_rate=1.0, seed=5, timeout_after_accept=1, hang_s=0.2)
+    r = asyncio.run(_partial_run(prof, 0.010, False))
+    assert r["faults"] == {"partial_expire": 1, "timeout_after_accept": 1}
+    assert [q for _, q, _ in r["trades"]] == pytest.approx([0.001, 0.004, 0.001])  # type: ignore[union-attr]
+    assert r["stream"][-2:] == [("TRADE", "PARTIALLY_FILLED", "0.001", "0.006"),
+                                ("EXPIRED", "EXPIRED", "0", "0.006")]
+    o = r["order"]
+    assert o["status"] == "expired" and o["filled"] == 0.006 and o["amount"] == 0.010  # type: ignore[index]
+    assert o["info"]["status"] == "EXPIRED" and o["info"]["executedQty"] == "0.006"  # type: ignore[index]
+    assert r["placed"] == 1 and r["stats"]["resent"] == 0                      # type: ignore[index]
+    assert r["stats"]["rest_trades"] == 3 and r["duplicates"] == 0             # type: ignore[index]
+    assert [q for _, q in r["fills"]] == pytest.approx([0.001, 0.004, 0.001])  # type: ignore[union-attr]
+    assert r["pos"] == pytest.approx(0.006, abs=1e-12)       # the executed part only
+    assert abs(r["pos"] - r["venue_pos"]) < 1e-12              # type: ignore[operator]
+    assert r["wallet"] == pytest.approx(r["venue_wallet"], abs=1e-6)
+    assert r["pending"] == []                                  # retired: booked = executed
+    ev = [e for e in r["events"] if e["kind"] == "order_partial"]  # type: ignore[union-attr]
+    assert len(ev) == 1 and ev[0]["data"]["executed"] == 0.006 and ev[0]["data"]["amount"] == 0.01

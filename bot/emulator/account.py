@@ -4,8 +4,10 @@ and the matching that the replayed market drives.
 All money moves through `bot.execution.kernel` / `bot.mechanics` (one implementation):
 - MARKET: fills on arrival at the venue's last price (`Market.last_price`: the open of the
   bar in progress) through `kernel.fill_order` (fill-model slippage over the window known
-  at the last close, taker fee). Margin is checked first with
-  `account.initial_margin_check` (-2019 / -2027).
+  at the last close, taker fee). With the `split_fill` / `partial_expire` faults it
+  executes as several trades (each booked by `account.apply_fill` at the price
+  `kernel.fill_order` gives the executed quantity, taker fee) or only in part, then
+  EXPIRED. Margin is checked first with `account.initial_margin_check` (-2019 / -2027).
 - LIMIT: a buy at or above the last price (a sell at or below) is marketable and fills at
   once like a MARKET order. Otherwise it rests and fills at its limit price, maker fee
   (`account.apply_fill`), at the close of the first bar that opened at or after its
@@ -132,6 +134,9 @@ class Venue:
         self._closed = {s: 0 for s in self.symbols}   # bar closes processed
         self._opened = {s: 0 for s in self.symbols}   # bar opens processed
         self.listeners: list[Callable[[str, dict[str, Any]], None]] = []   # (key, event)
+        #: how a MARKET order of n lots executes (trade sizes in lots, rest expired?); the
+        #: emulator sets it to its fault injector's `fill_plan`; None: one trade
+        self.fill_plan: Callable[[EOrder, int], tuple[list[int], bool]] | None = None
         self.bar_listeners: list[Callable[[str, int], None]] = []          # (symbol, i)
         self.now = clock.now_ms()
 
@@ -315,6 +320,11 @@ class Venue:
 
     def _fill(self, a: Account, o: EOrder, ref: float, maker: bool,
               window: tuple[float, float, float] | None) -> None:
+        """Execute `o` at `ref` (maker: the limit price; else plus the fill model's
+        slippage, taker fee). A MARKET order may execute as several trades or only in part
+        (`fill_plan`: the `split_fill` / `partial_expire` faults): each trade its own id,
+        fee and ORDER_TRADE_UPDATE (PARTIALLY_FILLED until the last: FILLED, or EXPIRED with
+        the rest unfilled), all at the price the fill model gives the executed quantity."""
         slot = self.slot[o.symbol]
         q = float(a.pos[slot, ac.P_QTY])
         qty = o.qty
@@ -323,24 +333,49 @@ class Venue:
                 self._finish(a, o, "EXPIRED")
                 return
             qty = min(qty, abs(q))
-        fees0, real0 = float(a.acct[ac.A_FEES]), float(a.acct[ac.A_REALIZED])
+        pieces, expire = [qty], False
+        if o.type == "MARKET" and not maker and self.fill_plan is not None:
+            step = self.rules[o.symbol].step
+            lots, expire = self.fill_plan(o, round(qty / step))
+            if len(lots) > 1 or expire:
+                pieces = [round(k * step, 12) for k in lots]
+                if not expire:    # the last takes the rest, subtracted in booking order:
+                    rest = qty    # a close of the whole position ends at exactly 0
+                    for x in pieces[:-1]:
+                        rest -= x
+                    pieces[-1] = rest
+        w = window or (0.0, 0.0, 0.0)
         if maker:
-            ac.apply_fill(a.acct, a.pos, slot, o.sign * qty, ref, self.fees.maker)
             px = ref
-        else:
-            w = window or (0.0, 0.0, 0.0)
-            px, _, _ = kn.fill_order(a.acct, a.pos, slot, o.sign * qty, ref, w[0], w[1], w[2],
-                                     self.fp)
+        elif len(pieces) > 1 or expire:      # the price of the executed quantity, one model
+            executed = round(sum(pieces), 12)
+            px, _, _ = kn.fill_order(a.acct.copy(), a.pos.copy(), slot, o.sign * executed,
+                                     ref, w[0], w[1], w[2], self.fp)
         t = self.now
-        o.executed, o.avg_price, o.cum_quote = qty, float(px), qty * float(px)
-        o.status, o.update_time = "FILLED", t
-        a.update_ms[slot] = t
-        tr = ETrade(next(self._trade_ids), o.order_id, o.symbol, o.side, float(px), qty,
-                    float(a.acct[ac.A_FEES]) - fees0, float(a.acct[ac.A_REALIZED]) - real0,
-                    maker, t)
-        a.trades.append(tr)
-        self._emit_order(a, o, tr)
-        self._emit_account(a, "ORDER", [slot])
+        for n, piece in enumerate(pieces):
+            fees0, real0 = float(a.acct[ac.A_FEES]), float(a.acct[ac.A_REALIZED])
+            if maker:
+                ac.apply_fill(a.acct, a.pos, slot, o.sign * piece, px, self.fees.maker)
+            elif len(pieces) > 1 or expire:
+                ac.apply_fill(a.acct, a.pos, slot, o.sign * piece, px, self.fp[kn.F_TAKER])
+            else:
+                px, _, _ = kn.fill_order(a.acct, a.pos, slot, o.sign * piece, ref, w[0], w[1],
+                                         w[2], self.fp)
+            last = n == len(pieces) - 1
+            o.executed = qty if last and not expire else \
+                piece if n == 0 else round(o.executed + piece, 12)
+            o.avg_price, o.cum_quote = float(px), o.executed * float(px)
+            o.status = "FILLED" if last and not expire else "PARTIALLY_FILLED"
+            o.update_time = t
+            a.update_ms[slot] = t
+            tr = ETrade(next(self._trade_ids), o.order_id, o.symbol, o.side, float(px), piece,
+                        float(a.acct[ac.A_FEES]) - fees0,
+                        float(a.acct[ac.A_REALIZED]) - real0, maker, t)
+            a.trades.append(tr)
+            self._emit_order(a, o, tr)
+            self._emit_account(a, "ORDER", [slot])
+        if expire:                            # the book ran out: the rest is not filled
+            self._finish(a, o, "EXPIRED")
         if a.pos[slot, ac.P_QTY] == 0.0:
             self._cancel_reduce_only(a, o.symbol, t)
 

@@ -13,7 +13,13 @@ answered 429), `ws_disconnect` (every socket closed every N wall seconds), `stal
 (market pushes suspended for `stale_for_s` every `stale_every_s` wall seconds), `duplicate`
 and `out_of_order` (a fraction of stream messages sent twice / swapped with the next one),
 `maintenance` (simulated-time windows in which REST answers 503 and websockets are
-refused)."""
+refused), `split_fill` (a fraction of MARKET orders of 2+ lots execute as 2-4 trades of
+random whole-lot sizes summing to the order's quantity, as one that walks several book
+levels: every trade at the price the fill model gives the whole order, its own trade id and
+taker commission, one ORDER_TRADE_UPDATE each, PARTIALLY_FILLED then FILLED), and
+`partial_expire` (a fraction of MARKET orders of 2+ lots fill only 1..n-1 of their n lots,
+in 1-3 trades at the fill model's price for the executed quantity, then end EXPIRED with
+executedQty < origQty, as one that exhausts the book: the rest is not filled)."""
 
 from __future__ import annotations
 
@@ -45,6 +51,8 @@ class FaultProfile:
     duplicate_rate: float = 0.0
     reorder_rate: float = 0.0
     maintenance: tuple[tuple[int, int], ...] = ()   # [start_ms, end_ms) simulated
+    split_fill_rate: float = 0.0          # MARKET orders executed as 2-4 trades
+    partial_expire_rate: float = 0.0      # MARKET orders filled in part, then EXPIRED
     seed: int = 0
 
 
@@ -53,6 +61,7 @@ BUILTIN: dict[str, FaultProfile] = {
     "flaky": FaultProfile(latency_ms=50.0, http_5xx_rate=0.02, ws_disconnect_every_s=60.0,
                           duplicate_rate=0.01, reorder_rate=0.01),
     "lossy-orders": FaultProfile(timeout_after_accept=1),
+    "partial-fills": FaultProfile(split_fill_rate=0.3, partial_expire_rate=0.05),
 }
 
 
@@ -70,8 +79,10 @@ def profile_from_mapping(m: dict[str, Any], where: str = "(faults)") -> FaultPro
             v = getattr(p, f.name)
             if isinstance(v, (int, float)) and v < 0:
                 raise ValueError(f"{f.name} must be >= 0")
-        if p.http_5xx_rate > 1 or p.duplicate_rate > 1 or p.reorder_rate > 1:
-            raise ValueError("rates are fractions in [0, 1]")
+        over = [n for n in ("http_5xx_rate", "duplicate_rate", "reorder_rate",
+                            "split_fill_rate", "partial_expire_rate") if getattr(p, n) > 1]
+        if over:
+            raise ValueError(f"{over[0]} must be a fraction in [0, 1]")
     except (TypeError, ValueError) as exc:
         raise ConfigError(where, [f"bad fault profile: {exc}"]) from None
     return p
@@ -134,6 +145,29 @@ class FaultInjector:
 
     def roll(self, rate: float) -> bool:
         return rate > 0 and self.rng.random() < rate
+
+    def fill_plan(self, lots: int, sim_ms: int, detail: str) -> tuple[list[int], bool]:
+        """How a MARKET order of `lots` whole lot steps executes: the trades' sizes in lots,
+        and True when the rest expires unfilled (`partial_expire`, else `split_fill`, else
+        one trade). Orders of one lot cannot be split; nothing is drawn when both rates are
+        0 (the other faults' random sequence is unchanged)."""
+        p = self.profile
+        if lots >= 2 and self.roll(p.partial_expire_rate):
+            k = self.rng.randint(1, lots - 1)
+            sizes = self._cut(k, self.rng.randint(1, min(3, k)))
+            self.record("partial_expire", sim_ms, f"{detail}: {k} of {lots} lots in "
+                        f"{len(sizes)} trade(s), the rest expired")
+            return sizes, True
+        if lots >= 2 and self.roll(p.split_fill_rate):
+            sizes = self._cut(lots, self.rng.randint(2, min(4, lots)))
+            self.record("split_fill", sim_ms, f"{detail}: {lots} lots as trades of {sizes}")
+            return sizes, False
+        return [lots], False
+
+    def _cut(self, lots: int, n: int) -> list[int]:
+        """`lots` cut at n-1 distinct random points: n sizes >= 1 summing to `lots`."""
+        cuts = sorted(self.rng.sample(range(1, lots), n - 1))
+        return [b - a for a, b in zip([0, *cuts], [*cuts, lots], strict=True)]
 
     def stale_now(self) -> bool:
         p = self.profile

@@ -25,7 +25,7 @@ from aiohttp import web
 from bot.config import FillsConfig
 from bot.data.dataset import Dataset
 from bot.emulator import errors as er
-from bot.emulator.account import SymbolRules, Venue
+from bot.emulator.account import EOrder, SymbolRules, Venue
 from bot.emulator.auth import Authenticator
 from bot.emulator.clock import SimClock
 from bot.emulator.faults import BUILTIN, FaultInjector, FaultProfile, profile_from_mapping
@@ -79,12 +79,19 @@ class Emulator:
         self.limiter = RateLimiter(cfg.weight_limit, cfg.weight_window_s, cfg.ban_after,
                                    cfg.ban_s)
         self.faults = FaultInjector(cfg.faults)
+        self.venue.fill_plan = self._fill_plan
         self.listen_keys: dict[str, str] = {}
         self.hub = StreamHub(self.venue, self.faults, self.listen_keys)
         self.routes = Routes(self)
         self._runner: web.AppRunner | None = None
         self._pump: asyncio.Task[None] | None = None
         self.port = 0
+
+    def _fill_plan(self, o: EOrder, lots: int) -> tuple[list[int], bool]:
+        """The venue's question to the fault injector in place now (`emu.faults` may be
+        replaced at run time): how a MARKET order of `lots` lots executes."""
+        return self.faults.fill_plan(lots, self.venue.now,
+                                     f"order {o.order_id} {o.client_id}")
 
     # --- app ------------------------------------------------------------------------------
     def app(self) -> web.Application:

@@ -36,6 +36,12 @@ async half only a real venue has (`start`, `sync`, `flush`, `close`):
   settles the position held at the funding time: the emulator processes the bar's open,
   funding included, before orders placed at that instant), after them when we were flat
   (it can only have been paid on their position); the amount is the venue's either way.
+- partial fills: an order may execute as several trades (one per book level: each its own
+  trade id, booked once like any trade) and end FILLED, or end EXPIRED / CANCELED with
+  only part executed. Its executed quantity is learnt from the order answer or the look-up
+  by client id; it retires once the booked trades reach it (an "order_partial" event when
+  that is less than was sent). The unfilled rest is never resent: the daemon's next
+  decision starts from the position actually held.
 Hedge slots do not exist in one-way mode: a hedge-slot order is refused with an event.
 """
 
@@ -551,11 +557,22 @@ class LiveBroker:
             f.amount = float(r.get("amount") or 0.0) or abs(f.order.qty)
         f.state = "open"
         if status in ("closed", "canceled", "expired", "rejected"):
+            first = f.executed < 0.0
             f.executed = float(r.get("filled") or 0.0)
+            tol = 0.5 * self.step.get(f.order.symbol, 0.0) + 1e-12
             if f.executed == 0.0:
                 self.events.append(self._event(
                     "order_unfilled", f"unfilled-{f.order.client_id}", self.now_ms,
                     f"order {f.order.client_id} ended {status} without a fill"))
+            elif first and f.amount > 0.0 and f.executed < f.amount - tol:
+                # a partial fill is final: the rest is not resent (the next decision starts
+                # from the position the venue reports); the trades of the part are booked
+                self.events.append(self._event(
+                    "order_partial", f"partial-{f.order.client_id}", self.now_ms,
+                    f"order {f.order.client_id} {f.order.symbol} ended {status} with "
+                    f"{f.executed:g} of {f.amount:g} filled; the rest is not held",
+                    {"client_id": f.order.client_id, "status": status,
+                     "executed": f.executed, "amount": f.amount}))
 
     async def _resolve_unknown(self) -> None:
         for f in list(self.inflight.values()):
