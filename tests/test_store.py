@@ -98,7 +98,7 @@ def test_round_trip_every_table(stores):
     s.stage("events", {"run_id": "run-a", "event_key": "start", "ts": 1_000, "kind": "start",
                        "message": "daemon started", "data": {"pid": 42}})
     s.stage_position("run-a", "BTCUSDT", 0, -0.015, 64_240.0, 70_100.0, 120_050)
-    s.stage_intent_update(cid, "filled", -0.015, 120_060)
+    s.stage_intent_update(cid, "filled", 120_060)
     assert s.pending() == 9 and s.urgent
     assert s.commit({"BTCUSDT": 60_000, "ETHUSDT": 60_000}, b"\x00state\xff") == 9
     assert s.pending() == 0 and not s.urgent
@@ -292,7 +292,7 @@ def test_empty_store_is_created_at_current_version(url, stores):
     with engine.connect() as conn:
         version = conn.execute(text("SELECT value FROM meta WHERE key='schema_version'")).scalar()
     engine.dispose()
-    assert int(version) == CURRENT_VERSION == 2
+    assert int(version) == CURRENT_VERSION == 3
 
 
 def test_migrates_version_1_store(url, stores, caplog):
@@ -313,12 +313,14 @@ def test_migrates_version_1_store(url, stores, caplog):
     with caplog.at_level(logging.WARNING, logger="liqbot.store"):
         s = stores()
     assert "migrating schema version 1 -> 2" in caplog.text
+    assert "migrating schema version 2 -> 3" in caplog.text
     with engine.connect() as conn:
         insp = inspect(conn)
         assert "price" in {c["name"] for c in insp.get_columns("intents")}
         assert "ix_intents_run_status" in {i["name"] for i in insp.get_indexes("intents")}
         assert "holders" in insp.get_table_names()
-        assert conn.execute(text("SELECT value FROM meta")).scalar() == "2"
+        assert "ix_fills_client_id" in {i["name"] for i in insp.get_indexes("fills")}
+        assert conn.execute(text("SELECT value FROM meta")).scalar() == "3"
     engine.dispose()
     (old,) = s.open_intents("r")
     assert (old.client_id, old.qty, old.status, old.price) == ("old-1", 0.5, "sent", None)
@@ -333,6 +335,32 @@ def test_migrates_version_1_store(url, stores, caplog):
     with caplog.at_level(logging.WARNING, logger="liqbot.store"):
         stores()                                  # reopening does not migrate again
     assert "migrating" not in caplog.text
+
+
+def test_an_order_filled_in_pieces_sums_its_fills(url, stores):
+    """A market order executed as three trades over two bars (commits): the intent's
+    filled quantity is the sum, 0.004 + 0.005 + 0.001; a fill staged again is stored once."""
+    s = stores()
+    cid = client_order_id("run-p", 0)
+    s.stage("intents", {"client_id": cid, "run_id": "run-p", "symbol": "BTCUSDT",
+                        "bar_ts": 60_000, "qty": 0.010, "order_type": "market",
+                        "created_ms": 60_001, "updated_ms": 60_001})
+    s.commit()
+
+    def fill(fid: str, qty: float, ts: int) -> None:
+        s.stage("fills", {"fill_id": fid, "client_id": cid, "run_id": "run-p",
+                          "symbol": "BTCUSDT", "ts": ts, "qty": qty, "price": 64_000.0})
+        s.stage_intent_update(cid, "filled", ts)
+
+    fill("t1", 0.004, 120_000)
+    fill("t2", 0.005, 120_000)
+    s.commit()
+    assert s.intent(cid).filled_qty == pytest.approx(0.009)
+    fill("t3", 0.001, 180_000)
+    fill("t2", 0.005, 180_000)                     # the same trade offered again
+    s.commit()
+    it = s.intent(cid)
+    assert (it.status, it.filled_qty, it.updated_ms) == ("filled", pytest.approx(0.010), 180_000)
 
 
 def test_newer_store_is_refused(url, stores):

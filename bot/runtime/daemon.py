@@ -206,7 +206,7 @@ class Daemon:
         still = {o.client_id for o in self.broker.pending()}     # live: fill not seen yet
         for o in sent:
             if o.client_id not in filled and o.client_id not in still:   # the venue refused it
-                self.store.stage_intent_update(o.client_id, "rejected", 0.0, ts)
+                self.store.stage_intent_update(o.client_id, "rejected", ts)
                 self._filled_since_commit.add(o.client_id)     # resolved, not yet committed
                 self.counters["rejects"] += 1
                 log.warning("order %s %s rejected at the open of %s", o.client_id, o.symbol,
@@ -332,7 +332,7 @@ class Daemon:
                                    "qty": f.qty, "price": f.price, "fee": f.fee,
                                    "liquidation": f.liquidation, "slippage": f.slippage})
         if f.client_id:
-            self.store.stage_intent_update(f.client_id, "filled", f.qty, f.ts)
+            self.store.stage_intent_update(f.client_id, "filled", f.ts)
             self._filled_since_commit.add(f.client_id)
         else:
             self.store.stage("events", {"run_id": self.run_id, "event_key": f.fill_id,
@@ -568,7 +568,7 @@ class Daemon:
             log.warning("%s: %s", e["kind"], e["message"])
             cid = e["data"].get("client_id") if e["kind"].startswith("reject") else None
             if cid:                           # never placed: the intent is closed now
-                self.store.stage_intent_update(cid, "rejected", 0.0, int(e["ts"]))
+                self.store.stage_intent_update(cid, "rejected", int(e["ts"]))
                 self._filled_since_commit.add(cid)
         for s, x in self.state.items():       # adopted positions are the positions
             for slot in (2 * x.index, 2 * x.index + 1):

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from sqlalchemy import Connection, Float, inspect, select, text
 
 from bot.errors import LiqbotError
-from bot.store.tables import TABLES, Holder, Intent, Meta
+from bot.store.tables import TABLES, Fill, Holder, Intent, Meta
 
 log = logging.getLogger("liqbot.store")
 
@@ -26,7 +26,13 @@ def _v1_to_v2(conn: Connection) -> None:
     Holder.__table__.create(conn, checkfirst=True)  # type: ignore[attr-defined]
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1_to_v2]
+def _v2_to_v3(conn: Connection) -> None:
+    """v3: an index on fills.client_id (an intent's filled quantity is summed over them)."""
+    for index in Fill.__table__.indexes:  # type: ignore[attr-defined]
+        index.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1_to_v2, _v2_to_v3]
 CURRENT_VERSION = 1 + len(MIGRATIONS)
 
 

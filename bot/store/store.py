@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, create_engine, event, func, text
+from sqlalchemy import select as sql_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import ArgumentError, InterfaceError, NoSuchModuleError, OperationalError
@@ -190,11 +191,15 @@ class Store:
         self._upsert_watermark = upsert("watermarks", ("run_id", "symbol"))
         self._upsert_checkpoint = upsert("checkpoints", ("run_id",))
         self._upsert_holder = upsert("holders", ("account",))
-        intents = TABLES["intents"]
+        intents, fills = TABLES["intents"], TABLES["fills"]
+        # an intent's filled quantity is the sum of its fills in the store (this batch's
+        # inserts come first in the same transaction): an order executed as several trades,
+        # over one bar or several, adds up; a fill staged twice is stored once
+        filled = (sql_select(func.coalesce(func.sum(fills.c.qty), 0.0))
+                  .where(fills.c.client_id == bindparam("b_client_id")).scalar_subquery())
         self._update_intent = (intents.update()
                                .where(intents.c.client_id == bindparam("b_client_id"))
-                               .values(status=bindparam("b_status"),
-                                       filled_qty=bindparam("b_filled_qty"),
+                               .values(status=bindparam("b_status"), filled_qty=filled,
                                        updated_ms=bindparam("b_updated_ms")))
 
     @contextlib.contextmanager
@@ -258,13 +263,12 @@ class Store:
             "run_id": run_id, "symbol": symbol, "slot": int(slot), "qty": float(qty),
             "entry": float(entry), "liq_price": liq, "updated_ms": int(updated_ms)}
 
-    def stage_intent_update(self, client_id: str, status: str, filled_qty: float,
-                            updated_ms: int) -> None:
-        """Buffer a status/fill change of an intent (applied after this batch's inserts)."""
+    def stage_intent_update(self, client_id: str, status: str, updated_ms: int) -> None:
+        """Buffer a status change of an intent (applied after this batch's inserts); its
+        `filled_qty` becomes the sum of the fills stored under its client id."""
         if status not in INTENT_STATUSES:
             raise ValueError(f"intent status {status!r} not in {INTENT_STATUSES}")
         self._intent_updates[client_id] = {"b_client_id": client_id, "b_status": status,
-                                           "b_filled_qty": float(filled_qty),
                                            "b_updated_ms": int(updated_ms)}
 
     def pending(self) -> int:

@@ -97,6 +97,8 @@ class Fill(SQLModel, table=True):
     """One execution (exchange trade id or the paper broker's id)."""
 
     __tablename__ = "fills"
+    # an intent's filled quantity is summed over its fills (bot.store.store)
+    __table_args__ = (Index("ix_fills_client_id", "client_id"),)
     fill_id: str = Field(primary_key=True)
     client_id: str
     run_id: str
