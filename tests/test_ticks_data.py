@@ -86,6 +86,128 @@ def test_bad_rows_name_file_row_and_column(tmp_path, row, problem, line, column)
     assert str(p) in str(e.value)
 
 
+# --- streaming: a file read in many small batches (block_size bytes of CSV each) ----------
+
+N_ROWS = 40
+SMALL_BLOCK = 256           # bytes: ~5 rows a batch, so N_ROWS rows span ~8 batches
+
+
+def stream_rows(n=N_ROWS):
+    """Rows with hand-checkable values: id 1000+i, price 100+0.5i, qty 0.001(i+1), time
+    T0+7i, taker sold on even rows."""
+    return [f"{1000 + i},{100 + 0.5 * i},{0.001 * (i + 1):.3f},{(100 + 0.5 * i) * 0.001 * (i + 1):.6f},"
+            f"{T0 + 7 * i},{'true' if i % 2 == 0 else 'false'}" for i in range(n)]
+
+
+def write_stream_file(path, rows, header=True, eol="\n"):
+    text = eol.join(([TRADES_HEAD] if header else []) + rows) + eol
+    if path.name.endswith(".gz"):
+        import gzip
+        path.write_bytes(gzip.compress(text.encode()))
+    elif path.name.endswith(".zip"):
+        zipped(path, text)
+    else:
+        path.write_text(text, newline="")
+    return path
+
+
+@pytest.mark.parametrize("name", ["BTCUSDT-trades-2025-10-10.csv",
+                                  "BTCUSDT-trades-2025-10-10.csv.gz",
+                                  "BTCUSDT-trades-2025-10-10.zip"])
+@pytest.mark.parametrize(("header", "eol"), [(True, "\n"), (False, "\n"), (True, "\r\n")])
+def test_small_batches_give_the_same_ticks(tmp_path, name, header, eol):
+    from bot.data import binance_vision as bv
+    from bot.data.csvfile import CsvStream
+
+    p = write_stream_file(tmp_path / name, stream_rows(), header, eol)
+    with CsvStream(p, bv.SPECS["trades"], block_size=SMALL_BLOCK) as s:
+        firsts = [b.first_line for b in s]
+    assert len(firsts) >= 6 and firsts[0] == (2 if header else 1)   # really many batches
+    i = np.arange(N_ROWS)
+    for block in (SMALL_BLOCK, 1 << 20):
+        t = load_files([p], block_size=block).trades
+        assert t.ts.tolist() == (T0 + 7 * i).tolist()
+        assert t.price.tolist() == (100 + 0.5 * i).tolist()
+        assert t.qty.tolist() == [float(f"{0.001 * (k + 1):.3f}") for k in range(N_ROWS)]
+        assert t.side.tolist() == [-1, 1] * (N_ROWS // 2)
+
+
+def _spoil(rows, k, problem):
+    """Row k made bad in one way; returns (rows, message part, column)."""
+    f = rows[k].split(",")
+    prev = rows[k - 1].split(",")
+    if problem == "number":
+        f[1] = "abc"
+        what, col = "expected a number, got 'abc'", "price"
+    elif problem == "bool":
+        f[5] = "maybe"
+        what, col = "true or false", "is_buyer_maker"
+    elif problem == "empty":
+        f[2] = ""
+        what, col = "empty or NaN value", "qty"
+    elif problem == "nan":
+        f[3] = "nan"
+        what, col = "empty or NaN value", "quote_qty"
+    elif problem == "negative":
+        f[2] = "-0.5"
+        what, col = "qty must be positive, got -0.5", "qty"
+    elif problem == "back":
+        f[4] = str(int(prev[4]) - 1)
+        what, col = "timestamp goes back in time", "time"
+    elif problem == "unit":
+        f[4] = str(int(f[4]) * 1000)
+        what, col = "timestamp unit changes from ms to us", "time"
+    elif problem == "id":
+        f[0] = prev[0]
+        what, col = f"id {prev[0]} does not increase (previous {prev[0]})", "id"
+    else:  # a short row
+        f = f[:3]
+        what, col = "expected 6 columns, got 3", None
+    return [*rows[:k], ",".join(f), *rows[k + 1:]], what, col
+
+
+@pytest.mark.parametrize("problem", ["number", "bool", "empty", "nan", "negative", "back",
+                                     "unit", "id", "short"])
+@pytest.mark.parametrize("header", [True, False])
+def test_bad_row_in_any_batch_names_its_line(tmp_path, problem, header):
+    # every data row from the 2nd on, so rows on both sides of each batch boundary are hit
+    p = tmp_path / "BTCUSDT-trades-2025-10-10.csv"
+    for k in range(1, N_ROWS):
+        rows, what, col = _spoil(stream_rows(), k, problem)
+        write_stream_file(p, rows, header)
+        with pytest.raises(DataError) as e:
+            load_files([p], block_size=SMALL_BLOCK)
+        line = k + 2 if header else k + 1
+        assert what in str(e.value) and (e.value.row, e.value.column) == (line, col), (k, e.value)
+
+
+def test_compressed_stream_limits_and_corruption(tmp_path, monkeypatch):
+    import gzip
+
+    from bot.data import csvfile
+
+    # a gzip bomb of valid rows: stopped while streaming, the limit named
+    bomb = tmp_path / "BTCUSDT-trades-2025-10-10.csv.gz"
+    bomb.write_bytes(gzip.compress((TRADES_HEAD + "\n" + TRADES_ROWS[0] + "\n" * 3).encode()
+                                   + (TRADES_ROWS[0] + "\n").encode() * 200_000))
+    monkeypatch.setattr(csvfile, "RATIO_FLOOR", 1 << 20)
+    with pytest.raises(DataError, match="compression ratio .* above the 100:1 limit"):
+        load_files([bomb], block_size=SMALL_BLOCK)
+    # a truncated gzip whose readable part holds a bad row: the file is blamed, not the row
+    rows, _, _ = _spoil(stream_rows(), 3, "negative")
+    cut = tmp_path / "BTCUSDT-trades-2025-10-11.csv.gz"
+    whole = gzip.compress(("\n".join([TRADES_HEAD, *rows]) + "\n").encode())
+    cut.write_bytes(whole[:-40])
+    with pytest.raises(DataError) as e:
+        load_files([cut], block_size=SMALL_BLOCK)
+    assert "not a readable gzip file (truncated or corrupt)" in str(e.value) and e.value.row is None
+    # intact, the same bad row is named
+    cut.write_bytes(whole)
+    with pytest.raises(DataError) as e:
+        load_files([cut], block_size=SMALL_BLOCK)
+    assert e.value.row == 5 and e.value.column == "qty"
+
+
 def test_overlapping_mixed_and_wrong_kind_files(tmp_path):
     a = tmp_path / "BTCUSDT-trades-2025-10-10.csv"
     a.write_text("\n".join([TRADES_HEAD, *TRADES_ROWS]) + "\n")

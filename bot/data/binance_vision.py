@@ -19,14 +19,30 @@ Kinds and their columns (the CSVs exist with and without a header row):
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from bot.data.bars import Bars, Trades
-from bot.data.csvfile import CsvSpec, CsvTable, read_bytes, read_csv
-from bot.data.validate import check_bar_columns, check_grid, check_time, check_ts_range, to_ms
+from bot.data.csvfile import (
+    BLOCK_SIZE,
+    ColumnBuffers,
+    CsvSpec,
+    CsvStream,
+    CsvTable,
+    read_csv,
+    read_head,
+)
+from bot.data.validate import (
+    LineOf,
+    check_bar_columns,
+    check_grid,
+    check_time,
+    check_ts_range,
+    to_ms,
+)
 from bot.errors import DataError
 
 _KLINE_COLS = (("open_time", "i8"), ("open", "f8"), ("high", "f8"), ("low", "f8"),
@@ -92,7 +108,7 @@ def detect_kind(path: Path) -> str:
         return "fundingRate"
     if re.search(r"-\d+[mhdwM]-", name):
         return "klines"
-    data, label = read_bytes(path)
+    data, _ = read_head(path)
     first = data.split(b",", 1)[0].strip().decode("utf-8", "replace")
     kind = _HEADER_KIND.get(first)
     if kind is None:
@@ -119,11 +135,26 @@ class VisionFile:
     table: CsvTable
 
 
-def load_file(path: Path, kind: str | None = None) -> VisionFile:
-    """Parse and validate one Vision file (any kind)."""
+#: A check run on each batch of a trades / aggTrades file: (kind, columns, file label,
+#: line_of). The columns hold the batch's rows with the previous batch's last row first
+#: (so a check comparing neighbours sees the boundary); line_of maps an index to its line.
+BatchCheck = Callable[[str, dict[str, np.ndarray], str, LineOf], None]
+#: Tick kinds: (time, quantity, id) column names.
+_TICK_COLUMNS = {"aggTrades": ("transact_time", "quantity", "agg_trade_id"),
+                 "trades": ("time", "qty", "id")}
+
+
+def load_file(path: Path, kind: str | None = None, *, batch_check: BatchCheck | None = None,
+              block_size: int = BLOCK_SIZE) -> VisionFile:
+    """Parse and validate one Vision file (any kind). trades / aggTrades files are streamed
+    (`_read_ticks`; `batch_check` adds a check, `block_size` sets the batch size in bytes)
+    and keep only the tick columns (time in ms, price, quantity, is_buyer_maker)."""
     kind = kind or detect_kind(path)
     if kind not in SPECS:
         raise DataError(str(path), f"unknown kind {kind!r}; expected one of {', '.join(SPECS)}")
+    if kind in _TICK_COLUMNS:
+        return VisionFile(path, kind, symbol_of(path),
+                          _read_ticks(path, kind, batch_check, block_size))
     table = read_csv(path, SPECS[kind])
     cols = table.columns
     label = table.label
@@ -143,41 +174,82 @@ def load_file(path: Path, kind: str | None = None) -> VisionFile:
                           volumes=kind == "klines")
     elif kind == "fundingRate":
         check_time(cols["calc_time"], label, table.line_of, "calc_time")
-        _check_finite(cols, ("last_funding_rate",), table)
+        _check_finite(cols, ("last_funding_rate",), label, table.line_of)
     elif kind == "metrics":
         check_time(cols["create_time"], label, table.line_of, "create_time")
-        _check_finite(cols, ("sum_open_interest", "sum_open_interest_value"), table)
+        _check_finite(cols, ("sum_open_interest", "sum_open_interest_value"), label,
+                      table.line_of)
     elif kind == "liquidationSnapshot":
         bad = ~np.isin(cols["side"], ("BUY", "SELL"))
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise DataError(label, f"side must be BUY or SELL, got {cols['side'][i]!r}",
                             row=table.line_of(i), column="side")
-    elif kind in ("aggTrades", "trades"):
-        tcol = "transact_time" if kind == "aggTrades" else "time"
-        d = np.diff(cols[tcol])
-        if (d < 0).any():
-            i = int(np.flatnonzero(d < 0)[0]) + 1
-            raise DataError(label, "timestamp goes back in time", row=table.line_of(i),
-                            column=tcol)
-        qcol = "quantity" if kind == "aggTrades" else "qty"
-        _check_finite(cols, ("price", qcol), table)
-        for name in ("price", qcol):
-            bad = cols[name] <= 0
-            if bad.any():
-                i = int(np.flatnonzero(bad)[0])
-                raise DataError(label, f"{name} must be positive, got {float(cols[name][i])!r}",
-                                row=table.line_of(i), column=name)
     return VisionFile(path, kind, symbol_of(path), table)
 
 
-def _check_finite(cols: dict[str, np.ndarray], names: tuple[str, ...], table: CsvTable) -> None:
+def _read_ticks(path: Path, kind: str, batch_check: BatchCheck | None,
+                block_size: int) -> CsvTable:
+    """A trades / aggTrades file, streamed: each batch is checked (`_check_ticks`, then
+    `batch_check`) with the previous batch's last row prepended, so the order checks and
+    the time-unit detection see across batch boundaries and name the right line; the
+    tick columns are appended into buffers. Peak memory: the result plus one batch."""
+    tcol, qcol, idcol = _TICK_COLUMNS[kind]
+    keep = (tcol, "price", qcol, "is_buyer_maker")
+    with CsvStream(path, SPECS[kind], keep=(*keep, idcol), block_size=block_size) as stream:
+        label = stream.label
+        out = ColumnBuffers({tcol: np.int64, "price": np.float64, qcol: np.float64,
+                             "is_buyer_maker": np.bool_}, stream.rows_hint)
+        prev: dict[str, np.ndarray] | None = None
+        for batch in stream:
+            if not len(batch):
+                continue
+            raw = batch.columns
+            if prev is None:
+                cols, line_of = dict(raw), _lines_from(batch.first_line)
+            else:
+                cols = {k: np.concatenate([prev[k], v]) for k, v in raw.items()}
+                line_of = _lines_from(batch.first_line - 1)
+            _times_to_ms(kind, cols, label, line_of)
+            _check_ticks(kind, cols, label, line_of)
+            if batch_check is not None:
+                batch_check(kind, cols, label, line_of)
+            skip = 0 if prev is None else 1
+            out.append({k: cols[k][skip:] for k in keep})
+            prev = {k: v[-1:].copy() for k, v in raw.items()}
+    if prev is None:
+        raise DataError(label, "no data rows")
+    return CsvTable(label, out.finish(), stream.first_line, stream.has_header)
+
+
+def _lines_from(first: int) -> LineOf:
+    """line_of for rows whose index 0 is on line `first`."""
+    return lambda i: first + int(i)
+
+
+def _check_ticks(kind: str, cols: dict[str, np.ndarray], label: str, line_of: LineOf) -> None:
+    """Trades / aggTrades rows: time never goes back, price and quantity finite and > 0."""
+    tcol, qcol, _ = _TICK_COLUMNS[kind]
+    d = np.diff(cols[tcol])
+    if (d < 0).any():
+        i = int(np.flatnonzero(d < 0)[0]) + 1
+        raise DataError(label, "timestamp goes back in time", row=line_of(i), column=tcol)
+    _check_finite(cols, ("price", qcol), label, line_of)
+    for name in ("price", qcol):
+        bad = cols[name] <= 0
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise DataError(label, f"{name} must be positive, got {float(cols[name][i])!r}",
+                            row=line_of(i), column=name)
+
+
+def _check_finite(cols: dict[str, np.ndarray], names: tuple[str, ...], label: str,
+                  line_of: LineOf) -> None:
     for name in names:
         bad = ~np.isfinite(cols[name])
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise DataError(table.label, "value is NaN or infinite", row=table.line_of(i),
-                            column=name)
+            raise DataError(label, "value is NaN or infinite", row=line_of(i), column=name)
 
 
 #: The epoch-time columns of each kind (converted to ms in place by `load_file`).
@@ -266,5 +338,5 @@ def trades_of(f: VisionFile) -> Trades:
         ts, qty = c["transact_time"], c["quantity"]
     else:
         ts, qty = c["time"], c["qty"]
-    side = np.where(c["is_buyer_maker"], -1, 1).astype(np.int8)
+    side = np.where(c["is_buyer_maker"], np.int8(-1), np.int8(1))   # int8, no wide temporary
     return Trades(f.symbol, _to_ms(ts), c["price"], qty, side)

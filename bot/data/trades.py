@@ -29,6 +29,8 @@ from numba import njit
 
 from bot.data import binance_vision as bv
 from bot.data.bars import Bars, Trades
+from bot.data.csvfile import BLOCK_SIZE
+from bot.data.validate import LineOf
 from bot.errors import DataError
 
 TRADES_TABLE = "trades"
@@ -75,50 +77,80 @@ def no_liquidations() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return (np.zeros(0, np.int64), np.zeros(0, np.int8), np.zeros(0), np.zeros(0))
 
 
-def load_files(paths: Sequence[Path]) -> Ticks:
+def load_files(paths: Sequence[Path], *, block_size: int = BLOCK_SIZE) -> Ticks:
     """Binance Vision trades or aggTrades files (one symbol, one kind) as ticks, in time
-    order. Files may come in any order; overlapping files are an error."""
+    order. Files may come in any order; overlapping files are an error. Each file is
+    streamed in batches of `block_size` CSV bytes (`bv.load_file`); peak memory is about
+    the ticks (25 bytes a row) plus one batch, and one more file's ticks when joining."""
     if not paths:
         raise DataError("(arguments)", "no trades or aggTrades files given")
-    parts: list[tuple[int, Path, Trades]] = []
+    parts = _load_each(paths, block_size)
+    parts.sort(key=lambda p: int(p[1].ts[0]))
+    _check_sequence(parts)
+    source = ", ".join(p[0].name for p in parts)
+    trades = [p[1] for p in parts]
+    parts.clear()                   # `trades` holds the only references: _join frees them
+    return Ticks(_join(trades), *no_liquidations(), source=source)
+
+
+def _load_each(paths: Sequence[Path], block_size: int) -> list[tuple[Path, Trades]]:
+    """Each file's ticks (one kind for all files)."""
+    parts: list[tuple[Path, Trades]] = []
     kinds: set[str] = set()
     for path in paths:
-        f = bv.load_file(path)
+        f = bv.load_file(path, batch_check=_check_ids, block_size=block_size)
         if f.kind not in TICK_KINDS:
             raise DataError(str(path), f"is a {f.kind} file; the tick replay reads trades or "
                                        "aggTrades files")
         kinds.add(f.kind)
-        _check_ids(f)
-        t = bv.trades_of(f)
-        parts.append((int(t.ts[0]), path, t))
+        parts.append((path, bv.trades_of(f)))
     if len(kinds) > 1:
         raise DataError(str(paths[0]), "mixes trades and aggTrades files; give one kind "
                                        "(aggTrades rows aggregate trades rows)")
-    parts.sort(key=lambda p: p[0])
-    symbol = parts[0][2].symbol
-    for (_, pa, a), (_, pb, b) in zip(parts, parts[1:], strict=False):
+    return parts
+
+
+def _check_sequence(parts: list[tuple[Path, Trades]]) -> None:
+    """Files in time order are one symbol and do not overlap."""
+    symbol = parts[0][1].symbol
+    for (pa, a), (pb, b) in zip(parts, parts[1:], strict=False):
         if b.symbol != symbol:
             raise DataError(str(pb), f"symbol {b.symbol} differs from {symbol} ({pa.name})")
         if int(b.ts[0]) < int(a.ts[-1]):
             raise DataError(str(pb), f"overlaps {pa.name} in time (starts at {int(b.ts[0])} "
                                      f"ms, before that file's last trade at {int(a.ts[-1])} ms)"
                                      "; give each span once")
-    trades = Trades(symbol, *(np.concatenate([getattr(p[2], k) for p in parts])
-                              for k in ("ts", "price", "qty", "side")))
-    return Ticks(trades, *no_liquidations(),
-                 source=", ".join(p[1].name for p in parts))
 
 
-def _check_ids(f: bv.VisionFile) -> None:
-    """Trade ids strictly increase within a file (a duplicated or shuffled export)."""
-    name = _ID_COLUMN[f.kind]
-    ids = f.table.columns[name]
+def _join(parts: list[Trades]) -> Trades:
+    """Files' ticks end to end. Each part is released once copied (the list is emptied), so
+    the peak is the result plus about one part, not twice the ticks."""
+    if len(parts) == 1:
+        return parts.pop()
+    n = sum(len(p) for p in parts)
+    names = ("ts", "price", "qty", "side")
+    out = {k: np.empty(n, getattr(parts[0], k).dtype) for k in names}
+    i = 0
+    symbol = parts[0].symbol
+    while parts:
+        p = parts.pop(0)
+        for k in names:
+            out[k][i:i + len(p)] = getattr(p, k)
+        i += len(p)
+    return Trades(symbol, *(out[k] for k in names))
+
+
+def _check_ids(kind: str, cols: dict[str, np.ndarray], label: str, line_of: LineOf) -> None:
+    """Trade ids strictly increase within a file (a duplicated or shuffled export); run on
+    each batch of the file (`bv.BatchCheck`: the previous batch's last row comes first)."""
+    name = _ID_COLUMN[kind]
+    ids = cols[name]
     bad = np.flatnonzero(np.diff(ids) <= 0)
     if len(bad):
         i = int(bad[0]) + 1
-        raise DataError(f.table.label, f"{name} {int(ids[i])} does not increase (previous "
-                                       f"{int(ids[i - 1])}): duplicated or unsorted rows",
-                        row=f.table.line_of(i), column=name)
+        raise DataError(label, f"{name} {int(ids[i])} does not increase (previous "
+                                f"{int(ids[i - 1])}): duplicated or unsorted rows",
+                        row=line_of(i), column=name)
 
 
 def from_tables(symbol: str, tables: dict[str, dict[str, np.ndarray]], label: str) -> Ticks:
