@@ -27,7 +27,7 @@ import numpy as np
 
 from bot.data.align import align_asof, place_events
 from bot.data.bars import Bars
-from bot.data.csvfile import CsvSpec, CsvTable, read_bytes, read_csv
+from bot.data.csvfile import CsvSpec, CsvTable, read_csv, read_head
 from bot.data.validate import check_bar_columns, check_time
 from bot.errors import DataError
 
@@ -162,7 +162,7 @@ def load(path: Path, kind: str, coin: str | None = None) -> VendorFile:
 
 
 def _check_header(path: Path, table: CsvTable, lay: Layout) -> None:
-    first = read_bytes(path)[0].split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", "replace")
+    first = read_head(path)[0].split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", "replace")
     got = [h.strip().strip('"').strip() for h in first.split(",")]
     for i, (g, want) in enumerate(zip(got, lay.columns, strict=True)):
         if g != want:
