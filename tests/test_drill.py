@@ -82,3 +82,82 @@ def test_preflight_reads_the_account_and_sends_nothing(capsys) -> None:
     assert "wallet 25,000.00" in out and "margin mode cross" in out
     assert "caps: 1,000.00 per order, 5,000.00 per UTC day" in out and "nothing was sent" in out
     assert "p" * 40 not in out
+
+
+def _shared_window(n: int):
+    from bot.cli.drill import load_data
+
+    kl = shared_file("binance_um", "klines_1m", "BTCUSDT-1m-2025-10-10T1848Z_to_2025-10-11T0123Z.csv")
+    fu = shared_file("binance_um", "funding", "BTCUSDT_funding_2020-2026.csv")
+    return load_data([str(kl), str(fu)]).bars.take(slice(0, n))
+
+
+def test_drill_with_the_exchange_feed_keeps_parity() -> None:
+    """--feed exchange: the daemon's bars come through ExchangeFeed (ccxt REST + ccxt.pro
+    streams) from the emulator running free at 300 x, on the emulator's clock. 140 bars
+    (18:48 .. 21:07Z): the 10x entry at 18:49 and the two cuts in the crash at 20:53 and
+    20:54, every one matched bar by bar."""
+    bars = _shared_window(140)
+    strat = find("hold").from_strings({"side": "long", "leverage": "10"})
+    rep = asyncio.run(run_drill(bars, strat, "balanced", RunSettings(), 300.0, None,
+                                feed="exchange"))
+    xf = rep["exchange_feed"]
+    # every bar of the dataset reached the daemon through the exchange feed's streams
+    assert xf["dataset_bars"] == xf["bars"] == xf["stream"] == rep["bars"] == 140
+    assert xf["rest"] == 0 and xf["missing"] == 0 and xf["skipped"] == 0
+    assert rep["decisions"] == {"bars": 140, "live": 140, "mismatched": 0}
+    assert rep["fills"]["live"] == rep["fills"]["backtest"] == rep["fills"]["matched"] == 3
+    assert rep["duplicate_orders"] == 0 and rep["lost_fills"] == 0
+    assert rep["equity_rel_diff"] < 1e-3 and rep["parity"] is True
+    # the dataset has no liquidation sums: the emulator's forceOrder stream is silent, which
+    # the feed reads as 0.0, and the backtest reference is given the same zeros
+    assert xf["zero_filled"] == ["liq_long_notional", "liq_short_notional"]
+    # the emulator ran free: the 140 simulated minutes took at least 140 x 60 / 300 s wall
+    assert rep["feed"] == "exchange" and rep["duration_s"] >= 140 * 60 / 300
+
+
+def test_drill_with_the_exchange_feed_reports_backfilled_bars() -> None:
+    """Websockets dropped every wall second: the bars the streams missed are backfilled by
+    REST, each one still reaches the daemon once, and every difference from the backtest
+    after the first backfill is put down to the feed (a REST kline has no taker flow and no
+    liquidations)."""
+    bars = _shared_window(90)
+    strat = find("hold").from_strings({"side": "long", "leverage": "10"})
+    faults = FaultProfile(ws_disconnect_every_s=1.0, seed=3)
+    rep = asyncio.run(run_drill(bars, strat, "balanced", RunSettings(), 600.0, faults,
+                                feed="exchange"))
+    xf = rep["exchange_feed"]
+    assert rep["faults_injected"]["ws_disconnect"] >= 5
+    assert xf["rest"] >= 3 and len(xf["rest_filled"]) == xf["rest"]
+    assert xf["stream"] + xf["rest"] == xf["bars"] == rep["bars"] == 90 and xf["missing"] == 0
+    assert rep["duplicate_orders"] == 0 and rep["lost_fills"] == 0
+    assert all("feed" in d["cause"] for d in rep["differences"] if d["kind"] != "fill_qty")
+
+
+def test_feed_report_puts_differences_down_to_late_and_backfilled_bars() -> None:
+    from bot.cli.drill import _feed_report
+    from bot.data.dataset import iso
+
+    bars = load_scenario("synthetic:5:long:1").bars.take(slice(0, 10))
+    t = [iso(int(x)) for x in bars.ts]
+    fig = {"late_bars": [t[3]], "rest_filled": [t[6]]}
+    rep = {"differences": [{"ts": t[k], "cause": "c"} for k in (2, 3, 4, 5, 7)]}
+    _feed_report(rep, fig, bars)
+    causes = [d["cause"] for d in rep["differences"]]
+    assert causes[0] == "c"                                   # before any late bar
+    assert causes[1] == f"feed latency: the bar of {t[3]} reached the daemon late; c"
+    assert causes[2] == causes[1]                # decided at the late bar's close: its fill
+    assert causes[3].startswith(f"feed: bars since {t[3]} came late or by REST backfill")
+    assert causes[4] == f"feed latency: the bar of {t[6]} reached the daemon by REST backfill; c"
+    # the synthetic dataset's premium and positioning series are not bar by bar in the feed
+    assert rep["exchange_feed"]["not_per_bar"] == [
+        "premium_close", "open_interest", "open_interest_value", "long_short_ratio"]
+
+
+def test_drill_with_the_exchange_feed_needs_a_running_clock(cli) -> None:
+    r = cli("drill", "calm", "--feed", "exchange", "--speed", "0")
+    assert r.code == 2
+    err = " ".join(r.err.split())
+    assert "--feed exchange needs --speed N > 0" in err
+    r = cli("drill", "calm", "--feed", "exchnage", "--speed", "600")
+    assert r.code == 2 and "--feed: expected one of dataset, exchange" in " ".join(r.err.split())

@@ -22,10 +22,15 @@ class SimClock:
         self.paused = paused
 
     def now_ms(self) -> int:
+        return min(self.unclamped_ms(), self.end_ms)
+
+    def unclamped_ms(self) -> int:
+        """Simulated now without the stop at `end_ms`: the time a client of the venue
+        lives in, which goes on after the data ends (the venue's market does not)."""
         t = self._base_sim
         if not self.paused:
             t += (self._wall() - self._base_wall) * 1000.0 * self.speed
-        return int(min(t, self.end_ms))
+        return int(t)
 
     def _rebase(self, sim_ms: float) -> None:
         self._base_sim = float(min(max(sim_ms, self.start_ms), self.end_ms))

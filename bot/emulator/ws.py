@@ -8,7 +8,11 @@ ORDER_TRADE_UPDATE and ACCOUNT_UPDATE of the key that owns K.
 
 Market messages are synthesised from the replayed bars, at each bar close (simulated
 times): `<s>@kline_<iv>` (the final kline, `x: true`), `<s>@markPrice` / `@markPrice@1s`
-(one update per bar close at the bar's mark close, not one per second), `<s>@aggTrade` (one
+(not one update per second: the four that make the bar's mark kline, stamped E = open,
+open+1, open+2, close-1 with its mark open, high, low, close, then the mark at the close
+itself, E = close, the next bar's mark open, so a client bucketing updates by E rebuilds the
+mark kline and sees the stream pass the close; `r` is the rate that settles at `T`, which a
+replay knows: Binance's estimate of it), `<s>@aggTrade` (one
 synthetic aggregate trade per bar: the bar's volume at its close, `m` true when takers
 sold more than they bought), `<s>@forceOrder` (one message per side per bar with
 liquidation notional: qty = notional / close, price = close; SELL = longs liquidated).
@@ -24,6 +28,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from aiohttp import WSMsgType, web
 
 from bot.data.binance_vision import interval_name
@@ -72,12 +77,17 @@ class StreamHub:
                 "t": t0, "T": close_ms - 1, "s": s, "i": self.iv_name, "f": 0, "L": 0,
                 "o": row[1], "c": row[4], "h": row[2], "l": row[3], "v": row[5], "n": row[8],
                 "x": True, "q": row[7], "V": row[9], "Q": row[10], "B": "0"}}))
-        rate, _ = self.venue.market.last_funding(d, close_ms)
-        mark = {"e": "markPriceUpdate", "E": close_ms, "s": s, "p": _s(d.mark_close[i]),
-                "ap": _s(d.mark_close[i]), "i": _s(d.close[i]), "P": _s(d.mark_close[i]),
-                "r": _s(rate), "T": self.venue.market.next_funding_ms(d, close_ms)}
-        self.outbox.append((f"{low}@markPrice", None, mark))
-        self.outbox.append((f"{low}@markPrice@1s", None, mark))
+        m = self.venue.market
+        for e_ms, p in ((t0, d.mark_open[i]), (t0 + 1, d.mark_high[i]), (t0 + 2, d.mark_low[i]),
+                        (close_ms - 1, d.mark_close[i]), (close_ms, m.mark(d, close_ms))):
+            nxt = m.next_funding_ms(d, e_ms)
+            j = int(np.searchsorted(d.ts, nxt))
+            rate = float(d.funding[j]) if j < len(d.ts) and int(d.ts[j]) == nxt and \
+                math.isfinite(d.funding[j]) else m.last_funding(d, e_ms)[0]
+            mark = {"e": "markPriceUpdate", "E": e_ms, "s": s, "p": _s(p), "ap": _s(p),
+                    "i": _s(d.close[i]), "P": _s(p), "r": _s(rate), "T": nxt}
+            self.outbox.append((f"{low}@markPrice", None, mark))
+            self.outbox.append((f"{low}@markPrice@1s", None, mark))
         b = d.bars
         tb = float(b["taker_buy_volume"][i]) if b.has("taker_buy_volume") else math.nan
         self.outbox.append((f"{low}@aggTrade", None, {

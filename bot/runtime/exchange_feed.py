@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -95,7 +96,10 @@ class ExchangeFeed:
 
     `requests_per_second` is the venue's REST budget in request-weight units; `grace_ms` how
     long after a bar's close the stream may still deliver it before REST is asked; `clock`
-    returns int ms UTC (tests pass a simulated one).
+    returns int ms UTC (tests pass a simulated one). `clock_rate` is the clock's ms per wall
+    ms (1 for the wall clock; N for an exchange replayed at N x, e.g. the emulator):
+    `grace_ms` and `give_up_ms` are network waits in wall ms, so they span `clock_rate` x as
+    many clock ms. `stats` counts the bars emitted from the streams and by REST backfill.
     """
 
     def __init__(self, symbols: Sequence[str], *, exchange: str = "binance",
@@ -104,7 +108,8 @@ class ExchangeFeed:
                  timeout_s: float = 10.0, warmup_bars: int = 1500,
                  clock: Callable[[], int] = wall_clock_ms, grace_ms: int = 3000,
                  give_up_ms: int = 120_000, tick_s: float = 0.5,
-                 reconnect_s: tuple[float, float] = (0.5, 30.0)) -> None:
+                 reconnect_s: tuple[float, float] = (0.5, 30.0), clock_rate: float = 1.0
+                 ) -> None:
         if exchange != "binance":
             raise LiqbotError(f"exchange feed: {exchange!r} is not supported yet (binance only)")
         if not symbols:
@@ -112,7 +117,15 @@ class ExchangeFeed:
         self.symbols = tuple(s.upper() for s in symbols)
         self.interval_ms = parse_interval(interval)
         self.warmup_bars = warmup_bars
-        self.grace_ms, self.give_up_ms, self.tick_s = grace_ms, give_up_ms, tick_s
+        if not clock_rate > 0.0:
+            raise LiqbotError(f"exchange feed: clock_rate must be > 0, got {clock_rate}")
+        # the waits below are in ms of the feed's clock
+        self.grace_ms = int(grace_ms * clock_rate)
+        self.give_up_ms = int(give_up_ms * clock_rate)
+        self.tick_s = tick_s
+        self.stats = {"stream": 0, "rest": 0, "skipped": 0}
+        #: (symbol, bar open) of the latest bars REST filled in whole or in part
+        self.rest_bars: deque[tuple[str, int]] = deque(maxlen=1000)
         self.reconnect_s = reconnect_s
         self._clock = clock
         self.rest = VenueRest(exchange, rest_base_url, requests_per_second, timeout_s)
@@ -143,6 +156,11 @@ class ExchangeFeed:
         if until_ms is None:
             self._history_end[symbol.upper()] = end
         return bars if bars is not None and len(bars) else None
+
+    async def start(self) -> None:
+        """Load the markets and open the streams (`events` does it on first use; a caller
+        that must know the subscriptions are on before time moves calls it first)."""
+        await self._start_streaming()
 
     async def events(self) -> AsyncIterator[BarEvent]:
         """Closed bars from the end of `history` (or the current bar) on, until `close`."""
@@ -304,7 +322,9 @@ class ExchangeFeed:
                 if now < close + self.give_up_ms:
                     return                    # REST does not have it yet: try next tick
                 log.warning("%s: no data for bar %d from stream or REST; skipped", symbol, ts)
+                self.stats["skipped"] += 1
             else:
+                self._count(symbol, ts, ts in rest_rows)
                 self._queue.put_nowait(BarEvent(symbol, bar, self.now_ms()))
             self._next_ts[symbol] = close
             book.prune(close)
@@ -315,9 +335,15 @@ class ExchangeFeed:
                                     self._covered("liq", ts))
                 if bar is None:
                     break
+                self._count(symbol, ts, True)
                 self._queue.put_nowait(BarEvent(symbol, bar, self.now_ms()))
                 self._next_ts[symbol] = ts + step
                 book.prune(ts + step)
+
+    def _count(self, symbol: str, ts: int, rest: bool) -> None:
+        self.stats["rest" if rest else "stream"] += 1
+        if rest:
+            self.rest_bars.append((symbol, ts))
 
     async def _fill(self, symbol: str, start: int, end: int) -> dict[int, dict[str, float]]:
         """REST OHLCV, mark OHLC and funding of bars opening in [start, end), by open time."""
