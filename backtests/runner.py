@@ -6,9 +6,10 @@ equity, returns and drawdowns as fractions, timestamps int64 ms UTC.
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -43,7 +44,8 @@ class RunSettings:
 
 @dataclass
 class Inputs:
-    """Arrays the loop reads, computed once per dataset."""
+    """Arrays the loop reads, computed once per dataset. `signals` may be a
+    `pipeline.LazySignals` (computed when a strategy first reads it)."""
 
     bars: Bars
     market: dict[str, np.ndarray]
@@ -51,23 +53,35 @@ class Inputs:
     signals: Signals
 
 
-def prepare(bars: Bars, brackets: Brackets, settings: RunSettings) -> Inputs:
+#: bar_matrix columns of the loop's market arrays (`market` keys)
+_MARKET = (("open", sm.X_OPEN), ("high", sm.X_HIGH), ("low", sm.X_LOW), ("close", sm.X_CLOSE),
+           ("mark_open", sm.X_MARK_OPEN), ("mark_high", sm.X_MARK_HIGH),
+           ("mark_low", sm.X_MARK_LOW), ("mark_close", sm.X_MARK_CLOSE),
+           ("funding", sm.X_FUNDING))
+
+
+def prepare(bars: Bars, brackets: Brackets, settings: RunSettings,
+            keep_signals: bool = False, risk_rows: bool = True) -> Inputs:
     """Market arrays, fill-model windows and the risk engine's signal matrix, all causal,
     from one run of the signal step kernel the daemon steps bar by bar
-    (`bot.signals.stream`; the same input fallbacks: mark falls back to last-trade prices)."""
-    x = sm.bar_matrix(bars)
-    signals, out = pipeline.compute_stream(bars, brackets, fill_window=settings.fills.window_bars,
-                                           x=x)
+    (`bot.signals.stream`; the same input fallbacks: mark falls back to last-trade prices).
 
-    def col(k: int) -> np.ndarray:
-        return np.ascontiguousarray(x[:, k])
-
-    market = {"ts": bars.ts, "open": col(sm.X_OPEN), "high": col(sm.X_HIGH),
-              "low": col(sm.X_LOW), "close": col(sm.X_CLOSE), "mark_open": col(sm.X_MARK_OPEN),
-              "mark_high": col(sm.X_MARK_HIGH), "mark_low": col(sm.X_MARK_LOW),
-              "mark_close": col(sm.X_MARK_CLOSE), "funding": col(sm.X_FUNDING),
-              "window": np.ascontiguousarray(out[:, sm.O_FILL:sm.O_FILL + sm.N_FILL])}
-    sig = np.ascontiguousarray(out[:, sm.O_SIG:sm.O_SIG + en.N_SIG])
+    Memory: the kernel runs in chunks (`pipeline.compute_chunked`); the market arrays are
+    the Bars' own columns where no fallback applies (`stream.bar_column`); the strategies'
+    `signals` are computed in the same run with `keep_signals`, else on first use (a
+    second run of the kernel, only for a strategy or caller that reads them). With
+    `risk_rows` False (one run per dataset) the signal matrix and fill windows are not
+    kept: `run` steps the kernel chunk by chunk beside the loop (a kernel run per `run`)."""
+    fw = settings.fills.window_bars
+    if keep_signals or risk_rows:
+        signals, sig, window = pipeline.compute_chunked(bars, brackets, fill_window=fw,
+                                                        signals=keep_signals, risk=risk_rows)
+    else:
+        signals, sig, window = None, np.zeros((0, en.N_SIG)), np.zeros((0, sm.N_FILL))
+    if signals is None:
+        signals = cast(Signals, pipeline.LazySignals(bars, brackets, fw))
+    market = {"ts": bars.ts, **{k: sm.bar_column(bars, j) for k, j in _MARKET},
+              "window": window}
     return Inputs(bars, market, sig, signals)
 
 
@@ -109,18 +123,62 @@ def run(inputs: Inputs, strategy: Strategy, policy: RiskPolicy, brackets: Bracke
     m = inputs.market
     b = brackets
     floor, cap, mmr, cum, _ = ac.stack_brackets([b, b])   # slot 0 and the hedge slot
-    for t0 in range(start, n, CHUNK):
-        t1 = min(n, t0 + CHUNK)
+
+    def loop(t0: int, t1: int, window: np.ndarray, sig: np.ndarray) -> None:
         eg.run_chunk(t0, t1, m["ts"], m["open"], m["close"], m["mark_open"], m["mark_high"],
-                     m["mark_low"], m["mark_close"], m["funding"], m["window"], inputs.sig,
-                     targets, pol, fp, floor, cap, mmr, cum, b.cap, b.max_leverage, acct, pos,
-                     st, rec, trd, dcs)
+                     m["mark_low"], m["mark_close"], m["funding"], window, sig, targets, pol,
+                     fp, floor, cap, mmr, cum, b.cap, b.max_leverage, acct, pos, st, rec, trd,
+                     dcs)
         if progress:
             progress(t1 - t0)
+
+    if len(inputs.sig) == n:
+        for t0 in range(start, n, CHUNK):
+            loop(t0, min(n, t0 + CHUNK), m["window"], inputs.sig)
+    else:                                # `prepare(risk_rows=False)`: signals beside the loop
+        sig, window = _Rows(n, en.N_SIG), _Rows(n, sm.N_FILL)
+
+        def sink(t0: int, out: np.ndarray) -> None:
+            t1 = t0 + len(out)
+            sig.a[t0:t1] = out[:, sm.O_SIG:sm.O_SIG + en.N_SIG]
+            window.a[t0:t1] = out[:, sm.O_FILL:sm.O_FILL + sm.N_FILL]
+            if t1 > start:
+                loop(max(t0, start), t1, window.a, sig.a)
+            sig.release(t1)              # bar t reads sig[t] and window[t - 1] only
+            window.release(t1 - 1)
+
+        if n:
+            pipeline.stream_chunks(bars, brackets, sink, pipeline.CHUNK,
+                                   fill_window=settings.fills.window_bars)
     trades = trd[: int(min(st[eg.ST_N_TRADES], len(trd)))]
     decisions = dcs[: int(min(st[eg.ST_N_DEC], len(dcs)))]
     return RunResult(name, rec, trades, decisions,
                      metrics(rec, trades, decisions, st, acct, settings, bars, start), targets)
+
+
+class _Rows:
+    """An (n, k) float64 array `a` in private anonymous memory whose leading rows, once
+    read for the last time, go back to the OS (`release`): the streamed signal rows of one
+    run stay resident about one chunk at a time while the loop still indexes them by bar.
+    Without MAP_PRIVATE / MADV_DONTNEED (not Linux or macOS) a plain array, kept whole."""
+
+    def __init__(self, n: int, k: int) -> None:
+        self._map = None
+        if hasattr(mmap, "MAP_PRIVATE") and hasattr(mmap, "MADV_DONTNEED"):
+            # private: MADV_DONTNEED then frees the pages (a shared mapping would keep them)
+            self._map = mmap.mmap(-1, max(1, n * k * 8), flags=mmap.MAP_PRIVATE)
+            self.a = np.frombuffer(self._map, dtype=np.float64, count=n * k).reshape(n, k)
+        else:
+            self.a = np.zeros((n, k))
+        self._row = k * 8
+        self._done = 0
+
+    def release(self, rows: int) -> None:
+        """Drop the whole pages of rows [0, rows) (never read again; they would read 0)."""
+        end = rows * self._row // mmap.PAGESIZE * mmap.PAGESIZE
+        if self._map is not None and end > self._done:
+            self._map.madvise(mmap.MADV_DONTNEED, self._done, end - self._done)
+            self._done = end
 
 
 def sizing_of(strategy: Strategy) -> str:

@@ -24,6 +24,7 @@ from bot.errors import LiqbotError
 from bot.mechanics import brackets as br
 from bot.mechanics.fees import VenueFees, venue_fees
 from bot.risk.policy import load_policy, off_policy
+from bot.signals.pipeline import LazySignals, heatmap_clusters
 from strategies import find
 
 ROWS = [("total return", "total_return", "{:+.2%}"), ("max drawdown", "max_drawdown", "{:.2%}"),
@@ -175,8 +176,12 @@ def backtest_command(
     with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                   console=err, transient=True) as prog:
         task = prog.add_task("signals", total=len(bars) + per_run * len(names))
-        # one signal run: the same stream the trading loop reads (no second batch copy)
-        inputs = tick_in.inputs if tick_in else prepare(bars, brackets, settings)
+        # one signal run: the same stream the trading loop reads (no second batch copy);
+        # a single run keeps no signal column (the loop steps the signal kernel beside
+        # it); the strategy's signals are computed when it first reads them
+        inputs = tick_in.inputs if tick_in else prepare(
+            bars, brackets, settings, keep_signals=check_lookahead,
+            risk_rows=check_lookahead or len(names) > 1)
         signals = inputs.signals
         prog.advance(task, len(bars))
         if check_lookahead:
@@ -227,7 +232,10 @@ def backtest_command(
         if json_out is not None:
             con.print(f"wrote {json_path}")
     if report is not None:
-        write_report(report, bars, results, signals.heatmap.clusters, meta)
+        unread = isinstance(signals, LazySignals) and "heatmap" not in signals.computed
+        clusters = heatmap_clusters(bars, brackets, settings.fills.window_bars) if unread \
+            else signals.heatmap.clusters              # unread: the one column it needs
+        write_report(report, bars, results, clusters, meta)
         con.print(f"report: {report}")
 
 

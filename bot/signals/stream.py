@@ -17,12 +17,13 @@ a state column; NaN when absent).
 Layout of the output row: O_HEAT + H_* (heatmap per bar), O_POS + ps.C_* (positioning),
 O_DET + dt.D_* (detectors), O_SIG + en.S_* (risk engine inputs), O_FILL + F_* (fill window).
 
-API: `bar_matrix` / `bar_row` build input rows; `config` (parameters, read-only) and
-`new_state` (a `StreamState` of numpy arrays, written by the kernel) set a stream up;
-`step` / `run_all` are the njit kernels; `SignalStream` wraps them for the daemon with
-`snapshot` / `restore` checkpoints. The batch functions of each part (`positioning_kernel`,
-`detector_kernel`, `risk_inputs`, `window_inputs`) are loops over the same per-part step
-kernels, so batch and stream agree bit for bit.
+API: `bar_matrix` / `bar_row` build input rows (`bar_column`: one column of them);
+`config` (parameters, read-only) and `new_state` (a `StreamState` of numpy arrays,
+written by the kernel) set a stream up; `step` / `run_all` are the njit kernels;
+`SignalStream` wraps them for the daemon with `snapshot` / `restore` checkpoints. The
+batch functions of each part (`positioning_kernel`, `detector_kernel`, `risk_inputs`,
+`window_inputs`) are loops over the same per-part step kernels, so batch and stream agree
+bit for bit.
 """
 
 from __future__ import annotations
@@ -85,27 +86,44 @@ _MARKS: tuple[tuple[int, str, int], ...] = (
 _REQUIRED = ("ts", "open", "high", "low", "close", "volume")
 
 
+def bar_column(bars: Bars, j: int) -> np.ndarray:
+    """Column `j` (an X_* index) of `bar_matrix(bars)` as a float64 array, with the same
+    fallbacks. A column present as it is (every value valid) is the Bars' own array, not a
+    copy, so the backtester reads its market prices without duplicating them: read it,
+    never write it."""
+    n = len(bars)
+    if j == X_TS:
+        return bars.ts.astype(np.float64)
+    if j == X_FILLED:
+        return bars["filled"].astype(np.float64) if bars.has("filled") else np.zeros(n)
+    for k, name in _PLAIN:
+        if k == j:
+            return np.asarray(bars[name], dtype=np.float64) if bars.has(name) else \
+                np.full(n, np.nan)
+    if j == X_QUOTE_VOLUME:
+        return np.asarray(bars["quote_volume"], dtype=np.float64) if bars.has("quote_volume") \
+            else bar_column(bars, X_VOLUME) * bar_column(bars, X_CLOSE)
+    if j == X_TAKER_BUY:
+        return np.asarray(bars["taker_buy_volume"], dtype=np.float64) \
+            if bars.has("taker_buy_volume") else 0.5 * bar_column(bars, X_VOLUME)
+    for k, name, trade in _MARKS:
+        if k == j:
+            if not bars.has(name):
+                return bar_column(bars, trade)
+            m = np.asarray(bars[name], dtype=np.float64)
+            ok = np.isfinite(m)
+            return m if ok.all() else np.where(ok, m, bar_column(bars, trade))
+    raise ValueError(f"bar_column: no input column {j} (expected 0..{N_X - 1})")
+
+
 def bar_matrix(bars: Bars) -> np.ndarray:
     """The (n, N_X) input rows of a Bars container, with the project's one set of
-    fallbacks: mark_* per value to the trade price, taker buy (absent column) to half the
-    volume, quote volume (absent column) to volume x close, other absent columns to NaN,
-    `filled` to 1.0 / 0.0."""
-    n = len(bars)
-    xt = np.full((N_X, n), np.nan)          # built column by column, then one transpose
-    xt[X_TS] = bars.ts
-    for j, name in _PLAIN:
-        if bars.has(name):
-            xt[j] = bars[name]
-    vol, close = xt[X_VOLUME], xt[X_CLOSE]
-    xt[X_QUOTE_VOLUME] = bars["quote_volume"] if bars.has("quote_volume") else vol * close
-    xt[X_TAKER_BUY] = bars["taker_buy_volume"] if bars.has("taker_buy_volume") else 0.5 * vol
-    for j, name, trade in _MARKS:
-        if bars.has(name):
-            m = np.asarray(bars[name], dtype=np.float64)
-            xt[j] = np.where(np.isfinite(m), m, xt[trade])
-        else:
-            xt[j] = xt[trade]
-    xt[X_FILLED] = bars["filled"] if bars.has("filled") else 0.0
+    fallbacks (`bar_column`): mark_* per value to the trade price, taker buy (absent
+    column) to half the volume, quote volume (absent column) to volume x close, other
+    absent columns to NaN, `filled` to 1.0 / 0.0."""
+    xt = np.empty((N_X, len(bars)))       # built column by column, then one transpose
+    for j in range(N_X):
+        xt[j] = bar_column(bars, j)
     return np.ascontiguousarray(xt.T)
 
 
