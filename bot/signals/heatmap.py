@@ -133,7 +133,10 @@ def materialize(mass: np.ndarray, meta: np.ndarray) -> None:
 @njit(cache=True)
 def _resync(mass: np.ndarray, meta: np.ndarray) -> None:
     for s in range(2):
-        meta[M_STORED_LONG + s] = mass[s].sum()
+        total = 0.0                      # in bin order, as `mass[s].sum()`
+        for b in range(mass.shape[1]):
+            total += mass[s, b]
+        meta[M_STORED_LONG + s] = total
         if meta[M_SCALE_LONG + s] < 1e-100:          # renormalise before underflow
             sc = meta[M_SCALE_LONG + s]
             for b in range(mass.shape[1]):
@@ -162,21 +165,33 @@ def bin_prices(meta: np.ndarray, nb: int) -> np.ndarray:
 
 @njit(cache=True)
 def _recenter(mass: np.ndarray, meta: np.ndarray, close: float, margin: int) -> None:
+    """Re-centre the grid on `close` when it lies within `margin` bins of an edge: every
+    level moves by the same number of bins, in place (no scratch grid, no array
+    assignment); mass that would fall off an edge is folded into the edge bin, summed in
+    bin order from 0.0."""
     nb = mass.shape[1]
     b = int(np.floor((np.log(close) - meta[M_LO]) / meta[M_WIDTH]))
     if margin <= b < nb - margin:
         return
     k = b - nb // 2                      # shift so the close sits in the middle
-    new = np.zeros_like(mass)
     for s in range(2):
-        for src in range(nb):
-            j = src - k                      # mass falling off an edge folds into it
-            if j < 0:
-                j = 0
-            elif j >= nb:
-                j = nb - 1
-            new[s, j] += mass[s, src]
-    mass[:, :] = new
+        edge = 0.0
+        if k >= 0:                       # levels move down k bins: 0..k fold into bin 0
+            for src in range(min(k, nb - 1) + 1):
+                edge += mass[s, src]
+            for j in range(1, nb - k):   # ascending: each source is read before its write
+                mass[s, j] = 0.0 + mass[s, j + k]
+            for j in range(max(nb - k, 1), nb):
+                mass[s, j] = 0.0
+            mass[s, 0] = edge
+        else:                            # levels move up -k bins: the top -k + 1 fold
+            for src in range(max(nb - 1 + k, 0), nb):
+                edge += mass[s, src]
+            for j in range(nb - 2, -k - 1, -1):     # descending, for the same reason
+                mass[s, j] = 0.0 + mass[s, j + k]
+            for j in range(min(-k, nb - 1)):
+                mass[s, j] = 0.0
+            mass[s, nb - 1] = edge
     meta[M_LO] += k * meta[M_WIDTH]
     if meta[M_HI_LONG] >= 0.0:
         meta[M_HI_LONG] = min(max(meta[M_HI_LONG] - k, 0.0), nb - 1.0)
@@ -208,22 +223,31 @@ def update(mass: np.ndarray, meta: np.ndarray, p: HeatmapParams, levs: np.ndarra
     Returns the (long, short) notional consumed in this bar."""
     nb = mass.shape[1]
     _recenter(mass, meta, close, p.recenter_margin)
-    if meta[M_BARS] % RESYNC_BARS == 0.0:
+    if int(meta[M_BARS]) % RESYNC_BARS == 0:      # (a whole count: no float modulo)
         _resync(mass, meta)
     # 1. consumption by the bar's mark extremes, only over bins that can hold mass:
     #    long levels from the first bin centred at/above the mark low up to the highest
     #    occupied one; short levels from the lowest occupied one up to the mark high
-    start = bin_of(mark_low, meta, nb)
-    if np.exp(meta[M_LO] + (start + 0.5) * meta[M_WIDTH]) < mark_low:
-        start += 1
+    #    (when the outermost occupied level's centre is already beyond the mark extreme
+    #    no level can be consumed: the range is set empty without the bin search, which
+    #    saves a log per side and bar; a NaN mark, or a +inf low, takes the search as before)
     hi = int(meta[M_HI_LONG])
+    if hi < 0 or (np.exp(meta[M_LO] + (hi + 0.5) * meta[M_WIDTH]) < mark_low < np.inf):
+        start = hi + 1
+    else:
+        start = bin_of(mark_low, meta, nb)
+        if np.exp(meta[M_LO] + (start + 0.5) * meta[M_WIDTH]) < mark_low:
+            start += 1
     cons_l = _consume(mass, meta, LONG, start, hi)
     if start <= hi:
         meta[M_HI_LONG] = start - 1
-    end = bin_of(mark_high, meta, nb)
-    if np.exp(meta[M_LO] + (end + 0.5) * meta[M_WIDTH]) > mark_high:
-        end -= 1
     lo = int(meta[M_LO_SHORT])
+    if lo >= nb or np.exp(meta[M_LO] + (lo + 0.5) * meta[M_WIDTH]) > mark_high:
+        end = lo - 1
+    else:
+        end = bin_of(mark_high, meta, nb)
+        if np.exp(meta[M_LO] + (end + 0.5) * meta[M_WIDTH]) > mark_high:
+            end -= 1
     cons_s = _consume(mass, meta, SHORT, lo, end)
     if end >= lo:
         meta[M_LO_SHORT] = end + 1
@@ -287,12 +311,12 @@ def update(mass: np.ndarray, meta: np.ndarray, p: HeatmapParams, levs: np.ndarra
 
 
 @njit(cache=True)
-def _tilted_weight(p: HeatmapParams, levs: np.ndarray, weights: np.ndarray, funding: float,
+def _tilted_weight(p: HeatmapParams, levs: np.ndarray, weights: np.ndarray, stretch: float,
                    k: int) -> float:
-    """Tier k's weight tilted toward high leverage by stretched funding (not normalised;
-    `_add` divides by the sum over the tiers). Scalar, so a bar allocates nothing."""
-    if np.isfinite(funding) and p.tilt_k > 0.0:
-        stretch = min(abs(funding) / 0.0005, 2.0)
+    """Tier k's weight tilted toward high leverage by `stretch` (how stretched funding is,
+    in [0, 2]; negative: no tilt), not normalised (`_add` divides by the sum over the
+    tiers). Scalar, so a bar allocates nothing."""
+    if stretch >= 0.0:
         return weights[k] * (1.0 + p.tilt_k * stretch * np.log(levs[k]) / np.log(100.0))
     return weights[k]
 
@@ -307,9 +331,12 @@ def _add(mass: np.ndarray, meta: np.ndarray, p: HeatmapParams, levs: np.ndarray,
     a level the bar's own range already crossed (long at/above the low, short at/below the
     high) is counted as added and consumed at once, never stored."""
     nb = mass.shape[1]
+    # the funding stretch of the tilt, once per call (-1: funding unknown or tilt off)
+    stretch = min(abs(funding) / 0.0005, 2.0) if np.isfinite(funding) and p.tilt_k > 0.0 \
+        else -1.0
     w_total = 0.0
     for k in range(len(levs)):
-        w_total += _tilted_weight(p, levs, weights, funding, k)
+        w_total += _tilted_weight(p, levs, weights, stretch, k)
     n_e = max(int(p.entry_points), 1)
     spread = n_e > 1 and np.isfinite(mark_high) and np.isfinite(mark_low) and \
         mark_high > mark_low
@@ -319,12 +346,14 @@ def _add(mass: np.ndarray, meta: np.ndarray, p: HeatmapParams, levs: np.ndarray,
             entry = mark_low + (e + 0.5) / n_e * (mark_high - mark_low)
         qty = p.typical_notional / entry
         for k in range(len(levs)):
-            wk = _tilted_weight(p, levs, weights, funding, k) / w_total
+            wk = _tilted_weight(p, levs, weights, stretch, k) / w_total
             wallet = p.typical_notional / levs[k]
             for s in range(2):
                 side = 1.0 if s == LONG else -1.0
                 share = long_share if s == LONG else 1.0 - long_share
-                amount = notional * share * wk / (n_e if spread else 1)
+                amount = notional * share * wk
+                if spread:                   # (x / 1 is x: no division for one entry)
+                    amount /= n_e
                 if amount <= 0.0:
                     continue
                 liq = binance_liquidation_price_bracketed(side, qty, entry, wallet, floor, cap,

@@ -93,13 +93,17 @@ def new_positioning_state(bars_per_hour: int, z_window: int) -> tuple[np.ndarray
 
 
 @njit(cache=True)
-def _ring_change(ring: np.ndarray, t: int, w: int) -> float:
-    """x[t] / x[t - w] - 1 over a ring holding x[t - len + 1 .. t] (NaN when unknown)."""
-    n = len(ring)
+def _ring_change(ring: np.ndarray, t: int, w: int, slot: int) -> float:
+    """x[t] / x[t - w] - 1 over a ring holding x[t - len + 1 .. t] at slot t % len (`slot`,
+    passed in: one integer division per bar for every lag), 0 <= w < len (NaN when
+    unknown)."""
     if t - w < 0:
         return np.nan
-    now = ring[t % n]
-    then = ring[(t - w) % n]
+    past = slot - w
+    if past < 0:
+        past += len(ring)
+    now = ring[slot]
+    then = ring[past]
     if now != now or then != then or then <= 0.0:
         return np.nan
     return now / then - 1.0
@@ -128,13 +132,21 @@ def positioning_step(sc: np.ndarray, rates: np.ndarray, day: np.ndarray, h4r: np
         sc[PS_PREV_SETTLE_TS] = ts
         sc[PS_LAST_SETTLE] = t
         if k >= 3:
-            # the trailing `z_window` rates in chronological order, as `rates[a:n].std()`
+            # the trailing `z_window` rates in chronological order, their mean and std
+            # in numpy's order of operations (`seg.mean()`, `seg.std()`; written out: the
+            # array methods cost seconds of compilation)
             m = max(0, min(k, w.z_window))
+            total = 0.0
             for i in range(m):
                 rates[1, i] = rates[0, (k - m + i) % cap]
-            seg = rates[1, :m]
-            sd = seg.std()
-            sc[PS_Z] = (funding - seg.mean()) / sd if sd > 0.0 else 0.0
+                total += rates[1, i]
+            mean = total / m
+            ssd = 0.0
+            for i in range(m):
+                dev = rates[1, i] - mean
+                ssd += dev * dev
+            sd = (ssd / m) ** 0.5
+            sc[PS_Z] = (funding - mean) / sd if sd > 0.0 else 0.0
     last_rate = sc[PS_LAST_RATE]
     out[:] = np.nan
     out[C_FUNDING] = last_rate
@@ -155,15 +167,15 @@ def positioning_step(sc: np.ndarray, rates: np.ndarray, day: np.ndarray, h4r: np
             sc[PS_PDEN] += sc[PS_PW]
         if sc[PS_PDEN] > 0.0:
             out[C_NEXT_FUNDING] = funding_rate_from_premium(sc[PS_PNUM] / sc[PS_PDEN])
-    nd = day.shape[1]
-    day[0, t % nd] = oi
-    day[1, t % nd] = close
+    now = t % day.shape[1]
+    day[0, now] = oi
+    day[1, now] = close
     h4 = 4 * bars_per_hour
-    out[C_OI_1H] = _ring_change(day[0], t, bars_per_hour)
-    out[C_OI_4H] = _ring_change(day[0], t, h4)
-    oi24 = _ring_change(day[0], t, 24 * bars_per_hour)
+    out[C_OI_1H] = _ring_change(day[0], t, bars_per_hour, now)
+    out[C_OI_4H] = _ring_change(day[0], t, h4, now)
+    oi24 = _ring_change(day[0], t, 24 * bars_per_hour, now)
     out[C_OI_24H] = oi24
-    pc = _ring_change(day[1], t, 24 * bars_per_hour)
+    pc = _ring_change(day[1], t, 24 * bars_per_hour, now)
     if oi24 == oi24 and pc == pc:
         out[C_DIVERGENCE] = oi24 * (1.0 if pc >= 0.0 else -1.0)
     out[C_LS_RATIO] = ls_ratio
