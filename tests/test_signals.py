@@ -63,6 +63,18 @@ def test_recentre_folds_edge_mass_instead_of_losing_it():
     assert mass[0, 0] == pytest.approx(46.0) and mass[1, 0] == 5.0
 
 
+def test_recentre_down_moves_levels_up_and_folds_the_top():
+    """Close in bin 1 of 10 (margin 2): shift k = 1 - 5 = -4, every level moves up 4 bins;
+    old bins 5..9 (6+7+8+9+10 = 40) fold into bin 9, bins 0..3 empty, the total kept."""
+    mass, meta = hm.new_state(100.0, hm.HeatmapParams(n_bins=10, recenter_margin=2))
+    mass[0, :] = np.arange(1.0, 11.0)
+    lo0, w = meta[hm.M_LO], meta[hm.M_WIDTH]
+    hm._recenter(mass, meta, float(np.exp(lo0 + 1.5 * w)), 2)
+    np.testing.assert_array_equal(mass[0], [0.0, 0.0, 0.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 40.0])
+    assert mass[1].sum() == 0.0
+    assert meta[hm.M_LO] == pytest.approx(lo0 - 4 * w)
+
+
 def test_new_positions_land_at_mechanics_liquidation_prices():
     p = hm.HeatmapParams()
     mass, meta = hm.new_state(100_000.0, p)
