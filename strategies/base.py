@@ -335,6 +335,9 @@ class Strategy:
             raise LiqbotError(f"--param {key}: expected {expected}, got {self.params[key]!r}")
 
     def targets(self, bars: Bars, signals: Signals) -> np.ndarray:
+        """Target leverage per bar. In a backtest `signals` is a `pipeline.LazySignals`:
+        its fields (heatmap, positioning, detectors) are computed when first read; pass
+        `signals.get()` where a real `Signals` NamedTuple is needed (a numba function)."""
         raise NotImplementedError
 
     def step_form(self) -> StepForm | None:
