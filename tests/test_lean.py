@@ -127,3 +127,11 @@ def test_day_of_a_timestamp_equals_float_floor_division(ts):
               cum, BTC.cap, BTC.max_leverage, np.zeros(en.N_ACCT_VIEW),
               np.zeros(en.N_DECISION), np.zeros(kn.N_DECIDE))
     assert st[kn.K_DAY] == float(ts // 86_400_000)
+
+
+def test_an_inlined_step_function_is_refused_as_a_lean_root():
+    """The trading step's lean variants are inlined into lean callers and have no Python
+    entry point: `lean` refuses them as roots (a call would crash the process)."""
+    with pytest.raises(ValueError, match="decide: its lean variant is inlined"):
+        lean(kn.decide)
+    assert lean(eg.run_bars) is lean(eg.run_bars)      # a loop is a root: memoised
