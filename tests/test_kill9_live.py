@@ -23,7 +23,7 @@ KEY, SECRET = "kill9TESTkey0123456789ab", "kill9-test-secret-" + "q" * 20
 
 
 def test_kill_minus_9_at_random_points_leaves_no_duplicate_and_no_lost_fill(tmp_path) -> None:
-    r = asyncio.run(run_bench(kills=8, dataset="synthetic:5:long:1", max_delay=1.0, seed=3,
+    r = asyncio.run(run_bench(kills=8, dataset="synthetic:5:long:1", max_delay=0.5, seed=3,
                               targeted=3, workdir=tmp_path))
     assert r["kills"] == 8 and r["targeted_kills"] == 3
     assert r["lives"] >= 12                       # 11 killed lives and the one that finished
