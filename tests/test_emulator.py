@@ -426,3 +426,28 @@ def test_stream_and_rest_faults_are_injected_and_counted() -> None:
         finally:
             await ex.close()
     run(body)
+
+
+def test_open_interest_is_not_made_up_when_the_dataset_has_none() -> None:
+    """A klines-only dataset: /fapi/v1/openInterest carries no openInterest (ccxt reads
+    None, the feed NaN), never a "0" that would read as a market nobody holds; with the
+    column, the bar closing last: 80,009 at 00:10 (bar 9)."""
+    full = toy_dataset().bars
+    bare = Dataset(Bars("BTCUSDT", MIN, {k: full[k] if k != "ts" else full.ts
+                                         for k in ("ts", "open", "high", "low", "close",
+                                                   "volume", "quote_volume")}))
+
+    def body_for(expect: float | None) -> Callable[[Emulator], Awaitable[None]]:
+        async def body(emu: Emulator) -> None:
+            ex = client(emu)
+            try:
+                oi = await ex.fetch_open_interest("BTC/USDT:USDT")
+            finally:
+                await ex.close()
+            assert oi["openInterestAmount"] == expect
+            assert "openInterest" in oi["info"] if expect is not None \
+                else "openInterest" not in oi["info"]
+        return body
+
+    run(body_for(None), ds=bare)
+    run(body_for(80_009.0))

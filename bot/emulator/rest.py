@@ -224,8 +224,11 @@ class Routes:
         now = self._now()
         rows = self.emu.market.state_rows(d, "open_interest", now, self.emu.market.interval_ms,
                                           None, None, 1)
-        oi = rows[-1][1] if rows else 0.0
-        return web.json_response({"symbol": d.symbol, "openInterest": _s(oi), "time": now})
+        if not rows:            # the dataset has no open interest: none is made up (a "0"
+            # would read as a market nobody holds); documented deviation, ccxt gives None
+            return web.json_response({"symbol": d.symbol, "time": now})
+        return web.json_response({"symbol": d.symbol, "openInterest": _s(rows[-1][1]),
+                                  "time": now})
 
     async def _periodic(self, request: web.Request, column: str) -> list[tuple[int, float]]:
         q = dict(request.query)
