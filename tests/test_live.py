@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -409,32 +410,40 @@ def test_a_rest_url_with_user_and_password_is_refused_without_echoing_it(cli, tm
 EKEY, ESECRET = "liveTESTkey0123456789abc", "live-test-secret-" + "w" * 24
 
 
+async def _emulated(faults: object, **settings: Any) -> tuple[Any, Any, LiveBroker, Any]:
+    """The calm scenario's first 50 bars in an emulator started at bar 10 with `faults`,
+    and a LiveBroker (real ccxt.pro) on it: (bars, emulator, broker, exchange). The
+    caller starts the broker and closes both."""
+    import ccxt.pro as ccxt_pro
+
+    from backtests.scenarios import load_scenario
+    from bot.data.dataset import Dataset
+    from bot.emulator.server import Emulator, EmulatorConfig, point_ccxt
+
+    bars = load_scenario("calm").bars.take(slice(0, 50))
+    emu = Emulator([Dataset(bars)], {EKEY: ESECRET},
+                   EmulatorConfig(paused=True, start_ms=int(bars.ts[10]), wallet=10_000.0,
+                                  weight_limit=10**9, faults=faults))  # type: ignore[arg-type]
+    await emu.start()
+    ex = point_ccxt(ccxt_pro.binanceusdm({"apiKey": EKEY, "secret": ESECRET,
+                                          "enableRateLimit": False, "timeout": 10_000}),
+                    emu.rest_url, emu.ws_url)
+    b = LiveBroker(ex, VENUES["binanceusdm"], [bars.symbol], [shipped("binance", bars.symbol)],
+                   bars.interval_ms, LiveSettings(leverage=5, backoff_s=0.05, **settings))
+    return bars, emu, b, ex
+
+
 async def _lost_order_hidden(hide_s: float, wait_s: float) -> dict[str, object]:
     """Real ccxt against the emulator: the first order's answer is lost and the venue's
     order look-up does not show it for `hide_s` (its trade is in the history at once).
     The broker flushes, syncs again after `wait_s`, then once it is visible."""
     import asyncio
 
-    import ccxt.pro as ccxt_pro
-
-    from backtests.scenarios import load_scenario
-    from bot.data.dataset import Dataset
     from bot.emulator.faults import FaultProfile
-    from bot.emulator.server import Emulator, EmulatorConfig, point_ccxt
 
-    bars = load_scenario("calm").bars.take(slice(0, 50))
-    sym = bars.symbol
     faults = FaultProfile(timeout_after_accept=1, hang_s=0.2, hide_lost_order_s=hide_s)
-    emu = Emulator([Dataset(bars)], {EKEY: ESECRET},
-                   EmulatorConfig(paused=True, start_ms=int(bars.ts[10]), wallet=10_000.0,
-                                  weight_limit=10**9, faults=faults))
-    await emu.start()
-    ex = point_ccxt(ccxt_pro.binanceusdm({"apiKey": EKEY, "secret": ESECRET,
-                                          "enableRateLimit": False, "timeout": 10_000}),
-                    emu.rest_url, emu.ws_url)
-    b = LiveBroker(ex, VENUES["binanceusdm"], [sym], [shipped("binance", sym)],
-                   bars.interval_ms, LiveSettings(leverage=5, attempts=3, backoff_s=0.05,
-                                                  recv_window_ms=1_000, use_ws=False))
+    bars, emu, b, _ = await _emulated(faults, attempts=3, recv_window_ms=1_000, use_ws=False)
+    sym = bars.symbol
     now = int(bars.ts[10])
 
     def placed() -> int:
@@ -496,25 +505,10 @@ async def _partial_run(faults: object, qty: float, use_ws: bool) -> dict[str, ob
     flushes twice more (a resend would show there). Returns the venue's and our figures."""
     import asyncio
 
-    import ccxt.pro as ccxt_pro
-
-    from backtests.scenarios import load_scenario
-    from bot.data.dataset import Dataset
-    from bot.emulator.server import Emulator, EmulatorConfig, point_ccxt
     from bot.mechanics import account as ac
 
-    bars = load_scenario("calm").bars.take(slice(0, 50))
+    bars, emu, b, ex = await _emulated(faults, attempts=4, use_ws=use_ws)
     sym = bars.symbol
-    emu = Emulator([Dataset(bars)], {EKEY: ESECRET},
-                   EmulatorConfig(paused=True, start_ms=int(bars.ts[10]), wallet=10_000.0,
-                                  weight_limit=10**9, faults=faults))  # type: ignore[arg-type]
-    await emu.start()
-    ex = point_ccxt(ccxt_pro.binanceusdm({"apiKey": EKEY, "secret": ESECRET,
-                                          "enableRateLimit": False, "timeout": 10_000}),
-                    emu.rest_url, emu.ws_url)
-    b = LiveBroker(ex, VENUES["binanceusdm"], [sym], [shipped("binance", sym)],
-                   bars.interval_ms, LiveSettings(leverage=5, attempts=4, backoff_s=0.05,
-                                                  use_ws=use_ws))
     now = int(bars.ts[10])
     loop = asyncio.get_running_loop()
     stream: list[dict[str, object]] = []
