@@ -10,8 +10,8 @@ import pyarrow as pa
 import pytest
 
 from backtests import runner as rn
+from bot.data.arrow import column_to_numpy
 from bot.data.bars import MINUTE_MS, Bars
-from bot.data.dataset import _to_numpy
 from bot.data.synthetic import SynthSpec, generate
 from bot.mechanics.brackets import shipped
 from bot.risk import engine as en
@@ -150,7 +150,8 @@ def test_compute_uses_the_chunked_kernel_with_the_same_result(bars):
     pa.chunked_array([pa.array([1, 2], type=pa.int32())]),
     pa.chunked_array([pa.array([1.0, None, 3.0])]),
     pa.chunked_array([pa.array([True, False, True])]),
+    pa.chunked_array([pa.array([True, False, True, True, False, True, True, False, True]).slice(3)]),
     pa.chunked_array([], type=pa.float64()),
 ])
 def test_parquet_column_to_numpy_matches_pyarrow(col):
-    _same(_to_numpy(col), col.to_numpy())
+    _same(column_to_numpy(col), col.to_numpy())

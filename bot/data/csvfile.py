@@ -25,6 +25,7 @@ from typing import IO, Any, NoReturn
 
 import numpy as np
 
+from bot.data.arrow import array_to_numpy
 from bot.errors import DataError
 
 #: Column types: "i8" int64, "f8" float64, "bool", "str", "datetime" ("YYYY-MM-DD HH:MM:SS" UTC).
@@ -399,12 +400,12 @@ class CsvStream:
         for name, typ in self.spec.columns:
             col = batch.column(name)
             if col.null_count:
-                nulls = _numpy_of(col.is_null(), "bool")
+                nulls = array_to_numpy(col.is_null())
                 raise DataError(self.label, "empty or NaN value",
                                 row=line + int(np.flatnonzero(nulls)[0]), column=name)
             if name not in self.keep:
                 continue
-            arr = _numpy_of(col, typ)
+            arr = array_to_numpy(col)
             if typ == "datetime":
                 try:
                     arr = np.asarray(arr, dtype="datetime64[ms]").astype(np.int64)
@@ -419,21 +420,6 @@ class CsvStream:
         if line > self.first_line:     # the block's start was a guess: try the whole file
             _diagnose(self.path, self.label, self.spec, self.first_line, self.first_line)
         raise DataError(self.label, "unreadable CSV (could not locate the bad row)") from None
-
-
-def _numpy_of(col: Any, typ: str) -> np.ndarray:
-    """An Arrow array without nulls as numpy. Numbers and bools straight from the Arrow
-    buffers: pyarrow's to_numpy imports pandas (+50 MB) on first use."""
-    n, off = len(col), col.offset
-    if n == 0 and typ in ("i8", "f8", "bool"):
-        return np.empty(0, {"i8": np.int64, "f8": np.float64, "bool": np.bool_}[typ])
-    if typ in ("i8", "f8"):
-        dtype = np.dtype(np.int64 if typ == "i8" else np.float64)
-        return np.frombuffer(col.buffers()[1], dtype=dtype, count=n, offset=off * dtype.itemsize)
-    if typ == "bool":
-        bits = np.frombuffer(col.buffers()[1], dtype=np.uint8)
-        return np.unpackbits(bits, count=off + n, bitorder="little")[off:].view(np.bool_)
-    return col.to_numpy(zero_copy_only=False)
 
 
 def read_csv(path: Path, spec: CsvSpec) -> CsvTable:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from bot.data.arrow import column_to_numpy
 from bot.data.bars import Bars
 from bot.data.binance_vision import interval_name
 from bot.data.validate import check_bars, find_gaps
@@ -124,33 +125,12 @@ def _read_table(path: Path, sha256: str | None = None) -> dict[str, np.ndarray]:
         # one column at a time through ParquetFile: `pq.read_table` holds the whole decoded
         # table beside its numpy copies and imports pyarrow.dataset (and with it pandas)
         with pq.ParquetFile(path) as pf:
-            cols = {name: _to_numpy(pf.read(columns=[name], use_threads=False).column(0))
+            cols = {name: column_to_numpy(pf.read(columns=[name], use_threads=False).column(0))
                     for name in pf.schema_arrow.names}
     except (OSError, pa.ArrowException) as exc:
         raise DataError(str(path), f"unreadable Parquet file ({exc})") from None
     pa.default_memory_pool().release_unused()    # the decoder's buffers, back to the OS
     return cols
-
-
-#: Arrow type names copied straight from their data buffers (`_to_numpy`)
-_NUMPY_OF = {name: np.dtype(name) for name in (
-    "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")}
-_NUMPY_OF.update({"float": np.dtype(np.float32), "double": np.dtype(np.float64)})
-
-
-def _to_numpy(col: Any) -> np.ndarray:
-    """`col.to_numpy()` of a pyarrow ChunkedArray (read-only): for an int or float column
-    without nulls, a numpy copy of its chunks' data buffers, so the Arrow buffers are freed
-    at once, and without pyarrow's pandas conversion path, which imports pandas (~50 MB
-    resident) when it is installed; every other column (booleans, nulls, other types)
-    takes `to_numpy`."""
-    dtype = _NUMPY_OF.get(str(col.type))
-    if dtype is None or col.null_count or not col.num_chunks:
-        return col.to_numpy()
-    out = np.concatenate([np.frombuffer(c.buffers()[1], dtype=dtype, count=len(c),
-                                        offset=c.offset * dtype.itemsize) for c in col.chunks])
-    out.flags.writeable = False
-    return out
 
 
 def _manifest_problem(manifest: Any) -> str | None:
