@@ -345,25 +345,18 @@ class Venue:
                         rest -= x
                     pieces[-1] = rest
         w = window or (0.0, 0.0, 0.0)
-        if maker:
-            px = ref
-        elif len(pieces) > 1 or expire:      # the price of the executed quantity, one model
-            executed = round(sum(pieces), 12)
-            px, _, _ = kn.fill_order(a.acct.copy(), a.pos.copy(), slot, o.sign * executed,
-                                     ref, w[0], w[1], w[2], self.fp)
+        executed = pieces[0] if len(pieces) == 1 else round(sum(pieces), 12)
+        # one price for the executed quantity (the fill model), every piece at it
+        px = ref if maker else kn.fill_price(o.sign * executed, ref, w[0], w[1], w[2], self.fp)
+        rate = self.fees.maker if maker else float(self.fp[kn.F_TAKER])
         t = self.now
+        done = 0.0
         for n, piece in enumerate(pieces):
             fees0, real0 = float(a.acct[ac.A_FEES]), float(a.acct[ac.A_REALIZED])
-            if maker:
-                ac.apply_fill(a.acct, a.pos, slot, o.sign * piece, px, self.fees.maker)
-            elif len(pieces) > 1 or expire:
-                ac.apply_fill(a.acct, a.pos, slot, o.sign * piece, px, self.fp[kn.F_TAKER])
-            else:
-                px, _, _ = kn.fill_order(a.acct, a.pos, slot, o.sign * piece, ref, w[0], w[1],
-                                         w[2], self.fp)
+            ac.apply_fill(a.acct, a.pos, slot, o.sign * piece, px, rate)
             last = n == len(pieces) - 1
-            o.executed = qty if last and not expire else \
-                piece if n == 0 else round(o.executed + piece, 12)
+            done = qty if last and not expire else round(done + piece, 12)
+            o.executed = done
             o.avg_price, o.cum_quote = float(px), o.executed * float(px)
             o.status = "FILLED" if last and not expire else "PARTIALLY_FILLED"
             o.update_time = t

@@ -87,6 +87,16 @@ def new_state(wallet: float) -> np.ndarray:
 
 
 @njit(cache=True)
+def fill_price(dq: float, open_px: float, vol_w: float, sig_w: float, liq_w: float,
+               fp: np.ndarray) -> float:
+    """The price a market order of `dq` base (signed, non-zero) fills at from `open_px`:
+    the fill model's slippage over the window known when it was decided."""
+    s = market_slippage(abs(dq) * open_px, vol_w, sig_w, liq_w, fp[F_COEF], fp[F_HALF_SPREAD],
+                        fp[F_LIQ_MULT], fp[F_MAX_IMPACT])
+    return market_fill_price(1.0 if dq > 0.0 else -1.0, open_px, s)
+
+
+@njit(cache=True)
 def fill_order(acct: np.ndarray, pos: np.ndarray, slot: int, dq: float, open_px: float,
                vol_w: float, sig_w: float, liq_w: float, fp: np.ndarray) -> tuple[float, float,
                                                                                   float]:
@@ -94,10 +104,7 @@ def fill_order(acct: np.ndarray, pos: np.ndarray, slot: int, dq: float, open_px:
     when nothing fills. The window figures are those known when the order was decided."""
     if dq == 0.0 or open_px <= 0.0:
         return 0.0, 0.0, 0.0
-    side = 1.0 if dq > 0.0 else -1.0
-    s = market_slippage(abs(dq) * open_px, vol_w, sig_w, liq_w, fp[F_COEF], fp[F_HALF_SPREAD],
-                        fp[F_LIQ_MULT], fp[F_MAX_IMPACT])
-    px = market_fill_price(side, open_px, s)
+    px = fill_price(dq, open_px, vol_w, sig_w, liq_w, fp)
     fees_before = acct[ac.A_FEES]
     ac.apply_fill(acct, pos, slot, dq, px, fp[F_TAKER])
     return px, acct[ac.A_FEES] - fees_before, abs(dq) * abs(px - open_px)
