@@ -105,7 +105,7 @@ class EmulatorFeed:
         self.symbols: tuple[str, ...] = feed.symbols
         self.interval_ms: int = feed.interval_ms
         self.last_ts = int(bars.ts[-1])
-        # the emulator answers 0 for open interest it has no data for: not polled then
+        # positioning is not polled when the dataset has none (nothing to deliver)
         self.positioning = bars.has("open_interest") or bars.has("long_short_ratio")
         #: (bar open, ms after its close on the emulator's clock when it reached the daemon)
         self.arrivals: list[tuple[int, int]] = []
