@@ -81,7 +81,9 @@ def new_state(wallet: float) -> np.ndarray:
     st[K_PEAK] = wallet
     st[K_PREV_TARGET] = np.nan
     st[K_PREV_REASONS] = 0.0
-    st[K_RISK:N_K] = en.new_risk_state()
+    # the same source run by Python (plain numpy: np.zeros and one store), so that starting
+    # a run compiles nothing; the risk engine's njit callers still use the compiled one
+    st[K_RISK:N_K] = en.new_risk_state.py_func()
     st[K_RISK + en.RK_PEAK] = wallet
     return st
 
@@ -198,7 +200,10 @@ def decide(acct: np.ndarray, pos: np.ndarray, main: int, hedge: int, st: np.ndar
     hedge_n = pos[hedge, ac.P_QTY] * mark
     view[en.A_EQUITY] = eq
     view[en.A_NOTIONAL] = main_n
-    view[en.A_LIQ_PRICE] = ac.liquidation_price(acct, pos, main, marks, floor, cap, mmr, cum)
+    # int(main): a loop passing a constant slot would otherwise compile a second
+    # (Literal-typed) liquidation_price beside the int64 one `liquidate` uses
+    view[en.A_LIQ_PRICE] = ac.liquidation_price(acct, pos, int(main), marks, floor, cap, mmr,
+                                                cum)
     view[en.A_DAY_START_EQUITY] = st[K_DAY_START]
     view[en.A_PEAK_EQUITY] = st[K_PEAK]
     view[en.A_HEDGE_NOTIONAL] = hedge_n
