@@ -27,9 +27,13 @@ ST_PEND_HEDGE = kn.N_K + 1
 ST_N_TRADES = kn.N_K + 2
 ST_N_DEC = kn.N_K + 3
 N_STATE = kn.N_K + 4
-# per-bar records (rec[t, ...])
-(R_EQUITY, R_WALLET, R_QTY, R_HEDGE_QTY, R_LEVERAGE, R_TARGET_LEV, R_ALLOWED_LEV, R_STATE,
- R_REASONS, R_LIQ_PRICE, R_FEES, R_FUNDING, R_CLIPPED) = range(13)
+# per-bar records (rec[t, ...]): first the N_REC_CORE columns the metrics, the decision rows
+# and the report read; a record array of only those columns (rec.shape[1] == N_REC_CORE)
+# gets only those written (the `liqbot backtest` command keeps 4 of 13 columns: 17 MB, not
+# 55 MB, for a year of 1m bars)
+(R_EQUITY, R_QTY, R_LEVERAGE, R_CLIPPED, R_WALLET, R_HEDGE_QTY, R_TARGET_LEV, R_ALLOWED_LEV,
+ R_STATE, R_REASONS, R_LIQ_PRICE, R_FEES, R_FUNDING) = range(13)
+N_REC_CORE = 4
 N_REC = 13
 # trades (trd[k, ...]): bar, slot, qty, price, fee, slippage cost, liquidation flag
 N_TRD = 7
@@ -120,18 +124,19 @@ def run_bars(t0: int, t1: int, ts: np.ndarray, opn: np.ndarray, close: np.ndarra
         st[ST_PEND_HEDGE] = out[kn.O_ORDER_HEDGE]
         eq = out[kn.O_EQUITY]
         rec[t, R_EQUITY] = eq
-        rec[t, R_WALLET] = acct[ac.A_WALLET]
         rec[t, R_QTY] = pos[0, ac.P_QTY]
-        rec[t, R_HEDGE_QTY] = pos[1, ac.P_QTY]
         rec[t, R_LEVERAGE] = ac.leverage(pos[0, ac.P_QTY], mark_close[t], eq)
-        rec[t, R_TARGET_LEV] = targets[t]
-        rec[t, R_ALLOWED_LEV] = out[kn.O_ALLOWED] / eq if eq > 0.0 else 0.0
-        rec[t, R_STATE] = dec[en.D_STATE]
-        rec[t, R_REASONS] = dec[en.D_REASONS]
-        rec[t, R_LIQ_PRICE] = out[kn.O_LIQ_PRICE]
-        rec[t, R_FEES] = acct[ac.A_FEES]
-        rec[t, R_FUNDING] = acct[ac.A_FUNDING]
         rec[t, R_CLIPPED] = out[kn.O_CLIPPED]
+        if rec.shape[1] == N_REC:            # every column (else only the N_REC_CORE first)
+            rec[t, R_WALLET] = acct[ac.A_WALLET]
+            rec[t, R_HEDGE_QTY] = pos[1, ac.P_QTY]
+            rec[t, R_TARGET_LEV] = targets[t]
+            rec[t, R_ALLOWED_LEV] = out[kn.O_ALLOWED] / eq if eq > 0.0 else 0.0
+            rec[t, R_STATE] = dec[en.D_STATE]
+            rec[t, R_REASONS] = dec[en.D_REASONS]
+            rec[t, R_LIQ_PRICE] = out[kn.O_LIQ_PRICE]
+            rec[t, R_FEES] = acct[ac.A_FEES]
+            rec[t, R_FUNDING] = acct[ac.A_FUNDING]
         if out[kn.O_CHANGED] > 0.0:
             k = int(st[ST_N_DEC])
             if k < dcs.shape[0]:

@@ -16,7 +16,7 @@ import numpy as np
 from backtests import engine as eg
 from backtests.metrics import MINUTES_PER_YEAR, max_drawdown, ratios
 from bot.config import FillsConfig
-from bot.data.bars import Bars
+from bot.data.bars import REQUIRED_COLUMNS, Bars
 from bot.data.dataset import iso
 from bot.execution import kernel as kn
 from bot.mechanics import account as ac
@@ -85,10 +85,57 @@ def prepare(bars: Bars, brackets: Brackets, settings: RunSettings,
     return Inputs(bars, market, sig, signals)
 
 
+class _Noting(dict[str, np.ndarray]):
+    """A Bars column dict that notes every name looked up or tested."""
+
+    def __init__(self, cols: dict[str, np.ndarray]) -> None:
+        super().__init__(cols)
+        self.read: set[str] = set()
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        self.read.add(name)
+        return super().__getitem__(name)
+
+    def __contains__(self, name: object) -> bool:
+        if isinstance(name, str):
+            self.read.add(name)
+        return super().__contains__(name)
+
+
+def columns_read(bars: Bars, read: Callable[[Bars], object]) -> set[str]:
+    """The names of the Bars columns `read(bars')` looks up (or tests for) on `bars'`, a
+    copy of `bars` whose column dict notes them."""
+    probe = Bars(bars.symbol, bars.interval_ms, bars.columns)
+    noting = _Noting(dict(probe.columns))
+    object.__setattr__(probe, "columns", noting)
+    read(probe)
+    return noting.read
+
+
+def trim_columns(bars: Bars, strategy: Strategy) -> Bars:
+    """`bars` with only the columns a bar backtest of `strategy` reads, when it is one of
+    the built-in strategies (`strategies.BUILTIN`, which read signal inputs only; tested):
+    the signal inputs (`stream.bar_matrix`, found by building one bar's row) and the
+    required OHLCV. Any other strategy keeps every column. Everything downstream (the
+    market arrays, the report, the decision rows, the lookahead check) reads signal inputs
+    only. Memory: what a run never reads (a Binance dataset's trades count, taker buy quote
+    volume, open interest value: 4 MB a column for a year of 1m bars) is freed once
+    nothing else holds the full Bars."""
+    from strategies import BUILTIN
+
+    if type(strategy) not in BUILTIN.values() or not len(bars):
+        return bars
+    keep = columns_read(bars.take(slice(0, 1)), sm.bar_matrix) | set(REQUIRED_COLUMNS)
+    if keep >= set(bars.columns):
+        return bars
+    return Bars(bars.symbol, bars.interval_ms,
+                {k: v for k, v in bars.columns.items() if k in keep})
+
+
 @dataclass
 class RunResult:
     name: str
-    records: np.ndarray          # (n, eg.N_REC)
+    records: np.ndarray          # (n, eg.N_REC), or (n, eg.N_REC_CORE): `run`'s record_columns
     trades: np.ndarray           # (k, eg.N_TRD)
     decisions: np.ndarray        # (m, eg.N_DCS)
     metrics: dict[str, float]
@@ -97,15 +144,23 @@ class RunResult:
 
 def run(inputs: Inputs, strategy: Strategy, policy: RiskPolicy, brackets: Brackets,
         settings: RunSettings, name: str,
-        progress: Callable[[int], None] | None = None, start: int = 0) -> RunResult:
+        progress: Callable[[int], None] | None = None, start: int = 0,
+        record_columns: int = eg.N_REC) -> RunResult:
     """One backtest run over every bar of `inputs`. With `start` > 0 the account opens at
     bar `start` (fresh wallet, no position, fresh risk memory): the bars before it only warm
     the signals and the strategy; their records are flat at the wallet and the metrics
-    that count bars (interventions, time in market) read bars from `start` on."""
+    that count bars (interventions, time in market) read bars from `start` on.
+
+    `record_columns`: eg.N_REC keeps every per-bar record column; eg.N_REC_CORE only the
+    first ones (equity, position, leverage, clipped: what `metrics`, `decision_rows` and
+    the report read), 4 float64 a bar instead of 13."""
     bars = inputs.bars
     n = len(bars)
     if not 0 <= start < max(n, 1):
         raise ValueError(f"start {start} outside the {n} bars")
+    if record_columns not in (eg.N_REC_CORE, eg.N_REC):
+        raise ValueError(f"record_columns: expected {eg.N_REC_CORE} or {eg.N_REC}, got "
+                         f"{record_columns}")
     targets = np.ascontiguousarray(strategy.targets(bars, inputs.signals), dtype=np.float64)
     if targets.shape != (n,) or not np.isfinite(targets).all():
         raise ValueError(f"strategy {strategy.name} returned targets of shape {targets.shape} "
@@ -113,9 +168,10 @@ def run(inputs: Inputs, strategy: Strategy, policy: RiskPolicy, brackets: Bracke
     acct, pos = ac.new_account(settings.wallet, 2, leverage=125.0)
     st = np.zeros(eg.N_STATE)
     st[: kn.N_K] = kn.new_state(settings.wallet)
-    rec = np.zeros((n, eg.N_REC))
+    rec = np.zeros((n, record_columns))
     rec[:start, eg.R_EQUITY] = settings.wallet
-    rec[:start, eg.R_WALLET] = settings.wallet
+    if record_columns == eg.N_REC:
+        rec[:start, eg.R_WALLET] = settings.wallet
     trd = np.zeros((2 * n + 16, eg.N_TRD))
     dcs = np.zeros((n + 16, eg.N_DCS))
     fp = fill_params(settings, sizing_of(strategy))
@@ -206,16 +262,19 @@ def metrics(rec: np.ndarray, trades: np.ndarray, decisions: np.ndarray, st: np.n
             acct: np.ndarray, settings: RunSettings, bars: Bars,
             start: int = 0) -> dict[str, Any]:
     live = rec[start:]
-    eq = np.r_[settings.wallet, live[:, eg.R_EQUITY]]      # the account's bars only
+    # the equity curve: the wallet, then the account's bars (read in place, not copied)
+    w0 = settings.wallet
+    eq = live[:, eg.R_EQUITY]
+    last = eq[-1] if len(eq) else np.float64(w0)
     bars_per_year = MINUTES_PER_YEAR * 60_000 / bars.interval_ms
-    sharpe, sortino = ratios(eq, bars_per_year)
+    sharpe, sortino = ratios(eq, bars_per_year, first=w0)
     liq = trades[:, 6] == 1.0 if len(trades) else np.zeros(0, dtype=bool)
     first_liq = trades[liq][0] if liq.any() else None
     return {
         "initial_equity": settings.wallet,
-        "final_equity": float(eq[-1]),
-        "total_return": float(eq[-1] / settings.wallet - 1.0),
-        "max_drawdown": max_drawdown(eq),
+        "final_equity": float(last),
+        "total_return": float(last / w0 - 1.0),
+        "max_drawdown": max_drawdown(eq, first=w0),
         "sharpe": sharpe,
         "sortino": sortino,
         "liquidations": int(liq.sum()),

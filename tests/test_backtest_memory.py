@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from backtests import engine as eg
 from backtests import runner as rn
 from bot.data.arrow import column_to_numpy
 from bot.data.bars import MINUTE_MS, Bars
@@ -155,3 +156,197 @@ def test_compute_uses_the_chunked_kernel_with_the_same_result(bars):
 ])
 def test_parquet_column_to_numpy_matches_pyarrow(col):
     _same(column_to_numpy(col), col.to_numpy())
+
+
+# --- compact records, trimmed columns, shared columns, chunked metrics, lean process ---
+
+
+def _old_max_drawdown(equity: np.ndarray) -> float:
+    """The whole-array drawdown the chunked one replaced (reference)."""
+    if len(equity) == 0:
+        return 0.0
+    dd = np.maximum(equity, 0.0)
+    peak = np.maximum.accumulate(dd)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        np.divide(dd, peak, out=dd)
+    np.subtract(1.0, dd, out=dd)
+    dd[~(peak > 0)] = 0.0
+    return float(dd.max())
+
+
+def _old_ratios(equity: np.ndarray, bars_per_year: float) -> tuple[float, float]:
+    """The whole-array Sharpe / Sortino the chunked, in-place one replaced (reference)."""
+    e = np.maximum(equity, 1e-12)
+    r = np.diff(e)
+    r /= e[:-1]
+    if len(r) < 2 or r.std() == 0:
+        return 0.0, 0.0
+    sharpe = r.mean() / r.std() * np.sqrt(bars_per_year)
+    down = r[r < 0]
+    dstd = np.sqrt((down ** 2).sum() / len(r)) if len(down) else 0.0
+    sortino = r.mean() / dstd * np.sqrt(bars_per_year) if dstd > 0 else 0.0
+    return float(sharpe), float(sortino)
+
+
+def _curves() -> list[np.ndarray]:
+    rng = np.random.default_rng(5)
+    out = []
+    for n in (0, 1, 2, 3, 17, 1000, 4099):
+        out.append(1e5 * np.cumprod(1 + rng.normal(0, 2e-3, n)))
+        out.append(rng.normal(0, 1, n))                       # negative and zero peaks
+    return out + [np.full(50, 7.0), np.zeros(40), np.r_[np.zeros(30), 1.0, 0.5, 2.0],
+                  np.r_[1.0, np.nan, 2.0, 1.5], np.r_[1.0, np.inf, 2.0], np.r_[-1.0, -2, 3, 1]]
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 65_536])
+def test_chunked_metrics_equal_the_whole_array_ones_bit_for_bit(monkeypatch, chunk):
+    from backtests import metrics as mt
+
+    monkeypatch.setattr(mt, "CHUNK", chunk)
+    for c in _curves():
+        rec = np.zeros((len(c), eg.N_REC_CORE))
+        rec[:, eg.R_EQUITY] = c
+        col = rec[:, eg.R_EQUITY]                           # strided, as runner.metrics
+        for first in (None, 100.0, 0.0):
+            curve = c if first is None else np.r_[first, c]
+            with np.errstate(all="ignore"):
+                want = (_old_max_drawdown(curve.copy()), *_old_ratios(curve, 525_600.0))
+                got = (mt.max_drawdown(col, first=first), *mt.ratios(col, 525_600.0, first))
+                plain = (mt.max_drawdown(curve), *mt.ratios(curve, 525_600.0))
+            assert np.array(got).tobytes() == np.array(want).tobytes(), (len(c), first)
+            assert np.array(plain).tobytes() == np.array(want).tobytes(), (len(c), first)
+
+
+def test_compact_records_give_the_same_run(bars):
+    s = rn.RunSettings()
+    inputs = rn.prepare(bars, BTC, s)
+    pol = load_policy("balanced")
+    full = rn.run(inputs, find("cascade_fade")(), pol, BTC, s, "f", start=300)
+    lean = rn.run(inputs, find("cascade_fade")(), pol, BTC, s, "l", start=300,
+                  record_columns=eg.N_REC_CORE)
+    assert full.records.shape == (len(bars), eg.N_REC)
+    assert lean.records.shape == (len(bars), eg.N_REC_CORE)
+    assert lean.records.nbytes * eg.N_REC == full.records.nbytes * eg.N_REC_CORE
+    _same(lean.records, full.records[:, :eg.N_REC_CORE])
+    for a, b in ((full.trades, lean.trades), (full.decisions, lean.decisions),
+                 (full.targets, lean.targets)):
+        _same(a, b)
+    assert len(full.trades) > 0 and full.metrics == lean.metrics
+    assert rn.decision_rows(full, bars) == rn.decision_rows(lean, bars)
+    with pytest.raises(ValueError, match="record_columns"):
+        rn.run(inputs, find("hold")(), pol, BTC, s, "x", record_columns=5)
+
+
+def test_trim_columns_keeps_what_the_builtin_strategies_and_the_signals_read(bars):
+    from strategies import BUILTIN, Strategy
+
+    wide = bars.with_columns(trades=np.arange(len(bars)), open_interest_value=bars.close * 2,
+                             taker_buy_quote_volume=bars.close / 2)
+    s = rn.RunSettings()
+    for name, cls in BUILTIN.items():
+        trimmed = rn.trim_columns(wide, cls())
+        assert not {"trades", "open_interest_value", "taker_buy_quote_volume"} & \
+            set(trimmed.columns), name
+        for k, v in trimmed.columns.items():
+            assert v is wide[k]                              # no copies
+        signals = pipeline.LazySignals(bars, BTC, s.fills.window_bars)
+        read = rn.columns_read(wide, lambda b: cls().targets(b, signals)) & set(wide.names)  # noqa: B023
+        assert read <= set(trimmed.columns), (name, read - set(trimmed.columns))
+    inputs = rn.columns_read(wide, sm.bar_matrix) & set(wide.names)
+    assert inputs == set(rn.trim_columns(wide, find("hold")()).columns)
+
+    class Custom(Strategy):              # not a built-in: may read anything, keeps it all
+        name = "custom"
+
+        def targets(self, bars, signals):
+            return np.zeros(len(bars))
+
+    assert rn.trim_columns(wide, Custom()) is wide
+    narrow = rn.trim_columns(wide, find("trend")())
+    assert rn.trim_columns(narrow, find("trend")()) is narrow   # nothing to drop: as it is
+    pol = load_policy("balanced")
+    one = rn.run(rn.prepare(wide, BTC, s), find("trend")(), pol, BTC, s, "w")
+    two = rn.run(rn.prepare(rn.trim_columns(wide, find("trend")()), BTC, s), find("trend")(),
+                 pol, BTC, s, "t")
+    _same(one.records, two.records)
+    assert one.metrics == two.metrics
+
+
+def test_dataset_load_keeps_bit_identical_columns_once(bars, tmp_path):
+    from bot.data import dataset as ds_io
+
+    assert np.array_equal(bars["mark_close"], bars["close"])          # synthetic: mark = trade
+    ds_io.save(ds_io.Dataset(bars), tmp_path / "d")
+    back = ds_io.load(tmp_path / "d").bars
+    assert back["mark_close"] is back["close"] and back["mark_open"] is back["open"]
+    assert back["high"] is not back["mark_high"]                      # differs somewhere
+    for k in bars.names:
+        _same(back[k], bars[k])
+        assert not back[k].flags.writeable
+    z, nz = np.zeros(3), np.array([0.0, -0.0, 0.0])
+    for a in (z, nz):
+        a.flags.writeable = False
+    got = ds_io.share_repeats({"a": z, "b": nz, "c": z.copy(), "d": np.zeros(3)})
+    assert got["b"] is nz                             # -0.0 is not 0.0 bit for bit
+    assert got["d"] is not z and got["d"].flags.writeable   # writeable arrays: left alone
+    c = got["c"]
+    assert c is not z                                 # a writeable copy is not shared either
+    ro = z.copy()
+    ro.flags.writeable = False
+    assert ds_io.share_repeats({"a": z, "e": ro})["e"] is z
+
+
+LEAN_PROBE = """
+import sys
+from bot import lean_process
+print(lean_process.skip_scipy_linalg(), lean_process.skip_scipy_linalg())
+import numpy as np
+from numba import njit
+
+@njit(cache=False)
+def f(a):
+    return np.dot(a, a), np.linalg.inv(a)[0, 0]
+
+a = np.array([[2.0, 1.0], [0.0, 4.0]])
+d, inv = f(a)
+print("scipy.linalg" in sys.modules, float(d[0, 1]), inv)
+import scipy.linalg
+print(float(scipy.linalg.inv(a)[0, 0]))
+from scipy.linalg import cython_blas
+import scipy.linalg.cython_lapack as cl
+print(cython_blas.__name__, cl.__name__)
+"""
+
+
+def test_numba_runs_blas_without_importing_scipy_linalg():
+    pytest.importorskip("scipy")
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", LEAN_PROBE], capture_output=True, text=True,
+                         check=True).stdout.split("\n")
+    assert out[0] == "True False"                          # once; the second call: loaded
+    assert out[1] == "False 6.0 0.5"                       # BLAS / LAPACK through numba
+    assert out[2] == "0.5"                                 # the real scipy.linalg later
+    assert out[3] == "scipy.linalg.cython_blas scipy.linalg.cython_lapack"
+
+
+BACKTEST_PROBE = """
+import sys
+from bot.cli import main
+try:
+    main(["backtest", "--scenario", "calm", "--strategy", "trend", "--risk", "on"])
+except SystemExit as exc:
+    assert not exc.code, exc.code
+print(sorted(m for m in ("scipy.linalg", "pandas", "numpy.f2py", "matplotlib")
+             if m in sys.modules))
+"""
+
+
+def test_backtest_command_leaves_heavy_modules_unimported():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", BACKTEST_PROBE], capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"

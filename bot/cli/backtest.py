@@ -11,11 +11,13 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from backtests.engine import N_REC_CORE
 from backtests.lookahead import first_lookahead
 from backtests.report import write as write_report
-from backtests.runner import RunResult, RunSettings, decision_rows, prepare, run
+from backtests.runner import RunResult, RunSettings, decision_rows, prepare, run, trim_columns
 from backtests.scenarios import load_scenario
 from backtests.tick_runner import prepare_ticks, run_ticks, tick_source
+from bot import lean_process
 from bot.cli.heatmap import parse_time
 from bot.cli.paths import check_output, dumps, write_output
 from bot.config import load_config
@@ -115,6 +117,9 @@ def backtest_command(
 ) -> None:
     """Replay a dataset or scenario bar by bar through the mechanics, risk engine and a
     strategy; print the figures of each run side by side."""
+    lean_process.skip_scipy_linalg()    # before numba's first cache load
+    lean_process.return_freed_memory()
+    lean_process.arrow_system_allocator()
     if portfolio:
         from bot.cli.portfolio import portfolio_command
         portfolio_command(ctx, datasets or [], strategy=strategy, params=_params(param or []),
@@ -159,6 +164,8 @@ def backtest_command(
             bars = bars.between(*span)
         if len(bars) < 10:
             raise LiqbotError("the selected span has fewer than 10 bars")
+        bars = trim_columns(bars, strat)    # the columns no one reads are freed with `ds`
+        ds = None
     symbol = tick_data[0].symbol if tick_data else bars.symbol
     try:
         brackets = br.shipped("binance", symbol)
@@ -200,8 +207,10 @@ def backtest_command(
                 results[name] = run_ticks(tick_in, strat, pol, brackets, settings,  # type: ignore[arg-type]
                                           name, risk_every, lambda k: prog.advance(task, k))
                 continue
+            # the record columns the table, --json and --report read (4 of 13)
             results[name] = run(inputs, strat, pol, brackets, settings, name,  # type: ignore[arg-type]
-                                progress=lambda k: prog.advance(task, k))
+                                progress=lambda k: prog.advance(task, k),
+                                record_columns=N_REC_CORE)
     con = Console(highlight=False, stderr=to_stdout)  # `--json -`: stdout holds only JSON
     if check_lookahead:
         con.print(f"lookahead check: {strat.describe()} is causal on 5 prefixes")

@@ -70,6 +70,10 @@ class Bars:
 
     Construction checks that required columns exist, names are known and lengths agree;
     content checks (monotonic time, OHLC consistency) live in `bot.data.validate`.
+
+    Columns are read-only (a writeable array given is wrapped in a read-only view): bars
+    read from a dataset, generated or aggregated are the same numba argument types, so a
+    kernel compiled for one serves the others (and one array may back several columns).
     """
 
     symbol: str
@@ -93,6 +97,9 @@ class Bars:
             arr = np.ascontiguousarray(self.columns[name], dtype=column_dtype(name))
             if arr.ndim != 1 or len(arr) != n:
                 raise ValueError(f"Bars: column {name} has shape {arr.shape}, expected ({n},)")
+            if arr.flags.writeable:          # a read-only view: the caller's array stays as is
+                arr = arr.view()
+                arr.flags.writeable = False
             cols[name] = arr
         object.__setattr__(self, "columns", cols)
 
