@@ -211,7 +211,7 @@ def _consume(mass: np.ndarray, meta: np.ndarray, s: int, first: int, last: int) 
     return got * meta[M_SCALE_LONG + s]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")   # numba inlines it into its callers: `stream.step`
 def update(mass: np.ndarray, meta: np.ndarray, p: HeatmapParams, levs: np.ndarray,
            weights: np.ndarray, floor: np.ndarray, cap: np.ndarray, mmr: np.ndarray,
            cum: np.ndarray, close: float, mark_high: float, mark_low: float, oi: float,
