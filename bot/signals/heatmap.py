@@ -356,8 +356,10 @@ def _add(mass: np.ndarray, meta: np.ndarray, p: HeatmapParams, levs: np.ndarray,
                     amount /= n_e
                 if amount <= 0.0:
                     continue
+                # the optional arguments given as the account code gives them: one
+                # compiled variant for both callers
                 liq = binance_liquidation_price_bracketed(side, qty, entry, wallet, floor, cap,
-                                                          mmr, cum)[0]
+                                                          mmr, cum, 0.0, 0.0)[0]
                 if liq <= 0.0:
                     continue
                 meta[M_ADDED] += amount
