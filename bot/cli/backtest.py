@@ -17,7 +17,7 @@ from backtests.report import write as write_report
 from backtests.runner import RunResult, RunSettings, decision_rows, prepare, run, trim_columns
 from backtests.scenarios import load_scenario
 from backtests.tick_runner import prepare_ticks, run_ticks, tick_source
-from bot import lean_process
+from bot import lean_process, warmup
 from bot.cli.heatmap import parse_time
 from bot.cli.paths import check_output, dumps, write_output
 from bot.config import load_config
@@ -183,6 +183,8 @@ def backtest_command(
     with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                   console=err, transient=True) as prog:
         task = prog.add_task("signals", total=len(bars) + per_run * len(names))
+        if tick_in is None:     # a cold cache: both kernel trees compiled at once (bot.warmup)
+            warmup.parallel_compile(bars, brackets, settings, strat, policy)
         # one signal run: the same stream the trading loop reads (no second batch copy);
         # a single run keeps no signal column (the loop steps the signal kernel beside
         # it); the strategy's signals are computed when it first reads them
