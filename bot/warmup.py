@@ -97,12 +97,13 @@ def _index_path(dispatcher: Any) -> str | None:
 
 
 def roots() -> tuple[Any, Any]:
-    """The root kernels of the signal tree (`stream.run_all`, which `pipeline.stream_chunks`
-    calls) and of the trading tree (`engine.run_chunk`); None for one not found."""
+    """The root kernels of the signal tree (the lean `stream.run_steps`, which `run_all`
+    calls for `pipeline.stream_chunks`) and of the trading tree (`engine.run_chunk`); None
+    for one not found."""
     from backtests import engine as eg
     from bot.signals import stream as sm
 
-    return getattr(sm, "run_all", None), getattr(eg, "run_chunk", None)
+    return getattr(sm, "_run_steps_lean", None), getattr(eg, "run_chunk", None)
 
 
 def cold() -> bool:

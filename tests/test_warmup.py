@@ -254,7 +254,7 @@ def test_the_child_dies_with_its_parent(tmp_path: Path) -> None:
         time.sleep(0.05)
     assert not _alive(pid)
     # killed, not done: it never got to write the signal kernel's cache entry
-    assert not list((tmp_path / "numba").rglob("stream.run_all-*"))
+    assert not list((tmp_path / "numba").rglob("stream.run_steps__lean-*"))
 
 
 def test_the_cli_calls_it_for_a_bar_backtest(cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -342,9 +342,10 @@ def run_snapshots(s: StreamState, c: StreamConfig, X: np.ndarray,
     return out, snaps, snap_lo
 
 
-@njit(cache=True)
 def run_all(s: StreamState, c: StreamConfig, X: np.ndarray) -> np.ndarray:
-    """`step` over every row of X (n, N_X): the (n, N_OUT) output rows."""
+    """`step` over every row of X (n, N_X): the (n, N_OUT) output rows. Plain Python
+    around the lean loop (called once per chunk): an njit wrapper here cost ~0.7 s of a
+    cold compile, on the critical path of `bot.warmup`'s signal tree."""
     n = X.shape[0]
     out = np.empty((n, N_OUT))
     _run_steps_lean(s, c, X, out, np.int64(0), n)     # int64 as `run_snapshots`' calls
