@@ -85,47 +85,19 @@ def prepare(bars: Bars, brackets: Brackets, settings: RunSettings,
     return Inputs(bars, market, sig, signals)
 
 
-class _Noting(dict[str, np.ndarray]):
-    """A Bars column dict that notes every name looked up or tested."""
-
-    def __init__(self, cols: dict[str, np.ndarray]) -> None:
-        super().__init__(cols)
-        self.read: set[str] = set()
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        self.read.add(name)
-        return super().__getitem__(name)
-
-    def __contains__(self, name: object) -> bool:
-        if isinstance(name, str):
-            self.read.add(name)
-        return super().__contains__(name)
-
-
-def columns_read(bars: Bars, read: Callable[[Bars], object]) -> set[str]:
-    """The names of the Bars columns `read(bars')` looks up (or tests for) on `bars'`, a
-    copy of `bars` whose column dict notes them."""
-    probe = Bars(bars.symbol, bars.interval_ms, bars.columns)
-    noting = _Noting(dict(probe.columns))
-    object.__setattr__(probe, "columns", noting)
-    read(probe)
-    return noting.read
-
-
 def trim_columns(bars: Bars, strategy: Strategy) -> Bars:
     """`bars` with only the columns a bar backtest of `strategy` reads, when it is one of
     the built-in strategies (`strategies.BUILTIN`, which read signal inputs only; tested):
-    the signal inputs (`stream.bar_matrix`, found by building one bar's row) and the
-    required OHLCV. Any other strategy keeps every column. Everything downstream (the
-    market arrays, the report, the decision rows, the lookahead check) reads signal inputs
-    only. Memory: what a run never reads (a Binance dataset's trades count, taker buy quote
-    volume, open interest value: 4 MB a column for a year of 1m bars) is freed once
-    nothing else holds the full Bars."""
+    the signal inputs (`stream.INPUT_COLUMNS`) and the required OHLCV. Any other strategy
+    keeps every column. Everything downstream (the market arrays, the report, the decision
+    rows, the lookahead check) reads signal inputs only. Memory: what a run never reads (a
+    Binance dataset's trades count, taker buy quote volume, open interest value: 4 MB a
+    column for a year of 1m bars) is freed once nothing else holds the full Bars."""
     from strategies import BUILTIN
 
     if type(strategy) not in BUILTIN.values() or not len(bars):
         return bars
-    keep = columns_read(bars.take(slice(0, 1)), sm.bar_matrix) | set(REQUIRED_COLUMNS)
+    keep = sm.INPUT_COLUMNS | set(REQUIRED_COLUMNS)
     if keep >= set(bars.columns):
         return bars
     return Bars(bars.symbol, bars.interval_ms,

@@ -259,14 +259,14 @@ def backtest_rows(tmp: Path, rounds: int = 5) -> tuple[list[Row], list[str]]:
     def loop() -> object:
         return run(inputs, pre, off_policy(), b, RunSettings(), "off")
 
+    # the same SMA cross as entries and exits, for vectorbt and backtrader
+    from strategies.sma_cross import sma as sma_fn
+    up = sma_fn(bars.close, sma.params["fast"]) > sma_fn(bars.close, sma.params["slow"])
+    entries = up & ~np.r_[False, up[:-1]]
+    exits = ~up & np.r_[False, up[:-1]]
     try:
         import vectorbt as vbt
 
-        from strategies.sma_cross import sma as sma_fn
-        fast, slow = sma.params["fast"], sma.params["slow"]
-        f, s = sma_fn(bars.close, fast), sma_fn(bars.close, slow)
-        entries = (f > s) & ~(np.r_[False, (f > s)[:-1]])
-        exits = (f <= s) & np.r_[False, (f > s)[:-1]]
         kw = {"close": bars.close, "entries": entries, "exits": exits, "price": bars["open"],
               "fees": 0.0005, "init_cash": 100_000.0, "direction": "longonly"}
 
@@ -294,13 +294,10 @@ def backtest_rows(tmp: Path, rounds: int = 5) -> tuple[list[Row], list[str]]:
     try:
         from backtrader_cmp import bars_per_second  # beside this script (sys.path[0])
 
-        from strategies.sma_cross import sma as sma_fn
-        f, s = sma_fn(bars.close, sma.params["fast"]), sma_fn(bars.close, sma.params["slow"])
-        up = f > s
         m = BACKTRADER_BARS
         bt_rate, bt_trades = bars_per_second(
             bars.ts[:m], bars["open"][:m], bars["high"][:m], bars["low"][:m], bars.close[:m],
-            (up & ~np.r_[False, up[:-1]])[:m], (~up & np.r_[False, up[:-1]])[:m])
+            entries[:m], exits[:m])
         rows += [(f"backtrader, same signals (first {m:,} bars; bars/s)", bt_rate, None,
                   "bars/s", True),
                  ("loop / backtrader (same process)", n / t_loop_bt / bt_rate, None, "x", True)]

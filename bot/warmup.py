@@ -141,10 +141,11 @@ class _Flat:
 
 def trading_job(bars: Bars, brackets: Brackets, settings: Any, strategy: Any,
                 policy: Any = None) -> None:
-    """Compile the trading tree as `runner.run` calls it, on the first bars of the real
-    market arrays (`runner.prepare` without a signal run; sliced views keep their
-    read-only flag and layout), zero signal rows and fill windows (the dtype and layout of
-    the streamed rows), a flat strategy and throwaway account state."""
+    """Compile the trading tree as `runner.run` calls it, on the market arrays of the
+    first bars (`runner.prepare` without a signal run: a slice of Bars keeps the columns'
+    read-only flag and layout, so the types are the full run's), zero signal rows and fill
+    windows (the dtype and layout of the streamed rows), a flat strategy and throwaway
+    account state."""
     from backtests import runner
     from bot.risk import engine as en
     from bot.risk.policy import off_policy
@@ -152,11 +153,12 @@ def trading_job(bars: Bars, brackets: Brackets, settings: Any, strategy: Any,
 
     if policy is None:                     # risk off: the same numba types as any policy
         policy = off_policy()
-    k = min(len(bars), BARS)
-    full = runner.prepare(bars, brackets, settings, keep_signals=False, risk_rows=False)
-    market = {name: a[:k] for name, a in full.market.items() if name != "window"}
+    head = bars.take(slice(0, min(len(bars), BARS)))
+    k = len(head)
+    market = runner.prepare(head, brackets, settings, keep_signals=False,
+                            risk_rows=False).market
     market["window"] = np.zeros((k, sm.N_FILL))
-    inputs = runner.Inputs(bars.take(slice(0, k)), market, np.zeros((k, en.N_SIG)),
+    inputs = runner.Inputs(head, market, np.zeros((k, en.N_SIG)),
                            None)  # type: ignore[arg-type]  # the flat strategy reads none
     runner.run(inputs, _Flat(strategy), policy, brackets, settings, "warm-up")  # type: ignore[arg-type]
 
@@ -253,7 +255,3 @@ def main() -> int:
     _die_with_parent(parent)
     signal_job(Bars(symbol, interval_ms, columns), brackets, fill_window)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

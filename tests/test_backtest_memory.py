@@ -237,6 +237,38 @@ def test_compact_records_give_the_same_run(bars):
         rn.run(inputs, find("hold")(), pol, BTC, s, "x", record_columns=5)
 
 
+class _Noting(dict):
+    """A Bars column dict that notes every name looked up or tested."""
+
+    def __init__(self, cols):
+        super().__init__(cols)
+        self.read = set()
+
+    def __getitem__(self, name):
+        self.read.add(name)
+        return super().__getitem__(name)
+
+    def __contains__(self, name):
+        self.read.add(name)
+        return super().__contains__(name)
+
+
+def columns_read(bars, read):
+    """The Bars columns `read(bars')` looks up or tests for, on a copy of `bars`."""
+    probe = Bars(bars.symbol, bars.interval_ms, bars.columns)
+    noting = _Noting(dict(probe.columns))
+    object.__setattr__(probe, "columns", noting)
+    read(probe)
+    return noting.read
+
+
+def test_input_columns_are_what_bar_matrix_reads(bars):
+    wide = bars.with_columns(filled=np.ones(len(bars), dtype=bool),
+                             quote_volume=bars.close * bars["volume"],
+                             taker_buy_volume=bars["volume"] / 2)
+    assert columns_read(wide, sm.bar_matrix) == sm.INPUT_COLUMNS
+
+
 def test_trim_columns_keeps_what_the_builtin_strategies_and_the_signals_read(bars):
     from strategies import BUILTIN, Strategy
 
@@ -250,9 +282,9 @@ def test_trim_columns_keeps_what_the_builtin_strategies_and_the_signals_read(bar
         for k, v in trimmed.columns.items():
             assert v is wide[k]                              # no copies
         signals = pipeline.LazySignals(bars, BTC, s.fills.window_bars)
-        read = rn.columns_read(wide, lambda b: cls().targets(b, signals)) & set(wide.names)  # noqa: B023
+        read = columns_read(wide, lambda b: cls().targets(b, signals)) & set(wide.names)  # noqa: B023
         assert read <= set(trimmed.columns), (name, read - set(trimmed.columns))
-    inputs = rn.columns_read(wide, sm.bar_matrix) & set(wide.names)
+    inputs = columns_read(wide, sm.bar_matrix) & set(wide.names)
     assert inputs == set(rn.trim_columns(wide, find("hold")()).columns)
 
     class Custom(Strategy):              # not a built-in: may read anything, keeps it all

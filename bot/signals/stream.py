@@ -84,6 +84,9 @@ _MARKS: tuple[tuple[int, str, int], ...] = (
     (X_MARK_OPEN, "mark_open", X_OPEN), (X_MARK_HIGH, "mark_high", X_HIGH),
     (X_MARK_LOW, "mark_low", X_LOW), (X_MARK_CLOSE, "mark_close", X_CLOSE))
 _REQUIRED = ("ts", "open", "high", "low", "close", "volume")
+#: every Bars column `bar_column` (so `bar_matrix` and the backtester's market arrays) reads
+INPUT_COLUMNS = frozenset({"ts", "filled", "quote_volume", "taker_buy_volume",
+                           *(name for _, name in _PLAIN), *(name for _, name, _ in _MARKS)})
 
 
 def bar_column(bars: Bars, j: int) -> np.ndarray:
@@ -262,7 +265,7 @@ def _nan_to_num(v: float) -> float:
 # Same source, same IEEE arithmetic (no fastmath): the rows are bit-identical
 # (tests/test_lean.py compares them with `step` called bar by bar). Each specialization of
 # a caller re-types the inlined bodies, so keep the callers to one signature (see
-# `run_all`). Measured and left out: inlining `hm.side_mass_near` and `hm.nearest_clusters`
+# `run_snapshots`). Measured and left out: inlining `hm.side_mass_near` and `hm.nearest_clusters`
 # too (~10 ms faster, ~0.5 s more cold compile); `detector_step`, `_add`, `_recenter`,
 # `_consume` (no faster, or much slower: 157 -> 210-240 ms).
 @njit(cache=True, inline="always")
@@ -348,7 +351,7 @@ def run_all(s: StreamState, c: StreamConfig, X: np.ndarray) -> np.ndarray:
     cold compile, on the critical path of `bot.warmup`'s signal tree."""
     n = X.shape[0]
     out = np.empty((n, N_OUT))
-    _run_steps_lean(s, c, X, out, np.int64(0), n)     # int64 as `run_snapshots`' calls
+    _run_steps_lean(s, c, X, out, 0, n)
     return out
 
 
