@@ -9,6 +9,7 @@ import pytest
 from bot.risk import engine as en
 from bot.risk import inputs as ri
 from bot.risk.policy import RiskPolicy, load_policy
+from bot.risk.reasons import render
 from bot.signals import detectors as dt
 
 H = 3_600_000.0
@@ -163,6 +164,9 @@ def test_balanced_preset_has_the_documented_rules():
     assert (arr[en.P_MIN_CUT], arr[en.P_LIQ_SHRINK]) == (0.0, 0.75)
     # the model defaults keep the rules as they were before these knobs existed
     assert (RiskPolicy().min_cut, RiskPolicy().liq_shrink) == (0.0, 0.0)
+    assert (p.cascade_near_atr, p.cascade_confirm_atr) == (16.0, 1.0)
+    assert (arr[en.P_CASCADE_NEAR_ATR], arr[en.P_CASCADE_CONFIRM_ATR]) == (16.0, 1.0)
+    assert RiskPolicy().cascade_near_atr == 0.0          # off: every reachable side cut at once
 
 
 REACH = RiskPolicy(cascade_reach_atr=24.0, cascade_max_leverage=2.0, mmr=0.005,
@@ -204,6 +208,71 @@ def test_cascade_reach_spares_a_position_it_cannot_liquidate():
     # no ATR yet (warm-up): the plain rule (cut to 2x, entries blocked)
     en.evaluate(_cascade_sig(np.nan, 1.0, 1.0), _acct(10_000.0, 30_000.0, 66.5), REACH, out)
     assert out[en.D_STATE] == en.REDUCING and out[en.D_BLOCK_LONG] == 1.0
+
+
+GRADED = RiskPolicy(cascade_reach_atr=24.0, cascade_near_atr=16.0, cascade_confirm_atr=1.0,
+                    cascade_max_leverage=2.0, mmr=0.005, min_liq_atr=0.0, hedge=False,
+                    daily_loss=1.0, max_drawdown=1.0).to_array()
+
+
+def _run_sig(atr: float, run: float) -> np.ndarray:
+    sig = _cascade_sig(atr, 1.0, 1.0)
+    sig[en.S_CASCADE_RUN] = run
+    return sig
+
+
+def test_cascade_cut_is_graded_by_distance_and_follow_through():
+    out = np.zeros(en.N_DECISION)
+    # ATR 1.2 at mark 100: 24 ATRs (28.8) below is 3.43x, 16 ATRs (19.2) below is 5.10x
+    safe, near = _lev(100.0 - 28.8), _lev(100.0 - 19.2)
+    assert (safe, near) == (pytest.approx(3.4298, abs=1e-4), pytest.approx(5.1010, abs=1e-4))
+    # 4x long (liquidation 75.38, 20.5 ATRs away): between the tiers. The cascade has run
+    # 0.5 ATR past its first close: not cut, but it may not grow
+    en.evaluate(_run_sig(1.2, 0.5), _acct(10_000.0, 40_000.0, 75.38), GRADED, out)
+    assert out[en.D_STATE] == en.ACTIVE and not int(out[en.D_REASONS]) & en.R_CASCADE
+    assert int(out[en.D_REASONS]) & en.R_CASCADE_BLOCK
+    assert out[en.D_MAX_LEV_LONG] == pytest.approx(4.0)
+    assert en.allowed_target(40_000.0, 40_000.0, out, GRADED) == pytest.approx(40_000.0)
+    assert en.allowed_target(50_000.0, 40_000.0, out, GRADED) == pytest.approx(40_000.0)
+    # ... it has run 1 ATR on: confirmed, cut to the 3.43x liquidated 24 ATRs away
+    en.evaluate(_run_sig(1.2, 1.0), _acct(10_000.0, 40_000.0, 75.38), GRADED, out)
+    assert out[en.D_STATE] == en.REDUCING and int(out[en.D_REASONS]) & en.R_CASCADE
+    assert out[en.D_CASCADE_RUN] == 1.0
+    assert render(out) == ("REDUCING: cascade running against the position (+1.0 ATR on since "
+                           "it fired): reducing")
+    assert en.allowed_target(40_000.0, 40_000.0, out, GRADED) == pytest.approx(10_000 * safe)
+    # no run known (NaN): not confirmed
+    en.evaluate(_run_sig(1.2, np.nan), _acct(10_000.0, 40_000.0, 75.38), GRADED, out)
+    assert out[en.D_STATE] == en.ACTIVE
+    # 6x long (liquidation 83.75, 13.5 ATRs away): within the near tier, cut at the first bar
+    en.evaluate(_run_sig(1.2, 0.0), _acct(10_000.0, 60_000.0, 83.75), GRADED, out)
+    assert out[en.D_STATE] == en.REDUCING
+    assert en.allowed_target(60_000.0, 60_000.0, out, GRADED) == pytest.approx(10_000 * safe)
+    # without the near tier (cascade_near_atr 0) the 4x long is cut at once, as before
+    en.evaluate(_run_sig(1.2, 0.0), _acct(10_000.0, 40_000.0, 75.38), REACH, out)
+    assert out[en.D_STATE] == en.REDUCING
+    assert en.allowed_target(40_000.0, 40_000.0, out, REACH) == pytest.approx(10_000 * safe)
+
+
+def test_risk_inputs_measure_the_cascade_run_from_its_first_bar():
+    st = ri.new_risk_state()
+    out = np.zeros(en.N_SIG)
+    clusters = np.full(6, np.nan)
+
+    def bar(close: float, high: float, low: float, cascade: float) -> float:
+        ri.risk_step(st, close, high, low, 1.0, 0.0, close, 0.0, 0.0, cascade, 0.0, clusters,
+                     1, 4, out)
+        return out[en.S_CASCADE_RUN]
+
+    for _ in range(3):                      # true range 2 on every bar: ATR 2 (1 bar/hour)
+        assert np.isnan(bar(100.0, 101.0, 99.0, 0.0))
+    assert bar(100.0, 101.0, 99.0, 1.0) == 0.0          # fires: reference 100, ATR 2
+    assert bar(98.0, 100.0, 97.5, 1.0) == pytest.approx(1.0)   # 2 lower = 1 ATR of the first bar
+    assert bar(101.0, 101.5, 98.0, 1.0) == pytest.approx(-0.5)  # a re-fire keeps the reference
+    assert np.isnan(bar(101.0, 102.0, 100.0, 0.0))      # no cascade held: no run
+    assert bar(101.0, 102.0, 100.0, -1.0) == 0.0        # a short cascade: new reference
+    atr = out[en.S_ATR]
+    assert bar(103.0, 103.5, 101.0, -1.0) == pytest.approx(2.0 / atr)   # up = its direction
 
 
 SHRINK = RiskPolicy(min_liq_atr=8.0, liq_release_atr=16.0, liq_shrink=0.75, mmr=0.005,

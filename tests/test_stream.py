@@ -8,6 +8,8 @@ the heatmap, and the batch wrappers `positioning_kernel`, `detector_kernel`, `ri
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -91,8 +93,8 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def test_output_layout_covers_every_part_once():
-    assert sm.N_OUT == sm.N_HEAT + ps.N_COMPONENTS + dt.N_DETECTOR + en.N_SIG + sm.N_FILL == 54
-    assert (sm.O_POS, sm.O_DET, sm.O_SIG, sm.O_FILL) == (13, 27, 38, 51)
+    assert sm.N_OUT == sm.N_HEAT + ps.N_COMPONENTS + dt.N_DETECTOR + en.N_SIG + sm.N_FILL == 55
+    assert (sm.O_POS, sm.O_DET, sm.O_SIG, sm.O_FILL) == (13, 27, 38, 52)
 
 
 def test_bar_row_fallbacks_by_hand():
@@ -189,6 +191,14 @@ def test_snapshot_restore_midway_continues_exactly():
         sm.SignalStream.restore(blob, ETH)
     with pytest.raises(LiqbotError, match="not readable"):
         sm.SignalStream.restore(b"not a snapshot", BTC)
+    # a snapshot of an older layout (the risk inputs held 7 values before the cascade run)
+    z = np.load(io.BytesIO(blob))
+    old = {k: z[k] for k in z.files}
+    old["s_risk"] = old["s_risk"][:7]
+    buf = io.BytesIO()
+    np.savez(buf, **old)
+    with pytest.raises(LiqbotError, match="another liqbot version: its risk state holds 7"):
+        sm.SignalStream.restore(buf.getvalue(), BTC)
 
 
 def test_snapshot_keeps_non_default_parameters():

@@ -73,9 +73,13 @@ def _state_layout() -> list[int]:
     checkpoints it can read (after an upgrade that changed them, a new run starts)."""
     from bot.execution import kernel as kn
     from bot.risk import engine as en
+    from bot.risk import inputs as ri
+    from bot.signals import detectors as dt
+    from bot.signals import positioning as ps
     from bot.signals import stream as ss
 
-    return [kn.N_K, kn.N_FP, ss.N_X, ss.N_OUT, en.N_POLICY, en.N_DECISION]
+    return [kn.N_K, kn.N_FP, ss.N_X, ss.N_OUT, en.N_POLICY, en.N_DECISION, en.N_SIG, ri.N_RS,
+            dt.N_DS, ps.N_PS]
 
 
 def _fingerprint(parts: dict[str, Any]) -> str:

@@ -18,7 +18,12 @@ Rules (defaults in config/risk/*.toml, documented in docs/risk.md):
    cascade can reach: a position above the leverage liquidated `cascade_reach_atr` ATRs
    away is cut to that leverage (not below `cascade_max_lev`), and entries may grow the
    side up to it; positions liquidated farther away are left alone; a cut smaller than
-   `min_cut` of the held leverage is skipped (no growth either);
+   `min_cut` of the held leverage is skipped (no growth either). With
+   `cascade_near_atr` > 0 the cut is graded by evidence: a position liquidated within
+   `cascade_near_atr` ATRs is cut at the cascade's first bar; one liquidated between
+   `cascade_near_atr` and `cascade_reach_atr` ATRs away only once the cascade has run
+   `cascade_confirm_atr` ATRs past the close of its first bar (S_CASCADE_RUN): a burst that
+   stops where it fired leaves it alone (it may not grow either);
 4. hedge: crowding of the position's side at `hedge_threshold` or more hedges
    `hedge_fraction` of it on the other side; the hedge unwinds below `hedge_unwind`;
 5. hard limits: max leverage, max order and position notional, stale data for
@@ -53,8 +58,10 @@ from bot.mechanics.liquidation import leverage_for_liquidation_at
 # --- signals (per bar, per symbol) --------------------------------------------------------
 (S_MARK, S_ATR, S_CROWD_LONG, S_CROWD_SHORT, S_CASCADE, S_CASCADE_BLOCK, S_CLUSTER_BELOW,
  S_CLUSTER_BELOW_EDGE, S_CLUSTER_BELOW_SHARE, S_CLUSTER_ABOVE, S_CLUSTER_ABOVE_EDGE,
- S_CLUSTER_ABOVE_SHARE, S_STALE_BARS) = range(13)
-N_SIG = 13
+ S_CLUSTER_ABOVE_SHARE, S_STALE_BARS, S_CASCADE_RUN) = range(14)
+N_SIG = 14
+# S_CASCADE_RUN: while a cascade is held, how far the close has moved in the cascade's
+# direction since the close of its first bar, in ATRs (S_ATR at that bar); NaN otherwise.
 # --- account view ---------------------------------------------------------------------------
 (A_EQUITY, A_NOTIONAL, A_LIQ_PRICE, A_DAY_START_EQUITY, A_PEAK_EQUITY, A_HEDGE_NOTIONAL) = \
     range(6)
@@ -64,8 +71,9 @@ N_ACCT_VIEW = 6
  P_STALE_BARS, P_MIN_LIQ_ATR, P_LEV_BASE, P_LEV_MIN, P_CROWD_START, P_CLUSTER_K_ATR,
  P_CLUSTER_BUFFER, P_CLUSTER_MIN_SHARE, P_MMR, P_CASCADE_ON, P_CASCADE_MAX_LEV, P_HEDGE_ON,
  P_HEDGE_THRESHOLD, P_HEDGE_FRACTION, P_HEDGE_UNWIND, P_LIQ_RELEASE_ATR,
- P_DD_COOLDOWN_H, P_CASCADE_REACH_ATR, P_MIN_CUT, P_LIQ_SHRINK) = range(25)
-N_POLICY = 25
+ P_DD_COOLDOWN_H, P_CASCADE_REACH_ATR, P_MIN_CUT, P_LIQ_SHRINK, P_CASCADE_NEAR_ATR,
+ P_CASCADE_CONFIRM_ATR) = range(27)
+N_POLICY = 27
 # --- risk state (memory of the rules, one array per symbol) ----------------------------------
 # RK_LIQ_TRIP: 1 while the liquidation-distance rule is tripped; RK_LIQ_LEV: leverage held
 # when it tripped; RK_PEAK: the drawdown halt's peak equity (0 = not set yet);
@@ -76,8 +84,8 @@ N_RISK_STATE = 5
 # --- decision -------------------------------------------------------------------------------
 (D_STATE, D_MAX_LEV_LONG, D_MAX_LEV_SHORT, D_MAX_NOTIONAL_LONG, D_MAX_NOTIONAL_SHORT,
  D_HEDGE_NOTIONAL, D_BLOCK_LONG, D_BLOCK_SHORT, D_REASONS, D_CROWD, D_CLUSTER_PRICE,
- D_CLUSTER_CAP, D_LIQ_DISTANCE_ATR, D_DRAWDOWN, D_DAY_LOSS) = range(15)
-N_DECISION = 15
+ D_CLUSTER_CAP, D_LIQ_DISTANCE_ATR, D_DRAWDOWN, D_DAY_LOSS, D_CASCADE_RUN) = range(16)
+N_DECISION = 16
 
 ACTIVE, REDUCING, HALTED = 0, 1, 2
 STATE_NAMES = ("ACTIVE", "REDUCING", "HALTED")
@@ -195,15 +203,22 @@ def evaluate_state(sig: np.ndarray, acct: np.ndarray, pol: np.ndarray, rs: np.nd
             # cascade_max_leverage instead measured worse: docs/risk.md)
             blk = sig[S_CASCADE_BLOCK]
             csc = sig[S_CASCADE]
+            near = pol[P_CASCADE_NEAR_ATR]
+            # the cascade has followed through (NaN run: not, or no cascade held)
+            ran = sig[S_CASCADE_RUN] >= pol[P_CASCADE_CONFIRM_ATR]
             for sd in (1.0, -1.0):
                 if blk * sd <= 0.0 and csc * sd <= 0.0:
                     continue
                 safe = _lev_at_distance(sd, mark, reach * atr, pol[P_MMR])
                 held = lev_now if side == sd else 0.0
+                # graded by evidence: a position liquidated within `near` ATRs is cut at
+                # once, one farther away (but within reach) once the cascade has run on
+                urgent = near <= 0.0 or ran or \
+                    held > _lev_at_distance(sd, mark, near * atr, pol[P_MMR])
                 # materiality: a cut by less than `min_cut` of the held leverage is not
                 # made (trimming 3x to 2.8x costs fees and buys no safety); the position
                 # may not grow either
-                if csc * sd > 0.0 and \
+                if csc * sd > 0.0 and urgent and \
                         max(safe, pol[P_CASCADE_MAX_LEV]) < (1.0 - pol[P_MIN_CUT]) * held:
                     state = REDUCING
                     reasons |= R_CASCADE
@@ -320,6 +335,7 @@ def evaluate_state(sig: np.ndarray, acct: np.ndarray, pol: np.ndarray, rs: np.nd
     out[D_LIQ_DISTANCE_ATR] = liq_atr
     out[D_DRAWDOWN] = dd
     out[D_DAY_LOSS] = day
+    out[D_CASCADE_RUN] = sig[S_CASCADE_RUN]
 
 
 @njit(cache=True)

@@ -2,7 +2,8 @@
 
 Row t of the matrix (columns S_* of `bot.risk.engine`) holds what is known at the close of
 bar t: mark, an hourly ATR estimate, crowding per side, the cascade state, the cascade block
-(+1 while longs may not be added after a long cascade; -1 mirrored), the nearest dense
+(+1 while longs may not be added after a long cascade; -1 mirrored), the cascade's run (how
+many ATRs the close has moved on in its direction since its first bar), the nearest dense
 liquidation cluster on each side (price, far edge, share), and how many bars the market has
 been without trades (stale data). The block lasts until exhaustion fires or `block_bars`
 pass (the backtester uses 4 hours). Warm-up: the ATR is NaN (the risk engine takes no
@@ -20,8 +21,11 @@ from numba import njit
 from bot.risk import engine as en
 
 # State of `risk_step` (one float64 array, RS_* slots).
-RS_T, RS_TR_EWMA, RS_PREV_CLOSE, RS_STALE, RS_BLOCK, RS_BLOCK_SINCE, RS_ATR_ENV = range(7)
-N_RS = 7
+# RS_CASC_DIR / RS_CASC_REF / RS_CASC_ATR: direction, close and ATR at the first bar of the
+# cascade being held (0 / - / - when none): the reference of S_CASCADE_RUN.
+(RS_T, RS_TR_EWMA, RS_PREV_CLOSE, RS_STALE, RS_BLOCK, RS_BLOCK_SINCE, RS_ATR_ENV, RS_CASC_DIR,
+ RS_CASC_REF, RS_CASC_ATR) = range(10)
+N_RS = 10
 CROWD_WARMUP_H = 24
 
 
@@ -63,6 +67,17 @@ def risk_step(st: np.ndarray, close: float, high: float, low: float, volume: flo
     out[en.S_CROWD_LONG] = crowd_long if warm else np.nan
     out[en.S_CROWD_SHORT] = crowd_short if warm else np.nan
     out[en.S_CASCADE] = cascade
+    # the cascade's run: measured from the close of its first bar (a re-fire in the same
+    # direction extends the cascade, it does not move the reference)
+    if cascade == 0.0:
+        st[RS_CASC_DIR] = 0.0
+    elif cascade != st[RS_CASC_DIR]:
+        st[RS_CASC_DIR] = cascade
+        st[RS_CASC_REF] = close
+        st[RS_CASC_ATR] = out[en.S_ATR]
+    ref_atr = st[RS_CASC_ATR]
+    out[en.S_CASCADE_RUN] = (st[RS_CASC_REF] - close) * cascade / ref_atr \
+        if cascade != 0.0 and ref_atr > 0.0 else np.nan
     out[en.S_CASCADE_BLOCK] = st[RS_BLOCK]
     out[en.S_CLUSTER_BELOW] = clusters[0]
     out[en.S_CLUSTER_BELOW_EDGE] = clusters[1]

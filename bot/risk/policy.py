@@ -46,6 +46,13 @@ class RiskPolicy(BaseModel):
     cascade_reach_atr: float = Field(0.0, ge=0, description="cascade acts only on a side whose "
                                      "liquidation sits within this many ATRs (0: always, cut "
                                      "to cascade_max_leverage and block all entries)")
+    cascade_near_atr: float = Field(0.0, ge=0, description="with a reach: a position "
+                                    "liquidated within this many ATRs is cut at the cascade's "
+                                    "first bar, one farther away (within reach) only once the "
+                                    "cascade has run cascade_confirm_atr ATRs on (0: all at "
+                                    "once)")
+    cascade_confirm_atr: float = Field(1.0, ge=0, description="ATRs the close must move on "
+                                       "past the cascade's first bar to confirm it")
     min_cut: float = Field(0.0, ge=0, lt=1, description="a soft cap cutting the held "
                            "leverage by less than this fraction leaves the position as it is")
     hedge: bool = True
@@ -80,6 +87,8 @@ class RiskPolicy(BaseModel):
         p[en.P_CASCADE_REACH_ATR] = self.cascade_reach_atr
         p[en.P_MIN_CUT] = self.min_cut
         p[en.P_LIQ_SHRINK] = self.liq_shrink
+        p[en.P_CASCADE_NEAR_ATR] = self.cascade_near_atr
+        p[en.P_CASCADE_CONFIRM_ATR] = self.cascade_confirm_atr
         return p
 
 

@@ -21,6 +21,7 @@ _TEXT = {
     en.R_DAILY_LOSS: "daily loss {day:.1%}: halted for the day",
     en.R_DRAWDOWN: "drawdown {dd:.1%}: halted",
 }
+_CASCADE_RUN = "cascade running against the position ({run:+.1f} ATR on since it fired): reducing"
 
 
 def reason_names(mask: int) -> list[str]:
@@ -36,6 +37,8 @@ def render(decision: np.ndarray, position_side: float = 1.0) -> str:
               "cluster": decision[en.D_CLUSTER_PRICE], "cluster_cap": decision[en.D_CLUSTER_CAP],
               "hedge": decision[en.D_HEDGE_NOTIONAL], "liq_atr": decision[en.D_LIQ_DISTANCE_ATR],
               "day": decision[en.D_DAY_LOSS], "dd": decision[en.D_DRAWDOWN]}
-    parts = [_TEXT[b].format(**values) for b in sorted(_TEXT) if mask & b]
+    run = decision[en.D_CASCADE_RUN]
+    text = _TEXT if run != run else {**_TEXT, en.R_CASCADE: _CASCADE_RUN}
+    parts = [text[b].format(run=run, **values) for b in sorted(text) if mask & b]
     state = en.STATE_NAMES[int(decision[en.D_STATE])]
     return f"{state}: " + ("; ".join(parts) if parts else "no rule binding")

@@ -440,6 +440,12 @@ class SignalStream:
         missing = [f"s_{k}" for k in StreamState._fields if f"s_{k}" not in d]
         if missing or "params" not in d:
             raise LiqbotError(f"signal stream snapshot lacks {missing or ['params']}")
+        sizes = {"heat": N_HS, "pos": ps.N_PS, "det": dt.N_DS, "risk": ri.N_RS, "fill": fl.N_FS}
+        for k, n in sizes.items():
+            if d["s_" + k].shape != (n,):
+                raise LiqbotError(f"signal stream snapshot was written by another liqbot "
+                                  f"version: its {k} state holds {d['s_' + k].size} values, "
+                                  f"this version's {n}")
         for k in ("floor", "cap", "mmr", "cum"):
             if not np.array_equal(d["br_" + k], getattr(brackets, k)):
                 raise LiqbotError(f"signal stream snapshot was taken with other leverage "
