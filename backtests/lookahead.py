@@ -12,17 +12,17 @@ from bot.data.bars import Bars
 from bot.mechanics.brackets import Brackets
 from bot.signals import pipeline
 from bot.signals.pipeline import Signals
-from strategies.base import Strategy
+from strategies.base import Strategy, targets_of
 
 
 def first_lookahead(bars: Bars, signals: Signals, strategy: Strategy, brackets: Brackets,
                     cuts: int = 5) -> tuple[int, int] | None:
     """(prefix length, first differing bar) of the first violation, or None when causal."""
-    full = strategy.targets(bars, signals)
+    full = targets_of(strategy, bars, signals)
     n = len(bars)
     for k in sorted({max(2, n * i // (cuts + 1)) for i in range(1, cuts + 1)}):
         part_bars = bars.take(slice(0, k))
-        part = strategy.targets(part_bars, pipeline.compute(part_bars, brackets))
+        part = targets_of(strategy, part_bars, pipeline.compute(part_bars, brackets))
         diff = np.flatnonzero(~np.isclose(part, full[:k], rtol=0, atol=0, equal_nan=True))
         if len(diff):
             return k, int(diff[0])

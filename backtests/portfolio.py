@@ -79,7 +79,7 @@ from bot.mechanics import account as ac
 from bot.mechanics.brackets import Brackets
 from bot.risk import engine as en
 from bot.risk.policy import RiskPolicy
-from strategies.base import Strategy
+from strategies.base import Strategy, targets_of
 
 # per-symbol loop state (st[s, ...]): the kernel's close-phase state, then ours
 PS_PEND = kn.N_K            # pending orders: main, hedge (base qty)
@@ -441,7 +441,7 @@ def run_portfolio(pin: PortfolioInputs, strategy: Strategy, policy: RiskPolicy,
     n_s, n_t = pin.has.shape
     targets = np.zeros((n_s, n_t))
     for s, inp in enumerate(pin.inputs):
-        tg = np.asarray(strategy.targets(inp.bars, inp.signals), dtype=np.float64)
+        tg = np.asarray(targets_of(strategy, inp.bars, inp.signals), dtype=np.float64)
         if tg.shape != (len(inp.bars),) or not np.isfinite(tg).all():
             raise ValueError(f"strategy {strategy.name} returned targets of shape {tg.shape} "
                              f"or non-finite values for {pin.symbols[s]}; expected one finite "

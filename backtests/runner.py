@@ -27,7 +27,7 @@ from bot.risk.policy import RiskPolicy
 from bot.signals import pipeline
 from bot.signals import stream as sm
 from bot.signals.pipeline import Signals
-from strategies.base import Strategy
+from strategies.base import Strategy, targets_of
 
 CHUNK = 50_000
 
@@ -133,7 +133,7 @@ def run(inputs: Inputs, strategy: Strategy, policy: RiskPolicy, brackets: Bracke
     if record_columns not in (eg.N_REC_CORE, eg.N_REC):
         raise ValueError(f"record_columns: expected {eg.N_REC_CORE} or {eg.N_REC}, got "
                          f"{record_columns}")
-    targets = np.ascontiguousarray(strategy.targets(bars, inputs.signals), dtype=np.float64)
+    targets = np.ascontiguousarray(targets_of(strategy, bars, inputs.signals), dtype=np.float64)
     if targets.shape != (n,) or not np.isfinite(targets).all():
         raise ValueError(f"strategy {strategy.name} returned targets of shape {targets.shape} "
                          "or non-finite values; expected one finite leverage per bar")

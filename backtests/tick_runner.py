@@ -38,7 +38,7 @@ from bot.mechanics import account as ac
 from bot.mechanics.brackets import Brackets
 from bot.risk import engine as en
 from bot.risk.policy import RiskPolicy
-from strategies.base import Strategy
+from strategies.base import Strategy, targets_of
 
 #: Ticks per chunk of the numba loop (one progress step).
 CHUNK_TICKS = 2_000_000
@@ -162,7 +162,7 @@ def run_ticks(ti: TickInputs, strategy: Strategy, policy: RiskPolicy, brackets: 
                           f"ticks, got {every_n}")
     bars = ti.bars
     n = len(bars)
-    targets = np.ascontiguousarray(strategy.targets(bars, ti.inputs.signals), dtype=np.float64)
+    targets = np.ascontiguousarray(targets_of(strategy, bars, ti.inputs.signals), dtype=np.float64)
     if targets.shape != (n,) or not np.isfinite(targets).all():
         raise ValueError(f"strategy {strategy.name} returned targets of shape {targets.shape} "
                          "or non-finite values; expected one finite leverage per bar")

@@ -131,6 +131,24 @@ def window(default: int, help: str) -> Param:
     return Param(int, default, help, lo=1)
 
 
+def targets_of(strategy: Strategy, bars: Bars, signals: Signals) -> np.ndarray:
+    """`strategy.targets(bars, signals)`. An error raised inside a user strategy (one not
+    shipped in `strategies/`) is that strategy's error, reported as a LiqbotError naming
+    it (exit 2), not as a bug in liqbot; bars and signals are read-only inputs, and a write
+    into them gets a hint."""
+    try:
+        return strategy.targets(bars, signals)
+    except LiqbotError:
+        raise
+    except Exception as exc:
+        if type(strategy).__module__.partition(".")[0] == "strategies":
+            raise                            # ours: a bug in liqbot
+        hint = " (bars and signals are shared read-only inputs: copy a column before " \
+            "changing it, e.g. bars['close'].copy())" if "read-only" in str(exc) else ""
+        raise LiqbotError(f"strategy {type(strategy).__module__}:{type(strategy).__name__}"
+                          f": targets() raised {type(exc).__name__}: {exc}{hint}") from exc
+
+
 class StepForm(NamedTuple):
     """An exact streaming form: the initial float64 state and a step over (state, x, out)
     returning the bar's target leverage (mutates state)."""
@@ -266,7 +284,7 @@ class WindowStream(StrategyStream):
         m = min(self._count, self.size)
         order = (np.arange(self._count - m, self._count)) % self.size   # oldest first
         bars = bars_from_rows(self._x[order], self.symbol, self.interval_ms, self._seen)
-        tgt = np.asarray(self.strategy.targets(bars, signals_from_rows(self._out[order])))
+        tgt = np.asarray(targets_of(self.strategy, bars, signals_from_rows(self._out[order])))
         if tgt.shape != (m,):
             raise LiqbotError(f"strategy {self.strategy.name}: targets returned shape "
                               f"{tgt.shape} for a window of {m} bars")

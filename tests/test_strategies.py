@@ -27,6 +27,18 @@ class Peeking(Strategy):
         return np.where(bars.close < bars.close[-1], 2.0, -2.0)
 
 
+class Smoothing(Strategy):
+    """Writes into its input bars (a user error: they are shared and read-only)."""
+
+    name = "smoothing"
+    PARAMS: ClassVar[dict[str, Param]] = {"leverage": Param(float, 1.0, "")}
+
+    def targets(self, bars, signals):
+        c = bars["close"]
+        c[1:] = 0.5 * (c[1:] + c[:-1])
+        return np.ones(len(c))
+
+
 @pytest.fixture(scope="module")
 def crowded():
     ds = generate(SynthSpec(seed=2, days=3, crowding="long"))
@@ -115,6 +127,10 @@ def test_backtest_cli_errors(cli, tmp_path):
     r = cli("backtest", "--scenario", "calm", "--strategy", "tests.test_strategies:Peeking",
             "--check-lookahead", "--risk", "off")
     assert r.code == 2 and "is NOT causal" in r.err
+    # a user strategy's own error is its error (exit 2 naming it), with a hint for writes
+    r = cli("backtest", "--scenario", "calm", "--strategy", "tests.test_strategies:Smoothing")
+    assert r.code == 2 and "strategy tests.test_strategies:Smoothing: targets() raised " \
+        "ValueError: assignment destination is read-only" in r.err and ".copy()" in r.err
     r = cli("backtest", "--scenario", "calm", "--from", "2026-01-02", "--to", "2026-01-02T00:05Z",
             "--risk", "off")
     assert r.code == 2 and "fewer than 10 bars" in r.err
