@@ -41,7 +41,7 @@ bench: $(VENV)/.dev
 	$(BIN)/python benchmarks/daemon.py --json var/bench-daemon.json
 	$(BIN)/python benchmarks/ticks.py --json var/bench-ticks.json
 
-# Risk-rule efficacy on the real crash days and calm days (a few minutes): docs/risk.md's table.
+# Risk-rule efficacy on the real crash days and calm days (under a minute warm): docs/risk.md's table.
 efficacy: $(VENV)/.dev
 	$(BIN)/python benchmarks/efficacy.py
 

@@ -234,6 +234,10 @@ def main() -> None:
     kl = shared / "binance_um" / "klines_1m"
     funding = shared / "binance_um" / "funding" / "BTCUSDT_funding_2020-2026.csv"
     vendor = shared / "coinglass_4h" / VENDOR_SPAN
+    if not kl.is_dir():
+        print(f"efficacy: no real klines at {kl} (expected ../shared/data beside the "
+              "repository, or its path as the first argument)", file=sys.stderr)
+        raise SystemExit(2)
     out = ["| period | policy | liquidations (first) | max drawdown | return | binding "
            "interventions | detector latency vs onset |", "|---|---|---|---|---|---|---|"]
     notes: list[str] = []
