@@ -373,3 +373,14 @@ def test_a_binding_intervention_is_a_cap_that_changes_the_order():
         assert out[kn.O_ALLOWED] == pytest.approx(hard * wallet)
         assert out[kn.O_CLIPPED] == clipped
         assert out[kn.O_ORDER_MAIN] == pytest.approx(order)
+
+
+def test_reason_text_names_no_cap_while_halted():
+    dec = np.zeros(en.N_DECISION)
+    dec[en.D_REASONS] = en.R_CROWDING | en.R_DAILY_LOSS
+    dec[en.D_CROWD], dec[en.D_DAY_LOSS], dec[en.D_CASCADE_RUN] = 0.45, 0.154, np.nan
+    dec[en.D_STATE] = en.HALTED                 # the caps are the halt's zeros
+    assert render(dec) == ("HALTED: crowding 0.45 lowers the side's max leverage; daily loss "
+                           "15.4%: halted for the day")
+    dec[en.D_STATE], dec[en.D_REASONS], dec[en.D_MAX_LEV_LONG] = en.REDUCING, en.R_CROWDING, 6.0
+    assert render(dec) == "REDUCING: crowding 0.45 lowers the side's max leverage to 6.0x"

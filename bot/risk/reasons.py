@@ -21,6 +21,11 @@ _TEXT = {
     en.R_DAILY_LOSS: "daily loss {day:.1%}: halted for the day",
     en.R_DRAWDOWN: "drawdown {dd:.1%}: halted",
 }
+# while HALTED the decision's caps are 0 (the halt's), so the capping rules name no value
+_HALTED_CAPS = {
+    en.R_CROWDING: "crowding {crowd:.2f} lowers the side's max leverage",
+    en.R_LIQ_DISTANCE: "own liquidation {liq_atr:.1f} ATR away: leverage capped",
+}
 _CASCADE_RUN = "cascade running against the position ({run:+.1f} ATR on since it fired): reducing"
 
 
@@ -39,6 +44,8 @@ def render(decision: np.ndarray, position_side: float = 1.0) -> str:
               "day": decision[en.D_DAY_LOSS], "dd": decision[en.D_DRAWDOWN]}
     run = decision[en.D_CASCADE_RUN]
     text = _TEXT if run != run else {**_TEXT, en.R_CASCADE: _CASCADE_RUN}
+    if decision[en.D_STATE] == en.HALTED:      # the caps read 0 while halted: not the rules'
+        text = {**text, **_HALTED_CAPS}
     parts = [text[b].format(run=run, **values) for b in sorted(text) if mask & b]
     state = en.STATE_NAMES[int(decision[en.D_STATE])]
     return f"{state}: " + ("; ".join(parts) if parts else "no rule binding")
