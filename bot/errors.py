@@ -11,6 +11,11 @@ class LiqbotError(Exception):
     """A problem with the user's input (usage, config, data), not with liqbot itself."""
 
 
+class UserCodeError(LiqbotError):
+    """An error raised in the user's own code (a strategy of theirs): exit 2 naming it;
+    `--debug` prints the original traceback (their code, so theirs to read)."""
+
+
 class ConfigError(LiqbotError):
     """Invalid configuration. `problems` holds one `key.path: expected X, got Y` line each."""
 

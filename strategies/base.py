@@ -48,12 +48,13 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
 from bot.data.bars import Bars
-from bot.errors import LiqbotError
+from bot.errors import LiqbotError, UserCodeError
 from bot.signals import detectors as dt
 from bot.signals import heatmap as hm
 from bot.signals import positioning as ps
@@ -131,22 +132,42 @@ def window(default: int, help: str) -> Param:
     return Param(int, default, help, lo=1)
 
 
+_OURS = Path(__file__).resolve().parents[1]            # the repository: bot/, strategies/, ...
+
+
+def _raised_in(exc: BaseException) -> tuple[Path, int]:
+    """File and line of the innermost Python frame of `exc`'s traceback."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return Path("?"), 0
+    return Path(tb.tb_frame.f_code.co_filename).resolve(), tb.tb_lineno
+
+
 def targets_of(strategy: Strategy, bars: Bars, signals: Signals) -> np.ndarray:
-    """`strategy.targets(bars, signals)`. An error raised inside a user strategy (one not
-    shipped in `strategies/`) is that strategy's error, reported as a LiqbotError naming
-    it (exit 2), not as a bug in liqbot; bars and signals are read-only inputs, and a write
-    into them gets a hint."""
+    """`strategy.targets(bars, signals)`. An error raised in a user strategy's own code
+    (outside this repository: not a built-in, not the lazily computed signals, not a
+    built-in it subclasses) is that strategy's error: a LiqbotError naming it and the line
+    (exit 2; `--debug` prints the traceback), not a bug in liqbot. A write into the shared
+    read-only bars or signals gets a hint."""
     try:
         return strategy.targets(bars, signals)
     except LiqbotError:
         raise
     except Exception as exc:
-        if type(strategy).__module__.partition(".")[0] == "strategies":
-            raise                            # ours: a bug in liqbot
+        where, line = _raised_in(exc)
+        if isinstance(exc, MemoryError) or where.is_relative_to(_OURS / "bot") or \
+                where.is_relative_to(_OURS / "strategies") or \
+                where.is_relative_to(_OURS / "backtests"):
+            raise                            # ours: a bug in liqbot (or out of memory)
+        text = str(exc)
         hint = " (bars and signals are shared read-only inputs: copy a column before " \
-            "changing it, e.g. bars['close'].copy())" if "read-only" in str(exc) else ""
-        raise LiqbotError(f"strategy {type(strategy).__module__}:{type(strategy).__name__}"
-                          f": targets() raised {type(exc).__name__}: {exc}{hint}") from exc
+            "changing it, e.g. bars['close'].copy())" \
+            if "read-only" in text or "readonly" in text else ""
+        raise UserCodeError(f"strategy {type(strategy).__module__}:{type(strategy).__name__}"
+                            f": targets() raised {type(exc).__name__} at {where.name}:{line}: "
+                            f"{text}{hint}") from exc
 
 
 class StepForm(NamedTuple):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bot.risk import engine as en
 from bot.risk import inputs as ri
@@ -252,6 +254,27 @@ def test_cascade_cut_is_graded_by_distance_and_follow_through():
     en.evaluate(_run_sig(1.2, 0.0), _acct(10_000.0, 40_000.0, 75.38), REACH, out)
     assert out[en.D_STATE] == en.REDUCING
     assert en.allowed_target(40_000.0, 40_000.0, out, REACH) == pytest.approx(10_000 * safe)
+
+
+@settings(max_examples=400, deadline=None)
+@given(mark=st.floats(1.0, 1e5), atr_frac=st.floats(1e-4, 0.1), lev=st.floats(0.0, 20.0),
+       side=st.sampled_from([1.0, -1.0]), cascade=st.sampled_from([-1.0, 0.0, 1.0]),
+       block=st.sampled_from([-1.0, 0.0, 1.0]),
+       run=st.one_of(st.floats(-5.0, 5.0), st.just(float("nan"))))
+def test_graded_cut_is_the_old_cut_once_confirmed_and_never_stricter_before(
+        mark, atr_frac, lev, side, cascade, block, run):
+    sig = _sig(mark, mark * atr_frac)
+    sig[en.S_CASCADE], sig[en.S_CASCADE_BLOCK] = cascade, block
+    acct = _acct(10_000.0, side * lev * 10_000.0, np.nan)
+    old, new = np.zeros(en.N_DECISION), np.zeros(en.N_DECISION)
+    sig[en.S_CASCADE_RUN] = 1.0                          # confirmed: exactly the old rule
+    en.evaluate(sig, acct, REACH, old)
+    en.evaluate(sig, acct, GRADED, new)
+    assert np.array_equal(old, new, equal_nan=True)
+    sig[en.S_CASCADE_RUN] = min(run, 0.999) if run == run else run     # not confirmed
+    en.evaluate(sig, acct, GRADED, new)
+    k = en.D_MAX_LEV_LONG if side > 0 else en.D_MAX_LEV_SHORT
+    assert new[en.D_STATE] <= old[en.D_STATE] and new[k] >= old[k]
 
 
 def test_risk_inputs_measure_the_cascade_run_from_its_first_bar():

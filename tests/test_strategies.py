@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 
 from backtests.lookahead import first_lookahead
+from bot.data.bars import Bars
 from bot.data.synthetic import SynthSpec, generate
-from bot.errors import LiqbotError
+from bot.errors import LiqbotError, UserCodeError
 from bot.mechanics.brackets import shipped
 from bot.signals import pipeline
 from strategies import BUILTIN, find
-from strategies.base import Param, Strategy
+from strategies.base import Param, Strategy, targets_of
 
 BTC = shipped("binance", "BTCUSDT")
 
@@ -37,6 +38,26 @@ class Smoothing(Strategy):
         c = bars["close"]
         c[1:] = 0.5 * (c[1:] + c[:-1])
         return np.ones(len(c))
+
+
+class CallsUsBadly(Strategy):
+    """Its error is raised inside liqbot's own code (bot/): reported as ours, not theirs."""
+
+    name = "calls_us_badly"
+    PARAMS: ClassVar[dict[str, Param]] = {"leverage": Param(float, 1.0, "")}
+
+    def targets(self, bars, signals):
+        return Bars(bars.symbol, -1, dict(bars.columns)).close
+
+
+def test_targets_of_blames_user_code_only_for_its_own_errors(crowded):
+    ds, sig = crowded
+    with pytest.raises(UserCodeError, match=r"Smoothing: targets\(\) raised ValueError at "
+                                            r"test_strategies.py:\d+: assignment destination"):
+        targets_of(Smoothing(), ds.bars, sig)
+    with pytest.raises(ValueError, match="interval_ms must be positive") as info:
+        targets_of(CallsUsBadly(), ds.bars, sig)
+    assert not isinstance(info.value, LiqbotError)
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +151,11 @@ def test_backtest_cli_errors(cli, tmp_path):
     # a user strategy's own error is its error (exit 2 naming it), with a hint for writes
     r = cli("backtest", "--scenario", "calm", "--strategy", "tests.test_strategies:Smoothing")
     assert r.code == 2 and "strategy tests.test_strategies:Smoothing: targets() raised " \
-        "ValueError: assignment destination is read-only" in r.err and ".copy()" in r.err
+        "ValueError at test_strategies.py:" in r.err and ".copy()" in r.err
+    assert "assignment destination is read-only" in r.err and "Traceback" not in r.err
+    r = cli("--debug", "backtest", "--scenario", "calm", "--strategy",
+            "tests.test_strategies:Smoothing")
+    assert r.code == 2 and "Traceback" in r.err and "c[1:] = 0.5" in r.err   # their code
     r = cli("backtest", "--scenario", "calm", "--from", "2026-01-02", "--to", "2026-01-02T00:05Z",
             "--risk", "off")
     assert r.code == 2 and "fewer than 10 bars" in r.err

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from bot import __version__
-from bot.errors import LiqbotError
+from bot.errors import LiqbotError, UserCodeError
 
 #: Commands loaded on first use, so `liqbot --help` (and every command) imports only the
 #: modules it runs (numba, pyarrow, aiohttp, sqlalchemy stay out of `--help`): name ->
@@ -135,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         app(args=args, prog_name="liqbot")
     except LiqbotError as exc:
         from bot.store.urls import mask_url  # a URL's password never reaches the terminal
+        if "--debug" in args and isinstance(exc, UserCodeError) and exc.__cause__ is not None:
+            traceback.print_exception(exc.__cause__)
         # escape: a message quoting user input like '[/bold]' must not be read as markup
         err.print(f"[bold red]error:[/] {escape(mask_url(str(exc)))}", markup=True, soft_wrap=True)
         return 2

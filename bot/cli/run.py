@@ -72,14 +72,16 @@ def _state_layout() -> list[int]:
     """Sizes of every checkpointed state layout: a run is resumed only by code whose
     checkpoints it can read (after an upgrade that changed them, a new run starts)."""
     from bot.execution import kernel as kn
+    from bot.mechanics import fills as fl
     from bot.risk import engine as en
     from bot.risk import inputs as ri
     from bot.signals import detectors as dt
+    from bot.signals import heatmap as hm
     from bot.signals import positioning as ps
     from bot.signals import stream as ss
 
     return [kn.N_K, kn.N_FP, ss.N_X, ss.N_OUT, en.N_POLICY, en.N_DECISION, en.N_SIG, ri.N_RS,
-            dt.N_DS, ps.N_PS]
+            dt.N_DS, ps.N_PS, ss.N_HS, fl.N_FS, hm.N_META]
 
 
 def _fingerprint(parts: dict[str, Any]) -> str:

@@ -42,7 +42,7 @@ def render(decision: np.ndarray, position_side: float = 1.0) -> str:
               "cluster": decision[en.D_CLUSTER_PRICE], "cluster_cap": decision[en.D_CLUSTER_CAP],
               "hedge": decision[en.D_HEDGE_NOTIONAL], "liq_atr": decision[en.D_LIQ_DISTANCE_ATR],
               "day": decision[en.D_DAY_LOSS], "dd": decision[en.D_DRAWDOWN]}
-    run = decision[en.D_CASCADE_RUN]
+    run = decision[en.D_CASCADE_RUN] + 0.0     # + 0.0: the first bar of a short cascade is -0.0
     text = _TEXT if run != run else {**_TEXT, en.R_CASCADE: _CASCADE_RUN}
     if decision[en.D_STATE] == en.HALTED:      # the caps read 0 while halted: not the rules'
         text = {**text, **_HALTED_CAPS}

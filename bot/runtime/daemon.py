@@ -275,6 +275,8 @@ class Daemon:
                         "crowd_short": _num(sig[en.S_CROWD_SHORT]),
                         "cluster_below": _num(sig[en.S_CLUSTER_BELOW]),
                         "cluster_above": _num(sig[en.S_CLUSTER_ABOVE]),
+                        "cascade": _num(sig[en.S_CASCADE]),
+                        "cascade_run_atr": _num(sig[en.S_CASCADE_RUN]),
                         "drawdown": _num(dec[en.D_DRAWDOWN]), "clipped": int(out[kn.O_CLIPPED]),
                         "order": q_main, "hedge_order": q_hedge}})
         if self.listeners:

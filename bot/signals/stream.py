@@ -440,7 +440,8 @@ class SignalStream:
         missing = [f"s_{k}" for k in StreamState._fields if f"s_{k}" not in d]
         if missing or "params" not in d:
             raise LiqbotError(f"signal stream snapshot lacks {missing or ['params']}")
-        sizes = {"heat": N_HS, "pos": ps.N_PS, "det": dt.N_DS, "risk": ri.N_RS, "fill": fl.N_FS}
+        sizes = {"heat": N_HS, "pos": ps.N_PS, "det": dt.N_DS, "risk": ri.N_RS, "fill": fl.N_FS,
+                 "meta": hm.N_META}
         for k, n in sizes.items():
             if d["s_" + k].shape != (n,):
                 raise LiqbotError(f"signal stream snapshot was written by another liqbot "
