@@ -146,7 +146,7 @@ class RunConfig(_Section):
 
 
 ALERT_KINDS = ("state", "liquidation_distance", "stale_feed", "reject", "liquidation",
-               "daily_summary")
+               "strategy_error", "daily_summary")
 
 
 class AlertsConfig(_Section):
@@ -159,7 +159,8 @@ class AlertsConfig(_Section):
     telegram_api_url: str = Field("https://api.telegram.org", pattern=r"^https?://\S+$",
                                   description="Bot API base (tests point it at 127.0.0.1)")
     on: list[Literal["state", "liquidation_distance", "stale_feed", "reject", "liquidation",
-                     "daily_summary"]] = Field(default_factory=lambda: list(ALERT_KINDS))
+                     "strategy_error", "daily_summary"]] = Field(
+        default_factory=lambda: list(ALERT_KINDS))
     liq_distance_pct: float = Field(5.0, gt=0, le=100, allow_inf_nan=False,
                                     description="alert when own liquidation is closer (% of mark)")
     min_interval_s: float = Field(60.0, ge=0, le=86_400, allow_inf_nan=False,

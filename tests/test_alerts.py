@@ -217,6 +217,15 @@ def test_listener_translation_and_liquidation_distance_hysteresis():
     assert a.queue.qsize() == 2                       # state is not in `on`, reject is
     a.queue.get_nowait()
     assert "order r-1 (+0.500000) rejected" in a.queue.get_nowait().text
+    err = {"symbol": "BTCUSDT", "ts": 60_000, "message": "strategy x failed: KeyError: 'y'"}
+    a.listener("strategy_error", err)
+    assert a.queue.qsize() == 0                       # not in `on`
+    b = Alerts(AlertsConfig(webhook_url="http://127.0.0.1:9/x"), "r", None)   # default: all
+    b.listener("strategy_error", err)
+    al = b.queue.get_nowait()
+    assert al.kind == "strategy_error" and al.text == (
+        "BTCUSDT strategy x failed: KeyError: 'y' at 1970-01-01T00:01:00Z; holding its "
+        "previous target")
 
 
 def test_telegram_token_only_from_the_environment():

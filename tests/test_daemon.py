@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -30,6 +31,7 @@ from bot.runtime.daemon import Daemon
 from bot.runtime.replay import ReplayFeed
 from bot.store import Store
 from strategies import find
+from strategies.base import Param, Strategy
 from tests.conftest import shared_file
 
 BR = shipped("binance", "BTCUSDT")
@@ -139,6 +141,46 @@ def test_malformed_bars_are_logged_and_skipped(tmp_path, caplog):
     for k in bad_at:
         assert int(bars.ts[k]) not in decided
     assert int(bars.ts[-1]) in decided        # it kept running to the end
+    store.close()
+
+
+class Flaky(Strategy):
+    """Long 3x, 2x from bar 110 on; raises on bars 100-109 and 300-301 of the replay."""
+
+    name = "flaky"
+    WINDOW = 5
+    T0 = 0
+    PARAMS: ClassVar[dict[str, Param]] = {"leverage": Param(float, 3.0, "")}
+
+    def targets(self, bars, signals):
+        k = int((bars.ts[-1] - Flaky.T0) // 60_000)
+        if 100 <= k < 110 or 300 <= k < 302:
+            raise RuntimeError(f"boom at {k}")
+        return np.full(len(bars), self.params["leverage"] if k < 100 else 2.0)
+
+
+def test_a_failing_strategy_holds_its_target_and_the_daemon_keeps_running(tmp_path, caplog):
+    bars = load_scenario("calm").bars.take(slice(0, 400))
+    Flaky.T0 = int(bars.ts[0])
+    store = Store(f"sqlite:///{tmp_path}/flaky.db")
+    d = _daemon({bars.symbol: bars}, store, "tests.test_daemon:Flaky", {}, "balanced")
+    with caplog.at_level("ERROR", logger="liqbot.daemon"):
+        asyncio.run(d.run(simulated=True))
+    assert d.bars_processed == len(bars) and d.counters["strategy_errors"] == 12
+    decs = store.decisions(d.run_id)
+    assert [x.bar_ts for x in decs] == bars.ts.tolist()          # every bar decided
+    lev = {int((x.bar_ts - Flaky.T0) // 60_000): x.target_notional / x.numbers["equity"]
+           for x in decs}
+    assert lev[99] == pytest.approx(3.0, rel=0.01) and lev[110] == pytest.approx(2.0, rel=0.01)
+    assert all(lev[k] == pytest.approx(3.0, rel=0.01) for k in range(100, 110))   # held while failing
+    assert all(lev[k] == pytest.approx(2.0, rel=0.01) for k in (300, 301))
+    ev = [e for e in store.events(d.run_id) if e.kind == "strategy_error"]
+    assert len(ev) == 2                                           # one per failing streak
+    assert "boom at 100" in ev[0].message and "boom at 300" in ev[1].message
+    assert "RuntimeError at test_daemon.py:" in ev[0].message
+    first = [r for r in caplog.records if "holding its previous target" in r.getMessage()]
+    again = [r for r in caplog.records if "failed again" in r.getMessage()]
+    assert len(first) == 2 and all(r.exc_info for r in first) and len(again) == 10
     store.close()
 
 

@@ -109,6 +109,10 @@ class Alerts:
                          f"{d['symbol']} LIQUIDATED {d['qty']:+.6f} at {d['price']:,.2f} "
                          f"({iso(ts)})", {"symbol": d["symbol"], "qty": d["qty"],
                                           "price": d["price"]}, ts)
+        if kind == "strategy_error" and "strategy_error" in on:
+            return Alert("strategy_error", f"strategy_error:{d['symbol']}",
+                         f"{d['symbol']} {d['message']} at {iso(ts)}; holding its previous "
+                         "target", {"symbol": d["symbol"], "message": d["message"]}, ts)
         if kind == "daily_summary" and "daily_summary" in on:
             return Alert("daily_summary", "daily_summary",
                          f"daily summary {iso(ts)}: equity {d['equity']:,.2f} (unrealised "

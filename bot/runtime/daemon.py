@@ -72,6 +72,7 @@ class SymbolState:
     atr: float = float("nan")
     last_state: int = -1              # risk state of the last decision (-1: none yet)
     last_reasons: int = 0             # reason bits of the last decision
+    strategy_failing: bool = False    # the strategy raised on the last bar (a streak)
 
 
 class Daemon:
@@ -116,7 +117,8 @@ class Daemon:
         # thread as listener(kind, data) on "decision", "state", "fill", "liquidation",
         # "reject", "stale", "daily_summary"; they must not block (they enqueue).
         self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
-        self.counters = {"fills": 0, "liquidations": 0, "rejects": 0, "stale": 0}
+        self.counters = {"fills": 0, "liquidations": 0, "rejects": 0, "stale": 0,
+                         "strategy_errors": 0}
 
     def _emit(self, kind: str, data: dict[str, Any]) -> None:
         for listener in self.listeners:
@@ -217,12 +219,19 @@ class Daemon:
             self._record_funding(sym.name, ts, payments)
         # 2. signals and strategy
         out = sym.stream.step(x)
-        target = float(sym.strat.update(x, out))
-        if not np.isfinite(target):
-            log.error("strategy %s gave a non-finite target at %s %d; holding",
-                      self.strategy.name, sym.name, ts)
-            target = float(sym.st[kn.K_PREV_TARGET]) if np.isfinite(sym.st[kn.K_PREV_TARGET]) \
-                else 0.0
+        prev = float(sym.st[kn.K_PREV_TARGET])
+        held = prev if np.isfinite(prev) else 0.0
+        try:
+            target = float(sym.strat.update(x, out))
+        except Exception as exc:              # noqa: BLE001 - a strategy's error: hold, record
+            self._strategy_failed(sym, ts, exc)
+            target = held
+        else:
+            sym.strategy_failing = False
+            if not np.isfinite(target):
+                log.error("strategy %s gave a non-finite target at %s %s; holding",
+                          self.strategy.name, sym.name, _iso(ts))
+                target = held
         sig = out[ss.O_SIG:ss.O_SIG + en.N_SIG]
         sym.last_sig = sig.copy()
         sym.last_window = (float(out[ss.O_FILL + ss.F_VOL_W]), float(out[ss.O_FILL + ss.F_SIG_W]),
@@ -351,6 +360,27 @@ class Daemon:
         self.store.stage("funding", {"run_id": self.run_id, "symbol": symbol, "ts": ts,
                                      "rate": payments[0].rate, "mark": payments[0].mark,
                                      "payment": sum(p.payment for p in payments)})
+
+    def _strategy_failed(self, sym: SymbolState, ts: int, exc: Exception) -> None:
+        """The strategy raised at this bar: the daemon keeps running on the previous target
+        (the risk engine still decides). The first bar of a streak is logged with its
+        traceback, stored as a `strategy_error` event and emitted (alerts); later bars of the
+        streak log one line each."""
+        self.counters["strategy_errors"] += 1
+        text = f"{type(exc).__name__}: {str(exc)[:300]}"
+        if sym.strategy_failing:
+            log.error("strategy %s failed again at %s %s: %s", self.strategy.name, sym.name,
+                      _iso(ts), text)
+            return
+        sym.strategy_failing = True
+        log.error("strategy %s failed at %s %s: %s; holding its previous target",
+                  self.strategy.name, sym.name, _iso(ts), text, exc_info=exc)
+        msg = f"strategy {self.strategy.name} failed: {text}"
+        self.store.stage("events", {"run_id": self.run_id,
+                                    "event_key": f"strategy-error-{sym.name}-{ts}", "ts": ts,
+                                    "kind": "strategy_error", "message": msg,
+                                    "data": {"symbol": sym.name}})
+        self._emit("strategy_error", {"symbol": sym.name, "ts": ts, "message": msg})
 
     def _skip(self, ev: BarEvent, why: str) -> None:
         self.skipped += 1
