@@ -4,8 +4,10 @@ Usage: python benchmarks/efficacy.py [path/to/shared/data] > table.md   (`make e
 
 Policies: risk off; halts only (balanced's daily-loss and drawdown halts, no liquidation
 rules); liquidation rules only (balanced with the halts off); the full balanced policy.
-Cascades: `hold` long 10x (entry sizing) on the two real BTCUSDT periods (Binance funding
-joined) and on 2025-10-08..12 again with the vendor 4h series joined. Calm days: every UTC day
+Cascades: `hold` long 10x (entry sizing) on every whole-day klines file of klines_1m
+(SYMBOL-1m-DAY_to_DAY.csv; in ../shared the two real BTCUSDT periods), with the symbol's
+Binance funding joined when present, and again with the vendor 4h series joined when a
+coinglass_4h span covers a BTC period (2025-10-08..12). Calm days: every UTC day
 of the BTC files and of the alt months in which no clock hour moves more than 2% (close vs
 open), each scored on a FRESH account opened at the day's 00:00 UTC (signals and strategy
 warm on the file's bars before it, at least 24h; nothing else carried: no position, halt,
@@ -16,6 +18,7 @@ off returns. ONSET and latency are defined in docs/risk.md.
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -35,9 +38,10 @@ from bot.signals import positioning as ps
 from strategies import find
 from strategies.base import Strategy
 
-PERIODS = {"2025-10-08..12": "BTCUSDT-1m-2025-10-08_to_2025-10-12.csv",
-           "2026-02-03..07": "BTCUSDT-1m-2026-02-03_to_2026-02-07.csv"}
-VENDOR_SPAN = "4h_2025-05-18_to_2025-11-14"
+# crash periods: every whole-day 1m klines file of klines_1m (SYMBOL-1m-DAY_to_DAY.csv[.gz]);
+# in ../shared: BTCUSDT 2025-10-08..12 and 2026-02-03..07 (the hour windows are not whole days)
+PERIOD_FILE = re.compile(r"^([A-Z0-9]+)-1m-(\d{4}-\d{2}-\d{2})_to_(\d{4}-\d{2}-\d{2})\.csv(\.gz)?$")
+VENDOR_SPAN = re.compile(r"^4h_(\d{4}-\d{2}-\d{2})_to_(\d{4}-\d{2}-\d{2})$")
 # state series only: the vendor's event columns (4h liquidation sums) would land on one 1m bar
 VENDOR_FILES = ("api_futures_openInterest_ohlc_aggregated_history_BTC.csv",
                 "api_futures_fundingRate_oi_weight_ohlc_history_BTC.csv",
@@ -228,35 +232,56 @@ def calm_table(files: list[list[Path]]) -> list[str]:
     return rows
 
 
+def periods(kl: Path, funding_dir: Path, vendor_dir: Path) -> list[tuple[str, list[Path],
+                                                                       list[Path]]]:
+    """(label, klines + funding files, the same + vendor 4h state series or []) per crash
+    period file in `kl`, by start day. Funding: funding/SYMBOL_funding_*.csv if present;
+    vendor series (BTC only): a coinglass_4h span directory covering the period."""
+    out = []
+    found = sorted((m.group(2), m.group(1), m.group(3), f) for f in kl.iterdir()
+                   if (m := PERIOD_FILE.match(f.name)))
+    for d0, sym, d1, path in found:
+        end = d1[8:] if d1[:7] == d0[:7] else d1[5:]
+        label = f"{d0}..{end}" if sym == "BTCUSDT" else f"{sym} {d0}..{end}"
+        files = [path] + sorted(funding_dir.glob(f"{sym}_funding_*.csv"))[:1]
+        vendor: list[Path] = []
+        spans = sorted(vendor_dir.iterdir()) if vendor_dir.is_dir() else []
+        for span in spans:
+            m = VENDOR_SPAN.match(span.name)
+            if sym == "BTCUSDT" and m and m.group(1) <= d0 and d1 <= m.group(2) and \
+                    all((span / f).is_file() for f in VENDOR_FILES):
+                vendor = files + [span / f for f in VENDOR_FILES]
+        out.append((label, files, vendor))
+    return out
+
+
 def main() -> None:
     shared = Path(sys.argv[1]) if len(sys.argv) > 1 else \
         Path(__file__).resolve().parents[2] / "shared" / "data"
     kl = shared / "binance_um" / "klines_1m"
-    funding = shared / "binance_um" / "funding" / "BTCUSDT_funding_2020-2026.csv"
-    vendor = shared / "coinglass_4h" / VENDOR_SPAN
     if not kl.is_dir():
         print(f"efficacy: no real klines at {kl} (expected ../shared/data beside the "
               "repository, or its path as the first argument)", file=sys.stderr)
         raise SystemExit(2)
+    found = periods(kl, shared / "binance_um" / "funding", shared / "coinglass_4h")
     out = ["| period | policy | liquidations (first) | max drawdown | return | binding "
            "interventions | detector latency vs onset |", "|---|---|---|---|---|---|---|"]
     notes: list[str] = []
-    for label, name in PERIODS.items():
-        path = kl / name
-        if not path.exists():
-            out.append(f"| {label} | (missing: {path}) | | | | | |")
-            continue
-        cascade_rows(label, build_dataset([path, funding]).bars, out)
-        if label.startswith("2025-10") and vendor.is_dir():
-            bars = build_dataset([path, funding] + [vendor / f for f in VENDOR_FILES])
+    for label, files, vendor in found:
+        cascade_rows(label, build_dataset(files).bars, out)
+        if vendor:
+            bars = build_dataset(vendor)
             cascade_rows(label + " + vendor 4h", bars.bars, out)
-            notes = crowding_lead(bars.bars)
+            lead = crowding_lead(bars.bars)
+            notes += lead if not notes else [f"- {label}: {x[2:]}" for x in lead]
         print("\n".join(out[-6:]), file=sys.stderr, flush=True)
+    if not found:
+        out.append(f"| (no SYMBOL-1m-DAY_to_DAY.csv file in {kl}) | | | | | | |")
     print("\n".join(out))
     print()
     print("\n".join(notes))
     print()
-    calm = [[kl / name, funding] for name in PERIODS.values() if (kl / name).exists()]
+    calm = [files for _, files, _ in found]
     calm += [[p] for p in sorted((kl / "alts").glob("*.csv.gz"))]
     print("\n".join(calm_table(calm)))
 
