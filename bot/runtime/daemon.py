@@ -115,7 +115,7 @@ class Daemon:
         self._filled_since_commit: set[str] = set()
         # operations hooks (bot.runtime.alerts, bot.runtime.metrics): called in the loop's
         # thread as listener(kind, data) on "decision", "state", "fill", "liquidation",
-        # "reject", "stale", "daily_summary"; they must not block (they enqueue).
+        # "reject", "stale", "strategy_error", "daily_summary"; they must not block (they enqueue).
         self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
         self.counters = {"fills": 0, "liquidations": 0, "rejects": 0, "stale": 0,
                          "strategy_errors": 0}
