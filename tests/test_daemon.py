@@ -180,7 +180,10 @@ def test_a_failing_strategy_holds_its_target_and_the_daemon_keeps_running(tmp_pa
     assert "RuntimeError at test_daemon.py:" in ev[0].message
     first = [r for r in caplog.records if "holding its previous target" in r.getMessage()]
     again = [r for r in caplog.records if "failed again" in r.getMessage()]
-    assert len(first) == 2 and all(r.exc_info for r in first) and len(again) == 10
+    # the traceback rides on the first record (as exc_text once the CLI's secret-masking
+    # log filter is installed, as when other tests ran `liqbot` in this process first)
+    assert len(first) == 2 and all(r.exc_info or r.exc_text for r in first)
+    assert len(again) == 10 and not any(r.exc_info or r.exc_text for r in again)
     store.close()
 
 
