@@ -441,12 +441,7 @@ def run_portfolio(pin: PortfolioInputs, strategy: Strategy, policy: RiskPolicy,
     n_s, n_t = pin.has.shape
     targets = np.zeros((n_s, n_t))
     for s, inp in enumerate(pin.inputs):
-        tg = np.asarray(targets_of(strategy, inp.bars, inp.signals), dtype=np.float64)
-        if tg.shape != (len(inp.bars),) or not np.isfinite(tg).all():
-            raise ValueError(f"strategy {strategy.name} returned targets of shape {tg.shape} "
-                             f"or non-finite values for {pin.symbols[s]}; expected one finite "
-                             "leverage per bar")
-        targets[s, pin.rows[s] >= 0] = tg
+        targets[s, pin.rows[s] >= 0] = targets_of(strategy, inp.bars, inp.signals)
     return run_targets(pin, targets, policy.to_array(),
                        fill_params(settings, sizing_of(strategy)), settings, name, progress)
 

@@ -133,10 +133,7 @@ def run(inputs: Inputs, strategy: Strategy, policy: RiskPolicy, brackets: Bracke
     if record_columns not in (eg.N_REC_CORE, eg.N_REC):
         raise ValueError(f"record_columns: expected {eg.N_REC_CORE} or {eg.N_REC}, got "
                          f"{record_columns}")
-    targets = np.ascontiguousarray(targets_of(strategy, bars, inputs.signals), dtype=np.float64)
-    if targets.shape != (n,) or not np.isfinite(targets).all():
-        raise ValueError(f"strategy {strategy.name} returned targets of shape {targets.shape} "
-                         "or non-finite values; expected one finite leverage per bar")
+    targets = targets_of(strategy, bars, inputs.signals)
     acct, pos = ac.new_account(settings.wallet, 2, leverage=125.0)
     st = np.zeros(eg.N_STATE)
     st[: kn.N_K] = kn.new_state(settings.wallet)

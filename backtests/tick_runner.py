@@ -162,10 +162,7 @@ def run_ticks(ti: TickInputs, strategy: Strategy, policy: RiskPolicy, brackets: 
                           f"ticks, got {every_n}")
     bars = ti.bars
     n = len(bars)
-    targets = np.ascontiguousarray(targets_of(strategy, bars, ti.inputs.signals), dtype=np.float64)
-    if targets.shape != (n,) or not np.isfinite(targets).all():
-        raise ValueError(f"strategy {strategy.name} returned targets of shape {targets.shape} "
-                         "or non-finite values; expected one finite leverage per bar")
+    targets = targets_of(strategy, bars, ti.inputs.signals)
     acct, pos = ac.new_account(settings.wallet, 2, leverage=125.0)
     st = tk.new_state(settings.wallet, every_n)
     dec = np.zeros(en.N_DECISION)

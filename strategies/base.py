@@ -43,6 +43,7 @@ LiqbotError naming the parameter: "--param fast: expected ..., got ...".
 
 from __future__ import annotations
 
+import inspect
 import io
 import json
 import math
@@ -145,14 +146,29 @@ def _raised_in(exc: BaseException) -> tuple[Path, int]:
     return Path(tb.tb_frame.f_code.co_filename).resolve(), tb.tb_lineno
 
 
-def targets_of(strategy: Strategy, bars: Bars, signals: Signals) -> np.ndarray:
-    """`strategy.targets(bars, signals)`. An error raised in a user strategy's own code
-    (outside this repository: not a built-in, not the lazily computed signals, not a
-    built-in it subclasses) is that strategy's error: a LiqbotError naming it and the line
-    (exit 2; `--debug` prints the traceback), not a bug in liqbot. A write into the shared
-    read-only bars or signals gets a hint."""
+def _shipped(strategy: Strategy) -> bool:
+    """True for a strategy class defined in `strategies/` (a built-in)."""
     try:
-        return strategy.targets(bars, signals)
+        return Path(inspect.getfile(type(strategy))).resolve().is_relative_to(_OURS /
+                                                                               "strategies")
+    except (TypeError, OSError):
+        return False
+
+
+def targets_of(strategy: Strategy, bars: Bars, signals: Signals,
+               finite: bool = True) -> np.ndarray:
+    """`strategy.targets(bars, signals)` as one finite float64 leverage per bar (contiguous),
+    the one place every runner and stream calls a strategy through. `finite=False` lets
+    NaN / inf through (the daemon's window stream: the daemon holds the previous target).
+
+    An error raised in a user strategy's own code (outside this repository: not a
+    built-in, not the lazily computed signals, not a built-in it subclasses), or targets of
+    the wrong shape or not finite from a user strategy, is that strategy's error: a
+    UserCodeError naming it (and the line; exit 2, `--debug` prints the traceback), not a
+    bug in liqbot. A write into the shared read-only bars or signals gets a hint."""
+    name = f"{type(strategy).__module__}:{type(strategy).__name__}"
+    try:
+        raw = strategy.targets(bars, signals)
     except LiqbotError:
         raise
     except Exception as exc:
@@ -165,9 +181,18 @@ def targets_of(strategy: Strategy, bars: Bars, signals: Signals) -> np.ndarray:
         hint = " (bars and signals are shared read-only inputs: copy a column before " \
             "changing it, e.g. bars['close'].copy())" \
             if "read-only" in text or "readonly" in text else ""
-        raise UserCodeError(f"strategy {type(strategy).__module__}:{type(strategy).__name__}"
-                            f": targets() raised {type(exc).__name__} at {where.name}:{line}: "
-                            f"{text}{hint}") from exc
+        raise UserCodeError(f"strategy {name}: targets() raised {type(exc).__name__} at "
+                            f"{where.name}:{line}: {text}{hint}") from exc
+    bad = ValueError if _shipped(strategy) else UserCodeError
+    try:
+        tg = np.ascontiguousarray(raw, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise bad(f"strategy {name}: targets() returned {type(raw).__name__}, not numbers "
+                  f"({exc})") from None
+    if tg.shape != (len(bars),) or (finite and not np.isfinite(tg).all()):
+        raise bad(f"strategy {name}: targets() returned shape {tg.shape} or non-finite "
+                  f"values for {len(bars)} bars; expected one finite leverage per bar")
+    return tg
 
 
 class StepForm(NamedTuple):
@@ -305,11 +330,8 @@ class WindowStream(StrategyStream):
         m = min(self._count, self.size)
         order = (np.arange(self._count - m, self._count)) % self.size   # oldest first
         bars = bars_from_rows(self._x[order], self.symbol, self.interval_ms, self._seen)
-        tgt = np.asarray(targets_of(self.strategy, bars, signals_from_rows(self._out[order])))
-        if tgt.shape != (m,):
-            raise LiqbotError(f"strategy {self.strategy.name}: targets returned shape "
-                              f"{tgt.shape} for a window of {m} bars")
-        return float(tgt[-1])
+        signals = signals_from_rows(self._out[order])
+        return float(targets_of(self.strategy, bars, signals, finite=False)[-1])
 
     def state(self) -> bytes:
         return _pack(self.strategy, "window", {

@@ -58,6 +58,18 @@ def test_targets_of_blames_user_code_only_for_its_own_errors(crowded):
     with pytest.raises(ValueError, match="interval_ms must be positive") as info:
         targets_of(CallsUsBadly(), ds.bars, sig)
     assert not isinstance(info.value, LiqbotError)
+    # what it returns is checked in the same place: one finite leverage per bar
+    short, nan = Peeking(), Peeking()
+    short.targets = lambda bars, signals: np.ones(3)            # type: ignore[method-assign]
+    nan.targets = lambda bars, signals: np.full(len(bars), np.nan)  # type: ignore[method-assign]
+    with pytest.raises(UserCodeError, match=r"returned shape \(3,\) or non-finite values for "
+                                            rf"{len(ds.bars)} bars"):
+        targets_of(short, ds.bars, sig)
+    with pytest.raises(UserCodeError, match="non-finite"):
+        targets_of(nan, ds.bars, sig)
+    assert np.isnan(targets_of(nan, ds.bars, sig, finite=False)).all()   # the daemon's stream
+    tg = targets_of(find("hold")(), ds.bars, sig)
+    assert tg.dtype == np.float64 and tg.flags.c_contiguous and (tg == 10.0).all()
 
 
 @pytest.fixture(scope="module")
