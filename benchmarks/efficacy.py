@@ -7,11 +7,12 @@ rules); liquidation rules only (balanced with the halts off); the full balanced 
 Cascades: `hold` long 10x (entry sizing) on every whole-day klines file of klines_1m
 (SYMBOL-1m-DAY_to_DAY.csv; in ../shared the two real BTCUSDT periods), with the symbol's
 Binance funding joined when present, and again with the vendor 4h series joined when a
-coinglass_4h span covers a BTC period (2025-10-08..12). Calm days: every UTC day
-of the BTC files and of the alt months in which no clock hour moves more than 2% (close vs
-open), each scored on a FRESH account opened at the day's 00:00 UTC (signals and strategy
-warm on the file's bars before it, at least 24h; nothing else carried: no position, halt,
-drawdown or hysteresis from the days around it), for `hold` 3x and `trend` 5x. Give-up =
+coinglass_4h span covers a BTC period (2025-10-08..12). Calm days: every UTC day of the
+BTC files and of the alt months in which no clock hour moves more than 2% (close vs open;
+a second table: no 60-minute window inside the day does), each scored on a FRESH account
+opened at the day's 00:00 UTC (signals and strategy warm on the file's bars before it, at
+least 24h; nothing else carried: no position, halt, drawdown or hysteresis from the days
+around it), for `hold` 3x and `trend` 5x. Give-up =
 sum over the calm days with a positive risk-off return of (off - on) / the sum of those
 off returns. ONSET and latency are defined in docs/risk.md.
 """
@@ -130,8 +131,10 @@ def crowding_lead(bars: Bars) -> list[str]:
     return lines
 
 
-def calm_days(bars: Bars) -> list[tuple[int, int]]:
-    """[start, end) bar ranges of the UTC days in which no clock hour moves > CALM_MOVE."""
+def calm_days(bars: Bars, rolling: bool = False) -> list[tuple[int, int]]:
+    """[start, end) bar ranges of the UTC days in which no clock hour moves > CALM_MOVE
+    (close of its last bar vs open of its first). `rolling`: no 60-bar window inside the
+    day does either (a swing straddling two clock hours is caught too)."""
     day = bars.ts // 86_400_000
     hour = bars.ts // 3_600_000
     c = bars["close"]
@@ -141,12 +144,11 @@ def calm_days(bars: Bars) -> list[tuple[int, int]]:
         idx = np.flatnonzero(day == d)
         if len(idx) < 1440:
             continue
-        ok = True
-        for h in np.unique(hour[idx]):
-            j = idx[hour[idx] == h]
-            if abs(c[j[-1]] / o[j[0]] - 1.0) > CALM_MOVE:
-                ok = False
-                break
+        if rolling:
+            ok = bool(np.all(np.abs(c[idx[59:]] / o[idx[:-59]] - 1.0) <= CALM_MOVE))
+        else:
+            ok = all(abs(c[j[-1]] / o[j[0]] - 1.0) <= CALM_MOVE
+                     for h in np.unique(hour[idx]) for j in [idx[hour[idx] == h]])
         if ok:
             out.append((int(idx[0]), int(idx[-1]) + 1))
     return out
@@ -170,66 +172,100 @@ def day_scores(inputs: Inputs, strat: Strategy, pol: RiskPolicy, br: Brackets,
     return out
 
 
+CALM_VIEWS = ("clock hours", "rolling 60 min")
+
+
 def calm_table(files: list[list[Path]]) -> list[str]:
-    """Calm-day interventions and give-up, each calm day scored on a fresh account."""
+    """Calm-day interventions and give-up, each calm day scored on a fresh account; one
+    table per calm-day filter of CALM_VIEWS (the rolling days are a subset of the clock-hour
+    days, scored once)."""
     br = shipped("binance", "BTCUSDT")
     s = RunSettings()
     strats = [find("hold").from_strings({"side": "long", "leverage": "3"}),
               find("trend").from_strings({"leverage": "5"})]
     pols = policies()
-    n_days = 0
-    skipped = 0
-    binding = {p: {st.name: 0 for st in strats} for p in pols}
     # the same on the days risk off lost less than the balanced daily-loss limit (days on
     # which no halt was due)
     limit = load_policy("balanced").daily_loss
-    n_mild = {st.name: 0 for st in strats}
-    binding_mild = {p: {st.name: 0 for st in strats} for p in pols}
-    pos_off = {st.name: 0.0 for st in strats}
-    pos_on = {p: {st.name: 0.0 for st in strats} for p in pols}
-    why: dict[str, dict[str, dict[str, int]]] = {p: {st.name: {} for st in strats} for p in pols}
+    tally = {v: _CalmTally(pols, strats) for v in CALM_VIEWS}
     for paths in files:
         bars = build_dataset(paths).bars
         all_days = calm_days(bars)
+        rolling = set(calm_days(bars, rolling=True))
         days = [(a, b) for a, b in all_days if a >= WARM_BARS]
-        skipped += len(all_days) - len(days)
+        tally[CALM_VIEWS[0]].skipped += len(all_days) - len(days)
+        tally[CALM_VIEWS[1]].skipped += len(rolling) - len(rolling.intersection(days))
         if not days:
             continue
-        n_days += len(days)
         inputs = prepare(bars, br, s)
         for strat in strats:
             scores = {p: day_scores(inputs, strat, pol, br, s, days) for p, pol in pols.items()}
-            for k in range(len(days)):
-                r_off = scores["risk off"][k][0]
-                for p in pols:
-                    r_on, n_int, mask = scores[p][k]
-                    binding[p][strat.name] += n_int
-                    if r_off > -limit:
-                        binding_mild[p][strat.name] += n_int
-                    if r_off > 0.0:
-                        pos_on[p][strat.name] += r_on
-                    for name in reason_names(mask):
-                        why[p][strat.name][name] = why[p][strat.name].get(name, 0) + 1
-                if r_off > 0.0:
-                    pos_off[strat.name] += r_off
-                n_mild[strat.name] += int(r_off > -limit)
-    rows = [f"Calm days: {n_days} (BTC files and alt months, no clock hour moving more than "
-            f"{CALM_MOVE:.0%}; {skipped} more without {WARM_BARS // 60}h of history before them "
-            "skipped). Each is scored on a FRESH account opened at 00:00 UTC (signals and the "
-            "strategy warm on the file's bars before it).", "",
-            "| policy | strategy | binding interventions / calm day | same, on the days risk "
-            f"off lost less than {limit:.0%} | sum of returns on the positive risk-off days "
-            "(off -> on) | give-up | days on which a rule was active while binding |",
-            "|---|---|---|---|---|---|---|"]
-    for p in pols:
-        for strat in strats:
-            n = strat.name
-            give = (pos_off[n] - pos_on[p][n]) / pos_off[n] if pos_off[n] > 0 else 0.0
-            rules = ", ".join(f"{k} {v}" for k, v in sorted(why[p][n].items())) or "-"
-            rows.append(f"| {p} | {strat.describe()} | {binding[p][n] / max(n_days, 1):.2f} | "
-                        f"{binding_mild[p][n] / max(n_mild[n], 1):.2f} ({n_mild[n]} days) | "
-                        f"{pos_off[n]:+.1%} -> {pos_on[p][n]:+.1%} | {give:.1%} | {rules} |")
-    return rows
+            for k, day in enumerate(days):
+                tally[CALM_VIEWS[0]].add(strat.name, {p: v[k] for p, v in scores.items()}, limit)
+                if day in rolling:
+                    tally[CALM_VIEWS[1]].add(strat.name, {p: v[k] for p, v in scores.items()},
+                                             limit)
+    rows: list[str] = []
+    for view, t in tally.items():
+        moving = "clock hour" if view == CALM_VIEWS[0] else "60-minute window"
+        rows += [f"Calm days ({view}): {t.n_days} (BTC files and alt months, no {moving} "
+                 f"moving more than {CALM_MOVE:.0%}; {t.skipped} more without "
+                 f"{WARM_BARS // 60}h of history before them skipped). Each is scored on a "
+                 "FRESH account opened at 00:00 UTC (signals and the strategy warm on the "
+                 "file's bars before it).", ""]
+        rows += t.table(strats, limit) + [""]
+    return rows[:-1]
+
+
+class _CalmTally:
+    """Sums of one calm-day view: days, binding episodes, positive-day returns, reasons."""
+
+    def __init__(self, pols: dict[str, RiskPolicy], strats: list[Strategy]) -> None:
+        names = [st.name for st in strats]
+        self.n_days = 0
+        self.skipped = 0
+        self.binding = {p: dict.fromkeys(names, 0) for p in pols}
+        self.n_mild = dict.fromkeys(names, 0)
+        self.binding_mild = {p: dict.fromkeys(names, 0) for p in pols}
+        self.pos_off = dict.fromkeys(names, 0.0)
+        self.pos_on = {p: dict.fromkeys(names, 0.0) for p in pols}
+        self.why: dict[str, dict[str, dict[str, int]]] = {p: {n: {} for n in names}
+                                                          for p in pols}
+
+    def add(self, name: str, day: dict[str, tuple[float, int, int]], limit: float) -> None:
+        """One calm day of strategy `name`: (return, episodes, reasons) per policy."""
+        if name == next(iter(self.n_mild)):
+            self.n_days += 1
+        r_off = day["risk off"][0]
+        for p, (r_on, n_int, mask) in day.items():
+            self.binding[p][name] += n_int
+            if r_off > -limit:
+                self.binding_mild[p][name] += n_int
+            if r_off > 0.0:
+                self.pos_on[p][name] += r_on
+            for rule in reason_names(mask):
+                self.why[p][name][rule] = self.why[p][name].get(rule, 0) + 1
+        if r_off > 0.0:
+            self.pos_off[name] += r_off
+        self.n_mild[name] += int(r_off > -limit)
+
+    def table(self, strats: list[Strategy], limit: float) -> list[str]:
+        rows = ["| policy | strategy | binding interventions / calm day | same, on the days "
+                f"risk off lost less than {limit:.0%} | sum of returns on the positive risk-off "
+                "days (off -> on) | give-up | days on which a rule was active while binding |",
+                "|---|---|---|---|---|---|---|"]
+        for p in self.binding:
+            for strat in strats:
+                n = strat.name
+                off, on = self.pos_off[n], self.pos_on[p][n]
+                give = (off - on) / off if off > 0 else 0.0
+                rules = ", ".join(f"{k} {v}" for k, v in sorted(self.why[p][n].items())) or "-"
+                rows.append(f"| {p} | {strat.describe()} | "
+                            f"{self.binding[p][n] / max(self.n_days, 1):.2f} | "
+                            f"{self.binding_mild[p][n] / max(self.n_mild[n], 1):.2f} "
+                            f"({self.n_mild[n]} days) | {off:+.1%} -> {on:+.1%} | {give:.1%} | "
+                            f"{rules} |")
+        return rows
 
 
 def periods(kl: Path, funding_dir: Path, vendor_dir: Path) -> list[tuple[str, list[Path],

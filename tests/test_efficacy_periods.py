@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.efficacy import VENDOR_FILES, periods
+import numpy as np
+
+from benchmarks.efficacy import VENDOR_FILES, calm_days, periods
+from bot.data.bars import Bars
 
 
 def _touch(p: Path) -> Path:
@@ -30,3 +33,27 @@ def test_periods_are_found_by_file_name(tmp_path):
     span = cg / "4h_2025-05-18_to_2025-11-14"
     assert got[1][1] == [btc, fb] and got[1][2] == [btc, fb] + [span / f for f in VENDOR_FILES]
     assert periods(kl, fu, tmp_path / "none")[1][2] == []   # no vendor directory
+
+
+def _days(closes: np.ndarray) -> Bars:
+    """Whole UTC days of 1m bars, each bar opening at the previous close."""
+    n = len(closes)
+    opens = np.concatenate([[closes[0]], closes[:-1]])
+    return Bars("T", 60_000, {"ts": np.arange(n, dtype=np.int64) * 60_000, "open": opens,
+                              "high": np.maximum(opens, closes),
+                              "low": np.minimum(opens, closes), "close": closes,
+                              "volume": np.ones(n)})
+
+
+def test_calm_days_by_clock_hour_and_by_rolling_hour():
+    c = np.full(3 * 1440, 100.0)
+    # day 1: +1.5% over 00:30..00:59 then +1.5% over 01:00..01:29: no clock hour moves more
+    # than 2% (1.5% each), the 60 minutes 00:30..01:29 move 3.0%
+    c[1440 + 30:1440 + 60] = 100.0 * np.linspace(1.0005, 1.015, 30)
+    c[1440 + 60:] = 101.5 * 1.015 * np.ones(2 * 1440 - 60)
+    c[1440 + 60:1440 + 90] = 101.5 * np.linspace(1.0005, 1.015, 30)
+    # day 2: one clock hour moves 2.5%
+    c[2 * 1440 + 600:] *= 1.025
+    bars = _days(c)
+    assert calm_days(bars) == [(0, 1440), (1440, 2880)]
+    assert calm_days(bars, rolling=True) == [(0, 1440)]
