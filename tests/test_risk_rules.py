@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bot.errors import ConfigError
 from bot.risk import engine as en
 from bot.risk import inputs as ri
 from bot.risk.policy import RiskPolicy, load_policy
@@ -169,6 +170,20 @@ def test_balanced_preset_has_the_documented_rules():
     assert (p.cascade_near_atr, p.cascade_confirm_atr) == (16.0, 1.0)
     assert (arr[en.P_CASCADE_NEAR_ATR], arr[en.P_CASCADE_CONFIRM_ATR]) == (16.0, 1.0)
     assert RiskPolicy().cascade_near_atr == 0.0          # off: every reachable side cut at once
+
+
+def test_near_tier_outside_the_reach_is_a_config_error(tmp_path):
+    bad = tmp_path / "p.toml"
+    bad.write_text("[risk]\ncascade_reach_atr = 10\ncascade_near_atr = 16\n")
+    with pytest.raises(ConfigError) as exc:
+        load_policy(str(bad))
+    assert exc.value.problems == ["cascade_near_atr: expected at most cascade_reach_atr = 10 "
+                                  "(0: no near tier), got 16"]
+    bad.write_text("cascade_near_atr = 16\n")      # no reach: the tier would be ignored
+    with pytest.raises(ConfigError, match="cascade_near_atr: expected 0 while "
+                                          "cascade_reach_atr is 0"):
+        load_policy(str(bad))
+    assert RiskPolicy(cascade_reach_atr=24.0, cascade_near_atr=24.0).cascade_near_atr == 24.0
 
 
 REACH = RiskPolicy(cascade_reach_atr=24.0, cascade_max_leverage=2.0, mmr=0.005,

@@ -6,7 +6,7 @@ import tomllib
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from bot.errors import ConfigError
 from bot.risk import engine as en
@@ -59,6 +59,19 @@ class RiskPolicy(BaseModel):
     hedge_threshold: float = Field(0.8, ge=0, le=1)
     hedge_fraction: float = Field(0.5, ge=0, le=1)
     hedge_unwind: float = Field(0.5, ge=0, le=1)
+
+    @field_validator("cascade_near_atr")
+    @classmethod
+    def _near_within_reach(cls, near: float, info: ValidationInfo) -> float:
+        """The near tier grades positions inside the reach: without a reach it would be
+        ignored, beyond it it would never apply. Either is a config mistake, said so."""
+        reach = info.data.get("cascade_reach_atr")
+        if near > 0.0 and reach is not None and reach <= 0.0:
+            raise ValueError("0 while cascade_reach_atr is 0 (the near tier grades the "
+                             "positions within a reach; set cascade_reach_atr first)")
+        if near > 0.0 and reach is not None and near > reach:
+            raise ValueError(f"at most cascade_reach_atr = {reach:g} (0: no near tier)")
+        return near
 
     def to_array(self) -> np.ndarray:
         p = np.zeros(en.N_POLICY)
