@@ -30,6 +30,7 @@ from backtests.runner import Inputs, RunSettings, interventions, prepare, run
 from bot.data.bars import Bars
 from bot.data.dataset import iso
 from bot.data.importer import build_dataset
+from bot.errors import DataError
 from bot.mechanics.brackets import Brackets, shipped
 from bot.risk import engine as en
 from bot.risk.policy import RiskPolicy, load_policy, off_policy
@@ -83,8 +84,17 @@ def latency(det: np.ndarray, on: int) -> str:
     return f"{int(fired[0]) + max(0, on - 60) - on:+d} min" if len(fired) else "not detected"
 
 
+def brackets_of(symbol: str) -> Brackets:
+    """The symbol's shipped Binance bracket table (BTCUSDT, ETHUSDT); BTCUSDT's for any
+    other symbol (no tier data for the alts: docs/risk.md, "Alt brackets")."""
+    try:
+        return shipped("binance", symbol)
+    except DataError:
+        return shipped("binance", "BTCUSDT")
+
+
 def cascade_rows(label: str, bars: Bars, out: list[str]) -> None:
-    br = shipped("binance", "BTCUSDT")
+    br = brackets_of(bars.symbol)
     s = RunSettings()
     inputs = prepare(bars, br, s)
     start, on = onset(bars)
@@ -103,7 +113,7 @@ def cascade_rows(label: str, bars: Bars, out: list[str]) -> None:
 
 def crowding_lead(bars: Bars) -> list[str]:
     """What crowding and the map did before the largest hourly drop (vendor data joined)."""
-    br = shipped("binance", "BTCUSDT")
+    br = brackets_of(bars.symbol)
     s = RunSettings()
     inputs = prepare(bars, br, s)
     start, on = onset(bars)
@@ -179,7 +189,6 @@ def calm_table(files: list[list[Path]]) -> list[str]:
     """Calm-day interventions and give-up, each calm day scored on a fresh account; one
     table per calm-day filter of CALM_VIEWS (the rolling days are a subset of the clock-hour
     days, scored once)."""
-    br = shipped("binance", "BTCUSDT")
     s = RunSettings()
     strats = [find("hold").from_strings({"side": "long", "leverage": "3"}),
               find("trend").from_strings({"leverage": "5"})]
@@ -197,6 +206,7 @@ def calm_table(files: list[list[Path]]) -> list[str]:
         tally[CALM_VIEWS[1]].skipped += len(rolling) - len(rolling.intersection(days))
         if not days:
             continue
+        br = brackets_of(bars.symbol)
         inputs = prepare(bars, br, s)
         for strat in strats:
             scores = {p: day_scores(inputs, strat, pol, br, s, days) for p, pol in pols.items()}

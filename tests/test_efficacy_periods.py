@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.efficacy import VENDOR_FILES, calm_days, periods
+from benchmarks.efficacy import VENDOR_FILES, brackets_of, calm_days, periods
 from bot.data.bars import Bars
+from bot.mechanics.brackets import shipped
 
 
 def _touch(p: Path) -> Path:
@@ -57,3 +58,10 @@ def test_calm_days_by_clock_hour_and_by_rolling_hour():
     bars = _days(c)
     assert calm_days(bars) == [(0, 1440), (1440, 2880)]
     assert calm_days(bars, rolling=True) == [(0, 1440)]
+
+
+def test_each_period_runs_on_its_own_bracket_table():
+    eth = brackets_of("ETHUSDT")
+    assert eth.symbol == "ETHUSDT" and np.array_equal(eth.mmr, shipped("binance", "ETHUSDT").mmr)
+    assert brackets_of("BTCUSDT").symbol == "BTCUSDT"
+    assert brackets_of("AVAXUSDT").symbol == "BTCUSDT"      # no alt tiers shipped
