@@ -138,6 +138,18 @@ def crowding_lead(bars: Bars) -> list[str]:
                      f"the last {lead} min before it (first at {iso(int(bars.ts[before[0]]))})")
     else:
         lines.append("- no crowding, cluster or hedge cut bound before the drop began")
+    # what the other rules had done by then (the cascade rule on the day's earlier drops):
+    # the first binding bar after the position last held 90% of its target leverage
+    rec = res.records
+    full = np.flatnonzero(rec[pre, eg.R_LEVERAGE] >= 0.9 * rec[pre, eg.R_TARGET_LEV])
+    k0 = pre.start + (int(full[-1]) if len(full) else 0)
+    cut = np.flatnonzero(rec[k0:start, eg.R_CLIPPED] > 0)
+    if len(cut) and rec[start, eg.R_LEVERAGE] < 0.9 * rec[start, eg.R_TARGET_LEV]:
+        k = k0 + int(cut[0])
+        lines.append(f"- the 10x long held {rec[start, eg.R_LEVERAGE]:.1f}x when the drop "
+                     f"began (liquidation rules only): cut from {iso(int(bars.ts[k]))}, "
+                     f"{(start - k) // 60}h{(start - k) % 60:02d} ahead, rules active "
+                     f"{', '.join(reason_names(int(reasons[k])))}")
     return lines
 
 
