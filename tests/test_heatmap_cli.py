@@ -82,7 +82,10 @@ def test_timeline_csv(cli, synth_dir, tmp_path):
     assert 0 <= m1 <= m3 <= m5 and m5 > 0
     assert {row["cascade"] for row in rows} <= {"-1", "0", "1"}
     assert any(row["cascade"] == "1" for row in rows)    # the synthetic long cascade fires
-    assert max(float(row["crowd_long"]) for row in rows) > 0.5
+    assert max(float(row["crowd_long"]) for row in rows if row["crowd_long"]) > 0.5
+    # crowding as the rules read it: empty for the first 24 hours (1m bars: 1,439 rows)
+    assert {rows[i][c] for i in range(1439) for c in ("crowd_long", "crowd_short")} == {""}
+    assert rows[1439]["crowd_long"] != "" and rows[1439]["crowd_short"] != ""
     assert np.isclose(float(rows[-1]["confidence"]), 1.0)
 
 

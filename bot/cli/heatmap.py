@@ -21,10 +21,11 @@ from bot.data.resample import resample
 from bot.data.synthetic import CROWDING_BIAS, SynthSpec, generate
 from bot.errors import LiqbotError
 from bot.mechanics import brackets as br
+from bot.risk import inputs as ri
 from bot.signals import clusters as cl
 from bot.signals import detectors as dt
 from bot.signals import heatmap as hm
-from bot.signals import pipeline
+from bot.signals import pipeline, stream
 from bot.signals import positioning as ps
 from bot.signals.validation import score_at
 
@@ -198,11 +199,14 @@ def timeline_rows(bars: Any, calibrated: bool = False) -> dict[str, np.ndarray]:
                          progress=lambda done: prog.update(task, completed=done))
         sig = pipeline.compute(bars, b, hm.params_for_interval(bars.interval_ms), near=NEAR)
         prog.update(task, completed=n + max(n // 4, 1))
+    # crowding as the rules read it: empty (NaN) until its warm-up has been seen
+    crowd = sig.positioning[:, [ps.C_LONG_SCORE, ps.C_SHORT_SCORE]].copy()
+    bph = stream.config(bars.interval_ms, b).bars_per_hour
+    crowd[:ri.crowding_warm_bar(bph)] = np.nan
     cols = {"ts": bars.ts, "iso": np.array([iso(int(t)) for t in bars.ts]),
             "close": bars.close, "est_long_liq": tl["est_long"],
             "est_short_liq": tl["est_short"],
-            "crowd_long": sig.positioning[:, ps.C_LONG_SCORE],
-            "crowd_short": sig.positioning[:, ps.C_SHORT_SCORE],
+            "crowd_long": crowd[:, 0], "crowd_short": crowd[:, 1],
             "cascade": sig.detectors[:, dt.D_CASCADE_STATE], "confidence": tl["confidence"]}
     for side in ("long", "short"):
         for x in (1, 3, 5):

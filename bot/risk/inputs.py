@@ -38,6 +38,13 @@ def new_risk_state() -> np.ndarray:
 
 
 @njit(cache=True)
+def crowding_warm_bar(bars_per_hour: int) -> int:
+    """Index of the first bar whose crowding the rules read (`CROWD_WARMUP_H` hours seen);
+    before it S_CROWD_* are NaN. The heatmap timeline blanks the same bars."""
+    return CROWD_WARMUP_H * bars_per_hour - 1
+
+
+@njit(cache=True)
 def risk_step(st: np.ndarray, close: float, high: float, low: float, volume: float,
               filled: float, mark: float, crowd_long: float, crowd_short: float,
               cascade: float, exhaustion: float, clusters: np.ndarray, bars_per_hour: int,
@@ -63,7 +70,7 @@ def risk_step(st: np.ndarray, close: float, high: float, low: float, volume: flo
     atr = st[RS_TR_EWMA] * np.sqrt(bars_per_hour)
     st[RS_ATR_ENV] = max(atr, st[RS_ATR_ENV] * np.exp(-1.0 / (24.0 * bars_per_hour)))
     out[en.S_ATR] = st[RS_ATR_ENV] if t + 1 >= bars_per_hour else np.nan
-    warm = t + 1 >= CROWD_WARMUP_H * bars_per_hour
+    warm = t >= crowding_warm_bar(bars_per_hour)
     out[en.S_CROWD_LONG] = crowd_long if warm else np.nan
     out[en.S_CROWD_SHORT] = crowd_short if warm else np.nan
     out[en.S_CASCADE] = cascade
