@@ -1,6 +1,8 @@
 """Risk-rule efficacy on real crash days and calm days: the table of docs/risk.md.
 
 Usage: python benchmarks/efficacy.py [path/to/shared/data] > table.md   (`make efficacy`)
+       python benchmarks/efficacy.py [path] --stress F   (the crash tables only, each
+       crash's returns multiplied by F: `stressed`)
 
 Policies: risk off; halts only (balanced's daily-loss and drawdown halts, no liquidation
 rules); liquidation rules only (balanced with the halts off); the full balanced policy.
@@ -19,6 +21,7 @@ off returns. ONSET and latency are defined in docs/risk.md.
 
 from __future__ import annotations
 
+import argparse
 import re
 import sys
 from pathlib import Path
@@ -76,6 +79,32 @@ def onset(bars: Bars) -> tuple[int, int]:
     sd = np.diff(lc[max(0, s - 1440):s + 1]).std() * np.sqrt(60.0)
     hit = [t for t in range(s, end + 1) if lc[t] - lc[t - 60] <= -ONSET_K * sd]
     return s, (hit[0] if hit else end)
+
+
+STRESS_AFTER = 120       # bars after ONSET the stress test still amplifies
+
+
+def stressed(bars: Bars, factor: float) -> Bars:
+    """The period with its crash amplified: every 1m log return from 60 bars before the
+    largest 1h drop to STRESS_AFTER bars after ONSET multiplied by `factor`, each bar's open,
+    high and low scaled about its close by the same factor, and the bars after the window
+    shifted by the extra move (volumes, funding and positioning columns as they were). A
+    deeper (or, below 1, milder) crash of the same shape: what a rule tuned to the real
+    depth would do on a worse day."""
+    start, on = onset(bars)
+    a, z = max(1, start - 60), min(len(bars), on + STRESS_AFTER)
+    lo, lh, ll, lc = (np.log(bars[k]) for k in ("open", "high", "low", "close"))
+    r = np.diff(lc, prepend=lc[0])
+    r[a:z] *= factor
+    nc = lc[0] + np.cumsum(r) - r[0]
+    shift = nc - lc
+    no, nh, nl = lo + shift, lh + shift, ll + shift
+    w = slice(a, z)
+    no[w], nh[w], nl[w] = (nc[w] + (x[w] - lc[w]) * factor for x in (lo, lh, ll))
+    cols = dict(bars.columns)
+    cols.update(open=np.exp(no), high=np.exp(np.maximum(np.maximum(nh, no), nc)),
+                low=np.exp(np.minimum(np.minimum(nl, no), nc)), close=np.exp(nc))
+    return Bars(bars.symbol, bars.interval_ms, cols)
 
 
 def latency(det: np.ndarray, on: int) -> str:
@@ -314,28 +343,42 @@ def periods(kl: Path, funding_dir: Path, vendor_dir: Path) -> list[tuple[str, li
 
 
 def main() -> None:
-    shared = Path(sys.argv[1]) if len(sys.argv) > 1 else \
-        Path(__file__).resolve().parents[2] / "shared" / "data"
-    kl = shared / "binance_um" / "klines_1m"
+    ap = argparse.ArgumentParser(description="Risk-rule efficacy: docs/risk.md's tables.")
+    ap.add_argument("data", nargs="?", type=Path,
+                    default=Path(__file__).resolve().parents[2] / "shared" / "data",
+                    help="the shared data directory (default: ../shared/data)")
+    ap.add_argument("--stress", type=float, metavar="F",
+                    help="crash periods only, each crash's returns multiplied by F (> 0)")
+    args = ap.parse_args()
+    if args.stress is not None and not 0.0 < args.stress < 100.0:
+        ap.exit(2, f"efficacy: --stress: expected a factor in (0, 100), got {args.stress}\n")
+    kl = args.data / "binance_um" / "klines_1m"
     if not kl.is_dir():
         print(f"efficacy: no real klines at {kl} (expected ../shared/data beside the "
               "repository, or its path as the first argument)", file=sys.stderr)
         raise SystemExit(2)
-    found = periods(kl, shared / "binance_um" / "funding", shared / "coinglass_4h")
+    found = periods(kl, args.data / "binance_um" / "funding", args.data / "coinglass_4h")
     out = ["| period | policy | liquidations (first) | max drawdown | return | binding "
            "interventions | detector latency vs onset |", "|---|---|---|---|---|---|---|"]
     notes: list[str] = []
+    tag = "" if args.stress is None else f" (crash x{args.stress:g})"
     for label, files, vendor in found:
-        cascade_rows(label, build_dataset(files).bars, out)
-        if vendor:
-            bars = build_dataset(vendor)
-            cascade_rows(label + " + vendor 4h", bars.bars, out)
-            lead = crowding_lead(bars.bars)
-            notes += lead if not notes else [f"- {label}: {x[2:]}" for x in lead]
+        for lab, paths in ((label, files), (label + " + vendor 4h", vendor)):
+            if not paths:
+                continue
+            bars = build_dataset(paths).bars
+            if args.stress is not None:
+                bars = stressed(bars, args.stress)
+            cascade_rows(lab + tag, bars, out)
+            if paths is vendor and args.stress is None:
+                lead = crowding_lead(bars)
+                notes += lead if not notes else [f"- {label}: {x[2:]}" for x in lead]
         print("\n".join(out[-6:]), file=sys.stderr, flush=True)
     if not found:
         out.append(f"| (no SYMBOL-1m-DAY_to_DAY.csv file in {kl}) | | | | | | |")
     print("\n".join(out))
+    if args.stress is not None:
+        return
     print()
     print("\n".join(notes))
     print()

@@ -113,12 +113,16 @@ def test_dashboard_follows_the_cascade(browser, tmp_path):
         first_red = next(d for d in decs if d.state == 1)
         _wait(browser, "return document.getElementById('state-BTCUSDT').textContent === 'REDUCING'",
               15)
-        assert "cascade" in browser.find_element("id", "reasons-BTCUSDT").text
-        top = browser.find_element("css selector", "#timeline tbody tr")
-        assert "REDUCING" in top.text and "cascade running against the position" in top.text
-        iso = first_red.bar_ts
+        assert "cascade" in browser.execute_script(
+            "return document.getElementById('reasons-BTCUSDT').textContent;")
         from bot.data.dataset import iso as to_iso
-        assert to_iso(iso) in top.text
+        # the timeline re-renders on every poll (rows are replaced): read its top row in one
+        # script call, once the first REDUCING decision has reached it
+        top_row = "document.querySelector('#timeline tbody tr')"
+        _wait(browser, f"const r = {top_row}; "
+                       f"return !!r && r.textContent.includes('{to_iso(first_red.bar_ts)}');", 15)
+        top = browser.execute_script(f"return {top_row}.textContent;")
+        assert "REDUCING" in top and "cascade running against the position" in top
         assert browser.find_elements("css selector", ".shade-REDUCING")
         shot = _shot(browser, tmp_path, "dashboard-cascade.png")
         assert shot.stat().st_size > 20_000

@@ -6,8 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from benchmarks.efficacy import VENDOR_FILES, brackets_of, calm_days, periods
+from benchmarks import efficacy as ef
+from benchmarks.efficacy import VENDOR_FILES, brackets_of, calm_days, onset, periods, stressed
 from bot.data.bars import Bars
 from bot.mechanics.brackets import shipped
 
@@ -65,3 +67,24 @@ def test_each_period_runs_on_its_own_bracket_table():
     assert eth.symbol == "ETHUSDT" and np.array_equal(eth.mmr, shipped("binance", "ETHUSDT").mmr)
     assert brackets_of("BTCUSDT").symbol == "BTCUSDT"
     assert brackets_of("AVAXUSDT").symbol == "BTCUSDT"      # no alt tiers shipped
+
+
+def test_stress_deepens_the_crash_window_only():
+    rng = np.random.default_rng(3)
+    r = rng.normal(0.0, 1e-3, 4 * 1440)
+    r[3000:3060] -= 0.002                                 # the largest hour: -12%
+    bars = _days(100.0 * np.exp(np.cumsum(r)))
+    start, on = onset(bars)
+    a, z = start - 60, on + ef.STRESS_AFTER
+    same = stressed(bars, 1.0)
+    for k in ("open", "high", "low", "close"):
+        assert np.allclose(same[k], bars[k], rtol=1e-12)
+    deep = stressed(bars, 2.0)
+    lc, ld = np.log(bars["close"]), np.log(deep["close"])
+    assert np.allclose(ld[:a], lc[:a])                                # before: as it was
+    assert ld[z - 1] - ld[a - 1] == pytest.approx(2.0 * (lc[z - 1] - lc[a - 1]))
+    extra = (ld[z - 1] - ld[a - 1]) - (lc[z - 1] - lc[a - 1])
+    assert np.allclose(ld[z:] - lc[z:], extra)                        # after: shifted
+    assert np.all(deep["high"] >= np.maximum(deep["open"], deep["close"]))
+    assert np.all(deep["low"] <= np.minimum(deep["open"], deep["close"]))
+    assert np.array_equal(deep["volume"], bars["volume"])

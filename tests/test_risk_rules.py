@@ -170,6 +170,8 @@ def test_balanced_preset_has_the_documented_rules():
     assert (p.cascade_near_atr, p.cascade_confirm_atr) == (16.0, 1.0)
     assert (arr[en.P_CASCADE_NEAR_ATR], arr[en.P_CASCADE_CONFIRM_ATR]) == (16.0, 1.0)
     assert RiskPolicy().cascade_near_atr == 0.0          # off: every reachable side cut at once
+    assert p.cascade_flat_atr == 3.0 and arr[en.P_CASCADE_FLAT_ATR] == 3.0
+    assert RiskPolicy().cascade_flat_atr == 0.0          # off: no cascade closes a side
 
 
 def test_near_tier_outside_the_reach_is_a_config_error(tmp_path):
@@ -269,6 +271,54 @@ def test_cascade_cut_is_graded_by_distance_and_follow_through():
     en.evaluate(_run_sig(1.2, 0.0), _acct(10_000.0, 40_000.0, 75.38), REACH, out)
     assert out[en.D_STATE] == en.REDUCING
     assert en.allowed_target(40_000.0, 40_000.0, out, REACH) == pytest.approx(10_000 * safe)
+
+
+FLAT = RiskPolicy(cascade_reach_atr=24.0, cascade_near_atr=16.0, cascade_confirm_atr=1.0,
+                  cascade_flat_atr=3.0, cascade_max_leverage=2.0, mmr=0.005, min_liq_atr=0.0,
+                  hedge=False, daily_loss=1.0, max_drawdown=1.0).to_array()
+
+
+def test_a_cascade_that_ran_far_closes_the_side_until_it_ends():
+    rs = en.new_risk_state()
+    out = np.zeros(en.N_DECISION)
+    acct = _acct(10_000.0, 40_000.0, 75.38)       # 4x long, liquidation 20.5 ATRs (ATR 1.2)
+    safe = _lev(100.0 - 28.8)                     # 3.43x: liquidated 24 ATRs below
+    # run 2.9 ATRs: the graded cut (to the 24-ATR leverage), not closed
+    en.evaluate_state(_run_sig(1.2, 2.9), acct, FLAT, rs, 0.0, out)
+    assert out[en.D_STATE] == en.REDUCING and rs[en.RK_CASC_FLAT] == 0.0
+    assert out[en.D_MAX_LEV_LONG] == pytest.approx(safe)
+    # run 3 ATRs: the long side is closed
+    en.evaluate_state(_run_sig(1.2, 3.0), acct, FLAT, rs, 1.0, out)
+    assert out[en.D_STATE] == en.REDUCING and out[en.D_MAX_LEV_LONG] == 0.0
+    assert rs[en.RK_CASC_FLAT] == 1.0 and out[en.D_MAX_LEV_SHORT] == 20.0
+    assert en.allowed_target(40_000.0, 40_000.0, out, FLAT) == 0.0
+    assert render(out) == ("REDUCING: cascade running against the position (+3.0 ATR on since "
+                           "it fired): closing the side until it ends")
+    # flat now, the cascade bounces back to 1.5 ATRs: still closed (latched), entries blocked
+    flat_acct = _acct(10_000.0, 0.0, np.nan)
+    en.evaluate_state(_run_sig(1.2, 1.5), flat_acct, FLAT, rs, 2.0, out)
+    assert out[en.D_MAX_LEV_LONG] == 0.0 and int(out[en.D_REASONS]) & en.R_CASCADE_BLOCK
+    assert en.allowed_target(40_000.0, 0.0, out, FLAT) == 0.0
+    # the cascade is over (block only): the latch clears, entries up to the 24-ATR leverage
+    en.evaluate_state(_cascade_sig(1.2, 0.0, 1.0), flat_acct, FLAT, rs, 3.0, out)
+    assert rs[en.RK_CASC_FLAT] == 0.0 and out[en.D_MAX_LEV_LONG] == pytest.approx(safe)
+    # a short cascade that ran far closes the short side only; without the reach (the plain
+    # rule) the same latch closes the position's side
+    rs = en.new_risk_state()
+    short = _cascade_sig(1.2, -1.0, -1.0)
+    short[en.S_CASCADE_RUN] = 4.0
+    en.evaluate_state(short, acct, FLAT, rs, 4.0, out)
+    assert rs[en.RK_CASC_FLAT] == -1.0 and out[en.D_MAX_LEV_SHORT] == 0.0
+    assert out[en.D_MAX_LEV_LONG] > 0.0
+    plain = RiskPolicy(cascade_flat_atr=3.0, hedge=False, daily_loss=1.0,
+                       max_drawdown=1.0).to_array()
+    rs = en.new_risk_state()
+    en.evaluate_state(_run_sig(1.2, 3.5), acct, plain, rs, 5.0, out)
+    assert out[en.D_STATE] == en.REDUCING and out[en.D_MAX_LEV_LONG] == 0.0
+    # off (0, the model default): a run of any length cuts to the 24-ATR leverage only
+    rs = en.new_risk_state()
+    en.evaluate_state(_run_sig(1.2, 50.0), acct, GRADED, rs, 6.0, out)
+    assert out[en.D_MAX_LEV_LONG] == pytest.approx(safe) and rs[en.RK_CASC_FLAT] == 0.0
 
 
 @settings(max_examples=400, deadline=None)

@@ -23,7 +23,9 @@ Rules (defaults in config/risk/*.toml, documented in docs/risk.md):
    `cascade_near_atr` ATRs is cut at the cascade's first bar; one liquidated between
    `cascade_near_atr` and `cascade_reach_atr` ATRs away only once the cascade has run
    `cascade_confirm_atr` ATRs past the close of its first bar (S_CASCADE_RUN): a burst that
-   stops where it fired leaves it alone (it may not grow either);
+   stops where it fired leaves it alone (it may not grow either). With `cascade_flat_atr`
+   > 0, once the cascade has run that many ATRs on, the liquidated side is closed (cap 0,
+   whatever the reach) until the cascade ends (RK_CASC_FLAT latches it);
 4. hedge: crowding of the position's side at `hedge_threshold` or more hedges
    `hedge_fraction` of it on the other side; the hedge unwinds below `hedge_unwind`;
 5. hard limits: max leverage, max order and position notional, stale data for
@@ -72,15 +74,17 @@ N_ACCT_VIEW = 6
  P_CLUSTER_BUFFER, P_CLUSTER_MIN_SHARE, P_MMR, P_CASCADE_ON, P_CASCADE_MAX_LEV, P_HEDGE_ON,
  P_HEDGE_THRESHOLD, P_HEDGE_FRACTION, P_HEDGE_UNWIND, P_LIQ_RELEASE_ATR,
  P_DD_COOLDOWN_H, P_CASCADE_REACH_ATR, P_MIN_CUT, P_LIQ_SHRINK, P_CASCADE_NEAR_ATR,
- P_CASCADE_CONFIRM_ATR) = range(27)
-N_POLICY = 27
+ P_CASCADE_CONFIRM_ATR, P_CASCADE_FLAT_ATR) = range(28)
+N_POLICY = 28
 # --- risk state (memory of the rules, one array per symbol) ----------------------------------
 # RK_LIQ_TRIP: 1 while the liquidation-distance rule is tripped; RK_LIQ_LEV: leverage held
 # when it tripped; RK_PEAK: the drawdown halt's peak equity (0 = not set yet);
 # RK_DD_SINCE: ts (ms) at which the drawdown halt tripped, -1 when not halted.
 # RK_LIQ_REF: the liquidation distance (ATRs) when the position was opened (0 = flat).
-(RK_LIQ_TRIP, RK_LIQ_LEV, RK_PEAK, RK_DD_SINCE, RK_LIQ_REF) = range(5)
-N_RISK_STATE = 5
+# RK_CASC_FLAT: the direction (+1 long, -1 short) of the held cascade that has run
+# `cascade_flat_atr` ATRs on (its side closed until it ends), 0 otherwise.
+(RK_LIQ_TRIP, RK_LIQ_LEV, RK_PEAK, RK_DD_SINCE, RK_LIQ_REF, RK_CASC_FLAT) = range(6)
+N_RISK_STATE = 6
 # --- decision -------------------------------------------------------------------------------
 (D_STATE, D_MAX_LEV_LONG, D_MAX_LEV_SHORT, D_MAX_NOTIONAL_LONG, D_MAX_NOTIONAL_SHORT,
  D_HEDGE_NOTIONAL, D_BLOCK_LONG, D_BLOCK_SHORT, D_REASONS, D_CROWD, D_CLUSTER_PRICE,
@@ -194,6 +198,14 @@ def evaluate_state(sig: np.ndarray, acct: np.ndarray, pol: np.ndarray, rs: np.nd
     # 3. cascade mode
     block_l = 0.0
     block_s = 0.0
+    # a cascade that has run `cascade_flat_atr` ATRs on closes its side until it ends (a
+    # latch: a bounce inside the cascade does not re-open it)
+    if sig[S_CASCADE] != rs[RK_CASC_FLAT]:
+        rs[RK_CASC_FLAT] = 0.0
+    if pol[P_CASCADE_ON] > 0.0 and pol[P_CASCADE_FLAT_ATR] > 0.0 and sig[S_CASCADE] != 0.0 \
+            and sig[S_CASCADE_RUN] >= pol[P_CASCADE_FLAT_ATR]:
+        rs[RK_CASC_FLAT] = sig[S_CASCADE]
+    flat = rs[RK_CASC_FLAT]
     if pol[P_CASCADE_ON] > 0.0:
         reach = pol[P_CASCADE_REACH_ATR]
         if reach > 0.0 and has_atr:
@@ -218,7 +230,14 @@ def evaluate_state(sig: np.ndarray, acct: np.ndarray, pol: np.ndarray, rs: np.nd
                 # materiality: a cut by less than `min_cut` of the held leverage is not
                 # made (trimming 3x to 2.8x costs fees and buys no safety); the position
                 # may not grow either
-                if csc * sd > 0.0 and urgent and \
+                if flat * sd > 0.0:               # the cascade ran far: side closed
+                    cap = 0.0
+                    if held > 0.0:
+                        state = REDUCING
+                        reasons |= R_CASCADE
+                    else:
+                        reasons |= R_CASCADE_BLOCK
+                elif csc * sd > 0.0 and urgent and \
                         max(safe, pol[P_CASCADE_MAX_LEV]) < (1.0 - pol[P_MIN_CUT]) * held:
                     state = REDUCING
                     reasons |= R_CASCADE
@@ -240,10 +259,11 @@ def evaluate_state(sig: np.ndarray, acct: np.ndarray, pol: np.ndarray, rs: np.nd
             if sig[S_CASCADE] * side > 0.0:       # +1 long cascade vs long position
                 state = REDUCING
                 reasons |= R_CASCADE
+                cap = 0.0 if flat * side > 0.0 else pol[P_CASCADE_MAX_LEV]
                 if side > 0.0:
-                    lev_l = min(lev_l, pol[P_CASCADE_MAX_LEV])
+                    lev_l = min(lev_l, cap)
                 else:
-                    lev_s = min(lev_s, pol[P_CASCADE_MAX_LEV])
+                    lev_s = min(lev_s, cap)
     # 4. hedge (with hysteresis on the current hedge)
     hedge = acct[A_HEDGE_NOTIONAL]
     if pol[P_HEDGE_ON] > 0.0:

@@ -53,6 +53,9 @@ class RiskPolicy(BaseModel):
                                     "once)")
     cascade_confirm_atr: float = Field(1.0, ge=0, description="ATRs the close must move on "
                                        "past the cascade's first bar to confirm it")
+    cascade_flat_atr: float = Field(0.0, ge=0, description="once a cascade against a side "
+                                    "has run this many ATRs past its first close, the side "
+                                    "is closed until the cascade ends (0: off)")
     min_cut: float = Field(0.0, ge=0, lt=1, description="a soft cap cutting the held "
                            "leverage by less than this fraction leaves the position as it is")
     hedge: bool = True
@@ -102,6 +105,7 @@ class RiskPolicy(BaseModel):
         p[en.P_LIQ_SHRINK] = self.liq_shrink
         p[en.P_CASCADE_NEAR_ATR] = self.cascade_near_atr
         p[en.P_CASCADE_CONFIRM_ATR] = self.cascade_confirm_atr
+        p[en.P_CASCADE_FLAT_ATR] = self.cascade_flat_atr
         return p
 
 

@@ -27,6 +27,8 @@ _HALTED_CAPS = {
     en.R_LIQ_DISTANCE: "own liquidation {liq_atr:.1f} ATR away: leverage capped",
 }
 _CASCADE_RUN = "cascade running against the position ({run:+.1f} ATR on since it fired): reducing"
+_CASCADE_FLAT = ("cascade running against the position ({run:+.1f} ATR on since it fired): "
+                 "closing the side until it ends")
 
 
 def reason_names(mask: int) -> list[str]:
@@ -44,6 +46,8 @@ def render(decision: np.ndarray, position_side: float = 1.0) -> str:
               "day": decision[en.D_DAY_LOSS], "dd": decision[en.D_DRAWDOWN]}
     run = decision[en.D_CASCADE_RUN] + 0.0     # + 0.0: the first bar of a short cascade is -0.0
     text = _TEXT if run != run else {**_TEXT, en.R_CASCADE: _CASCADE_RUN}
+    if run == run and cap == 0.0 and decision[en.D_STATE] != en.HALTED:
+        text = {**text, en.R_CASCADE: _CASCADE_FLAT}     # cascade_flat_atr: side closed
     if decision[en.D_STATE] == en.HALTED:      # the caps read 0 while halted: not the rules'
         text = {**text, **_HALTED_CAPS}
     parts = [text[b].format(run=run, **values) for b in sorted(text) if mask & b]
