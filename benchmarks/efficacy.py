@@ -259,7 +259,7 @@ def calm_table(files: list[list[Path]]) -> list[str]:
     rows: list[str] = []
     for view, t in tally.items():
         moving = "clock hour" if view == CALM_VIEWS[0] else "60-minute window"
-        rows += [f"Calm days ({view}): {t.n_days} (BTC files and alt months, no {moving} "
+        rows += [f"Calm days ({view}): {t.n_days} (crash-period files and alt months, no {moving} "
                  f"moving more than {CALM_MOVE:.0%}; {t.skipped} more without "
                  f"{WARM_BARS // 60}h of history before them skipped). Each is scored on a "
                  "FRESH account opened at 00:00 UTC (signals and the strategy warm on the "
