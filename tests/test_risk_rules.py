@@ -368,6 +368,53 @@ SHRINK = RiskPolicy(min_liq_atr=8.0, liq_release_atr=16.0, liq_shrink=0.75, mmr=
                     hedge=False, daily_loss=1.0, max_drawdown=1.0).to_array()
 
 
+def _with_target(acct: np.ndarray, target: float) -> np.ndarray:
+    return np.append(acct, target)
+
+
+def test_an_entry_that_would_trip_at_once_enters_tripped():
+    out = np.zeros(en.N_DECISION)
+    # flat, the strategy wants 10x long (liquidation 90.45: 9.55 below); ATR 1.7: 5.62 ATRs,
+    # inside the 6-ATR floor a new position trips at: capped now at the release leverage
+    # (16 ATRs, liquidation 72.8: 3.63x), with 10x as the tripping leverage
+    release = _lev(100.0 - 16 * 1.7)
+    assert release == pytest.approx(3.6279, abs=1e-4)
+    rs = en.new_risk_state()
+    flat = _with_target(_acct(10_000.0, 0.0, np.nan), 100_000.0)
+    en.evaluate_state(_sig(100.0, 1.7), flat, SHRINK, rs, 0.0, out)
+    assert out[en.D_MAX_LEV_LONG] == pytest.approx(release) and out[en.D_STATE] == en.ACTIVE
+    assert int(out[en.D_REASONS]) & en.R_LIQ_DISTANCE
+    assert (rs[en.RK_LIQ_TRIP], rs[en.RK_LIQ_LEV]) == (1.0, pytest.approx(10.0))
+    assert en.allowed_target(100_000.0, 0.0, out, SHRINK) == pytest.approx(10_000 * release)
+    # the next bar holds at the release leverage (hysteresis, as after a trip): no 10x bought
+    # and cut
+    held = _with_target(_acct(10_000.0, 10_000 * release, 72.8), 100_000.0)
+    en.evaluate_state(_sig(100.0, 1.7), held, SHRINK, rs, 1.0, out)
+    assert rs[en.RK_LIQ_TRIP] == 1.0 and out[en.D_MAX_LEV_LONG] == pytest.approx(release)
+    # ATR 1.5: 6.37 ATRs, outside the floor: the entry is bought in full (not tripped)
+    rs = en.new_risk_state()
+    en.evaluate_state(_sig(100.0, 1.5), flat, SHRINK, rs, 0.0, out)
+    assert out[en.D_MAX_LEV_LONG] == 125.0 and rs[en.RK_LIQ_TRIP] == 0.0
+    # a 3x long opened 19.4 ATRs from its liquidation wants to grow to 10x: a grown position
+    # trips below min(8, 75% of 19.4) = 8 ATRs; 10x sits 5.62 away: capped at 3.63x, kept
+    rs = en.new_risk_state()
+    three = _acct(10_000.0, 30_000.0, 100.0 * (2.0 / 3.0) / 0.995)
+    en.evaluate_state(_sig(100.0, 1.7), _with_target(three, 30_000.0), SHRINK, rs, 0.0, out)
+    assert rs[en.RK_LIQ_TRIP] == 0.0 and rs[en.RK_LIQ_REF] > 19.0
+    en.evaluate_state(_sig(100.0, 1.7), _with_target(three, 100_000.0), SHRINK, rs, 1.0, out)
+    assert out[en.D_STATE] == en.ACTIVE and out[en.D_MAX_LEV_LONG] == pytest.approx(release)
+    assert rs[en.RK_LIQ_LEV] == pytest.approx(10.0)
+    # unknown target (a 6-value view, or NaN) and the rule off: no entry cap
+    for acct, pol in ((_acct(10_000.0, 0.0, np.nan), SHRINK),
+                      (_with_target(_acct(10_000.0, 0.0, np.nan), np.nan), SHRINK),
+                      (flat, RiskPolicy(min_liq_atr=0.0, max_leverage=125.0, lev_base=125.0,
+                                        lev_min=125.0, cascade_mode=False, hedge=False,
+                                        daily_loss=1.0, max_drawdown=1.0).to_array())):
+        rs = en.new_risk_state()
+        en.evaluate_state(_sig(100.0, 1.7), acct, pol, rs, 0.0, out)
+        assert out[en.D_MAX_LEV_LONG] == 125.0 and rs[en.RK_LIQ_TRIP] == 0.0
+
+
 def test_liquidation_rule_trips_on_a_shrinking_distance_not_on_the_opening_one():
     rs = en.new_risk_state()
     out = np.zeros(en.N_DECISION)

@@ -207,7 +207,6 @@ def decide(acct: np.ndarray, pos: np.ndarray, main: int, hedge: int, st: np.ndar
     view[en.A_DAY_START_EQUITY] = st[K_DAY_START]
     view[en.A_PEAK_EQUITY] = st[K_PEAK]
     view[en.A_HEDGE_NOTIONAL] = hedge_n
-    en.evaluate_state(sig, view, pol, st[K_RISK:N_K], ts, dec)
     # sizing: entry fixes the quantity when the target changes; rebalance keeps leverage
     eq_pos = max(eq, 0.0)
     if fp[F_SIZING] == SIZING_ENTRY:
@@ -217,6 +216,8 @@ def decide(acct: np.ndarray, pos: np.ndarray, main: int, hedge: int, st: np.ndar
     else:
         target = target_lev * eq_pos
     st[K_PREV_TARGET] = target_lev
+    view[en.A_TARGET_NOTIONAL] = target
+    en.evaluate_state(sig, view, pol, st[K_RISK:N_K], ts, dec)
     allowed = en.allowed_target(target, main_n, dec, pol)
     allowed = _bracket_limit(allowed, eq_pos, tier_cap, max_lev)
     if st[K_BUST] > 0.0:

@@ -37,8 +37,10 @@ Rules (defaults in config/risk/*.toml, documented in docs/risk.md):
    position is never re-levered inside the band. With `liq_shrink` > 0 it trips only once
    the distance has also shrunk below `liq_shrink` of its distance when the position was
    opened (RK_LIQ_REF), or below 0.75 x `min_liq_atr` whatever the opening: a volatile coin
-   at its normal volatility is not a danger sign, a shrinking distance is. No ATR yet
-   (warm-up): no action;
+   at its normal volatility is not a danger sign, a shrinking distance is. An entry (or
+   growth) the rule would trip at once, by the strategy's target (A_TARGET_NOTIONAL), enters
+   tripped: capped at the release leverage with the target's leverage as the tripping one,
+   instead of being bought and cut on the next bar. No ATR yet (warm-up): no action;
 7. halts WITH COOL-DOWN: daily loss halts until the next UTC day (the day-start equity
    resets); max drawdown halts for `drawdown_cooldown_hours`, then the peak resets to the
    equity at release (the loss is accepted and a fresh drawdown budget starts).
@@ -65,9 +67,11 @@ N_SIG = 14
 # S_CASCADE_RUN: while a cascade is held, how far the close has moved in the cascade's
 # direction since the close of its first bar, in ATRs (S_ATR at that bar); NaN otherwise.
 # --- account view ---------------------------------------------------------------------------
-(A_EQUITY, A_NOTIONAL, A_LIQ_PRICE, A_DAY_START_EQUITY, A_PEAK_EQUITY, A_HEDGE_NOTIONAL) = \
-    range(6)
-N_ACCT_VIEW = 6
+# A_TARGET_NOTIONAL: the strategy's target (signed quote) at this close, NaN when unknown (a
+# view of 6 values, from before it existed, reads as unknown)
+(A_EQUITY, A_NOTIONAL, A_LIQ_PRICE, A_DAY_START_EQUITY, A_PEAK_EQUITY, A_HEDGE_NOTIONAL,
+ A_TARGET_NOTIONAL) = range(7)
+N_ACCT_VIEW = 7
 # --- policy -----------------------------------------------------------------------------------
 (P_MAX_LEV_HARD, P_MAX_ORDER_NOTIONAL, P_MAX_POS_NOTIONAL, P_DAILY_LOSS, P_MAX_DRAWDOWN,
  P_STALE_BARS, P_MIN_LIQ_ATR, P_LEV_BASE, P_LEV_MIN, P_CROWD_START, P_CLUSTER_K_ATR,
@@ -156,7 +160,8 @@ def evaluate_state(sig: np.ndarray, acct: np.ndarray, pol: np.ndarray, rs: np.nd
     if bad_mark:
         mark = 1.0
     has_atr = sig[S_ATR] > 0.0            # NaN during the ATR's warm-up
-    atr = sig[S_ATR] if has_atr else mark * 1e-3
+    # no ATR yet: a nominal one, never 0 (a subnormal mark x 1e-3 underflows)
+    atr = sig[S_ATR] if has_atr else max(mark * 1e-3, 1e-300)
     equity = acct[A_EQUITY]
     if equity != equity:
         equity = 0.0
@@ -311,6 +316,36 @@ def evaluate_state(sig: np.ndarray, acct: np.ndarray, pol: np.ndarray, rs: np.nd
                     lev_l = min(lev_l, cap)
                 else:
                     lev_s = min(lev_s, cap)
+    # an entry the rule would trip at once enters tripped: the target opening, flipping or
+    # growing the position to a leverage whose liquidation would sit inside the distance at
+    # which it trips (for a new position its own distance is the opening one, so only the
+    # floor applies) is capped at the release leverage now, with the target's leverage as
+    # the tripping one, instead of being bought at full size and cut on the next bar
+    tgt = acct[A_TARGET_NOTIONAL] if acct.shape[0] > A_TARGET_NOTIONAL else np.nan
+    if has_atr and pol[P_MIN_LIQ_ATR] > 0.0 and rs[RK_LIQ_TRIP] == 0.0 and equity > 0.0 \
+            and tgt == tgt and tgt != 0.0:
+        t_side = 1.0 if tgt > 0.0 else -1.0
+        grow = t_side == side
+        if not grow or abs(tgt) > abs(notional):
+            d_trip = pol[P_MIN_LIQ_ATR]
+            if pol[P_LIQ_SHRINK] > 0.0:
+                d_trip = 0.75 * pol[P_MIN_LIQ_ATR]
+                if grow:
+                    d_trip = max(d_trip, min(pol[P_MIN_LIQ_ATR],
+                                             pol[P_LIQ_SHRINK] * abs(rs[RK_LIQ_REF])))
+            t_lev = abs(tgt) / equity
+            if t_lev > _lev_at_distance(t_side, mark, d_trip * atr, pol[P_MMR]):
+                cap = _lev_at_distance(t_side, mark, pol[P_LIQ_RELEASE_ATR] * atr, pol[P_MMR])
+                if cap < t_lev:
+                    rs[RK_LIQ_TRIP] = t_side
+                    rs[RK_LIQ_LEV] = t_lev
+                    reasons |= R_LIQ_DISTANCE
+                    if grow and lev_now > cap:
+                        state = max(state, REDUCING)
+                    if t_side > 0.0:
+                        lev_l = min(lev_l, cap)
+                    else:
+                        lev_s = min(lev_s, cap)
     if sig[S_STALE_BARS] >= pol[P_STALE_BARS] or bad_mark:
         state = max(state, REDUCING)
         reasons |= R_STALE
