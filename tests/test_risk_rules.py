@@ -386,6 +386,9 @@ def test_an_entry_that_would_trip_at_once_enters_tripped():
     assert int(out[en.D_REASONS]) & en.R_LIQ_DISTANCE
     assert (rs[en.RK_LIQ_TRIP], rs[en.RK_LIQ_LEV]) == (1.0, pytest.approx(10.0))
     assert en.allowed_target(100_000.0, 0.0, out, SHRINK) == pytest.approx(10_000 * release)
+    assert render(out) == ("ACTIVE: entry capped where a trip would cut it: the target's "
+                           "liquidation would sit inside the distance the liquidation-distance "
+                           "rule trips at")
     # the next bar holds at the release leverage (hysteresis, as after a trip): no 10x bought
     # and cut
     held = _with_target(_acct(10_000.0, 10_000 * release, 72.8), 100_000.0)

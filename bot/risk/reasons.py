@@ -27,6 +27,8 @@ _HALTED_CAPS = {
     en.R_LIQ_DISTANCE: "own liquidation {liq_atr:.1f} ATR away: leverage capped",
 }
 _CASCADE_RUN = "cascade running against the position ({run:+.1f} ATR on since it fired): reducing"
+_LIQ_ENTRY = ("entry capped where a trip would cut it: the target's liquidation would sit "
+              "inside the distance the liquidation-distance rule trips at")
 _CASCADE_FLAT = ("cascade running against the position ({run:+.1f} ATR on since it fired): "
                  "closing the side until it ends")
 
@@ -50,6 +52,8 @@ def render(decision: np.ndarray, position_side: float = 1.0) -> str:
         text = {**text, en.R_CASCADE: _CASCADE_FLAT}     # cascade_flat_atr: side closed
     if decision[en.D_STATE] == en.HALTED:      # the caps read 0 while halted: not the rules'
         text = {**text, **_HALTED_CAPS}
+    if values["liq_atr"] != values["liq_atr"]:  # no position: the rule capped an entry
+        text = {**text, en.R_LIQ_DISTANCE: _LIQ_ENTRY}
     parts = [text[b].format(run=run, **values) for b in sorted(text) if mask & b]
     state = en.STATE_NAMES[int(decision[en.D_STATE])]
     return f"{state}: " + ("; ".join(parts) if parts else "no rule binding")
