@@ -245,6 +245,8 @@ def calm_table(files: list[list[Path]]) -> list[str]:
         days = [(a, b) for a, b in all_days if a >= WARM_BARS]
         tally[CALM_VIEWS[0]].skipped += len(all_days) - len(days)
         tally[CALM_VIEWS[1]].skipped += len(rolling) - len(rolling.intersection(days))
+        tally[CALM_VIEWS[0]].n_days += len(days)
+        tally[CALM_VIEWS[1]].n_days += len(rolling.intersection(days))
         if not days:
             continue
         br = brackets_of(bars.symbol)
@@ -252,10 +254,10 @@ def calm_table(files: list[list[Path]]) -> list[str]:
         for strat in strats:
             scores = {p: day_scores(inputs, strat, pol, br, s, days) for p, pol in pols.items()}
             for k, day in enumerate(days):
-                tally[CALM_VIEWS[0]].add(strat.name, {p: v[k] for p, v in scores.items()}, limit)
+                one = {p: v[k] for p, v in scores.items()}
+                tally[CALM_VIEWS[0]].add(strat.name, one, limit)
                 if day in rolling:
-                    tally[CALM_VIEWS[1]].add(strat.name, {p: v[k] for p, v in scores.items()},
-                                             limit)
+                    tally[CALM_VIEWS[1]].add(strat.name, one, limit)
     rows: list[str] = []
     for view, t in tally.items():
         moving = "clock hour" if view == CALM_VIEWS[0] else "60-minute window"
@@ -285,8 +287,6 @@ class _CalmTally:
 
     def add(self, name: str, day: dict[str, tuple[float, int, int]], limit: float) -> None:
         """One calm day of strategy `name`: (return, episodes, reasons) per policy."""
-        if name == next(iter(self.n_mild)):
-            self.n_days += 1
         r_off = day["risk off"][0]
         for p, (r_on, n_int, mask) in day.items():
             self.binding[p][name] += n_int

@@ -195,7 +195,7 @@ def test_cascade_against_the_position_forces_reducing():
     sig[en.S_MARK], sig[en.S_ATR] = 100.0, 1.0
     sig[en.S_CROWD_LONG] = sig[en.S_CROWD_SHORT] = 0.0
     sig[en.S_CASCADE], sig[en.S_CASCADE_BLOCK], sig[en.S_STALE_BARS] = 1.0, 1.0, 0.0
-    acct = np.array([10_000.0, 50_000.0, 50.0, 10_000.0, 10_000.0, 0.0])
+    acct = np.array([10_000.0, 50_000.0, 50.0, 10_000.0, 10_000.0, 0.0, np.nan])
     out = np.zeros(en.N_DECISION)
     en.evaluate(sig, acct, pol, out)
     assert out[en.D_STATE] == en.REDUCING
@@ -220,7 +220,7 @@ def test_cluster_guard_puts_our_liquidation_beyond_the_cluster():
     # a dense long-liquidation cluster 5% below (3.3 ATR): 20x would liquidate us above it
     sig[en.S_CLUSTER_BELOW], sig[en.S_CLUSTER_BELOW_EDGE] = 95.0, 94.5
     sig[en.S_CLUSTER_BELOW_SHARE] = 0.2
-    acct = np.array([10_000.0, 100_000.0, 90.0, 10_000.0, 10_000.0, 0.0])
+    acct = np.array([10_000.0, 100_000.0, 90.0, 10_000.0, 10_000.0, 0.0, np.nan])
     out = np.zeros(en.N_DECISION)
     en.evaluate(sig, acct, pol, out)
     cap = out[en.D_MAX_LEV_LONG]

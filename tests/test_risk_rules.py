@@ -28,7 +28,11 @@ def _sig(mark: float, atr: float) -> np.ndarray:
 
 def _acct(equity: float, notional: float, liq: float, day_start: float = 10_000.0,
           peak: float = 10_000.0) -> np.ndarray:
-    return np.array([equity, notional, liq, day_start, peak, 0.0])
+    """An account view (A_* layout), no hedge; the strategy's target unknown (NaN)."""
+    v = np.full(en.N_ACCT_VIEW, np.nan)
+    v[[en.A_EQUITY, en.A_NOTIONAL, en.A_LIQ_PRICE, en.A_DAY_START_EQUITY, en.A_PEAK_EQUITY,
+       en.A_HEDGE_NOTIONAL]] = equity, notional, liq, day_start, peak, 0.0
+    return v
 
 
 def _lev(liq: float, mark: float = 100.0, mmr: float = 0.005) -> float:
@@ -369,7 +373,9 @@ SHRINK = RiskPolicy(min_liq_atr=8.0, liq_release_atr=16.0, liq_shrink=0.75, mmr=
 
 
 def _with_target(acct: np.ndarray, target: float) -> np.ndarray:
-    return np.append(acct, target)
+    out = acct.copy()
+    out[en.A_TARGET_NOTIONAL] = target
+    return out
 
 
 def test_an_entry_that_would_trip_at_once_enters_tripped():
@@ -407,9 +413,9 @@ def test_an_entry_that_would_trip_at_once_enters_tripped():
     en.evaluate_state(_sig(100.0, 1.7), _with_target(three, 100_000.0), SHRINK, rs, 1.0, out)
     assert out[en.D_STATE] == en.ACTIVE and out[en.D_MAX_LEV_LONG] == pytest.approx(release)
     assert rs[en.RK_LIQ_LEV] == pytest.approx(10.0)
-    # unknown target (a 6-value view, or NaN) and the rule off: no entry cap
+    # unknown target (NaN), no target (flat wanted) and the rule off: no entry cap
     for acct, pol in ((_acct(10_000.0, 0.0, np.nan), SHRINK),
-                      (_with_target(_acct(10_000.0, 0.0, np.nan), np.nan), SHRINK),
+                      (_with_target(_acct(10_000.0, 0.0, np.nan), 0.0), SHRINK),
                       (flat, RiskPolicy(min_liq_atr=0.0, max_leverage=125.0, lev_base=125.0,
                                         lev_min=125.0, cascade_mode=False, hedge=False,
                                         daily_loss=1.0, max_drawdown=1.0).to_array())):

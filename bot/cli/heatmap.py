@@ -201,8 +201,7 @@ def timeline_rows(bars: Any, calibrated: bool = False) -> dict[str, np.ndarray]:
         prog.update(task, completed=n + max(n // 4, 1))
     # crowding as the rules read it: empty (NaN) until its warm-up has been seen
     crowd = sig.positioning[:, [ps.C_LONG_SCORE, ps.C_SHORT_SCORE]].copy()
-    bph = stream.config(bars.interval_ms, b).bars_per_hour
-    crowd[:ri.crowding_warm_bar(bph)] = np.nan
+    crowd[:ri.crowding_warm_bar(stream.bars_per_hour(bars.interval_ms))] = np.nan
     cols = {"ts": bars.ts, "iso": np.array([iso(int(t)) for t in bars.ts]),
             "close": bars.close, "est_long_liq": tl["est_long"],
             "est_short_liq": tl["est_short"],

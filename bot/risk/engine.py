@@ -67,8 +67,7 @@ N_SIG = 14
 # S_CASCADE_RUN: while a cascade is held, how far the close has moved in the cascade's
 # direction since the close of its first bar, in ATRs (S_ATR at that bar); NaN otherwise.
 # --- account view ---------------------------------------------------------------------------
-# A_TARGET_NOTIONAL: the strategy's target (signed quote) at this close, NaN when unknown (a
-# view of 6 values, from before it existed, reads as unknown)
+# A_TARGET_NOTIONAL: the strategy's target (signed quote) at this close, NaN when unknown
 (A_EQUITY, A_NOTIONAL, A_LIQ_PRICE, A_DAY_START_EQUITY, A_PEAK_EQUITY, A_HEDGE_NOTIONAL,
  A_TARGET_NOTIONAL) = range(7)
 N_ACCT_VIEW = 7
@@ -321,7 +320,7 @@ def evaluate_state(sig: np.ndarray, acct: np.ndarray, pol: np.ndarray, rs: np.nd
     # which it trips (for a new position its own distance is the opening one, so only the
     # floor applies) is capped at the release leverage now, with the target's leverage as
     # the tripping one, instead of being bought at full size and cut on the next bar
-    tgt = acct[A_TARGET_NOTIONAL] if acct.shape[0] > A_TARGET_NOTIONAL else np.nan
+    tgt = acct[A_TARGET_NOTIONAL]
     if has_atr and pol[P_MIN_LIQ_ATR] > 0.0 and rs[RK_LIQ_TRIP] == 0.0 and equity > 0.0 \
             and tgt == tgt and tgt != 0.0:
         t_side = 1.0 if tgt > 0.0 else -1.0

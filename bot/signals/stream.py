@@ -206,6 +206,12 @@ class StreamState(NamedTuple):
     fill_ring: np.ndarray
 
 
+def bars_per_hour(interval_ms: int) -> int:
+    """Bars in an hour at `interval_ms` (at least 1: a 4h bar counts as one), the unit of the
+    hourly windows and warm-ups."""
+    return max(1, 3_600_000 // int(interval_ms))
+
+
 def config(interval_ms: int, brackets: Brackets, p: hm.HeatmapParams = hm.HeatmapParams(),
            levs: np.ndarray = hm.DEFAULT_LEVERAGES, weights: np.ndarray = hm.DEFAULT_WEIGHTS,
            near: float = 0.03, crowding: ps.CrowdingWeights = ps.CrowdingWeights(),
@@ -216,7 +222,7 @@ def config(interval_ms: int, brackets: Brackets, p: hm.HeatmapParams = hm.Heatma
     if interval_ms <= 0 or fill_window < 1:
         raise LiqbotError(f"signal stream: interval_ms ({interval_ms}) and fill_window "
                           f"({fill_window}) must be positive")
-    bph = max(1, 3_600_000 // int(interval_ms))
+    bph = bars_per_hour(interval_ms)
     return StreamConfig(p, np.asarray(levs, dtype=np.float64).copy(),
                         np.asarray(weights, dtype=np.float64).copy(), brackets.floor,
                         brackets.cap, brackets.mmr, brackets.cum, float(near), crowding,
