@@ -143,6 +143,10 @@ class RunConfig(_Section):
     stale_check_s: float = Field(60.0, gt=0, le=86_400, allow_inf_nan=False)
     reconcile_every_s: float = Field(30.0, gt=0, le=86_400, allow_inf_nan=False)
     positioning_every_s: float = Field(300.0, gt=0, le=86_400, allow_inf_nan=False)
+    strategy_fail_flat_bars: int = Field(
+        30, ge=0, le=1_000_000,
+        description="a strategy failing this many bars in a row on a symbol has its position "
+                    "closed (target 0) until it recovers; 0 = hold its last target")
 
 
 ALERT_KINDS = ("state", "liquidation_distance", "stale_feed", "reject", "liquidation",

@@ -226,6 +226,13 @@ def test_listener_translation_and_liquidation_distance_hysteresis():
     assert al.kind == "strategy_error" and al.text == (
         "BTCUSDT strategy x failed: KeyError: 'y' at 1970-01-01T00:01:00Z; holding its "
         "previous target")
+    # the streak's closing bar has its own rate-limit key: never swallowed by the first
+    b.listener("strategy_error", {**err, "ts": 120_000, "closing": True,
+                                  "action": "failing 2 bars in a row: closing the position"})
+    al = b.queue.get_nowait()
+    assert al.key == "strategy_error:BTCUSDT:close" and al.data["closing"] is True
+    assert al.text.endswith("at 1970-01-01T00:02:00Z; failing 2 bars in a row: closing the "
+                            "position")
 
 
 def test_telegram_token_only_from_the_environment():

@@ -187,6 +187,49 @@ def test_a_failing_strategy_holds_its_target_and_the_daemon_keeps_running(tmp_pa
     store.close()
 
 
+def test_a_strategy_failing_too_long_has_its_position_closed(tmp_path, caplog):
+    """`run.strategy_fail_flat_bars` = 5: bars 100-103 hold the last target (3x), the 5th
+    failing bar in a row (104) closes the position until the strategy recovers (110: 2x);
+    the streak survives a restart from the checkpoint (4 failing bars before it, the 5th
+    after it closes)."""
+    bars = load_scenario("calm").bars.take(slice(0, 400))
+    Flaky.T0 = int(bars.ts[0])
+    store = Store(f"sqlite:///{tmp_path}/flaky5.db")
+    cfg = RunConfig(strategy_fail_flat_bars=5)
+    d = _daemon({bars.symbol: bars}, store, "tests.test_daemon:Flaky", {}, "balanced",
+                settings=cfg)
+    with caplog.at_level("WARNING", logger="liqbot.daemon"):
+        asyncio.run(d.run(simulated=True))
+    decs = store.decisions(d.run_id)
+    k_of = {int((x.bar_ts - Flaky.T0) // 60_000): x for x in decs}
+    lev = {k: x.target_notional / x.numbers["equity"] for k, x in k_of.items()}
+    assert all(lev[k] == pytest.approx(3.0, rel=0.01) for k in range(99, 104))
+    assert all(lev[k] == 0.0 for k in range(104, 110))            # closed from the 5th bar
+    assert all(k_of[k].allowed_notional == 0.0 for k in range(104, 110))
+    assert lev[110] == pytest.approx(2.0, rel=0.01)               # recovered
+    ev = [e for e in store.events(d.run_id) if e.kind == "strategy_error"]
+    assert [e.data["failing_bars"] for e in ev] == [1, 5, 1]      # streak 300-301 is short
+    assert ev[1].message.endswith("failing 5 bars in a row: closing the position")
+    assert len([r for r in caplog.records if "recovered" in r.getMessage()]) == 2
+    store.close()
+
+    # the streak is in the checkpoint: 4 failing bars (100-103), a restart, the 5th closes
+    store = Store(f"sqlite:///{tmp_path}/flaky5r.db")
+    d1 = _daemon({bars.symbol: bars.take(slice(0, 104))}, store, "tests.test_daemon:Flaky",
+                 {}, "balanced", settings=cfg)
+    asyncio.run(d1.run(simulated=True))
+    assert d1.state[bars.symbol].fail_streak == 4
+    blob = d1.checkpoint()
+    d2 = _daemon({bars.symbol: bars.take(slice(104, 120))}, store, "tests.test_daemon:Flaky",
+                 {}, "balanced", settings=cfg)
+    d2.restore(blob)
+    assert d2.state[bars.symbol].fail_streak == 4
+    asyncio.run(d2.run(simulated=True))
+    first = store.decisions(d2.run_id)[0]
+    assert first.bar_ts == int(bars.ts[104]) and first.target_notional == 0.0
+    store.close()
+
+
 def test_dead_feed_means_reducing(tmp_path):
     a = load_scenario("calm").bars.take(slice(0, 300))
     b = load_scenario("synthetic:3:none:1").bars.take(slice(0, 120))

@@ -110,9 +110,13 @@ class Alerts:
                          f"({iso(ts)})", {"symbol": d["symbol"], "qty": d["qty"],
                                           "price": d["price"]}, ts)
         if kind == "strategy_error" and "strategy_error" in on:
-            return Alert("strategy_error", f"strategy_error:{d['symbol']}",
-                         f"{d['symbol']} {d['message']} at {iso(ts)}; holding its previous "
-                         "target", {"symbol": d["symbol"], "message": d["message"]}, ts)
+            closing = bool(d.get("closing"))
+            return Alert("strategy_error",
+                         f"strategy_error:{d['symbol']}" + (":close" if closing else ""),
+                         f"{d['symbol']} {d['message']} at {iso(ts)}; "
+                         f"{d.get('action', 'holding its previous target')}",
+                         {"symbol": d["symbol"], "message": d["message"], "closing": closing},
+                         ts)
         if kind == "daily_summary" and "daily_summary" in on:
             return Alert("daily_summary", "daily_summary",
                          f"daily summary {iso(ts)}: equity {d['equity']:,.2f} (unrealised "

@@ -72,7 +72,7 @@ class SymbolState:
     atr: float = float("nan")
     last_state: int = -1              # risk state of the last decision (-1: none yet)
     last_reasons: int = 0             # reason bits of the last decision
-    strategy_failing: bool = False    # the strategy raised on the last bar (a streak)
+    fail_streak: int = 0              # bars in a row on which the strategy failed
 
 
 class Daemon:
@@ -139,7 +139,7 @@ class Daemon:
             arrays["broker"] = np.array([json.dumps(snap["extra"])])
         for s, x in self.state.items():
             arrays[f"st:{s}"] = x.st
-            arrays[f"meta:{s}"] = np.array([x.last_ts, x.bars], dtype=np.int64)
+            arrays[f"meta:{s}"] = np.array([x.last_ts, x.bars, x.fail_streak], dtype=np.int64)
             arrays[f"sig:{s}"] = x.last_sig
             arrays[f"win:{s}"] = np.array(x.last_window)
             arrays[f"close:{s}"] = np.array([x.last_close])
@@ -162,7 +162,9 @@ class Daemon:
             if f"st:{s}" not in a:
                 continue
             x.st[:] = a[f"st:{s}"]
-            x.last_ts, x.bars = (int(v) for v in a[f"meta:{s}"])
+            meta = [int(v) for v in a[f"meta:{s}"]]
+            x.last_ts, x.bars = meta[0], meta[1]
+            x.fail_streak = meta[2] if len(meta) > 2 else 0     # older checkpoints: none
             x.last_sig = a[f"sig:{s}"].copy()
             x.last_window = tuple(float(v) for v in a[f"win:{s}"])  # type: ignore[assignment]
             x.last_close = float(a[f"close:{s}"][0])
@@ -221,17 +223,20 @@ class Daemon:
         out = sym.stream.step(x)
         prev = float(sym.st[kn.K_PREV_TARGET])
         held = prev if np.isfinite(prev) else 0.0
+        err: Exception | None = None
         try:
             target = float(sym.strat.update(x, out))
         except Exception as exc:              # noqa: BLE001 - a strategy's error: hold, record
-            self._strategy_failed(sym, ts, exc)
-            target = held
+            err = exc
         else:
-            sym.strategy_failing = False
             if not np.isfinite(target):
-                log.error("strategy %s gave a non-finite target at %s %s; holding",
-                          self.strategy.name, sym.name, _iso(ts))
-                target = held
+                err = ValueError(f"non-finite target {target!r}")
+        if err is not None:
+            target = self._strategy_failed(sym, ts, err, held)
+        elif sym.fail_streak:
+            log.warning("strategy %s recovered at %s %s after %d failing bars",
+                        self.strategy.name, sym.name, _iso(ts), sym.fail_streak)
+            sym.fail_streak = 0
         sig = out[ss.O_SIG:ss.O_SIG + en.N_SIG]
         sym.last_sig = sig.copy()
         sym.last_window = (float(out[ss.O_FILL + ss.F_VOL_W]), float(out[ss.O_FILL + ss.F_SIG_W]),
@@ -361,26 +366,43 @@ class Daemon:
                                      "rate": payments[0].rate, "mark": payments[0].mark,
                                      "payment": sum(p.payment for p in payments)})
 
-    def _strategy_failed(self, sym: SymbolState, ts: int, exc: Exception) -> None:
-        """The strategy raised at this bar: the daemon keeps running on the previous target
-        (the risk engine still decides). The first bar of a streak is logged with its
-        traceback, stored as a `strategy_error` event and emitted (alerts); later bars of the
-        streak log one line each."""
+    def _strategy_failed(self, sym: SymbolState, ts: int, exc: Exception,
+                         held: float) -> float:
+        """The strategy raised (or gave a non-finite target) at this bar: the daemon keeps
+        running, and the risk engine still decides, on the target returned. The previous
+        target is held for `run.strategy_fail_flat_bars - 1` bars in a row (a transient
+        error should not close a position); at that many failing bars in a row the symbol's
+        target becomes 0 (closed) until the strategy recovers: a position held blind on a
+        stale target is the larger risk. 0 holds for ever. The first bar of a streak and the
+        closing bar are logged (the first with its traceback), stored as `strategy_error`
+        events and emitted (alerts); other bars of the streak log one line each."""
         self.counters["strategy_errors"] += 1
+        sym.fail_streak += 1
         text = f"{type(exc).__name__}: {str(exc)[:300]}"
-        if sym.strategy_failing:
-            log.error("strategy %s failed again at %s %s: %s", self.strategy.name, sym.name,
-                      _iso(ts), text)
-            return
-        sym.strategy_failing = True
-        log.error("strategy %s failed at %s %s: %s; holding its previous target",
-                  self.strategy.name, sym.name, _iso(ts), text, exc_info=exc)
-        msg = f"strategy {self.strategy.name} failed: {text}"
-        self.store.stage("events", {"run_id": self.run_id,
-                                    "event_key": f"strategy-error-{sym.name}-{ts}", "ts": ts,
-                                    "kind": "strategy_error", "message": msg,
-                                    "data": {"symbol": sym.name}})
-        self._emit("strategy_error", {"symbol": sym.name, "ts": ts, "message": msg})
+        limit = self.settings.strategy_fail_flat_bars
+        closing = 0 < limit <= sym.fail_streak
+        if sym.fail_streak == 1 or sym.fail_streak == limit:
+            if sym.fail_streak == limit:
+                action = f"failing {limit} bars in a row: closing the position"
+                log.error("strategy %s failed at %s %s: %s; %s", self.strategy.name,
+                          sym.name, _iso(ts), text, action)
+            else:
+                action = "holding its previous target"
+                log.error("strategy %s failed at %s %s: %s; %s", self.strategy.name,
+                          sym.name, _iso(ts), text, action, exc_info=exc)
+            msg = f"strategy {self.strategy.name} failed: {text}"
+            self.store.stage("events", {"run_id": self.run_id,
+                                        "event_key": f"strategy-error-{sym.name}-{ts}",
+                                        "ts": ts, "kind": "strategy_error",
+                                        "message": f"{msg}; {action}",
+                                        "data": {"symbol": sym.name,
+                                                 "failing_bars": sym.fail_streak}})
+            self._emit("strategy_error", {"symbol": sym.name, "ts": ts, "message": msg,
+                                          "action": action, "closing": closing})
+        else:
+            log.error("strategy %s failed again at %s %s (%d bars in a row): %s",
+                      self.strategy.name, sym.name, _iso(ts), sym.fail_streak, text)
+        return 0.0 if closing else held
 
     def _skip(self, ev: BarEvent, why: str) -> None:
         self.skipped += 1

@@ -109,8 +109,8 @@ class DaemonCollector(Collector):
         yield _counter("liqbot_rejects", "orders the venue refused", c["rejects"])
         yield _counter("liqbot_stale_feed", "stale-feed watchdog trips", c["stale"])
         yield _counter("liqbot_skipped_bars", "malformed bars skipped", d.skipped)
-        yield _counter("liqbot_strategy_errors", "bars on which the strategy raised (previous "
-                       "target held)", c["strategy_errors"])
+        yield _counter("liqbot_strategy_errors", "bars on which the strategy raised or gave "
+                       "a non-finite target", c["strategy_errors"])
         yield _counter("liqbot_errors", "ERROR log records", self.errors.count if self.errors
                        else 0)
         if self.alerts is not None:
