@@ -1,8 +1,9 @@
 """Risk-rule efficacy on real crash days and calm days: the table of docs/risk.md.
 
 Usage: python benchmarks/efficacy.py [path/to/shared/data] > table.md   (`make efficacy`)
-       python benchmarks/efficacy.py [path] --stress F   (the crash tables only, each
-       crash's returns multiplied by F: `stressed`)
+       python benchmarks/efficacy.py [path] --stress F [--stress-span period]   (the crash
+       tables only, each crash's returns, or the whole period's up to it, multiplied by F:
+       `stressed`)
 
 Policies: risk off; halts only (balanced's daily-loss and drawdown halts, no liquidation
 rules); liquidation rules only (balanced with the halts off); the full balanced policy.
@@ -84,15 +85,17 @@ def onset(bars: Bars) -> tuple[int, int]:
 STRESS_AFTER = 120       # bars after ONSET the stress test still amplifies
 
 
-def stressed(bars: Bars, factor: float) -> Bars:
+def stressed(bars: Bars, factor: float, span: str = "crash") -> Bars:
     """The period with its crash amplified: every 1m log return from 60 bars before the
-    largest 1h drop to STRESS_AFTER bars after ONSET multiplied by `factor`, each bar's open,
-    high and low scaled about its close by the same factor, and the bars after the window
-    shifted by the extra move (volumes, funding and positioning columns as they were). A
-    deeper (or, below 1, milder) crash of the same shape: what a rule tuned to the real
-    depth would do on a worse day."""
+    largest 1h drop (span "period": from the period's first bar, so the run-up to the crash,
+    a grind on 2026-02, is amplified with it) to STRESS_AFTER bars after ONSET multiplied by
+    `factor`, each bar's open, high and low scaled about its close by the same factor, and
+    the bars after the window shifted by the extra move (volumes, funding and positioning
+    columns as they were). A deeper (or, below 1, milder) crash of the same shape: what a
+    rule tuned to the real depth would do on a worse day."""
     start, on = onset(bars)
-    a, z = max(1, start - 60), min(len(bars), on + STRESS_AFTER)
+    a = 1 if span == "period" else max(1, start - 60)
+    z = min(len(bars), on + STRESS_AFTER)
     lo, lh, ll, lc = (np.log(bars[k]) for k in ("open", "high", "low", "close"))
     r = np.diff(lc, prepend=lc[0])
     r[a:z] *= factor
@@ -349,9 +352,14 @@ def main() -> None:
                     help="the shared data directory (default: ../shared/data)")
     ap.add_argument("--stress", type=float, metavar="F",
                     help="crash periods only, each crash's returns multiplied by F (> 0)")
+    ap.add_argument("--stress-span", choices=("crash", "period"), default="crash",
+                    help="what --stress amplifies: the crash (from an hour before the largest "
+                         "1h drop) or the whole period up to it (default: crash)")
     args = ap.parse_args()
     if args.stress is not None and not 0.0 < args.stress < 100.0:
         ap.exit(2, f"efficacy: --stress: expected a factor in (0, 100), got {args.stress}\n")
+    if args.stress is None and args.stress_span != "crash":
+        ap.exit(2, "efficacy: --stress-span needs --stress F\n")
     kl = args.data / "binance_um" / "klines_1m"
     if not kl.is_dir():
         print(f"efficacy: no real klines at {kl} (expected ../shared/data beside the "
@@ -361,14 +369,15 @@ def main() -> None:
     out = ["| period | policy | liquidations (first) | max drawdown | return | binding "
            "interventions | detector latency vs onset |", "|---|---|---|---|---|---|---|"]
     notes: list[str] = []
-    tag = "" if args.stress is None else f" (crash x{args.stress:g})"
+    tag = "" if args.stress is None else \
+        f" ({'crash' if args.stress_span == 'crash' else 'period'} x{args.stress:g})"
     for label, files, vendor in found:
         for lab, paths in ((label, files), (label + " + vendor 4h", vendor)):
             if not paths:
                 continue
             bars = build_dataset(paths).bars
             if args.stress is not None:
-                bars = stressed(bars, args.stress)
+                bars = stressed(bars, args.stress, args.stress_span)
             cascade_rows(lab + tag, bars, out)
             if paths is vendor and args.stress is None:
                 lead = crowding_lead(bars)

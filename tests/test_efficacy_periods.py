@@ -88,3 +88,19 @@ def test_stress_deepens_the_crash_window_only():
     assert np.all(deep["high"] >= np.maximum(deep["open"], deep["close"]))
     assert np.all(deep["low"] <= np.minimum(deep["open"], deep["close"]))
     assert np.array_equal(deep["volume"], bars["volume"])
+
+
+def test_stress_over_the_period_deepens_the_run_up_too():
+    rng = np.random.default_rng(4)
+    r = rng.normal(0.0, 1e-3, 4 * 1440) - 2e-5            # a grind, then the largest hour
+    r[3000:3060] -= 0.002
+    bars = _days(100.0 * np.exp(np.cumsum(r)))
+    start, on = onset(bars)
+    z = on + ef.STRESS_AFTER
+    deep = stressed(bars, 1.5, "period")
+    lc, ld = np.log(bars["close"]), np.log(deep["close"])
+    assert ld[0] == lc[0]                                             # same start
+    assert ld[z - 1] - ld[0] == pytest.approx(1.5 * (lc[z - 1] - lc[0]))
+    assert np.allclose(ld[z:] - lc[z:], ld[z - 1] - lc[z - 1])        # after: shifted
+    crash_only = stressed(bars, 1.5)
+    assert np.allclose(np.log(crash_only["close"][:start - 60]), lc[:start - 60])

@@ -77,6 +77,27 @@ def test_liquidation_distance_trips_holds_and_releases_at_the_right_bars():
     assert en.allowed_target(100_000.0, 49_000.0, out, POL) == 100_000.0
 
 
+def test_the_distance_scale_goes_below_1x_on_both_sides():
+    """Farther than the mark, a long's cap is mark / distance (a short's own formula tends
+    to it): at ATR 5% the 28-ATR release leverage of a tripped 1x long is 1 / 1.4."""
+    assert en._lev_at_distance(1.0, 100.0, 100.0, 0.005) == pytest.approx(1.0)
+    assert en._lev_at_distance(1.0, 100.0, 200.0, 0.005) == pytest.approx(0.5)
+    # short, liquidation at 300: 1 / L = -1 + 300 x 1.005 / 100 = 2.015
+    assert en._lev_at_distance(-1.0, 100.0, 200.0, 0.005) == pytest.approx(1 / 2.015)
+    # continuous at the mark: just inside it, the bracket formula gives ~1x
+    assert en._lev_at_distance(1.0, 100.0, 99.999, 0.005) == pytest.approx(1.0, rel=1e-4)
+    pol = RiskPolicy(min_liq_atr=8.0, liq_release_atr=28.0, mmr=0.005, lev_base=125.0,
+                     lev_min=125.0, cascade_mode=False, hedge=False, daily_loss=1.0,
+                     max_drawdown=1.0).to_array()
+    rs = en.new_risk_state()
+    rs[en.RK_LIQ_TRIP], rs[en.RK_LIQ_LEV], rs[en.RK_LIQ_REF] = 1.0, 2.0, 9.0
+    out = np.zeros(en.N_DECISION)
+    en.evaluate_state(_sig(100.0, 5.0), _acct(10_000.0, 10_000.0, 0.5), pol, rs, 0.0, out)
+    assert out[en.D_STATE] == en.REDUCING and int(out[en.D_REASONS]) & en.R_LIQ_DISTANCE
+    assert out[en.D_MAX_LEV_LONG] == pytest.approx(100.0 / 140.0)
+    assert en.allowed_target(10_000.0, 10_000.0, out, pol) == pytest.approx(10_000 / 1.4)
+
+
 def test_liquidation_rule_waits_for_the_atr_warm_up():
     rs = en.new_risk_state()
     out = np.zeros(en.N_DECISION)

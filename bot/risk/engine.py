@@ -140,10 +140,18 @@ def evaluate(sig: np.ndarray, acct: np.ndarray, pol: np.ndarray, out: np.ndarray
 
 @njit(cache=True)
 def _lev_at_distance(side: float, mark: float, dist: float, mmr: float) -> float:
-    """The leverage whose liquidation price sits `dist` (quote) from `mark` on `side`."""
+    """The leverage whose liquidation price sits `dist` (quote) from `mark` on `side`.
+
+    A long's liquidation cannot sit farther than the mark (at 1x it is at zero): beyond it
+    the answer is `mark / dist`, the leverage at which a `dist` move takes the whole equity.
+    That is the short side's own formula in that range (a short's liquidation above the
+    mark is always defined, and its leverage tends to mark / dist), and it meets the
+    bracket formula at 1x: a volatile enough market caps a long below 1x as it caps a
+    short. (Until 2026-12-05 a long was floored at 1x: on a deep grind the liquidation
+    rules then held an unlevered long all the way down; docs/risk.md.)"""
     liq = mark - side * dist
     if side > 0.0 and liq <= 0.0:
-        return 1.0                         # only an unlevered long is that far from zero
+        return mark / dist
     return leverage_for_liquidation_at(side, mark, liq, mmr)
 
 
