@@ -50,30 +50,20 @@ def mix(lmax: float, alpha: float, n: int = 16) -> tuple[np.ndarray, np.ndarray]
 
 def load_bars(d: Path, oi_mode: str = "stable_base") -> Bars:
     """BTCUSDT 4h Bars of one vendor span through the vendor importer
-    (`bot.data.importer.build_dataset`), mapped onto the heatmap's inputs.
+    (`bot.data.importer.build_dataset`), read by the heatmap as `liqbot heatmap DATASET
+    --timeline` reads an imported dataset (`heatmap.bar_inputs`: taker split from the
+    aggregated taker notionals, funding the OI-weighted average, open interest as below).
 
     OI: the later span has aggregated OI (`open_interest`, base); the calibration span only
     stablecoin-margined OI (`oi_stablecoin`, unit undocumented: relative change only), read as
-    a base quantity (`stable_base`) or as quote value (`stable_usd`, base = value / close).
-    The map is homogeneous in the OI scale, so only its relative changes matter. Taker buy
-    share from the aggregated taker notional; funding the OI-weighted average."""
+    a base quantity (`stable_base`, the library's fallback) or as quote value (`stable_usd`,
+    base = value / close). The map is homogeneous in the OI scale, so only its relative
+    changes matter."""
     files = [p for p in sorted(d.glob("*.csv")) if "ETH" not in p.name]
     bars = build_dataset(files, allow_gaps=True).bars
-    close, vol = bars.close, bars["volume"]
-    cols = {k: bars[k] for k in ("ts", "open", "high", "low", "close", "volume", "quote_volume",
-                                 "long_short_ratio", "liq_long_notional", "liq_short_notional")
-            if bars.has(k)}
-    buy, sell = bars["agg_taker_buy_notional"], bars["agg_taker_sell_notional"]
-    ok = np.isfinite(buy) & np.isfinite(sell) & (buy + sell > 0)
-    cols["taker_buy_volume"] = np.where(ok, buy / np.where(ok, buy + sell, 1.0), 0.5) * vol
-    if bars.has("open_interest"):
-        cols["open_interest"] = bars["open_interest"]
-    else:
-        st = bars["oi_stablecoin"]
-        cols["open_interest"] = st / close if oi_mode == "stable_usd" else st
-    if bars.has("funding_rate_avg"):
-        cols["funding_rate"] = bars["funding_rate_avg"]
-    return Bars("BTCUSDT", H4, cols)
+    if oi_mode == "stable_usd" and not bars.has("open_interest"):
+        bars = bars.with_columns(open_interest=bars["oi_stablecoin"] / bars.close)
+    return bars
 
 
 def params(c: dict) -> hm.HeatmapParams:

@@ -266,7 +266,18 @@ def test_input_columns_are_what_bar_matrix_reads(bars):
     wide = bars.with_columns(filled=np.ones(len(bars), dtype=bool),
                              quote_volume=bars.close * bars["volume"],
                              taker_buy_volume=bars["volume"] / 2)
-    assert columns_read(wide, sm.bar_matrix) == sm.INPUT_COLUMNS
+    # a vendor-only dataset: no open_interest or taker_buy_volume, their fallbacks are read
+    vendor = bars.with_columns(oi_stablecoin=bars.close * 0 + 5.0,
+                               agg_taker_buy_notional=bars.close * 3.0,
+                               agg_taker_sell_notional=bars.close)
+    vendor = type(bars)(bars.symbol, bars.interval_ms,
+                        {k: v for k, v in vendor.columns.items()
+                         if k not in ("open_interest", "taker_buy_volume")})
+    read = columns_read(wide, sm.bar_matrix) | columns_read(vendor, sm.bar_matrix)
+    assert read == sm.INPUT_COLUMNS
+    x = sm.bar_matrix(vendor)
+    assert np.all(x[:, sm.X_OI] == 5.0)
+    np.testing.assert_allclose(x[:, sm.X_TAKER_BUY], 0.75 * vendor["volume"])
 
 
 def test_trim_columns_keeps_what_the_builtin_strategies_and_the_signals_read(bars):

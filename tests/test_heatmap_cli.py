@@ -20,6 +20,7 @@ def test_heatmap_json_shape(cli, synth_dir):
     assert {"price", "side", "notional", "distance_pct"} <= set(out["clusters"][0])
     assert set(out["crowding"]) >= {"long", "short", "components"}
     assert out["crowding"]["long"] > 0.5 > out["crowding"]["short"]
+    assert out["oi_units"] == "base"
     longs = [c for c in out["clusters"] if c["side"] == "long"]
     assert all(c["price"] < out["mark"] for c in longs)
 
@@ -130,3 +131,41 @@ def test_timeline_bad_output(cli, synth_dir, tmp_path):
     # checked before any work: a bad path fails even when the dataset is missing too
     r = cli("heatmap", tmp_path / "missing", "--timeline", tmp_path)
     assert r.code == 2 and "--timeline" in r.err
+
+
+def test_timeline_map_choice(cli, synth_dir, tmp_path):
+    """`--map auto` (the default) runs the calibrated map on 4h bars and the 1m defaults on
+    1m bars; `--map` names either; a bad or contradictory choice exits 2."""
+    import csv
+
+    from bot.data import dataset
+    from bot.data.resample import resample
+    from bot.mechanics.brackets import shipped
+    from bot.signals import heatmap as hm
+    h4 = tmp_path / "h4"
+    bars4 = resample(dataset.load(synth_dir).bars, 4 * 3_600_000)
+    dataset.save(dataset.Dataset(bars4), h4)
+    bars4 = dataset.load(h4).bars
+    br = shipped("binance", "BTCUSDT")
+    cal = hm.timeline(bars4, br, hm.params_for_interval(
+        bars4.interval_ms, hm.CALIBRATED_4H, half_life_hours=2160.0),
+        hm.CALIBRATED_4H_LEVERAGES, hm.CALIBRATED_4H_WEIGHTS)
+    default = hm.timeline(bars4, br, hm.params_for_interval(bars4.interval_ms))
+    t = len(bars4) - 1
+    assert cal["est_long"][t] != default["est_long"][t]
+    for args, ref, used in (((), cal, "calibrated-4h, auto"), (("--map", "default"), default,
+                                                               "default"),
+                            (("--calibrated-4h",), cal, "calibrated-4h")):
+        out = tmp_path / "t.csv"
+        r = cli("heatmap", h4, "--timeline", out, *args)
+        assert r.code == 0, r.err
+        assert f"(map: {used})" in r.err
+        rows = list(csv.DictReader(out.open()))
+        assert float(rows[t]["est_long_liq"]) == float(f"{ref['est_long'][t]:.10g}")
+    r = cli("heatmap", synth_dir, "--timeline", tmp_path / "m.csv")        # 1m: the defaults
+    assert r.code == 0 and "(map: default, auto)" in r.err
+    r = cli("heatmap", h4, "--timeline", tmp_path / "x.csv", "--map", "best")
+    assert r.code == 2 and "--map: expected one of auto, default, calibrated-4h" in r.err
+    r = cli("heatmap", h4, "--timeline", tmp_path / "x.csv", "--map", "default",
+            "--calibrated-4h")
+    assert r.code == 2 and "--calibrated-4h contradicts --map default" in r.err

@@ -55,7 +55,8 @@ def _batch(bars: Bars, crowding: ps.CrowdingWeights = ps.CrowdingWeights(),
     bph = max(1, 3_600_000 // bars.interval_ms)
     pos = ps.positioning_kernel(bars.ts, x["close"], x["funding"], col("premium_close"), x["oi"],
                                 x["ls_ratio"], col("top_long_short_ratio"), x["taker_buy"],
-                                x["volume"], run.near_long, run.near_short, crowding, bph)
+                                x["volume"], run.near_long, run.near_short, crowding, bph,
+                                col("funding_rate_avg"))
     liq = x["liq_long"] + x["liq_short"] if bars.has("liq_long_notional") else nan
     det = dt.detector_kernel(x["close"], x["quote_volume"], liq,
                              run.consumed_long + run.consumed_short,
@@ -166,6 +167,53 @@ def test_real_file_stream_equals_run_all_and_batch():
     assert (streamed[:, sm.O_HEAT + sm.H_CONFIDENCE] == 0.5).all()
     assert np.isnan(streamed[:, sm.O_DET + dt.D_LIQ_FLOW]).all()
     assert (streamed[:, sm.O_FILL + sm.F_LIQ_W] == 0.0).all()
+
+
+def _vendor_only(bars: Bars, with_settlement: bool) -> Bars:
+    """`bars` as a vendor-only dataset reads: no open_interest / taker_buy_volume, the
+    stablecoin OI and aggregated taker notionals instead, an OI-weighted funding state with a
+    hole; Binance settlements from bar 300 on when `with_settlement`."""
+    n = len(bars)
+    rng = np.random.default_rng(5)
+    fa = np.full(n, 1e-4) + rng.normal(0, 2e-5, n)
+    fa[:3] = np.nan
+    fa[40:45] = np.nan                                  # a coverage hole
+    cols = {k: v for k, v in bars.columns.items()
+            if k not in ("open_interest", "taker_buy_volume", "funding_rate")}
+    cols.update(oi_stablecoin=bars["open_interest"] * 7.0,
+                agg_taker_buy_notional=bars["taker_buy_volume"] * bars.close,
+                agg_taker_sell_notional=(bars["volume"] - bars["taker_buy_volume"]) * bars.close,
+                funding_rate_avg=fa)
+    if with_settlement:
+        f = np.full(n, np.nan)
+        f[300::480] = 3e-4
+        cols["funding_rate"] = f
+    return Bars(bars.symbol, bars.interval_ms, cols)
+
+
+@pytest.mark.parametrize("settled", [False, True])
+def test_vendor_only_stream_equals_batch(settled):
+    """Vendor columns through the one set of fallbacks: stream (bar dicts), run_all and the
+    batch functions agree bit for bit, and the map reads them (OI at full confidence, the
+    taker split from the notionals, the OI-weighted funding until a settlement)."""
+    bars = _vendor_only(generate(SynthSpec(seed=7, days=2, crowding="long")).bars, settled)
+    streamed = _stream_by_dicts(bars)
+    assert _same(streamed, _run_all(bars))
+    assert _same(streamed, _batch(bars))
+    assert (streamed[3:, sm.O_HEAT + sm.H_CONFIDENCE] == 1.0).all()    # OI, not the proxy
+    x = hm.bar_inputs(bars)
+    np.testing.assert_allclose(x["taker_buy"], generate(SynthSpec(
+        seed=7, days=2, crowding="long")).bars["taker_buy_volume"], rtol=1e-12)
+    fund = x["map_funding"]
+    assert np.isnan(fund[:3]).all() and fund[10] == bars["funding_rate_avg"][10]
+    assert np.isnan(fund[41])                              # the hole: not carried
+    if settled:
+        assert fund[299] == bars["funding_rate_avg"][299]
+        assert (fund[300:] == 3e-4).all()                  # the last settled rate from then on
+    # the map differs from one read without the vendor columns (they are not ignored)
+    bare = Bars(bars.symbol, bars.interval_ms, {k: v for k, v in bars.columns.items()
+                                                if not k.startswith(("oi_", "agg_"))})
+    assert not _same(hm.run(bare, BTC).long_total, hm.run(bars, BTC).long_total)
 
 
 def test_snapshot_restore_midway_continues_exactly():

@@ -105,6 +105,8 @@ def snapshot(directory: Path, at: str | None) -> dict[str, Any]:
         "crowding": {"long": float(row[ps.C_LONG_SCORE]), "short": float(row[ps.C_SHORT_SCORE]),
                      "components": comps,
                      "explain": {s: ps.explain(row, s, NEAR * 100) for s in ("long", "short")}},
+        "oi_units": ("relative" if not bars.has("open_interest") and
+                     bars.has(stream.OI_FALLBACK) else "base"),
         "_signals": sig, "_bars": bars,
     }
 
@@ -113,6 +115,9 @@ def print_snapshot(s: dict[str, Any], top: int = 5) -> None:
     con = Console(highlight=False)
     conf = "" if s["confidence"] >= 1 else " (no open interest: volume proxy, lower confidence)"
     con.print(f"[bold]{s['symbol']}[/] at {s['at']}, mark {s['mark']:,.2f}{conf}")
+    if s.get("oi_units") == "relative":
+        con.print("open interest: the stablecoin-margined series (unit undocumented), so "
+                  "notionals are relative, not USD")
     for side in ("long", "short"):
         t = Table(title=f"{side} liquidation clusters ({'below' if side == 'long' else 'above'}"
                         " the mark)", title_justify="left")
@@ -144,9 +149,12 @@ def heatmap_command(
     timeline: Annotated[Path | None, typer.Option(
         "--timeline", help="write a per-bar CSV (frozen-map estimates, near masses, crowding)")]
     = None,
+    map_name: Annotated[str, typer.Option(
+        "--map", help="timeline: the map behind est_*_liq and the masses: auto (calibrated-4h "
+        "on bars of 4h or longer, else default), default (the 1m defaults) or calibrated-4h "
+        "(calibrated on real 4h liquidations, docs/heatmap.md)")] = "auto",
     calibrated: Annotated[bool, typer.Option(
-        "--calibrated-4h", help="timeline: the map calibrated on real 4h liquidations "
-        "(docs/heatmap.md; meant for 4h bars) instead of the 1m defaults")] = False,
+        "--calibrated-4h", help="timeline: same as --map calibrated-4h")] = False,
 ) -> None:
     """Liquidation heatmap: top clusters per side and the crowding score of a dataset.
 
@@ -156,10 +164,18 @@ def heatmap_command(
     if target == "validate":
         validate(seeds, crowding, as_json)
         return
+    if map_name not in MAPS:
+        raise LiqbotError(f"--map: expected one of {', '.join(MAPS)}, got {map_name!r}")
+    if calibrated:
+        if map_name not in ("auto", "calibrated-4h"):
+            raise LiqbotError(f"--calibrated-4h contradicts --map {map_name}")
+        map_name = "calibrated-4h"
     if timeline is not None:
         out = check_output(timeline, "--timeline")
-        n = write_timeline(Path(target), out, calibrated)
-        Console(highlight=False, stderr=True).print(f"wrote {n} bars to {out or 'stdout'}")
+        n, used = write_timeline(Path(target), out, map_name)
+        Console(highlight=False, stderr=True).print(
+            f"wrote {n} bars to {out or 'stdout'} (map: {used}"
+            f"{', auto' if map_name == 'auto' else ''})")
         return
     check_output(png, "--png", stdout_ok=False)
     s = snapshot(Path(target), at)
@@ -178,12 +194,23 @@ TIMELINE_COLUMNS = ("ts", "iso", "close", "long_mass_1pct", "long_mass_3pct", "l
                     "short_mass_1pct", "short_mass_3pct", "short_mass_5pct", "est_long_liq",
                     "est_short_liq", "crowd_long", "crowd_short", "cascade", "confidence")
 CHUNK = 20_000
+MAPS = ("auto", "default", "calibrated-4h")
+H4_MS = 4 * 3_600_000
+
+
+def resolve_map(map_name: str, interval_ms: int) -> str:
+    """`auto` -> `calibrated-4h` on bars of 4 hours or longer (the bar length it was
+    calibrated and scored on), `default` otherwise; other names as they are."""
+    if map_name == "auto":
+        return "calibrated-4h" if interval_ms >= H4_MS else "default"
+    return map_name
 
 
 def timeline_rows(bars: Any, calibrated: bool = False) -> dict[str, np.ndarray]:
     """Per-bar timeline columns (quote notional for masses and estimates; see docs). With
     `calibrated` the frozen-map columns use `heatmap.CALIBRATED_4H` (its tiers, weights and
-    near-price layer; the half-life, 540 4h bars, converted to the dataset's bar length)."""
+    near-price layer; the half-life, 540 4h bars, converted to the dataset's bar length).
+    Crowding and the cascade state are the signals the risk rules read (the default map)."""
     b = _brackets_for(bars.symbol)
     p = hm.params_for_interval(bars.interval_ms)
     levs, weights = hm.DEFAULT_LEVERAGES, hm.DEFAULT_WEIGHTS
@@ -213,11 +240,13 @@ def timeline_rows(bars: Any, calibrated: bool = False) -> dict[str, np.ndarray]:
     return cols
 
 
-def write_timeline(directory: Path, out: Path | None, calibrated: bool = False) -> int:
+def write_timeline(directory: Path, out: Path | None, map_name: str = "auto"
+                   ) -> tuple[int, str]:
     """`liqbot heatmap DATASET --timeline FILE.csv` (None: stdout): one row per bar; returns
-    the count."""
+    the count and the map used (`resolve_map`)."""
     bars = ds_io.load(directory).bars
-    cols = timeline_rows(bars, calibrated)
+    used = resolve_map(map_name, bars.interval_ms)
+    cols = timeline_rows(bars, used == "calibrated-4h")
     with (out.open("w", newline="") if out is not None else
           contextlib.nullcontext(sys.stdout)) as f:
         w = csv.writer(f)
@@ -233,7 +262,7 @@ def write_timeline(directory: Path, out: Path | None, calibrated: bool = False) 
                 else:
                     row.append("" if not np.isfinite(v) else f"{float(v):.10g}")
             w.writerow(row)
-    return len(bars)
+    return len(bars), used
 
 
 def validate(seeds_text: str, crowding: str, as_json: bool) -> None:

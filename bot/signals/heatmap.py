@@ -524,20 +524,18 @@ def run_kernel(mass: np.ndarray, meta: np.ndarray, p: HeatmapParams, levs: np.nd
                quote_volume: np.ndarray, ls_ratio: np.ndarray, funding: np.ndarray,
                liq_long: np.ndarray, liq_short: np.ndarray, near: float,
                stride: int) -> tuple[np.ndarray, ...]:
-    """Step through every bar; funding is carried forward from its settlement bar."""
+    """Step through every bar; `funding` is the rate the map reads at each bar
+    (`map_funding`: already carried forward)."""
     n = len(close)
     out = np.empty((13, n))
     n_snap = (n + stride - 1) // stride if stride > 0 else 0
     snaps = np.zeros((n_snap, 2, mass.shape[1]))
     snap_lo = np.zeros(n_snap)
-    last_funding = np.nan
     k = 0
     for t in range(n):
-        if np.isfinite(funding[t]):
-            last_funding = funding[t]
         cl, cs = update(mass, meta, p, levs, weights, floor, cap, mmr, cum, close[t],
                         mark_high[t], mark_low[t], oi[t], taker_buy[t], volume[t],
-                        quote_volume[t], ls_ratio[t], last_funding, liq_long[t], liq_short[t])
+                        quote_volume[t], ls_ratio[t], funding[t], liq_long[t], liq_short[t])
         nl, ns = side_mass_near(mass, meta, close[t], near)
         out[0, t] = side_total(meta, LONG)
         out[1, t] = side_total(meta, SHORT)
@@ -555,30 +553,45 @@ def run_kernel(mass: np.ndarray, meta: np.ndarray, p: HeatmapParams, levs: np.nd
     return out, snaps, snap_lo
 
 
+def map_funding(settled: np.ndarray, funding_avg: np.ndarray) -> np.ndarray:
+    """The funding rate the map reads at each bar: the last settled rate (`settled`: the
+    rate at its settlement bar, NaN elsewhere), and before the first settlement the
+    vendor's OI-weighted average of the bar itself (a 4h state column; NaN when absent).
+    The signal stream's `step` reads the same, bar by bar."""
+    n = len(settled)
+    seen = np.isfinite(settled)
+    idx = np.where(seen, np.arange(n), 0)
+    np.maximum.accumulate(idx, out=idx)
+    last = np.where(seen[idx], settled[idx], np.nan)
+    return np.where(np.isfinite(last), last, funding_avg)
+
+
 def bar_inputs(bars: object) -> dict[str, np.ndarray]:
-    """The heatmap's per-bar inputs from a Bars container, with documented fallbacks:
-    mark extremes fall back to last-trade high/low, a missing taker split to 50/50, missing
-    open interest / ratios / funding / realised liquidations to NaN."""
-    b = bars  # bot.data.bars.Bars (kept untyped: signals import data only here)
-    n = len(b)  # type: ignore[arg-type]
-    nan = np.full(n, np.nan)
+    """The heatmap's per-bar inputs from a Bars container, with the signal stream's one set
+    of fallbacks (`stream.bar_column`: marks to last-trade prices, taker buy to the
+    aggregated taker notionals' share or 50/50, open interest to the stablecoin-margined OI
+    of vendor data, missing ratios / funding / realised liquidations to NaN). `funding` is
+    the settled rate (NaN between settlements); `map_funding` what the map reads."""
+    from bot.signals import stream as sm  # stream imports this module: resolved at call
 
-    def col(name: str, default: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(b[name], dtype=np.float64) if b.has(name) else default  # type: ignore[attr-defined]
+    def col(j: int) -> np.ndarray:
+        return np.ascontiguousarray(sm.bar_column(bars, j), dtype=np.float64)  # type: ignore[arg-type]
 
-    vol = col("volume", nan)
+    funding = col(sm.X_FUNDING)
     return {
-        "close": col("close", nan),
-        "mark_high": col("mark_high", col("high", nan)),
-        "mark_low": col("mark_low", col("low", nan)),
-        "oi": col("open_interest", nan),
-        "taker_buy": col("taker_buy_volume", 0.5 * vol),
-        "volume": vol,
-        "quote_volume": col("quote_volume", vol * col("close", nan)),
-        "ls_ratio": col("long_short_ratio", nan),
-        "funding": col("funding_rate", nan),
-        "liq_long": col("liq_long_notional", nan),
-        "liq_short": col("liq_short_notional", nan),
+        "close": col(sm.X_CLOSE),
+        "mark_open": col(sm.X_MARK_OPEN),
+        "mark_high": col(sm.X_MARK_HIGH),
+        "mark_low": col(sm.X_MARK_LOW),
+        "oi": col(sm.X_OI),
+        "taker_buy": col(sm.X_TAKER_BUY),
+        "volume": col(sm.X_VOLUME),
+        "quote_volume": col(sm.X_QUOTE_VOLUME),
+        "ls_ratio": col(sm.X_LS_RATIO),
+        "funding": funding,
+        "map_funding": map_funding(funding, col(sm.X_FUNDING_AVG)),
+        "liq_long": col(sm.X_LIQ_LONG),
+        "liq_short": col(sm.X_LIQ_SHORT),
     }
 
 
@@ -594,7 +607,7 @@ def run(bars: object, brackets: object, p: HeatmapParams = HeatmapParams(),
         mass, meta, p, np.asarray(levs, float), np.asarray(weights, float),
         br.floor, br.cap, br.mmr, br.cum,  # type: ignore[attr-defined]
         x["close"], x["mark_high"], x["mark_low"], x["oi"], x["taker_buy"], x["volume"],
-        x["quote_volume"], x["ls_ratio"], x["funding"], x["liq_long"], x["liq_short"],
+        x["quote_volume"], x["ls_ratio"], x["map_funding"], x["liq_long"], x["liq_short"],
         near, stride)
     materialize(mass, meta)
     return HeatmapRun(out[0], out[1], out[2], out[3], out[4], out[5], out[6],
@@ -679,7 +692,6 @@ def timeline_kernel(mass: np.ndarray, meta: np.ndarray, p: HeatmapParams, levs: 
     n = len(close)
     k = len(nears)
     out = np.empty((n, 3 + 2 * k))
-    last_funding = np.nan
     for t in range(n):
         if meta[M_BARS] > 0.0:
             out[t, TL_EST_LONG] = side_mass_between(mass, meta, LONG, mark_low[t], open_[t])
@@ -691,11 +703,9 @@ def timeline_kernel(mass: np.ndarray, meta: np.ndarray, p: HeatmapParams, levs: 
         else:
             out[t, TL_EST_LONG] = np.nan         # no map before the first bar
             out[t, TL_EST_SHORT] = np.nan
-        if np.isfinite(funding[t]):
-            last_funding = funding[t]
         update(mass, meta, p, levs, weights, floor, cap, mmr, cum, close[t], mark_high[t],
                mark_low[t], oi[t], taker_buy[t], volume[t], quote_volume[t], ls_ratio[t],
-               last_funding, liq_long[t], liq_short[t])
+               funding[t], liq_long[t], liq_short[t])
         out[t, TL_CONFIDENCE] = meta[M_CONFIDENCE]
         for j in range(k):
             nl, ns = side_mass_near(mass, meta, close[t], nears[j])
@@ -714,16 +724,9 @@ def timeline(bars: object, brackets: object, p: HeatmapParams = HeatmapParams(),
     With `chunk` > 0 the kernel runs `chunk` bars at a time on the same state (identical
     result) and `progress(bars_done)` is called after each chunk."""
     x = bar_inputs(bars)
-    b = bars
-    opens = (np.ascontiguousarray(b["mark_open"], dtype=np.float64) if b.has("mark_open")  # type: ignore[attr-defined]
-             else np.ascontiguousarray(b["open"], dtype=np.float64))  # type: ignore[index]
+    opens = x["mark_open"]
     n = len(opens)
-    # funding carried forward here, so chunk boundaries do not reset the kernel's carry
-    fund = x["funding"].copy()
-    seen = np.isfinite(fund)
-    idx = np.where(seen, np.arange(n), 0)
-    np.maximum.accumulate(idx, out=idx)
-    fund = np.where(seen[idx], fund[idx], np.nan)
+    fund = x["map_funding"]          # carried forward here: chunk boundaries change nothing
     mass, meta = new_state(float(x["close"][0]), p)
     br = brackets
     lv, wt, nr = np.asarray(levs, float), np.asarray(weights, float), np.asarray(nears, float)

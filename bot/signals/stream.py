@@ -84,9 +84,25 @@ _MARKS: tuple[tuple[int, str, int], ...] = (
     (X_MARK_OPEN, "mark_open", X_OPEN), (X_MARK_HIGH, "mark_high", X_HIGH),
     (X_MARK_LOW, "mark_low", X_LOW), (X_MARK_CLOSE, "mark_close", X_CLOSE))
 _REQUIRED = ("ts", "open", "high", "low", "close", "volume")
+# vendor-only datasets (the 4h exports of ../shared/data/coinglass_4h, docs/data.md):
+# open interest falls back to the stablecoin-margined OI (unit undocumented, read as a base
+# quantity: the heatmap, crowding and exhaustion read only its relative changes; the
+# heatmap's calibration read it so), the taker split to the aggregated taker notionals
+OI_FALLBACK = "oi_stablecoin"
+TAKER_NOTIONALS = ("agg_taker_buy_notional", "agg_taker_sell_notional")
 #: every Bars column `bar_column` (so `bar_matrix` and the backtester's market arrays) reads
-INPUT_COLUMNS = frozenset({"ts", "filled", "quote_volume", "taker_buy_volume",
-                           *(name for _, name in _PLAIN), *(name for _, name, _ in _MARKS)})
+INPUT_COLUMNS = frozenset({"ts", "filled", "quote_volume", "taker_buy_volume", OI_FALLBACK,
+                           *TAKER_NOTIONALS, *(name for _, name in _PLAIN),
+                           *(name for _, name, _ in _MARKS)})
+
+
+def taker_buy_from_notionals(buy: np.ndarray | float, sell: np.ndarray | float,
+                             volume: np.ndarray | float) -> np.ndarray:
+    """Taker-buy base volume from aggregated taker buy / sell notionals: their buy share
+    times the bar's volume; half the volume where the split is unknown or empty."""
+    b, s_, v = (np.asarray(a, dtype=np.float64) for a in (buy, sell, volume))
+    ok = np.isfinite(b) & np.isfinite(s_) & (b + s_ > 0.0)
+    return np.where(ok, b / np.where(ok, b + s_, 1.0), 0.5) * v
 
 
 def bar_column(bars: Bars, j: int) -> np.ndarray:
@@ -99,6 +115,8 @@ def bar_column(bars: Bars, j: int) -> np.ndarray:
         return bars.ts.astype(np.float64)
     if j == X_FILLED:
         return bars["filled"].astype(np.float64) if bars.has("filled") else np.zeros(n)
+    if j == X_OI and not bars.has("open_interest") and bars.has(OI_FALLBACK):
+        return np.asarray(bars[OI_FALLBACK], dtype=np.float64)
     for k, name in _PLAIN:
         if k == j:
             return np.asarray(bars[name], dtype=np.float64) if bars.has(name) else \
@@ -107,8 +125,12 @@ def bar_column(bars: Bars, j: int) -> np.ndarray:
         return np.asarray(bars["quote_volume"], dtype=np.float64) if bars.has("quote_volume") \
             else bar_column(bars, X_VOLUME) * bar_column(bars, X_CLOSE)
     if j == X_TAKER_BUY:
-        return np.asarray(bars["taker_buy_volume"], dtype=np.float64) \
-            if bars.has("taker_buy_volume") else 0.5 * bar_column(bars, X_VOLUME)
+        if bars.has("taker_buy_volume"):
+            return np.asarray(bars["taker_buy_volume"], dtype=np.float64)
+        if all(bars.has(k) for k in TAKER_NOTIONALS):
+            return taker_buy_from_notionals(bars[TAKER_NOTIONALS[0]], bars[TAKER_NOTIONALS[1]],
+                                            bar_column(bars, X_VOLUME))
+        return 0.5 * bar_column(bars, X_VOLUME)
     for k, name, trade in _MARKS:
         if k == j:
             if not bars.has(name):
@@ -122,8 +144,9 @@ def bar_column(bars: Bars, j: int) -> np.ndarray:
 def bar_matrix(bars: Bars) -> np.ndarray:
     """The (n, N_X) input rows of a Bars container, with the project's one set of
     fallbacks (`bar_column`): mark_* per value to the trade price, taker buy (absent
-    column) to half the volume, quote volume (absent column) to volume x close, other
-    absent columns to NaN, `filled` to 1.0 / 0.0."""
+    column) to the aggregated taker notionals' buy share of the volume, else half the
+    volume, quote volume (absent column) to volume x close, open interest (absent column)
+    to the stablecoin-margined OI, other absent columns to NaN, `filled` to 1.0 / 0.0."""
     n = len(bars)
     # built column by column, then one transpose; the rows are 8 floats longer than needed
     # (a view drops them): with n a multiple of 512 (the chunked runs' 4,096 bars) rows a
@@ -153,9 +176,14 @@ def bar_row(bar: Mapping[str, Any]) -> np.ndarray:
         v = get(name)
         if v is not None:
             x[j] = v
+    if get("open_interest") is None and get(OI_FALLBACK) is not None:
+        x[X_OI] = get(OI_FALLBACK)
     vol, close = x[X_VOLUME], x[X_CLOSE]
     qv, tb = get("quote_volume"), get("taker_buy_volume")
     x[X_QUOTE_VOLUME] = vol * close if qv is None else qv
+    if tb is None and all(get(k) is not None for k in TAKER_NOTIONALS):
+        tb = float(taker_buy_from_notionals(get(TAKER_NOTIONALS[0]), get(TAKER_NOTIONALS[1]),
+                                            vol))
     x[X_TAKER_BUY] = 0.5 * vol if tb is None else tb
     for j, name, trade in _MARKS:
         m = get(name)
@@ -186,7 +214,7 @@ class StreamState(NamedTuple):
     """Everything `step` writes, as numpy arrays (a checkpoint is these arrays).
 
     mass (2, n_bins) / meta (hm.N_META): the heatmap, lazily scaled (`hm.new_state`);
-    heat (N_HS): the carried-forward funding rate fed to the heatmap;
+    heat (N_HS): the last settled funding rate (the heatmap's funding, `step`);
     pos (ps.N_PS) + pos_rates (2, z_window) + pos_day (2, 24 bph + 1) + pos_h4 (2, 4 bph):
     positioning scalars and rings (`ps.new_positioning_state`);
     det (dt.N_DS): detector scalars and the 6-close ring; risk (ri.N_RS): risk-input
@@ -282,9 +310,12 @@ def step(s: StreamState, c: StreamConfig, x: np.ndarray, out: np.ndarray) -> Non
     close = x[X_CLOSE]
     if np.isfinite(x[X_FUNDING]):
         s.heat[HS_FUNDING] = x[X_FUNDING]
+    # the map's funding: the last settled rate; before any settlement, the vendor's
+    # OI-weighted average of this bar (`heatmap.map_funding`, the batch form)
+    fund = s.heat[HS_FUNDING] if np.isfinite(s.heat[HS_FUNDING]) else x[X_FUNDING_AVG]
     cl, cs = hm.update(s.mass, s.meta, c.heat, c.levs, c.weights, c.floor, c.cap, c.mmr, c.cum,
                        close, x[X_MARK_HIGH], x[X_MARK_LOW], x[X_OI], x[X_TAKER_BUY],
-                       x[X_VOLUME], x[X_QUOTE_VOLUME], x[X_LS_RATIO], s.heat[HS_FUNDING],
+                       x[X_VOLUME], x[X_QUOTE_VOLUME], x[X_LS_RATIO], fund,
                        x[X_LIQ_LONG], x[X_LIQ_SHORT])
     nl, ns = hm.side_mass_near(s.mass, s.meta, close, c.near)
     lt = hm.side_total(s.meta, hm.LONG)
