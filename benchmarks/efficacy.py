@@ -23,8 +23,10 @@ off returns. ONSET and latency are defined in docs/risk.md.
 from __future__ import annotations
 
 import argparse
+import gzip
 import re
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +55,10 @@ VENDOR_FILES = ("api_futures_openInterest_ohlc_aggregated_history_BTC.csv",
                 "api_futures_fundingRate_oi_weight_ohlc_history_BTC.csv",
                 "api_futures_global_long_short_account_ratio_history.csv",
                 "api_futures_top_long_short_position_ratio_history.csv")
+# alt months (klines_1m/alts/SYMBOL-1m-YYYY-MM.csv.gz): calm days, and the crash periods'
+# days where a month covers them; their funding from the multi-symbol funding file
+ALT_FILE = re.compile(r"^([A-Z0-9]+)-1m-(\d{4}-\d{2})\.csv(\.gz)?$")
+ALL_FUNDING = "funding_all_*.csv.gz"
 CALM_MOVE = 0.02
 ONSET_K = 3.0
 
@@ -345,6 +351,39 @@ def periods(kl: Path, funding_dir: Path, vendor_dir: Path) -> list[tuple[str, li
     return out
 
 
+def alt_funding(funding_dir: Path, symbol: str, tmp: Path) -> list[Path]:
+    """`symbol`'s rows of the multi-symbol funding file (`symbol,calc_time,
+    funding_interval_hours,last_funding_rate`) as a one-symbol file in Binance's layout
+    under `tmp` (outside the repository); [] when there is no such file or row."""
+    found = sorted(funding_dir.glob(ALL_FUNDING)) if funding_dir.is_dir() else []
+    if not found:
+        return []
+    with gzip.open(found[0], "rt") as f:
+        rows = [line.split(",", 1)[1] for line in f if line.startswith(symbol + ",")]
+    if not rows:
+        return []
+    out = tmp / f"{symbol}_funding_from_all.csv"
+    out.write_text("calc_time,funding_interval_hours,last_funding_rate\n" + "".join(rows))
+    return [out]
+
+
+def alt_rows(alts: list[Path], funding_dir: Path, start_ms: int, end_ms: int, days: str,
+             tmp: Path, out: list[str], stress: float | None, span: str, tag: str) -> None:
+    """`hold` long 10x on every alt month covering [start_ms, end_ms) (a crash period's
+    days), with the alt's funding when the multi-symbol funding file has it."""
+    for path in alts:
+        m = ALT_FILE.match(path.name)
+        if m is None:
+            continue
+        bars = build_dataset([path, *alt_funding(funding_dir, m.group(1), tmp)]).bars
+        if bars.start_ms > start_ms or bars.end_ms < end_ms:
+            continue
+        bars = bars.between(start_ms, end_ms)
+        if stress is not None:
+            bars = stressed(bars, stress, span)
+        cascade_rows(f"{m.group(1)} {days}{tag}", bars, out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description="Risk-rule efficacy: docs/risk.md's tables.")
     ap.add_argument("data", nargs="?", type=Path,
@@ -371,18 +410,26 @@ def main() -> None:
     notes: list[str] = []
     tag = "" if args.stress is None else \
         f" ({'crash' if args.stress_span == 'crash' else 'period'} x{args.stress:g})"
-    for label, files, vendor in found:
-        for lab, paths in ((label, files), (label + " + vendor 4h", vendor)):
-            if not paths:
-                continue
-            bars = build_dataset(paths).bars
-            if args.stress is not None:
-                bars = stressed(bars, args.stress, args.stress_span)
-            cascade_rows(lab + tag, bars, out)
-            if paths is vendor and args.stress is None:
-                lead = crowding_lead(bars)
-                notes += lead if not notes else [f"- {label}: {x[2:]}" for x in lead]
-        print("\n".join(out[-6:]), file=sys.stderr, flush=True)
+    alts = sorted((kl / "alts").glob("*.csv.gz"))
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, files, vendor in found:
+            span = None
+            for lab, paths in ((label, files), (label + " + vendor 4h", vendor)):
+                if not paths:
+                    continue
+                bars = build_dataset(paths).bars
+                span = span or (bars.start_ms, bars.end_ms)
+                if args.stress is not None:
+                    bars = stressed(bars, args.stress, args.stress_span)
+                cascade_rows(lab + tag, bars, out)
+                if paths is vendor and args.stress is None:
+                    lead = crowding_lead(bars)
+                    notes += lead if not notes else [f"- {label}: {x[2:]}" for x in lead]
+            if span is not None and alts:
+                days = label.split(" ")[-1]
+                alt_rows(alts, args.data / "binance_um" / "funding", span[0], span[1], days,
+                         Path(tmp), out, args.stress, args.stress_span, tag)
+            print(f"efficacy: {label} done", file=sys.stderr, flush=True)
     if not found:
         out.append(f"| (no SYMBOL-1m-DAY_to_DAY.csv file in {kl}) | | | | | | |")
     print("\n".join(out))

@@ -104,3 +104,27 @@ def test_stress_over_the_period_deepens_the_run_up_too():
     assert np.allclose(ld[z:] - lc[z:], ld[z - 1] - lc[z - 1])        # after: shifted
     crash_only = stressed(bars, 1.5)
     assert np.allclose(np.log(crash_only["close"][:start - 60]), lc[:start - 60])
+
+
+def test_alt_funding_is_taken_from_the_multi_symbol_file(tmp_path):
+    import gzip
+
+    from benchmarks.efficacy import ALT_FILE, alt_funding
+    d = tmp_path / "funding"
+    d.mkdir()
+    with gzip.open(d / "funding_all_3symbols.csv.gz", "wt") as f:
+        f.write("symbol,calc_time,funding_interval_hours,last_funding_rate\n"
+                "AVAXUSDT,1770076800000,8,0.00010000\n"
+                "AVAXUSDTX,1770076800000,8,0.5\n"
+                "DOTUSDT,1770076800000,8,-0.00002\n"
+                "AVAXUSDT,1770105600004,8,-0.00001017\n")
+    out = tmp_path / "tmp"
+    out.mkdir()
+    [p] = alt_funding(d, "AVAXUSDT", out)
+    assert p.read_text().splitlines() == ["calc_time,funding_interval_hours,last_funding_rate",
+                                          "1770076800000,8,0.00010000",
+                                          "1770105600004,8,-0.00001017"]
+    assert alt_funding(d, "LINKUSDT", out) == []
+    assert alt_funding(tmp_path / "none", "AVAXUSDT", out) == []
+    assert ALT_FILE.match("AVAXUSDT-1m-2026-02.csv.gz").group(1, 2) == ("AVAXUSDT", "2026-02")
+    assert ALT_FILE.match("BTCUSDT-1m-2026-02-03_to_2026-02-07.csv") is None
