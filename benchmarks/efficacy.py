@@ -351,37 +351,67 @@ def periods(kl: Path, funding_dir: Path, vendor_dir: Path) -> list[tuple[str, li
     return out
 
 
-def alt_funding(funding_dir: Path, symbol: str, tmp: Path) -> list[Path]:
-    """`symbol`'s rows of the multi-symbol funding file (`symbol,calc_time,
-    funding_interval_hours,last_funding_rate`) as a one-symbol file in Binance's layout
-    under `tmp` (outside the repository); [] when there is no such file or row."""
-    found = sorted(funding_dir.glob(ALL_FUNDING)) if funding_dir.is_dir() else []
-    if not found:
-        return []
-    with gzip.open(found[0], "rt") as f:
-        rows = [line.split(",", 1)[1] for line in f if line.startswith(symbol + ",")]
-    if not rows:
-        return []
-    out = tmp / f"{symbol}_funding_from_all.csv"
-    out.write_text("calc_time,funding_interval_hours,last_funding_rate\n" + "".join(rows))
-    return [out]
+class AltFunding:
+    """Alt funding from the multi-symbol funding file (`symbol,calc_time,
+    funding_interval_hours,last_funding_rate`), read once; each symbol's rows written once
+    as a one-symbol file in Binance's layout under `tmp` (outside the repository)."""
+
+    def __init__(self, funding_dir: Path, tmp: Path) -> None:
+        self.tmp = tmp
+        self.rows: dict[str, list[str]] = {}
+        found = sorted(funding_dir.glob(ALL_FUNDING)) if funding_dir.is_dir() else []
+        if found:
+            with gzip.open(found[0], "rt") as f:
+                for line in f:
+                    sym, _, rest = line.partition(",")
+                    self.rows.setdefault(sym, []).append(rest)
+
+    def files(self, symbol: str) -> list[Path]:
+        """[the symbol's funding file], or [] when the file has no row for it."""
+        rows = self.rows.get(symbol)
+        if not rows:
+            return []
+        out = self.tmp / f"{symbol}_funding_from_all.csv"
+        if not out.exists():
+            out.write_text("calc_time,funding_interval_hours,last_funding_rate\n" +
+                           "".join(rows))
+        return [out]
 
 
-def alt_rows(alts: list[Path], funding_dir: Path, start_ms: int, end_ms: int, days: str,
-             tmp: Path, out: list[str], stress: float | None, span: str, tag: str) -> None:
-    """`hold` long 10x on every alt month covering [start_ms, end_ms) (a crash period's
-    days), with the alt's funding when the multi-symbol funding file has it."""
+def alt_months(alts: list[Path]) -> dict[str, dict[str, Path]]:
+    """{symbol: {"YYYY-MM": file}} of the alt month files (other names ignored)."""
+    out: dict[str, dict[str, Path]] = {}
     for path in alts:
-        m = ALT_FILE.match(path.name)
-        if m is None:
+        if m := ALT_FILE.match(path.name):
+            out.setdefault(m.group(1), {})[m.group(2)] = path
+    return out
+
+
+def alt_rows(months: dict[str, dict[str, Path]], funding: AltFunding, start_ms: int,
+             end_ms: int, days: str, out: list[str], stress: float | None, span: str,
+             tag: str) -> None:
+    """`hold` long 10x on every alt whose month files cover [start_ms, end_ms) (a crash
+    period's days; a period across two months reads both), with the alt's funding when the
+    multi-symbol funding file has it. An alt that does not cover the days is named on
+    stderr and skipped."""
+    first, last = iso(start_ms)[:7], iso(end_ms - 1)[:7]
+    for sym, files in sorted(months.items()):
+        need = sorted(m for m in files if first <= m <= last)
+        if not need or need[0] != first or need[-1] != last:
+            print(f"efficacy: {sym}: no month file covers {days}", file=sys.stderr)
             continue
-        bars = build_dataset([path, *alt_funding(funding_dir, m.group(1), tmp)]).bars
+        try:
+            bars = build_dataset([files[m] for m in need] + funding.files(sym)).bars
+        except DataError as exc:
+            print(f"efficacy: {sym} {days} skipped: {exc}", file=sys.stderr)
+            continue
         if bars.start_ms > start_ms or bars.end_ms < end_ms:
+            print(f"efficacy: {sym}: its months do not cover {days}", file=sys.stderr)
             continue
         bars = bars.between(start_ms, end_ms)
         if stress is not None:
             bars = stressed(bars, stress, span)
-        cascade_rows(f"{m.group(1)} {days}{tag}", bars, out)
+        cascade_rows(f"{sym} {days}{tag}", bars, out)
 
 
 def main() -> None:
@@ -411,7 +441,9 @@ def main() -> None:
     tag = "" if args.stress is None else \
         f" ({'crash' if args.stress_span == 'crash' else 'period'} x{args.stress:g})"
     alts = sorted((kl / "alts").glob("*.csv.gz"))
+    months = alt_months(alts)
     with tempfile.TemporaryDirectory() as tmp:
+        funding = AltFunding(args.data / "binance_um" / "funding", Path(tmp))
         for label, files, vendor in found:
             span = None
             for lab, paths in ((label, files), (label + " + vendor 4h", vendor)):
@@ -425,22 +457,22 @@ def main() -> None:
                 if paths is vendor and args.stress is None:
                     lead = crowding_lead(bars)
                     notes += lead if not notes else [f"- {label}: {x[2:]}" for x in lead]
-            if span is not None and alts:
-                days = label.split(" ")[-1]
-                alt_rows(alts, args.data / "binance_um" / "funding", span[0], span[1], days,
-                         Path(tmp), out, args.stress, args.stress_span, tag)
+            if span is not None and months:
+                alt_rows(months, funding, span[0], span[1], label.split(" ")[-1], out,
+                         args.stress, args.stress_span, tag)
             print(f"efficacy: {label} done", file=sys.stderr, flush=True)
-    if not found:
-        out.append(f"| (no SYMBOL-1m-DAY_to_DAY.csv file in {kl}) | | | | | | |")
-    print("\n".join(out))
-    if args.stress is not None:
-        return
-    print()
-    print("\n".join(notes))
-    print()
-    calm = [files for _, files, _ in found]
-    calm += [[p] for p in sorted((kl / "alts").glob("*.csv.gz"))]
-    print("\n".join(calm_table(calm)))
+        if not found:
+            out.append(f"| (no SYMBOL-1m-DAY_to_DAY.csv file in {kl}) | | | | | | |")
+        print("\n".join(out))
+        if args.stress is not None:
+            return
+        print()
+        print("\n".join(notes))
+        print()
+        calm = [files for _, files, _ in found]
+        calm += [[p, *funding.files(sym)] for sym, ms in sorted(months.items())
+                 for _, p in sorted(ms.items())]
+        print("\n".join(calm_table(calm)))
 
 
 if __name__ == "__main__":

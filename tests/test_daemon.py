@@ -227,6 +227,36 @@ def test_a_strategy_failing_too_long_has_its_position_closed(tmp_path, caplog):
     asyncio.run(d2.run(simulated=True))
     first = store.decisions(d2.run_id)[0]
     assert first.bar_ts == int(bars.ts[104]) and first.target_notional == 0.0
+    # a restart with a LOWER limit resumes a streak already past it: closed, and said so
+    d3 = _daemon({bars.symbol: bars.take(slice(0, 108))}, store, "tests.test_daemon:Flaky",
+                 {}, "balanced")                                     # limit 30: holds
+    asyncio.run(d3.run(simulated=True))
+    assert d3.state[bars.symbol].fail_streak == 8
+    d4 = _daemon({bars.symbol: bars.take(slice(108, 120))}, store, "tests.test_daemon:Flaky",
+                 {}, "balanced", settings=cfg)                       # limit 5
+    d4.restore(d3.checkpoint())
+    asyncio.run(d4.run(simulated=True))
+    assert store.decisions(d4.run_id)[0].target_notional == 0.0
+    [ev] = [e for e in store.events(d4.run_id) if e.kind == "strategy_error"]
+    assert ev.data["failing_bars"] == 9 and ev.message.endswith(
+        "failing 9 bars in a row: closing the position")
+    store.close()
+
+
+def test_a_limit_of_one_closes_at_the_first_failing_bar(tmp_path, caplog):
+    bars = load_scenario("calm").bars.take(slice(0, 120))
+    Flaky.T0 = int(bars.ts[0])
+    store = Store(f"sqlite:///{tmp_path}/flaky1.db")
+    d = _daemon({bars.symbol: bars}, store, "tests.test_daemon:Flaky", {}, "balanced",
+                settings=RunConfig(strategy_fail_flat_bars=1))
+    with caplog.at_level("ERROR", logger="liqbot.daemon"):
+        asyncio.run(d.run(simulated=True))
+    k_of = {int((x.bar_ts - Flaky.T0) // 60_000): x for x in store.decisions(d.run_id)}
+    assert k_of[100].target_notional == 0.0 and k_of[99].target_notional > 0.0
+    [ev] = [e for e in store.events(d.run_id) if e.kind == "strategy_error"]
+    assert ev.message.endswith("failing 1 bar in a row: closing the position")
+    first = [r for r in caplog.records if "closing the position" in r.getMessage()]
+    assert len(first) == 1 and (first[0].exc_info or first[0].exc_text)   # the traceback
     store.close()
 
 

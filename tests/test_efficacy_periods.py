@@ -109,7 +109,7 @@ def test_stress_over_the_period_deepens_the_run_up_too():
 def test_alt_funding_is_taken_from_the_multi_symbol_file(tmp_path):
     import gzip
 
-    from benchmarks.efficacy import ALT_FILE, alt_funding
+    from benchmarks.efficacy import ALT_FILE, AltFunding, alt_months
     d = tmp_path / "funding"
     d.mkdir()
     with gzip.open(d / "funding_all_3symbols.csv.gz", "wt") as f:
@@ -120,11 +120,17 @@ def test_alt_funding_is_taken_from_the_multi_symbol_file(tmp_path):
                 "AVAXUSDT,1770105600004,8,-0.00001017\n")
     out = tmp_path / "tmp"
     out.mkdir()
-    [p] = alt_funding(d, "AVAXUSDT", out)
+    fund = AltFunding(d, out)
+    [p] = fund.files("AVAXUSDT")
     assert p.read_text().splitlines() == ["calc_time,funding_interval_hours,last_funding_rate",
                                           "1770076800000,8,0.00010000",
                                           "1770105600004,8,-0.00001017"]
-    assert alt_funding(d, "LINKUSDT", out) == []
-    assert alt_funding(tmp_path / "none", "AVAXUSDT", out) == []
+    assert fund.files("AVAXUSDT") == [p]                  # written once
+    assert fund.files("LINKUSDT") == []
+    assert AltFunding(tmp_path / "none", out).files("AVAXUSDT") == []
+    names = [tmp_path / n for n in ("AVAXUSDT-1m-2026-02.csv.gz", "AVAXUSDT-1m-2026-03.csv.gz",
+                                    "notes.csv.gz", "DOTUSDT-1m-2026-02.csv.gz")]
+    assert alt_months(names) == {"AVAXUSDT": {"2026-02": names[0], "2026-03": names[1]},
+                                 "DOTUSDT": {"2026-02": names[3]}}
     assert ALT_FILE.match("AVAXUSDT-1m-2026-02.csv.gz").group(1, 2) == ("AVAXUSDT", "2026-02")
     assert ALT_FILE.match("BTCUSDT-1m-2026-02-03_to_2026-02-07.csv") is None

@@ -169,3 +169,21 @@ def test_timeline_map_choice(cli, synth_dir, tmp_path):
     r = cli("heatmap", h4, "--timeline", tmp_path / "x.csv", "--map", "default",
             "--calibrated-4h")
     assert r.code == 2 and "--calibrated-4h contradicts --map default" in r.err
+    for flag in (["--map", "calibrated-4h"], ["--calibrated-4h"]):    # no --timeline: no map
+        r = cli("heatmap", h4, *flag)
+        assert r.code == 2 and "choose the map of --timeline" in r.err
+
+
+def test_snapshot_mark_falls_back_to_the_last_trade(cli, synth_dir, tmp_path):
+    import numpy as np
+
+    from bot.data import dataset
+    bars = dataset.load(synth_dir).bars
+    mark = bars["mark_close"].copy()
+    mark[-1] = np.nan                                   # a hole in the mark feed
+    d = tmp_path / "holed"
+    dataset.save(dataset.Dataset(bars.with_columns(mark_close=mark)), d)
+    r = cli("heatmap", d, "--json")
+    assert r.code == 0, r.err
+    out = json.loads(r.out)
+    assert out["mark"] == float(bars.close[-1]) and out["clusters"]

@@ -91,7 +91,7 @@ def snapshot(directory: Path, at: str | None) -> dict[str, Any]:
         raise LiqbotError("--at: need at least two bars before that time")
     sig = pipeline.compute(bars, _brackets_for(bars.symbol), hm.params_for_interval(
         bars.interval_ms), near=NEAR)
-    mark = float(bars["mark_close"][-1]) if bars.has("mark_close") else float(bars.close[-1])
+    mark = float(stream.bar_column(bars, stream.X_MARK_CLOSE)[-1])   # NaN mark: last trade
     clusters = cl.find_clusters(sig.heatmap.mass, sig.heatmap.meta, mark, _atr(bars))
     row = sig.positioning[-1]
     comps = {name: (None if not np.isfinite(row[i]) else float(row[i]))
@@ -170,6 +170,10 @@ def heatmap_command(
         if map_name not in ("auto", "calibrated-4h"):
             raise LiqbotError(f"--calibrated-4h contradicts --map {map_name}")
         map_name = "calibrated-4h"
+    if map_name != "auto" and timeline is None:
+        raise LiqbotError("--map / --calibrated-4h choose the map of --timeline; the "
+                          "clusters and crowding are the signals the risk rules read "
+                          "(the default map): give --timeline FILE.csv")
     if timeline is not None:
         out = check_output(timeline, "--timeline")
         n, used = write_timeline(Path(target), out, map_name)

@@ -73,6 +73,7 @@ class SymbolState:
     last_state: int = -1              # risk state of the last decision (-1: none yet)
     last_reasons: int = 0             # reason bits of the last decision
     fail_streak: int = 0              # bars in a row on which the strategy failed
+    fail_closed: bool = False         # this process has reported the streak's closing
 
 
 class Daemon:
@@ -237,6 +238,7 @@ class Daemon:
             log.warning("strategy %s recovered at %s %s after %d failing bars",
                         self.strategy.name, sym.name, _iso(ts), sym.fail_streak)
             sym.fail_streak = 0
+            sym.fail_closed = False
         sig = out[ss.O_SIG:ss.O_SIG + en.N_SIG]
         sym.last_sig = sig.copy()
         sym.last_window = (float(out[ss.O_FILL + ss.F_VOL_W]), float(out[ss.O_FILL + ss.F_SIG_W]),
@@ -381,15 +383,17 @@ class Daemon:
         text = f"{type(exc).__name__}: {str(exc)[:300]}"
         limit = self.settings.strategy_fail_flat_bars
         closing = 0 < limit <= sym.fail_streak
-        if sym.fail_streak == 1 or sym.fail_streak == limit:
-            if sym.fail_streak == limit:
-                action = f"failing {limit} bars in a row: closing the position"
-                log.error("strategy %s failed at %s %s: %s; %s", self.strategy.name,
-                          sym.name, _iso(ts), text, action)
+        # the closing is reported once per process: also when a restart (with a lower
+        # limit, say) resumes a streak already past it
+        if sym.fail_streak == 1 or (closing and not sym.fail_closed):
+            if closing:
+                sym.fail_closed = True
+                n = sym.fail_streak
+                action = f"failing {n} bar{'s' if n > 1 else ''} in a row: closing the position"
             else:
                 action = "holding its previous target"
-                log.error("strategy %s failed at %s %s: %s; %s", self.strategy.name,
-                          sym.name, _iso(ts), text, action, exc_info=exc)
+            log.error("strategy %s failed at %s %s: %s; %s", self.strategy.name, sym.name,
+                      _iso(ts), text, action, exc_info=exc if sym.fail_streak == 1 else None)
             msg = f"strategy {self.strategy.name} failed: {text}"
             self.store.stage("events", {"run_id": self.run_id,
                                         "event_key": f"strategy-error-{sym.name}-{ts}",
