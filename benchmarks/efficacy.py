@@ -28,6 +28,7 @@ import re
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -131,15 +132,18 @@ def brackets_of(symbol: str) -> Brackets:
         return shipped("binance", "BTCUSDT")
 
 
-def cascade_rows(label: str, bars: Bars, out: list[str]) -> None:
+def cascade_rows(label: str, bars: Bars, out: list[str]) -> tuple[Inputs, dict[str, Any]]:
+    """`hold` long 10x under each policy: the table rows (appended to `out`); returns the
+    prepared inputs and the runs by policy (the crowding-lead note reads them)."""
     br = brackets_of(bars.symbol)
     s = RunSettings()
     inputs = prepare(bars, br, s)
     start, on = onset(bars)
     lat = latency(inputs.signals.detectors, on)
     strat = find("hold").from_strings({"side": "long", "leverage": "10"})
+    runs = {}
     for pname, pol in policies().items():
-        res = run(inputs, strat, pol, br, s, pname)
+        res = runs[pname] = run(inputs, strat, pol, br, s, pname)
         m = res.metrics
         liq = f"{m['liquidations']} ({m['liquidated_at']})" if m["liquidations"] else "0"
         out.append(f"| {label} | {pname} | {liq} | {m['max_drawdown']:.1%} | "
@@ -147,18 +151,15 @@ def cascade_rows(label: str, bars: Bars, out: list[str]) -> None:
                    f"{lat if pname != 'risk off' else '-'} |")
     out.append(f"| {label} | (onset {iso(int(bars.ts[on]))}, largest 1h drop from "
                f"{iso(int(bars.ts[start]))}) | | | | | |")
+    return inputs, runs
 
 
-def crowding_lead(bars: Bars) -> list[str]:
-    """What crowding and the map did before the largest hourly drop (vendor data joined)."""
-    br = brackets_of(bars.symbol)
-    s = RunSettings()
-    inputs = prepare(bars, br, s)
-    start, on = onset(bars)
+def crowding_lead(bars: Bars, inputs: Inputs, res: Any) -> list[str]:
+    """What crowding and the map did before the largest hourly drop (vendor data joined):
+    `inputs` and `res` (the liquidation-rules-only run) from `cascade_rows`."""
+    start, _ = onset(bars)
     pos = inputs.signals.positioning
     pre = slice(max(0, start - 1440), start)
-    res = run(inputs, find("hold").from_strings({"side": "long", "leverage": "10"}),
-              policies()["liquidation rules only"], br, s, "lead")
     reasons = res.records[:, eg.R_REASONS].astype(np.int64)
     acted = np.flatnonzero(((reasons & (en.R_CROWDING | en.R_CLUSTER | en.R_HEDGE)) != 0)
                            & (res.records[:, eg.R_CLIPPED] > 0))
@@ -171,7 +172,7 @@ def crowding_lead(bars: Bars) -> list[str]:
              f"{bars['long_short_ratio'][start]:.2f}, top traders "
              f"{bars['top_long_short_ratio'][start]:.2f}"]
     if len(before):
-        lead = (start - int(before[-1])) if len(before) else 0
+        lead = start - int(before[-1])
         lines.append(f"- a crowding/cluster/hedge cut bound {len(before)} bars before the drop, "
                      f"the last {lead} min before it (first at {iso(int(bars.ts[before[0]]))})")
     else:
@@ -453,9 +454,9 @@ def main() -> None:
                 span = span or (bars.start_ms, bars.end_ms)
                 if args.stress is not None:
                     bars = stressed(bars, args.stress, args.stress_span)
-                cascade_rows(lab + tag, bars, out)
+                inputs, runs = cascade_rows(lab + tag, bars, out)
                 if paths is vendor and args.stress is None:
-                    lead = crowding_lead(bars)
+                    lead = crowding_lead(bars, inputs, runs["liquidation rules only"])
                     notes += lead if not notes else [f"- {label}: {x[2:]}" for x in lead]
             if span is not None and months:
                 alt_rows(months, funding, span[0], span[1], label.split(" ")[-1], out,

@@ -156,6 +156,17 @@ def _lev_at_distance(side: float, mark: float, dist: float, mmr: float) -> float
 
 
 @njit(cache=True)
+def _liq_trip_atr(pol: np.ndarray, ref_atr: float) -> float:
+    """The distance (ATRs) inside which rule 6 trips a position opened `ref_atr` ATRs from
+    its liquidation: `min_liq_atr`, and with `liq_shrink` > 0 only once the distance has
+    also shrunk below `liq_shrink` x `ref_atr` or below 0.75 x `min_liq_atr` (a new
+    position, `ref_atr` = 0, trips on the floor alone)."""
+    if pol[P_LIQ_SHRINK] <= 0.0:
+        return pol[P_MIN_LIQ_ATR]
+    return min(pol[P_MIN_LIQ_ATR], max(pol[P_LIQ_SHRINK] * ref_atr, 0.75 * pol[P_MIN_LIQ_ATR]))
+
+
+@njit(cache=True)
 def evaluate_state(sig: np.ndarray, acct: np.ndarray, pol: np.ndarray, rs: np.ndarray,
                    ts: float, out: np.ndarray) -> None:
     """The decision for one symbol at the bar close `ts` (ms UTC) with the rules' memory
@@ -306,9 +317,7 @@ def evaluate_state(sig: np.ndarray, acct: np.ndarray, pol: np.ndarray, rs: np.nd
     elif has_atr:
         if rs[RK_LIQ_REF] * side <= 0.0 and liq_atr == liq_atr:
             rs[RK_LIQ_REF] = side * liq_atr       # opened (or flipped): remember the distance
-        shrunk = liq_atr < pol[P_LIQ_SHRINK] * abs(rs[RK_LIQ_REF]) or \
-            liq_atr < 0.75 * pol[P_MIN_LIQ_ATR] or pol[P_LIQ_SHRINK] <= 0.0
-        if rs[RK_LIQ_TRIP] == 0.0 and liq_atr < pol[P_MIN_LIQ_ATR] and shrunk:
+        if rs[RK_LIQ_TRIP] == 0.0 and liq_atr < _liq_trip_atr(pol, abs(rs[RK_LIQ_REF])):
             rs[RK_LIQ_TRIP] = side
             rs[RK_LIQ_LEV] = lev_now
         if rs[RK_LIQ_TRIP] != 0.0:
@@ -334,12 +343,7 @@ def evaluate_state(sig: np.ndarray, acct: np.ndarray, pol: np.ndarray, rs: np.nd
         t_side = 1.0 if tgt > 0.0 else -1.0
         grow = t_side == side
         if not grow or abs(tgt) > abs(notional):
-            d_trip = pol[P_MIN_LIQ_ATR]
-            if pol[P_LIQ_SHRINK] > 0.0:
-                d_trip = 0.75 * pol[P_MIN_LIQ_ATR]
-                if grow:
-                    d_trip = max(d_trip, min(pol[P_MIN_LIQ_ATR],
-                                             pol[P_LIQ_SHRINK] * abs(rs[RK_LIQ_REF])))
+            d_trip = _liq_trip_atr(pol, abs(rs[RK_LIQ_REF]) if grow else 0.0)
             t_lev = abs(tgt) / equity
             if t_lev > _lev_at_distance(t_side, mark, d_trip * atr, pol[P_MMR]):
                 cap = _lev_at_distance(t_side, mark, pol[P_LIQ_RELEASE_ATR] * atr, pol[P_MMR])
