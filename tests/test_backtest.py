@@ -11,7 +11,7 @@ from backtests import engine as eg
 from backtests.runner import RunSettings, prepare, run
 from bot.config import FillsConfig
 from bot.data.bars import MINUTE_MS, Bars
-from bot.mechanics.brackets import shipped
+from bot.mechanics.brackets import from_tiers, max_notional_for_equity, shipped
 from bot.mechanics.fees import VenueFees
 from bot.risk import engine as en
 from bot.risk.policy import RiskPolicy, off_policy
@@ -94,6 +94,32 @@ def test_ten_x_long_through_a_minus_12pct_bar_is_liquidated_at_its_price():
     assert r.metrics["liquidations"] == 1
     assert r.records[1, eg.R_EQUITY] == pytest.approx(0.0, abs=1e-6)
     assert r.metrics["bust"] and r.metrics["n_trades"] == 1   # nothing traded afterwards
+
+
+# two tiers: up to 50,000 at 20x (mmr 0.4%), up to 1,000,000 at 10x (mmr 0.5%, cum 50)
+SMALL_TIERS = from_tiers("BTCUSDT", [
+    {"floor": 0.0, "cap": 50_000.0, "mmr": 0.004, "max_leverage": 20.0},
+    {"floor": 50_000.0, "cap": 1_000_000.0, "mmr": 0.005, "max_leverage": 10.0}])
+
+
+def test_bracket_limit_caps_what_an_order_adds_never_what_is_held():
+    # wallet 10,000: the limit is 100,000 (tier 2 at 10x). A 20x target enters at 10x
+    # (1,000 at 100). The fall to 95 halves the equity (about 4,950), which margins only
+    # 50,000 (tier 1 at 20x; tier 2 starts above 50,000): the 95,000 held is over the limit.
+    # The exchange does not cut it (it liquidates at maintenance: 90.45 here), so neither
+    # do we: one trade, the quantity held through the fall and the rebound.
+    c = np.array([100.0, 100.0, 99.0, 97.0, 95.0, 95.0, 96.0, 98.0])
+    bars = _bars(o=np.r_[100.0, c[:-1]], h=np.maximum(np.r_[100.0, c[:-1]], c),
+                 lo=np.minimum(np.r_[100.0, c[:-1]], c), c=c)
+    s = RunSettings(wallet=10_000.0, fills=NO_IMPACT, fees=FEES)
+    r = run(prepare(bars, SMALL_TIERS, s), Fixed(np.full(len(c), 20.0)), off_policy(),
+            SMALL_TIERS, s, "t")
+    assert r.trades.shape[0] == 1 and r.trades[0, 2] == pytest.approx(1_000.0)
+    assert np.all(r.records[1:, eg.R_QTY] == pytest.approx(1_000.0))
+    eq = r.records[4, eg.R_EQUITY]
+    assert eq == pytest.approx(10_000.0 - 50.0 - 5_000.0)
+    assert max_notional_for_equity(eq, SMALL_TIERS.cap, SMALL_TIERS.max_leverage) == 50_000.0
+    assert r.metrics["liquidations"] == 0 and r.metrics["n_risk_actions"] == 0
 
 
 def _replay(bars, r, taker=0.0005):

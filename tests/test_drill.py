@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import numpy as np
 import pytest
 
 from backtests.runner import RunSettings
@@ -152,6 +153,10 @@ def test_feed_report_puts_differences_down_to_late_and_backfilled_bars() -> None
     # the synthetic dataset's premium and positioning series are not bar by bar in the feed
     assert rep["exchange_feed"]["not_per_bar"] == [
         "premium_close", "open_interest", "open_interest_value", "long_short_ratio"]
+    # nor are the vendor series the signals fall back on (stablecoin-margined OI here)
+    vendor = bars.with_columns(oi_stablecoin=np.full(len(bars), 1e9))
+    _feed_report(rep, fig, vendor)
+    assert rep["exchange_feed"]["not_per_bar"][-1] == "oi_stablecoin"
 
 
 def test_drill_with_the_exchange_feed_needs_a_running_clock(cli) -> None:

@@ -58,6 +58,7 @@ from bot.risk.policy import load_policy
 from bot.runtime.exchange_feed import ExchangeFeed
 from bot.runtime.feed import BarEvent
 from bot.runtime.replay import ReplayFeed
+from bot.signals import stream as ss
 from bot.store import Store
 
 EQUITY_TOL = 1e-3              # acceptance: final equity within 0.1 %
@@ -346,9 +347,10 @@ def _as_published(bars: Bars) -> tuple[Bars, list[str]]:
 
 
 #: dataset columns the exchange feed does not deliver bar by bar (absent, or REST-polled
-#: every `positioning_every_s`): a dataset with them cannot keep decision parity
+#: every `positioning_every_s`; the vendor series the signals fall back on are not on any
+#: exchange feed): a dataset with them cannot keep decision parity
 NOT_PER_BAR = ("premium_close", "top_long_short_ratio", "funding_rate_avg", "open_interest",
-               "open_interest_value", "long_short_ratio")
+               "open_interest_value", "long_short_ratio", ss.OI_FALLBACK, *ss.TAKER_NOTIONALS)
 
 
 def _feed_report(report: dict[str, Any], fig: dict[str, Any], bars: Bars) -> None:

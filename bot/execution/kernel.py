@@ -145,8 +145,13 @@ def adverse_mark(pos: np.ndarray, slot: int, mark_low: float, mark_high: float) 
 
 
 @njit(cache=True)
-def _bracket_limit(n: float, eq_pos: float, tier_cap: np.ndarray, max_lev: np.ndarray) -> float:
-    """A signed notional clamped to the exchange's bracket limit for this equity."""
+def _bracket_limit(n: float, held: float, eq_pos: float, tier_cap: np.ndarray,
+                   max_lev: np.ndarray) -> float:
+    """A signed notional clamped to the exchange's bracket limit for this equity, as the
+    exchange applies it: to what an order ADDS. A position held above the limit (its equity
+    shrank under it) is kept, not cut: Binance checks the bracket when an order opens or
+    grows a position and otherwise acts only at maintenance margin (liquidation). Cutting
+    it here made a risk-off 10x hold sell into the fall and buy back on every bounce."""
     # the limit is at least the first tier's (`max_notional_for_equity` takes the largest
     # over the tiers), so it cannot bind below it: skip the scan over the tiers then
     lim0 = min(eq_pos * max_lev[0], tier_cap[0])
@@ -154,9 +159,9 @@ def _bracket_limit(n: float, eq_pos: float, tier_cap: np.ndarray, max_lev: np.nd
         return n
     lim = max_notional_for_equity(eq_pos, tier_cap, max_lev)
     if n > lim:
-        return lim
+        return max(lim, min(n, held))      # no growth past the limit; what is held stays
     if n < -lim:
-        return -lim
+        return min(-lim, max(n, held))
     return n
 
 
@@ -219,7 +224,7 @@ def decide(acct: np.ndarray, pos: np.ndarray, main: int, hedge: int, st: np.ndar
     view[en.A_TARGET_NOTIONAL] = target
     en.evaluate_state(sig, view, pol, st[K_RISK:N_K], ts, dec)
     allowed = en.allowed_target(target, main_n, dec, pol)
-    allowed = _bracket_limit(allowed, eq_pos, tier_cap, max_lev)
+    allowed = _bracket_limit(allowed, main_n, eq_pos, tier_cap, max_lev)
     if st[K_BUST] > 0.0:
         allowed = main_n
     qty = pos[main, ac.P_QTY]
@@ -229,7 +234,7 @@ def decide(acct: np.ndarray, pos: np.ndarray, main: int, hedge: int, st: np.ndar
     # have sent under the same band and the exchange's limit (a cap the position already
     # sits under, or one inside the rebalance band, changes nothing and does not count; nor
     # does the frozen account of a bust)
-    q_free = _main_order(_bracket_limit(target, eq_pos, tier_cap, max_lev), main_n, qty,
+    q_free = _main_order(_bracket_limit(target, main_n, eq_pos, tier_cap, max_lev), main_n, qty,
                          close, fp[F_BAND])
     clipped = 1.0 if st[K_BUST] == 0.0 and abs(q_main - q_free) * close > \
         1e-6 * max(1.0, abs(target)) else 0.0
