@@ -218,18 +218,25 @@ def calm_days(bars: Bars, rolling: bool = False) -> list[tuple[int, int]]:
 WARM_BARS = 1440          # signals warm on at least this many bars before a calm day
 
 
+#: one calm day of one policy: return, binding interventions, the reasons of those
+#: episodes (bitmask), trades, and fees + slippage as a share of the wallet
+DayScore = tuple[float, int, int, int, float]
+
+
 def day_scores(inputs: Inputs, strat: Strategy, pol: RiskPolicy, br: Brackets,
-               s: RunSettings, days: list[tuple[int, int]]) -> list[tuple[float, int, int]]:
-    """Per calm day [a, b): (return, binding interventions, reasons of those episodes) of a
-    FRESH account opened at the day's first bar (signals and strategy warm on the bars
-    before it), scored on the day only."""
+               s: RunSettings, days: list[tuple[int, int]]) -> list[DayScore]:
+    """Per calm day [a, b): a DayScore of a FRESH account opened at the day's first bar
+    (signals and strategy warm on the bars before it), scored on the day only."""
     out = []
     for a, b in days:
-        rec = run(inputs, strat, pol, br, s, "calm", start=a).records[a:b]
+        res = run(inputs, strat, pol, br, s, "calm", start=a)
+        rec = res.records[a:b]
         clip = rec[:, eg.R_CLIPPED] > 0.0
         why = int(np.bitwise_or.reduce(rec[clip, eg.R_REASONS].astype(np.int64))) \
             if clip.any() else 0
-        out.append((rec[-1, eg.R_EQUITY] / s.wallet - 1.0, interventions(rec), why))
+        trd = res.trades[(res.trades[:, 0] >= a) & (res.trades[:, 0] < b)]
+        out.append((rec[-1, eg.R_EQUITY] / s.wallet - 1.0, interventions(rec), why, len(trd),
+                    float(trd[:, 4].sum() + trd[:, 5].sum()) / s.wallet))
     return out
 
 
@@ -294,11 +301,20 @@ class _CalmTally:
         self.pos_on = {p: dict.fromkeys(names, 0.0) for p in pols}
         self.why: dict[str, dict[str, dict[str, int]]] = {p: {n: {} for n in names}
                                                           for p in pols}
+        # risk off's own day: trades, costs (share of the wallet), return, days lost >= limit
+        self.off_trades = dict.fromkeys(names, 0)
+        self.off_costs = dict.fromkeys(names, 0.0)
+        self.off_ret = dict.fromkeys(names, 0.0)
+        self.off_lost = dict.fromkeys(names, 0)
 
-    def add(self, name: str, day: dict[str, tuple[float, int, int]], limit: float) -> None:
-        """One calm day of strategy `name`: (return, episodes, reasons) per policy."""
-        r_off = day["risk off"][0]
-        for p, (r_on, n_int, mask) in day.items():
+    def add(self, name: str, day: dict[str, DayScore], limit: float) -> None:
+        """One calm day of strategy `name`: a DayScore per policy."""
+        r_off, _, _, n_trd, costs = day["risk off"]
+        self.off_trades[name] += n_trd
+        self.off_costs[name] += costs
+        self.off_ret[name] += r_off
+        self.off_lost[name] += int(r_off <= -limit)
+        for p, (r_on, n_int, mask, _, _) in day.items():
             self.binding[p][name] += n_int
             if r_off > -limit:
                 self.binding_mild[p][name] += n_int
@@ -326,6 +342,12 @@ class _CalmTally:
                             f"{self.binding_mild[p][n] / max(self.n_mild[n], 1):.2f} "
                             f"({self.n_mild[n]} days) | {off:+.1%} -> {on:+.1%} | {give:.1%} | "
                             f"{rules} |")
+        d = max(self.n_days, 1)
+        rows += ["", "Risk off's own calm days (what the halts react to), per day:"]
+        rows += [f"- {strat.name}: {self.off_trades[strat.name] / d:.1f} trades, fees + "
+                 f"slippage {self.off_costs[strat.name] / d:.1%} of the wallet, mean return "
+                 f"{self.off_ret[strat.name] / d:+.1%}; the day closed {limit:.0%} or more down "
+                 f"on {self.off_lost[strat.name]} of {self.n_days} days" for strat in strats]
         return rows
 
 

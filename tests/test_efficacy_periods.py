@@ -62,6 +62,27 @@ def test_calm_days_by_clock_hour_and_by_rolling_hour():
     assert calm_days(bars, rolling=True) == [(0, 1440)]
 
 
+def test_calm_tally_counts_give_up_and_risk_off_costs():
+    from bot.risk.policy import off_policy
+    from strategies import find
+
+    hold = find("hold").from_strings({"side": "long", "leverage": "3"})
+    t = ef._CalmTally({"risk off": off_policy(), "full policy": off_policy()}, [hold])
+    t.n_days = 2
+    # day 1: risk off +10% (1 trade, costs 0.5%), risk on +6% after one episode (cascade)
+    t.add("hold", {"risk off": (0.10, 0, 0, 1, 0.005),
+                   "full policy": (0.06, 1, 4, 2, 0.007)}, 0.15)
+    # day 2: risk off -20% (closed past the 15% limit), risk on -15%
+    t.add("hold", {"risk off": (-0.20, 0, 0, 1, 0.005),
+                   "full policy": (-0.15, 1, 0, 2, 0.007)}, 0.15)
+    rows = t.table([hold], 0.15)
+    full = next(r for r in rows if r.startswith("| full policy"))
+    # 2 episodes over 2 days; on the one day risk off lost less than 15%: 1; give-up 4/10
+    assert "| 1.00 | 1.00 (1 days) | +10.0% -> +6.0% | 40.0% |" in full
+    assert rows[-1] == ("- hold: 1.0 trades, fees + slippage 0.5% of the wallet, mean return "
+                        "-5.0%; the day closed 15% or more down on 1 of 2 days")
+
+
 def test_each_period_runs_on_its_own_bracket_table():
     eth = brackets_of("ETHUSDT")
     assert eth.symbol == "ETHUSDT" and np.array_equal(eth.mmr, shipped("binance", "ETHUSDT").mmr)
