@@ -10,7 +10,9 @@ rules); liquidation rules only (balanced with the halts off); the full balanced 
 Cascades: `hold` long 10x (entry sizing) on every whole-day klines file of klines_1m
 (SYMBOL-1m-DAY_to_DAY.csv; in ../shared the two real BTCUSDT periods), with the symbol's
 Binance funding joined when present, and again with the vendor 4h series joined when a
-coinglass_4h span covers a BTC period (2025-10-08..12). Calm days: every UTC day of the
+coinglass_4h span covers a BTC period (2025-10-08..12). Entry sweep: the same hold
+opened on a fresh account every 4 hours up to 4 hours before each period's largest 1h drop
+(one table row per period: counts of entries meeting each acceptance line). Calm days: every UTC day of the
 BTC files and of the alt months in which no clock hour moves more than 2% (close vs open;
 a second table: no 60-minute window inside the day does), each scored on a FRESH account
 opened at the day's 00:00 UTC (signals and strategy warm on the file's bars before it, at
@@ -132,9 +134,48 @@ def brackets_of(symbol: str) -> Brackets:
         return shipped("binance", "BTCUSDT")
 
 
-def cascade_rows(label: str, bars: Bars, out: list[str]) -> tuple[Inputs, dict[str, Any]]:
+ENTRY_EVERY = 240         # entry sweep: a fresh 10x long every 4 hours from the first bar ...
+ENTRY_GAP = 240           # ... up to 4 hours before the largest 1h drop begins
+ENTRY_HEAD = ("| period | entries (every 4h, up to 4h before the largest 1h drop) | risk off "
+              "liquidated | liquidation rules only: liquidated; drawdown mean / worst; drawdown "
+              "<= half of risk off's | full policy: liquidated; drawdown mean / worst | full "
+              "policy drawdown <= halts only's | full policy return >= halts only's |\n"
+              "|---|---|---|---|---|---|---|")
+
+
+def entry_starts(drop_start: int) -> list[int]:
+    """The sweep's entry bars: 0, 4h, 8h, ... at least ENTRY_GAP bars before the first bar of
+    the largest 1h drop (the table's own entry, bar 0, is the first)."""
+    return list(range(0, drop_start - ENTRY_GAP + 1, ENTRY_EVERY))
+
+
+def entry_row(label: str, runs: dict[str, list[dict[str, Any]]]) -> str:
+    """One row of the entry sweep from each policy's run metrics, entry by entry (the lists
+    aligned): counts of entries meeting each acceptance line, drawdowns mean and worst."""
+    off, halts = runs["risk off"], runs["halts only"]
+    liq, full = runs["liquidation rules only"], runs["full policy"]
+    n = len(off)
+
+    def n_liq(v: list[dict[str, Any]]) -> int:
+        return sum(m["liquidations"] > 0 for m in v)
+
+    def dds(v: list[dict[str, Any]]) -> str:
+        d = [m["max_drawdown"] for m in v]
+        return f"{np.mean(d):.1%} / {max(d):.1%}" if d else "-"
+
+    half = sum(liq[i]["max_drawdown"] <= 0.5 * off[i]["max_drawdown"] for i in range(n))
+    dd_ok = sum(full[i]["max_drawdown"] <= halts[i]["max_drawdown"] for i in range(n))
+    ret_ok = sum(full[i]["total_return"] >= halts[i]["total_return"] for i in range(n))
+    return (f"| {label} | {n} | {n_liq(off)} of {n} | {n_liq(liq)}; {dds(liq)}; {half} of {n} | "
+            f"{n_liq(full)}; {dds(full)} | {dd_ok} of {n} | {ret_ok} of {n} |")
+
+
+def cascade_rows(label: str, bars: Bars, out: list[str], entries: list[str] | None = None
+                 ) -> tuple[Inputs, dict[str, Any]]:
     """`hold` long 10x under each policy: the table rows (appended to `out`); returns the
-    prepared inputs and the runs by policy (the crowding-lead note reads them)."""
+    prepared inputs and the runs by policy (the crowding-lead note reads them). With
+    `entries`, the entry sweep's row is appended to it: the same hold opened on a fresh
+    account at every bar of `entry_starts` (an honest table cannot rest on one entry time)."""
     br = brackets_of(bars.symbol)
     s = RunSettings()
     inputs = prepare(bars, br, s)
@@ -151,6 +192,11 @@ def cascade_rows(label: str, bars: Bars, out: list[str]) -> tuple[Inputs, dict[s
                    f"{lat if pname != 'risk off' else '-'} |")
     out.append(f"| {label} | (onset {iso(int(bars.ts[on]))}, largest 1h drop from "
                f"{iso(int(bars.ts[start]))}) | | | | | |")
+    if entries is not None:
+        swept = {p: [run(inputs, strat, pol, br, s, p, start=a, record_columns=eg.N_REC_CORE
+                         ).metrics for a in entry_starts(start)]
+                 for p, pol in policies().items()}
+        entries.append(entry_row(label, swept))
     return inputs, runs
 
 
@@ -412,7 +458,7 @@ def alt_months(alts: list[Path]) -> dict[str, dict[str, Path]]:
 
 def alt_rows(months: dict[str, dict[str, Path]], funding: AltFunding, start_ms: int,
              end_ms: int, days: str, out: list[str], stress: float | None, span: str,
-             tag: str) -> None:
+             tag: str, entries: list[str] | None = None) -> None:
     """`hold` long 10x on every alt whose month files cover [start_ms, end_ms) (a crash
     period's days; a period across two months reads both), with the alt's funding when the
     multi-symbol funding file has it. An alt that does not cover the days is named on
@@ -434,7 +480,7 @@ def alt_rows(months: dict[str, dict[str, Path]], funding: AltFunding, start_ms: 
         bars = bars.between(start_ms, end_ms)
         if stress is not None:
             bars = stressed(bars, stress, span)
-        cascade_rows(f"{sym} {days}{tag}", bars, out)
+        cascade_rows(f"{sym} {days}{tag}", bars, out, entries)
 
 
 def main() -> None:
@@ -461,6 +507,8 @@ def main() -> None:
     out = ["| period | policy | liquidations (first) | max drawdown | return | binding "
            "interventions | detector latency vs onset |", "|---|---|---|---|---|---|---|"]
     notes: list[str] = []
+    # the entry sweep (not under --stress: a stressed crash is scored from the table's entry)
+    entries: list[str] | None = [] if args.stress is None else None
     tag = "" if args.stress is None else \
         f" ({'crash' if args.stress_span == 'crash' else 'period'} x{args.stress:g})"
     alts = sorted((kl / "alts").glob("*.csv.gz"))
@@ -476,19 +524,29 @@ def main() -> None:
                 span = span or (bars.start_ms, bars.end_ms)
                 if args.stress is not None:
                     bars = stressed(bars, args.stress, args.stress_span)
-                inputs, runs = cascade_rows(lab + tag, bars, out)
+                inputs, runs = cascade_rows(lab + tag, bars, out,
+                                            entries if paths is files else None)
                 if paths is vendor and args.stress is None:
                     lead = crowding_lead(bars, inputs, runs["liquidation rules only"])
                     notes += lead if not notes else [f"- {label}: {x[2:]}" for x in lead]
             if span is not None and months:
                 alt_rows(months, funding, span[0], span[1], label.split(" ")[-1], out,
-                         args.stress, args.stress_span, tag)
+                         args.stress, args.stress_span, tag, entries)
             print(f"efficacy: {label} done", file=sys.stderr, flush=True)
         if not found:
             out.append(f"| (no SYMBOL-1m-DAY_to_DAY.csv file in {kl}) | | | | | | |")
         print("\n".join(out))
-        if args.stress is not None:
+        if entries is None:
             return
+        print()
+        print(f"Entry sweep: the same `hold` long 10x opened on a fresh account every "
+              f"{ENTRY_EVERY // 60} hours from each period's first bar up to "
+              f"{ENTRY_GAP // 60} hours before its largest 1h drop (signals warm on the bars "
+              "before), scored to the period's end; counts of entries meeting each "
+              "acceptance line.")
+        print()
+        print(ENTRY_HEAD)
+        print("\n".join(entries))
         print()
         print("\n".join(notes))
         print()

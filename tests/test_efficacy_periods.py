@@ -83,6 +83,25 @@ def test_calm_tally_counts_give_up_and_risk_off_costs():
                         "-5.0%; the day closed 15% or more down on 1 of 2 days")
 
 
+def test_entry_sweep_starts_and_counts():
+    # entries every 240 bars from 0, the last at least 240 bars before the drop's first bar
+    assert ef.entry_starts(1000) == [0, 240, 480, 720]
+    assert ef.entry_starts(960) == [0, 240, 480, 720]
+    assert ef.entry_starts(959) == [0, 240, 480]
+    assert ef.entry_starts(100) == []
+
+    def m(dd: float, ret: float, liq: int = 0) -> dict:
+        return {"max_drawdown": dd, "total_return": ret, "liquidations": liq}
+
+    runs = {"risk off": [m(1.0, -1.0, 1), m(0.6, -0.5)],
+            "halts only": [m(0.4, 0.1), m(0.3, -0.2)],
+            "liquidation rules only": [m(0.35, -0.2), m(0.31, -0.3)],
+            "full policy": [m(0.3, 0.0), m(0.35, -0.1)]}
+    # entry 2: the rules alone 31% > half of risk off's 60%; full's drawdown above halts'
+    assert ef.entry_row("P", runs) == ("| P | 2 | 1 of 2 | 0; 33.0% / 35.0%; 1 of 2 | "
+                                       "0; 32.5% / 35.0% | 1 of 2 | 1 of 2 |")
+
+
 def test_each_period_runs_on_its_own_bracket_table():
     eth = brackets_of("ETHUSDT")
     assert eth.symbol == "ETHUSDT" and np.array_equal(eth.mmr, shipped("binance", "ETHUSDT").mmr)
