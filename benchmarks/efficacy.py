@@ -238,6 +238,45 @@ def crowding_lead(bars: Bars, inputs: Inputs, res: Any) -> list[str]:
     return lines
 
 
+VENDOR_PRICE = "api_price_ohlc_history.csv"
+
+
+def span_percentiles(span_dir: Path, bars: Bars, inputs: Inputs) -> list[str]:
+    """Where the positioning read at the start of the largest 1h drop stood in the vendor
+    span's own history before it (4h buckets closed before the drop): the percentile of the
+    long/short account ratio, the top-trader position ratio, the OI-weighted funding and the
+    24h OI change, so "no warning" can be told from "a warning the score missed"."""
+    paths = [span_dir / VENDOR_PRICE, *(span_dir / f for f in VENDOR_FILES)]
+    if not all(p.is_file() for p in paths):
+        return []
+    span = build_dataset(paths, allow_gaps=True).bars
+    start, _ = onset(bars)
+    drop_ms = int(bars.ts[start])
+    seen = span.ts + span.interval_ms <= drop_ms
+    oi = span["open_interest"]
+    day = int(round(86_400_000 / span.interval_ms))
+    oi_24h = np.full(len(oi), np.nan)
+    oi_24h[day:] = oi[day:] / oi[:-day] - 1.0
+    reads = (("long/short accounts", span["long_short_ratio"], bars["long_short_ratio"][start]),
+             ("top traders", span["top_long_short_ratio"], bars["top_long_short_ratio"][start]),
+             ("OI-weighted funding", span["funding_rate_avg"], bars["funding_rate_avg"][start]),
+             ("OI 24h change", oi_24h,
+              inputs.signals.positioning[start, ps.C_OI_24H]))
+    parts, pcts = [], []
+    for name, hist, now in reads:
+        h = hist[seen & np.isfinite(hist)]
+        if len(h) and np.isfinite(now):
+            pcts.append(float(np.mean(h < now)))
+            parts.append(f"{name} {100.0 * pcts[-1]:.0f}")
+    if not parts:
+        return []
+    verdict = ("none beyond the 10th-90th: the crowd was not one-sided by any of these, so "
+               "there was nothing to warn on" if all(0.1 <= x <= 0.9 for x in pcts)
+               else "at least one beyond the 10th-90th")
+    return [f"- where each stood at the drop's start among the {int(seen.sum())} 4h buckets of "
+            f"{span_dir.name} before it (percentile): {', '.join(parts)}; {verdict}"]
+
+
 def calm_days(bars: Bars, rolling: bool = False) -> list[tuple[int, int]]:
     """[start, end) bar ranges of the UTC days in which no clock hour moves > CALM_MOVE
     (close of its last bar vs open of its first). `rolling`: no 60-bar window inside the
@@ -528,6 +567,7 @@ def main() -> None:
                                             entries if paths is files else None)
                 if paths is vendor and args.stress is None:
                     lead = crowding_lead(bars, inputs, runs["liquidation rules only"])
+                    lead[1:1] = span_percentiles(vendor[-1].parent, bars, inputs)
                     notes += lead if not notes else [f"- {label}: {x[2:]}" for x in lead]
             if span is not None and months:
                 alt_rows(months, funding, span[0], span[1], label.split(" ")[-1], out,

@@ -174,3 +174,22 @@ def test_alt_funding_is_taken_from_the_multi_symbol_file(tmp_path):
                                  "DOTUSDT": {"2026-02": names[3]}}
     assert ALT_FILE.match("AVAXUSDT-1m-2026-02.csv.gz").group(1, 2) == ("AVAXUSDT", "2026-02")
     assert ALT_FILE.match("BTCUSDT-1m-2026-02-03_to_2026-02-07.csv") is None
+
+
+def test_positioning_percentiles_before_2025_10_10_on_the_real_span():
+    """The "why" of the crowding-lead note: where the vendor positioning stood when the
+    largest 1h drop of 2025-10-10 began, within the vendor span's own history before it."""
+    from backtests.runner import RunSettings, prepare
+    from bot.data.importer import build_dataset
+    from tests.conftest import shared_file
+
+    span = shared_file("coinglass_4h", "4h_2025-05-18_to_2025-11-14")
+    files = [shared_file("binance_um", "klines_1m", "BTCUSDT-1m-2025-10-08_to_2025-10-12.csv"),
+             shared_file("binance_um", "funding", "BTCUSDT_funding_2020-2026.csv"),
+             *(span / f for f in VENDOR_FILES)]
+    bars = build_dataset(files).bars
+    s = RunSettings()
+    line, = ef.span_percentiles(span, bars, prepare(bars, brackets_of("BTCUSDT"), s))
+    assert ("among the 895 4h buckets of 4h_2025-05-18_to_2025-11-14 before it (percentile): "
+            "long/short accounts 56, top traders 33, OI-weighted funding 55, OI 24h change 25; "
+            "none beyond the 10th-90th") in line
