@@ -254,9 +254,10 @@ def span_percentiles(span_dir: Path, bars: Bars, inputs: Inputs) -> list[str]:
     drop_ms = int(bars.ts[start])
     seen = span.ts + span.interval_ms <= drop_ms
     oi = span["open_interest"]
-    day = int(round(86_400_000 / span.interval_ms))
-    oi_24h = np.full(len(oi), np.nan)
-    oi_24h[day:] = oi[day:] / oi[:-day] - 1.0
+    # the change over 24h by timestamp (a gap in the span does not shorten the window)
+    back = np.searchsorted(span.ts, span.ts - 86_400_000)
+    exact = (back < len(oi)) & (span.ts[np.minimum(back, len(oi) - 1)] == span.ts - 86_400_000)
+    oi_24h = np.where(exact, oi / oi[np.minimum(back, len(oi) - 1)] - 1.0, np.nan)
     reads = (("long/short accounts", span["long_short_ratio"], bars["long_short_ratio"][start]),
              ("top traders", span["top_long_short_ratio"], bars["top_long_short_ratio"][start]),
              ("OI-weighted funding", span["funding_rate_avg"], bars["funding_rate_avg"][start]),

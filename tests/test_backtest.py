@@ -122,6 +122,39 @@ def test_bracket_limit_caps_what_an_order_adds_never_what_is_held():
     assert r.metrics["liquidations"] == 0 and r.metrics["n_risk_actions"] == 0
 
 
+def test_bracket_limit_holds_a_short_above_it_too():
+    # the mirror: a 20x short enters at -1,000 (10x), the rise to 105 halves the equity and
+    # the -105,000 held is over the 50,000 limit; held to the end, one trade
+    c = np.array([100.0, 100.0, 101.0, 103.0, 105.0, 105.0, 104.0, 102.0])
+    bars = _bars(o=np.r_[100.0, c[:-1]], h=np.maximum(np.r_[100.0, c[:-1]], c),
+                 lo=np.minimum(np.r_[100.0, c[:-1]], c), c=c)
+    s = RunSettings(wallet=10_000.0, fills=NO_IMPACT, fees=FEES)
+    r = run(prepare(bars, SMALL_TIERS, s), Fixed(np.full(len(c), -20.0)), off_policy(),
+            SMALL_TIERS, s, "t")
+    assert r.trades.shape[0] == 1 and r.trades[0, 2] == pytest.approx(-1_000.0)
+    assert np.all(r.records[1:, eg.R_QTY] == pytest.approx(-1_000.0))
+    assert r.metrics["n_risk_actions"] == 0
+
+
+@pytest.mark.parametrize(("target", "held", "want"), [
+    (99e3, 20e3, 50e3),       # growth from below the limit: up to the limit
+    (99e3, 95e3, 95e3),       # above the limit: no growth, what is held stays
+    (70e3, 95e3, 70e3),       # a reduction goes through, even to a level above the limit
+    (-99e3, -95e3, -95e3),    # the same for a short
+    (-70e3, -95e3, -70e3),
+    (-99e3, 95e3, -50e3),     # a flip: the new side capped at the limit
+    (99e3, -95e3, 50e3),
+    (30e3, 95e3, 30e3),       # under the limit: untouched
+    (99e3, float("nan"), 50e3),  # no mark for what is held: the limit
+])
+def test_bracket_limit_caps_additions_only(target, held, want):
+    from bot.execution.kernel import _bracket_limit
+
+    # equity 2,500: tier 1 margins 50,000 at 20x; tier 2 (10x) would need 5,000
+    assert _bracket_limit(target, held, 2_500.0, SMALL_TIERS.cap,
+                          SMALL_TIERS.max_leverage) == pytest.approx(want)
+
+
 def _replay(bars, r, taker=0.0005):
     """Wallet and position rebuilt in plain Python from the trade list and funding."""
     wallet = 10_000.0

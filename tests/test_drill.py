@@ -14,6 +14,7 @@ from backtests.runner import RunSettings
 from backtests.scenarios import load_scenario
 from bot.cli.drill import run_drill
 from bot.config import Config, Credentials
+from bot.data.bars import Bars
 from bot.emulator.faults import FaultProfile
 from strategies import find
 from tests.conftest import shared_file
@@ -153,10 +154,16 @@ def test_feed_report_puts_differences_down_to_late_and_backfilled_bars() -> None
     # the synthetic dataset's premium and positioning series are not bar by bar in the feed
     assert rep["exchange_feed"]["not_per_bar"] == [
         "premium_close", "open_interest", "open_interest_value", "long_short_ratio"]
-    # nor are the vendor series the signals fall back on (stablecoin-margined OI here)
+    # a vendor series the signals fall back on counts only where it stands in for a
+    # missing column: stablecoin OI beside open interest is not read, without it it is
     vendor = bars.with_columns(oi_stablecoin=np.full(len(bars), 1e9))
     _feed_report(rep, fig, vendor)
-    assert rep["exchange_feed"]["not_per_bar"][-1] == "oi_stablecoin"
+    assert "oi_stablecoin" not in rep["exchange_feed"]["not_per_bar"]
+    cols = {k: v for k, v in vendor.columns.items()
+            if k not in ("open_interest", "open_interest_value")}
+    _feed_report(rep, fig, Bars(bars.symbol, bars.interval_ms, cols))
+    assert rep["exchange_feed"]["not_per_bar"] == [
+        "premium_close", "long_short_ratio", "oi_stablecoin"]
 
 
 def test_drill_with_the_exchange_feed_needs_a_running_clock(cli) -> None:

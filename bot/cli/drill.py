@@ -347,17 +347,29 @@ def _as_published(bars: Bars) -> tuple[Bars, list[str]]:
 
 
 #: dataset columns the exchange feed does not deliver bar by bar (absent, or REST-polled
-#: every `positioning_every_s`; the vendor series the signals fall back on are not on any
-#: exchange feed): a dataset with them cannot keep decision parity
+#: every `positioning_every_s`): a dataset with them cannot keep decision parity
 NOT_PER_BAR = ("premium_close", "top_long_short_ratio", "funding_rate_avg", "open_interest",
-               "open_interest_value", "long_short_ratio", ss.OI_FALLBACK, *ss.TAKER_NOTIONALS)
+               "open_interest_value", "long_short_ratio")
+#: vendor series no exchange feed carries, read by the signals only in place of a missing
+#: column (`stream.bar_column`): fallback -> the column it stands in for
+FALLBACKS = {ss.OI_FALLBACK: "open_interest",
+             **dict.fromkeys(ss.TAKER_NOTIONALS, "taker_buy_volume")}
+
+
+def _not_per_bar(bars: Bars) -> list[str]:
+    """The columns of `bars` the signals read that the exchange feed cannot deliver bar by
+    bar: NOT_PER_BAR, and a vendor fallback when the column it stands in for is absent."""
+    def held(c: str) -> bool:
+        return bars.has(c) and bool(np.isfinite(bars[c]).any())
+
+    return [c for c in NOT_PER_BAR if held(c)] + \
+        [c for c, main in FALLBACKS.items() if held(c) and not bars.has(main)]
 
 
 def _feed_report(report: dict[str, Any], fig: dict[str, Any], bars: Bars) -> None:
     """`--feed exchange`: how the bars reached the daemon; a difference at a bar that came
     late or by REST backfill is put down to the feed (its orders met another bar's price)."""
-    report["exchange_feed"] = {**fig, "not_per_bar": [c for c in NOT_PER_BAR if bars.has(c)
-                                                      and np.isfinite(bars[c]).any()]}
+    report["exchange_feed"] = {**fig, "not_per_bar": _not_per_bar(bars)}
     at = {iso(int(t)): int(t) for t in bars.ts}
     suspect = set(fig["late_bars"]) | set(fig["rest_filled"])
     first = min((at[t] for t in suspect if t in at), default=None)

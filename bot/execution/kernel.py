@@ -158,10 +158,11 @@ def _bracket_limit(n: float, held: float, eq_pos: float, tier_cap: np.ndarray,
     if lim0 > 0.0 and abs(n) <= lim0:
         return n
     lim = max_notional_for_equity(eq_pos, tier_cap, max_lev)
+    h = held if held == held else 0.0      # NaN held (no mark): nothing held above the limit
     if n > lim:
-        return max(lim, min(n, held))      # no growth past the limit; what is held stays
+        return max(lim, min(n, h))         # no growth past the limit; what is held stays
     if n < -lim:
-        return min(-lim, max(n, held))
+        return min(-lim, max(n, h))
     return n
 
 
