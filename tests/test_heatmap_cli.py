@@ -69,11 +69,11 @@ def test_timeline_csv(cli, synth_dir, tmp_path):
     rows = list(csv.DictReader(out.open()))
     bars = dataset.load(synth_dir).bars
     assert len(rows) == len(bars)
-    assert list(rows[0]) == ["ts", "iso", "close", "long_mass_1pct", "long_mass_3pct",
+    assert list(rows[0]) == ["ts", "close", "long_mass_1pct", "long_mass_3pct",
                              "long_mass_5pct", "short_mass_1pct", "short_mass_3pct",
                              "short_mass_5pct", "est_long_liq", "est_short_liq", "crowd_long",
                              "crowd_short", "cascade", "confidence"]
-    assert int(rows[5]["ts"]) == int(bars.ts[5]) and rows[0]["iso"] == "2026-01-01T00:00:00Z"
+    assert int(rows[5]["ts"]) == int(bars.ts[5]) and rows[0]["ts"] == "1767225600000"
     assert rows[0]["est_long_liq"] == ""                 # no map before the first bar
     tl = hm.timeline(bars, shipped("binance", "BTCUSDT"))
     t = 2000

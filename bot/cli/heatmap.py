@@ -194,7 +194,8 @@ def heatmap_command(
         Console(highlight=False).print(f"wrote {png}")
 
 
-TIMELINE_COLUMNS = ("ts", "iso", "close", "long_mass_1pct", "long_mass_3pct", "long_mass_5pct",
+#: the issue's layout, in its order (ts is the bar open, int64 ms UTC)
+TIMELINE_COLUMNS = ("ts", "close", "long_mass_1pct", "long_mass_3pct", "long_mass_5pct",
                     "short_mass_1pct", "short_mass_3pct", "short_mass_5pct", "est_long_liq",
                     "est_short_liq", "crowd_long", "crowd_short", "cascade", "confidence")
 CHUNK = 20_000
@@ -233,8 +234,7 @@ def timeline_rows(bars: Any, calibrated: bool = False) -> dict[str, np.ndarray]:
     # crowding as the rules read it: empty (NaN) until its warm-up has been seen
     crowd = sig.positioning[:, [ps.C_LONG_SCORE, ps.C_SHORT_SCORE]].copy()
     crowd[:ri.crowding_warm_bar(stream.bars_per_hour(bars.interval_ms))] = np.nan
-    cols = {"ts": bars.ts, "iso": np.array([iso(int(t)) for t in bars.ts]),
-            "close": bars.close, "est_long_liq": tl["est_long"],
+    cols = {"ts": bars.ts, "close": bars.close, "est_long_liq": tl["est_long"],
             "est_short_liq": tl["est_short"],
             "crowd_long": crowd[:, 0], "crowd_short": crowd[:, 1],
             "cascade": sig.detectors[:, dt.D_CASCADE_STATE], "confidence": tl["confidence"]}
@@ -259,8 +259,8 @@ def write_timeline(directory: Path, out: Path | None, map_name: str = "auto"
             row: list[Any] = []
             for c in TIMELINE_COLUMNS:
                 v = cols[c][i]
-                if c in ("ts", "iso"):
-                    row.append(v)
+                if c == "ts":
+                    row.append(int(v))
                 elif c == "cascade":
                     row.append(int(v) if np.isfinite(v) else "")
                 else:
