@@ -36,10 +36,13 @@ paper: $(VENV)/.base
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest
 
+# All three always run; the exit status says whether any target was missed (NO) or regressed.
 bench: $(VENV)/.dev
-	$(BIN)/python benchmarks/run.py
-	$(BIN)/python benchmarks/daemon.py --json var/bench-daemon.json
-	$(BIN)/python benchmarks/ticks.py --json var/bench-ticks.json
+	@rc=0; \
+	$(BIN)/python benchmarks/run.py || rc=1; \
+	$(BIN)/python benchmarks/daemon.py --json var/bench-daemon.json || rc=1; \
+	$(BIN)/python benchmarks/ticks.py --json var/bench-ticks.json || rc=1; \
+	exit $$rc
 
 # Risk-rule efficacy on the real crash days and calm days (under a minute warm): docs/risk.md's table.
 efficacy: $(VENV)/.dev
