@@ -193,8 +193,10 @@ def cascade_rows(label: str, bars: Bars, out: list[str], entries: list[str] | No
     out.append(f"| {label} | (onset {iso(int(bars.ts[on]))}, largest 1h drop from "
                f"{iso(int(bars.ts[start]))}) | | | | | |")
     if entries is not None:
-        swept = {p: [run(inputs, strat, pol, br, s, p, start=a, record_columns=eg.N_REC_CORE
-                         ).metrics for a in entry_starts(start)]
+        # the first entry (bar 0) is the table's own run
+        swept = {p: [runs[p].metrics if a == 0 else
+                     run(inputs, strat, pol, br, s, p, start=a,
+                         record_columns=eg.N_REC_CORE).metrics for a in entry_starts(start)]
                  for p, pol in policies().items()}
         entries.append(entry_row(label, swept))
     return inputs, runs
@@ -249,19 +251,16 @@ def span_percentiles(span_dir: Path, bars: Bars, inputs: Inputs) -> list[str]:
     paths = [span_dir / VENDOR_PRICE, *(span_dir / f for f in VENDOR_FILES)]
     if not all(p.is_file() for p in paths):
         return []
-    span = build_dataset(paths, allow_gaps=True).bars
+    span = build_dataset(paths).bars
     start, _ = onset(bars)
     drop_ms = int(bars.ts[start])
     seen = span.ts + span.interval_ms <= drop_ms
-    oi = span["open_interest"]
-    # the change over 24h by timestamp (a gap in the span does not shorten the window)
-    back = np.searchsorted(span.ts, span.ts - 86_400_000)
-    exact = (back < len(oi)) & (span.ts[np.minimum(back, len(oi) - 1)] == span.ts - 86_400_000)
-    oi_24h = np.where(exact, oi / oi[np.minimum(back, len(oi) - 1)] - 1.0, np.nan)
+    # the span's 24h OI change as the signals compute it, on its own 4h bars
+    span_pos = prepare(span, brackets_of(span.symbol), RunSettings()).signals.positioning
     reads = (("long/short accounts", span["long_short_ratio"], bars["long_short_ratio"][start]),
              ("top traders", span["top_long_short_ratio"], bars["top_long_short_ratio"][start]),
              ("OI-weighted funding", span["funding_rate_avg"], bars["funding_rate_avg"][start]),
-             ("OI 24h change", oi_24h,
+             ("OI 24h change", span_pos[:, ps.C_OI_24H],
               inputs.signals.positioning[start, ps.C_OI_24H]))
     parts, pcts = [], []
     for name, hist, now in reads:

@@ -148,11 +148,11 @@ def test_bracket_limit_holds_a_short_above_it_too():
     (99e3, float("nan"), 50e3),  # no mark for what is held: the limit
 ])
 def test_bracket_limit_caps_additions_only(target, held, want):
-    from bot.execution.kernel import _bracket_limit
+    from bot.mechanics.brackets import order_limit
 
     # equity 2,500: tier 1 margins 50,000 at 20x; tier 2 (10x) would need 5,000
-    assert _bracket_limit(target, held, 2_500.0, SMALL_TIERS.cap,
-                          SMALL_TIERS.max_leverage) == pytest.approx(want)
+    assert order_limit(target, held, 2_500.0, SMALL_TIERS.cap,
+                       SMALL_TIERS.max_leverage) == pytest.approx(want)
 
 
 def _replay(bars, r, taker=0.0005):

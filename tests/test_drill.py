@@ -164,6 +164,15 @@ def test_feed_report_puts_differences_down_to_late_and_backfilled_bars() -> None
     _feed_report(rep, fig, Bars(bars.symbol, bars.interval_ms, cols))
     assert rep["exchange_feed"]["not_per_bar"] == [
         "premium_close", "long_short_ratio", "oi_stablecoin"]
+    # the taker notionals stand in only for a missing taker split, and only as a pair
+    one = bars.with_columns(agg_taker_buy_notional=np.full(len(bars), 1e6))
+    _feed_report(rep, fig, one)
+    assert "agg_taker_buy_notional" not in rep["exchange_feed"]["not_per_bar"]
+    pair = {k: v for k, v in one.columns.items() if k != "taker_buy_volume"}
+    pair["agg_taker_sell_notional"] = np.full(len(bars), 1e6)
+    _feed_report(rep, fig, Bars(bars.symbol, bars.interval_ms, pair))
+    assert rep["exchange_feed"]["not_per_bar"][-2:] == ["agg_taker_buy_notional",
+                                                        "agg_taker_sell_notional"]
 
 
 def test_drill_with_the_exchange_feed_needs_a_running_clock(cli) -> None:

@@ -191,5 +191,5 @@ def test_positioning_percentiles_before_2025_10_10_on_the_real_span():
     s = RunSettings()
     line, = ef.span_percentiles(span, bars, prepare(bars, brackets_of("BTCUSDT"), s))
     assert ("among the 895 4h buckets of 4h_2025-05-18_to_2025-11-14 before it (percentile): "
-            "long/short accounts 56, top traders 33, OI-weighted funding 55, OI 24h change 25; "
+            "long/short accounts 56, top traders 33, OI-weighted funding 55, OI 24h change 32; "
             "none beyond the 10th-90th") in line

@@ -350,20 +350,12 @@ def _as_published(bars: Bars) -> tuple[Bars, list[str]]:
 #: every `positioning_every_s`): a dataset with them cannot keep decision parity
 NOT_PER_BAR = ("premium_close", "top_long_short_ratio", "funding_rate_avg", "open_interest",
                "open_interest_value", "long_short_ratio")
-#: vendor series no exchange feed carries, read by the signals only in place of a missing
-#: column (`stream.bar_column`): fallback -> the column it stands in for
-FALLBACKS = {ss.OI_FALLBACK: "open_interest",
-             **dict.fromkeys(ss.TAKER_NOTIONALS, "taker_buy_volume")}
-
-
 def _not_per_bar(bars: Bars) -> list[str]:
     """The columns of `bars` the signals read that the exchange feed cannot deliver bar by
-    bar: NOT_PER_BAR, and a vendor fallback when the column it stands in for is absent."""
-    def held(c: str) -> bool:
-        return bars.has(c) and bool(np.isfinite(bars[c]).any())
-
-    return [c for c in NOT_PER_BAR if held(c)] + \
-        [c for c, main in FALLBACKS.items() if held(c) and not bars.has(main)]
+    bar: NOT_PER_BAR, and the vendor fallbacks the signals read in place of a missing
+    column (`stream.fallbacks_read`: no exchange feed carries them)."""
+    return [c for c in NOT_PER_BAR if bars.has(c) and np.isfinite(bars[c]).any()] + \
+        ss.fallbacks_read(bars)
 
 
 def _feed_report(report: dict[str, Any], fig: dict[str, Any], bars: Bars) -> None:

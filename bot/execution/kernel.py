@@ -30,7 +30,7 @@ from numba import njit
 
 from bot.config import FillsConfig
 from bot.mechanics import account as ac
-from bot.mechanics.brackets import max_notional_for_equity
+from bot.mechanics.brackets import order_limit
 from bot.mechanics.fees import VenueFees
 from bot.mechanics.fills import market_fill_price, market_slippage
 from bot.risk import engine as en
@@ -145,28 +145,6 @@ def adverse_mark(pos: np.ndarray, slot: int, mark_low: float, mark_high: float) 
 
 
 @njit(cache=True)
-def _bracket_limit(n: float, held: float, eq_pos: float, tier_cap: np.ndarray,
-                   max_lev: np.ndarray) -> float:
-    """A signed notional clamped to the exchange's bracket limit for this equity, as the
-    exchange applies it: to what an order ADDS. A position held above the limit (its equity
-    shrank under it) is kept, not cut: Binance checks the bracket when an order opens or
-    grows a position and otherwise acts only at maintenance margin (liquidation). Cutting
-    it here made a risk-off 10x hold sell into the fall and buy back on every bounce."""
-    # the limit is at least the first tier's (`max_notional_for_equity` takes the largest
-    # over the tiers), so it cannot bind below it: skip the scan over the tiers then
-    lim0 = min(eq_pos * max_lev[0], tier_cap[0])
-    if lim0 > 0.0 and abs(n) <= lim0:
-        return n
-    lim = max_notional_for_equity(eq_pos, tier_cap, max_lev)
-    h = held if held == held else 0.0      # NaN held (no mark): nothing held above the limit
-    if n > lim:
-        return max(lim, min(n, h))         # no growth past the limit; what is held stays
-    if n < -lim:
-        return min(-lim, max(n, h))
-    return n
-
-
-@njit(cache=True)
 def _main_order(want: float, main_n: float, qty: float, close: float, band_frac: float) -> float:
     """The base quantity to trade from notional `main_n` (quantity `qty`) toward `want`.
     Orders are sized in base at this close; a target of zero closes exactly; the band only
@@ -225,7 +203,7 @@ def decide(acct: np.ndarray, pos: np.ndarray, main: int, hedge: int, st: np.ndar
     view[en.A_TARGET_NOTIONAL] = target
     en.evaluate_state(sig, view, pol, st[K_RISK:N_K], ts, dec)
     allowed = en.allowed_target(target, main_n, dec, pol)
-    allowed = _bracket_limit(allowed, main_n, eq_pos, tier_cap, max_lev)
+    allowed = order_limit(allowed, main_n, eq_pos, tier_cap, max_lev)
     if st[K_BUST] > 0.0:
         allowed = main_n
     qty = pos[main, ac.P_QTY]
@@ -235,7 +213,7 @@ def decide(acct: np.ndarray, pos: np.ndarray, main: int, hedge: int, st: np.ndar
     # have sent under the same band and the exchange's limit (a cap the position already
     # sits under, or one inside the rebalance band, changes nothing and does not count; nor
     # does the frozen account of a bust)
-    q_free = _main_order(_bracket_limit(target, main_n, eq_pos, tier_cap, max_lev), main_n, qty,
+    q_free = _main_order(order_limit(target, main_n, eq_pos, tier_cap, max_lev), main_n, qty,
                          close, fp[F_BAND])
     clipped = 1.0 if st[K_BUST] == 0.0 and abs(q_main - q_free) * close > \
         1e-6 * max(1.0, abs(target)) else 0.0

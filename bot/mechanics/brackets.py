@@ -84,6 +84,29 @@ def max_notional_for_equity(equity: float, cap: np.ndarray, max_lev: np.ndarray)
     return best
 
 
+@njit(cache=True)
+def order_limit(n: float, held: float, equity: float, cap: np.ndarray,
+                max_lev: np.ndarray) -> float:
+    """Signed target notional `n` clamped to what the exchange lets an order ADD at this
+    equity (`max_notional_for_equity`), with `held` the signed notional held now. A position
+    held above the limit (its equity shrank under it) is kept, not cut: Binance checks the
+    bracket when an order opens or grows a position and otherwise acts only at maintenance
+    margin (liquidation). A reduction always goes through; a flip is capped on its new side;
+    a NaN `held` counts as nothing held."""
+    # the limit is at least the first tier's (`max_notional_for_equity` takes the largest
+    # over the tiers), so it cannot bind below it: skip the scan over the tiers then
+    lim0 = min(equity * max_lev[0], cap[0])
+    if lim0 > 0.0 and abs(n) <= lim0:
+        return n
+    lim = max_notional_for_equity(equity, cap, max_lev)
+    h = held if held == held else 0.0
+    if n > lim:
+        return max(lim, min(n, h))         # no growth past the limit; what is held stays
+    if n < -lim:
+        return min(-lim, max(n, h))
+    return n
+
+
 def from_tiers(symbol: str, tiers: Sequence[Mapping[str, Any]], source: str = "",
                label: str = "(tiers)") -> Brackets:
     """Build and validate brackets from rows with floor, cap, mmr, max_leverage[, cum]."""

@@ -105,6 +105,29 @@ def taker_buy_from_notionals(buy: np.ndarray | float, sell: np.ndarray | float,
     return np.where(ok, b / np.where(ok, b + s_, 1.0), 0.5) * v
 
 
+def oi_column(bars: Bars) -> str | None:
+    """The column open interest is read from: `open_interest`, else the vendor's
+    stablecoin-margined OI (`OI_FALLBACK`), else none."""
+    if bars.has("open_interest"):
+        return "open_interest"
+    return OI_FALLBACK if bars.has(OI_FALLBACK) else None
+
+
+def taker_columns(bars: Bars) -> tuple[str, ...]:
+    """The columns the taker-buy volume is read from: `taker_buy_volume`, else both
+    aggregated taker notionals (`TAKER_NOTIONALS`), else none (half the volume)."""
+    if bars.has("taker_buy_volume"):
+        return ("taker_buy_volume",)
+    return TAKER_NOTIONALS if all(bars.has(k) for k in TAKER_NOTIONALS) else ()
+
+
+def fallbacks_read(bars: Bars) -> list[str]:
+    """The vendor fallback columns `bar_column` reads for `bars` (none when the columns
+    they stand in for are there)."""
+    return [c for c in (oi_column(bars),) if c == OI_FALLBACK] + \
+        [c for c in taker_columns(bars) if c in TAKER_NOTIONALS]
+
+
 def bar_column(bars: Bars, j: int) -> np.ndarray:
     """Column `j` (an X_* index) of `bar_matrix(bars)` as a float64 array, with the same
     fallbacks. A column present as it is (every value valid) is the Bars' own array, not a
@@ -115,7 +138,7 @@ def bar_column(bars: Bars, j: int) -> np.ndarray:
         return bars.ts.astype(np.float64)
     if j == X_FILLED:
         return bars["filled"].astype(np.float64) if bars.has("filled") else np.zeros(n)
-    if j == X_OI and not bars.has("open_interest") and bars.has(OI_FALLBACK):
+    if j == X_OI and oi_column(bars) == OI_FALLBACK:
         return np.asarray(bars[OI_FALLBACK], dtype=np.float64)
     for k, name in _PLAIN:
         if k == j:
@@ -125,10 +148,11 @@ def bar_column(bars: Bars, j: int) -> np.ndarray:
         return np.asarray(bars["quote_volume"], dtype=np.float64) if bars.has("quote_volume") \
             else bar_column(bars, X_VOLUME) * bar_column(bars, X_CLOSE)
     if j == X_TAKER_BUY:
-        if bars.has("taker_buy_volume"):
+        src = taker_columns(bars)
+        if src == ("taker_buy_volume",):
             return np.asarray(bars["taker_buy_volume"], dtype=np.float64)
-        if all(bars.has(k) for k in TAKER_NOTIONALS):
-            return taker_buy_from_notionals(bars[TAKER_NOTIONALS[0]], bars[TAKER_NOTIONALS[1]],
+        if src:
+            return taker_buy_from_notionals(bars[src[0]], bars[src[1]],
                                             bar_column(bars, X_VOLUME))
         return 0.5 * bar_column(bars, X_VOLUME)
     for k, name, trade in _MARKS:
