@@ -187,16 +187,12 @@ def _liq_cell(m: dict[str, Any]) -> str:
 def write(path: Path, bars: Bars, runs: dict[str, RunResult], clusters: np.ndarray,
           meta: dict[str, Any], brackets: Any = None) -> None:
     """Write the report (module docstring). `brackets` (for the heatmap panel) default to
-    the shipped Binance tiers of the symbol, else BTCUSDT's."""
+    `brackets.for_symbol` (the shipped Binance tiers of the symbol, else BTCUSDT's)."""
     hours = (bars.ts - bars.ts[0]) / 3_600_000.0
     t0 = int(bars.ts[0])
     if brackets is None:
-        from bot.errors import LiqbotError
         from bot.mechanics import brackets as br
-        try:
-            brackets = br.shipped("binance", bars.symbol)
-        except LiqbotError:
-            brackets = br.shipped("binance", "BTCUSDT")
+        brackets = br.for_symbol(bars.symbol)
     from bot.risk import engine as en
     ticks = []
     if "on" in runs:

@@ -243,10 +243,7 @@ def _prepared(dataset: str, end: int, settings: Any) -> tuple[Any, Any]:
     if dataset not in _DATA:
         _DATA[dataset] = load_scenario(dataset).bars
     bars = _DATA[dataset].take(slice(0, end))
-    try:
-        brackets = br.shipped("binance", bars.symbol)
-    except LiqbotError:
-        brackets = br.shipped("binance", "BTCUSDT")
+    brackets = br.for_symbol(bars.symbol)      # shipped, or BTCUSDT's as the stand-in
     _PREP[k] = (prepare(bars, brackets, settings), brackets)
     while len(_PREP) > _PREP_MAX:
         _PREP.popitem(last=False)

@@ -40,7 +40,7 @@ from bot.data.bars import Bars
 from bot.data.dataset import iso
 from bot.data.importer import build_dataset
 from bot.errors import DataError
-from bot.mechanics.brackets import Brackets, shipped
+from bot.mechanics.brackets import Brackets, for_symbol
 from bot.risk import engine as en
 from bot.risk.policy import RiskPolicy, load_policy, off_policy
 from bot.risk.reasons import reason_names
@@ -126,12 +126,10 @@ def latency(det: np.ndarray, on: int) -> str:
 
 
 def brackets_of(symbol: str) -> Brackets:
-    """The symbol's shipped Binance bracket table (BTCUSDT, ETHUSDT); BTCUSDT's for any
-    other symbol (no tier data for the alts: docs/risk.md, "Alt brackets")."""
-    try:
-        return shipped("binance", symbol)
-    except DataError:
-        return shipped("binance", "BTCUSDT")
+    """The symbol's shipped Binance bracket table (BTCUSDT, ETHUSDT); BTCUSDT's as the
+    stand-in for any other symbol (`brackets.for_symbol`; no tier data for the alts:
+    docs/risk.md, "Alt brackets")."""
+    return for_symbol(symbol)
 
 
 ENTRY_EVERY = 240         # entry sweep: a fresh 10x long every 4 hours from the first bar ...

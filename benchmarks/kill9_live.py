@@ -131,20 +131,20 @@ async def _child_main(rest_url: str, data: str, store_url: str) -> int:
     """One daemon life: `liqbot run`'s resume rules, the LiveBroker, the lockstep feed."""
     import ccxt.pro as ccxt_pro
 
-    from bot.cli.drill import _brackets, load_data
-    from bot.cli.run import _fingerprint, _state_layout
+    from bot.cli.drill import load_data
+    from bot.cli.run import _fingerprint, _state_layout, _tiers_digest
     from bot.config import FillsConfig
     from bot.emulator.server import point_ccxt
     from bot.execution import kernel as kn
-    from bot.execution.live import LiveBroker, LiveSettings
+    from bot.execution.live import LiveBroker, LiveSettings, exchange_brackets
     from bot.execution.venues import VENUES
+    from bot.mechanics import brackets as br
     from bot.mechanics.fees import venue_fees
     from bot.risk.policy import load_policy
     from bot.runtime.daemon import Daemon
     from bot.store import Store
     from strategies import find
     bars = load_data([data]).bars
-    brackets = _brackets(bars.symbol)
     strat = find(STRATEGY[0]).from_strings(dict(STRATEGY[1]))
     preset = PRESET
     policy = load_policy(preset)
@@ -153,8 +153,15 @@ async def _child_main(rest_url: str, data: str, store_url: str) -> int:
     store = Store(store_url)
     store.acquire(ACCOUNT)
     try:
+        ex = point_ccxt(ccxt_pro.binanceusdm({"apiKey": KEY, "secret": SECRET,
+                                              "enableRateLimit": False, "timeout": 10_000}),
+                        rest_url, rest_url.replace("http://", "ws://") + "/ws")
+        # as `liqbot run --live`: the venue's tiers at the leverage the broker sets
+        brackets = br.at_leverage((await exchange_brackets(ex, VENUES["binanceusdm"],
+                                                           [bars.symbol]))[bars.symbol], 20)
         spec = {"strategy": strat.describe(), "preset": preset, "wallet": WALLET,
-                "source": {"kill9": data}, "layout": _state_layout()}
+                "source": {"kill9": data}, "layout": _state_layout(),
+                "brackets": {bars.symbol: _tiers_digest(brackets)}}
         fp_id = _fingerprint(spec)
         prev = store.latest_run(ACCOUNT)
         resume = prev is not None and prev.status == "running" and \
@@ -163,9 +170,6 @@ async def _child_main(rest_url: str, data: str, store_url: str) -> int:
             "live", ACCOUNT, [bars.symbol], strat.name, strat.params, preset, WALLET,
             {"fingerprint": fp_id, "spec": spec})
         assert run_ is not None
-        ex = point_ccxt(ccxt_pro.binanceusdm({"apiKey": KEY, "secret": SECRET,
-                                              "enableRateLimit": False, "timeout": 10_000}),
-                        rest_url, rest_url.replace("http://", "ws://") + "/ws")
         broker = LiveBroker(ex, VENUES["binanceusdm"], [bars.symbol], [brackets],
                             bars.interval_ms, LiveSettings(leverage=20))
 
@@ -319,9 +323,9 @@ async def run_bench(kills: int, dataset: str = "synthetic:5:long:10", bars: int 
                     log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     """Emulator here, the daemon as a subprocess SIGKILLed `kills` times at random moments
     and `targeted` times at chosen points (module docstring)."""
-    from bot.cli.drill import _brackets
     from bot.data.dataset import Dataset
     from bot.emulator.server import Emulator, EmulatorConfig
+    from bot.mechanics import brackets as br
 
     tmp = tempfile.TemporaryDirectory(prefix="liqbot-kill9-") if workdir is None else None
     wd = Path(tmp.name) if tmp is not None else workdir
@@ -331,7 +335,7 @@ async def run_bench(kills: int, dataset: str = "synthetic:5:long:10", bars: int 
     b = ds.bars
     emu = Emulator([Dataset(b)], {KEY: SECRET},
                    EmulatorConfig(speed=1.0, paused=True, start_ms=int(b.ts[0]), wallet=WALLET,
-                                  weight_limit=10**9), {b.symbol: _brackets(b.symbol)})
+                                  weight_limit=10**9), {b.symbol: br.for_symbol(b.symbol)})
     await emu.start()
     store_url = f"sqlite:///{wd}/kill9.db"
     rng = random.Random(seed)

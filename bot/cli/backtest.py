@@ -20,6 +20,7 @@ from backtests.tick_runner import prepare_ticks, run_ticks, tick_source
 from bot import lean_process, warmup
 from bot.cli.heatmap import parse_time
 from bot.cli.paths import check_output, dumps, write_output
+from bot.cli.tiers import TiersOption, brackets_for
 from bot.config import load_config
 from bot.data.dataset import iso
 from bot.errors import LiqbotError
@@ -114,6 +115,7 @@ def backtest_command(
     portfolio: Annotated[bool, typer.Option(
         "--portfolio", help="every DATASET (one symbol each) on ONE cross-margin account "
                             "(docs/portfolio.md)")] = False,
+    tiers: TiersOption = None,
 ) -> None:
     """Replay a dataset or scenario bar by bar through the mechanics, risk engine and a
     strategy; print the figures of each run side by side."""
@@ -124,7 +126,7 @@ def backtest_command(
         from bot.cli.portfolio import portfolio_command
         portfolio_command(ctx, datasets or [], strategy=strategy, params=_params(param or []),
                           risk=risk, preset=preset, start=start, end=end, wallet=wallet,
-                          json_path=json_path, bad_options=[o for o, v in (
+                          json_path=json_path, tiers=tiers, bad_options=[o for o, v in (
                               ("--scenario", scenario), ("--report", report),
                               ("--check-lookahead", check_lookahead), ("--ticks", ticks),
                               ("--risk-every", risk_every)) if v])
@@ -167,10 +169,7 @@ def backtest_command(
         bars = trim_columns(bars, strat)    # the columns no one reads are freed with `ds`
         ds = None
     symbol = tick_data[0].symbol if tick_data else bars.symbol
-    try:
-        brackets = br.shipped("binance", symbol)
-    except LiqbotError:
-        brackets = br.shipped("binance", "BTCUSDT")
+    brackets = brackets_for(symbol, tiers)
     settings = RunSettings(wallet=wallet, fills=cfg.fills, fees=fees)
     names = ["off", "on"] if risk == "compare" else [risk]
     err = Console(stderr=True)
@@ -232,7 +231,7 @@ def backtest_command(
     con.print(t)
     meta = {"symbol": bars.symbol, "from": iso(bars.start_ms), "to": iso(bars.end_ms),
             "bars": len(bars), "strategy": strat.describe(), "preset": preset,
-            "source": source}
+            "source": source, "brackets": br.describe(bars.symbol, brackets)}
     if tick_in is not None:
         meta.update(ticks=len(tick_in.ticks), risk_every=risk_every)
     if json_path is not None:
@@ -246,7 +245,7 @@ def backtest_command(
         unread = isinstance(signals, LazySignals) and "heatmap" not in signals.computed
         clusters = heatmap_clusters(bars, brackets, settings.fills.window_bars) if unread \
             else signals.heatmap.clusters              # unread: the one column it needs
-        write_report(report, bars, results, clusters, meta)
+        write_report(report, bars, results, clusters, meta, brackets)
         con.print(f"report: {report}")
 
 

@@ -44,12 +44,13 @@ from backtests.runner import run as backtest
 from bot.cli.backtest import _fees
 from bot.cli.paths import check_output, dumps, write_output
 from bot.cli.run import run_choices
+from bot.cli.tiers import TiersOption, brackets_for
 from bot.data.bars import Bars
 from bot.data.binance_vision import interval_name
 from bot.data.dataset import Dataset, iso
 from bot.errors import LiqbotError
 from bot.execution import kernel as kn
-from bot.execution.live import LiveBroker, LiveSettings
+from bot.execution.live import LiveBroker, LiveSettings, exchange_brackets
 from bot.execution.venues import VENUES
 from bot.mechanics import account as ac
 from bot.mechanics import brackets as br
@@ -212,17 +213,20 @@ def _check_feed(feed: str, speed: float) -> None:
 
 async def run_drill(bars: Bars, strategy: Any, preset: str, settings: RunSettings,
                     speed: float = 0.0, faults: Any = None, live: LiveSettings | None = None,
-                    store_url: str | None = None, feed: str = "dataset") -> dict[str, Any]:
+                    store_url: str | None = None, feed: str = "dataset",
+                    tiers: Path | None = None) -> dict[str, Any]:
     """Emulator + live daemon, then the backtest; returns the report (module docstring).
     `feed`: "dataset" (the daemon reads the dataset's bars) or "exchange" (`EmulatorFeed`:
-    the bars come from the emulator's REST and streams; needs speed > 0)."""
+    the bars come from the emulator's REST and streams; needs speed > 0). The emulator
+    serves `tiers` (`--tiers`; default the shipped table or its stand-in); the daemon trades
+    on what the emulator answers to `fetch_leverage_tiers`, as a live run does."""
     import ccxt.pro as ccxt_pro
 
     from bot.emulator.faults import FaultProfile
     from bot.emulator.server import Emulator, EmulatorConfig, point_ccxt
     from bot.runtime.daemon import Daemon
 
-    brackets = _brackets(bars.symbol)
+    brackets = brackets_for(bars.symbol, tiers)
     policy = load_policy(preset)
     sizing = str(getattr(strategy, "sizing", "entry"))
     fp = kn.fill_params(settings.fills, settings.fees, settings.band, sizing)
@@ -252,6 +256,9 @@ async def run_drill(bars: Bars, strategy: Any, preset: str, settings: RunSetting
                                               "enableRateLimit": False, "timeout": 10_000}),
                         emu.rest_url, emu.ws_url)
         live = live or LiveSettings()
+        brackets = br.at_leverage((await exchange_brackets(ex, VENUES["binanceusdm"],
+                                                           [bars.symbol]))[bars.symbol],
+                                  live.leverage)
         broker = LiveBroker(ex, VENUES["binanceusdm"], [bars.symbol], [brackets],
                             bars.interval_ms, live)
 
@@ -301,7 +308,9 @@ async def run_drill(bars: Bars, strategy: Any, preset: str, settings: RunSetting
                        "orders": daemon.seq, "bars": daemon.bars_processed,
                        "strategy": strategy.describe(), "preset": preset,
                        "symbol": bars.symbol, "from": iso(int(bars.ts[0])),
-                       "to": iso(int(bars.ts[-1]))})
+                       "to": iso(int(bars.ts[-1])),
+                       # what the daemon read from the venue and traded on
+                       "brackets": brackets.rows()})
         report["parity"] = bool(report["parity"])
         return report
     finally:
@@ -377,13 +386,6 @@ def _feed_report(report: dict[str, Any], fig: dict[str, Any], bars: Bars) -> Non
             d["cause"] = (f"feed: bars since {iso(first)} came late or by REST backfill (a "
                           "REST kline has no taker flow, no liquidations), so the signal "
                           "inputs differ from then on; " + str(d["cause"]))
-
-
-def _brackets(symbol: str) -> br.Brackets:
-    try:
-        return br.shipped("binance", symbol)
-    except LiqbotError:
-        return br.shipped("binance", "BTCUSDT")
 
 
 def _venue_figures(emu: Any, symbol: str) -> dict[str, Any]:
@@ -595,6 +597,7 @@ def drill_command(
                                       "needs --speed N > 0)")] = "dataset",
     json_out: Annotated[Path | None, typer.Option("--json", help="write the report as JSON "
                                                   "('-' = stdout)")] = None,
+    tiers: TiersOption = None,
 ) -> None:
     """Trade DATASET in live mode against the local emulator (real ccxt), backtest the same
     data, print the parity report. Exit 0 when parity holds, 1 when it does not."""
@@ -619,7 +622,7 @@ def drill_command(
     logging.getLogger("liqbot").setLevel(logging.ERROR)
     logging.getLogger("ccxt").setLevel(logging.ERROR)
     report = asyncio.run(run_drill(bars, strat, preset_name, settings, speed, profile, live,
-                                   feed=feed))
+                                   feed=feed, tiers=tiers))
     print_report(report)
     if json_out is not None:
         write_output(out, dumps(report))

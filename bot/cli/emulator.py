@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from bot.cli.tiers import TiersOption, brackets_for
 from bot.emulator.auth import new_credentials
 from bot.emulator.faults import load_profile
 from bot.emulator.server import Emulator, EmulatorConfig, serve
@@ -53,6 +54,7 @@ def serve_cmd(
                                                           "(POST /admin/clock)")] = False,
     wallet: Annotated[float, typer.Option("--wallet", min=0.0,
                                           help="USDT per API key")] = 10_000.0,
+    tiers: TiersOption = None,
 ) -> None:
     """Serve DATASET as a Binance USD-M exchange on 127.0.0.1 until Ctrl-C."""
     from backtests.scenarios import load_scenario
@@ -61,8 +63,10 @@ def serve_cmd(
         ds = load_scenario(dataset)
     except LiqbotError as exc:
         raise LiqbotError(f"emulator serve DATASET: {exc}".replace("--scenario: ", "")) from None
+    brackets = {ds.bars.symbol: brackets_for(ds.bars.symbol, tiers)}
     key, secret = credentials()
     cfg = EmulatorConfig(speed=speed, paused=paused, wallet=wallet, faults=load_profile(faults))
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve([ds], {key: secret}, port, cfg,
-                          on_ready=lambda emu: print(banner(emu, key, secret), flush=True)))
+                          on_ready=lambda emu: print(banner(emu, key, secret), flush=True),
+                          brackets=brackets))

@@ -15,6 +15,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from bot.cli.paths import check_output, dumps
+from bot.cli.tiers import TiersOption, brackets_for
 from bot.data import dataset as ds_io
 from bot.data.dataset import iso
 from bot.data.resample import resample
@@ -61,13 +62,6 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def _brackets_for(symbol: str) -> br.Brackets:
-    try:
-        return br.shipped("binance", symbol)
-    except LiqbotError:
-        return br.shipped("binance", "BTCUSDT")
-
-
 def _atr(bars: Any, n: int = 14) -> float:
     """Average true range over the last n HOURLY bars (quote), the unit of `distance_atr`."""
     if bars.interval_ms < 3_600_000 and 3_600_000 % bars.interval_ms == 0:
@@ -77,7 +71,7 @@ def _atr(bars: Any, n: int = 14) -> float:
     return float(tr.mean()) if len(tr) else 0.0
 
 
-def snapshot(directory: Path, at: str | None) -> dict[str, Any]:
+def snapshot(directory: Path, at: str | None, tiers: Path | None = None) -> dict[str, Any]:
     """Clusters and crowding at `at` (default: the last bar), from bars up to `at` only."""
     ds = ds_io.load(directory)
     bars = ds.bars
@@ -89,7 +83,8 @@ def snapshot(directory: Path, at: str | None) -> dict[str, Any]:
         bars = bars.between(None, t + 1)
     if len(bars) < 2:
         raise LiqbotError("--at: need at least two bars before that time")
-    sig = pipeline.compute(bars, _brackets_for(bars.symbol), hm.params_for_interval(
+    b = brackets_for(bars.symbol, tiers)
+    sig = pipeline.compute(bars, b, hm.params_for_interval(
         bars.interval_ms), near=NEAR)
     mark = float(stream.bar_column(bars, stream.X_MARK_CLOSE)[-1])   # NaN mark: last trade
     clusters = cl.find_clusters(sig.heatmap.mass, sig.heatmap.meta, mark, _atr(bars))
@@ -97,7 +92,7 @@ def snapshot(directory: Path, at: str | None) -> dict[str, Any]:
     comps = {name: (None if not np.isfinite(row[i]) else float(row[i]))
              for i, name in enumerate(ps.COMPONENT_NAMES) if not name.startswith("crowding")}
     return {
-        "at": iso(int(bars.ts[-1])), "symbol": bars.symbol, "mark": mark,
+        "at": iso(int(bars.ts[-1])), "symbol": bars.symbol, "mark": mark, "_brackets": b,
         "confidence": float(sig.heatmap.confidence[-1]),
         "clusters": [{"price": c.price, "side": c.side, "notional": c.notional,
                       "distance_pct": c.distance_pct, "distance_atr": c.distance_atr,
@@ -155,6 +150,7 @@ def heatmap_command(
         "(calibrated on real 4h liquidations, docs/heatmap.md)")] = "auto",
     calibrated: Annotated[bool, typer.Option(
         "--calibrated-4h", help="timeline: same as --map calibrated-4h")] = False,
+    tiers: TiersOption = None,
 ) -> None:
     """Liquidation heatmap: top clusters per side and the crowding score of a dataset.
 
@@ -176,16 +172,16 @@ def heatmap_command(
                           "(the default map): give --timeline FILE.csv")
     if timeline is not None:
         out = check_output(timeline, "--timeline")
-        n, used = write_timeline(Path(target), out, map_name)
+        n, used = write_timeline(Path(target), out, map_name, tiers)
         Console(highlight=False, stderr=True).print(
             f"wrote {n} bars to {out or 'stdout'} (map: {used}"
             f"{', auto' if map_name == 'auto' else ''})")
         return
     check_output(png, "--png", stdout_ok=False)
-    s = snapshot(Path(target), at)
+    s = snapshot(Path(target), at, tiers)
     if png is not None:
         from bot.cli.heatmap_plot import draw
-        draw(s["_bars"], _brackets_for(s["symbol"]), s, png)
+        draw(s["_bars"], s["_brackets"], s, png)
     if as_json:
         print(dumps({k: v for k, v in s.items() if not k.startswith("_")}))
     else:
@@ -211,12 +207,13 @@ def resolve_map(map_name: str, interval_ms: int) -> str:
     return map_name
 
 
-def timeline_rows(bars: Any, calibrated: bool = False) -> dict[str, np.ndarray]:
+def timeline_rows(bars: Any, calibrated: bool = False, tiers: Path | None = None
+                  ) -> dict[str, np.ndarray]:
     """Per-bar timeline columns (quote notional for masses and estimates; see docs). With
     `calibrated` the frozen-map columns use `heatmap.CALIBRATED_4H` (its tiers, weights and
     near-price layer; the half-life, 540 4h bars, converted to the dataset's bar length).
     Crowding and the cascade state are the signals the risk rules read (the default map)."""
-    b = _brackets_for(bars.symbol)
+    b = brackets_for(bars.symbol, tiers)
     p = hm.params_for_interval(bars.interval_ms)
     levs, weights = hm.DEFAULT_LEVERAGES, hm.DEFAULT_WEIGHTS
     if calibrated:
@@ -244,13 +241,13 @@ def timeline_rows(bars: Any, calibrated: bool = False) -> dict[str, np.ndarray]:
     return cols
 
 
-def write_timeline(directory: Path, out: Path | None, map_name: str = "auto"
-                   ) -> tuple[int, str]:
+def write_timeline(directory: Path, out: Path | None, map_name: str = "auto",
+                   tiers: Path | None = None) -> tuple[int, str]:
     """`liqbot heatmap DATASET --timeline FILE.csv` (None: stdout): one row per bar; returns
     the count and the map used (`resolve_map`)."""
     bars = ds_io.load(directory).bars
     used = resolve_map(map_name, bars.interval_ms)
-    cols = timeline_rows(bars, used == "calibrated-4h")
+    cols = timeline_rows(bars, used == "calibrated-4h", tiers)
     with (out.open("w", newline="") if out is not None else
           contextlib.nullcontext(sys.stdout)) as f:
         w = csv.writer(f)

@@ -25,11 +25,11 @@ from backtests.portfolio import (
 from backtests.runner import RunSettings
 from bot.cli.backtest import _cell, _fees, _time
 from bot.cli.paths import check_output, dumps, write_output
+from bot.cli.tiers import brackets_for
 from bot.data import dataset as ds_io
 from bot.data.bars import Bars
 from bot.data.dataset import iso
-from bot.errors import DataError, LiqbotError
-from bot.mechanics import brackets as br
+from bot.errors import LiqbotError
 from bot.mechanics.brackets import Brackets
 from bot.risk.policy import load_policy, off_policy
 from strategies import find
@@ -41,9 +41,9 @@ ROWS = [("return", "total_return", "{:+.2%}"), ("max drawdown", "max_drawdown", 
         ("max leverage used", "max_leverage_used", "{:.2f}x")]
 
 
-def _load(paths: list[str], start: int | None, end: int | None
+def _load(paths: list[str], start: int | None, end: int | None, tiers: Path | None = None
           ) -> tuple[list[Bars], list[Brackets]]:
-    """One dataset directory per symbol, cut to the span; its shipped brackets."""
+    """One dataset directory per symbol, cut to the span; its brackets (`--tiers`)."""
     bars, brackets = [], []
     for p in paths:
         if not Path(p).is_dir():
@@ -54,10 +54,7 @@ def _load(paths: list[str], start: int | None, end: int | None
             b = b.between(start, end)
         if len(b) < 10:
             raise LiqbotError(f"{p}: the selected span has fewer than 10 bars ({len(b)})")
-        try:
-            brackets.append(br.shipped("binance", b.symbol))
-        except DataError as exc:
-            raise LiqbotError(f"{p}: unknown symbol {b.symbol!r} ({exc})") from None
+        brackets.append(brackets_for(b.symbol, tiers))
         bars.append(b)
     return bars, brackets
 
@@ -83,7 +80,7 @@ def _table(con: Console, res: PortfolioResult) -> None:
 def portfolio_command(ctx: typer.Context, paths: list[str], *, strategy: str,
                       params: dict[str, str], risk: str, preset: str, start: str | None,
                       end: str | None, wallet: float, json_path: Path | None,
-                      bad_options: list[str]) -> None:
+                      tiers: Path | None, bad_options: list[str]) -> None:
     """Run the portfolio backtest (module docstring)."""
     if bad_options:
         raise LiqbotError(f"{', '.join(bad_options)}: not available with --portfolio")
@@ -99,7 +96,7 @@ def portfolio_command(ctx: typer.Context, paths: list[str], *, strategy: str,
     policy = load_policy(preset) if risk != "off" else None
     fees, cfg = _fees((ctx.obj or {}).get("config") if ctx.obj else None)
     span = (_time(start, "--from") if start else None, _time(end, "--to") if end else None)
-    bars, brackets = _load(paths, *span)
+    bars, brackets = _load(paths, *span, tiers)
     settings = RunSettings(wallet=wallet, fills=cfg.fills, fees=fees)
     names = ["off", "on"] if risk == "compare" else [risk]
     err = Console(stderr=True)

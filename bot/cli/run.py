@@ -8,25 +8,20 @@ import json
 import time
 from typing import Annotated, Any
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from bot.cli.backtest import _fees, _params
 from bot.cli.paths import check_number, dumps
+from bot.cli.tiers import TiersOption, brackets_for
 from bot.config import Config, load_config, load_credentials
 from bot.data.dataset import iso
 from bot.errors import LiqbotError
 from bot.mechanics import brackets as br
 from bot.risk.policy import load_policy
 from bot.runtime.status import status_data
-
-
-def _brackets(symbol: str) -> br.Brackets:
-    try:
-        return br.shipped("binance", symbol)
-    except LiqbotError:
-        return br.shipped("binance", "BTCUSDT")
 
 
 def _replay_bars(sources: list[str], cfg: Config) -> dict[str, Any]:
@@ -112,6 +107,7 @@ def run_command(
     preflight: Annotated[bool, typer.Option(
         "--preflight", help="with --live: print balance, margin mode, leverage, brackets and "
                             "caps, send nothing, exit")] = False,
+    tiers: TiersOption = None,
 ) -> None:
     """Run the trading daemon: paper by default, on the exchange feed or a replay. With
     --replay it ends by itself when the data ends. Restarting with the same options on the
@@ -127,6 +123,9 @@ def run_command(
     check_live_allowed(cfg.mode, live)
     if preflight and not live:
         raise LiqbotError("--preflight: only with --live (it checks the live account)")
+    if live and tiers is not None:
+        raise LiqbotError("--tiers with --live: a live run trades on the exchange's own "
+                          "leverage brackets, read at start-up")
     if live and replay:
         raise LiqbotError("--live with --replay: a live run trades the exchange's own feed; "
                           "to trade a dataset against the local emulator use `liqbot drill`")
@@ -165,7 +164,8 @@ def run_command(
         feed = ExchangeFeed(list(cfg.exchange.symbols), exchange=cfg.exchange.name,
                             rest_base_url=d.ccxt_base_url, timeout_s=d.timeout_s)
         source = {"exchange": cfg.exchange.name, "symbols": list(cfg.exchange.symbols)}
-    brackets = {s: _brackets(s) for s in feed.symbols}
+    brackets = asyncio.run(_exchange_brackets(cfg, creds, list(feed.symbols))) if live \
+        else {s: brackets_for(s, tiers) for s in feed.symbols}
     fp = kn.fill_params(cfg.fills, fees, 0.05, strat.sizing)
     store = Store(store_url or cfg.store.url)
     account = f"{cfg.mode}:{cfg.exchange.name}"
@@ -174,7 +174,8 @@ def run_command(
     try:
         spec = {"strategy": strat.describe(), "preset": preset_name, "wallet": wallet,
                 "source": source, "fills": cfg.fills.model_dump(), "fees": vars(fees),
-                "policy": policy.model_dump(), "layout": _state_layout()}
+                "policy": policy.model_dump(), "layout": _state_layout(),
+                "brackets": {s: _tiers_digest(b) for s, b in brackets.items()}}
         fp_id = _fingerprint(spec)
         prev = store.latest_run(account)
         resume = prev is not None and prev.status == "running" and \
@@ -248,6 +249,34 @@ def _exchange(cfg: Config, creds: Any) -> tuple[Any, Any]:
     return ex, venue
 
 
+async def _exchange_brackets(cfg: Config, creds: Any, symbols: list[str]
+                             ) -> dict[str, br.Brackets]:
+    """Each symbol's leverage brackets as the exchange publishes them for this account
+    (ccxt `fetch_leverage_tiers`), checked by `brackets.from_ccxt`, as the account may use
+    them at the leverage it sets (`live.leverage`, `brackets.at_leverage`). A live run
+    trades on these and on nothing assumed: no answer, no run."""
+    import ccxt
+
+    from bot.execution.live import exchange_brackets
+    ex, venue = _exchange(cfg, creds)
+    try:
+        got = await exchange_brackets(ex, venue, symbols)
+    except ccxt.BaseError as exc:
+        raise LiqbotError(f"--live: could not read the leverage brackets from the exchange "
+                          f"({type(exc).__name__}: {str(exc)[:200]}); liqbot does not trade "
+                          "live on assumed margin tiers") from None
+    finally:
+        await ex.close()
+    return {s: br.at_leverage(b, cfg.live.leverage) for s, b in got.items()}
+
+
+def _tiers_digest(b: br.Brackets) -> str:
+    """A short digest of a bracket table: a run resumes only on the tiers it started with
+    (the signal stream's checkpoint carries them), so changed tiers start a new run."""
+    arrays = np.concatenate([b.floor, b.cap, b.mmr, b.cum, b.max_leverage])
+    return hashlib.sha256(np.ascontiguousarray(arrays).tobytes()).hexdigest()[:16]
+
+
 def _live_settings(cfg: Config) -> Any:
     from bot.execution.live import LiveSettings
     lc = cfg.live
@@ -269,7 +298,7 @@ def _live_broker(cfg: Config, creds: Any, symbols: list[str], brackets: dict[str
 async def _preflight(cfg: Config, creds: Any) -> None:
     """`run --live --preflight`: read-only requests, printed; no order, no setting."""
     symbols = list(cfg.exchange.symbols)
-    broker = _live_broker(cfg, creds, symbols, {s: _brackets(s) for s in symbols}, 60_000)
+    broker = _live_broker(cfg, creds, symbols, {s: br.for_symbol(s) for s in symbols}, 60_000)
     try:
         info = await broker.preflight()
     except Exception as exc:

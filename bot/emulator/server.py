@@ -35,7 +35,7 @@ from bot.emulator.rest import LostResponse, Routes
 from bot.emulator.ws import StreamHub, pump
 from bot.errors import ConfigError
 from bot.execution import kernel as kn
-from bot.mechanics.brackets import Brackets, shipped
+from bot.mechanics.brackets import Brackets, for_symbol
 from bot.mechanics.fees import VenueFees, venue_fees
 
 log = logging.getLogger("liqbot.emulator")
@@ -72,7 +72,7 @@ class Emulator:
         br = dict(brackets or {})
         for s in self.market.symbols:
             if s not in br:
-                br[s] = shipped("binance", s)
+                br[s] = for_symbol(s)          # the shipped table or its stand-in
         fp = kn.fill_params(cfg.fills, cfg.fees, 0.0, "rebalance")
         self.venue = Venue(self.market, self.clock, br, cfg.fees, fp, rules, cfg.wallet)
         self.auth = Authenticator(keys, self.clock.now_ms)
@@ -251,9 +251,10 @@ def point_ccxt(exchange: Any, rest_url: str, ws_url: str | None = None) -> Any:
 
 async def serve(datasets: list[Dataset], keys: dict[str, str], port: int = 8765,
                 cfg: EmulatorConfig = EmulatorConfig(),
-                on_ready: Callable[[Emulator], None] | None = None) -> None:
+                on_ready: Callable[[Emulator], None] | None = None,
+                brackets: dict[str, Brackets] | None = None) -> None:
     """Run until cancelled (Ctrl-C)."""
-    emu = Emulator(datasets, keys, cfg)
+    emu = Emulator(datasets, keys, cfg, brackets)
     await emu.start(port=port)
     if on_ready is not None:
         on_ready(emu)

@@ -63,7 +63,7 @@ from bot.execution.broker import Fill, Funding, Order
 from bot.execution.reconcile import Ledger, position_diffs, wallet_differs
 from bot.execution.venues import Venue
 from bot.mechanics import account as ac
-from bot.mechanics.brackets import Brackets
+from bot.mechanics.brackets import Brackets, from_ccxt
 
 log = logging.getLogger("liqbot.live")
 
@@ -129,6 +129,28 @@ class _Ev:
     kind: int                   # 0 trade, 1 funding (fills first at one instant)
     key: str = field(compare=False)
     data: dict[str, Any] = field(compare=False)
+
+
+async def exchange_brackets(exchange: Any, venue: Venue, symbols: list[str],
+                            attempts: int = 4, backoff_s: float = 0.5) -> dict[str, Brackets]:
+    """Each symbol's leverage brackets as the venue publishes them for this account (ccxt
+    `fetch_leverage_tiers`, a signed request; network trouble, 5xx and 429 retried with
+    backoff), checked by `brackets.from_ccxt`: a live run trades on these, never on an
+    assumed table. Raises the last ccxt error, or DataError for a table that fails the
+    checks."""
+    for attempt in range(attempts):
+        try:
+            await exchange.load_markets()
+            payload = await exchange.fetch_leverage_tiers([venue.unified(s) for s in symbols])
+            break
+        except ccxt.OperationFailed as exc:
+            if attempt == attempts - 1:
+                raise
+            log.info("leverage brackets: %s; retrying in %.1f s", _short(exc), backoff_s)
+            await asyncio.sleep(backoff_s)
+            backoff_s = min(backoff_s * 2, 10.0)
+    return {s: from_ccxt(payload, venue.unified(s), f"{s} leverage brackets from the exchange")
+            for s in symbols}
 
 
 class LiveBroker:
@@ -466,6 +488,9 @@ class LiveBroker:
                 self._reject(o, _short(exc), "exchange")
                 return
             except (ccxt.OperationFailed, ccxt.ExchangeError) as exc:
+                if not isinstance(exc, ccxt.OperationFailed) and self._refused(exc):
+                    self._reject(o, _short(exc), "exchange")     # -2027 / -2028: final
+                    return
                 # timeout, lost answer, 5xx, 429 (OperationFailed and its NetworkError
                 # subclasses), any other answer: the order may exist, unless the answer
                 # says the request was not executed (nothing to wait for then)
@@ -489,6 +514,12 @@ class LiveBroker:
             self._reject(o, _short(last), "exchange")      # refused every time, never placed
             return
         f.state = "unknown"                  # still unknown: `sync` looks it up again
+
+    def _refused(self, exc: BaseException) -> bool:
+        """True when the venue's answer refuses the order itself (`Venue.refused_answers`:
+        the position limit at the leverage setting, or its margin): never placed."""
+        text = str(exc)
+        return any(m in text for m in self.venue.refused_answers)
 
     def _unprocessed(self, exc: BaseException) -> bool:
         """True when the venue's answer says the request was not executed: a rate limit

@@ -35,6 +35,7 @@ class Venue:
     trades_window_ms: int            # longest startTime..endTime span of the trade history
     clock_tolerance_ms: int          # how far ahead of the venue a request timestamp may be
     unprocessed_answers: tuple[str, ...]   # error texts saying the request was NOT processed
+    refused_answers: tuple[str, ...] = ()  # error texts refusing an ORDER: final, not placed
 
     def unified(self, symbol: str) -> str:
         """Dataset symbol (BTCUSDT) -> ccxt unified linear perpetual (BTC/USDT:USDT)."""
@@ -63,7 +64,12 @@ VENUES: dict[str, Venue] = {
         # request was not executed); "Unknown error, please check your request" is NOT: its
         # execution status is unknown
         unprocessed_answers=("Service Unavailable", "Internal error; unable to process",
-                             "Server is currently overloaded")),
+                             "Server is currently overloaded"),
+        # -2027 / -2028 (ccxt: OperationRejected, an ExchangeError it does not call final):
+        # the position limit at the account's leverage setting, or its margin, refuses the
+        # order; resending the same order gets the same answer
+        refused_answers=("Exceeded the maximum allowable position at current leverage",
+                         "Leverage is smaller than permitted")),
 }
 
 #: config `exchange.name` -> ccxt id of its USD-margined perpetuals

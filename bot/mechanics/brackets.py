@@ -190,6 +190,58 @@ def load_file(path: Path, symbol: str | None = None) -> Brackets:
     return from_ccxt(read_json(path, "tiers file"), symbol, str(path))
 
 
+def at_leverage(b: Brackets, leverage: float) -> Brackets:
+    """The table as an account whose leverage is SET to `leverage` may use it: Binance caps
+    the position at the largest cap among the tiers allowing that leverage (-2027 beyond
+    it) and margins it at that leverage. The tiers above are closed (max leverage 0) and
+    the others capped at `leverage`, so `order_limit` sizes within what the venue accepts;
+    the maintenance figures are unchanged (they do not depend on the setting)."""
+    if not float(b.max_leverage.max()) >= leverage >= 1.0:
+        raise DataError(b.source or b.symbol, f"leverage {leverage:g} is outside the table's "
+                                              f"1..{float(b.max_leverage.max()):g}")
+    lev = np.where(b.max_leverage >= leverage, float(leverage), 0.0)
+    return Brackets(b.symbol, b.floor, b.cap, b.mmr, b.cum, lev,
+                    f"{b.source} (leverage set to {leverage:g}x)")
+
+
+STAND_IN = "BTCUSDT"   # whose shipped table stands in for a symbol without one
+
+
+def for_symbol(symbol: str, tiers: Path | None = None, exchange: str = "binance") -> Brackets:
+    """The brackets liqbot trades `symbol` on: from `tiers` (a ccxt leverage-tier JSON file,
+    which may hold many symbols) when given, else the shipped table, else the shipped
+    BTCUSDT table as a STAND-IN (an alt's real tiers are tighter: lower leverage caps and
+    higher maintenance rates, so its liquidations come sooner than the stand-in says).
+    `stand_in_note` says when the last case happened; every command prints it."""
+    if tiers is not None:
+        return load_file(tiers, symbol)
+    path = SHIPPED_DIR / f"{exchange}_{symbol.upper()}.json"
+    if symbol.isalnum() and path.is_file():
+        return load_file(path)
+    b = shipped(exchange, STAND_IN)
+    return Brackets(b.symbol, b.floor, b.cap, b.mmr, b.cum, b.max_leverage,
+                    f"stand-in for {symbol}: {b.source}")
+
+
+def stand_in_note(symbol: str, b: Brackets) -> str | None:
+    """A warning when `b` is not `symbol`'s own table (`for_symbol`'s stand-in), else None."""
+    if b.symbol.replace("/", "").split(":")[0].upper() == symbol.upper():
+        return None
+    have = ", ".join(p.stem.split("_", 1)[1] for p in sorted(SHIPPED_DIR.glob("*.json")))
+    return (f"{symbol}: no leverage-bracket table (shipped: {have}); its margin tiers are "
+            f"{b.symbol}'s here, so its liquidation prices are estimates. Pass --tiers FILE "
+            "(ccxt fetch_leverage_tiers output as JSON) for its own.")
+
+
+def describe(symbol: str, b: Brackets) -> str:
+    """One line for reports: which table `symbol` ran on."""
+    if stand_in_note(symbol, b) is not None:
+        return f"{b.symbol} shipped table, a stand-in for {symbol} (no table of its own)"
+    if b.source.startswith("ccxt"):
+        return f"{b.symbol} from {b.source}"
+    return f"{b.symbol} shipped table"
+
+
 def shipped(exchange: str, symbol: str) -> Brackets:
     """The bracket table shipped with liqbot (binance BTCUSDT and ETHUSDT)."""
     if not (exchange.isalnum() and symbol.isalnum()):

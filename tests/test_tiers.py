@@ -1,0 +1,196 @@
+"""Which leverage brackets each command trades a symbol on (`brackets.for_symbol`,
+`--tiers FILE`), and a live run's brackets read from the exchange (the emulator here)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backtests.runner import RunSettings
+from bot.config import Config, Credentials
+from bot.data import dataset as ds_io
+from bot.data.synthetic import SynthSpec, generate, spec_with
+from bot.errors import DataError, LiqbotError
+from bot.mechanics import brackets as br
+from strategies import find
+
+# A hand-built alt-style table (tighter than BTC's: 5x above 250k notional), in ccxt
+# `fetch_leverage_tiers` form; cum follows Binance's recurrence:
+# 0, 0 + 5k x 0.005 = 25, 25 + 25k x 0.015 = 400, 400 + 100k x 0.025 = 2,900,
+# 2,900 + 250k x 0.05 = 15,400, 15,400 + 1M x 0.025 = 40,400
+ROWS = [(0, 5_000, 0.005, 75, 0), (5_000, 25_000, 0.01, 50, 25),
+        (25_000, 100_000, 0.025, 20, 400), (100_000, 250_000, 0.05, 10, 2_900),
+        (250_000, 1_000_000, 0.10, 5, 15_400), (1_000_000, 5_000_000, 0.125, 4, 40_400)]
+SOL = "SOL/USDT:USDT"
+
+
+def _tiers_file(tmp_path: Path) -> Path:
+    tiers = [{"tier": i + 1, "currency": "USDT", "minNotional": lo, "maxNotional": hi,
+              "maintenanceMarginRate": mmr, "maxLeverage": lev, "info": {"cum": str(cum)}}
+             for i, (lo, hi, mmr, lev, cum) in enumerate(ROWS)]
+    p = tmp_path / "tiers.json"
+    p.write_text(json.dumps({SOL: tiers, "BTC/USDT:USDT": tiers[:2]}))
+    return p
+
+
+def _sol(start_price: float = 150.0):
+    return generate(spec_with(SynthSpec(seed=7, days=1, symbol="SOLUSDT"),
+                              start_price=start_price))
+
+
+def test_a_symbol_resolves_to_its_file_its_shipped_table_or_the_announced_stand_in(
+        tmp_path) -> None:
+    for s in ("BTCUSDT", "ETHUSDT"):
+        b = br.for_symbol(s)
+        assert b.symbol == s and br.stand_in_note(s, b) is None
+    b = br.for_symbol("SOLUSDT")
+    assert b.symbol == "BTCUSDT" and b.source.startswith("stand-in for SOLUSDT")
+    np.testing.assert_array_equal(b.mmr, br.shipped("binance", "BTCUSDT").mmr)
+    note = br.stand_in_note("SOLUSDT", b)
+    assert note is not None and "SOLUSDT" in note and "BTCUSDT" in note and "--tiers" in note
+    f = _tiers_file(tmp_path)
+    b = br.for_symbol("SOLUSDT", f)
+    assert br.stand_in_note("SOLUSDT", b) is None
+    assert b.cum.tolist() == [r[4] for r in ROWS] and b.max_leverage.tolist()[-1] == 4
+    with pytest.raises(DataError, match="no tiers for symbol 'AVAXUSDT'") as err:
+        br.for_symbol("AVAXUSDT", f)
+    assert str(f) in str(err.value)
+
+
+def test_backtest_of_an_alt_warns_and_trades_on_the_given_tiers(cli, tmp_path) -> None:
+    d = tmp_path / "sol"
+    ds_io.save(_sol(), d)
+    out = tmp_path / "r.json"
+    args = ("backtest", d, "--strategy", "hold", "--param", "side=long", "--param",
+            "leverage=10", "--risk", "off", "--json", out)
+    r = cli(*args)
+    assert r.code == 0, r.err
+    assert "SOLUSDT: no leverage-bracket table" in " ".join(r.err.split())
+    res = json.loads(out.read_text())
+    assert res["meta"]["brackets"] == ("BTCUSDT shipped table, a stand-in for SOLUSDT (no "
+                                       "table of its own)")
+    stand_in_lev = res["runs"]["off"]["max_leverage_used"]
+    stand_in_fees = res["runs"]["off"]["fees"]
+    assert stand_in_lev > 9.5                 # BTC's tiers allow 10x of 100k (1M at 50x)
+    r = cli(*args, "--tiers", _tiers_file(tmp_path))
+    assert r.code == 0, r.err
+    assert "no leverage-bracket table" not in r.err
+    res = json.loads(out.read_text())
+    assert res["meta"]["brackets"] == f"{SOL} from ccxt leverage tiers"
+    # the largest notional 100k of equity may open on this table: tier 5, min(100k x 5,
+    # 1M) = 500k (tier 6 would need 1M at 4x), so the 10x entry buys 500k, not 1M; the
+    # quantity is topped up later only as the equity grows (fees at 5 bp: 500 vs 250 + top-ups)
+    b = br.for_symbol("SOLUSDT", _tiers_file(tmp_path))
+    assert br.order_limit(1e6, 0.0, 1e5, b.cap, b.max_leverage) == 5e5
+    assert stand_in_fees == pytest.approx(1e6 * 5e-4, rel=1e-3)
+    assert 250.0 < res["runs"]["off"]["fees"] < 300.0
+    assert res["runs"]["off"]["max_leverage_used"] < 0.6 * stand_in_lev
+    r = cli(*args, "--tiers", tmp_path / "nope.json")
+    assert r.code == 2 and "nope.json" in r.err
+
+
+def test_live_reads_its_brackets_from_the_exchange_and_refuses_tiers(cli, tmp_path) -> None:
+    from bot.cli.run import _exchange_brackets
+    from bot.emulator.server import Emulator, EmulatorConfig
+
+    key, secret = "tierKEY0123456789abcdefgh", "t" * 40
+    sol = br.for_symbol("SOLUSDT", _tiers_file(tmp_path))
+
+    async def main() -> None:
+        emu = Emulator([_sol()], {key: secret}, EmulatorConfig(paused=True),
+                       {"SOLUSDT": sol})
+        await emu.start()
+        try:
+            cfg = Config.model_validate({"mode": "live", "exchange": {"symbols": ["SOLUSDT"]},
+                                         "live": {"max_order_notional": 1000.0,
+                                                  "max_day_notional": 5000.0,
+                                                  "rest_url": emu.rest_url,
+                                                  "ws_url": emu.ws_url}})
+            got = await _exchange_brackets(cfg, Credentials(key, secret), ["SOLUSDT"])
+            b, want = got["SOLUSDT"], br.at_leverage(sol, 20)    # live.leverage = 20
+            for k in ("floor", "cap", "mmr", "cum", "max_leverage"):
+                np.testing.assert_array_equal(getattr(b, k), getattr(want, k))
+            with pytest.raises(LiqbotError, match="could not read the leverage brackets") as e:
+                await _exchange_brackets(cfg, Credentials(key, "x" * 40), ["SOLUSDT"])
+            assert "x" * 40 not in str(e.value) and "liqbot does not trade live" in str(e.value)
+        finally:
+            await emu.stop()
+
+    asyncio.run(main())
+    p = tmp_path / "live.toml"
+    p.write_text('mode = "live"\n[live]\nmax_order_notional = 1000.0\n'
+                 'max_day_notional = 5000.0\n')
+    r = cli("--config", p, "run", "--live", "--tiers", _tiers_file(tmp_path))
+    assert r.code == 2 and "exchange's own" in r.err
+
+
+def test_the_drill_daemon_trades_on_the_tiers_the_venue_answers(tmp_path) -> None:
+    from bot.cli.drill import run_drill
+
+    # priced like BTC: the emulator's lot rules for a symbol it has none for are BTCUSDT's
+    bars = _sol(100_000.0).bars.take(slice(0, 180))
+    strat = find("hold").from_strings({"side": "long", "leverage": "10"})
+    rep = asyncio.run(run_drill(bars, strat, "balanced", RunSettings(), 0.0,
+                                tiers=_tiers_file(tmp_path)))
+    # the venue's table as the account may use it at its leverage setting (20x, the
+    # default): tiers 4..6 closed, so the 10x of 100k (1M) is held to tier 3's 100k cap
+    assert [(r["floor"], r["cap"], r["mmr"], r["max_leverage"], r["cum"])
+            for r in rep["brackets"]] == [
+                tuple(float(x) for x in (lo, hi, mmr, 20 if lev >= 20 else 0, cum))
+                for lo, hi, mmr, lev, cum in ROWS]
+    assert rep["parity"] is True and rep["duplicate_orders"] == 0 and rep["lost_fills"] == 0
+    assert rep["positions"]["live"] * float(bars.close[1]) == pytest.approx(1e5, rel=0.01)
+
+
+def test_at_leverage_closes_the_tiers_above_the_setting(tmp_path) -> None:
+    b = br.at_leverage(br.for_symbol("SOLUSDT", _tiers_file(tmp_path)), 20)
+    assert b.max_leverage.tolist() == [20, 20, 20, 0, 0, 0]
+    # at 20x the venue lets 100k of equity hold at most tier 3's cap (-2027 beyond it)
+    assert br.order_limit(1e6, 0.0, 1e5, b.cap, b.max_leverage) == 1e5
+    assert br.order_limit(1e6, 0.0, 2e3, b.cap, b.max_leverage) == 4e4      # 2k x 20
+    with pytest.raises(DataError, match="leverage 80"):
+        br.at_leverage(b, 80)
+
+
+def test_an_order_over_the_position_limit_is_refused_at_once(tmp_path) -> None:
+    """-2027 is final: the broker books the refusal without looking the order up or waiting
+    for the recvWindow (a paused venue clock would never let that wait end)."""
+    import ccxt.pro as ccxt_pro
+
+    from bot.emulator.server import Emulator, EmulatorConfig, point_ccxt
+    from bot.execution.broker import Order
+    from bot.execution.live import LiveBroker, LiveSettings
+    from bot.execution.venues import VENUES
+
+    key, secret = "refuseKEY0123456789abcdef", "r" * 40
+    bars = _sol(100_000.0).bars.take(slice(0, 30))
+    sol = br.for_symbol("SOLUSDT", _tiers_file(tmp_path))
+
+    async def main() -> tuple[dict[str, int], int, list[str]]:
+        emu = Emulator([_sol(100_000.0)], {key: secret},
+                       EmulatorConfig(paused=True, start_ms=int(bars.ts[10]),
+                                      weight_limit=10**9), {"SOLUSDT": sol})
+        await emu.start()
+        try:
+            ex = point_ccxt(ccxt_pro.binanceusdm({"apiKey": key, "secret": secret,
+                                                  "enableRateLimit": False}),
+                            emu.rest_url, emu.ws_url)
+            b = LiveBroker(ex, VENUES["binanceusdm"], ["SOLUSDT"], [sol], bars.interval_ms,
+                           LiveSettings(leverage=20, use_ws=False))
+            await b.start()
+            b.set_mark("SOLUSDT", float(bars.close[9]))
+            b.submit(Order("lqrefuse-0", "SOLUSDT", 0, 5.0, False, (0.0, 0.0, 0.0)))  # ~500k
+            await asyncio.wait_for(b.flush(), 30.0)
+            kinds = [e["kind"] for e in b.drain_events()]
+            await b.close()
+            return dict(b.stats), len(emu.venue.accounts[key].orders), kinds
+        finally:
+            await emu.stop()
+
+    stats, orders, kinds = asyncio.run(main())
+    assert stats["rejected"] == 1 and stats["unknown"] == 0 and stats["lookups"] == 0
+    assert orders == 0 and "reject_exchange" in kinds
