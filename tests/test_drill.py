@@ -182,3 +182,18 @@ def test_drill_with_the_exchange_feed_needs_a_running_clock(cli) -> None:
     assert "--feed exchange needs --speed N > 0" in err
     r = cli("drill", "calm", "--feed", "exchnage", "--speed", "600")
     assert r.code == 2 and "--feed: expected one of dataset, exchange" in " ".join(r.err.split())
+
+
+def test_an_alt_drills_in_whole_lots_of_its_own_size() -> None:
+    """The emulator has no exchangeInfo for AVAXUSDT: its rules are scaled to the price
+    (`account.rules_for`: lots of 1 AVAX at 10.11, tick 0.001 from the data). Before, BTC's
+    0.001-lot / 1,000-max filters refused every order of the drill (299 rejects)."""
+    from bot.cli.drill import load_data
+
+    kl = shared_file("binance_um", "klines_1m", "alts", "AVAXUSDT-1m-2026-02.csv.gz")
+    bars = load_data([str(kl)]).bars.take(slice(0, 120))
+    strat = find("hold").from_strings({"side": "long", "leverage": "3"})
+    rep = asyncio.run(run_drill(bars, strat, "balanced", RunSettings(), 0.0))
+    assert rep["parity"] is True and rep["rejects"] == 0
+    assert rep["positions"]["live"] == rep["positions"]["venue"] == 29_620.0   # whole lots
+    assert [d["kind"] for d in rep["differences"]] == ["fill_qty"]

@@ -451,3 +451,19 @@ def test_open_interest_is_not_made_up_when_the_dataset_has_none() -> None:
 
     run(body_for(None), ds=bare)
     run(body_for(80_009.0))
+
+
+def test_rules_for_a_symbol_without_exchange_info_scale_with_its_price() -> None:
+    from bot.emulator.account import price_grid, rules_for
+
+    assert rules_for("BTCUSDT", np.array([113_456.7])) == SymbolRules()   # Binance's own
+    avax = rules_for("AVAXUSDT", np.array([10.128, 10.125, 10.113, 10.13]))
+    assert (avax.tick, avax.step, avax.min_qty, avax.max_qty, avax.min_notional) == \
+        (0.001, 1.0, 1.0, 1e6, 5.0)
+    assert (avax.price_precision, avax.qty_precision) == (3, 0)
+    eth = rules_for("ETHUSDT", np.array([3_000.55, 2_999.1]))
+    assert (eth.tick, eth.step, eth.qty_precision) == (0.01, 0.01, 2)  # 100 / 3,000 -> 0.01
+    # at 60k-100k the step rule gives BTC's 0.001 (the same granularity in quote)
+    assert rules_for("XBTUSDT", np.array([60_000.0])).step == 0.001
+    assert price_grid(np.array([0.00012345, 0.00012346])) == 1e-8
+    assert price_grid(np.array([67_000.0, 67_001.0])) == 1.0

@@ -59,6 +59,39 @@ class SymbolRules:
     qty_precision: int = 3
 
 
+def price_grid(prices: np.ndarray) -> float:
+    """The coarsest power of ten (1 .. 1e-8) every price is a multiple of: the tick the
+    data was quoted on (Binance klines carry prices on the symbol's tick grid)."""
+    x = np.asarray(prices, dtype=np.float64)
+    x = x[np.isfinite(x) & (x > 0)]
+    for k in range(0, 9):
+        d = 10.0 ** -k
+        if np.all(np.abs(x / d - np.round(x / d)) < 1e-6):
+            return d
+    return 1e-8
+
+
+def rules_for(symbol: str, closes: np.ndarray) -> SymbolRules:
+    """exchangeInfo filters for a symbol the emulator has none for. BTCUSDT keeps Binance's
+    (the defaults); any other symbol gets rules scaled to its price, so a drill on an alt
+    trades whole lots of a sensible size instead of BTC's 0.001-lot, 1,000-max filters:
+    tick = the grid of its first closes (`price_grid`), step = the power of ten at or below
+    100 quote at the first close (which is BTC's 0.001 at 60k-100k), max quantity 1e6 steps,
+    min notional 5 quote (Binance's usual for alts). Real values come from the venue's
+    exchangeInfo; give `rules` to the emulator to use them."""
+    if symbol == "BTCUSDT":
+        return SymbolRules()
+    x = np.asarray(closes[:1000], dtype=np.float64)
+    x = x[np.isfinite(x) & (x > 0)]
+    if not len(x):
+        return SymbolRules()
+    tick = price_grid(x)
+    step = 10.0 ** math.floor(math.log10(100.0 / float(x[0])) + 1e-9)
+    return SymbolRules(tick=tick, step=step, min_qty=step, max_qty=step * 1e6,
+                       min_notional=5.0, price_precision=max(0, round(-math.log10(tick))),
+                       qty_precision=max(0, round(-math.log10(step))))
+
+
 @dataclass
 class EOrder:
     order_id: int
@@ -126,7 +159,8 @@ class Venue:
         self.brackets = brackets
         self.floor, self.cap, self.mmr, self.cum, self.max_lev = ac.stack_brackets(
             [brackets[s] for s in self.symbols])
-        self.rules = {s: (rules or {}).get(s, SymbolRules()) for s in self.symbols}
+        self.rules = {s: (rules or {}).get(s) or rules_for(s, market.symbols[s].close)
+                      for s in self.symbols}
         self.wallet0 = wallet
         self.accounts: dict[str, Account] = {}
         self._ids = itertools.count(1_000_001)
