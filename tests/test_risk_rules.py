@@ -64,6 +64,9 @@ def test_liquidation_distance_trips_holds_and_releases_at_the_right_bars():
     en.evaluate_state(_sig(100.0, 2.0), _acct(10_000.0, 49_000.0, 80.0), POL, rs, 2.0, out)
     assert out[en.D_STATE] == en.REDUCING and rs[en.RK_LIQ_TRIP] == 1.0
     assert out[en.D_MAX_LEV_LONG] == pytest.approx(_lev(84.0))
+    # the explanation says it is the latch holding, not a distance that is close now
+    assert render(out) == ("REDUCING: liquidation-distance rule tripped: leverage capped at "
+                           "6.1x (own liquidation 10.0 ATR away)")
     assert en.allowed_target(100_000.0, 49_000.0, out, POL) == 49_000.0
     # bar 3: ATR 1.2: 10x would now sit 9.6 away, inside 8 ATRs (9.6 = 8 x 1.2) exactly ->
     # cap == _lev(90.4) = 9.58x < 10x: still held

@@ -16,7 +16,10 @@ _TEXT = {
     en.R_HEDGE: "side crowded {crowd:.2f}: hedge {hedge:,.0f}",
     en.R_HEDGE_UNWIND: "crowding normalised: hedge unwound",
     en.R_HARD_LEVERAGE: "hard leverage limit",
-    en.R_LIQ_DISTANCE: "own liquidation {liq_atr:.1f} ATR away: leverage capped at {cap:.1f}x",
+    # tripped, the cap holds until the leverage it tripped at would sit the release distance
+    # away, so the position's own distance may already be far: say that it is the latch
+    en.R_LIQ_DISTANCE: "liquidation-distance rule tripped: leverage capped at {cap:.1f}x "
+                       "(own liquidation {liq_atr:.1f} ATR away)",
     en.R_STALE: "market data stale: reducing",
     en.R_DAILY_LOSS: "daily loss {day:.1%}: halted for the day",
     en.R_DRAWDOWN: "drawdown {dd:.1%}: halted",
@@ -24,7 +27,8 @@ _TEXT = {
 # while HALTED the decision's caps are 0 (the halt's), so the capping rules name no value
 _HALTED_CAPS = {
     en.R_CROWDING: "crowding {crowd:.2f} lowers the side's max leverage",
-    en.R_LIQ_DISTANCE: "own liquidation {liq_atr:.1f} ATR away: leverage capped",
+    en.R_LIQ_DISTANCE: "liquidation-distance rule tripped (own liquidation {liq_atr:.1f} ATR "
+                       "away)",
 }
 _CASCADE_RUN = "cascade running against the position ({run:+.1f} ATR on since it fired): reducing"
 _LIQ_ENTRY = ("entry capped where a trip would cut it: the target's liquidation would sit "
