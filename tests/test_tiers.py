@@ -114,6 +114,10 @@ def test_live_reads_its_brackets_from_the_exchange_and_refuses_tiers(cli, tmp_pa
             b, want = got["SOLUSDT"], br.at_leverage(sol, 20)    # live.leverage = 20
             for k in ("floor", "cap", "mmr", "cum", "max_leverage"):
                 np.testing.assert_array_equal(getattr(b, k), getattr(want, k))
+            high = cfg.model_copy(update={"live": cfg.live.model_copy(update={"leverage": 100})})
+            with pytest.raises(LiqbotError, match="live.leverage = 100: the exchange's brackets "
+                                                  "say SOLUSDT allows at most 75x"):
+                await _exchange_brackets(high, Credentials(key, secret), ["SOLUSDT"])
             with pytest.raises(LiqbotError, match="could not read the leverage brackets") as e:
                 await _exchange_brackets(cfg, Credentials(key, "x" * 40), ["SOLUSDT"])
             assert "x" * 40 not in str(e.value) and "liqbot does not trade live" in str(e.value)

@@ -267,6 +267,11 @@ async def _exchange_brackets(cfg: Config, creds: Any, symbols: list[str]
                           "live on assumed margin tiers") from None
     finally:
         await ex.close()
+    top = {s: float(b.max_leverage.max()) for s, b in got.items()}
+    over = [f"{s} allows at most {m:g}x" for s, m in top.items() if cfg.live.leverage > m]
+    if over:
+        raise LiqbotError(f"live.leverage = {cfg.live.leverage}: the exchange's brackets say "
+                          + "; ".join(over) + " (lower live.leverage)")
     return {s: br.at_leverage(b, cfg.live.leverage) for s, b in got.items()}
 
 
