@@ -56,6 +56,7 @@ from typing import Any
 
 KEY, SECRET = "kill9KEY0123456789abcdef", "kill9-secret-" + "z" * 24   # emulator-only pair
 ACCOUNT = "live:emulator-kill9"
+LEVERAGE = 20                    # the account's leverage setting (live.leverage)
 #: flips and rebalances often (about 120 orders a day on the synthetic scenario); the
 #: aggressive preset's 30 % daily-loss halt leaves it trading most of each day
 STRATEGY = ("trend", {"fast": "3", "slow": "8", "leverage": "2", "sizing": "rebalance"})
@@ -132,7 +133,7 @@ async def _child_main(rest_url: str, data: str, store_url: str) -> int:
     import ccxt.pro as ccxt_pro
 
     from bot.cli.drill import load_data
-    from bot.cli.run import _fingerprint, _state_layout, _tiers_digest
+    from bot.cli.run import _fingerprint, _state_layout
     from bot.config import FillsConfig
     from bot.emulator.server import point_ccxt
     from bot.execution import kernel as kn
@@ -158,10 +159,10 @@ async def _child_main(rest_url: str, data: str, store_url: str) -> int:
                         rest_url, rest_url.replace("http://", "ws://") + "/ws")
         # as `liqbot run --live`: the venue's tiers at the leverage the broker sets
         brackets = br.at_leverage((await exchange_brackets(ex, VENUES["binanceusdm"],
-                                                           [bars.symbol]))[bars.symbol], 20)
+                                                           [bars.symbol]))[bars.symbol],
+                                  LEVERAGE)
         spec = {"strategy": strat.describe(), "preset": preset, "wallet": WALLET,
-                "source": {"kill9": data}, "layout": _state_layout(),
-                "brackets": {bars.symbol: _tiers_digest(brackets)}}
+                "source": {"kill9": data}, "layout": _state_layout()}
         fp_id = _fingerprint(spec)
         prev = store.latest_run(ACCOUNT)
         resume = prev is not None and prev.status == "running" and \
@@ -171,7 +172,7 @@ async def _child_main(rest_url: str, data: str, store_url: str) -> int:
             {"fingerprint": fp_id, "spec": spec})
         assert run_ is not None
         broker = LiveBroker(ex, VENUES["binanceusdm"], [bars.symbol], [brackets],
-                            bars.interval_ms, LiveSettings(leverage=20))
+                            bars.interval_ms, LiveSettings(leverage=LEVERAGE))
 
         def stop_sending() -> None:
             broker.sending = False

@@ -82,6 +82,9 @@ def test_preflight_reads_the_account_and_sends_nothing(capsys) -> None:
     asyncio.run(main())
     out = " ".join(capsys.readouterr().out.split())          # the console wraps lines
     assert "wallet 25,000.00" in out and "margin mode cross" in out
+    # the tiers a live start would trade on: at 20x BTCUSDT's 4th tier (10M cap) is the last
+    assert "(would set cross 20x: position limit 10,000,000)" in out
+    assert "brackets <= 50,000: mmr 0.40%" in out
     assert "caps: 1,000.00 per order, 5,000.00 per UTC day" in out and "nothing was sent" in out
     assert "p" * 40 not in out
 

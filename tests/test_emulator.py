@@ -461,8 +461,9 @@ def test_rules_for_a_symbol_without_exchange_info_scale_with_its_price() -> None
     assert (avax.tick, avax.step, avax.min_qty, avax.max_qty, avax.min_notional) == \
         (0.001, 1.0, 1.0, 1e6, 5.0)
     assert (avax.price_precision, avax.qty_precision) == (3, 0)
-    eth = rules_for("ETHUSDT", np.array([3_000.55, 2_999.1]))
-    assert (eth.tick, eth.step, eth.qty_precision) == (0.01, 0.01, 2)  # 100 / 3,000 -> 0.01
+    assert rules_for("ETHUSDT", np.array([3_000.55])).step == 0.001       # Binance's
+    sol = rules_for("SOLUSDT", np.array([150.55, 149.1]))
+    assert (sol.tick, sol.step, sol.qty_precision) == (0.01, 0.1, 1)    # 100 / 150 -> 0.1
     # at 60k-100k the step rule gives BTC's 0.001 (the same granularity in quote)
     assert rules_for("XBTUSDT", np.array([60_000.0])).step == 0.001
     assert price_grid(np.array([0.00012345, 0.00012346])) == 1e-8

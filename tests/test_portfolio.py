@@ -252,6 +252,8 @@ def test_cli_portfolio(cli, tmp_path) -> None:  # noqa: ANN001
         100_000.0 + sum(s["pnl"] for s in res["symbols"].values()), rel=1e-9)
     assert {d["symbol"] for d in json.loads(out.read_text())["decisions"]} == \
         {"BTCUSDT", "ETHUSDT"}
+    assert json.loads(out.read_text())["meta"]["brackets"] == {
+        "BTCUSDT": "BTCUSDT shipped table", "ETHUSDT": "ETHUSDT shipped table"}
     # a symbol without a bracket table runs on BTCUSDT's, announced (`--tiers` for its own)
     r = cli("backtest", tmp_path / "btc", tmp_path / "sol", "--portfolio")
     assert r.code == 0 and "SOLUSDT: no leverage-bracket table" in " ".join(r.err.split())

@@ -80,7 +80,8 @@ def test_backtest_of_an_alt_warns_and_trades_on_the_given_tiers(cli, tmp_path) -
     assert r.code == 0, r.err
     assert "no leverage-bracket table" not in r.err
     res = json.loads(out.read_text())
-    assert res["meta"]["brackets"] == f"{SOL} from ccxt leverage tiers"
+    assert res["meta"]["brackets"] == \
+        f"{SOL} from --tiers {_tiers_file(tmp_path)} (ccxt leverage tiers)"
     # the largest notional 100k of equity may open on this table: tier 5, min(100k x 5,
     # 1M) = 500k (tier 6 would need 1M at 4x), so the 10x entry buys 500k, not 1M; the
     # quantity is topped up later only as the equity grows (fees at 5 bp: 500 vs 250 + top-ups)
@@ -115,8 +116,8 @@ def test_live_reads_its_brackets_from_the_exchange_and_refuses_tiers(cli, tmp_pa
             for k in ("floor", "cap", "mmr", "cum", "max_leverage"):
                 np.testing.assert_array_equal(getattr(b, k), getattr(want, k))
             high = cfg.model_copy(update={"live": cfg.live.model_copy(update={"leverage": 100})})
-            with pytest.raises(LiqbotError, match="live.leverage = 100: the exchange's brackets "
-                                                  "say SOLUSDT allows at most 75x"):
+            with pytest.raises(LiqbotError, match=r"live.leverage: 100x: SOLUSDT's brackets "
+                                                  r"allow 1x to 75x \(lower live.leverage\)"):
                 await _exchange_brackets(high, Credentials(key, secret), ["SOLUSDT"])
             with pytest.raises(LiqbotError, match="could not read the leverage brackets") as e:
                 await _exchange_brackets(cfg, Credentials(key, "x" * 40), ["SOLUSDT"])
@@ -135,8 +136,7 @@ def test_live_reads_its_brackets_from_the_exchange_and_refuses_tiers(cli, tmp_pa
 def test_the_drill_daemon_trades_on_the_tiers_the_venue_answers(tmp_path) -> None:
     from bot.cli.drill import run_drill
 
-    # priced like BTC: the emulator's lot rules for a symbol it has none for are BTCUSDT's
-    bars = _sol(100_000.0).bars.take(slice(0, 180))
+    bars = _sol().bars.take(slice(0, 180))     # lots of 0.1 SOL (`account.rules_for`)
     strat = find("hold").from_strings({"side": "long", "leverage": "10"})
     rep = asyncio.run(run_drill(bars, strat, "balanced", RunSettings(), 0.0,
                                 tiers=_tiers_file(tmp_path)))
@@ -147,7 +147,7 @@ def test_the_drill_daemon_trades_on_the_tiers_the_venue_answers(tmp_path) -> Non
                 tuple(float(x) for x in (lo, hi, mmr, 20 if lev >= 20 else 0, cum))
                 for lo, hi, mmr, lev, cum in ROWS]
     assert rep["parity"] is True and rep["duplicate_orders"] == 0 and rep["lost_fills"] == 0
-    assert rep["positions"]["live"] * float(bars.close[1]) == pytest.approx(1e5, rel=0.01)
+    assert rep["positions"]["live"] * float(bars.close[0]) == pytest.approx(1e5, rel=0.01)
 
 
 def test_at_leverage_closes_the_tiers_above_the_setting(tmp_path) -> None:
@@ -156,7 +156,7 @@ def test_at_leverage_closes_the_tiers_above_the_setting(tmp_path) -> None:
     # at 20x the venue lets 100k of equity hold at most tier 3's cap (-2027 beyond it)
     assert br.order_limit(1e6, 0.0, 1e5, b.cap, b.max_leverage) == 1e5
     assert br.order_limit(1e6, 0.0, 2e3, b.cap, b.max_leverage) == 4e4      # 2k x 20
-    with pytest.raises(DataError, match="leverage 80"):
+    with pytest.raises(DataError, match="80x: SOLUSDT's brackets allow 1x to 20x"):
         br.at_leverage(b, 80)
 
 
@@ -189,7 +189,7 @@ def test_an_order_over_the_position_limit_is_refused_at_once(tmp_path) -> None:
             b.set_mark("SOLUSDT", float(bars.close[9]))
             b.submit(Order("lqrefuse-0", "SOLUSDT", 0, 5.0, False, (0.0, 0.0, 0.0)))  # ~500k
             await asyncio.wait_for(b.flush(), 30.0)
-            kinds = [e["kind"] for e in b.drain_events()]
+            kinds = [(e["kind"], "-2027" in e["message"]) for e in b.drain_events()]
             await b.close()
             return dict(b.stats), len(emu.venue.accounts[key].orders), kinds
         finally:
@@ -197,4 +197,69 @@ def test_an_order_over_the_position_limit_is_refused_at_once(tmp_path) -> None:
 
     stats, orders, kinds = asyncio.run(main())
     assert stats["rejected"] == 1 and stats["unknown"] == 0 and stats["lookups"] == 0
-    assert orders == 0 and "reject_exchange" in kinds
+    assert orders == 0 and kinds == [("reject_exchange", True)]
+
+
+def test_a_run_resumes_on_changed_tiers_keeping_its_halt_and_says_so(tmp_path) -> None:
+    """Binance changes tiers without notice: a restart must not lose the run (its operator
+    halt, risk latches, positions) over it. The run resumes on the new table and records a
+    `brackets_changed` event; the stream's levels stored so far keep the old placement."""
+    from backtests.runner import RunSettings as RS
+    from bot.execution import kernel as kn
+    from bot.mechanics.fees import venue_fees
+    from bot.risk.policy import load_policy
+    from bot.runtime.daemon import Daemon
+    from bot.runtime.replay import ReplayFeed
+    from bot.store import Store
+
+    bars = _sol(100_000.0).bars
+    old = br.for_symbol("SOLUSDT")                          # BTC's table as the stand-in
+    new = br.for_symbol("SOLUSDT", _tiers_file(tmp_path))   # the venue's, published later
+    strat = find("hold").from_strings({"side": "long", "leverage": "3"})
+    store = Store(f"sqlite:///{tmp_path}/t.db")
+    run_ = store.open_run("live", "live:binance", ["SOLUSDT"], strat.name, strat.params,
+                          "balanced", 100_000.0)
+    s = RS()
+    fp = kn.fill_params(s.fills, venue_fees("binance"), s.band, strat.sizing)
+
+    def daemon(part, b) -> Daemon:  # noqa: ANN001
+        return Daemon(run_id=run_.run_id, feed=ReplayFeed({"SOLUSDT": part}, 0.0),
+                      store=store, strategy=strat, policy=load_policy("balanced").to_array(),
+                      fp=fp, brackets={"SOLUSDT": b}, wallet=100_000.0)
+
+    d1 = daemon(bars.take(slice(0, 120)), old)
+    asyncio.run(d1.run(simulated=True))
+    d1.halted = True                                        # the operator's kill switch
+    blob = d1.checkpoint()
+    d2 = daemon(bars.take(slice(120, 180)), new)
+    d2.restore(blob)
+    assert d2.halted and d2.state["SOLUSDT"].stream.brackets_changed == ["floor", "cap", "mmr",
+                                                                         "cum"]
+    asyncio.run(d2.run(simulated=True))
+    [ev] = [e for e in store.events(run_.run_id) if e.kind == "brackets_changed"]
+    assert ev.data == {"symbol": "SOLUSDT", "changed": ["floor", "cap", "mmr", "cum"]}
+    # a stream restored by hand on other tiers still refuses (a wrong table is a bug there)
+    from bot.signals.stream import SignalStream
+    with pytest.raises(LiqbotError, match="other leverage brackets"):
+        SignalStream.restore(d1.state["SOLUSDT"].stream.snapshot(), new)
+    store.close()
+
+
+def test_a_tiers_file_is_used_only_for_the_symbol_it_holds(tmp_path) -> None:
+    f = _tiers_file(tmp_path)
+    tiers = json.loads(f.read_text())[SOL]
+    # a list (fetch_market_leverage_tiers) names its symbol in each tier
+    lst = tmp_path / "list.json"
+    lst.write_text(json.dumps([{**t, "symbol": SOL} for t in tiers]))
+    assert br.for_symbol("SOLUSDT", lst).cum.tolist()[-1] == 40_400
+    with pytest.raises(DataError, match="the tiers are SOL/USDT:USDT's, not BTCUSDT's"):
+        br.for_symbol("BTCUSDT", lst)
+    # our shipped format names its symbol too
+    with pytest.raises(DataError, match="the table is BTCUSDT's, not SOLUSDT's"):
+        br.for_symbol("SOLUSDT", br.SHIPPED_DIR / "binance_BTCUSDT.json")
+    # a full fetch_leverage_tiers dump holds dated contracts: never taken for the perpetual
+    dump = tmp_path / "dump.json"
+    dump.write_text(json.dumps({"SOL/USDT:USDT-260327": tiers[:2], SOL: tiers}))
+    assert len(br.for_symbol("SOLUSDT", dump)) == 6
+    assert br.plain_symbol("BTC/USDT:USDT-250328") == "BTCUSDT-250328"
+    assert br.plain_symbol("btc/usdt:usdt") == br.plain_symbol("BTCUSDT") == "BTCUSDT"

@@ -256,9 +256,14 @@ async def run_drill(bars: Bars, strategy: Any, preset: str, settings: RunSetting
                                               "enableRateLimit": False, "timeout": 10_000}),
                         emu.rest_url, emu.ws_url)
         live = live or LiveSettings()
-        brackets = br.at_leverage((await exchange_brackets(ex, VENUES["binanceusdm"],
-                                                           [bars.symbol]))[bars.symbol],
-                                  live.leverage)
+        try:                            # as a live run: the venue's tiers, at its setting
+            brackets = br.at_leverage((await exchange_brackets(ex, VENUES["binanceusdm"],
+                                                               [bars.symbol]))[bars.symbol],
+                                      live.leverage)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await ex.close()
+            raise
         broker = LiveBroker(ex, VENUES["binanceusdm"], [bars.symbol], [brackets],
                             bars.interval_ms, live)
 

@@ -30,6 +30,7 @@ from bot.data import dataset as ds_io
 from bot.data.bars import Bars
 from bot.data.dataset import iso
 from bot.errors import LiqbotError
+from bot.mechanics import brackets as br
 from bot.mechanics.brackets import Brackets
 from bot.risk.policy import load_policy, off_policy
 from strategies import find
@@ -123,7 +124,9 @@ def portfolio_command(ctx: typer.Context, paths: list[str], *, strategy: str,
         meta: dict[str, Any] = {
             "symbols": pin.symbols, "sources": list(paths), "from": iso(int(pin.ts[0])),
             "to": iso(int(pin.ts[-1]) + pin.interval_ms), "bars": n_t,
-            "strategy": strat.describe(), "preset": preset}
+            "strategy": strat.describe(), "preset": preset,
+            "brackets": {b.symbol: br.describe(b.symbol, t)
+                         for b, t in zip(bars, brackets, strict=True)}}
         out: dict[str, Any] = {"meta": meta,
                                "runs": {n: r.metrics for n, r in results.items()}}
         if "on" in results:

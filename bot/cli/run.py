@@ -8,7 +8,6 @@ import json
 import time
 from typing import Annotated, Any
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -174,8 +173,7 @@ def run_command(
     try:
         spec = {"strategy": strat.describe(), "preset": preset_name, "wallet": wallet,
                 "source": source, "fills": cfg.fills.model_dump(), "fees": vars(fees),
-                "policy": policy.model_dump(), "layout": _state_layout(),
-                "brackets": {s: _tiers_digest(b) for s, b in brackets.items()}}
+                "policy": policy.model_dump(), "layout": _state_layout()}
         fp_id = _fingerprint(spec)
         prev = store.latest_run(account)
         resume = prev is not None and prev.status == "running" and \
@@ -267,19 +265,7 @@ async def _exchange_brackets(cfg: Config, creds: Any, symbols: list[str]
                           "live on assumed margin tiers") from None
     finally:
         await ex.close()
-    top = {s: float(b.max_leverage.max()) for s, b in got.items()}
-    over = [f"{s} allows at most {m:g}x" for s, m in top.items() if cfg.live.leverage > m]
-    if over:
-        raise LiqbotError(f"live.leverage = {cfg.live.leverage}: the exchange's brackets say "
-                          + "; ".join(over) + " (lower live.leverage)")
     return {s: br.at_leverage(b, cfg.live.leverage) for s, b in got.items()}
-
-
-def _tiers_digest(b: br.Brackets) -> str:
-    """A short digest of a bracket table: a run resumes only on the tiers it started with
-    (the signal stream's checkpoint carries them), so changed tiers start a new run."""
-    arrays = np.concatenate([b.floor, b.cap, b.mmr, b.cum, b.max_leverage])
-    return hashlib.sha256(np.ascontiguousarray(arrays).tobytes()).hexdigest()[:16]
 
 
 def _live_settings(cfg: Config) -> Any:
@@ -303,7 +289,8 @@ def _live_broker(cfg: Config, creds: Any, symbols: list[str], brackets: dict[str
 async def _preflight(cfg: Config, creds: Any) -> None:
     """`run --live --preflight`: read-only requests, printed; no order, no setting."""
     symbols = list(cfg.exchange.symbols)
-    broker = _live_broker(cfg, creds, symbols, {s: br.for_symbol(s) for s in symbols}, 60_000)
+    brackets = await _exchange_brackets(cfg, creds, symbols)   # what a live start would read
+    broker = _live_broker(cfg, creds, symbols, brackets, 60_000)
     try:
         info = await broker.preflight()
     except Exception as exc:
@@ -319,11 +306,13 @@ async def _preflight(cfg: Config, creds: Any) -> None:
     con.print(f"preflight {info['exchange']}{' (testnet)' if cfg.exchange.testnet else ''}: "
               f"wallet {info['wallet']:,.2f}, available {info['available']:,.2f}")
     for s, v in info["symbols"].items():
-        tiers = ", ".join(f"<= {t['max_notional']:,.0f}: {t['max_leverage']:g}x"
-                          for t in v["brackets"][:4] if t["max_notional"] is not None)
+        b = brackets[s]
+        limit = float(max(c for c, m in zip(b.cap, b.max_leverage, strict=True) if m > 0))
+        tiers = ", ".join(f"<= {c:,.0f}: mmr {m:.2%}" for c, m in zip(b.cap[:4], b.mmr[:4],
+                                                                   strict=True))
         con.print(f"{s}: position {v['position']:+.6f}, margin mode {v['margin_mode']}, "
-                  f"leverage {v['leverage']} (would set {lc.margin_mode} {lc.leverage}x); "
-                  f"brackets {tiers}")
+                  f"leverage {v['leverage']} (would set {lc.margin_mode} {lc.leverage}x: "
+                  f"position limit {limit:,.0f}); brackets {tiers}")
     con.print(f"caps: {lc.max_order_notional:,.2f} per order, {lc.max_day_notional:,.2f} per "
               "UTC day (reduce-only exempt); nothing was sent")
 

@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from bot.errors import LiqbotError
 from bot.mechanics import brackets as br
@@ -23,12 +24,12 @@ TiersOption = Annotated[Path | None, typer.Option(
                     "for other symbols")]
 
 
-def brackets_for(symbol: str, tiers: Path | None, quiet: bool = False) -> br.Brackets:
+def brackets_for(symbol: str, tiers: Path | None) -> br.Brackets:
     """`symbol`'s brackets; a missing `tiers` file is an exit-2 error naming it."""
     if tiers is not None and not tiers.is_file():
         raise LiqbotError(f"--tiers {tiers}: no such file")
     b = br.for_symbol(symbol, tiers)
     note = br.stand_in_note(symbol, b)
-    if note and not quiet:
-        Console(stderr=True, highlight=False).print(f"[yellow]warning:[/] {note}")
+    if note:
+        Console(stderr=True, highlight=False).print(f"[yellow]warning:[/] {escape(note)}")
     return b

@@ -72,8 +72,8 @@ def price_grid(prices: np.ndarray) -> float:
 
 
 def rules_for(symbol: str, closes: np.ndarray) -> SymbolRules:
-    """exchangeInfo filters for a symbol the emulator has none for. BTCUSDT keeps Binance's
-    (the defaults); any other symbol gets rules scaled to its price, so a drill on an alt
+    """exchangeInfo filters for a symbol the emulator has none for. BTCUSDT and ETHUSDT keep
+    Binance's; any other symbol gets rules scaled to its price, so a drill on an alt
     trades whole lots of a sensible size instead of BTC's 0.001-lot, 1,000-max filters:
     tick = the grid of its first closes (`price_grid`), step = the power of ten at or below
     100 quote at the first close (which is BTC's 0.001 at 60k-100k), max quantity 1e6 steps,
@@ -81,6 +81,9 @@ def rules_for(symbol: str, closes: np.ndarray) -> SymbolRules:
     exchangeInfo; give `rules` to the emulator to use them."""
     if symbol == "BTCUSDT":
         return SymbolRules()
+    if symbol == "ETHUSDT":                 # Binance's ETHUSDT filters
+        return SymbolRules(tick=0.01, step=0.001, min_qty=0.001, max_qty=10_000.0,
+                           min_notional=20.0, price_precision=2, qty_precision=3)
     x = np.asarray(closes[:1000], dtype=np.float64)
     x = x[np.isfinite(x) & (x > 0)]
     if not len(x):

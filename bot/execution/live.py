@@ -132,12 +132,12 @@ class _Ev:
 
 
 async def exchange_brackets(exchange: Any, venue: Venue, symbols: list[str],
-                            attempts: int = 4, backoff_s: float = 0.5) -> dict[str, Brackets]:
+                            attempts: int = 10, backoff_s: float = 0.2) -> dict[str, Brackets]:
     """Each symbol's leverage brackets as the venue publishes them for this account (ccxt
     `fetch_leverage_tiers`, a signed request; network trouble, 5xx and 429 retried with
-    backoff), checked by `brackets.from_ccxt`: a live run trades on these, never on an
-    assumed table. Raises the last ccxt error, or DataError for a table that fails the
-    checks."""
+    backoff, the budget of `LiveBroker._call` at the default settings), checked by
+    `brackets.from_ccxt`: a live run trades on these, never on an assumed table. Raises the
+    last ccxt error, or DataError for a table that fails the checks."""
     for attempt in range(attempts):
         try:
             await exchange.load_markets()
@@ -262,17 +262,11 @@ class LiveBroker:
         risk = await self._call(self.ex.fapiPrivateV2GetPositionRisk) \
             if hasattr(self.ex, "fapiPrivateV2GetPositionRisk") else []
         by_sym = {r.get("symbol"): r for r in risk}
-        brackets = await self._call(self.ex.fetch_leverage_tiers,
-                                    [self.unified[s] for s in self.symbols])
-        for s in self.symbols:
+        for s in self.symbols:                  # the brackets: `exchange_brackets`
             r = by_sym.get(s, {})
-            tiers = brackets.get(self.unified[s], [])
             out["symbols"][s] = {
                 "position": float(r.get("positionAmt", 0.0) or 0.0),
-                "margin_mode": r.get("marginType", "?"), "leverage": r.get("leverage", "?"),
-                "brackets": [{"max_notional": t.get("maxNotional"),
-                              "max_leverage": t.get("maxLeverage"),
-                              "mmr": t.get("maintenanceMarginRate")} for t in tiers]}
+                "margin_mode": r.get("marginType", "?"), "leverage": r.get("leverage", "?")}
         return out
 
     # ------------------------------------------------------------------ daemon interface

@@ -146,6 +146,14 @@ def from_tiers(symbol: str, tiers: Sequence[Mapping[str, Any]], source: str = ""
     return Brackets(symbol, floor, cap, mmr, cum, lev, source)
 
 
+def plain_symbol(name: str) -> str:
+    """BTCUSDT for BTCUSDT, BTC/USDT:USDT or btcusdt; a dated contract keeps its expiry
+    (BTC/USDT:USDT-250328 -> BTCUSDT-250328), so it never stands for the perpetual."""
+    head, _, settle = name.replace("/", "").partition(":")
+    expiry = settle.partition("-")[2]
+    return head.upper() + (f"-{expiry}" if expiry else "")
+
+
 def from_ccxt(payload: Any, symbol: str | None = None, label: str = "(ccxt tiers)") -> Brackets:
     """Brackets from ccxt's leverage-tier structures.
 
@@ -155,19 +163,29 @@ def from_ccxt(payload: Any, symbol: str | None = None, label: str = "(ccxt tiers
     maintenanceMarginRate, maxLeverage and, on Binance, info.cum.
     """
     if isinstance(payload, Mapping) and "tiers" in payload:   # our own shipped format
-        return from_tiers(str(payload.get("symbol", symbol or "")), payload["tiers"],
-                          str(payload.get("source", "")), label)
+        name = str(payload.get("symbol", symbol or ""))
+        if symbol and plain_symbol(name) != plain_symbol(symbol):
+            raise DataError(label, f"the table is {name}'s, not {symbol}'s")
+        return from_tiers(name, payload["tiers"], str(payload.get("source", "")), label)
     if isinstance(payload, Mapping):
         if symbol is None and len(payload) == 1:
             symbol = next(iter(payload))
-        match = [k for k in payload if symbol and (k == symbol or k.replace("/", "").split(":")[0]
-                                                   == symbol.upper())]
+        match = [k for k in payload if symbol and (k == symbol or plain_symbol(k)
+                                                   == plain_symbol(symbol))]
+        exact = [k for k in match if k == symbol]
+        if len(match) > 1 and not exact:
+            raise DataError(label, f"several tables match {symbol!r}: {', '.join(match)}")
         if not match:
             raise DataError(label, f"no tiers for symbol {symbol!r}; present: "
                                    f"{', '.join(list(payload)[:10])}")
-        tiers, name = payload[match[0]], match[0]
+        name = (exact or match)[0]
+        tiers = payload[name]
     elif isinstance(payload, list):
-        tiers, name = payload, symbol or ""
+        named = {str(t["symbol"]) for t in payload if isinstance(t, Mapping) and t.get("symbol")}
+        if symbol and named and {plain_symbol(n) for n in named} != {plain_symbol(symbol)}:
+            raise DataError(label, f"the tiers are {', '.join(sorted(named))}'s, not "
+                                   f"{symbol}'s")
+        tiers, name = payload, symbol or (named.pop() if len(named) == 1 else "")
     else:
         raise DataError(label, "expected ccxt leverage tiers (a dict by symbol or a list)")
     rows = []
@@ -196,9 +214,10 @@ def at_leverage(b: Brackets, leverage: float) -> Brackets:
     it) and margins it at that leverage. The tiers above are closed (max leverage 0) and
     the others capped at `leverage`, so `order_limit` sizes within what the venue accepts;
     the maintenance figures are unchanged (they do not depend on the setting)."""
-    if not float(b.max_leverage.max()) >= leverage >= 1.0:
-        raise DataError(b.source or b.symbol, f"leverage {leverage:g} is outside the table's "
-                                              f"1..{float(b.max_leverage.max()):g}")
+    top = float(b.max_leverage.max())
+    if not top >= leverage >= 1.0:
+        raise DataError("live.leverage", f"{leverage:g}x: {plain_symbol(b.symbol)}'s brackets "
+                                         f"allow 1x to {top:g}x (lower live.leverage)")
     lev = np.where(b.max_leverage >= leverage, float(leverage), 0.0)
     return Brackets(b.symbol, b.floor, b.cap, b.mmr, b.cum, lev,
                     f"{b.source} (leverage set to {leverage:g}x)")
@@ -214,7 +233,9 @@ def for_symbol(symbol: str, tiers: Path | None = None, exchange: str = "binance"
     higher maintenance rates, so its liquidations come sooner than the stand-in says).
     `stand_in_note` says when the last case happened; every command prints it."""
     if tiers is not None:
-        return load_file(tiers, symbol)
+        b = load_file(tiers, symbol)
+        return Brackets(b.symbol, b.floor, b.cap, b.mmr, b.cum, b.max_leverage,
+                        f"--tiers {tiers} ({b.source or 'no source given'})")
     path = SHIPPED_DIR / f"{exchange}_{symbol.upper()}.json"
     if symbol.isalnum() and path.is_file():
         return load_file(path)
@@ -225,7 +246,7 @@ def for_symbol(symbol: str, tiers: Path | None = None, exchange: str = "binance"
 
 def stand_in_note(symbol: str, b: Brackets) -> str | None:
     """A warning when `b` is not `symbol`'s own table (`for_symbol`'s stand-in), else None."""
-    if b.symbol.replace("/", "").split(":")[0].upper() == symbol.upper():
+    if plain_symbol(b.symbol) == plain_symbol(symbol):
         return None
     have = ", ".join(p.stem.split("_", 1)[1] for p in sorted(SHIPPED_DIR.glob("*.json")))
     return (f"{symbol}: no leverage-bracket table (shipped: {have}); its margin tiers are "
@@ -237,7 +258,7 @@ def describe(symbol: str, b: Brackets) -> str:
     """One line for reports: which table `symbol` ran on."""
     if stand_in_note(symbol, b) is not None:
         return f"{b.symbol} shipped table, a stand-in for {symbol} (no table of its own)"
-    if b.source.startswith("ccxt"):
+    if b.source.startswith(("ccxt", "--tiers")):
         return f"{b.symbol} from {b.source}"
     return f"{b.symbol} shipped table"
 

@@ -169,11 +169,25 @@ class Daemon:
             x.last_sig = a[f"sig:{s}"].copy()
             x.last_window = tuple(float(v) for v in a[f"win:{s}"])  # type: ignore[assignment]
             x.last_close = float(a[f"close:{s}"][0])
-            if f"stream:{s}" in a:
-                x.stream = ss.SignalStream.restore(a[f"stream:{s}"].tobytes(), x.brackets)
+            if f"stream:{s}" in a:          # tiers the exchange changed between two lives
+                x.stream = ss.SignalStream.restore(a[f"stream:{s}"].tobytes(), x.brackets,
+                                                   changed_ok=True)
+                if x.stream.brackets_changed:
+                    self._tiers_changed(s, x.last_ts, x.stream.brackets_changed)
             if f"strat:{s}" in a:
                 x.strat = self.strategy.stream_from(a[f"strat:{s}"].tobytes(), s,
                                                     self.feed.interval_ms)
+
+    def _tiers_changed(self, s: str, ts: int, what: list[str]) -> None:
+        """The run resumes (its halts, latches and positions kept) on brackets that differ
+        from its checkpoint's: logged and recorded, since the map's stored levels were
+        placed with the old ones."""
+        msg = (f"{s}: leverage brackets differ from the checkpoint's ({', '.join(what)}): "
+               "resuming on the new ones; liquidation levels stored so far used the old")
+        log.warning(msg)
+        self.store.stage("events", {"run_id": self.run_id, "event_key": f"tiers-{s}-{ts}",
+                                    "ts": ts, "kind": "brackets_changed", "message": msg,
+                                    "data": {"symbol": s, "changed": what}})
 
     # ------------------------------------------------------------------ the hot path
     def on_bar(self, ev: BarEvent) -> None:

@@ -437,6 +437,7 @@ class SignalStream:
         """`params`: p (HeatmapParams), levs, weights, near, crowding, detector,
         fill_window, as in `config`."""
         self.brackets = brackets
+        self.brackets_changed: list[str] = []     # set by `restore(changed_ok=True)`
         self.interval_ms = int(interval_ms)
         self.config = config(self.interval_ms, brackets, **params)
         self.state = new_state(first_close, self.interval_ms, brackets, **params)
@@ -490,9 +491,12 @@ class SignalStream:
         return buf.getvalue()
 
     @classmethod
-    def restore(cls, blob: bytes, brackets: Brackets) -> SignalStream:
+    def restore(cls, blob: bytes, brackets: Brackets, changed_ok: bool = False
+                ) -> SignalStream:
         """A stream continuing exactly where `snapshot` left it; `brackets` must be the
-        ones it ran with."""
+        ones it ran with, unless `changed_ok` (the exchange changed its tiers between two
+        lives of a run: the levels placed so far stay where the old tiers put them, new
+        ones use `brackets`; `brackets_changed` names what differs)."""
         try:
             z = np.load(io.BytesIO(blob), allow_pickle=False)
             d = {k: z[k] for k in z.files}
@@ -508,12 +512,14 @@ class SignalStream:
                 raise LiqbotError(f"signal stream snapshot was written by another liqbot "
                                   f"version: its {k} state holds {d['s_' + k].size} values, "
                                   f"this version's {n}")
-        for k in ("floor", "cap", "mmr", "cum"):
-            if not np.array_equal(d["br_" + k], getattr(brackets, k)):
-                raise LiqbotError(f"signal stream snapshot was taken with other leverage "
-                                  f"brackets than {brackets.symbol}'s ({k} differs)")
+        changed = [k for k in ("floor", "cap", "mmr", "cum")
+                   if not np.array_equal(d["br_" + k], getattr(brackets, k))]
+        if changed and not changed_ok:
+            raise LiqbotError(f"signal stream snapshot was taken with other leverage "
+                              f"brackets than {brackets.symbol}'s ({changed[0]} differs)")
         js = json.loads(str(d["params"]))
         self = cls.__new__(cls)
+        self.brackets_changed = changed
         self.brackets = brackets
         self.interval_ms = int(d["interval_ms"])
         self.config = config(self.interval_ms, brackets, hm.HeatmapParams(**js["p"]),
