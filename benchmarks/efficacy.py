@@ -40,7 +40,7 @@ from bot.data.bars import Bars
 from bot.data.dataset import iso
 from bot.data.importer import build_dataset
 from bot.errors import DataError
-from bot.mechanics.brackets import Brackets, for_symbol
+from bot.mechanics.brackets import Brackets, describe, for_symbol, stand_in_note
 from bot.risk import engine as en
 from bot.risk.policy import RiskPolicy, load_policy, off_policy
 from bot.risk.reasons import reason_names
@@ -125,11 +125,26 @@ def latency(det: np.ndarray, on: int) -> str:
     return f"{int(fired[0]) + max(0, on - 60) - on:+d} min" if len(fired) else "not detected"
 
 
+TIERS: list[Path | None] = [None]       # --tiers FILE (set by `main`)
+USED: dict[str, Brackets] = {}          # symbol -> the table it ran on
+
+
 def brackets_of(symbol: str) -> Brackets:
-    """The symbol's shipped Binance bracket table (BTCUSDT, ETHUSDT); BTCUSDT's as the
-    stand-in for any other symbol (`brackets.for_symbol`; no tier data for the alts:
-    docs/risk.md, "Alt brackets")."""
-    return for_symbol(symbol)
+    """The symbol's table from --tiers, else its shipped Binance table (BTCUSDT, ETHUSDT),
+    else BTCUSDT's as the stand-in (`brackets.for_symbol`; no tier data for the alts in
+    ../shared: docs/risk.md, "Alt brackets"). Recorded in USED for the printed note."""
+    b = for_symbol(symbol, TIERS[0])
+    USED[symbol] = b
+    return b
+
+
+def brackets_note() -> str:
+    """One line: which leverage-bracket table each scored symbol ran on."""
+    own = [describe(s, b) for s, b in sorted(USED.items()) if not stand_in_note(s, b)]
+    stand = [s for s, b in sorted(USED.items()) if stand_in_note(s, b)]
+    return "- leverage brackets: " + "; ".join(own + ([
+        f"{', '.join(stand)} on BTCUSDT's as a stand-in (no table of their own in the "
+        "repository or ../shared; `--tiers FILE` scores them on theirs)"] if stand else []))
 
 
 ENTRY_EVERY = 240         # entry sweep: a fresh 10x long every 4 hours from the first bar ...
@@ -527,6 +542,10 @@ def main() -> None:
                     help="the shared data directory (default: ../shared/data)")
     ap.add_argument("--stress", type=float, metavar="F",
                     help="crash periods only, each crash's returns multiplied by F (> 0)")
+    ap.add_argument("--tiers", type=Path, metavar="FILE",
+                    help="leverage brackets (ccxt fetch_leverage_tiers JSON) holding every "
+                         "symbol scored (default: the shipped tables, BTCUSDT's as the "
+                         "stand-in for the alts)")
     ap.add_argument("--stress-span", choices=("crash", "period"), default="crash",
                     help="what --stress amplifies: the crash (from an hour before the largest "
                          "1h drop) or the whole period up to it (default: crash)")
@@ -535,6 +554,16 @@ def main() -> None:
         ap.exit(2, f"efficacy: --stress: expected a factor in (0, 100), got {args.stress}\n")
     if args.stress is None and args.stress_span != "crash":
         ap.exit(2, "efficacy: --stress-span needs --stress F\n")
+    if args.tiers is not None and not args.tiers.is_file():
+        ap.exit(2, f"efficacy: --tiers {args.tiers}: no such file\n")
+    TIERS[0] = args.tiers
+    try:
+        _main(args)
+    except DataError as exc:          # a --tiers file without a scored symbol, bad data
+        ap.exit(2, f"efficacy: {exc}\n")
+
+
+def _main(args: argparse.Namespace) -> None:
     kl = args.data / "binance_um" / "klines_1m"
     if not kl.is_dir():
         print(f"efficacy: no real klines at {kl} (expected ../shared/data beside the "
@@ -586,7 +615,7 @@ def main() -> None:
         print(ENTRY_HEAD)
         print("\n".join(entries))
         print()
-        print("\n".join(notes))
+        print("\n".join([*notes, brackets_note()]))
         print()
         calm = [files for _, files, _ in found]
         calm += [[p, *funding.files(sym)] for sym, ms in sorted(months.items())

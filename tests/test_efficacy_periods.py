@@ -102,11 +102,37 @@ def test_entry_sweep_starts_and_counts():
                                        "0; 32.5% / 35.0% | 1 of 2 | 1 of 2 |")
 
 
-def test_each_period_runs_on_its_own_bracket_table():
+def test_each_period_runs_on_its_own_bracket_table(monkeypatch):
+    monkeypatch.setattr(ef, "USED", {})
     eth = brackets_of("ETHUSDT")
     assert eth.symbol == "ETHUSDT" and np.array_equal(eth.mmr, shipped("binance", "ETHUSDT").mmr)
     assert brackets_of("BTCUSDT").symbol == "BTCUSDT"
     assert brackets_of("AVAXUSDT").symbol == "BTCUSDT"      # no alt tiers shipped
+    # the printed note says which table each symbol ran on
+    assert ef.brackets_note() == (
+        "- leverage brackets: BTCUSDT shipped table; ETHUSDT shipped table; "
+        "AVAXUSDT on BTCUSDT's as a stand-in (no table of their own in the repository or "
+        "../shared; `--tiers FILE` scores them on theirs)")
+
+
+def test_efficacy_takes_tiers_holding_every_symbol(tmp_path, monkeypatch) -> None:
+    import json
+    import sys
+
+    rows = [{"minNotional": 0, "maxNotional": 5_000, "maintenanceMarginRate": 0.01,
+             "maxLeverage": 50, "symbol": "AVAX/USDT:USDT"}]
+    f = tmp_path / "t.json"
+    f.write_text(json.dumps({"AVAX/USDT:USDT": rows}))
+    monkeypatch.setattr(ef, "TIERS", [f])
+    monkeypatch.setattr(ef, "USED", {})
+    assert brackets_of("AVAXUSDT").mmr.tolist() == [0.01]
+    assert ef.brackets_note() == f"- leverage brackets: AVAX/USDT:USDT from --tiers {f} " \
+                                 "(ccxt leverage tiers)"
+    # no such file: exit 2 before any work
+    monkeypatch.setattr(sys, "argv", ["efficacy", str(tmp_path), "--tiers", str(tmp_path / "x")])
+    with pytest.raises(SystemExit) as e:
+        ef.main()
+    assert e.value.code == 2
 
 
 def test_stress_deepens_the_crash_window_only():

@@ -230,7 +230,8 @@ def for_symbol(symbol: str, tiers: Path | None = None, exchange: str = "binance"
     """The brackets liqbot trades `symbol` on: from `tiers` (a ccxt leverage-tier JSON file,
     which may hold many symbols) when given, else the shipped table, else the shipped
     BTCUSDT table as a STAND-IN (an alt's real tiers are tighter: lower leverage caps and
-    higher maintenance rates, so its liquidations come sooner than the stand-in says).
+    higher maintenance rates, so the same position is liquidated sooner, and a large one
+    may not open at all).
     `stand_in_note` says when the last case happened; every command prints it."""
     if tiers is not None:
         b = load_file(tiers, symbol)
