@@ -235,3 +235,18 @@ def test_optuna_trials_are_seeded_and_deterministic(tmp_path: Path) -> None:
     assert [r["chosen"] for r in a.rows] == [r is best for r in a.rows]
     c = sw.sweep(spec(grid=grid, trials=6, seed=4), tmp_path / "c", sw.LocalBackend(1))
     assert [(r["p_fast"], r["p_slow"]) for r in c.rows] != pts
+
+
+def test_a_dataset_without_a_bracket_table_is_announced(tmp_path: Path, cli) -> None:
+    from bot.data import dataset as ds_io
+    from bot.data.synthetic import SynthSpec, generate, spec_with
+
+    d = tmp_path / "sol"
+    ds_io.save(generate(spec_with(SynthSpec(seed=3, days=1, symbol="SOLUSDT"),
+                                  start_price=150.0)), d)
+    r = cli("sweep", d, "--strategy", "sma_cross", "--grid", "fast=5", "--workers", "1",
+            "--out", tmp_path / "o")
+    assert r.code == 0, r.err
+    err = " ".join(r.err.split())
+    assert err.count("SOLUSDT: no leverage-bracket table") == 1
+    assert "--tiers" not in err                   # the sweep has no such option

@@ -189,6 +189,11 @@ def sweep_command(
         raise LiqbotError(f"--top: expected >= 1, got {top}")
     check_output_dir(out, "--out")
     fees, cfg = _fees((ctx.obj or {}).get("config") if ctx.obj else None)
+    from bot.cli.tiers import brackets_for
+    from bot.data.dataset import symbol_of
+    for d in dict.fromkeys(datasets):     # a dataset's symbol without a table: announced
+        if Path(d).is_dir():              # (the workers run it on the stand-in)
+            brackets_for(symbol_of(Path(d)), None, hint=False)
     spec = sw.SweepSpec(datasets=list(datasets), strategy=strategy, grid=list(grid), risk=risk,
                         preset=preset, wallet=wallet, fees=fees, fills=cfg.fills, trials=trials,
                         walk_forward=walk_forward, objective=objective, seed=seed)

@@ -24,12 +24,13 @@ TiersOption = Annotated[Path | None, typer.Option(
                     "for other symbols")]
 
 
-def brackets_for(symbol: str, tiers: Path | None) -> br.Brackets:
-    """`symbol`'s brackets; a missing `tiers` file is an exit-2 error naming it."""
+def brackets_for(symbol: str, tiers: Path | None, hint: bool = True) -> br.Brackets:
+    """`symbol`'s brackets; a missing `tiers` file is an exit-2 error naming it. `hint`:
+    the warning suggests `--tiers` (False for a command without the option)."""
     if tiers is not None and not tiers.is_file():
         raise LiqbotError(f"--tiers {tiers}: no such file")
     b = br.for_symbol(symbol, tiers)
-    note = br.stand_in_note(symbol, b)
+    note = br.stand_in_note(symbol, b, hint)
     if note:
         Console(stderr=True, highlight=False).print(f"[yellow]warning:[/] {escape(note)}")
     return b

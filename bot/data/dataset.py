@@ -234,6 +234,11 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     return manifest
 
 
+def symbol_of(path: Path) -> str:
+    """The symbol of a dataset directory, from its manifest (no table is read)."""
+    return str(_read_manifest(path)["symbol"])
+
+
 def load(path: Path) -> Dataset:
     """Read a dataset directory written by `save`, checking what the CSV import checks.
 

@@ -245,14 +245,16 @@ def for_symbol(symbol: str, tiers: Path | None = None, exchange: str = "binance"
                     f"stand-in for {symbol}: {b.source}")
 
 
-def stand_in_note(symbol: str, b: Brackets) -> str | None:
-    """A warning when `b` is not `symbol`'s own table (`for_symbol`'s stand-in), else None."""
+def stand_in_note(symbol: str, b: Brackets, hint: bool = True) -> str | None:
+    """A warning when `b` is not `symbol`'s own table (`for_symbol`'s stand-in), else None;
+    `hint` adds how to give its own (for commands that take `--tiers`)."""
     if plain_symbol(b.symbol) == plain_symbol(symbol):
         return None
     have = ", ".join(p.stem.split("_", 1)[1] for p in sorted(SHIPPED_DIR.glob("*.json")))
     return (f"{symbol}: no leverage-bracket table (shipped: {have}); its margin tiers are "
-            f"{b.symbol}'s here, so its liquidation prices are estimates. Pass --tiers FILE "
-            "(ccxt fetch_leverage_tiers output as JSON) for its own.")
+            f"{b.symbol}'s here, so its liquidation prices are estimates." + (
+                " Pass --tiers FILE (ccxt fetch_leverage_tiers output as JSON) for its own."
+                if hint else ""))
 
 
 def describe(symbol: str, b: Brackets) -> str:
