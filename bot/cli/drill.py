@@ -226,7 +226,7 @@ async def run_drill(bars: Bars, strategy: Any, preset: str, settings: RunSetting
     from bot.emulator.server import Emulator, EmulatorConfig, point_ccxt
     from bot.runtime.daemon import Daemon
 
-    brackets = brackets_for(bars.symbol, tiers)
+    venue_tiers = brackets_for(bars.symbol, tiers)      # what the emulator serves
     policy = load_policy(preset)
     sizing = str(getattr(strategy, "sizing", "entry"))
     fp = kn.fill_params(settings.fills, settings.fees, settings.band, sizing)
@@ -245,7 +245,7 @@ async def run_drill(bars: Bars, strategy: Any, preset: str, settings: RunSetting
                              weight_window_s=60.0 / speed if xfeed else 60.0,
                              tick_s=XFEED_TICK_S if xfeed else 0.05,
                              faults=faults or FaultProfile())
-    emu = Emulator([Dataset(bars)], {KEY: SECRET}, emu_cfg, {bars.symbol: brackets})
+    emu = Emulator([Dataset(bars)], {KEY: SECRET}, emu_cfg, {bars.symbol: venue_tiers})
     await emu.start()
     tmp = tempfile.TemporaryDirectory(prefix="liqbot-drill-")
     store = Store(store_url or f"sqlite:///{tmp.name}/drill.db")
@@ -257,9 +257,8 @@ async def run_drill(bars: Bars, strategy: Any, preset: str, settings: RunSetting
                         emu.rest_url, emu.ws_url)
         live = live or LiveSettings()
         try:                            # as a live run: the venue's tiers, at its setting
-            brackets = br.at_leverage((await exchange_brackets(ex, VENUES["binanceusdm"],
-                                                               [bars.symbol]))[bars.symbol],
-                                      live.leverage)
+            brackets = br.at_leverage((await exchange_brackets(
+                ex, VENUES["binanceusdm"], [bars.symbol], live))[bars.symbol], live.leverage)
         except BaseException:
             with contextlib.suppress(Exception):
                 await ex.close()
@@ -364,6 +363,8 @@ def _as_published(bars: Bars) -> tuple[Bars, list[str]]:
 #: every `positioning_every_s`): a dataset with them cannot keep decision parity
 NOT_PER_BAR = ("premium_close", "top_long_short_ratio", "funding_rate_avg", "open_interest",
                "open_interest_value", "long_short_ratio")
+
+
 def _not_per_bar(bars: Bars) -> list[str]:
     """The columns of `bars` the signals read that the exchange feed cannot deliver bar by
     bar: NOT_PER_BAR, and the vendor fallbacks the signals read in place of a missing

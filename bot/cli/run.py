@@ -258,7 +258,7 @@ async def _exchange_brackets(cfg: Config, creds: Any, symbols: list[str]
     from bot.execution.live import exchange_brackets
     ex, venue = _exchange(cfg, creds)
     try:
-        got = await exchange_brackets(ex, venue, symbols)
+        got = await exchange_brackets(ex, venue, symbols, _live_settings(cfg))
     except ccxt.BaseError as exc:
         raise LiqbotError(f"--live: could not read the leverage brackets from the exchange "
                           f"({type(exc).__name__}: {str(exc)[:200]}); liqbot does not trade "
@@ -307,7 +307,7 @@ async def _preflight(cfg: Config, creds: Any) -> None:
               f"wallet {info['wallet']:,.2f}, available {info['available']:,.2f}")
     for s, v in info["symbols"].items():
         b = brackets[s]
-        limit = float(max(c for c, m in zip(b.cap, b.max_leverage, strict=True) if m > 0))
+        limit = br.position_limit(b, lc.leverage)
         tiers = ", ".join(f"<= {c:,.0f}: mmr {m:.2%}" for c, m in zip(b.cap[:4], b.mmr[:4],
                                                                    strict=True))
         con.print(f"{s}: position {v['position']:+.6f}, margin mode {v['margin_mode']}, "

@@ -37,7 +37,7 @@ from bot.emulator.clock import SimClock
 from bot.emulator.market import Market, SymbolData
 from bot.execution import kernel as kn
 from bot.mechanics import account as ac
-from bot.mechanics.brackets import Brackets
+from bot.mechanics.brackets import Brackets, position_limit
 from bot.mechanics.fees import VenueFees
 from bot.mechanics.fills import limit_fills
 from bot.mechanics.liquidation import position_maintenance
@@ -459,8 +459,7 @@ class Venue:
             raise er.bad_leverage(lev)
         a = self.account(key)
         a.pos[self.slot[symbol], ac.P_LEVERAGE] = float(lev)
-        ok = [float(c) for c, m in zip(b.cap, b.max_leverage, strict=True) if m >= lev]
-        return max(ok) if ok else 0.0
+        return position_limit(b, lev)
 
     def set_margin_type(self, key: str, symbol: str, mode: str) -> None:
         self.sync()
@@ -495,9 +494,7 @@ class Venue:
                 "liq": lp if lp == lp and lp > 0 else 0.0, "im": abs(notional) / lev,
                 "mm": maint, "isolated": float(a.pos[i, ac.P_ISOLATED]),
                 "iso_margin": float(a.pos[i, ac.P_MARGIN]),
-                "max_notional": float(max((c for c, m in zip(b.cap, b.max_leverage,
-                                                                strict=True) if m >= lev),
-                                          default=0.0))}
+                "max_notional": position_limit(b, lev)}
 
     def totals(self, a: Account) -> dict[str, float]:
         views = [self.position_view(a, s) for s in self.symbols]

@@ -131,24 +131,38 @@ class _Ev:
     data: dict[str, Any] = field(compare=False)
 
 
-async def exchange_brackets(exchange: Any, venue: Venue, symbols: list[str],
-                            attempts: int = 10, backoff_s: float = 0.2) -> dict[str, Brackets]:
-    """Each symbol's leverage brackets as the venue publishes them for this account (ccxt
-    `fetch_leverage_tiers`, a signed request; network trouble, 5xx and 429 retried with
-    backoff, the budget of `LiveBroker._call` at the default settings), checked by
-    `brackets.from_ccxt`: a live run trades on these, never on an assumed table. Raises the
-    last ccxt error, or DataError for a table that fails the checks."""
+async def retried(fn: Callable[..., Any], *args: Any, attempts: int, backoff_s: float,
+                  on_retry: Callable[[], None] | None = None) -> Any:
+    """`await fn(*args)`, retried through network trouble, 5xx and 429 (ccxt
+    OperationFailed) up to `attempts` tries, the delay doubling from `backoff_s` to at most
+    10 s; the last error is raised. For reads and idempotent settings only."""
+    delay = backoff_s
     for attempt in range(attempts):
         try:
-            await exchange.load_markets()
-            payload = await exchange.fetch_leverage_tiers([venue.unified(s) for s in symbols])
-            break
-        except ccxt.OperationFailed as exc:
+            return await fn(*args)
+        except ccxt.OperationFailed as exc:          # network, timeout, 5xx, 429
             if attempt == attempts - 1:
                 raise
-            log.info("leverage brackets: %s; retrying in %.1f s", _short(exc), backoff_s)
-            await asyncio.sleep(backoff_s)
-            backoff_s = min(backoff_s * 2, 10.0)
+            if on_retry is not None:
+                on_retry()
+            log.info("%s: %s; retrying in %.1f s", getattr(fn, "__name__", "call"),
+                     _short(exc), delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+    raise AssertionError("unreachable")
+
+
+async def exchange_brackets(exchange: Any, venue: Venue, symbols: list[str],
+                            settings: LiveSettings | None = None) -> dict[str, Brackets]:
+    """Each symbol's leverage brackets as the venue publishes them for this account (ccxt
+    `fetch_leverage_tiers`, a signed request, retried as the broker's reads are), checked by
+    `brackets.from_ccxt`: a live run trades on these, never on an assumed table. Raises the
+    last ccxt error, or DataError for a table that fails the checks."""
+    cfg = settings or LiveSettings()
+    budget = {"attempts": cfg.attempts + 4, "backoff_s": cfg.backoff_s}
+    await retried(exchange.load_markets, **budget)
+    payload = await retried(exchange.fetch_leverage_tiers,
+                            [venue.unified(s) for s in symbols], **budget)
     return {s: from_ccxt(payload, venue.unified(s), f"{s} leverage brackets from the exchange")
             for s in symbols}
 
@@ -926,19 +940,10 @@ class LiveBroker:
 
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """A read (or an idempotent setting) retried through network trouble, 5xx and 429."""
-        delay = self.cfg.backoff_s
-        for attempt in range(self.cfg.attempts + 4):
-            try:
-                return await fn(*args)
-            except ccxt.OperationFailed as exc:          # network, timeout, 5xx, 429
-                if attempt == self.cfg.attempts + 3:
-                    raise
-                self.stats["retries"] += 1
-                log.info("%s: %s; retrying in %.1f s", getattr(fn, "__name__", "call"),
-                         _short(exc), delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-        raise AssertionError("unreachable")
+        def count() -> None:
+            self.stats["retries"] += 1
+        return await retried(fn, *args, attempts=self.cfg.attempts + 4,
+                             backoff_s=self.cfg.backoff_s, on_retry=count)
 
 
 def _short(exc: BaseException) -> str:

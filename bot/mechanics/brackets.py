@@ -16,7 +16,7 @@ ccxt's `fetch_leverage_tiers` / `fetch_market_leverage_tiers` output (Binance ti
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -218,9 +218,16 @@ def at_leverage(b: Brackets, leverage: float) -> Brackets:
     if not top >= leverage >= 1.0:
         raise DataError("live.leverage", f"{leverage:g}x: {plain_symbol(b.symbol)}'s brackets "
                                          f"allow 1x to {top:g}x (lower live.leverage)")
-    lev = np.where(b.max_leverage >= leverage, float(leverage), 0.0)
-    return Brackets(b.symbol, b.floor, b.cap, b.mmr, b.cum, lev,
-                    f"{b.source} (leverage set to {leverage:g}x)")
+    return replace(b, max_leverage=np.where(b.max_leverage >= leverage, float(leverage), 0.0),
+                   source=f"{b.source} (leverage set to {leverage:g}x)")
+
+
+def position_limit(b: Brackets, leverage: float) -> float:
+    """The largest position notional an account with its leverage SET to `leverage` may
+    hold (Binance's maxNotionalValue: the largest cap among the tiers allowing it; 0 when
+    none does)."""
+    return float(max((c for c, m in zip(b.cap, b.max_leverage, strict=True) if m >= leverage),
+                     default=0.0))
 
 
 STAND_IN = "BTCUSDT"   # whose shipped table stands in for a symbol without one
@@ -235,14 +242,12 @@ def for_symbol(symbol: str, tiers: Path | None = None, exchange: str = "binance"
     `stand_in_note` says when the last case happened; every command prints it."""
     if tiers is not None:
         b = load_file(tiers, symbol)
-        return Brackets(b.symbol, b.floor, b.cap, b.mmr, b.cum, b.max_leverage,
-                        f"--tiers {tiers} ({b.source or 'no source given'})")
-    path = SHIPPED_DIR / f"{exchange}_{symbol.upper()}.json"
-    if symbol.isalnum() and path.is_file():
-        return load_file(path)
-    b = shipped(exchange, STAND_IN)
-    return Brackets(b.symbol, b.floor, b.cap, b.mmr, b.cum, b.max_leverage,
-                    f"stand-in for {symbol}: {b.source}")
+        return replace(b, source=f"--tiers {tiers} ({b.source or 'no source given'})")
+    try:
+        return shipped(exchange, symbol)
+    except DataError:                        # no table of its own (or not a symbol name)
+        b = shipped(exchange, STAND_IN)
+        return replace(b, source=f"stand-in for {symbol}: {b.source}")
 
 
 def stand_in_note(symbol: str, b: Brackets, hint: bool = True) -> str | None:

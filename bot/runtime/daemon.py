@@ -170,10 +170,9 @@ class Daemon:
             x.last_window = tuple(float(v) for v in a[f"win:{s}"])  # type: ignore[assignment]
             x.last_close = float(a[f"close:{s}"][0])
             if f"stream:{s}" in a:          # tiers the exchange changed between two lives
-                x.stream = ss.SignalStream.restore(a[f"stream:{s}"].tobytes(), x.brackets,
-                                                   changed_ok=True)
-                if x.stream.brackets_changed:
-                    self._tiers_changed(s, x.last_ts, x.stream.brackets_changed)
+                x.stream = ss.SignalStream.restore(
+                    a[f"stream:{s}"].tobytes(), x.brackets,
+                    lambda what, s=s, ts=x.last_ts: self._tiers_changed(s, ts, what))
             if f"strat:{s}" in a:
                 x.strat = self.strategy.stream_from(a[f"strat:{s}"].tobytes(), s,
                                                     self.feed.interval_ms)

@@ -31,7 +31,7 @@ from __future__ import annotations
 import io
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -437,7 +437,6 @@ class SignalStream:
         """`params`: p (HeatmapParams), levs, weights, near, crowding, detector,
         fill_window, as in `config`."""
         self.brackets = brackets
-        self.brackets_changed: list[str] = []     # set by `restore(changed_ok=True)`
         self.interval_ms = int(interval_ms)
         self.config = config(self.interval_ms, brackets, **params)
         self.state = new_state(first_close, self.interval_ms, brackets, **params)
@@ -491,12 +490,12 @@ class SignalStream:
         return buf.getvalue()
 
     @classmethod
-    def restore(cls, blob: bytes, brackets: Brackets, changed_ok: bool = False
-                ) -> SignalStream:
+    def restore(cls, blob: bytes, brackets: Brackets,
+                on_changed: Callable[[list[str]], None] | None = None) -> SignalStream:
         """A stream continuing exactly where `snapshot` left it; `brackets` must be the
-        ones it ran with, unless `changed_ok` (the exchange changed its tiers between two
-        lives of a run: the levels placed so far stay where the old tiers put them, new
-        ones use `brackets`; `brackets_changed` names what differs)."""
+        ones it ran with, unless `on_changed` accepts others (the exchange changed its tiers
+        between two lives of a run: the levels placed so far stay where the old tiers put
+        them, new ones use `brackets`); it is called with the fields that differ."""
         try:
             z = np.load(io.BytesIO(blob), allow_pickle=False)
             d = {k: z[k] for k in z.files}
@@ -514,12 +513,13 @@ class SignalStream:
                                   f"this version's {n}")
         changed = [k for k in ("floor", "cap", "mmr", "cum")
                    if not np.array_equal(d["br_" + k], getattr(brackets, k))]
-        if changed and not changed_ok:
+        if changed and on_changed is None:
             raise LiqbotError(f"signal stream snapshot was taken with other leverage "
                               f"brackets than {brackets.symbol}'s ({changed[0]} differs)")
+        if changed and on_changed is not None:
+            on_changed(changed)
         js = json.loads(str(d["params"]))
         self = cls.__new__(cls)
-        self.brackets_changed = changed
         self.brackets = brackets
         self.interval_ms = int(d["interval_ms"])
         self.config = config(self.interval_ms, brackets, hm.HeatmapParams(**js["p"]),
