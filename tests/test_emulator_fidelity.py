@@ -343,6 +343,7 @@ ERRORS: dict[int, list[str]] = {
     -2022: ["ReduceOnly Order is rejected."],
     -2027: ["Exceeded the maximum allowable position at current leverage."],
     -4003: ["Quantity less than zero."],
+    -4005: ["Quantity greater than max quantity."],
     -4028: ["Invalid leverage", "Leverage %s is not valid", "Leverage %s already exist with %s"],
     -4046: ["No need to change margin type."],
     -4048: ["Margin type cannot be changed if there exists position."],
@@ -368,6 +369,7 @@ REJECTIONS: dict[str, int] = {
     "query unknown order": -2013, "cancel unknown order": -2011,
     "missing parameter": -1102, "malformed parameter": -1100, "bad interval": -1120,
     "bad order type": -1116, "quantity precision": -1111, "quantity zero": -4003,
+    "quantity above max": -4005,
     "bad leverage": -4028, "margin type unchanged": -4046, "margin type with position": -4048,
     "position side unchanged": -4059, "over max position at leverage": -2027,
     "listenKey gone (REST)": -1125, "listenKey unknown (websocket)": -1125,
@@ -582,6 +584,8 @@ async def _scenario() -> Captured:
             await reject("quantity precision", "POST", "/fapi/v1/order",
                          {**mkt, "quantity": "0.0101"})
             await reject("quantity zero", "POST", "/fapi/v1/order", {**mkt, "quantity": "0"})
+            await reject("quantity above max", "POST", "/fapi/v1/order",
+                         {**mkt, "quantity": "1000.001"})
             await reject("bad leverage", "POST", "/fapi/v1/leverage", {**sym, "leverage": 200})
             await reject("margin type unchanged", "POST", "/fapi/v1/marginType",
                          {**sym, "marginType": "CROSSED"})

@@ -312,8 +312,10 @@ class Venue:
         qty = _num(p, "quantity")
         if qty <= 0:
             raise er.qty_not_positive()
-        if abs(qty / r.step - round(qty / r.step)) > 1e-6 or qty > r.max_qty:
+        if abs(qty / r.step - round(qty / r.step)) > 1e-6:
             raise er.precision()
+        if qty > r.max_qty * (1.0 + 1e-9):
+            raise er.qty_above_max()
         price = _num(p, "price") if typ == "LIMIT" else 0.0
         stop = _num(p, "stopPrice") if typ == "STOP_MARKET" else 0.0
         for v in (price, stop):

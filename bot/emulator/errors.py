@@ -84,6 +84,10 @@ def precision() -> ApiError:
     return ApiError(400, -1111, "Precision is over the maximum defined for this asset.")
 
 
+def qty_above_max() -> ApiError:
+    return ApiError(400, -4005, "Quantity greater than max quantity.")
+
+
 def qty_not_positive() -> ApiError:
     return ApiError(400, -4003, "Quantity less than zero.")
 
