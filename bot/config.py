@@ -180,7 +180,8 @@ class LiveConfig(_Section):
     """`liqbot run --live` (bot/execution/live.py, docs/live.md). The caps bind every order
     that can grow exposure, whatever the strategy asks; reduce-only orders are exempt."""
 
-    leverage: int = Field(20, ge=1, le=125, description="set per symbol at start")
+    leverage: int = Field(20, ge=1, le=125, description="set per symbol at start (live); "
+                                                        "paper runs keep its position limit")
     margin_mode: Literal["cross", "isolated"] = "cross"
     max_order_notional: float | None = Field(None, gt=0, le=1e12, allow_inf_nan=False,
                                              description="quote; required for run --live")

@@ -262,3 +262,41 @@ def test_a_tiers_file_is_used_only_for_the_symbol_it_holds(tmp_path) -> None:
     assert len(br.for_symbol("SOLUSDT", dump)) == 6
     assert br.plain_symbol("BTC/USDT:USDT-250328") == "BTCUSDT-250328"
     assert br.plain_symbol("btc/usdt:usdt") == br.plain_symbol("BTCUSDT") == "BTCUSDT"
+
+
+def test_a_paper_run_trades_within_the_position_limit_of_live_leverage(cli, tmp_path) -> None:
+    """Paper rehearses live: it trades on the brackets a live start would use, at the
+    leverage `live.leverage` sets (Binance refuses a position above the largest cap among
+    the tiers allowing it, -2027). Hand table: at 10x the tiers up to 250k allow it, so the
+    10x hold of a 100k wallet buys 250k, not the 500k the table allows at 5x; at the
+    default 20x, 100k."""
+    from bot.store import Store
+
+    d = tmp_path / "sol"
+    ds_io.save(_sol(), d)
+    f = _tiers_file(tmp_path)
+    b = br.for_symbol("SOLUSDT", f)
+    assert (br.position_limit(b, 10), br.position_limit(b, 20)) == (250_000.0, 100_000.0)
+    bought = {}
+    for lev in (10, 20):
+        cfg = tmp_path / f"paper{lev}.toml"
+        cfg.write_text(f"[live]\nleverage = {lev}\n")
+        url = f"sqlite:///{tmp_path}/p{lev}.db"
+        r = cli("--config", cfg, "run", "--replay", d, "--strategy", "hold", "--param",
+                "side=long", "--param", "leverage=10", "--tiers", f, "--store", url)
+        assert r.code == 0, r.err
+        st = Store(url)
+        run_ = st.latest_run()
+        assert run_ is not None
+        fills = st.fills(run_.run_id)
+        st.close()
+        assert fills and all(x.qty > 0 for x in fills)
+        bought[lev] = sum(x.qty * x.price for x in fills)
+    # sized at the decision bar's close, filled at the next open with slippage
+    assert bought[10] == pytest.approx(250_000.0, rel=0.01)
+    assert bought[20] == pytest.approx(100_000.0, rel=0.01)
+    cfg = tmp_path / "paper100.toml"
+    cfg.write_text("[live]\nleverage = 100\n")
+    r = cli("--config", cfg, "run", "--replay", d, "--tiers", f,
+            "--store", f"sqlite:///{tmp_path}/p100.db")
+    assert r.code == 2 and "live.leverage" in r.err and "75x" in r.err
