@@ -30,7 +30,7 @@ import os
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -178,13 +178,24 @@ class Setup:
     preset: str
     policy: Any                   # bot.risk.policy.RiskPolicy
     settings: Any                 # backtests.runner.RunSettings
+    #: (symbol, Brackets) from a --tiers file; a symbol not listed runs on
+    #: `brackets.for_symbol`'s table (shipped, or BTCUSDT's as the stand-in)
+    tables: tuple[tuple[str, Any], ...] = ()
 
     def describe(self) -> dict[str, Any]:
         s = self.settings
-        return {"strategy": self.strategy, "risk": self.risk,
-                "preset": self.preset if self.risk == "on" else "-",
-                "policy": self.policy.model_dump(mode="json"), "wallet": s.wallet,
-                "band": s.band, "fees": asdict(s.fees), "fills": s.fills.model_dump(mode="json")}
+        out = {"strategy": self.strategy, "risk": self.risk,
+               "preset": self.preset if self.risk == "on" else "-",
+               "policy": self.policy.model_dump(mode="json"), "wallet": s.wallet,
+               "band": s.band, "fees": asdict(s.fees), "fills": s.fills.model_dump(mode="json")}
+        if self.tables:       # only then: a sweep on the default tables keeps its old keys
+            out["brackets"] = {sym: b.rows() for sym, b in self.tables}
+        return out
+
+    def brackets(self, symbol: str) -> Any:
+        from bot.mechanics import brackets as br
+
+        return dict(self.tables).get(symbol) or br.for_symbol(symbol)
 
     def digest(self) -> str:
         return _sha(self.describe())
@@ -230,21 +241,20 @@ _PREP: OrderedDict[tuple[str, int], Any] = OrderedDict()
 _PREP_MAX = 4
 
 
-def _prepared(dataset: str, end: int, settings: Any) -> tuple[Any, Any]:
+def _prepared(dataset: str, end: int, setup: Setup) -> tuple[Any, Any]:
     """(Inputs, Brackets) for bars [0, end) of `dataset`, cached per process (LRU of 4)."""
     from backtests.runner import prepare
     from backtests.scenarios import load_scenario
-    from bot.mechanics import brackets as br
 
-    k = (dataset, end)
+    if dataset not in _DATA:
+        _DATA[dataset] = load_scenario(dataset).bars
+    brackets = setup.brackets(_DATA[dataset].symbol)
+    k = (dataset, end, _sha(brackets.rows()), setup.settings.fills.window_bars)
     if k in _PREP:
         _PREP.move_to_end(k)
         return _PREP[k]
-    if dataset not in _DATA:
-        _DATA[dataset] = load_scenario(dataset).bars
     bars = _DATA[dataset].take(slice(0, end))
-    brackets = br.for_symbol(bars.symbol)      # shipped, or BTCUSDT's as the stand-in
-    _PREP[k] = (prepare(bars, brackets, settings), brackets)
+    _PREP[k] = (prepare(bars, brackets, setup.settings), brackets)
     while len(_PREP) > _PREP_MAX:
         _PREP.popitem(last=False)
     return _PREP[k]
@@ -258,7 +268,7 @@ def evaluate(setup: Setup, task: Task) -> dict[str, Any]:
     from bot.data.dataset import iso
     from strategies import find
 
-    inputs, brackets = _prepared(task.dataset, task.end, setup.settings)
+    inputs, brackets = _prepared(task.dataset, task.end, setup)
     strat = find(setup.strategy)(**dict(task.params))
     res = run(inputs, strat, setup.policy, brackets, setup.settings, task.segment,
               start=task.start)
@@ -494,6 +504,7 @@ class SweepSpec:
     walk_forward: str | None = None  # "TRAIN:TEST"
     objective: str = "sharpe"
     seed: int = 0
+    tiers: Path | None = None        # ccxt fetch_leverage_tiers JSON (--tiers)
 
 
 @dataclass
@@ -621,6 +632,11 @@ def sweep(spec: SweepSpec, out: Path, backend: Backend,
             raise LiqbotError(f"DATASET {d!r}: {len(bars)} bars, need at least 10")
         names.append(name)
         loaded[name] = (d, bars, fingerprint(bars))
+    if spec.tiers is not None:
+        from bot.mechanics import brackets as br
+        syms = sorted({b.symbol for _, b, _ in loaded.values()})
+        setup = replace(setup, tables=tuple((s, br.for_symbol(s, spec.tiers)) for s in syms))
+        digest = setup.digest()
     wins: dict[str, list[Window]] = {}
     for name, (d, bars, _) in loaded.items():
         if spec.walk_forward is None:

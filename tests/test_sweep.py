@@ -249,4 +249,42 @@ def test_a_dataset_without_a_bracket_table_is_announced(tmp_path: Path, cli) -> 
     assert r.code == 0, r.err
     err = " ".join(r.err.split())
     assert err.count("SOLUSDT: no leverage-bracket table") == 1
-    assert "--tiers" not in err                   # the sweep has no such option
+    assert "--tiers FILE" in err
+
+
+def test_a_sweep_runs_on_the_tiers_file_and_keys_its_rows_by_it(tmp_path: Path, cli) -> None:
+    """--tiers: the workers trade on the file's table (a 10x hold of 100k may open 500k
+    there: 5x above 250k, 4x above 1M), and a rerun into the same --out on other tiers is
+    refused instead of reusing rows computed on the first."""
+    from bot.data import dataset as ds_io
+    from bot.data.synthetic import SynthSpec, generate, spec_with
+
+    d = tmp_path / "sol"
+    ds_io.save(generate(spec_with(SynthSpec(seed=3, days=1, symbol="SOLUSDT"),
+                                  start_price=150.0)), d)
+    rows = [(0, 250_000, 0.01, 10, 0), (250_000, 1_000_000, 0.05, 5, 10_000),
+            (1_000_000, 5_000_000, 0.10, 4, 60_000)]
+    tiers = [{"tier": i + 1, "minNotional": lo, "maxNotional": hi, "maintenanceMarginRate": m,
+              "maxLeverage": lev, "info": {"cum": str(c)}}
+             for i, (lo, hi, m, lev, c) in enumerate(rows)]
+    f = tmp_path / "tiers.json"
+    f.write_text(json.dumps({"SOL/USDT:USDT": tiers}))
+    args = ["sweep", d, "--strategy", "hold", "--grid", "leverage=10", "--risk", "off",
+            "--workers", "1"]
+    used = {}
+    for name, extra in (("stand-in", []), ("tiers", ["--tiers", f])):
+        r = cli(*args, "--out", tmp_path / name, *extra)
+        assert r.code == 0, r.err
+        [row] = table(tmp_path / name)
+        used[name] = row["max_leverage_used"]
+    assert used["stand-in"] > 9.5 and used["tiers"] < 0.6 * used["stand-in"]   # 500k, not 1M
+    manifest = json.loads((tmp_path / "tiers" / sw.MANIFEST).read_text())
+    assert manifest["setup"]["brackets"]["SOLUSDT"][1]["mmr"] == 0.05
+    f2 = tmp_path / "tiers2.json"
+    f2.write_text(json.dumps({"SOL/USDT:USDT": tiers[:2]}))
+    r = cli(*args, "--out", tmp_path / "tiers", "--tiers", f2)
+    assert r.code == 2 and "other settings (brackets)" in r.err
+    f3 = tmp_path / "btc.json"
+    f3.write_text(json.dumps({"BTC/USDT:USDT": tiers}))
+    r = cli(*args, "--out", tmp_path / "o3", "--tiers", f3)
+    assert r.code == 2 and "no tiers for symbol 'SOLUSDT'" in r.err and "btc.json" in r.err

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from bot.cli.tiers import TiersOption, brackets_for
 from bot.errors import LiqbotError
 
 TABLE = [("Sharpe", "sharpe", "{:.2f}"), ("return", "total_return", "{:+.2%}"),
@@ -167,6 +168,7 @@ def sweep_command(
     top: Annotated[int, typer.Option("--top", help="rows of the ranked table")] = 20,
     out: Annotated[Path, typer.Option("--out", help="results directory (rerun to resume)")]
     = Path("sweep-out"),
+    tiers: TiersOption = None,
 ) -> None:
     """Sweep a strategy's parameters over datasets: every combination of --grid (or --trials
     sampled by Optuna), ranked by --objective; with --walk-forward, best on each train
@@ -189,14 +191,13 @@ def sweep_command(
         raise LiqbotError(f"--top: expected >= 1, got {top}")
     check_output_dir(out, "--out")
     fees, cfg = _fees((ctx.obj or {}).get("config") if ctx.obj else None)
-    from bot.cli.tiers import brackets_for
     from bot.data.dataset import symbol_of
-    for d in dict.fromkeys(datasets):     # a dataset's symbol without a table: announced
-        if Path(d).is_dir():              # (the workers run it on the stand-in)
-            brackets_for(symbol_of(Path(d)), None, hint=False)
+    for d in dict.fromkeys(datasets):     # a symbol without a table announced, a --tiers
+        if Path(d).is_dir():              # file without it refused, before any work
+            brackets_for(symbol_of(Path(d)), tiers)
     spec = sw.SweepSpec(datasets=list(datasets), strategy=strategy, grid=list(grid), risk=risk,
                         preset=preset, wallet=wallet, fees=fees, fills=cfg.fills, trials=trials,
-                        walk_forward=walk_forward, objective=objective, seed=seed)
+                        walk_forward=walk_forward, objective=objective, seed=seed, tiers=tiers)
     if trials is not None:
         try:
             import optuna  # noqa: F401
