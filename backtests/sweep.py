@@ -271,7 +271,7 @@ def evaluate(setup: Setup, task: Task) -> dict[str, Any]:
     inputs, brackets = _prepared(task.dataset, task.end, setup)
     strat = find(setup.strategy)(**dict(task.params))
     res = run(inputs, strat, setup.policy, brackets, setup.settings, task.segment,
-              start=task.start)
+              start=task.start, record_columns=eg.N_REC_CORE)   # equity: all a row reads
     wallet = setup.settings.wallet
     eq = np.r_[wallet, res.records[task.start:, eg.R_EQUITY]]
     m = dict(res.metrics)                    # ratios over the live bars (runner.metrics)

@@ -228,6 +228,7 @@ def backtest_rows(tmp: Path, rounds: int = 5) -> tuple[list[Row], list[str]]:
     (sma_cross, signals precomputed, risk off) against vectorbt on the same signals,
     interleaved round by round in this process; then the peak RSS of `liqbot backtest` on
     the same year saved as a dataset."""
+    from backtests import engine as eg
     from backtests.runner import RunSettings, prepare, run
     from bot.risk.policy import load_policy, off_policy
     from strategies import find
@@ -259,6 +260,10 @@ def backtest_rows(tmp: Path, rounds: int = 5) -> tuple[list[Row], list[str]]:
     def loop() -> object:
         return run(inputs, pre, off_policy(), b, RunSettings(), "off")
 
+    def loop_core() -> object:     # the 4 record columns `liqbot backtest` and sweeps keep
+        return run(inputs, pre, off_policy(), b, RunSettings(), "off",
+                   record_columns=eg.N_REC_CORE)
+
     # the same SMA cross as entries and exits, for vectorbt and backtrader
     from strategies.sma_cross import sma as sma_fn
     up = sma_fn(bars.close, sma.params["fast"]) > sma_fn(bars.close, sma.params["slow"])
@@ -275,16 +280,21 @@ def backtest_rows(tmp: Path, rounds: int = 5) -> tuple[list[Row], list[str]]:
 
         vb()
         loop()
-        t_loop = t_vbt = float("inf")
-        for _ in range(rounds):                 # interleaved: noise hits both alike
+        loop_core()
+        t_loop = t_vbt = t_core = float("inf")
+        for _ in range(rounds):                 # interleaved: noise hits all alike
             t_loop = min(t_loop, best_of(loop, 1))
             t_vbt = min(t_vbt, best_of(vb, 1))
+            t_core = min(t_core, best_of(loop_core, 1))
         rows += [("loop alone: sma_cross, signals precomputed, risk off", n / t_loop, None,
                   "bars/s", True),
                  (f"vectorbt {vbt.__version__} Portfolio.from_signals, same signals",
                   n / t_vbt, None, "bars/s", True),
                  ("loop / vectorbt (same process, interleaved)", t_vbt / t_loop, 1.5, "x",
-                  True)]
+                  True),
+                 ("same loop keeping 4 record columns (as `liqbot backtest`, sweeps)",
+                  n / t_core, None, "bars/s", True),
+                 ("4-column loop / vectorbt", t_vbt / t_core, None, "x", True)]
         t_loop_bt = t_loop
     except ImportError:
         t_loop_bt = best_of(loop, rounds)
