@@ -419,6 +419,102 @@ def test_halt_second_daemon_and_sigterm(tmp_path):
     assert data["state"] == "HALTED" and data["fills"] >= 2
 
 
+def test_the_kill_switch_is_reduce_only_the_risk_engines_cuts_still_go_out(tmp_path):
+    """Halted (no --flatten), the daemon sends nothing that grows a position, but the risk
+    engine's cuts on the crash still go out: the position only shrinks from the halt on,
+    and it ends smaller than it was (before 2026-12-06 the halt dropped every order, so a
+    halted 10x long rode the cascade with its cuts logged as 'reducing' and never sent)."""
+    bars = load_scenario("cascade-long").bars
+    store = Store(f"sqlite:///{tmp_path}/k.db")
+    d = _daemon({bars.symbol: bars}, store, "hold", {"side": "long", "leverage": "10"},
+                "balanced")
+    halt_at = int(bars.ts[200])
+    orig = d.on_bar
+
+    def on_bar(ev) -> None:  # noqa: ANN001
+        if ev.bar["ts"] >= halt_at:
+            d.halted = True
+        orig(ev)
+
+    d.on_bar = on_bar  # type: ignore[method-assign]
+    asyncio.run(d.run(simulated=True))
+    fills = store.fills(d.run_id)
+    before = sum(f.qty for f in fills if f.ts <= halt_at)
+    after = [f.qty for f in fills if f.ts > halt_at]
+    store.close()
+    assert before > 0 and after, "the cascade's cuts were not sent under the halt"
+    assert all(q < 0 for q in after)                       # reduce-only: sells of the long
+    assert 0.0 <= before + sum(after) < 0.5 * before
+
+
+def test_a_stopped_run_resumes_and_the_kill_switch_outlives_the_run(tmp_path):
+    """SIGTERM leaves the run `stopped`; the same command resumes it (same run, no second
+    entry). A new run on the account (other options) inherits the kill switch: a halt the
+    previous run obeyed, or one sent while no daemon ran; `halt --resume` lifts it."""
+    url = f"sqlite:///{tmp_path}/r.db"
+    args = ["run", "--replay", "cascade-long", "--store", url, "--param", "leverage=5"]
+    p = subprocess.Popen(_liqbot(*args, "--speed", "600"), env=_env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        n = 0
+        while time.monotonic() < deadline and not n:
+            time.sleep(0.2)
+            st = Store(url)
+            r = st.latest_run()
+            n = st.summary(r.run_id)["counts"]["fills"] if r else 0
+            st.close()
+        assert n, "the daemon did not trade"
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+    finally:
+        if p.poll() is None:
+            p.kill()
+    st = Store(url)
+    first = st.latest_run()
+    assert first.status == "stopped"
+    opened = [f for f in st.fills(first.run_id) if f.qty > 0]
+    st.close()
+
+    def liqbot(*a: str) -> subprocess.CompletedProcess:
+        return subprocess.run(_liqbot(*a), env=_env(), capture_output=True, text=True,
+                              timeout=300)
+
+    r = liqbot(*args)                                       # the same options: resumes
+    assert r.returncode == 0, r.stderr
+    assert f"resuming run {first.run_id}" in r.stderr
+    ref_url = f"sqlite:///{tmp_path}/ref.db"                # the same run, uninterrupted
+    assert liqbot(*args[:3], "--store", ref_url, *args[5:]).returncode == 0
+    st = Store(url)
+    assert st.latest_run().run_id == first.run_id and st.latest_run().status == "done"
+    got = [(f.ts, f.qty) for f in st.fills(first.run_id)]
+    st.close()
+    ref = _store_rows(ref_url)
+    assert got == [(t, q) for t, q, *_ in ref["fills"]] and len(got) >= len(opened)
+    r = liqbot("halt", "--store", url, "--wait", "0")      # no daemon runs: recorded
+    assert r.returncode == 0 and "next start" in r.stdout
+    r = liqbot(*args[:-1], "leverage=3")                   # a new run: starts halted
+    assert r.returncode == 0, r.stderr
+    assert f"run {first.run_id} was halted" in " ".join(r.stderr.split())
+    st = Store(url)
+    second = st.latest_run()
+    assert second.run_id != first.run_id
+    assert st.fills(second.run_id) == []                   # flat and halted: nothing sent
+    assert all(x.state == en.HALTED for x in st.decisions(second.run_id))
+    st.close()
+    r = liqbot("halt", "--resume", "--store", url, "--wait", "0")
+    assert r.returncode == 0
+    r = liqbot(*args[:-1], "leverage=2")                   # lifted: the new run trades
+    assert r.returncode == 0, r.stderr
+    assert "starts halted" not in r.stderr
+    st = Store(url)
+    third = st.latest_run()
+    assert third.run_id not in (first.run_id, second.run_id)
+    assert [f for f in st.fills(third.run_id) if f.qty > 0]
+    st.close()
+
+
 def test_live_needs_both_switches(cli):
     r = cli("run", "--live", "--replay", "calm")
     assert r.code == 2 and 'mode = "live"' in r.err

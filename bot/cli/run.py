@@ -36,6 +36,9 @@ def _replay_bars(sources: list[str], cfg: Config) -> dict[str, Any]:
         if len(ds.bars) < 2:
             raise LiqbotError(f"--replay {src}: fewer than 2 bars")
         out[ds.bars.symbol] = ds.bars
+    # one account, one clock: the replays must share a bar grid and overlap in time
+    from backtests.portfolio import check_alignment
+    check_alignment(list(out.values()), [f"--replay {s}" for s in sources])
     return out
 
 
@@ -177,16 +180,23 @@ def run_command(
                 "policy": policy.model_dump(), "layout": _state_layout()}
         fp_id = _fingerprint(spec)
         prev = store.latest_run(account)
-        resume = prev is not None and prev.status == "running" and \
-            prev.config.get("fingerprint") == fp_id
+        # a run that was killed ("running") or stopped by a signal ("stopped") resumes with
+        # the same options; a finished replay ("done") starts afresh
+        resumable = prev is not None and prev.status in ("running", "stopped")
+        resume = resumable and prev is not None and prev.config.get("fingerprint") == fp_id
         if resume:
             run = prev
         else:
-            if prev is not None and prev.status == "running":
+            if resumable and prev is not None:
                 store.set_run_status(prev.run_id, "abandoned")
+                con.print(f"run {prev.run_id} ({prev.status}) was started with other options "
+                          "(strategy, preset, wallet, data, fills or policy): starting a new "
+                          "run; restart with its options to resume it")
             run = store.open_run(cfg.mode, account, list(feed.symbols), strat.name,
                                  strat.params, preset_name, wallet,
                                  {"fingerprint": fp_id, "spec": spec})
+            if prev is not None:
+                _carry_kill_switch(store, prev.run_id, run.run_id, con)
         assert run is not None
         broker = _live_broker(cfg, creds, list(feed.symbols), brackets, feed.interval_ms) \
             if live else None
@@ -220,6 +230,26 @@ def run_command(
                if lat["n"] else ""))
     finally:
         store.close()
+
+
+def _carry_kill_switch(store: Any, old: str, new: str, con: Console) -> None:
+    """The kill switch belongs to the account, not to one run: a halt the previous run had
+    obeyed (its checkpoint) or had not yet seen (a pending `liqbot halt` sent while no
+    daemon ran) holds for the new run until `liqbot halt --resume`."""
+    from bot.runtime.daemon import Daemon
+
+    cp = store.load_checkpoint(old)
+    halted, flatten = Daemon.kill_switch_of(cp[1]) if cp is not None else (False, False)
+    for cmd in store.pending_commands(old):
+        if cmd.run_id == old:
+            halted = cmd.kind != "resume" and (halted or cmd.kind in ("halt", "flatten"))
+            flatten = halted and (flatten or cmd.kind == "flatten")
+            store.ack_command(cmd.id)
+    if halted:
+        kind = "flatten" if flatten else "halt"
+        store.push_command(kind, new)
+        con.print(f"kill switch: run {old} was halted{' (flatten)' if flatten else ''}; the "
+                  f"new run {new} starts halted (liqbot halt --resume lifts it)")
 
 
 def _check_caps(cfg: Config) -> None:

@@ -150,6 +150,13 @@ class Daemon:
                 arrays[f"strat:{s}"] = np.frombuffer(x.strat.state(), dtype=np.uint8)
         return to_bytes(arrays)
 
+    @staticmethod
+    def kill_switch_of(blob: bytes) -> tuple[bool, bool]:
+        """(halted, flatten) as a checkpoint recorded them: a new run on the same account
+        inherits the operator's kill switch (`bot.cli.run`)."""
+        halted, flatten = (bool(v) for v in from_bytes(blob)["scalars"][1:3])
+        return halted, flatten
+
     def restore(self, blob: bytes) -> None:
         a = from_bytes(blob)
         self.broker.restore({"acct": a["acct"], "pos": a["pos"], "marks": a["marks"],
@@ -275,11 +282,13 @@ class Daemon:
                   self._view, self._dec, self._out)
         dec, out = self._dec, self._out
         q_main, q_hedge = float(out[kn.O_ORDER_MAIN]), float(out[kn.O_ORDER_HEDGE])
-        if self.halted:                      # the operator's kill switch overrides
-            dec[en.D_STATE] = en.HALTED
-            dec[en.D_REASONS] = int(dec[en.D_REASONS]) | R_KILL_SWITCH
-            q_main = -float(self.broker.pos[main, ac.P_QTY]) if self.flatten else 0.0
-            q_hedge = -float(self.broker.pos[hedge, ac.P_QTY]) if self.flatten else 0.0
+        if self.halted:                      # the operator's kill switch overrides: nothing
+            dec[en.D_STATE] = en.HALTED      # grows (HALTED is reduce-only below), the risk
+            dec[en.D_REASONS] = int(dec[en.D_REASONS]) | R_KILL_SWITCH   # engine's cuts go out
+            held_main = float(self.broker.pos[main, ac.P_QTY])
+            held_hedge = float(self.broker.pos[hedge, ac.P_QTY])
+            q_main = -held_main if self.flatten else _reducing_part(q_main, held_main)
+            q_hedge = -held_hedge if self.flatten else _reducing_part(q_hedge, held_hedge)
         # REDUCING / HALTED never grow the strategy's position (a hedge, which lowers the net
         # exposure, may open while REDUCING; HALTED closes it too)
         if dec[en.D_STATE] != en.ACTIVE:
@@ -590,6 +599,7 @@ class Daemon:
                 await self._live_sync()
             await self.warm_up()
             self.reconcile()                  # before any new order
+            self.poll_commands()              # a halt sent while no daemon ran binds bar 1
             async for ev in self.feed.events():
                 if self.live:
                     await self._guarded(self._live_sync(), "sync")
@@ -677,13 +687,19 @@ def _bar_problem(x: np.ndarray, last_ts: int, interval_ms: int) -> str:
     return ""
 
 
-def _reduce_only(q: float, held: float) -> float:
+def _reducing_part(q: float, held: float) -> float:
     """The part of order `q` that reduces position `held` (0 if it would grow it)."""
     if q == 0.0 or held == 0.0 or q * held > 0.0:
-        if q != 0.0:
-            log.error("an order of %+.8f on a position of %+.8f while reducing: dropped", q, held)
         return 0.0
     return max(q, -held) if held > 0.0 else min(q, -held)
+
+
+def _reduce_only(q: float, held: float) -> float:
+    """`_reducing_part` of an order the risk engine sent while REDUCING / HALTED, where it
+    never grows a position: a growing one is a bug, logged and dropped."""
+    if q != 0.0 and (held == 0.0 or q * held > 0.0):
+        log.error("an order of %+.8f on a position of %+.8f while reducing: dropped", q, held)
+    return _reducing_part(q, held)
 
 
 def _num(v: float) -> float | None:
