@@ -515,6 +515,25 @@ def test_a_stopped_run_resumes_and_the_kill_switch_outlives_the_run(tmp_path):
     st.close()
 
 
+def test_replays_that_do_not_overlap_are_refused(cli, tmp_path):
+    """One account, one clock: two --replay datasets far apart in time exit 2 naming both
+    (before, the first symbol went stale for the whole second file and the daemon sent a
+    reduce-only order per bar)."""
+    from bot.data.bars import Bars
+    from bot.data.dataset import Dataset
+
+    btc = load_scenario("synthetic:3:none:1").bars
+    cols = dict(btc.columns)
+    cols["ts"] = btc.ts + 30 * 86_400_000
+    ds_io.save(Dataset(Bars("ETHUSDT", btc.interval_ms, cols)), tmp_path / "eth")
+    ds_io.save(Dataset(btc), tmp_path / "btc")
+    r = cli("run", "--replay", tmp_path / "btc", "--replay", tmp_path / "eth",
+            "--store", f"sqlite:///{tmp_path}/o.db")
+    assert r.code == 2
+    err = " ".join(r.err.split())
+    assert "does not overlap" in err and "eth" in err and "btc" in err
+
+
 def test_live_needs_both_switches(cli):
     r = cli("run", "--live", "--replay", "calm")
     assert r.code == 2 and 'mode = "live"' in r.err
