@@ -74,8 +74,9 @@ def _table(con: Console, res: PortfolioResult) -> None:
               *(_cell("{:+,.2f}", m["symbols"][s]["pnl"]) for s in res.symbols))
     con.print(t)
     for ev in m["portfolio"]["liquidation_events"]:
-        con.print(f"  liquidated: {ev['symbol']} {ev['slot']} {ev['qty']:+,.6g} at "
-                  f"{ev['ts']} @ {ev['price']:,.2f}")
+        side = "short" if ev["qty"] > 0 else "long"    # the fill that closed it buys a short
+        con.print(f"  liquidated: {ev['symbol']} {side} {abs(ev['qty']):,.6g} ({ev['slot']} "
+                  f"slot) at {ev['ts']} @ {ev['price']:,.2f}")
 
 
 def portfolio_command(ctx: typer.Context, paths: list[str], *, strategy: str,
