@@ -63,3 +63,40 @@ def test_calc_unknown_exchange_and_missing_rate(cli, tmp_path):
     bad.write_text("{not json")
     r = cli(*base, "--exchange", "binance", "--tiers", bad)
     assert r.code == 2 and "not valid JSON" in r.err
+
+
+def test_calc_cross_account_liquidated_at_entry_exits_2(cli, tmp_path):
+    """Cross: a wallet (plus the other positions' PnL) under the maintenance requirement at
+    entry has its 'liquidation price' on the wrong side of the entry; isolated refused it,
+    cross printed it (100,351.76 for a long entered at 100,000)."""
+    base = ["calc", "liquidation", "--exchange", "binance", "--side", "long", "--entry",
+            "100000", "--qty", "1", "--margin-mode", "cross"]
+    r = cli(*base, "--wallet", "100")
+    assert r.code == 2
+    err = " ".join(r.err.split())
+    assert "liquidated immediately" in err and "100,351.76 is above the entry" in err
+    assert "add to --wallet" in err
+    pos = tmp_path / "pos.json"        # another long 1 BTC bought at 100k, marked at 50k
+    pos.write_text(json.dumps([{"side": "long", "qty": 1, "entry": 100000, "mark": 50000,
+                                "symbol": "BTCUSDT"}]))
+    r = cli(*base, "--wallet", "20000", "--positions", pos)
+    assert r.code == 2 and "liquidated immediately" in r.err
+    r = cli(*base, "--wallet", "20000")   # the same wallet without the loser: 81,0xx
+    assert r.code == 0 and "liquidation price" in r.out
+
+
+def test_calc_leverage_above_the_bracket_and_a_1x_long(cli):
+    base = ["calc", "liquidation", "--exchange", "binance", "--side", "long", "--entry",
+            "100000", "--qty", "1"]
+    r = cli(*base, "--leverage", "200")       # 100k notional: tier 2, 100x at most
+    assert r.code == 2
+    assert "200x is above the 100x that BTCUSDT's bracket allows" in " ".join(r.err.split())
+    r = cli(*base, "--leverage", "1", "--json")
+    out = json.loads(r.out)
+    assert out["liquidation_price"] == 0.0 and str(out["maintenance_margin"]) == "0.0"
+    assert "-0.0" not in r.out
+    r = cli(*base, "--leverage", "1")
+    assert r.code == 0 and "none (the margin covers a fall to 0)" in r.out and "-0.00" not in r.out
+    r = cli("calc", "liquidation", "--exchange", "bybit", "--side", "long", "--entry", "20000",
+            "--qty", "1", "--leverage", "50", "--mmr", "0.005")
+    assert "notional > 0," in " ".join(r.out.split()) and "inf" not in r.out

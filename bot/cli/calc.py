@@ -175,6 +175,12 @@ def compute(exchange: str, side: str, entry: float, qty: float, leverage: float 
         raise LiqbotError(f"--qty: notional {notional:,.0f} (entry x qty) exceeds the top bracket "
                           f"of {b.symbol or symbol} (cap {float(b.cap[-1]):,.0f}); the exchange "
                           "would not accept this position")
+    top = float(b.max_leverage[b.tier(notional)])
+    if leverage is not None and np.isfinite(top) and leverage > top:
+        raise LiqbotError(f"--leverage: {leverage:g}x is above the {top:g}x that "
+                          f"{b.symbol or symbol}'s bracket allows at a notional of "
+                          f"{notional:,.0f} (tier {b.tier(notional) + 1}); the exchange would "
+                          "refuse it")
     margin = wallet if wallet is not None else entry * qty / float(leverage)  # type: ignore[arg-type]
     other_maint, other_upnl = _others(positions, exchange) if positions else (0.0, 0.0)
     if exchange == "binance":
@@ -193,16 +199,23 @@ def compute(exchange: str, side: str, entry: float, qty: float, leverage: float 
     if not (np.isfinite(price) and np.isfinite(bankrupt)):
         raise LiqbotError("these inputs give no finite liquidation price (check --mmr, "
                           "--maint-amount, --taker-fee and the positions file)")
-    if margin_mode == "isolated" and s * (float(price) - entry) >= 0:
-        raise LiqbotError(f"the margin is below the maintenance requirement at entry: the "
-                          f"position would be liquidated immediately (liquidation price "
+    if s * (float(price) - entry) >= 0:
+        what, fix = ("the margin is", "lower --leverage or add margin") \
+            if margin_mode == "isolated" else \
+            ("the cross account's margin balance (--wallet + the unrealised PnL of --positions) "
+             "is", "add to --wallet or lower --qty")
+        raise LiqbotError(f"{what} below the maintenance requirement at entry: the position "
+                          f"would be liquidated immediately (liquidation price "
                           f"{float(price):,.2f} is {'above' if s > 0 else 'below'} the entry "
-                          f"{entry:,.2f}); lower --leverage or add margin")
-    cap = "inf" if not np.isfinite(b.cap[tier]) else f"{b.cap[tier]:,.0f}"
-    label = (f"tier {tier + 1}: {b.floor[tier]:,.0f} < notional <= {cap}, mmr {rate:g}, "
-             f"maintenance amount {amount:,.2f}")
-    return Result(float(price), float(bankrupt),
-                  br.maintenance_margin(qty * float(price), rate, amount), rate, amount, label)
+                          f"{entry:,.2f}); {fix}")
+    # a long whose margin covers a fall to 0 has no liquidation price: 0 (never -0.00)
+    price = max(float(price), 0.0) + 0.0
+    span = f"{b.floor[tier]:,.0f} < notional <= {b.cap[tier]:,.0f}" \
+        if np.isfinite(b.cap[tier]) else f"notional > {b.floor[tier]:,.0f}"
+    label = f"tier {tier + 1}: {span}, mmr {rate:g}, maintenance amount {amount:,.2f}"
+    return Result(price, max(float(bankrupt), 0.0) + 0.0,
+                  max(br.maintenance_margin(qty * price, rate, amount), 0.0) + 0.0, rate,
+                  amount, label)
 
 
 @app.command("liquidation")
@@ -242,7 +255,8 @@ def liquidation(
         return
     t = Table(show_header=False, title=f"{exchange} {side} {qty:g} @ {entry:,.2f} "
                                        f"({margin_mode})", title_justify="left")
-    t.add_row("liquidation price", f"{r.liquidation_price:,.2f}")
+    t.add_row("liquidation price", f"{r.liquidation_price:,.2f}" if r.liquidation_price > 0
+              else "none (the margin covers a fall to 0)")
     t.add_row("bankruptcy price", f"{r.bankruptcy_price:,.2f}")
     t.add_row("bracket", r.bracket)
     t.add_row("maintenance margin", f"{r.maintenance_margin:,.2f} (at the liquidation price)")
