@@ -301,7 +301,7 @@ class Backend(Protocol):
 
     def execute(self, setup: Setup, chunks: list[list[Task]], on_rows: OnRows) -> None: ...
 
-    def close(self) -> None: ...
+    def close(self, abort: bool = False) -> None: ...
 
 
 class LocalBackend:
@@ -338,10 +338,16 @@ class LocalBackend:
                 f.cancel()
             raise
 
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+    def close(self, abort: bool = False) -> None:
+        """Shut the pool down; `abort` (an interrupted sweep) stops the running workers too
+        instead of waiting for their chunks (their rows are not in the journal yet)."""
+        if self._pool is None:
+            return
+        if abort:   # ProcessPoolExecutor has no public terminate before Python 3.14
+            for proc in list(getattr(self._pool, "_processes", {}).values()):
+                proc.terminate()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool = None
 
 
 class RayBackend:
@@ -385,7 +391,7 @@ class RayBackend:
                     ray.cancel(r)
             raise
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
         self._ray.shutdown()
 
 

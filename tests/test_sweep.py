@@ -288,3 +288,58 @@ def test_a_sweep_runs_on_the_tiers_file_and_keys_its_rows_by_it(tmp_path: Path, 
     f3.write_text(json.dumps({"BTC/USDT:USDT": tiers}))
     r = cli(*args, "--out", tmp_path / "o3", "--tiers", f3)
     assert r.code == 2 and "no tiers for symbol 'SOLUSDT'" in r.err and "btc.json" in r.err
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below `pid` (Linux /proc), children first."""
+    out: set[int] = set()
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            kids = (task / "children").read_text().split() if (task / "children").exists() else []
+            for k in map(int, kids):
+                if k not in out:
+                    out.add(k)
+                    todo.append(k)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+def test_sigterm_stops_the_workers_and_says_how_to_resume(tmp_path: Path) -> None:
+    """SIGTERM mid-sweep: exit 130 naming the journal, and no worker or forkserver process
+    left running (before, the pool's processes outlived the command)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "o"
+    p = subprocess.Popen([sys.executable, "-m", "bot.cli", "sweep", "synthetic:11:none:2",
+                          "--strategy", "sma_cross", "--grid", "fast=2:40:1",
+                          "--grid", "slow=60:200:10", "--workers", "2", "--out", str(out)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (out / sw.JOURNAL).exists():
+            time.sleep(0.2)
+        assert (out / sw.JOURNAL).exists(), "the sweep wrote no row"
+        kids = _descendants(p.pid)
+        assert len(kids) >= 2                     # the workers (and the forkserver)
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 130, err
+    assert "sweep interrupted" in err and "the same command resumes" in " ".join(err.split())
+    time.sleep(1.0)
+    assert not [k for k in kids if _alive(k)]

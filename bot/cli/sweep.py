@@ -7,6 +7,7 @@ Only light imports at module level: `liqbot --help` must not load numba or pyarr
 from __future__ import annotations
 
 import math
+import signal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -205,14 +206,30 @@ def sweep_command(
             raise LiqbotError("--trials: Optuna is not installed; pip install 'liqbot[optuna]'") from None
     backend: Any = sw.RayBackend(ray) if ray is not None else sw.LocalBackend(workers)
     err = Console(stderr=True)
+
+    def terminated(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt            # SIGTERM ends the sweep as Ctrl-C does
+
+    try:
+        previous: Any = signal.signal(signal.SIGTERM, terminated)
+    except ValueError:                     # not the main thread (embedded): default handling
+        previous = None
     try:
         with Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=err, transient=True) as prog:
             task = prog.add_task("sweep", total=None)
             result = sw.sweep(spec, out, backend,
                               lambda done, total: prog.update(task, completed=done, total=total))
+    except KeyboardInterrupt:
+        backend.close(abort=True)          # no worker outlives the command
+        kept = len(sw.Journal(out).rows) if (out / sw.JOURNAL).exists() else 0
+        err.print(f"sweep interrupted: {kept} finished row(s) kept in {out / sw.JOURNAL}; the "
+                  "same command resumes from them", markup=False)
+        raise SystemExit(130) from None
     finally:
         backend.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     con = Console(highlight=False)
     where = f"Ray ({ray})" if ray is not None else f"{backend.parallelism} local worker(s)"
     con.print(f"{strategy}: {len(result.rows)} rows, {result.ran} backtests run, {result.reused} "
