@@ -121,7 +121,8 @@ def detect_kind(path: Path) -> str:
 
 
 def symbol_of(path: Path) -> str:
-    """'BTCUSDT-1m-2025-10-10.zip' -> 'BTCUSDT'."""
+    """'BTCUSDT-1m-2025-10-10.zip' -> 'BTCUSDT'; 'good.csv' -> 'GOOD.CSV'. Not validated
+    here: `importer` checks it against `dataset.SYMBOL_RE` (or takes --symbol)."""
     return re.split(r"[-_]", path.name, maxsplit=1)[0].upper()
 
 

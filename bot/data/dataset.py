@@ -87,19 +87,37 @@ def save(ds: Dataset, out: Path) -> Path:
     """Write `ds` to directory `out` (created if needed); returns the manifest path.
 
     The manifest records the sha256 of every Parquet file (`files`), checked by `load`.
+    Over a dataset already in `out`, its manifest goes first (a half-written directory is
+    no dataset) and its tables that `ds` does not write go last; other files stay.
     """
     for name in ds.tables:
         if not TABLE_NAME.fullmatch(name) or name == "bars":
             raise DataError(str(out), f"table name {name!r} is not a plain name")
     out.mkdir(parents=True, exist_ok=True)
+    path = out / MANIFEST
+    old = _owned_files(path)
+    path.unlink(missing_ok=True)
     files = {"bars.parquet": _write_table(ds.bars.columns, out / "bars.parquet")}
     for name, cols in ds.tables.items():
         files[f"{name}.parquet"] = _write_table(cols, out / f"{name}.parquet")
-    path = out / MANIFEST
     manifest = ds.manifest()
     manifest["files"] = files
     path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    for name in old - files.keys():
+        (out / name).unlink(missing_ok=True)
     return path
+
+
+def _owned_files(manifest_path: Path) -> set[str]:
+    """The Parquet files a manifest names (`tables`, `files`; plain names only), else none."""
+    try:
+        m = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return set()
+    tables, files = (m.get("tables"), m.get("files")) if isinstance(m, dict) else (None, None)
+    names = [f"{t}.parquet" for t in tables if isinstance(t, str)] if isinstance(tables, dict) else []
+    names += [f for f in files if isinstance(f, str)] if isinstance(files, dict) else []
+    return {n for n in names if n.endswith(".parquet") and TABLE_NAME.fullmatch(n[:-8])}
 
 
 def _write_table(cols: dict[str, np.ndarray], path: Path) -> str:

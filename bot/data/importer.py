@@ -13,6 +13,7 @@ labelled by the user: `FILE:KIND` (`parse_file_arg`).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from bot.data import binance_vision as bv
 from bot.data import vendor
 from bot.data.align import align_asof, place_events
 from bot.data.bars import Bars, Trades
-from bot.data.dataset import Dataset, iso, sha256_of
+from bot.data.dataset import SYMBOL_RE, Dataset, iso, sha256_of
 from bot.data.validate import fill_gaps, find_gaps
 from bot.errors import DataError
 
@@ -74,6 +75,23 @@ def _load_any(item: FileArg) -> bv.VisionFile | vendor.VendorFile:
     return bv.load_file(path, kind)
 
 
+def _with_symbol(f: bv.VisionFile, given: str | None) -> bv.VisionFile:
+    """`f` with its symbol checked: the one its name starts with (BTCUSDT-1m-...), else
+    `given` (--symbol); a name naming another symbol than `given` is an error."""
+    named = f.symbol if SYMBOL_RE.fullmatch(f.symbol) else None
+    if named and given and named != given:
+        raise DataError(str(f.path), f"the file name says symbol {named}, --symbol says {given}; "
+                                     "import one symbol at a time (drop --symbol or rename "
+                                     "the file)")
+    if named or given:
+        return replace(f, symbol=named or given)
+    shown = repr(f.symbol) if len(f.symbol) <= 40 else f"a {len(f.symbol)}-character name"
+    raise DataError(str(f.path), "no symbol in the file name: expected a symbol like BTCUSDT "
+                                 "(2-20 upper-case letters and digits) before the first '-', as "
+                                 f"in BTCUSDT-1m-2025-10-10.zip, got {shown}; give it with "
+                                 "--symbol (e.g. --symbol BTCUSDT) or rename the file")
+
+
 def _concat_bars(parts: list[tuple[Any, Bars]]) -> Bars:
     parts.sort(key=lambda p: p[1].start_ms)
     first_file, first = parts[0]
@@ -109,11 +127,12 @@ def build_dataset(
 
     Each item is a path (kind from its name/header) or (path, kind). Gaps in the bar grid
     are an error unless `fill` (insert flagged flat bars) or `allow_gaps` (keep them, they
-    are listed in the manifest) is set. `symbol` names the bars of a vendor price grid
+    are listed in the manifest) is set. `symbol` (--symbol) names the Binance files whose
+    names carry none (and must match those whose names do) and a vendor price grid
     (default `DEFAULT_VENDOR_SYMBOL`).
     """
     loaded = [_load_any(p) for p in paths]
-    files = [f for f in loaded if isinstance(f, bv.VisionFile)]
+    files = [_with_symbol(f, symbol) for f in loaded if isinstance(f, bv.VisionFile)]
     vfiles = [f for f in loaded if isinstance(f, vendor.VendorFile)]
     notes: list[str] = []
     klines: list[tuple[Any, Bars]] = [(f, bv.kline_bars(f)) for f in files if f.kind == "klines"]
