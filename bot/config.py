@@ -359,6 +359,24 @@ def _under_secret(loc: str, secret_paths: list[str]) -> bool:
                for p in secret_paths)
 
 
+def read_toml(path: Path) -> dict[str, Any]:
+    """The TOML table of `path`; ConfigError naming the file when it cannot be read, is not
+    UTF-8 text or not valid TOML."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), [f"(file): expected a readable TOML file, got "
+                                      f"{exc.strerror or type(exc).__name__}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), [f"(file): expected UTF-8 text (TOML), got byte "
+                                      f"0x{exc.object[exc.start]:02x} at offset {exc.start} "
+                                      f"in {path}"]) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), [f"(file): expected valid TOML, got {exc}"]) from None
+
+
 def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) -> Config:
     """Load `path` (or `$LIQBOT_CONFIG`, or the built-in defaults) and apply env overrides."""
     environ = env if env is not None else os.environ
@@ -368,15 +386,7 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
         cfg = parse_config({}, "(defaults)", environ)
         check_credentials_file(cfg)
         return cfg
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(str(path), [f"(file): expected a readable TOML file, got {exc.strerror}"]) from None
-    try:
-        tree = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), [f"(file): expected valid TOML, got {exc}"]) from None
-    cfg = parse_config(tree, str(path), environ)
+    cfg = parse_config(read_toml(path), str(path), environ)
     check_credentials_file(cfg)
     return cfg
 

@@ -123,7 +123,7 @@ def root(
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; maps errors to exit codes (see module docstring)."""
     args = list(sys.argv[1:] if argv is None else argv)
-    err = Console(stderr=True, highlight=False)
+    err = Console(stderr=True, highlight=False, emoji=False)  # ':boom:' in a message: verbatim
     # `heatmap validate` has options (and --help) of its own: route it to its command
     for i, a in enumerate(args):
         if not a.startswith("-") and (i == 0 or args[i - 1] not in ("--config", "-c")):
@@ -137,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         from bot.store.urls import mask_url  # a URL's password never reaches the terminal
         if "--debug" in args and isinstance(exc, UserCodeError) and exc.__cause__ is not None:
             traceback.print_exception(exc.__cause__)
-        # escape: a message quoting user input like '[/bold]' must not be read as markup
+        # escape (and emoji=False): a message quoting user input like '[/bold]' or
+        # '/tmp/a:fire:b' prints as it is
         err.print(f"[bold red]error:[/] {escape(mask_url(str(exc)))}", markup=True, soft_wrap=True)
         return 2
     except Exception as exc:

@@ -19,7 +19,7 @@ from backtests.scenarios import load_scenario
 from backtests.tick_runner import prepare_ticks, run_ticks, tick_source
 from bot import lean_process, warmup
 from bot.cli.heatmap import parse_time
-from bot.cli.paths import check_output, dumps, write_output
+from bot.cli.paths import cell, check_output, console, dumps, shown, write_output, writing
 from bot.cli.tiers import TiersOption, brackets_for
 from bot.config import load_config
 from bot.data.dataset import iso
@@ -53,12 +53,6 @@ def _time(text: str, flag: str) -> int:
         raise LiqbotError(f"{flag}: expected a UTC time or ms since the epoch, got {text!r}")
     return t
 
-
-def _cell(fmt: str, value: Any) -> str:
-    """A table cell; '-' for a missing or non-finite figure (never 'nan')."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-"
-    return fmt.format(value)
 
 
 def _params(pairs: list[str]) -> dict[str, str]:
@@ -212,12 +206,12 @@ def backtest_command(
             results[name] = run(inputs, strat, pol, brackets, settings, name,  # type: ignore[arg-type]
                                 progress=lambda k: prog.advance(task, k),
                                 record_columns=N_REC_CORE)
-    con = Console(highlight=False, stderr=to_stdout)  # `--json -`: stdout holds only JSON
+    con = console(stderr=to_stdout)  # `--json -`: stdout holds only JSON
     if check_lookahead:
-        con.print(f"lookahead check: {strat.describe()} is causal on 5 prefixes")
-    con.print(f"[bold]{bars.symbol}[/] {iso(bars.start_ms)} .. {iso(bars.end_ms)} "
-              f"({len(bars):,} bars), {strat.describe()}, preset "
-              f"{preset if risk != 'off' else '-'}, wallet {wallet:,.0f}")
+        con.print(f"lookahead check: {shown(strat.describe())} is causal on 5 prefixes")
+    con.print(f"[bold]{shown(bars.symbol)}[/] {iso(bars.start_ms)} .. {iso(bars.end_ms)} "
+              f"({len(bars):,} bars), {shown(strat.describe())}, preset "
+              f"{shown(preset) if risk != 'off' else '-'}, wallet {wallet:,.0f}")
     if tick_in is not None:
         con.print(f"tick replay: {len(tick_in.ticks):,} ticks, decisions "
                   f"{f'every {risk_every:,} ticks' if risk_every else 'at bar closes'}")
@@ -226,7 +220,7 @@ def backtest_command(
     for name in names:
         t.add_column(f"risk {name}", justify="right")
     for label, key, fmt in ROWS:
-        t.add_row(label, *(_cell(fmt, results[n].metrics[key]) for n in names))
+        t.add_row(label, *(cell(fmt, results[n].metrics[key]) for n in names))
     t.add_row("first liquidation", *(_liquidation(results[n].metrics) for n in names))
     con.print(t)
     meta = {"symbol": bars.symbol, "from": iso(bars.start_ms), "to": iso(bars.end_ms),
@@ -238,15 +232,16 @@ def backtest_command(
         out = {"meta": meta, "runs": {n: r.metrics for n, r in results.items()}}
         if "on" in results:
             out["decisions"] = decision_rows(results["on"], bars)
-        write_output(json_out, dumps(out) + "\n")
+        write_output(json_out, dumps(out) + "\n", "--json")
         if json_out is not None:
-            con.print(f"wrote {json_path}")
+            con.print(f"wrote {shown(json_path)}")
     if report is not None:
         unread = isinstance(signals, LazySignals) and "heatmap" not in signals.computed
         clusters = heatmap_clusters(bars, brackets, settings.fills.window_bars) if unread \
             else signals.heatmap.clusters              # unread: the one column it needs
-        write_report(report, bars, results, clusters, meta, brackets)
-        con.print(f"report: {report}")
+        with writing(report, "--report"):
+            write_report(report, bars, results, clusters, meta, brackets)
+        con.print(f"report: {shown(report)}")
 
 
 def configured_data(cfg: Any) -> Any:

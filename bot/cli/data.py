@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bot.cli.paths import check_output_dir, check_symbol, dumps
+from bot.cli.paths import check_output_dir, check_symbol, console, dumps, shown
 from bot.config import load_config
 from bot.data import dataset as ds_io
 from bot.data.download import download as vision_download
@@ -37,7 +37,7 @@ CCXT_SYMBOL = re.compile(r"^[A-Za-z0-9]{2,20}(/[A-Za-z0-9]{2,10}(:[A-Za-z0-9]{2,
 
 app = typer.Typer(help="Market data: import, inspect, synthesise, download.",
                   no_args_is_help=True)
-out_console = Console(highlight=False)
+out_console = console()   # user paths print as typed (`shown`): no markup, no emoji
 
 
 def _config(ctx: typer.Context):  # noqa: ANN202 (Config)
@@ -72,11 +72,19 @@ def import_(
     allow_gaps: Annotated[bool, typer.Option("--allow-gaps", help="keep gaps as they are")]
     = False,
     symbol: Annotated[str | None, typer.Option(
-        "--symbol", help=f"symbol of a vendor price grid (its file name has none; default "
-                         f"{DEFAULT_VENDOR_SYMBOL})")] = None,
+        "--symbol", help="symbol of the data, e.g. BTCUSDT: needed when a Binance file name "
+                         "does not start with one (BTCUSDT-1m-...) and must match those that "
+                         f"do; names a vendor price grid (default {DEFAULT_VENDOR_SYMBOL})")]
+    = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="replace a dataset already in --out (its old tables are removed)")]
+    = False,
 ) -> None:
     """Build a dataset (Parquet + manifest) from exchange and vendor files."""
     check_output_dir(out, "--out")
+    if (out / ds_io.MANIFEST).exists() and not force:
+        raise LiqbotError(f"--out: {out} already holds a dataset ({ds_io.MANIFEST}); pass "
+                          "--force to replace it, or choose another directory")
     if symbol is not None:
         symbol = check_symbol(symbol, "--symbol")
     ds = build_dataset([parse_file_arg(f) for f in files], fill=fill_gaps,
@@ -84,9 +92,9 @@ def import_(
     path = ds_io.save(ds, out)
     s = summarize(ds)
     for note in ds.meta.get("import_notes", []):
-        out_console.print(f"note: {note}")
-    out_console.print(f"wrote {out} ({s['rows']:,} bars {s['timeframe']}, "
-                      f"{s['span']['start']} .. {s['span']['end']}); manifest {path}")
+        out_console.print(f"note: {shown(note)}")
+    out_console.print(f"wrote {shown(out)} ({s['rows']:,} bars {s['timeframe']}, "
+                      f"{s['span']['start']} .. {s['span']['end']}); manifest {shown(path)}")
 
 
 @app.command("info")
@@ -117,7 +125,7 @@ def info(
 
 def print_summary(s: dict, title: str) -> None:
     """The human table shared by `data info`, `data synth` and `make demo`."""
-    t = Table(title=title, show_header=False, title_justify="left")
+    t = Table(title=shown(title), show_header=False, title_justify="left")
     t.add_row("symbol", f"{s['symbol']} ({s['exchange']}, {s['timeframe']})")
     t.add_row("span", f"{s['span']['start']} .. {s['span']['end']}")
     t.add_row("rows", f"{s['rows']:,}")
@@ -155,6 +163,9 @@ def synth(
         "--ticks", help="tick mode: also the trades inside each minute and the forced "
                         "liquidations as ticks (tables trades, liquidations; docs/data.md)")]
     = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="replace a dataset already in --out (its old tables are removed)")]
+    = False,
 ) -> None:
     """Synthesise cascade days (agent-based, seeded) with their ground truth."""
     cfg = _config(ctx).data.synthetic
@@ -168,6 +179,9 @@ def synth(
                      start_price=cfg.start_price)
     check_spec(spec)
     check_output_dir(out, "--out")
+    if (out / ds_io.MANIFEST).exists() and not force:
+        raise LiqbotError(f"--out: {out} already holds a dataset ({ds_io.MANIFEST}); pass "
+                          "--force to replace it, or choose another directory")
     with Console(stderr=True).status(f"simulating {spec.days} day(s), seed {spec.seed} ..."):
         ds = generate(spec)
     if ticks:
@@ -219,9 +233,9 @@ def download_cmd(
             requests_per_second=cfg.requests_per_second, timeout_s=cfg.timeout_s,
             retries=cfg.retries, on_done=lambda _r, _s: prog.advance(task)))
     for p in paths:
-        out_console.print(f"ok {p}")
+        out_console.print(f"ok {shown(p)}")
     out_console.print(f"{len(paths)} file(s) verified; build a dataset with "
-                      f"`liqbot data import {out}/{kind}/* --out DIR`")
+                      f"`liqbot data import {shown(out)}/{kind}/* --out DIR`")
 
 
 def _ms(text: str, flag: str) -> int:

@@ -631,7 +631,7 @@ def drill_command(
                                    feed=feed, tiers=tiers))
     print_report(report)
     if json_out is not None:
-        write_output(out, dumps(report))
+        write_output(out, dumps(report), "--json")
     raise typer.Exit(0 if report["parity"] else 1)
 
 

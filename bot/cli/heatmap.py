@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,7 +15,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from bot.cli.paths import check_output, dumps
+from bot.cli.paths import cell, check_output, console, dumps, shown, writing
 from bot.cli.tiers import TiersOption, brackets_for
 from bot.data import dataset as ds_io
 from bot.data.dataset import iso
@@ -31,17 +32,29 @@ from bot.signals import positioning as ps
 from bot.signals.validation import score_at
 
 NEAR = 0.03
+#: 10000-01-01T00:00Z in ms: a larger number is not a time in ms (microseconds, a typo)
+END_MS = 253_402_300_800_000
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _iso_ms(t: str) -> int:
+    """ms of an ISO time; an offset (+02:00, Z) is applied, a time without one is UTC."""
+    with contextlib.suppress(ValueError):
+        d = datetime.fromisoformat(t)
+        if d.tzinfo is not None:       # numpy would warn about (yet apply) the offset
+            return (d - EPOCH) // timedelta(milliseconds=1)
+    return int(np.datetime64(t.rstrip("Zz").replace(" ", "T"), "ms").astype(np.int64))
 
 
 def parse_time(text: str, flag: str = "--at") -> int:
-    """'2025-10-10T21:00Z', '2025-10-10 21:00', '2025-10-10' or ms since the epoch."""
+    """'2025-10-10T21:00Z', '2025-10-10T23:00+02:00', '2025-10-10 21:00', '2025-10-10' or
+    ms since the epoch (before year 10000)."""
     t = text.strip()
     try:
-        ms = int(t) if t.isdigit() else \
-            int(np.datetime64(t.rstrip("Zz").replace(" ", "T"), "ms").astype(np.int64))
+        ms = int(t) if t.isdigit() else _iso_ms(t)
     except (ValueError, OverflowError):
         ms = -1
-    if not 0 <= ms < 2**62:
+    if not 0 <= ms < END_MS:
         raise LiqbotError(f"{flag}: expected a UTC time like 2025-10-10T21:00Z or ms since the "
                           f"epoch, got {text[:40]!r}") from None
     return ms
@@ -107,9 +120,9 @@ def snapshot(directory: Path, at: str | None, tiers: Path | None = None) -> dict
 
 
 def print_snapshot(s: dict[str, Any], top: int = 5) -> None:
-    con = Console(highlight=False)
+    con = console()
     conf = "" if s["confidence"] >= 1 else " (no open interest: volume proxy, lower confidence)"
-    con.print(f"[bold]{s['symbol']}[/] at {s['at']}, mark {s['mark']:,.2f}{conf}")
+    con.print(f"[bold]{shown(s['symbol'])}[/] at {s['at']}, mark {s['mark']:,.2f}{conf}")
     if s.get("oi_units") == "relative":
         con.print("open interest: the stablecoin-margined series (unit undocumented), so "
                   "notionals are relative, not USD")
@@ -121,7 +134,7 @@ def print_snapshot(s: dict[str, Any], top: int = 5) -> None:
         rows = [c for c in s["clusters"] if c["side"] == side][:top]
         for c in rows:
             t.add_row(f"{c['price']:,.2f}", f"{c['distance_pct']:+.2f}%",
-                      f"{c['distance_atr']:.1f}", f"{c['notional'] / 1e6:,.1f}M",
+                      cell("{:.1f}", c["distance_atr"]), f"{c['notional'] / 1e6:,.1f}M",
                       f"{c['share'] * 100:.0f}%")
         if not rows:
             t.add_row("-", "-", "-", "-", "-")
@@ -173,21 +186,22 @@ def heatmap_command(
     if timeline is not None:
         out = check_output(timeline, "--timeline")
         n, used = write_timeline(Path(target), out, map_name, tiers)
-        Console(highlight=False, stderr=True).print(
-            f"wrote {n} bars to {out or 'stdout'} (map: {used}"
+        console(stderr=True).print(
+            f"wrote {n} bars to {shown(out or 'stdout')} (map: {used}"
             f"{', auto' if map_name == 'auto' else ''})")
         return
     check_output(png, "--png", stdout_ok=False)
     s = snapshot(Path(target), at, tiers)
     if png is not None:
         from bot.cli.heatmap_plot import draw
-        draw(s["_bars"], s["_brackets"], s, png)
+        with writing(png, "--png"):
+            draw(s["_bars"], s["_brackets"], s, png)
     if as_json:
         print(dumps({k: v for k, v in s.items() if not k.startswith("_")}))
     else:
         print_snapshot(s)
     if png is not None and not as_json:
-        Console(highlight=False).print(f"wrote {png}")
+        console().print(f"wrote {shown(png)}")
 
 
 #: the issue's layout, in its order (ts is the bar open, int64 ms UTC)
@@ -248,8 +262,8 @@ def write_timeline(directory: Path, out: Path | None, map_name: str = "auto",
     bars = ds_io.load(directory).bars
     used = resolve_map(map_name, bars.interval_ms)
     cols = timeline_rows(bars, used == "calibrated-4h", tiers)
-    with (out.open("w", newline="") if out is not None else
-          contextlib.nullcontext(sys.stdout)) as f:
+    with writing(out, "--timeline"), (out.open("w", newline="") if out is not None else
+                                      contextlib.nullcontext(sys.stdout)) as f:
         w = csv.writer(f)
         w.writerow(TIMELINE_COLUMNS)
         for i in range(len(bars)):

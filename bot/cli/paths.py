@@ -2,20 +2,29 @@
 
 Every command that writes a file or a directory calls `check_output` / `check_output_dir`
 first, so a typo in `--out`, `--json` or `--png` is an exit-2 message naming the option in a
-second, not a traceback after a ten-minute backtest. `-` means stdout wherever a FILE is
-written. `finite_json` turns NaN and infinity into null: no command prints or writes a
-non-finite number as a result.
+second, not a traceback after a ten-minute backtest. Both try a real write (root passes
+`os.access` even where nothing can be created, e.g. /proc), and `writing` turns a failure of
+the final write into the same message. `-` means stdout wherever a FILE is written.
+`finite_json` and `cell` turn NaN and infinity into null / '-': no command prints or writes a
+non-finite number as a result. `console` and `shown` print user text (paths, names) verbatim:
+no rich markup, no `:emoji:` codes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
 
 from bot.errors import LiqbotError
 
@@ -58,6 +67,12 @@ def check_output(path: Path | None, option: str, *, stdout_ok: bool = True) -> P
         raise LiqbotError(f"{option}: {path} exists and is not a regular file")
     if (path.exists() and not os.access(path, os.W_OK)) or not os.access(parent, os.W_OK):
         raise LiqbotError(f"{option}: {path} is not writable (permission denied)")
+    with writing(path, option):      # a real write: an existing file is opened, not changed
+        if path.exists():
+            path.open("ab").close()
+        else:
+            path.open("xb").close()
+            path.unlink()
     return path
 
 
@@ -76,7 +91,34 @@ def check_output_dir(path: Path, option: str) -> Path:
         raise LiqbotError(f"{option}: {path} cannot be created: {base} is a file, not a directory")
     if not os.access(base, os.W_OK | os.X_OK):
         raise LiqbotError(f"{option}: {path} is not writable (permission denied on {base})")
+    made: list[Path] = []   # a real write: the missing directories and a file, then removed
+    try:
+        with writing(path, option):
+            for d in [*reversed(path.absolute().parents), path.absolute()]:
+                if not d.exists():
+                    d.mkdir()
+                    made.append(d)
+            fd, probe = tempfile.mkstemp(dir=path, prefix=".liqbot-probe-")
+            os.close(fd)
+            os.unlink(probe)
+    finally:
+        for d in reversed(made):
+            with contextlib.suppress(OSError):
+                d.rmdir()
     return path
+
+
+@contextlib.contextmanager
+def writing(path: Path | None, option: str) -> Iterator[None]:
+    """Turn an OSError in the block (writing `path`) into an exit-2 error naming both;
+    None (stdout) passes errors on."""
+    try:
+        yield
+    except OSError as exc:
+        if path is None:
+            raise
+        raise LiqbotError(f"{option}: {path} is not writable "
+                          f"({exc.strerror or type(exc).__name__})") from None
 
 
 def check_symbol(symbol: str, option: str) -> str:
@@ -108,6 +150,24 @@ def check_number(value: float | None, option: str, lo: float | None = None,
     return value
 
 
+def cell(fmt: str, value: Any) -> str:
+    """A table cell; '-' for a missing or non-finite figure (never 'nan')."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return fmt.format(value)
+
+
+def console(*, stderr: bool = False) -> Console:
+    """The CLI's console: no highlighting, no `:emoji:` codes (a path like /tmp/a:fire:b
+    prints as typed); user text inside markup goes through `shown`."""
+    return Console(stderr=stderr, highlight=False, emoji=False)
+
+
+def shown(value: object) -> str:
+    """User text (a path, a name) for a markup string: printed verbatim, `[red]` included."""
+    return escape(str(value))
+
+
 def finite_json(value: Any) -> Any:
     """A copy of a JSON-able tree with NaN and +-inf replaced by None (JSON null)."""
     if isinstance(value, float):
@@ -126,13 +186,12 @@ def dumps(value: Any, indent: int | None = 2) -> str:
     return json.dumps(finite_json(value), indent=indent, allow_nan=False, default=str)
 
 
-def write_output(path: Path | None, text: str) -> None:
-    """Write `text` to `path`, or to stdout when `path` is None (`-`)."""
+def write_output(path: Path | None, text: str, option: str = "output") -> None:
+    """Write `text` to `path` (an OSError: exit 2 naming `option`), or to stdout when `path`
+    is None (`-`)."""
     if path is None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
         sys.stdout.flush()
         return
-    try:
+    with writing(path, option):
         path.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise LiqbotError(f"cannot write {path}: {exc.strerror}") from None

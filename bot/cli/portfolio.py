@@ -23,8 +23,8 @@ from backtests.portfolio import (
     run_portfolio,
 )
 from backtests.runner import RunSettings
-from bot.cli.backtest import _cell, _fees, _time
-from bot.cli.paths import check_output, dumps, write_output
+from bot.cli.backtest import _fees, _time
+from bot.cli.paths import cell, check_output, console, dumps, shown, write_output
 from bot.cli.tiers import brackets_for
 from bot.data import dataset as ds_io
 from bot.data.bars import Bars
@@ -68,10 +68,10 @@ def _table(con: Console, res: PortfolioResult) -> None:
     for sym in res.symbols:
         t.add_column(sym, justify="right")
     for label, key, fmt in ROWS:
-        t.add_row(label, _cell(fmt, m["portfolio"][key]),
-                  *(_cell(fmt, m["symbols"][s][key]) for s in res.symbols))
-    t.add_row("final equity / PnL", _cell("{:,.2f}", m["portfolio"]["final_equity"]),
-              *(_cell("{:+,.2f}", m["symbols"][s]["pnl"]) for s in res.symbols))
+        t.add_row(label, cell(fmt, m["portfolio"][key]),
+                  *(cell(fmt, m["symbols"][s][key]) for s in res.symbols))
+    t.add_row("final equity / PnL", cell("{:,.2f}", m["portfolio"]["final_equity"]),
+              *(cell("{:+,.2f}", m["symbols"][s]["pnl"]) for s in res.symbols))
     con.print(t)
     for ev in m["portfolio"]["liquidation_events"]:
         side = "short" if ev["qty"] > 0 else "long"    # the fill that closed it buys a short
@@ -114,7 +114,7 @@ def portfolio_command(ctx: typer.Context, paths: list[str], *, strategy: str,
             pol = off_policy() if name == "off" else policy
             results[name] = run_portfolio(pin, strat, pol, settings, name,  # type: ignore[arg-type]
                                           progress=lambda k: prog.advance(task, k))
-    con = Console(highlight=False, stderr=to_stdout)
+    con = console(stderr=to_stdout)
     con.print(f"[bold]portfolio[/] {', '.join(pin.symbols)} {iso(int(pin.ts[0]))} .. "
               f"{iso(int(pin.ts[-1]) + pin.interval_ms)} ({n_t:,} bars on one cross account), "
               f"{strat.describe()}, preset {preset if risk != 'off' else '-'}, wallet "
@@ -132,6 +132,6 @@ def portfolio_command(ctx: typer.Context, paths: list[str], *, strategy: str,
                                "runs": {n: r.metrics for n, r in results.items()}}
         if "on" in results:
             out["decisions"] = portfolio_decisions(results["on"], pin)
-        write_output(json_out, dumps(out) + "\n")
+        write_output(json_out, dumps(out) + "\n", "--json")
         if json_out is not None:
-            con.print(f"wrote {json_path}")
+            con.print(f"wrote {shown(json_path)}")

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bot.cli.backtest import _fees, _params
-from bot.cli.paths import check_number, dumps
+from bot.cli.paths import check_number, console, dumps, shown
 from bot.cli.tiers import TiersOption, brackets_for
 from bot.config import Config, load_config, load_credentials
 from bot.data.dataset import iso
@@ -173,7 +173,7 @@ def run_command(
     store = Store(store_url or cfg.store.url)
     account = f"{cfg.mode}:{cfg.exchange.name}"
     store.acquire(account)
-    con = Console(stderr=True, highlight=False)
+    con = console(stderr=True)
     try:
         spec = {"strategy": strat.describe(), "preset": preset_name, "wallet": wallet,
                 "source": source, "fills": cfg.fills.model_dump(), "fees": vars(fees),
@@ -210,7 +210,8 @@ def run_command(
                 feed.seek({s: x.last_ts for s, x in daemon.state.items()})
             con.print(f"resuming run {run.run_id} after {iso(cp[0])}")
         else:
-            con.print(f"run {run.run_id}: {cfg.mode}, {strat.describe()}, preset {preset_name}, "
+            con.print(f"run {run.run_id}: {cfg.mode}, {shown(strat.describe())}, preset "
+                      f"{shown(preset_name)}, "
                       f"{', '.join(feed.symbols)}" + (f", replay at speed {speed:g}"
                                                       if replay else ", exchange feed"))
         from bot.runtime.alerts import Alerts
@@ -222,7 +223,7 @@ def run_command(
         store.set_run_status(run.run_id, "done" if ended else "stopped")
         eq, _ = daemon.equity()
         lat = percentiles(daemon.latency_ns)
-        Console(highlight=False).print(
+        console().print(
             f"run {run.run_id} {'finished' if ended else 'stopped'}: {daemon.bars_processed:,} "
             f"bars in {dt:.1f} s, {daemon.seq} orders, equity {eq:,.2f}"
             + (f", {daemon.skipped} malformed bars skipped" if daemon.skipped else "")

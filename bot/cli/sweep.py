@@ -180,7 +180,7 @@ def sweep_command(
 
     from backtests import sweep as sw
     from bot.cli.backtest import _fees
-    from bot.cli.paths import check_output_dir
+    from bot.cli.paths import check_output_dir, console, shown
 
     if not (math.isfinite(wallet) and 0 < wallet <= 1e15):
         raise LiqbotError(f"--wallet: expected a positive finite amount up to 1e15, got {wallet}")
@@ -230,15 +230,15 @@ def sweep_command(
         backend.close()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    con = Console(highlight=False)
+    con = console()
     where = f"Ray ({ray})" if ray is not None else f"{backend.parallelism} local worker(s)"
     con.print(f"{strategy}: {len(result.rows)} rows, {result.ran} backtests run, {result.reused} "
-              f"reused from {out / sw.JOURNAL} on {where}")
+              f"reused from {shown(out / sw.JOURNAL)} on {where}")
     if result.skipped:
         con.print(f"skipped {result.skipped} parameter set(s) the strategy refuses; first: "
                   f"{result.skip_reason}", markup=False)
     print_tables(result, objective, top, con)
-    con.print(f"results: {out / sw.RESULTS}")
+    con.print(f"results: {shown(out / sw.RESULTS)}")
     con.print(heatmap_png(result, objective, out / "heatmap.png", trials is not None), markup=False)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -128,12 +127,9 @@ def load_policy(name_or_path: str) -> RiskPolicy:
     if not path.is_file():
         raise ConfigError(str(path), [f"--preset: expected one of {', '.join(PRESETS)} or a "
                                       f"TOML file, got {name_or_path!r}"])
-    try:
-        tree = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), [f"(file): expected valid TOML, got {exc}"]) from None
+    from bot.config import _format_problem, read_toml
+    tree = read_toml(path)
     try:
         return RiskPolicy.model_validate(tree.get("risk", tree))
     except ValidationError as exc:
-        from bot.config import _format_problem
         raise ConfigError(str(path), [_format_problem(e) for e in exc.errors()]) from None

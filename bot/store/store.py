@@ -25,7 +25,13 @@ from sqlalchemy import Connection, Engine, bindparam, create_engine, event, func
 from sqlalchemy import select as sql_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import ArgumentError, InterfaceError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DatabaseError,
+    InterfaceError,
+    NoSuchModuleError,
+    OperationalError,
+)
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, SQLModel, col, select
 
@@ -131,7 +137,8 @@ class Store:
         self.run_id: str | None = None
         self.urgent = False                      # an intent is staged: commit before sending
         self._build_statements()
-        with self._guard("open"), self._write() as conn:
+        # DatabaseError: a file that is not a SQLite database, or a damaged one
+        with self._guard("open", DatabaseError), self._write() as conn:
             if self.dialect == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SCHEMA_LOCK_KEY})
             ensure_schema(conn, self.url)
@@ -203,11 +210,11 @@ class Store:
                                        updated_ms=bindparam("b_updated_ms")))
 
     @contextlib.contextmanager
-    def _guard(self, action: str) -> Iterator[None]:
-        """Turn connection-level failures into LiqbotError naming the masked URL."""
+    def _guard(self, action: str, *more: type[Exception]) -> Iterator[None]:
+        """Turn connection-level failures (and `more`) into LiqbotError naming the masked URL."""
         try:
             yield
-        except _DB_ERRORS as exc:
+        except (*_DB_ERRORS, *more) as exc:
             reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
             raise LiqbotError(f"store {self.url}: {action} failed: "
                               f"{scrub(reason[0] if reason else type(exc).__name__, self._url)}"

@@ -1,0 +1,115 @@
+"""Bad input is an exit-2 message naming the option, file or URL: never a traceback, a NaN or
+rich markup read from user text. Unwritable output paths use /proc, where even root cannot
+create files."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+
+from bot.cli.paths import check_output, check_output_dir, write_output
+from bot.errors import LiqbotError
+from tests.test_safety import KHEAD, T0
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+
+
+@pytest.fixture(scope="module")
+def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from bot.data import dataset
+    from bot.data.synthetic import SynthSpec, generate
+    d = tmp_path_factory.mktemp("s") / "ds"
+    dataset.save(generate(SynthSpec(seed=1, days=1)), d)
+    return d
+
+
+@needs_proc
+def test_unwritable_output_refused_before_work(cli, synth_dir, tmp_path):
+    """1: every output option is probed with a real write first; nothing runs, nothing is
+    printed on stdout, no probe is left behind."""
+    for opt, path in (("--report", "/proc/x.html"), ("--json", "/proc/x.json")):
+        r = cli("backtest", "--scenario", "calm", "--risk", "on", opt, path)
+        assert r.code == 2 and f"--{opt[2:]}: {path} is not writable" in r.err, r.err
+        assert r.out == ""                    # refused before the backtest ran
+    r = cli("heatmap", synth_dir, "--timeline", "/proc/t.csv")
+    assert r.code == 2 and "--timeline: /proc/t.csv is not writable" in r.err
+    r = cli("sweep", "synthetic:1:none:1", "--strategy", "trend", "--grid", "fast=20",
+            "--out", "/proc/sw")
+    assert r.code == 2 and "--out: /proc/sw is not writable" in r.err
+    r = cli("data", "import", synth_dir / "bars.parquet", "--out", "/proc/xx")
+    assert r.code == 2 and "--out: /proc/xx is not writable" in r.err
+    with pytest.raises(LiqbotError, match="--json: /proc/y.json is not writable"):
+        write_output(Path("/proc/y.json"), "{}", "--json")
+    # a writable target passes and the probe leaves nothing behind
+    assert check_output(tmp_path / "f.json", "--json") == tmp_path / "f.json"
+    assert check_output_dir(tmp_path / "a" / "b", "--out") == tmp_path / "a" / "b"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_store_not_a_database(cli, tmp_path):
+    """2: a store URL naming a file that is not SQLite is a usage error naming the URL."""
+    f = tmp_path / "somefile.csv"
+    f.write_text("a,b\n1,2\n")
+    url = f"sqlite:///{f}"
+    r = cli("status", "--store", url)
+    assert r.code == 2 and f"store {url}" in r.err and "not a database" in r.err, r.err
+    r = cli("run", "--replay", "calm", "--store", url)
+    assert r.code == 2 and f"store {url}" in r.err and "not a database" in r.err, r.err
+
+
+def test_config_not_utf8(cli, tmp_path):
+    """3: a config or preset file that is not UTF-8 names the file."""
+    f = tmp_path / "bin.toml"
+    f.write_bytes(b"\xff\xfe bad")
+    r = cli("config", "check", f)
+    assert r.code == 2 and "UTF-8" in r.out and str(f) in r.out, r.out + r.err
+    for args in (("--config", f, "backtest", "--scenario", "calm"),
+                 ("backtest", "--scenario", "calm", "--preset", f)):
+        r = cli(*args)
+        assert r.code == 2 and str(f) in r.err and "UTF-8" in r.err, r.err
+
+
+def test_time_microseconds_and_offsets(cli, synth_dir):
+    """4: a microsecond timestamp is refused naming --at; an offset converts silently."""
+    r = cli("heatmap", synth_dir, "--at", "1760130000000000")
+    assert r.code == 2 and "--at: expected a UTC time" in r.err, r.err
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")        # numpy's timezone UserWarning would be exit 1
+        r = cli("heatmap", synth_dir, "--at", "2026-01-01T14:00+02:00", "--json")
+        assert r.code == 0, r.err
+        assert json.loads(r.out)["at"] == "2026-01-01T12:00:00Z"
+        r = cli("backtest", synth_dir, "--risk", "off", "--from", "2026-01-01T14:00+02:00",
+                "--json", "-")
+        assert r.code == 0, r.err
+        assert json.loads(r.out)["meta"]["from"] == "2026-01-01T12:00:00Z"
+
+
+def test_heatmap_table_no_nan(cli, synth_dir):
+    """5: before the hourly ATR exists the table prints '-', never 'nan'."""
+    r = cli("heatmap", synth_dir, "--at", "2026-01-01T00:30Z", "--json")
+    assert r.code == 0 and any(c["distance_atr"] is None for c in json.loads(r.out)["clusters"])
+    r = cli("heatmap", synth_dir, "--at", "2026-01-01T00:30Z")
+    assert r.code == 0, r.err
+    assert "long liquidation clusters" in r.out and "nan" not in r.out.lower()
+
+
+def test_user_text_printed_verbatim(cli, synth_dir, tmp_path):
+    """6: paths with rich markup or :emoji: codes print as typed, in output and errors."""
+    src = tmp_path / "BTCUSDT-1m-2025-10-10.csv"
+    src.write_text(KHEAD + "".join(
+        f"{T0 + i * 60_000},{100 + i},{101 + i},{99 + i},{100.5 + i},10,{T0 + i * 60_000 + 59_999},"
+        "1000,5,4,400,0\n" for i in range(30)))
+    out = tmp_path / "[red]out"
+    r = cli("data", "import", src, "--out", out)
+    assert r.code == 0, r.err
+    assert f"wrote {out}" in r.out
+    fire = tmp_path / "my:fire:data"
+    fire.symlink_to(synth_dir)
+    r = cli("data", "info", fire)
+    assert r.code == 0 and str(fire) in r.out, r.out
+    bad = tmp_path / "[bold]x:boom:"
+    r = cli("data", "info", bad)
+    assert r.code == 2 and str(bad) in r.err, r.err
