@@ -16,8 +16,9 @@ from bot.errors import LiqbotError
 NAMED = {"cascade-long": (7, "long", 3), "cascade-short": (7, "short", 3), "calm": (7, "none", 3)}
 
 
-def load_scenario(name: str) -> Dataset:
-    """A dataset directory path, or a synthetic scenario name (module docstring)."""
+def load_scenario(name: str, option: str = "--scenario") -> Dataset:
+    """A dataset directory path, or a synthetic scenario name (module docstring); errors
+    name `option`, the argument the user gave it as."""
     if name in NAMED:
         seed, crowd, days = NAMED[name]
         return generate(SynthSpec(seed=seed, days=days, crowding=crowd))
@@ -28,10 +29,10 @@ def load_scenario(name: str) -> Dataset:
             crowd = parts[1] if len(parts) > 1 else "long"
             days = int(parts[2]) if len(parts) > 2 else 3
         except (ValueError, IndexError):
-            raise LiqbotError(f"--scenario: expected synthetic:SEED[:CROWDING[:DAYS]], got "
+            raise LiqbotError(f"{option}: expected synthetic:SEED[:CROWDING[:DAYS]], got "
                               f"{name!r}") from None
         if crowd not in CROWDING_BIAS or not 1 <= days <= MAX_DAYS or not 0 <= seed <= MAX_SEED:
-            raise LiqbotError(f"--scenario: seed 0..{MAX_SEED}, crowding long|short|none, days "
+            raise LiqbotError(f"{option}: seed 0..{MAX_SEED}, crowding long|short|none, days "
                               f"1..{MAX_DAYS}, got {name!r}")
         return generate(SynthSpec(seed=seed, days=days, crowding=crowd,
                                   snapshot_minutes=snapshot_minutes_for(days)))
@@ -39,6 +40,6 @@ def load_scenario(name: str) -> Dataset:
     if path.is_dir():
         return ds_io.load(path)
     if path.exists():
-        raise LiqbotError(f"--scenario: {name!r} is a file, expected a dataset directory")
-    raise LiqbotError(f"--scenario: {name!r} is neither a dataset directory nor one of "
+        raise LiqbotError(f"{option}: {name!r} is a file, expected a dataset directory")
+    raise LiqbotError(f"{option}: {name!r} is neither a dataset directory nor one of "
                       f"{', '.join(NAMED)}, synthetic:SEED[:CROWDING[:DAYS]]")

@@ -627,10 +627,7 @@ def sweep(spec: SweepSpec, out: Path, backend: Backend,
     # datasets: names as the workers load them, bars for spans and fingerprints
     names, loaded = [], {}
     for d in spec.datasets:
-        try:
-            bars = load_scenario(d).bars
-        except LiqbotError as exc:
-            raise LiqbotError(f"DATASET {d!r}: " + str(exc).removeprefix("--scenario: ")) from None
+        bars = load_scenario(d, "DATASET").bars
         name = str(Path(d).resolve()) if Path(d).is_dir() else d
         if name in loaded:
             raise LiqbotError(f"DATASET {d!r}: given twice")

@@ -113,3 +113,17 @@ def test_user_text_printed_verbatim(cli, synth_dir, tmp_path):
     bad = tmp_path / "[bold]x:boom:"
     r = cli("data", "info", bad)
     assert r.code == 2 and str(bad) in r.err, r.err
+
+
+@pytest.mark.parametrize(("args", "named"), [
+    (["backtest", "{nope}", "--risk", "on"], "DATASET: "),
+    (["backtest", "--scenario", "{nope}", "--risk", "on"], "--scenario: "),
+    (["run", "--replay", "{nope}", "--store", "sqlite:///{tmp}/s.db"], "--replay: "),
+    (["drill", "{nope}"], "DATASET: "),
+])
+def test_a_missing_dataset_is_named_by_the_argument_given(cli, tmp_path, args, named) -> None:
+    """Each command names the argument the user typed (they all said --scenario)."""
+    nope = str(tmp_path / "nope")
+    r = cli(*(a.format(nope=nope, tmp=tmp_path) for a in args))
+    err = " ".join(r.err.split())
+    assert r.code == 2 and f"{named}'{nope}' is neither a dataset directory" in err

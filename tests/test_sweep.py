@@ -87,7 +87,7 @@ def test_missing_dataset_exits_2(tmp_path: Path, cli) -> None:
             "--out", tmp_path / "o")
     err = " ".join(r.err.split())
     assert r.code == 2
-    assert f"DATASET '{tmp_path / 'nope'}': " in err and "neither a dataset directory" in err
+    assert f"DATASET: '{tmp_path / 'nope'}' is" in err and "neither a dataset directory" in err
 
 
 def test_grid_expansion_and_invalid_combinations_counted() -> None:

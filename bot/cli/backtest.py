@@ -150,7 +150,7 @@ def backtest_command(
     elif ticks and dataset is not None and Path(dataset).is_file():
         ds, source = None, dataset                     # a Vision trades / aggTrades file
     else:
-        ds = load_scenario(scenario or dataset or "")
+        ds = load_scenario(scenario or dataset or "", "--scenario" if scenario else "DATASET")
         source = scenario or dataset
     span = (_time(start, "--from") if start else None, _time(end, "--to") if end else None)
     tick_data = tick_source(ds, str(source), *span) if ticks else None

@@ -195,7 +195,7 @@ def load_data(sources: list[str]) -> Dataset:
     from bot.data.importer import build_dataset
 
     if len(sources) == 1 and not Path(sources[0]).is_file():
-        return load_scenario(sources[0])
+        return load_scenario(sources[0], "DATASET")
     missing = [s for s in sources if not Path(s).is_file()]
     if missing:
         raise LiqbotError(f"drill: {missing[0]} is not a file (give a dataset directory, a "

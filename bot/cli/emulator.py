@@ -59,10 +59,7 @@ def serve_cmd(
     """Serve DATASET as a Binance USD-M exchange on 127.0.0.1 until Ctrl-C."""
     from backtests.scenarios import load_scenario
 
-    try:
-        ds = load_scenario(dataset)
-    except LiqbotError as exc:
-        raise LiqbotError(f"emulator serve DATASET: {exc}".replace("--scenario: ", "")) from None
+    ds = load_scenario(dataset, "emulator serve DATASET")
     brackets = {ds.bars.symbol: brackets_for(ds.bars.symbol, tiers)}
     key, secret = credentials()
     cfg = EmulatorConfig(speed=speed, paused=paused, wallet=wallet, faults=load_profile(faults))

@@ -29,7 +29,7 @@ def _replay_bars(sources: list[str], cfg: Config) -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     for src in sources:
-        ds = configured_data(cfg) if src == "synthetic" else load_scenario(src)
+        ds = configured_data(cfg) if src == "synthetic" else load_scenario(src, "--replay")
         if ds.bars.symbol in out:
             raise LiqbotError(f"--replay {src}: symbol {ds.bars.symbol} is already replayed by "
                               "another --replay; give one dataset per symbol")
