@@ -339,13 +339,20 @@ def parse_config(
         "(not shown)"
         for p in secret_paths
     ]
+    from_env = {".".join(name[len(ENV_PREFIX):].lower().split("__")): name
+                for name in (env if env is not None else os.environ)
+                if name.startswith(ENV_PREFIX)}
     try:
         cfg = Config.model_validate(merged)
     except ValidationError as exc:
-        problems.extend(
-            _format_problem(e) for e in exc.errors()
-            if not _under_secret(".".join(str(p) for p in e["loc"]), secret_paths)
-        )
+        for e in exc.errors():
+            loc = ".".join(str(p) for p in e["loc"])
+            if _under_secret(loc, secret_paths):
+                continue
+            var = next((v for k, v in from_env.items() if loc == k or loc.startswith(k + ".")),
+                       None)
+            problems.append(_format_problem(e) + (f" (from the environment: {var})" if var
+                                                  else ""))
         cfg = None
     if problems or cfg is None:
         raise ConfigError(source, problems)

@@ -127,3 +127,15 @@ def test_a_missing_dataset_is_named_by_the_argument_given(cli, tmp_path, args, n
     r = cli(*(a.format(nope=nope, tmp=tmp_path) for a in args))
     err = " ".join(r.err.split())
     assert r.code == 2 and f"{named}'{nope}' is neither a dataset directory" in err
+
+
+def test_from_after_to_and_debug_after_the_command(cli) -> None:
+    r = cli("backtest", "--scenario", "calm", "--risk", "on", "--from", "2026-01-02",
+            "--to", "2026-01-01")
+    assert r.code == 2 and "--from 2026-01-02 is not before --to 2026-01-01" in r.err
+    r = cli("backtest", "--scenario", "calm", "--risk", "on", "--from", "2026-01-02",
+            "--to", "2026-01-01", "--debug")          # the hint says rerun with --debug
+    assert r.code == 2 and "No such option" not in r.err and "--from" in r.err
+    r = cli("backtest", "--scenario", "calm", "--risk", "on", "--preset", "nosuch")
+    assert r.code == 2 and "config problem" not in r.err
+    assert "--preset: expected one of conservative, balanced, aggressive" in r.err

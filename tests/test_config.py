@@ -53,7 +53,7 @@ def test_env_override_errors_name_the_key():
         parse_config({}, "t", env={"LIQBOT_DATA__SYNTHETIC__DAYS": "many"})
     assert err.value.problems == [
         "data.synthetic.days: expected a valid integer, unable to parse string as an integer, "
-        "got 'many'"]
+        "got 'many' (from the environment: LIQBOT_DATA__SYNTHETIC__DAYS)"]
 
 
 def test_credentials_from_env_are_masked():

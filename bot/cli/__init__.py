@@ -123,6 +123,9 @@ def root(
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; maps errors to exit codes (see module docstring)."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in args[1:] and "--" not in args[:args.index("--debug")]:
+        args.remove("--debug")        # a global option, taken anywhere on the line
+        args.insert(0, "--debug")
     err = Console(stderr=True, highlight=False, emoji=False)  # ':boom:' in a message: verbatim
     # `heatmap validate` has options (and --help) of its own: route it to its command
     for i, a in enumerate(args):

@@ -153,6 +153,8 @@ def backtest_command(
         ds = load_scenario(scenario or dataset or "", "--scenario" if scenario else "DATASET")
         source = scenario or dataset
     span = (_time(start, "--from") if start else None, _time(end, "--to") if end else None)
+    if span[0] is not None and span[1] is not None and span[0] >= span[1]:
+        raise LiqbotError(f"--from {start} is not before --to {end}")
     tick_data = tick_source(ds, str(source), *span) if ticks else None
     if tick_data is None:
         bars = ds.bars  # type: ignore[union-attr]

@@ -98,6 +98,8 @@ def portfolio_command(ctx: typer.Context, paths: list[str], *, strategy: str,
     policy = load_policy(preset) if risk != "off" else None
     fees, cfg = _fees((ctx.obj or {}).get("config") if ctx.obj else None)
     span = (_time(start, "--from") if start else None, _time(end, "--to") if end else None)
+    if span[0] is not None and span[1] is not None and span[0] >= span[1]:
+        raise LiqbotError(f"--from {start} is not before --to {end}")
     bars, brackets = _load(paths, *span, tiers)
     settings = RunSettings(wallet=wallet, fills=cfg.fills, fees=fees)
     names = ["off", "on"] if risk == "compare" else [risk]

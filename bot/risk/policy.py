@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from bot.errors import ConfigError
+from bot.errors import ConfigError, LiqbotError
 from bot.risk import engine as en
 
 PRESET_DIR = Path(__file__).resolve().parents[2] / "config" / "risk"
@@ -125,8 +125,8 @@ def load_policy(name_or_path: str) -> RiskPolicy:
     """A preset by name (conservative, balanced, aggressive) or a TOML file path."""
     path = PRESET_DIR / f"{name_or_path}.toml" if name_or_path in PRESETS else Path(name_or_path)
     if not path.is_file():
-        raise ConfigError(str(path), [f"--preset: expected one of {', '.join(PRESETS)} or a "
-                                      f"TOML file, got {name_or_path!r}"])
+        raise LiqbotError(f"--preset: expected one of {', '.join(PRESETS)} or a TOML file, got "
+                          f"{name_or_path!r}" + (" (no such file)" if path.suffix else ""))
     from bot.config import _format_problem, read_toml
     tree = read_toml(path)
     try:
