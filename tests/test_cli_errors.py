@@ -139,3 +139,11 @@ def test_from_after_to_and_debug_after_the_command(cli) -> None:
     r = cli("backtest", "--scenario", "calm", "--risk", "on", "--preset", "nosuch")
     assert r.code == 2 and "config problem" not in r.err
     assert "--preset: expected one of conservative, balanced, aggressive" in r.err
+
+
+def test_status_and_halt_do_not_create_a_store(cli, tmp_path) -> None:
+    url = f"sqlite:///{tmp_path}/none.db"
+    for cmd in ("status", "halt"):
+        r = cli(cmd, "--store", url)
+        assert r.code == 2 and "no store at" in r.err and "none.db" in r.err
+    assert not (tmp_path / "none.db").exists()

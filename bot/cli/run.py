@@ -375,10 +375,19 @@ async def _serve(daemon: Any, simulated: bool, alerts: Any, bind: tuple[str, int
 
 def _store_and_run(store_url: str | None, ctx: typer.Context, run_id: str | None) -> tuple[
         Any, Any, Config]:
+    from pathlib import Path
+
     from bot.store import Store
+    from bot.store.urls import mask_url, parse_url
 
     cfg = load_config((ctx.obj or {}).get("config") if ctx.obj else None)
-    store = Store(store_url or cfg.store.url)
+    url = store_url or cfg.store.url
+    parsed = parse_url(url)                 # status and halt read a store, never create one
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:") \
+            and not Path(parsed.database).exists():
+        raise LiqbotError(f"no store at {mask_url(url)} (no such file); give the --store a "
+                          "daemon runs with (`liqbot run --store URL`)")
+    store = Store(url)
     run = store.get_run(run_id) if run_id else store.latest_run()
     if run is None:
         store.close()
