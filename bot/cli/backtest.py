@@ -83,7 +83,8 @@ def backtest_command(
         "--scenario", help="cascade-long, cascade-short, calm, synthetic:SEED[:CROWDING[:DAYS]]"
     )] = None,
     strategy: Annotated[str, typer.Option("--strategy", help="hold, trend, cascade_fade, "
-                                                             "funding_skew or module:Class")]
+                                                             "funding_skew, sma_cross or "
+                                                             "module:Class")]
     = "hold",
     param: Annotated[list[str] | None, typer.Option("--param", help="k=v (repeatable)")] = None,
     risk: Annotated[str, typer.Option("--risk", help="on | off | compare")] = "compare",

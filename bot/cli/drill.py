@@ -594,7 +594,7 @@ def drill_command(
     speed: Annotated[float, typer.Option("--speed", help="0 = lockstep, as fast as it goes; "
                                          "N = both at N x real time")] = 0.0,
     faults: Annotated[str | None, typer.Option("--faults", help="emulator fault profile: none, "
-                                               "flaky, lossy-orders or a TOML file")] = None,
+                                               "flaky, lossy-orders, partial-fills or a TOML file")] = None,
     wallet: Annotated[float | None, typer.Option("--wallet", help="default: config run.wallet")]
     = None,
     feed: Annotated[str, typer.Option("--feed", help="where the daemon's bars come from: "

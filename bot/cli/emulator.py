@@ -49,7 +49,8 @@ def serve_cmd(
     speed: Annotated[float, typer.Option("--speed", min=0.001, max=1e7,
                                          help="simulated ms per wall ms")] = 1.0,
     faults: Annotated[str | None, typer.Option(
-        "--faults", help="fault profile: none, flaky, lossy-orders or a TOML file")] = None,
+        "--faults", help="fault profile: none, flaky, lossy-orders, partial-fills or a TOML "
+                          "file")] = None,
     paused: Annotated[bool, typer.Option("--paused", help="start with the clock paused "
                                                           "(POST /admin/clock)")] = False,
     wallet: Annotated[float, typer.Option("--wallet", min=0.0,

@@ -659,7 +659,8 @@ class Daemon:
                                               float(pos[ac.P_ENTRY]), None, self.feed.now_ms())
 
     def _stop(self) -> None:
-        log.warning("stop requested: no new bars, finishing writes")
+        if not self.stopping:                 # SIGINT and SIGTERM both land here: log once
+            log.warning("stop requested: no new bars, finishing writes")
         self.stopping = True
 
 
