@@ -36,13 +36,12 @@ from typing import Annotated, Any
 
 import numpy as np
 import typer
-from rich.console import Console
 
 from backtests import engine as eg
 from backtests.runner import RunSettings, prepare
 from backtests.runner import run as backtest
 from bot.cli.backtest import _fees
-from bot.cli.paths import check_output, dumps, write_output
+from bot.cli.paths import check_output, console, dumps, write_output
 from bot.cli.run import run_choices
 from bot.cli.tiers import TiersOption, brackets_for
 from bot.data.bars import Bars
@@ -636,7 +635,7 @@ def drill_command(
 
 
 def print_report(r: dict[str, Any]) -> None:
-    con = Console(highlight=False)
+    con = console()
     fe = r["final_equity"]
     con.print(f"[bold]drill[/] {r['symbol']} {r['from']} .. {r['to']}: {r['strategy']}, "
               f"preset {r['preset']}, {'lockstep' if r['lockstep'] else 'speed ' + str(r['speed'])}"
@@ -647,9 +646,9 @@ def print_report(r: dict[str, Any]) -> None:
               f"{r['fills']['backtest']} (matched {r['fills']['matched']}, max qty diff "
               f"{r['fills']['max_qty_diff']:.6g}, max price diff "
               f"{r['fills']['max_price_rel_diff']:.2e})")
-    con.print(f"funding live {r['funding']['live']:+,.4f} / backtest "
-              f"{r['funding']['backtest']:+,.4f}; liquidations {r['liquidations']['live']} / "
-              f"{r['liquidations']['backtest']}")
+    f = {k: round(v, 4) + 0.0 for k, v in r["funding"].items()}     # never "-0.0000"
+    con.print(f"funding live {f['live']:+,.4f} / backtest {f['backtest']:+,.4f}; "
+              f"liquidations {r['liquidations']['live']} / {r['liquidations']['backtest']}")
     con.print(f"final equity live {fe['live']:,.4f} / backtest {fe['backtest']:,.4f} / venue "
               f"{fe['venue']:,.4f} (live vs backtest {r['equity_rel_diff']:.2e})"
               + (f": {r['equity_cause']}" if r.get("equity_cause") else ""))
