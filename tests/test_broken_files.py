@@ -48,6 +48,12 @@ CASES = [
      ", row 3, column high: high 100.2 is below max(open, close) = 100.5"),
     ("lowhigh-1m-a.csv", kl(row(T, lo="100.1"), row(T + 1), row(T + 2)),
      ", row 2, column low: low 100.1 is above min(open, close) = 100.0"),
+    ("absurd-1m-a.csv", kl(row(T), row(T + 1, h="1e308"), row(T + 2)),
+     ", row 3, column high: price 1e+308 is outside the plausible 1e-12 .. 1e+12 (quote per "
+     "base)"),
+    ("range-1m-a.csv", kl(row(T), row(T + 1, lo="0.5"), row(T + 2)),
+     ", row 3, column high: high 101.0 is more than 100x the low 0.5 in one bar: corrupt, not "
+     "a market move"),
     ("truncated-1m-a.zip", zipped("x.csv", kl(*GOOD))[:-30],
      ": not a readable zip archive (truncated or corrupt)"),
     ("cols-1m-a.csv", kl(row(T), row(T + 1).rsplit(",", 1)[0], row(T + 2)),

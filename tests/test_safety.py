@@ -121,7 +121,8 @@ def test_config_symbols_are_validated(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(None, env={"LIQBOT_EXCHANGE__SYMBOLS": '["../etc"]'})
     assert err.value.problems == ["exchange.symbols.0: expected a symbol like BTCUSDT (2-20 "
-                                  "upper-case letters and digits), got '../etc'"]
+                                  "upper-case letters and digits), got '../etc' (from the "
+                                  "environment: LIQBOT_EXCHANGE__SYMBOLS)"]
 
 
 def test_config_check_recognises_a_risk_preset(cli, tmp_path):

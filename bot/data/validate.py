@@ -67,6 +67,18 @@ def check_bar_columns(cols: Mapping[str, np.ndarray], label: str, line_of: LineO
         if i is not None:
             raise DataError(label, f"price must be positive, got {float(cols[name][i])!r}",
                             row=line_of(i), column=name)
+        i = _first((cols[name] < PRICE_MIN) | (cols[name] > PRICE_MAX))
+        if i is not None:
+            raise DataError(label, f"price {float(cols[name][i])!r} is outside the plausible "
+                                   f"{PRICE_MIN:g} .. {PRICE_MAX:g} (quote per base)",
+                            row=line_of(i), column=name)
+    if positive_prices:
+        i = _first(cols["high"] > MAX_BAR_RANGE * cols["low"])
+        if i is not None:
+            raise DataError(label, f"high {float(cols['high'][i])!r} is more than "
+                                   f"{MAX_BAR_RANGE:g}x the low {float(cols['low'][i])!r} in one "
+                                   "bar: corrupt, not a market move", row=line_of(i),
+                            column="high")
     for name in ("volume", "quote_volume", "trades", "taker_buy_volume",
                  "taker_buy_quote_volume"):
         if name in cols:
@@ -96,6 +108,11 @@ def check_bar_columns(cols: Mapping[str, np.ndarray], label: str, line_of: LineO
                                    f"{interval_ms - 1} (mixed intervals?)",
                             row=line_of(i), column="close_time")
 
+
+#: Plausible prices (quote per base) and the widest high/low of one bar: a row beyond them
+#: is a corrupt or mis-scaled file (1e308, 1e-300), whose returns would print as 1e300%.
+PRICE_MIN, PRICE_MAX = 1e-12, 1e12
+MAX_BAR_RANGE = 100.0
 
 #: Plausible bar times, int64 ms UTC: 2000-01-01 .. 2100-01-01.
 TS_MIN_MS = 946_684_800_000
