@@ -223,6 +223,11 @@ def test_overlapping_mixed_and_wrong_kind_files(tmp_path):
     k.write_text(f"{T0},1,2,0.5,1.5,10,{T0 + 59_999},15,3,5,7.5,0\n")
     with pytest.raises(DataError, match="tick replay reads trades or aggTrades"):
         load_files([k])
+    bad = tmp_path / "my trades.csv"          # no symbol in the name: the ticks would be
+    bad.write_text("\n".join([TRADES_HEAD, *TRADES_ROWS]) + "\n")   # 'MY TRADES.CSV'
+    with pytest.raises(DataError, match="no symbol in the file name") as e:
+        load_files([bad])
+    assert str(bad) in str(e.value)
 
 
 def test_dataset_tables_are_checked():

@@ -30,6 +30,7 @@ from numba import njit
 from bot.data import binance_vision as bv
 from bot.data.bars import Bars, Trades
 from bot.data.csvfile import BLOCK_SIZE
+from bot.data.dataset import SYMBOL_RE
 from bot.data.validate import LineOf
 from bot.errors import DataError
 
@@ -99,6 +100,11 @@ def _load_each(paths: Sequence[Path], block_size: int) -> list[tuple[Path, Trade
     kinds: set[str] = set()
     for path in paths:
         f = bv.load_file(path, batch_check=_check_ids, block_size=block_size)
+        if not SYMBOL_RE.fullmatch(f.symbol):    # the ticks' symbol comes from the name
+            raise DataError(str(path), f"no symbol in the file name (got {f.symbol[:40]!r}): "
+                                       "name it as Binance does, e.g. "
+                                       "BTCUSDT-trades-2025-10-10.zip, or import it with "
+                                       "`liqbot data import FILE --symbol BTCUSDT`")
         if f.kind not in TICK_KINDS:
             raise DataError(str(path), f"is a {f.kind} file; the tick replay reads trades or "
                                        "aggTrades files")
