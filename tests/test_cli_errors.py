@@ -147,3 +147,17 @@ def test_status_and_halt_do_not_create_a_store(cli, tmp_path) -> None:
         r = cli(cmd, "--store", url)
         assert r.code == 2 and "no store at" in r.err and "none.db" in r.err
     assert not (tmp_path / "none.db").exists()
+
+
+@pytest.mark.parametrize(("run", "problem"), [
+    ('strategy = "nosuch"', "run.strategy: expected one of hold, trend"),
+    ('strategy = "hold"\nparams = { leverage = "ten" }', "run.params.leverage: expected float, "
+                                                         "got 'ten'"),
+    ('preset = "nope"', "run.preset: expected one of conservative, balanced, aggressive"),
+])
+def test_config_check_reads_the_run_section_as_run_does(cli, tmp_path, run, problem) -> None:
+    """`config check` said OK to a [run] section `liqbot run` then refused."""
+    f = tmp_path / "c.toml"
+    f.write_text(f"[run]\n{run}\n")
+    r = cli("config", "check", f)
+    assert r.code == 2 and problem in r.out, r.out + r.err

@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from bot.config import load_config
-from bot.errors import ConfigError
+from bot.config import Config, load_config
+from bot.errors import ConfigError, LiqbotError
 
 app = typer.Typer(help="Validate configuration files.", no_args_is_help=True)
 KINDS = ("auto", "config", "risk")
@@ -22,6 +22,25 @@ def _kind_of(file: Path) -> str:
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         return "config"  # load_config reports the problem with the file
     return "risk" if set(tree) == {"risk"} else "config"
+
+
+#: what `liqbot run` calls the [run] keys it reads, and their names in the file
+_RUN_KEYS = (("--strategy", "run.strategy"), ("--param ", "run.params."),
+             ("--preset", "run.preset"), ("--wallet", "run.wallet"), ("--speed", "run.speed"))
+
+
+def _check_run(cfg: Config, file: Path) -> None:
+    """The [run] section as `liqbot run` reads it (strategy, its parameters, preset): a
+    value it would refuse is a problem here too, named by its key."""
+    from bot.cli.run import run_choices
+
+    try:
+        run_choices(cfg, None, None, None, None, None)
+    except LiqbotError as exc:
+        text = exc.problems[0] if isinstance(exc, ConfigError) and exc.problems else str(exc)
+        for option, key in _RUN_KEYS:
+            text = text.replace(option, key, 1) if text.startswith(option) else text
+        raise ConfigError(str(file), [text]) from None
 
 
 @app.command("check")
@@ -46,6 +65,7 @@ def check(
             print(f"OK: {file} (risk preset)")
             return
         cfg = load_config(file)
+        _check_run(cfg, file)
     except ConfigError as exc:
         for p in exc.problems:
             print(p)
