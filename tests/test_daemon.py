@@ -364,25 +364,31 @@ def test_kill_minus_9_at_random_points_then_restart(tmp_path):
                                [d[3] for d in ref["decisions"]], rtol=1e-9)
 
 
+def _trading_daemon(args: list[str], url: str) -> subprocess.Popen:
+    """A `liqbot run` subprocess on store `url`, returned once the store holds a fill."""
+    p = subprocess.Popen(_liqbot(*args), env=_env(), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    deadline, n = time.monotonic() + 60, 0
+    while time.monotonic() < deadline and not n:
+        time.sleep(0.2)
+        st = Store(url)
+        r = st.latest_run()
+        n = st.summary(r.run_id)["counts"]["fills"] if r else 0
+        st.close()
+    if not n:
+        p.kill()
+        raise AssertionError(f"the daemon did not trade: {p.communicate()[1][-2000:]}")
+    return p
+
+
 def test_halt_second_daemon_and_sigterm(tmp_path):
     """A running daemon obeys `liqbot halt` within a second; a second daemon on the same
     store and account refuses to start; SIGTERM stops it cleanly with exit 0."""
     url = f"sqlite:///{tmp_path}/h.db"
     args = ["run", "--replay", "cascade-long", "--store", url, "--speed", "600",
             "--param", "leverage=5"]
-    p = subprocess.Popen(_liqbot(*args), env=_env(), stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+    p = _trading_daemon(args, url)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            st = Store(url)
-            r = st.latest_run()
-            n = st.summary(r.run_id)["counts"]["fills"] if r else 0
-            st.close()
-            if n:
-                break
-            time.sleep(0.2)
-        assert n, "the daemon did not trade"
         second = subprocess.run(_liqbot(*args), env=_env(), capture_output=True, text=True,
                                 timeout=120)
         assert second.returncode == 2
@@ -453,18 +459,8 @@ def test_a_stopped_run_resumes_and_the_kill_switch_outlives_the_run(tmp_path):
     previous run obeyed, or one sent while no daemon ran; `halt --resume` lifts it."""
     url = f"sqlite:///{tmp_path}/r.db"
     args = ["run", "--replay", "cascade-long", "--store", url, "--param", "leverage=5"]
-    p = subprocess.Popen(_liqbot(*args, "--speed", "600"), env=_env(),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = _trading_daemon([*args, "--speed", "600"], url)
     try:
-        deadline = time.monotonic() + 60
-        n = 0
-        while time.monotonic() < deadline and not n:
-            time.sleep(0.2)
-            st = Store(url)
-            r = st.latest_run()
-            n = st.summary(r.run_id)["counts"]["fills"] if r else 0
-            st.close()
-        assert n, "the daemon did not trade"
         p.send_signal(signal.SIGTERM)
         _, err = p.communicate(timeout=60)
         assert p.returncode == 0, err
