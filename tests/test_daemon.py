@@ -381,6 +381,17 @@ def _trading_daemon(args: list[str], url: str) -> subprocess.Popen:
     return p
 
 
+def _terminate(p: subprocess.Popen) -> None:
+    """SIGTERM: the daemon finishes its writes and exits 0 (killed if it does not)."""
+    try:
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+    finally:
+        if p.poll() is None:
+            p.kill()
+
+
 def test_halt_second_daemon_and_sigterm(tmp_path):
     """A running daemon obeys `liqbot halt` within a second; a second daemon on the same
     store and account refuses to start; SIGTERM stops it cleanly with exit 0."""
@@ -399,12 +410,8 @@ def test_halt_second_daemon_and_sigterm(tmp_path):
         assert halt.returncode == 0 and "obeyed" in halt.stdout, halt.stdout + halt.stderr
         assert time.monotonic() - t0 < 30
         time.sleep(1.5)
-        p.send_signal(signal.SIGTERM)
-        out, err = p.communicate(timeout=60)
-        assert p.returncode == 0, err
     finally:
-        if p.poll() is None:
-            p.kill()
+        _terminate(p)
     st = Store(url)
     r = st.latest_run()
     assert r.status == "stopped"
@@ -459,14 +466,7 @@ def test_a_stopped_run_resumes_and_the_kill_switch_outlives_the_run(tmp_path):
     previous run obeyed, or one sent while no daemon ran; `halt --resume` lifts it."""
     url = f"sqlite:///{tmp_path}/r.db"
     args = ["run", "--replay", "cascade-long", "--store", url, "--param", "leverage=5"]
-    p = _trading_daemon([*args, "--speed", "600"], url)
-    try:
-        p.send_signal(signal.SIGTERM)
-        _, err = p.communicate(timeout=60)
-        assert p.returncode == 0, err
-    finally:
-        if p.poll() is None:
-            p.kill()
+    _terminate(_trading_daemon([*args, "--speed", "600"], url))
     st = Store(url)
     first = st.latest_run()
     assert first.status == "stopped"
