@@ -498,6 +498,9 @@ def test_a_stopped_run_resumes_and_the_kill_switch_outlives_the_run(tmp_path):
     assert second.run_id != first.run_id
     assert st.fills(second.run_id) == []                   # flat and halted: nothing sent
     assert all(x.state == en.HALTED for x in st.decisions(second.run_id))
+    assert second.config["kill_switch"] == "halt"           # in the run's own row
+    assert any(e.kind == "command" and "inherited" in e.message
+               for e in st.events(second.run_id))
     st.close()
     r = liqbot("halt", "--resume", "--store", url, "--wait", "0")
     assert r.returncode == 0

@@ -192,11 +192,20 @@ def run_command(
                 con.print(f"run {prev.run_id} ({prev.status}) was started with other options "
                           "(strategy, preset, wallet, data, fills or policy): starting a new "
                           "run; restart with its options to resume it")
+            # the kill switch goes into the new run's row, written in one transaction, so a
+            # kill -9 at any point cannot lose it; the old run's commands are acked after
+            switch = _kill_switch_of(store, prev.run_id) if prev is not None else None
             run = store.open_run(cfg.mode, account, list(feed.symbols), strat.name,
                                  strat.params, preset_name, wallet,
-                                 {"fingerprint": fp_id, "spec": spec})
+                                 {"fingerprint": fp_id, "spec": spec, "kill_switch": switch})
             if prev is not None:
-                _carry_kill_switch(store, prev.run_id, run.run_id, con)
+                for cmd in store.pending_commands(prev.run_id):
+                    if cmd.run_id == prev.run_id:
+                        store.ack_command(cmd.id)
+            if switch:
+                con.print(f"kill switch: run {prev.run_id} was halted"  # type: ignore[union-attr]
+                          f"{' (flatten)' if switch == 'flatten' else ''}; the new run "
+                          f"{run.run_id} starts halted (liqbot halt --resume lifts it)")
         assert run is not None
         broker = _live_broker(cfg, creds, list(feed.symbols), brackets, feed.interval_ms) \
             if live else None
@@ -204,6 +213,14 @@ def run_command(
                         policy=policy.to_array(), fp=fp, brackets=brackets, wallet=wallet,
                         settings=rc, broker=broker)
         cp = store.load_checkpoint(run.run_id) if resume else None
+        if cp is None and run.config.get("kill_switch"):     # inherited, not yet checkpointed
+            # (before the first bar's checkpoint a `halt --resume` is not yet durable: a kill
+            # then restarts halted, the safe side)
+            daemon.halted, daemon.flatten = True, run.config["kill_switch"] == "flatten"
+            store.stage("events", {"run_id": run.run_id, "event_key": "kill-switch-inherited",
+                                   "ts": int(time.time() * 1000), "kind": "command",
+                                   "message": f"kill switch {run.config['kill_switch']} "
+                                              "inherited from the previous run"})
         if cp is not None:
             daemon.restore(cp[1])
             if hasattr(feed, "seek"):
@@ -233,24 +250,22 @@ def run_command(
         store.close()
 
 
-def _carry_kill_switch(store: Any, old: str, new: str, con: Console) -> None:
-    """The kill switch belongs to the account, not to one run: a halt the previous run had
-    obeyed (its checkpoint) or had not yet seen (a pending `liqbot halt` sent while no
-    daemon ran) holds for the new run until `liqbot halt --resume`."""
+def _kill_switch_of(store: Any, old: str) -> str | None:
+    """The kill switch belongs to the account, not to one run: "halt" or "flatten" when the
+    previous run had obeyed one (its checkpoint) or had one pending (`liqbot halt` sent while
+    no daemon ran), else None. Only `liqbot halt --resume` lifts it."""
     from bot.runtime.daemon import Daemon
 
     cp = store.load_checkpoint(old)
     halted, flatten = Daemon.kill_switch_of(cp[1]) if cp is not None else (False, False)
     for cmd in store.pending_commands(old):
-        if cmd.run_id == old:
-            halted = cmd.kind != "resume" and (halted or cmd.kind in ("halt", "flatten"))
-            flatten = halted and (flatten or cmd.kind == "flatten")
-            store.ack_command(cmd.id)
-    if halted:
-        kind = "flatten" if flatten else "halt"
-        store.push_command(kind, new)
-        con.print(f"kill switch: run {old} was halted{' (flatten)' if flatten else ''}; the "
-                  f"new run {new} starts halted (liqbot halt --resume lifts it)")
+        if cmd.run_id != old:                 # a command for any run: the new run reads it
+            continue
+        if cmd.kind == "resume":
+            halted = flatten = False
+        else:
+            halted, flatten = True, flatten or cmd.kind == "flatten"
+    return ("flatten" if flatten else "halt") if halted else None
 
 
 def _check_caps(cfg: Config) -> None:
