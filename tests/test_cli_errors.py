@@ -161,3 +161,19 @@ def test_config_check_reads_the_run_section_as_run_does(cli, tmp_path, run, prob
     f.write_text(f"[run]\n{run}\n")
     r = cli("config", "check", f)
     assert r.code == 2 and problem in r.out, r.out + r.err
+
+
+def test_heatmap_refuses_options_of_another_mode(cli, synth_dir, tmp_path) -> None:
+    """`heatmap DATASET --seeds 1..3` ran the snapshot and ignored --seeds; `--timeline`
+    ignored --at and --json. Usage lines name `heatmap validate` as typed."""
+    r = cli("heatmap", synth_dir, "--seeds", "1..3")
+    assert r.code == 2 and "--seeds: belongs to `heatmap validate`" in r.err, r.err
+    r = cli("heatmap", synth_dir, "--timeline", tmp_path / "t.csv", "--at", "2025-01-01",
+            "--json")
+    assert r.code == 2 and "--at, --json: belong to the snapshot" in r.err, r.err
+    assert not (tmp_path / "t.csv").exists()
+    r = cli("heatmap", "--json", "validate", "--tiers", tmp_path / "t.json")
+    assert r.code == 2 and "--tiers: `heatmap validate` scores synthetic days" in r.err
+    r = cli("heatmap", "validate", "--help")
+    assert r.code == 0 and "liqbot heatmap validate [OPTIONS]" in r.out
+    assert "heatmap-validate" not in r.out

@@ -200,10 +200,9 @@ def test_an_order_over_the_position_limit_is_refused_at_once(tmp_path) -> None:
     assert orders == 0 and kinds == [("reject_exchange", True)]
 
 
-def test_a_run_resumes_on_changed_tiers_keeping_its_halt_and_says_so(tmp_path) -> None:
-    """Binance changes tiers without notice: a restart must not lose the run (its operator
-    halt, risk latches, positions) over it. The run resumes on the new table and records a
-    `brackets_changed` event; the stream's levels stored so far keep the old placement."""
+def _resume_on(tmp_path, old, new):  # noqa: ANN001, ANN202
+    """A hold 3x run on SOL for 120 bars on `old` brackets, halted, checkpointed, then
+    resumed for 60 bars on `new`: (the first daemon, the store's events)."""
     from backtests.runner import RunSettings as RS
     from bot.execution import kernel as kn
     from bot.mechanics.fees import venue_fees
@@ -213,8 +212,6 @@ def test_a_run_resumes_on_changed_tiers_keeping_its_halt_and_says_so(tmp_path) -
     from bot.store import Store
 
     bars = _sol(100_000.0).bars
-    old = br.for_symbol("SOLUSDT")                          # BTC's table as the stand-in
-    new = br.for_symbol("SOLUSDT", _tiers_file(tmp_path))   # the venue's, published later
     strat = find("hold").from_strings({"side": "long", "leverage": "3"})
     store = Store(f"sqlite:///{tmp_path}/t.db")
     run_ = store.open_run("live", "live:binance", ["SOLUSDT"], strat.name, strat.params,
@@ -235,13 +232,37 @@ def test_a_run_resumes_on_changed_tiers_keeping_its_halt_and_says_so(tmp_path) -
     d2.restore(blob)
     assert d2.halted and d2.state["SOLUSDT"].stream is not None
     asyncio.run(d2.run(simulated=True))
-    [ev] = [e for e in store.events(run_.run_id) if e.kind == "brackets_changed"]
-    assert ev.data == {"symbol": "SOLUSDT", "changed": ["floor", "cap", "mmr", "cum"]}
+    events = [e for e in store.events(run_.run_id) if e.kind == "brackets_changed"]
+    store.close()
+    return d1, events
+
+
+def test_a_run_resumes_on_changed_tiers_keeping_its_halt_and_says_so(tmp_path) -> None:
+    """Binance changes tiers without notice: a restart must not lose the run (its operator
+    halt, risk latches, positions) over it. The run resumes on the new table and records a
+    `brackets_changed` event; the stream's levels stored so far keep the old placement."""
+    old = br.for_symbol("SOLUSDT")                          # BTC's table as the stand-in
+    new = br.for_symbol("SOLUSDT", _tiers_file(tmp_path))   # the venue's, published later
+    d1, [ev] = _resume_on(tmp_path, old, new)
+    assert ev.data == {"symbol": "SOLUSDT",
+                       "changed": ["floor", "cap", "mmr", "cum", "max_leverage"]}
     # a stream restored by hand on other tiers still refuses (a wrong table is a bug there)
     from bot.signals.stream import SignalStream
     with pytest.raises(LiqbotError, match="other leverage brackets"):
         SignalStream.restore(d1.state["SOLUSDT"].stream.snapshot(), new)
-    store.close()
+
+
+def test_a_run_resumed_at_another_live_leverage_says_so(tmp_path) -> None:
+    """`live.leverage` closes tiers and so sets the position limit (`at_leverage`): a paper
+    run resumed after the setting changed from 20x to 10x continued on the smaller limit
+    without a word, since only floor, cap, mmr and cum were compared."""
+    b = br.for_symbol("SOLUSDT", _tiers_file(tmp_path))
+    _, [ev] = _resume_on(tmp_path, br.at_leverage(b, 20.0), br.at_leverage(b, 10.0))
+    assert ev.data == {"symbol": "SOLUSDT", "changed": ["max_leverage"]}
+    assert "live.leverage" in ev.message and "position limit" in ev.message
+    (tmp_path / "again").mkdir()
+    _, same = _resume_on(tmp_path / "again", br.at_leverage(b, 10.0), br.at_leverage(b, 10.0))
+    assert same == []
 
 
 def test_a_tiers_file_is_used_only_for_the_symbol_it_holds(tmp_path) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from bot.data import binance_vision as bv
 from bot.data.importer import build_dataset
+from bot.errors import DataError
 
 T0 = 1760054400000  # 2025-10-10T00:00Z
 KHEAD = ("open_time,open,high,low,close,volume,close_time,quote_volume,count,"
@@ -103,3 +104,28 @@ def test_trades_alone_make_bars(tmp_path):
     b = build_dataset([p]).bars
     assert b["open"].tolist() == [100.0, 99.0] and b["high"][0] == 101.0
     assert b["taker_buy_volume"].tolist() == [1.0, 0.0] and b["trades"].tolist() == [2, 1]
+
+
+def test_metrics_rows_of_another_symbol_refused(files):
+    """A metrics file names its symbol on every row: an ETH file renamed BTCUSDT-... would
+    have attached ETH's open interest to BTC's bars."""
+    m = files[3]
+    m.write_text(m.read_text().replace("00:05:00,BTCUSDT", "00:05:00,ETHUSDT"))
+    with pytest.raises(DataError) as e:
+        build_dataset(files)
+    msg = str(e.value)
+    assert "row 3, column symbol: symbol 'ETHUSDT', not the file's BTCUSDT (1 row(s)" in msg
+    assert m.name in msg
+
+
+def test_kind_from_the_name_or_a_folder_named_exactly_the_kind(tmp_path):
+    """The whole path used to be searched: klines under ~/metrics_study/ were read as
+    metrics (and failed on their 12 columns)."""
+    k = tmp_path / "metrics_study" / "BTCUSDT-1m-2025-10-10.csv"
+    k.parent.mkdir()
+    write(k, "\n".join([KHEAD, *kline_rows(3, 100)]) + "\n")
+    assert bv.detect_kind(k) == "klines"
+    assert len(build_dataset([k]).bars) == 3
+    m = tmp_path / "dl" / "markPriceKlines" / "BTCUSDT" / "1m" / "BTCUSDT-1m-2025-10-10.csv"
+    assert bv.detect_kind(m) == "markPriceKlines"      # `data download`'s layout
+    assert bv.detect_kind(tmp_path / "metrics" / "BTCUSDT-aggTrades-2025-10.zip") == "aggTrades"

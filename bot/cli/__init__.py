@@ -78,7 +78,8 @@ class LazyGroup(typer.core.TyperGroup):
     def resolve_command(self, ctx: Any, args: list[str]) -> tuple[str | None, Any, list[str]]:
         name = args[0] if args else ""
         if name in LAZY and name not in self.commands:
-            return name, load_command(name), args[1:]
+            # the name the user typed: usage lines and hints say `liqbot heatmap validate`
+            return name.replace("heatmap-validate", "heatmap validate"), load_command(name), args[1:]
         if name and not name.startswith("-") and name not in self.commands:
             from difflib import get_close_matches
 

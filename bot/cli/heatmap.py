@@ -145,7 +145,19 @@ def print_snapshot(s: dict[str, Any], top: int = 5) -> None:
         con.print(f"  {cr['explain'][side]}")
 
 
+def _refuse_others(ctx: typer.Context, flags: dict[str, str], why: str) -> None:
+    """Options of another mode given on the line are an error, not silently ignored."""
+    given = [flag for name, flag in flags.items()     # typer's own click: compare by name
+             if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") != "DEFAULT"]
+    if given:
+        one = len(given) == 1
+        raise LiqbotError(f"{', '.join(given)}: "
+                          f"{why.format(belong='belongs' if one else 'belong')}; drop "
+                          f"{'it' if one else 'them'}")
+
+
 def heatmap_command(
+    ctx: typer.Context,
     target: Annotated[str, typer.Argument(help="dataset directory, or `validate`")],
     at: Annotated[str | None, typer.Option("--at", help="UTC time (default: last bar)")] = None,
     png: Annotated[Path | None, typer.Option("--png", help="draw a time x price heatmap")]
@@ -171,8 +183,18 @@ def heatmap_command(
     position book is known (see docs/heatmap.md).
     """
     if target == "validate":
+        _refuse_others(ctx, {"at": "--at", "png": "--png", "timeline": "--timeline",
+                             "map_name": "--map", "calibrated": "--calibrated-4h",
+                             "tiers": "--tiers"},
+                       "`heatmap validate` scores synthetic days and takes --seeds, "
+                       "--crowding and --json only")
         validate(seeds, crowding, as_json)
         return
+    _refuse_others(ctx, {"seeds": "--seeds", "crowding": "--crowding"},
+                   "{belong} to `heatmap validate`, not to `heatmap DATASET`")
+    if timeline is not None:
+        _refuse_others(ctx, {"at": "--at", "png": "--png", "as_json": "--json"},
+                       "{belong} to the snapshot; --timeline writes every bar as CSV")
     if map_name not in MAPS:
         raise LiqbotError(f"--map: expected one of {', '.join(MAPS)}, got {map_name!r}")
     if calibrated:

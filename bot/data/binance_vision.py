@@ -94,14 +94,23 @@ def interval_name(ms: int) -> str:
     return f"{ms}ms"
 
 
+#: kinds a Vision file name (or its download folder) spells out
+NAMED_KINDS = ("markPriceKlines", "premiumIndexKlines", "indexPriceKlines", "fundingRate",
+               "metrics", "liquidationSnapshot", "aggTrades")
+
+
 def detect_kind(path: Path) -> str:
-    """Kind from the path (Vision's folder and file names), else from the header row."""
-    text = str(path)
-    for kind in ("markPriceKlines", "premiumIndexKlines", "indexPriceKlines", "fundingRate",
-                 "metrics", "liquidationSnapshot", "aggTrades"):
-        if kind in text:
-            return kind
+    """Kind from the file name, else Vision's folder (a price-kline kind's files are named
+    like klines: `markPriceKlines/BTCUSDT-1m-2025-10-10.zip`; a folder counts only when it
+    is named exactly the kind, so klines under `~/metrics_study/` stay klines), else the
+    header row."""
     name = path.name
+    for kind in NAMED_KINDS:
+        if kind in name:
+            return kind
+    for part in reversed(path.parent.parts):
+        if part in NAMED_KINDS:
+            return part
     if re.search(r"-trades-", name):
         return "trades"
     if re.search(r"[-_]funding[-_]", name):

@@ -92,6 +92,18 @@ def _with_symbol(f: bv.VisionFile, given: str | None) -> bv.VisionFile:
                                  "--symbol (e.g. --symbol BTCUSDT) or rename the file")
 
 
+def _check_symbol_column(f: bv.VisionFile) -> None:
+    """A metrics file's own `symbol` column must name the file's symbol: a renamed ETH file
+    would otherwise attach ETH's open interest to BTC's bars."""
+    syms = f.table.columns["symbol"]
+    bad = np.flatnonzero(syms != f.symbol)
+    if len(bad):
+        i = int(bad[0])
+        raise DataError(str(f.path), f"symbol {str(syms[i])[:40]!r}, not the file's {f.symbol} "
+                                     f"({len(bad)} row(s) of another symbol); import one "
+                                     "symbol at a time", row=f.table.line_of(i), column="symbol")
+
+
 def _concat_bars(parts: list[tuple[Any, Bars]]) -> Bars:
     parts.sort(key=lambda p: p[1].start_ms)
     first_file, first = parts[0]
@@ -185,6 +197,7 @@ def build_dataset(
             placed = place_events(bars.ts, step, ts, rate)
             extra["funding_rate"] = _merge(extra.get("funding_rate"), placed)
         elif f.kind == "metrics":
+            _check_symbol_column(f)
             ts, cols = bv.metrics_series(f)
             for name, v in cols.items():
                 extra[name] = _merge(extra.get(name), align_asof(bars.ts, step, ts, v))

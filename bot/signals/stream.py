@@ -486,7 +486,8 @@ class SignalStream:
         buf = io.BytesIO()
         np.savez(buf, interval_ms=np.int64(self.interval_ms), params=np.array(_params_json(c)),
                  levs=c.levs, weights=c.weights, br_floor=c.floor, br_cap=c.cap, br_mmr=c.mmr,
-                 br_cum=c.cum, **{"s_" + k: v for k, v in self.state._asdict().items()})
+                 br_cum=c.cum, br_max_leverage=self.brackets.max_leverage,
+                 **{"s_" + k: v for k, v in self.state._asdict().items()})
         return buf.getvalue()
 
     @classmethod
@@ -511,8 +512,10 @@ class SignalStream:
                 raise LiqbotError(f"signal stream snapshot was written by another liqbot "
                                   f"version: its {k} state holds {d['s_' + k].size} values, "
                                   f"this version's {n}")
-        changed = [k for k in ("floor", "cap", "mmr", "cum")
-                   if not np.array_equal(d["br_" + k], getattr(brackets, k))]
+        # max_leverage: the leverage the run sets (live.leverage) closes tiers and caps the
+        # position (`brackets.at_leverage`); snapshots before 2026-12-06 lack it
+        changed = [k for k in ("floor", "cap", "mmr", "cum", "max_leverage")
+                   if "br_" + k in d and not np.array_equal(d["br_" + k], getattr(brackets, k))]
         if changed and on_changed is None:
             raise LiqbotError(f"signal stream snapshot was taken with other leverage "
                               f"brackets than {brackets.symbol}'s ({changed[0]} differs)")
