@@ -25,6 +25,21 @@ def test_heatmap_json_shape(cli, synth_dir):
     assert all(c["price"] < out["mark"] for c in longs)
 
 
+def test_heatmap_says_how_much_history_it_holds(cli, synth_dir):
+    """On 3 hours of bars the snapshot printed clusters and a crowding score as if complete:
+    the map misses positions opened before the data, and the rules read crowding only after
+    its 24h warm-up. Both are said; from 24h on nothing is added."""
+    r = cli("heatmap", synth_dir, "--at", "2026-01-01T03:00Z")
+    assert r.code == 0, r.err
+    assert "note: the map holds 3.0 h of bars (half-life 24 h)" in r.out
+    assert "crowding: - (warming up: the rules read it after 24 h of bars, 3.0 h so far)" in r.out
+    out = json.loads(cli("heatmap", synth_dir, "--at", "2026-01-01T03:00Z", "--json").out)
+    assert out["crowding"]["long"] is None and out["crowding"]["short"] is None
+    assert out["history_hours"] == pytest.approx(181 / 60) and out["half_life_hours"] == 24
+    r = cli("heatmap", synth_dir, "--at", "2026-01-01T23:59Z")     # 1,440 bars: 24 h
+    assert "note:" not in r.out and "crowding: long" in r.out
+
+
 def test_heatmap_table_and_png(cli, synth_dir, tmp_path):
     png = tmp_path / "h.png"
     r = cli("heatmap", synth_dir, "--png", png)

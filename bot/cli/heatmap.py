@@ -102,6 +102,8 @@ def snapshot(directory: Path, at: str | None, tiers: Path | None = None) -> dict
     mark = float(stream.bar_column(bars, stream.X_MARK_CLOSE)[-1])   # NaN mark: last trade
     clusters = cl.find_clusters(sig.heatmap.mass, sig.heatmap.meta, mark, _atr(bars))
     row = sig.positioning[-1]
+    bph = stream.bars_per_hour(bars.interval_ms)
+    warm = len(bars) > ri.crowding_warm_bar(bph)          # the rules read crowding from here
     comps = {name: (None if not np.isfinite(row[i]) else float(row[i]))
              for i, name in enumerate(ps.COMPONENT_NAMES) if not name.startswith("crowding")}
     return {
@@ -110,7 +112,14 @@ def snapshot(directory: Path, at: str | None, tiers: Path | None = None) -> dict
         "clusters": [{"price": c.price, "side": c.side, "notional": c.notional,
                       "distance_pct": c.distance_pct, "distance_atr": c.distance_atr,
                       "share": c.share, "low": c.low, "high": c.high} for c in clusters],
-        "crowding": {"long": float(row[ps.C_LONG_SCORE]), "short": float(row[ps.C_SHORT_SCORE]),
+        # the map holds only positions opened inside the dataset; crowding is read by the
+        # rules after its warm-up (both said, not hidden: docs/heatmap.md)
+        "history_hours": len(bars) * bars.interval_ms / 3_600_000,
+        "half_life_hours": hm.params_for_interval(bars.interval_ms).half_life_bars
+        * bars.interval_ms / 3_600_000,
+        "crowding": {"long": float(row[ps.C_LONG_SCORE]) if warm else None,
+                     "short": float(row[ps.C_SHORT_SCORE]) if warm else None,
+                     "warm_up_hours": float(ri.CROWD_WARMUP_H),
                      "components": comps,
                      "explain": {s: ps.explain(row, s, NEAR * 100) for s in ("long", "short")}},
         "oi_units": ("relative" if not bars.has("open_interest") and
@@ -139,7 +148,16 @@ def print_snapshot(s: dict[str, Any], top: int = 5) -> None:
         if not rows:
             t.add_row("-", "-", "-", "-", "-")
         con.print(t)
+    h, half = s["history_hours"], s["half_life_hours"]
+    h_shown = f"{int(h * 10) / 10:.1f}"                   # 23.98 h is not yet 24.0
+    if h < half:
+        con.print(f"note: the map holds {h_shown} h of bars (half-life {half:g} h): positions "
+                  "opened before the dataset starts are missing, so the clusters are partial")
     cr = s["crowding"]
+    if cr["long"] is None:
+        con.print(f"crowding: - (warming up: the rules read it after {cr['warm_up_hours']:g} h "
+                  f"of bars, {h_shown} h so far)")
+        return
     con.print(f"crowding: long {cr['long']:.2f}, short {cr['short']:.2f}")
     for side in ("long", "short"):
         con.print(f"  {cr['explain'][side]}")
