@@ -177,3 +177,13 @@ def test_heatmap_refuses_options_of_another_mode(cli, synth_dir, tmp_path) -> No
     r = cli("heatmap", "validate", "--help")
     assert r.code == 0 and "liqbot heatmap validate [OPTIONS]" in r.out
     assert "heatmap-validate" not in r.out
+
+
+def test_output_to_a_pipe_is_wide(monkeypatch) -> None:
+    """Piped or redirected, rich printed 80 columns and cut wide tables' headers (a sweep
+    over three parameters); $COLUMNS still decides when set."""
+    from bot.cli.paths import PIPE_WIDTH, console
+    monkeypatch.delenv("COLUMNS", raising=False)
+    assert console().width == PIPE_WIDTH == 160 and console(stderr=True).width == 160
+    monkeypatch.setenv("COLUMNS", "100")
+    assert console().width == 100

@@ -12,10 +12,9 @@ from typing import Annotated, Any
 
 import numpy as np
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from bot.cli.paths import SYMBOL, check_symbol
+from bot.cli.paths import SYMBOL, check_symbol, console
 from bot.errors import DataError, LiqbotError
 from bot.jsonfile import read_json
 from bot.mechanics import brackets as br
@@ -260,4 +259,4 @@ def liquidation(
     t.add_row("bankruptcy price", f"{r.bankruptcy_price:,.2f}")
     t.add_row("bracket", r.bracket)
     t.add_row("maintenance margin", f"{r.maintenance_margin:,.2f} (at the liquidation price)")
-    Console(highlight=False).print(t)
+    console().print(t)

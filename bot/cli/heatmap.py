@@ -355,7 +355,7 @@ def validate(seeds_text: str, crowding: str, as_json: bool) -> None:
                   f"{r['spearman']:.2f}", f"{r['capture_top10_visited']:.3f}",
                   f"{r['raw_mass_capture_top10']:.3f}", f"{r['oracle_capture_top10']:.3f}",
                   f"{r['realized_notional'] / 1e6:,.0f}M")
-    con = Console(highlight=False)
+    con = console()
     con.print(t)
     con.print(f"mean capture_top10 = {mean:.3f}")
 

@@ -157,10 +157,18 @@ def cell(fmt: str, value: Any) -> str:
     return fmt.format(value)
 
 
+#: the width of output that goes to a file or a pipe (rich's default there is 80 columns,
+#: which cut the headers of wide tables); $COLUMNS still decides when set
+PIPE_WIDTH = 160
+
+
 def console(*, stderr: bool = False) -> Console:
     """The CLI's console: no highlighting, no `:emoji:` codes (a path like /tmp/a:fire:b
     prints as typed); user text inside markup goes through `shown`."""
-    return Console(stderr=stderr, highlight=False, emoji=False)
+    stream = sys.stderr if stderr else sys.stdout
+    piped = not (hasattr(stream, "isatty") and stream.isatty())
+    width = PIPE_WIDTH if piped and "COLUMNS" not in os.environ else None
+    return Console(stderr=stderr, highlight=False, emoji=False, width=width)
 
 
 def shown(value: object) -> str:

@@ -348,7 +348,7 @@ async def _preflight(cfg: Config, creds: Any) -> None:
         raise
     finally:
         await broker.close()
-    con = Console(highlight=False)
+    con = console()
     lc = cfg.live
     con.print(f"preflight {info['exchange']}{' (testnet)' if cfg.exchange.testnet else ''}: "
               f"wallet {info['wallet']:,.2f}, available {info['available']:,.2f}")
@@ -431,7 +431,7 @@ def status_command(
             data = status_data(store, run)
         finally:
             store.close()
-    con = Console(highlight=False)
+    con = console()
     if as_json:
         print(dumps(data))
         return
@@ -510,7 +510,7 @@ def halt_command(
             time.sleep(0.1)
     finally:
         store.close()
-    con = Console(highlight=False)
+    con = console()
     if obeyed:
         con.print(f"{kind}: obeyed by run {run.run_id}")
     else:
