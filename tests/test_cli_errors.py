@@ -187,3 +187,13 @@ def test_output_to_a_pipe_is_wide(monkeypatch) -> None:
     assert console().width == PIPE_WIDTH == 160 and console(stderr=True).width == 160
     monkeypatch.setenv("COLUMNS", "100")
     assert console().width == 100
+
+
+def test_short_backtests_flag_their_annualised_ratios(cli, synth_dir) -> None:
+    """A 49-bar backtest printed Sharpe -104 as if it meant something."""
+    r = cli("backtest", synth_dir, "--risk", "off", "--from", "2026-01-01T12:00Z",
+            "--to", "2026-01-01T12:49Z")
+    assert r.code == 0, r.err
+    assert "49 bars" in r.out
+    assert "Sharpe and Sortino are annualised from 0.034 day(s) of bars: indicative only on " \
+           "fewer than 30" in r.out

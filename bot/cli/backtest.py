@@ -40,6 +40,10 @@ ROWS = [("total return", "total_return", "{:+.2%}"), ("max drawdown", "max_drawd
         ("final equity", "final_equity", "{:,.2f}")]
 
 
+#: below this many days of bars the annualised ratios are flagged (a 49-bar run read -104)
+SHORT_DAYS = 30
+
+
 def _liquidation(m: dict[str, Any]) -> str:
     if m.get("liquidated_at") is None:
         return "-"
@@ -226,6 +230,10 @@ def backtest_command(
         t.add_row(label, *(cell(fmt, results[n].metrics[key]) for n in names))
     t.add_row("first liquidation", *(_liquidation(results[n].metrics) for n in names))
     con.print(t)
+    days = len(bars) * bars.interval_ms / 86_400_000
+    if days < SHORT_DAYS:
+        con.print(f"Sharpe and Sortino are annualised from {days:.3g} day(s) of bars: "
+                  f"indicative only on fewer than {SHORT_DAYS}")
     meta = {"symbol": bars.symbol, "from": iso(bars.start_ms), "to": iso(bars.end_ms),
             "bars": len(bars), "strategy": strat.describe(), "preset": preset,
             "source": source, "brackets": br.describe(bars.symbol, brackets)}
