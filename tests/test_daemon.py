@@ -460,6 +460,63 @@ def test_the_kill_switch_is_reduce_only_the_risk_engines_cuts_still_go_out(tmp_p
     assert 0.0 <= before + sum(after) < 0.5 * before
 
 
+def test_an_operator_command_is_acked_with_its_effect(tmp_path, monkeypatch):
+    """A command was acked in its own transaction before the checkpoint that holds its
+    effect was written: a kill -9 between the two lost the halt (acked, and the state
+    restored from the older checkpoint), and before a run's first bar there was no
+    checkpoint at all. Now the ack is in the commit of the checkpoint, or of the run row's
+    kill switch before the first bar."""
+    from bot.errors import LiqbotError
+    bars = load_scenario("calm").bars.take(slice(0, 30))
+    store = Store(f"sqlite:///{tmp_path}/c.db")
+    d = _daemon({bars.symbol: bars}, store, "hold", {"side": "long", "leverage": "3"},
+                "balanced")
+    # before the first bar: the run row holds the switch, in the ack's transaction
+    store.push_command("halt", d.run_id)
+    d.poll_commands()
+    assert store.pending_commands(d.run_id) == []
+    assert store.get_run(d.run_id).config["kill_switch"] == "halt"
+    store.push_command("resume", d.run_id)
+    d.poll_commands()
+    assert store.get_run(d.run_id).config["kill_switch"] is None and not d.halted
+    asyncio.run(d.run(simulated=True))                     # 30 bars: a checkpoint exists
+    # a commit that fails leaves the command pending (the old code had acked it already)
+    store.push_command("flatten", d.run_id)
+    real = store.commit
+
+    def failing(*a, **k):  # noqa: ANN002, ANN003, ANN202
+        raise LiqbotError("store: commit failed (disk full)")
+
+    monkeypatch.setattr(store, "commit", failing)
+    with pytest.raises(LiqbotError):
+        d.poll_commands()
+    assert [c.kind for c in store.pending_commands(d.run_id)] == ["flatten"]
+    assert d.halted and d.flatten                          # obeyed in memory at once
+    monkeypatch.setattr(store, "commit", real)
+    d.poll_commands()                                      # not obeyed twice; now durable
+    assert store.pending_commands(d.run_id) == []
+    assert Daemon.kill_switch_of(store.load_checkpoint(d.run_id)[1]) == (True, True)
+    assert sum(e.kind == "command" for e in store.events(d.run_id)) == 3
+    store.close()
+
+
+def test_a_switch_held_in_the_run_row_passes_to_the_next_run(tmp_path):
+    """A run halted before its first checkpoint (its row holds the switch) and then
+    replaced by a run with other options: the switch used to be read from the checkpoint
+    and pending commands only, so the new run traded."""
+    from bot.cli.run import _kill_switch_of
+    bars = load_scenario("calm").bars.take(slice(0, 5))
+    store = Store(f"sqlite:///{tmp_path}/s.db")
+    d = _daemon({bars.symbol: bars}, store, "hold", {"side": "long", "leverage": "3"},
+                "balanced")
+    assert _kill_switch_of(store, d.run_id) is None
+    store.push_command("flatten", d.run_id)
+    d.poll_commands()                                      # killed here: no checkpoint
+    assert store.load_checkpoint(d.run_id) is None
+    assert _kill_switch_of(store, d.run_id) == "flatten"
+    store.close()
+
+
 def test_a_stopped_run_resumes_and_the_kill_switch_outlives_the_run(tmp_path):
     """SIGTERM leaves the run `stopped`; the same command resumes it (same run, no second
     entry). A new run on the account (other options) inherits the kill switch: a halt the

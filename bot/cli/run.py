@@ -214,8 +214,8 @@ def run_command(
                         settings=rc, broker=broker)
         cp = store.load_checkpoint(run.run_id) if resume else None
         if cp is None and run.config.get("kill_switch"):     # inherited, not yet checkpointed
-            # (before the first bar's checkpoint a `halt --resume` is not yet durable: a kill
-            # then restarts halted, the safe side)
+            # (until the first checkpoint the run row holds the switch: the daemon writes a
+            # command obeyed before it there, in the commit that acks the command)
             daemon.halted, daemon.flatten = True, run.config["kill_switch"] == "flatten"
             store.stage("events", {"run_id": run.run_id, "event_key": "kill-switch-inherited",
                                    "ts": int(time.time() * 1000), "kind": "command",
@@ -252,12 +252,18 @@ def run_command(
 
 def _kill_switch_of(store: Any, old: str) -> str | None:
     """The kill switch belongs to the account, not to one run: "halt" or "flatten" when the
-    previous run had obeyed one (its checkpoint) or had one pending (`liqbot halt` sent while
-    no daemon ran), else None. Only `liqbot halt --resume` lifts it."""
+    previous run had obeyed one (its checkpoint, or its row before its first checkpoint) or
+    had one pending (`liqbot halt` sent while no daemon ran), else None. Only `liqbot halt
+    --resume` lifts it."""
     from bot.runtime.daemon import Daemon
 
     cp = store.load_checkpoint(old)
-    halted, flatten = Daemon.kill_switch_of(cp[1]) if cp is not None else (False, False)
+    if cp is not None:
+        halted, flatten = Daemon.kill_switch_of(cp[1])
+    else:                                     # stopped before its first checkpoint: its row
+        row = store.get_run(old)
+        switch = (row.config or {}).get("kill_switch") if row is not None else None
+        halted, flatten = switch is not None, switch == "flatten"
     for cmd in store.pending_commands(old):
         if cmd.run_id != old:                 # a command for any run: the new run reads it
             continue

@@ -44,6 +44,7 @@ from bot.runtime import scheduler as sc
 from bot.runtime.feed import BarEvent, Feed
 from bot.signals import stream as ss
 from bot.store import Store
+from bot.store.store import now_ms
 from bot.store.tables import client_order_id
 from strategies.base import Strategy
 
@@ -114,6 +115,7 @@ class Daemon:
         self.bars_processed = 0
         self.skipped = 0
         self._filled_since_commit: set[str] = set()
+        self._obeyed: set[int] = set()          # operator commands obeyed (ack staged)
         # operations hooks (bot.runtime.alerts, bot.runtime.metrics): called in the loop's
         # thread as listener(kind, data) on "decision", "state", "fill", "liquidation",
         # "reject", "stale", "strategy_error", "daily_summary"; they must not block (they enqueue).
@@ -493,19 +495,32 @@ class Daemon:
                 self._decide(x, ts, x.last_close, sig, target, time.perf_counter_ns())
 
     def poll_commands(self) -> None:
-        """The kill switch: `liqbot halt [--flatten]` writes a command row; obeyed here."""
+        """The kill switch: `liqbot halt [--flatten]` writes a command row; obeyed here.
+        Each command is acked in the commit that writes the checkpoint holding its effect
+        (before the first bar there is none: the run row keeps the switch, and `liqbot run`
+        reads it), so a kill -9 at any point neither loses an obeyed command nor acks one
+        whose effect is not durable; one obeyed whose commit failed is not obeyed twice."""
+        staged = False
         for cmd in self.store.pending_commands(self.run_id):
+            staged = True
+            if cmd.id in self._obeyed:          # obeyed; its commit failed, the ack is staged
+                continue
             if cmd.kind in ("halt", "flatten"):
                 self.halted = True
                 self.flatten = self.flatten or cmd.kind == "flatten"
             elif cmd.kind == "resume":
                 self.halted = False
                 self.flatten = False
-            self.store.ack_command(cmd.id)  # type: ignore[arg-type]
+            first = not any(x.last_ts >= 0 for x in self.state.values())
+            switch = ("flatten" if self.flatten else "halt") if self.halted else None
+            self.store.stage_ack(cmd.id, now_ms(), run_id=self.run_id if first else None,  # type: ignore[arg-type]
+                                 kill_switch=switch)
+            self._obeyed.add(cmd.id)  # type: ignore[arg-type]
             self.store.stage("events", {"run_id": self.run_id, "event_key": f"command-{cmd.id}",
                                         "ts": self.feed.now_ms(), "kind": "command",
                                         "message": f"operator command {cmd.kind} obeyed"})
             log.warning("operator command %s obeyed", cmd.kind)
+        if staged:
             self.commit()
 
     def daily_summary(self) -> None:

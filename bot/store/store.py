@@ -133,6 +133,8 @@ class Store:
         self._staged: dict[str, list[dict[str, Any]]] = {name: [] for name in STAGEABLE}
         self._positions: dict[tuple[str, str, int], dict[str, Any]] = {}
         self._intent_updates: dict[str, dict[str, Any]] = {}
+        self._acks: dict[int, int] = {}                  # command id -> consumed_ms
+        self._switches: dict[str, str | None] = {}       # run id -> its row's kill_switch
         self._locks: dict[str, AccountLock] = {}
         self.run_id: str | None = None
         self.urgent = False                      # an intent is staged: commit before sending
@@ -204,6 +206,10 @@ class Store:
         # over one bar or several, adds up; a fill staged twice is stored once
         filled = (sql_select(func.coalesce(func.sum(fills.c.qty), 0.0))
                   .where(fills.c.client_id == bindparam("b_client_id")).scalar_subquery())
+        commands = TABLES["commands"]
+        self._ack = (commands.update()
+                     .where(commands.c.id == bindparam("b_id"), commands.c.consumed_ms.is_(None))
+                     .values(consumed_ms=bindparam("b_ts")))
         self._update_intent = (intents.update()
                                .where(intents.c.client_id == bindparam("b_client_id"))
                                .values(status=bindparam("b_status"), filled_qty=filled,
@@ -281,7 +287,7 @@ class Store:
     def pending(self) -> int:
         """Rows staged and not yet committed."""
         return (sum(len(rows) for rows in self._staged.values()) + len(self._positions)
-                + len(self._intent_updates))
+                + len(self._intent_updates) + len(self._acks) + len(self._switches))
 
     def discard(self) -> int:
         """Drop every staged row (after a commit failure the caller will not retry)."""
@@ -290,6 +296,8 @@ class Store:
             rows.clear()
         self._positions.clear()
         self._intent_updates.clear()
+        self._acks.clear()
+        self._switches.clear()
         self.urgent = False
         return n
 
@@ -324,6 +332,14 @@ class Store:
                 conn.execute(self._upsert_watermark,
                              [{"run_id": rid, "symbol": s, "bar_ts": int(ts)}
                               for s, ts in watermarks.items()])
+            if self._acks:
+                conn.execute(self._ack, [{"b_id": k, "b_ts": v} for k, v in self._acks.items()])
+            for rid_, switch in self._switches.items():
+                runs = TABLES["runs"]
+                cfg = conn.execute(sql_select(runs.c.config).where(runs.c.run_id == rid_)
+                                   ).scalar_one_or_none()
+                conn.execute(runs.update().where(runs.c.run_id == rid_)
+                             .values(config={**(cfg or {}), "kill_switch": switch}))
             if checkpoint is not None:
                 conn.execute(self._upsert_checkpoint,
                              [{"run_id": rid, "bar_ts": int(checkpoint_ts),  # type: ignore[arg-type]
@@ -453,6 +469,16 @@ class Store:
                     (Command.run_id == run_id) | col(Command.run_id).is_(None))
              .order_by(col(Command.id)))
         return self._all(q)
+
+    def stage_ack(self, command_id: int, consumed_ms: int, *, run_id: str | None = None,
+                  kill_switch: str | None = None) -> None:
+        """Consume a command in the NEXT commit's transaction, with the state it changed
+        (the checkpoint): acked apart from it, a kill -9 between the two lost the command.
+        `run_id` also writes that run row's `kill_switch` ("halt", "flatten" or None) in
+        the same transaction: a run with no checkpoint yet keeps its operator switch there."""
+        self._acks[int(command_id)] = int(consumed_ms)
+        if run_id is not None:
+            self._switches[run_id] = kill_switch
 
     def ack_command(self, command_id: int, consumed_ms: int | None = None) -> bool:
         """Mark a command consumed; False when it was already consumed or does not exist."""
