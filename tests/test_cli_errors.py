@@ -197,3 +197,15 @@ def test_short_backtests_flag_their_annualised_ratios(cli, synth_dir) -> None:
     assert "49 bars" in r.out
     assert "Sharpe and Sortino are annualised from 0.034 day(s) of bars: indicative only on " \
            "fewer than 30" in r.out
+
+
+def test_run_refuses_options_it_would_ignore(cli, tmp_path) -> None:
+    """`run --speed 60` on the exchange feed and `run --live --wallet X` ignored them."""
+    url = f"sqlite:///{tmp_path}/r.db"
+    r = cli("run", "--speed", "60", "--store", url)
+    assert r.code == 2 and "--speed: only with --replay" in r.err, r.err
+    cfg = tmp_path / "live.toml"
+    cfg.write_text('mode = "live"\n')
+    r = cli("--config", cfg, "run", "--live", "--wallet", "5000", "--store", url)
+    assert r.code == 2 and "--wallet: a paper wallet" in r.err, r.err
+    assert not (tmp_path / "r.db").exists()

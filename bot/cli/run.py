@@ -131,6 +131,12 @@ def run_command(
     if live and replay:
         raise LiqbotError("--live with --replay: a live run trades the exchange's own feed; "
                           "to trade a dataset against the local emulator use `liqbot drill`")
+    if speed is not None and not replay:
+        raise LiqbotError("--speed: only with --replay (the exchange feed runs at the "
+                          "market's pace)")
+    if live and wallet is not None:
+        raise LiqbotError("--wallet: a paper wallet; a live run trades the account's own "
+                          "balance (see `liqbot run --live --preflight`)")
     rc = cfg.run
     strat, preset_name, policy, wallet, speed = run_choices(cfg, strategy, param, preset,
                                                             wallet, speed)
