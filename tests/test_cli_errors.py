@@ -209,3 +209,37 @@ def test_run_refuses_options_it_would_ignore(cli, tmp_path) -> None:
     r = cli("--config", cfg, "run", "--live", "--wallet", "5000", "--store", url)
     assert r.code == 2 and "--wallet: a paper wallet" in r.err, r.err
     assert not (tmp_path / "r.db").exists()
+
+
+def test_a_run_that_cannot_start_is_left_stopped(cli, tmp_path) -> None:
+    """No network: exit 1 'This is a bug', and `status` then showed the run `running` with
+    state None. Now exit 2 naming the host; the run is `stopped` (the same options resume
+    it) and status prints '-' for what it has not seen."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[download]\nccxt_base_url = "http://127.0.0.1:9"\ntimeout_s = 2\n')
+    url = f"sqlite:///{tmp_path}/n.db"
+    r = cli("--config", cfg, "run", "--store", url)
+    assert r.code == 2 and "cannot reach binanceusdm at http://127.0.0.1:9" in r.err, r.err
+    r = cli("status", "--store", url)
+    assert r.code == 0 and "(paper, stopped)" in r.out
+    assert "state - (no bar processed yet)" in r.out and "last bar -" in r.out
+    assert "None" not in r.out
+
+
+@needs_proc
+def test_an_unwritable_log_file_is_a_config_problem(cli, tmp_path) -> None:
+    """`logging.file` under /proc passed `config check`, and `run` then exited 1 ('This is
+    a bug') on FileNotFoundError; a directory gave IsADirectoryError."""
+    url = f"sqlite:///{tmp_path}/l.db"
+    for value, problem in (("/proc/nope/x.log", "logging.file: /proc/nope/x.log cannot be "
+                                                "written"),
+                           (str(tmp_path), f"logging.file: {tmp_path} is a directory")):
+        cfg = tmp_path / "c.toml"
+        cfg.write_text(f'[logging]\nfile = "{value}"\n')
+        r = cli("config", "check", cfg)
+        assert r.code == 2 and problem in r.out, r.out
+        r = cli("--config", cfg, "run", "--replay", "calm", "--store", url)
+        assert r.code == 2 and "logging.file: " in r.err, r.err
+    assert not (tmp_path / "l.db").exists()             # refused before the run was opened
+    cfg.write_text(f'[logging]\nfile = "{tmp_path}/new/sub/x.log"\n')
+    assert cli("config", "check", cfg).code == 0 and not (tmp_path / "new").exists()

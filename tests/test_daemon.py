@@ -517,6 +517,45 @@ def test_a_switch_held_in_the_run_row_passes_to_the_next_run(tmp_path):
     store.close()
 
 
+def test_a_stop_while_no_bar_comes_ends_the_run_at_once(tmp_path):
+    """SIGINT/SIGTERM set a flag read after each bar: on an exchange feed that delivered
+    nothing (or a replay at --speed 1) the daemon logged 'stop requested' and ran on until
+    the next bar, which might never come. The stop now ends the wait for a bar."""
+    bars = load_scenario("calm").bars.take(slice(0, 3))
+    store = Store(f"sqlite:///{tmp_path}/i.db")
+    d = _daemon({bars.symbol: bars}, store, "hold", {"side": "long", "leverage": "3"},
+                "balanced")
+
+    class Idle:                                            # a feed whose first bar never comes
+        symbols, interval_ms = d.feed.symbols, d.feed.interval_ms
+        now_ms = d.feed.now_ms
+
+        async def history(self, symbol, until_ms=None):  # noqa: ANN001, ANN202
+            return None
+
+        async def events(self):  # noqa: ANN202
+            await asyncio.Event().wait()
+            yield None
+
+        async def poll_positioning(self) -> None:
+            return None
+
+        async def close(self) -> None:
+            return None
+
+    d.feed = Idle()
+
+    async def go() -> float:
+        asyncio.get_running_loop().call_later(0.3, d._stop)
+        t0 = time.monotonic()
+        await asyncio.wait_for(d.run(simulated=True), 10.0)
+        return time.monotonic() - t0
+
+    assert asyncio.run(go()) < 2.0
+    assert d.stopping and d.bars_processed == 0
+    store.close()
+
+
 def test_a_stopped_run_resumes_and_the_kill_switch_outlives_the_run(tmp_path):
     """SIGTERM leaves the run `stopped`; the same command resumes it (same run, no second
     entry). A new run on the account (other options) inherits the kill switch: a halt the

@@ -317,3 +317,37 @@ def test_close_is_clean(caplog: pytest.LogCaptureFixture) -> None:
     assert not [r for r in caplog.records if "Unclosed" in r.getMessage()]
     leaks = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
     assert not leaks, leaks
+
+
+def test_an_unreachable_or_far_off_venue_is_a_clear_error() -> None:
+    """With no network `liqbot run` exited 1 ('This is a bug') on ccxt's
+    ExchangeNotAvailable; against an emulator replaying 2025 on its own clock it logged a
+    skew of -29,307,035,989 ms and waited for a bar that could never close."""
+    from bot.errors import LiqbotError
+    from bot.runtime.exchange_feed import wall_clock_ms
+
+    async def unreachable() -> None:
+        feed = ExchangeFeed(("BTCUSDT",), rest_base_url="http://127.0.0.1:9", timeout_s=2.0)
+        try:
+            with pytest.raises(LiqbotError, match=r"cannot reach binanceusdm at "
+                                                  r"http://127.0.0.1:9 \(\w+\)"):
+                await feed.history("BTCUSDT")
+        finally:
+            await feed.close()
+
+    async def skewed() -> None:
+        sc = Scenario(DAY0)
+        server = FakeBinance(sc, sc.ts(1600))              # 2025-10-09 on the server's clock
+        await server.start()
+        feed = ExchangeFeed(sc.symbols, rest_base_url=server.url, ws_base_url=server.ws_url,
+                            clock=wall_clock_ms)
+        try:
+            with pytest.raises(LiqbotError, match=r"reports a server time -\d+\.\d\d days from "
+                                                  r"this machine's clock"):
+                await feed.history("BTCUSDT")
+        finally:
+            await feed.close()
+            await server.stop()
+
+    run(unreachable())
+    run(skewed())

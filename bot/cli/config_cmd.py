@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from bot.cli.paths import check_log_file
 from bot.config import Config, load_config
 from bot.errors import ConfigError, LiqbotError
 
@@ -66,6 +67,10 @@ def check(
             return
         cfg = load_config(file)
         _check_run(cfg, file)
+        try:
+            check_log_file(cfg.logging.file, create=False)
+        except LiqbotError as exc:
+            raise ConfigError(str(file), [str(exc)]) from None
     except ConfigError as exc:
         for p in exc.problems:
             print(p)

@@ -157,6 +157,36 @@ def cell(fmt: str, value: Any) -> str:
     return fmt.format(value)
 
 
+def check_log_file(path: Path | None, key: str = "logging.file", *, create: bool = True
+                   ) -> None:
+    """The daemon's log file (appended to; missing folders are created): probed before the
+    daemon starts, as an output. `create=False` (`config check`) creates nothing: the
+    nearest existing folder must be a writable directory."""
+    if path is None:
+        return
+    if not create:
+        if path.is_dir():
+            raise LiqbotError(f"{key}: {path} is a directory, expected a file path")
+        base = path.parent
+        while not base.exists() and base != base.parent:
+            base = base.parent
+        try:                                  # a real write that leaves nothing behind
+            if path.exists():
+                path.open("ab").close()
+            else:
+                os.rmdir(tempfile.mkdtemp(prefix=".liqbot-probe-", dir=base))
+        except OSError as exc:
+            raise LiqbotError(f"{key}: {path} cannot be written (in {base}: "
+                              f"{exc.strerror or type(exc).__name__})") from None
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LiqbotError(f"{key}: cannot create the folder {path.parent} "
+                          f"({exc.strerror or type(exc).__name__})") from None
+    check_output(path, key, stdout_ok=False)
+
+
 #: the width of output that goes to a file or a pipe (rich's default there is 80 columns,
 #: which cut the headers of wide tables); $COLUMNS still decides when set
 PIPE_WIDTH = 160

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import time
@@ -13,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bot.cli.backtest import _fees, _params
-from bot.cli.paths import check_number, console, dumps, shown
+from bot.cli.paths import check_log_file, check_number, console, dumps, shown
 from bot.cli.tiers import TiersOption, brackets_for
 from bot.config import Config, load_config, load_credentials
 from bot.data.dataset import iso
@@ -148,6 +149,7 @@ def run_command(
 
     from bot.runtime.alerts import TELEGRAM_TOKEN_ENV
     tg_token = os.environ.get(TELEGRAM_TOKEN_ENV) or None
+    check_log_file(cfg.logging.file)
     logs.setup(cfg.logging.level, cfg.logging.format, cfg.logging.file,
                secrets + ([tg_token] if tg_token else []))
     bind = None
@@ -240,7 +242,15 @@ def run_command(
         from bot.runtime.alerts import Alerts
         alerts = Alerts(cfg.alerts, run.run_id, tg_token)
         t0 = time.perf_counter()
-        asyncio.run(_serve(daemon, bool(replay), alerts, bind, store_url or cfg.store.url, con))
+        try:
+            asyncio.run(_serve(daemon, bool(replay), alerts, bind, store_url or cfg.store.url,
+                               con))
+        except BaseException:
+            # not running any more (a feed that cannot start, a port in use, a bug): the
+            # same options resume it, as after Ctrl-C
+            with contextlib.suppress(Exception):
+                store.set_run_status(run.run_id, "stopped")
+            raise
         dt = time.perf_counter() - t0
         ended = bool(replay) and not daemon.stopping
         store.set_run_status(run.run_id, "done" if ended else "stopped")
@@ -398,6 +408,7 @@ async def _serve(daemon: Any, simulated: bool, alerts: Any, bind: tuple[str, int
         if server is not None:
             await server.stop()
         await alerts.stop()
+        await daemon.feed.close()           # the exchange feed's ccxt clients and streams
 
 
 def _store_and_run(store_url: str | None, ctx: typer.Context, run_id: str | None) -> tuple[
@@ -449,9 +460,9 @@ def status_command(
         return
     con.print(f"[bold]run {data['run_id']}[/] ({data['mode']}, {data['status']}): "
               f"{data['strategy']} / {data['preset']} on {', '.join(data['symbols'])}")
-    con.print(f"state [bold]{data['state']}[/], equity {data['equity']:,.2f}, "
-              f"{data['fills']} fills, {data['decisions']} decisions, last bar "
-              f"{data['last_bar']}")
+    con.print(f"state [bold]{data['state'] or '- (no bar processed yet)'}[/], equity "
+              f"{data['equity']:,.2f}, {data['fills']} fills, {data['decisions']} decisions, "
+              f"last bar {data['last_bar'] or '-'}")
     if data["last_decision"]:
         con.print(f"last decision: {data['last_decision']['text'] or 'no rule binding'}")
     t = Table("symbol", "slot", "qty", "entry", "liq price", "distance %", "distance ATR")

@@ -26,7 +26,7 @@ import logging
 import re
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,6 +105,7 @@ class Daemon:
         self.halted = False               # operator kill switch
         self.flatten = False
         self.stopping = False
+        self._task: asyncio.Task[Any] | None = None   # `run`'s task, while it waits for a bar
         self._dirty_bars = 0
         self._last_commit = clock()
         self._view = np.zeros(en.N_ACCT_VIEW)
@@ -599,6 +600,7 @@ class Daemon:
     async def run(self, simulated: bool) -> None:
         """Consume the feed until it ends or a signal asks to stop; commit; return."""
         loop = asyncio.get_running_loop()
+        self._task = None
         for sig_no in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):   # not the main thread
                 loop.add_signal_handler(sig_no, self._stop)
@@ -617,7 +619,11 @@ class Daemon:
             await self.warm_up()
             self.reconcile()                  # before any new order
             self.poll_commands()              # a halt sent while no daemon ran binds bar 1
-            async for ev in self.feed.events():
+            events = self.feed.events().__aiter__()
+            while not self.stopping:
+                ev = await self._next_event(events)
+                if ev is None:
+                    break
                 if self.live:
                     await self._guarded(self._live_sync(), "sync")
                 self.on_bar(ev)
@@ -675,10 +681,30 @@ class Daemon:
                     self.store.stage_position(self.run_id, s, slot, float(pos[ac.P_QTY]),
                                               float(pos[ac.P_ENTRY]), None, self.feed.now_ms())
 
+    async def _next_event(self, events: AsyncIterator[BarEvent]) -> BarEvent | None:
+        """The feed's next bar, or None when it ends or a stop interrupts the wait: `_stop`
+        cancels this await only (never a bar's processing or an order's send), so an idle
+        exchange feed or a slow replay stops at once instead of at its next bar."""
+        task = asyncio.current_task()
+        self._task = task
+        try:
+            return await events.__anext__()
+        except StopAsyncIteration:
+            return None
+        except asyncio.CancelledError:
+            if not self.stopping or task is None:
+                raise
+            task.uncancel()                   # our own stop, taken: the run goes on to commit
+            return None
+        finally:
+            self._task = None
+
     def _stop(self) -> None:
         if not self.stopping:                 # SIGINT and SIGTERM both land here: log once
             log.warning("stop requested: no new bars, finishing writes")
         self.stopping = True
+        if self._task is not None:            # waiting for a bar: stop waiting
+            self._task.cancel()
 
 
 def _bar_problem(x: np.ndarray, last_ts: int, interval_ms: int) -> str:

@@ -39,6 +39,10 @@ _SUB_MARKERS = {"kline": ("@kline_", "ohlcv::"), "mark": ("markPrice",),
                 "liq": ("@forceOrder", "liquidations")}
 
 
+#: a server clock this far from ours (wall-clock feeds) cannot be a venue to trade live
+MAX_SKEW_MS = 10 * 60_000
+
+
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -129,6 +133,7 @@ class ExchangeFeed:
         self.reconnect_s = reconnect_s
         self._clock = clock
         self.rest = VenueRest(exchange, rest_base_url, requests_per_second, timeout_s)
+        self._base_url = rest_base_url
         self._ws_base_url = ws_base_url
         self._ws: Any = None
         self._books = {s: SymbolBook(self.interval_ms) for s in self.symbols}
@@ -197,12 +202,26 @@ class ExchangeFeed:
 
     async def _load(self) -> None:
         if not self._loaded:
-            await self.rest.load()
+            ex = self.rest.exchange
+            where = f"{ex.id} at {self._base_url or ex.urls['api'].get('fapiPublic', ex.id)}"
+            try:
+                await self.rest.load()
+            except ccxt.NetworkError as exc:  # unreachable, timed out, down for maintenance
+                raise LiqbotError(f"exchange feed: cannot reach {where} ({type(exc).__name__}); "
+                                  "check the network, or download.ccxt_base_url for another "
+                                  "host; `liqbot run --replay DATASET` trades a dataset "
+                                  "offline") from None
             self._loaded = True
             skew = self.rest.server_time_ms - self.now_ms()
+            if self._clock is wall_clock_ms and abs(skew) > MAX_SKEW_MS:
+                raise LiqbotError(
+                    f"exchange feed: {where} reports a server time {skew / 86_400_000:+.2f} "
+                    "days from this machine's clock, so no bar would ever close: a local "
+                    "emulator replaying a dataset runs on its own clock (trade it with `liqbot "
+                    "drill`, or the dataset with `liqbot run --replay`); otherwise fix the "
+                    "machine's clock (NTP)")
             if abs(skew) > 1000:
-                log.warning("clock differs from %s server time by %d ms", self.rest.exchange.id,
-                            skew)
+                log.warning("clock differs from %s server time by %d ms", ex.id, skew)
 
     async def _start_streaming(self) -> None:
         if self._tasks or self._closed:
