@@ -202,6 +202,24 @@ def test_balanced_preset_has_the_documented_rules():
     assert RiskPolicy().cascade_flat_atr == 0.0          # off: no cascade closes a side
 
 
+def test_a_rising_schedule_or_a_hedge_without_hysteresis_is_a_config_error(tmp_path):
+    """lev_min above lev_base raised the cap as crowding built; hedge_unwind at or above
+    hedge_threshold opened and closed the hedge on the same readings. Both loaded."""
+    bad = tmp_path / "p.toml"
+    bad.write_text("[risk]\nlev_base = 10\nlev_min = 50\nhedge_threshold = 0.3\n"
+                   "hedge_unwind = 0.9\n")
+    with pytest.raises(ConfigError) as exc:
+        load_policy(str(bad))
+    assert exc.value.problems == [
+        "lev_min: expected at most lev_base = 10 (the schedule falls from lev_base to lev_min "
+        "as crowding rises), got 50",
+        "hedge_unwind: expected below hedge_threshold = 0.3 (hedge at the threshold, unwind "
+        "below this: the gap is the hysteresis), got 0.9"]
+    bad.write_text("[risk]\nlev_base = 10\nlev_min = 10\nhedge_threshold = 0.6\n"
+                   "hedge_unwind = 0.59\n")               # equal caps, a narrow band: fine
+    assert load_policy(str(bad)).lev_min == 10.0
+
+
 def test_near_tier_outside_the_reach_is_a_config_error(tmp_path):
     bad = tmp_path / "p.toml"
     bad.write_text("[risk]\ncascade_reach_atr = 10\ncascade_near_atr = 16\n")
