@@ -243,3 +243,18 @@ def test_an_unwritable_log_file_is_a_config_problem(cli, tmp_path) -> None:
     assert not (tmp_path / "l.db").exists()             # refused before the run was opened
     cfg.write_text(f'[logging]\nfile = "{tmp_path}/new/sub/x.log"\n')
     assert cli("config", "check", cfg).code == 0 and not (tmp_path / "new").exists()
+
+
+def test_values_from_the_config_are_named_by_their_keys(cli, tmp_path) -> None:
+    """`run` blamed --param for a [run] params value and `backtest` blamed --scenario for
+    data.source, though neither option was given."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[run]\nstrategy = "hold"\nparams = { fast = "x" }\n')
+    url = f"sqlite:///{tmp_path}/p.db"
+    r = cli("--config", cfg, "run", "--replay", "calm", "--store", url)
+    assert r.code == 2 and "run.params: hold has no parameter 'fast'" in r.err, r.err
+    r = cli("--config", cfg, "run", "--replay", "calm", "--param", "fast=3", "--store", url)
+    assert r.code == 2 and "--param: hold has no parameter 'fast'" in r.err, r.err
+    cfg.write_text('[data]\nsource = "/nonexistent/dir"\n')
+    r = cli("--config", cfg, "backtest", "--risk", "off")
+    assert r.code == 2 and "data.source: '/nonexistent/dir' is neither" in r.err, r.err

@@ -279,9 +279,13 @@ def test_backtest_bad_time_wallet_strategy(cli, tmp_path, monkeypatch):
     base = ("backtest", "--scenario", "synthetic:1:long:1")
     r = cli(*base, "--from", "99999999999999999999")
     assert r.code == 2 and "--from: expected a UTC time" in r.err
-    for w in ("nan", "inf", "-5", "1e300"):
+    for w in ("nan", "inf", "-5", "1e300", "1e-9"):          # 1e-9 printed 'wallet 0'
         r = cli(*base, "--wallet", w)
-        assert r.code == 2 and "--wallet: expected a positive finite amount" in r.err
+        assert r.code == 2 and "--wallet: expected an amount from 1 to 1e+15 (quote)" in r.err
+    for cmd in (("backtest", "--portfolio", tmp_path, tmp_path), ("run", "--replay", "calm"),
+                ("sweep", "synthetic:1:none:1", "--strategy", "trend", "--grid", "fast=20")):
+        r = cli(*cmd, "--wallet", "0.5")
+        assert r.code == 2 and "--wallet: expected an amount from 1 to 1e+15" in r.err, cmd
     mod = tmp_path / "nostrat_mod.py"
     mod.write_text("from strategies.base import Strategy\n\n\nclass NoTargets(Strategy):\n"
                    "    name = 'no_targets'\n")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,7 +18,7 @@ from backtests.scenarios import load_scenario
 from backtests.tick_runner import prepare_ticks, run_ticks, tick_source
 from bot import lean_process, warmup
 from bot.cli.heatmap import parse_time
-from bot.cli.paths import cell, check_output, console, dumps, shown, write_output, writing
+from bot.cli.paths import cell, check_output, check_wallet, console, dumps, shown, write_output, writing
 from bot.cli.tiers import TiersOption, brackets_for
 from bot.config import load_config
 from bot.data.dataset import iso
@@ -138,8 +137,7 @@ def backtest_command(
         raise LiqbotError(f"--risk: expected on, off or compare, got {risk!r}")
     if dataset is not None and scenario is not None:
         raise LiqbotError("give a DATASET directory or --scenario NAME, not both")
-    if not (math.isfinite(wallet) and 0 < wallet <= 1e15):
-        raise LiqbotError(f"--wallet: expected a positive finite amount up to 1e15, got {wallet}")
+    check_wallet(wallet)
     json_out = check_output(json_path, "--json")
     to_stdout = json_path is not None and json_out is None
     check_output(report, "--report", stdout_ok=False)
@@ -260,7 +258,7 @@ def configured_data(cfg: Any) -> Any:
     from bot.data.synthetic import SynthSpec, generate, spec_with
 
     if cfg.data.source != "synthetic":
-        return load_scenario(cfg.data.source)
+        return load_scenario(cfg.data.source, "data.source")
     s = cfg.data.synthetic
     return generate(spec_with(SynthSpec(seed=s.seed, days=s.days, crowding=s.crowding,
                                         symbol=s.symbol), start_price=s.start_price))

@@ -25,22 +25,16 @@ def _kind_of(file: Path) -> str:
     return "risk" if set(tree) == {"risk"} else "config"
 
 
-#: what `liqbot run` calls the [run] keys it reads, and their names in the file
-_RUN_KEYS = (("--strategy", "run.strategy"), ("--param ", "run.params."),
-             ("--preset", "run.preset"), ("--wallet", "run.wallet"), ("--speed", "run.speed"))
-
-
 def _check_run(cfg: Config, file: Path) -> None:
     """The [run] section as `liqbot run` reads it (strategy, its parameters, preset): a
-    value it would refuse is a problem here too, named by its key."""
+    value it would refuse is a problem here too, named by its key (`run_choices` names
+    values read from the file by their keys)."""
     from bot.cli.run import run_choices
 
     try:
         run_choices(cfg, None, None, None, None, None)
     except LiqbotError as exc:
         text = exc.problems[0] if isinstance(exc, ConfigError) and exc.problems else str(exc)
-        for option, key in _RUN_KEYS:
-            text = text.replace(option, key, 1) if text.startswith(option) else text
         raise ConfigError(str(file), [text]) from None
 
 

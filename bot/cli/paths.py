@@ -132,6 +132,19 @@ def check_symbol(symbol: str, option: str) -> str:
     return s
 
 
+#: the smallest and largest wallet (quote) a run accepts: below one unit the tables print
+#: 'wallet 0' beside a return in percent; above 1e15 float sums lose the cents
+MIN_WALLET, MAX_WALLET = 1.0, 1e15
+
+
+def check_wallet(wallet: float, option: str = "--wallet") -> float:
+    """A wallet (quote) within [MIN_WALLET, MAX_WALLET]; one check for every command."""
+    if not (math.isfinite(wallet) and MIN_WALLET <= wallet <= MAX_WALLET):
+        raise LiqbotError(f"{option}: expected an amount from {MIN_WALLET:g} to "
+                          f"{MAX_WALLET:g} (quote), got {wallet}")
+    return wallet
+
+
 def check_number(value: float | None, option: str, lo: float | None = None,
                  hi: float | None = None, *, lo_open: bool = False) -> float | None:
     """A finite number within [lo, hi] (or (lo, hi] with `lo_open`); None passes."""

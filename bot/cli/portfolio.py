@@ -7,7 +7,6 @@ its own): load one dataset per symbol, check they share a bar grid, run the port
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from backtests.portfolio import (
 )
 from backtests.runner import RunSettings
 from bot.cli.backtest import _fees, _time
-from bot.cli.paths import cell, check_output, console, dumps, shown, write_output
+from bot.cli.paths import cell, check_output, check_wallet, console, dumps, shown, write_output
 from bot.cli.tiers import brackets_for
 from bot.data import dataset as ds_io
 from bot.data.bars import Bars
@@ -90,8 +89,7 @@ def portfolio_command(ctx: typer.Context, paths: list[str], *, strategy: str,
         raise LiqbotError(f"--risk: expected on, off or compare, got {risk!r}")
     if not paths:
         raise LiqbotError("--portfolio: give one dataset directory per symbol")
-    if not (math.isfinite(wallet) and 0 < wallet <= 1e15):
-        raise LiqbotError(f"--wallet: expected a positive finite amount up to 1e15, got {wallet}")
+    check_wallet(wallet)
     json_out = check_output(json_path, "--json")
     to_stdout = json_path is not None and json_out is None
     strat = find(strategy).from_strings(params)

@@ -14,11 +14,11 @@ from rich.console import Console
 from rich.table import Table
 
 from bot.cli.backtest import _fees, _params
-from bot.cli.paths import check_log_file, check_number, console, dumps, shown
+from bot.cli.paths import check_log_file, check_number, check_wallet, console, dumps, shown
 from bot.cli.tiers import TiersOption, brackets_for
 from bot.config import Config, load_config, load_credentials
 from bot.data.dataset import iso
-from bot.errors import LiqbotError
+from bot.errors import ConfigError, LiqbotError
 from bot.mechanics import brackets as br
 from bot.risk.policy import load_policy
 from bot.runtime.status import status_data
@@ -52,18 +52,36 @@ def run_choices(cfg: Config, strategy: str | None, param: list[str] | None,
     from strategies import find
 
     rc = cfg.run
-    speed = rc.speed if speed is None else speed
-    wallet = rc.wallet if wallet is None else wallet
-    if not (wallet > 0 and wallet < 1e15):
-        raise LiqbotError(f"--wallet: expected a positive finite amount, got {wallet}")
-    if not (speed >= 0 and speed < 1e9):
-        raise LiqbotError(f"--speed: expected a finite number >= 0, got {speed}")
-    name = strategy or rc.strategy
-    params = {k: str(v) for k, v in rc.params.items()} if strategy is None else {}
-    params.update(_params(param or []))
-    preset_name = preset or rc.preset
-    return (find(name).from_strings(params), preset_name, load_policy(preset_name), wallet,
-            speed)
+    given = _params(param or [])
+    # a value read from the [run] section is named by its key, not by the option
+    keys = {"--wallet": wallet is None and "run.wallet", "--speed": speed is None and "run.speed",
+            "--strategy": strategy is None and "run.strategy",
+            "--preset": preset is None and "run.preset"}
+    try:
+        speed = rc.speed if speed is None else speed
+        wallet = rc.wallet if wallet is None else wallet
+        check_wallet(wallet)
+        if not (speed >= 0 and speed < 1e9):
+            raise LiqbotError(f"--speed: expected a finite number >= 0, got {speed}")
+        name = strategy or rc.strategy
+        params = {k: str(v) for k, v in rc.params.items()} if strategy is None else {}
+        for k in params:
+            if k not in given:
+                keys[f"--param {k}:"] = f"run.params.{k}:"
+                keys[f"--param: {find(name).name} has no parameter {k!r}"] = \
+                    f"run.params: {find(name).name} has no parameter {k!r}"
+        params.update(given)
+        preset_name = preset or rc.preset
+        return (find(name).from_strings(params), preset_name, load_policy(preset_name),
+                wallet, speed)
+    except ConfigError:
+        raise
+    except LiqbotError as exc:
+        text = str(exc)
+        for option, key in keys.items():
+            if key and text.startswith(option):
+                raise LiqbotError(key + text[len(option):]) from None
+        raise
 
 
 def _state_layout() -> list[int]:

@@ -180,10 +180,9 @@ def sweep_command(
 
     from backtests import sweep as sw
     from bot.cli.backtest import _fees
-    from bot.cli.paths import check_output_dir, console, shown
+    from bot.cli.paths import check_output_dir, check_wallet, console, shown
 
-    if not (math.isfinite(wallet) and 0 < wallet <= 1e15):
-        raise LiqbotError(f"--wallet: expected a positive finite amount up to 1e15, got {wallet}")
+    check_wallet(wallet)
     if workers is not None and not 1 <= workers <= 1024:
         raise LiqbotError(f"--workers: expected 1..1024, got {workers}")
     if workers is not None and ray is not None:
