@@ -5,6 +5,7 @@ Also `run --live --preflight` against the emulator (read-only)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 
 import numpy as np
@@ -200,3 +201,20 @@ def test_an_alt_drills_in_whole_lots_of_its_own_size() -> None:
     assert rep["parity"] is True and rep["rejects"] == 0
     assert rep["positions"]["live"] == rep["positions"]["venue"] == 29_620.0   # whole lots
     assert [d["kind"] for d in rep["differences"]] == ["fill_qty"]
+
+
+def test_drill_json_to_stdout_is_json_alone(cli, tmp_path) -> None:
+    """`liqbot drill ... --json - | python3 -m json.tool`: the text report goes to stderr (as
+    `backtest --json -`); before, it went to stdout ahead of the JSON."""
+    from bot.data import dataset as ds_io
+
+    ds = load_scenario("calm")
+    small = tmp_path / "calm120"
+    ds_io.save(dataclasses.replace(ds, bars=ds.bars.take(slice(0, 120))), small)
+    r = cli("drill", small, "--strategy", "hold", "--param", "side=long", "--param",
+            "leverage=3", "--json", "-")
+    assert r.code == 0, r.out + r.err
+    rep = json.loads(r.out)                     # stdout: the JSON document and nothing else
+    assert rep["parity"] is True and rep["decisions"]["bars"] == 120
+    assert "parity holds" in r.err and "parity holds" not in r.out
+    assert r.err.startswith("drill BTCUSDT ")

@@ -306,6 +306,115 @@ def test_fault_profiles_load_and_reject_unknown_keys(tmp_path: Any) -> None:
     assert load_profile("lossy-orders").timeout_after_accept == 1
 
 
+@pytest.mark.parametrize(("line", "key", "expected"), [
+    ('latency_ms = "abc"', "faults.latency_ms", "a finite number of ms in [0, 60,000], got 'abc'"),
+    ("latency_ms = 1e300", "faults.latency_ms", "got 1e+300"),
+    ("latency_ms = nan", "faults.latency_ms", "got nan"),
+    ("latency_ms = 60001", "faults.latency_ms", "in [0, 60,000], got 60001"),
+    ("hang_s = inf", "faults.hang_s", "a finite number of seconds in [0, 60], got inf"),
+    ("hang_s = true", "faults.hang_s", "got True"),
+    ("ws_disconnect_every_s = 86401", "faults.ws_disconnect_every_s", "[0, 86,400], got 86401"),
+    ("duplicate_rate = nan", "faults.duplicate_rate", "a fraction in [0, 1], got nan"),
+    ("http_5xx_rate = 1.5", "faults.http_5xx_rate", "a fraction in [0, 1], got 1.5"),
+    ("reorder_rate = -0.1", "faults.reorder_rate", "got -0.1"),
+    ("burst_429 = 1.5", "faults.burst_429", "a whole number of requests in [0, 1,000,000,000], "
+                                            "got 1.5"),
+    ("timeout_after_accept = true", "faults.timeout_after_accept", "got True"),
+    ("timeout_after_accept = -1", "faults.timeout_after_accept", "got -1"),
+    ('seed = "x"', "faults.seed", "an integer in [0, 9,223,372,036,854,775,807], got 'x'"),
+    ("maintenance = [[5, 1]]", "faults.maintenance", "0 <= start_ms < end_ms), got [5, 1]"),
+    ("maintenance = [[1.5, 9]]", "faults.maintenance", "got [1.5, 9]"),
+    ("maintenance = 3", "faults.maintenance", "got 3"),
+])
+def test_fault_profile_values_are_type_and_range_checked(tmp_path: Any, line: str, key: str,
+                                                        expected: str) -> None:
+    """Before, only negatives and fractions over 1 were refused: a string latency failed
+    every request (TypeError in the middleware), 1e300 hung a drill, nan and 1.5 passed."""
+    f = tmp_path / "bad.toml"
+    f.write_text(f"[faults]\n{line}\n")
+    with pytest.raises(ConfigError) as err:
+        load_profile(str(f))
+    assert err.value.source == str(f)
+    assert err.value.problems == [next(p for p in err.value.problems if p.startswith(key))]
+    assert err.value.problems[0].startswith(f"{key}: expected ")
+    assert err.value.problems[0].endswith(expected)
+
+
+def test_fault_profile_accepts_the_bounds_and_converts(tmp_path: Any) -> None:
+    f = tmp_path / "ok.toml"                 # top level (no [faults] table): keys unprefixed
+    f.write_text("latency_ms = 60000\nhang_s = 60\nhttp_5xx_rate = 1\nduplicate_rate = 0\n"
+                 "burst_429 = 3\nseed = 0\nstale_every_s = 86400.0\nmaintenance = []\n")
+    p = load_profile(str(f))
+    assert (p.latency_ms, p.hang_s, p.http_5xx_rate, p.burst_429, p.stale_every_s) == \
+        (60_000.0, 60.0, 1.0, 3, 86_400.0)
+    assert isinstance(p.latency_ms, float) and isinstance(p.http_5xx_rate, float)
+    assert p.maintenance == ()
+    f.write_text('latency_ms = "abc"\nbogus = 1\n')
+    with pytest.raises(ConfigError) as err:
+        load_profile(str(f))
+    assert err.value.problems[0].startswith("unknown fault key(s) bogus; known: latency_ms,")
+    assert err.value.problems[1] == ("latency_ms: expected a finite number of ms in "
+                                     "[0, 60,000], got 'abc'")
+    f.write_text("faults = 3\n")
+    with pytest.raises(ConfigError, match="faults: expected a table of fault keys, got int"):
+        load_profile(str(f))
+
+
+@pytest.mark.parametrize("command", [["drill", "calm"], ["emulator", "serve", "calm"]])
+def test_a_bad_fault_file_exits_2_naming_file_and_key(cli, tmp_path: Any, monkeypatch: Any,
+                                                      command: list[str]) -> None:
+    """`latency_ms = "abc"` was exit 1 with aiohttp tracebacks (and `emulator serve` started,
+    then failed every request): now exit 2 before the emulator starts."""
+    import bot.cli.drill
+    import bot.cli.emulator
+
+    def started(*a: Any, **k: Any) -> Any:
+        raise AssertionError("the emulator was started with a bad fault profile")
+    monkeypatch.setattr(bot.cli.drill, "run_drill", started)
+    monkeypatch.setattr(bot.cli.emulator, "serve", started)
+    f = tmp_path / "faults.toml"
+    f.write_text('[faults]\nlatency_ms = "abc"\n')
+    r = cli(*command, "--faults", f)
+    err = " ".join(r.err.split())
+    assert r.code == 2 and "Traceback" not in r.err and r.out == ""
+    assert f"{f}: 1 config problem(s): faults.latency_ms: expected a finite number of ms in " \
+           "[0, 60,000], got 'abc'" in err
+
+
+def test_admin_faults_refuses_a_bad_profile_and_keeps_the_old_one() -> None:
+    async def body(emu: Emulator) -> None:
+        bad = {"latency_ms": "abc", "burst_429": True}
+        async with aiohttp.ClientSession() as s, \
+                s.post(emu.rest_url + "/admin/faults", json=bad) as r:
+            assert r.status == 400
+            msg = (await r.json())["error"]
+        assert "latency_ms: expected a finite number of ms" in msg
+        assert "burst_429: expected a whole number of requests" in msg
+        assert emu.faults.profile == FaultProfile()
+        got = await admin(emu, "/admin/faults", {"latency_ms": 5, "burst_429": 2})
+        assert got["profile"]["latency_ms"] == 5.0 and got["profile"]["burst_429"] == 2
+    run(body)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--speed", "nan"], "--speed: expected a finite number in [0.001, 1e+07], got nan"),
+    (["--speed", "inf"], "--speed: expected a finite number in [0.001, 1e+07], got inf"),
+    (["--speed", "0"], "--speed: expected a finite number in [0.001, 1e+07], got 0.0"),
+    (["--wallet", "inf"], "--wallet: expected a finite number in [0, 1e+15], got inf"),
+    (["--wallet", "nan"], "--wallet: expected a finite number in [0, 1e+15], got nan"),
+])
+def test_emulator_serve_refuses_non_finite_numbers(cli, monkeypatch: Any, args: list[str],
+                                                   message: str) -> None:
+    """`--speed nan` said only "less than or equal to 10000000" (`--wallet inf` started)."""
+    import bot.cli.emulator
+
+    def started(*a: Any, **k: Any) -> Any:
+        raise AssertionError("the emulator was started")
+    monkeypatch.setattr(bot.cli.emulator, "serve", started)
+    r = cli("emulator", "serve", "calm", "--port", "0", *args)
+    assert r.code == 2 and message in " ".join(r.err.split())
+
+
 def test_cascade_liquidates_at_the_kernel_liquidation_price() -> None:
     from backtests.scenarios import load_scenario
 

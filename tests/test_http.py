@@ -272,6 +272,45 @@ def test_api_and_metrics_follow_a_cascade(tmp_path):
         ld.wait_finished()
 
 
+def test_status_feed_lag_is_on_the_feed_clock_and_query_errors_name_the_parameter(tmp_path):
+    """Top-level `feed_lag_s` of /api/status is the feed clock minus the last processed close,
+    as `live.feed_lag_s` and /metrics (before: wall time minus the close, 29 million s on a
+    replay of 2026 data that keeps up). A bad ?limit= is not "(ms UTC)"."""
+    bars = load_scenario("calm").bars.take(slice(0, 300))
+    with LiveDaemon(tmp_path, {bars.symbol: bars}, [at_bar(100), at_bar(200)]) as ld:
+        ld.wait_paused()
+        # paused with bar 101 closed on the feed clock, bar 100 processed: one bar (60 s)
+        st = json.loads(ld.get("/api/status")[1])
+        assert st["live"]["bars_processed"] == 100
+        assert st["live"]["clock"] == "2026-01-01T01:41:00Z"
+        assert st["feed_lag_s"] == 60.0 and st["live"]["feed_lag_s"] == 60.0
+        m = metrics(ld.get("/metrics")[1].decode())
+        assert m[("liqbot_feed_lag_seconds", (("symbol", bars.symbol),))] == 60.0
+        code, body, _ = ld.get("/api/decisions?limit=1e300")
+        assert code == 400
+        assert body.decode() == ("?limit= expects a number of rows (an integer; at most 20,000 "
+                                 "are returned), got '1e300'")
+        code, body, _ = ld.get("/api/equity?since=abc")
+        assert code == 400
+        assert body.decode() == "?since= expects a time in ms UTC (an integer), got 'abc'"
+        # a huge but whole limit or since is clamped, not an error
+        dec = json.loads(ld.get("/api/decisions?limit=" + "9" * 40)[1])
+        assert len(dec["decisions"]) == 100 and dec["more"] is False
+        assert json.loads(ld.get("/api/fills?since=" + "9" * 40)[1]) == {"fills": []}
+        assert json.loads(ld.get("/api/decisions?since=" + "9" * 40)[1]) == {
+            "decisions": [], "more": False}
+        ld.feed.go()
+        ld.wait_paused()
+        st = json.loads(ld.get("/api/status")[1])
+        assert st["live"]["bars_processed"] == 200
+        assert st["feed_lag_s"] == st["live"]["feed_lag_s"] == 60.0
+        ld.feed.go()
+        ld.wait_finished()
+        # the replay at its end: the feed clock is the last close, no lag
+        st = json.loads(ld.get("/api/status")[1])
+        assert st["feed_lag_s"] == 0.0 and st["live"]["feed_lag_s"] == 0.0
+
+
 def test_bind_rules_and_cli_refusal(cli, monkeypatch):
     assert parse_bind("127.0.0.1:8080") == ("127.0.0.1", 8080)
     assert parse_bind(":9") == ("127.0.0.1", 9) and parse_bind("9") == ("127.0.0.1", 9)

@@ -17,6 +17,7 @@ JSON (`--json FILE`): parity, duplicate_orders, lost_fills, equity_rel_diff,
 faults_injected, decisions / fills / funding / liquidations comparisons, differences with
 their causes, orders, broker statistics, duration; with `--feed exchange` also
 exchange_feed (bars from the streams / by REST backfill / late / missing, max delay).
+With `--json -` the JSON alone goes to stdout and the text report to stderr (as backtest).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from backtests import engine as eg
 from backtests.runner import RunSettings, prepare
 from backtests.runner import run as backtest
 from bot.cli.backtest import _fees
-from bot.cli.paths import check_output, console, dumps, write_output
+from bot.cli.paths import check_output, console, dumps, is_stdout, write_output
 from bot.cli.run import run_choices
 from bot.cli.tiers import TiersOption, brackets_for
 from bot.data.bars import Bars
@@ -628,14 +629,16 @@ def drill_command(
     logging.getLogger("ccxt").setLevel(logging.ERROR)
     report = asyncio.run(run_drill(bars, strat, preset_name, settings, speed, profile, live,
                                    feed=feed, tiers=tiers))
-    print_report(report)
+    print_report(report, stderr=is_stdout(json_out))   # `--json -`: stdout holds only JSON
     if json_out is not None:
         write_output(out, dumps(report), "--json")
     raise typer.Exit(0 if report["parity"] else 1)
 
 
-def print_report(r: dict[str, Any]) -> None:
-    con = console()
+def print_report(r: dict[str, Any], stderr: bool = False) -> None:
+    """The parity report as text: on stdout, or on stderr (`stderr`) when stdout carries
+    the JSON report (`--json -`), so the JSON can be piped into a parser."""
+    con = console(stderr=stderr)
     fe = r["final_equity"]
     con.print(f"[bold]drill[/] {r['symbol']} {r['from']} .. {r['to']}: {r['strategy']}, "
               f"preset {r['preset']}, {'lockstep' if r['lockstep'] else 'speed ' + str(r['speed'])}"

@@ -12,11 +12,15 @@ from typing import Annotated
 
 import typer
 
+from bot.cli.paths import check_number
 from bot.cli.tiers import TiersOption, brackets_for
 from bot.emulator.auth import new_credentials
 from bot.emulator.faults import load_profile
 from bot.emulator.server import Emulator, EmulatorConfig, serve
 from bot.errors import LiqbotError
+
+MIN_SPEED, MAX_SPEED = 0.001, 1e7      # --speed: the clock needs > 0 (a paused start: --paused)
+MAX_WALLET = 1e15                      # --wallet, USDT per key (as backtest --wallet)
 
 app = typer.Typer(help="Local Binance USD-M exchange emulator (replays a dataset).",
                   no_args_is_help=True)
@@ -46,20 +50,24 @@ def serve_cmd(
                                                 "(cascade-long, calm, synthetic:SEED...)")],
     port: Annotated[int, typer.Option("--port", min=0, max=65535,
                                       help="TCP port on 127.0.0.1 (0: any free)")] = 8765,
-    speed: Annotated[float, typer.Option("--speed", min=0.001, max=1e7,
-                                         help="simulated ms per wall ms")] = 1.0,
+    speed: Annotated[float, typer.Option("--speed", help="simulated ms per wall ms "
+                                         f"({MIN_SPEED:g} .. {MAX_SPEED:g})")] = 1.0,
     faults: Annotated[str | None, typer.Option(
         "--faults", help="fault profile: none, flaky, lossy-orders, partial-fills or a TOML "
                           "file")] = None,
     paused: Annotated[bool, typer.Option("--paused", help="start with the clock paused "
                                                           "(POST /admin/clock)")] = False,
-    wallet: Annotated[float, typer.Option("--wallet", min=0.0,
-                                          help="USDT per API key")] = 10_000.0,
+    wallet: Annotated[float, typer.Option("--wallet", help="USDT per API key "
+                                          f"(0 .. {MAX_WALLET:g})")] = 10_000.0,
     tiers: TiersOption = None,
 ) -> None:
     """Serve DATASET as a Binance USD-M exchange on 127.0.0.1 until Ctrl-C."""
     from backtests.scenarios import load_scenario
 
+    # checked here, not by typer's min/max: those let nan and inf through to a message about
+    # the bound alone (`--speed nan`: "less than or equal to 10000000"), or to a server
+    check_number(speed, "--speed", MIN_SPEED, MAX_SPEED)
+    check_number(wallet, "--wallet", 0.0, MAX_WALLET)
     ds = load_scenario(dataset, "emulator serve DATASET")
     brackets = {ds.bars.symbol: brackets_for(ds.bars.symbol, tiers)}
     key, secret = credentials()

@@ -24,6 +24,7 @@ executedQty < origQty, as one that exhausts the book: the rest is not filled).""
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 import tomllib
@@ -65,27 +66,88 @@ BUILTIN: dict[str, FaultProfile] = {
 }
 
 
-def profile_from_mapping(m: dict[str, Any], where: str = "(faults)") -> FaultProfile:
-    known = {f.name for f in fields(FaultProfile)}
-    bad = sorted(set(m) - known)
+# Bounds of a profile's keys (`profile_from_mapping`; docs/emulator.md "Faults"): a delay
+# longer than a minute stalls a drill or a client rather than testing it, and a period past
+# a day never fires in a run.
+MAX_DELAY_MS = 60_000.0               # latency_ms; hang_s at most MAX_DELAY_MS / 1000
+MAX_PERIOD_S = 86_400.0               # hide_lost_order_s, ws_disconnect_every_s, stale_*
+MAX_COUNT = 1_000_000_000             # timeout_after_accept, burst_429
+MAX_SEED = 2**63 - 1
+RATES = ("http_5xx_rate", "duplicate_rate", "reorder_rate", "split_fill_rate",
+         "partial_expire_rate")
+#: key -> (kind, upper bound, unit shown in messages)
+LIMITS: dict[str, tuple[str, float, str]] = {
+    "latency_ms": ("number", MAX_DELAY_MS, "ms"),
+    "hang_s": ("number", MAX_DELAY_MS / 1000, "seconds"),
+    "hide_lost_order_s": ("number", MAX_PERIOD_S, "seconds"),
+    "ws_disconnect_every_s": ("number", MAX_PERIOD_S, "seconds"),
+    "stale_every_s": ("number", MAX_PERIOD_S, "seconds"),
+    "stale_for_s": ("number", MAX_PERIOD_S, "seconds"),
+    **{k: ("number", 1.0, "fraction") for k in RATES},
+    "timeout_after_accept": ("count", MAX_COUNT, "orders"),
+    "burst_429": ("count", MAX_COUNT, "requests"),
+    "seed": ("count", MAX_SEED, "seed"),
+    "maintenance": ("windows", 0.0, "ms"),
+}
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check(name: str, key: str, v: Any) -> tuple[Any, str | None]:
+    """Key `name`'s value converted (floats for numbers, int pairs for windows), or a
+    problem line `key: expected X, got Y` (`key`: the name as the user wrote its path)."""
+    kind, hi, unit = LIMITS[name]
+    if kind == "number":
+        what = ("a fraction in [0, 1]" if unit == "fraction"
+                else f"a finite number of {unit} in [0, {hi:,.0f}]")
+        if not (_is_int(v) or isinstance(v, float)) or not math.isfinite(v) \
+                or not 0 <= v <= hi:
+            return None, f"{key}: expected {what}, got {v!r}"
+        return float(v), None
+    if kind == "count":
+        if not _is_int(v) or not 0 <= v <= hi:
+            what = "an integer" if unit == "seed" else f"a whole number of {unit}"
+            return None, f"{key}: expected {what} in [0, {int(hi):,}], got {v!r}"
+        return int(v), None
+    want = (f"{key}: expected a list of [start_ms, end_ms] windows (integer ms UTC, "
+            "0 <= start_ms < end_ms)")
+    if not isinstance(v, list | tuple):
+        return None, f"{want}, got {v!r}"
+    out = []
+    for w in v:
+        if not (isinstance(w, list | tuple) and len(w) == 2 and all(map(_is_int, w))
+                and 0 <= w[0] < w[1]):
+            return None, f"{want}, got {w!r}"
+        out.append((int(w[0]), int(w[1])))
+    return tuple(out), None
+
+
+def profile_from_mapping(m: Any, where: str = "(faults)", prefix: str = "") -> FaultProfile:
+    """A profile from a TOML table or a JSON object (`POST /admin/faults`). Every key is
+    checked (type, bool is not a number, finite, within `LIMITS`) and unknown keys are
+    refused, so a bad file fails at start (ConfigError naming `where` and the key, shown as
+    `prefix` + key) instead of breaking every request of the emulator."""
+    if not isinstance(m, dict):
+        raise ConfigError(where, [f"{prefix.rstrip('.') or 'faults'}: expected a table of "
+                                  f"fault keys, got {type(m).__name__}"])
+    known = [f.name for f in fields(FaultProfile)]
+    problems = []
+    bad = sorted(str(k) for k in m if k not in known)
     if bad:
-        raise ConfigError(where, [f"unknown fault keys {bad}; known: {sorted(known)}"])
-    kw = dict(m)
-    try:
-        if "maintenance" in kw:
-            kw["maintenance"] = tuple((int(a), int(b)) for a, b in kw["maintenance"])
-        p = FaultProfile(**kw)
-        for f in fields(FaultProfile):
-            v = getattr(p, f.name)
-            if isinstance(v, (int, float)) and v < 0:
-                raise ValueError(f"{f.name} must be >= 0")
-        over = [n for n in ("http_5xx_rate", "duplicate_rate", "reorder_rate",
-                            "split_fill_rate", "partial_expire_rate") if getattr(p, n) > 1]
-        if over:
-            raise ValueError(f"{over[0]} must be a fraction in [0, 1]")
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(where, [f"bad fault profile: {exc}"]) from None
-    return p
+        problems.append(f"unknown fault key(s) {', '.join(prefix + k for k in bad)}; "
+                        f"known: {', '.join(known)}")
+    kw: dict[str, Any] = {}
+    for name in known:
+        if name in m:
+            value, problem = _check(name, prefix + name, m[name])
+            if problem:
+                problems.append(problem)
+            kw[name] = value
+    if problems:
+        raise ConfigError(where, problems)
+    return FaultProfile(**kw)
 
 
 def load_profile(spec: str | None) -> FaultProfile:
@@ -102,7 +164,9 @@ def load_profile(spec: str | None) -> FaultProfile:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(spec, [f"unreadable TOML ({exc})"]) from None
-    return profile_from_mapping(doc.get("faults", doc), spec)
+    if "faults" in doc:
+        return profile_from_mapping(doc["faults"], spec, "faults.")
+    return profile_from_mapping(doc, spec)
 
 
 @dataclass

@@ -83,15 +83,26 @@ def _finite(v: Any) -> Any:
     return v
 
 
+QUERY_INT_MAX = 2**62                # query integers are clamped here (SQL int64 headroom)
+#: what each integer query parameter means, for its 400 message
+QUERY_INTS: dict[str, str] = {"since": "a time in ms UTC (an integer)",
+                              "limit": f"a number of rows (an integer; at most {MAX_ROWS:,} "
+                                       "are returned)"}
+
+
 def _int_arg(req: web.Request, name: str, default: int) -> int:
+    """Query parameter `name` as an int (`default` when absent or empty), clamped to
+    +-QUERY_INT_MAX; a 400 saying what the parameter means (`QUERY_INTS`) when it is not
+    an integer."""
     raw = req.query.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        v = int(raw)
     except ValueError:
-        raise web.HTTPBadRequest(text=f"?{name}= expects an integer (ms UTC), got {raw[:20]!r}"
+        raise web.HTTPBadRequest(text=f"?{name}= expects {QUERY_INTS[name]}, got {raw[:20]!r}"
                                  ) from None
+    return max(-QUERY_INT_MAX, min(v, QUERY_INT_MAX))
 
 
 class StatusServer:
@@ -186,10 +197,11 @@ class StatusServer:
 
     async def status(self, req: web.Request) -> web.Response:
         run_id, interval = self.d.run_id, self.d.feed.interval_ms
+        now = int(self.d.feed.now_ms())      # the feed clock (simulated on a replay)
 
         def read(store: Any) -> dict[str, Any]:
             run = store.get_run(run_id)
-            return status_data(store, run, interval)
+            return status_data(store, run, interval, now)
         data = await self._read(read)
         data["live"] = self.live()
         return _json(data)

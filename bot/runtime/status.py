@@ -16,8 +16,12 @@ from bot.risk import engine as en
 from bot.risk.reasons import reason_names
 
 
-def status_data(store: Any, run: Any, interval_ms: int = 60_000) -> dict[str, Any]:
-    """What `liqbot status` shows for `run` (a `bot.store.tables.Run`), as JSON-ready data."""
+def status_data(store: Any, run: Any, interval_ms: int = 60_000,
+                feed_now_ms: int | None = None) -> dict[str, Any]:
+    """What `liqbot status` shows for `run` (a `bot.store.tables.Run`), as JSON-ready data.
+    `feed_now_ms`: the running daemon's feed clock (`/api/status`); without it the clock is
+    known only for a running exchange-feed run (`feed_clock_ms`), and `feed_lag_s` is None
+    otherwise."""
     s = store.summary(run.run_id)
     wm = s["last_watermark"]
     # from the oldest symbol watermark (a commit can fall between two symbols of one bar),
@@ -55,8 +59,32 @@ def status_data(store: Any, run: Any, interval_ms: int = 60_000) -> dict[str, An
         "crowding": {"long": nums.get("crowd_long"), "short": nums.get("crowd_short")},
         "clusters": {"below": nums.get("cluster_below"), "above": nums.get("cluster_above")},
         "last_bar": None if wm is None else iso(wm),
-        "feed_lag_s": None if wm is None else max(0.0, time.time() - (wm + interval_ms) / 1000),
+        "feed_lag_s": feed_lag_s(s["watermarks"], interval_ms,
+                                 feed_clock_ms(run) if feed_now_ms is None else feed_now_ms),
     }
+
+
+def feed_clock_ms(run: Any) -> int | None:
+    """The feed clock of `run` as seen from the store alone: wall time for a running run on
+    the exchange feed (its clock is wall time); None for a replay (its simulated clock lives
+    only in the daemon: `/api/status`, `liqbot status --http`), for a run that is not
+    running (done, stopped, abandoned: no feed is running) and for a run that did not record
+    its source (drills, older runs)."""
+    source = ((run.config or {}).get("spec") or {}).get("source") or {}
+    if run.status != "running" or "exchange" not in source:
+        return None
+    return int(time.time() * 1000)
+
+
+def feed_lag_s(watermarks: dict[str, int], interval_ms: int, now_ms: int | None
+               ) -> float | None:
+    """Feed clock minus the close of the last processed bar, in seconds (docs/operations.md,
+    as `liqbot_feed_lag_seconds`), of the symbol furthest behind (as `live.feed_lag_s`);
+    None without a feed clock or a processed bar. Before 2026-12-06 this was wall time minus
+    the close, which on a replay is the data's age (months), not a lag."""
+    if now_ms is None or not watermarks:
+        return None
+    return max(0.0, (now_ms - min(watermarks.values()) - interval_ms) / 1000.0)
 
 
 def liq_distance(mark: float | None, liq_price: float | None, atr: float | None
