@@ -391,6 +391,11 @@ def test_admin_faults_refuses_a_bad_profile_and_keeps_the_old_one() -> None:
         assert "latency_ms: expected a finite number of ms" in msg
         assert "burst_429: expected a whole number of requests" in msg
         assert emu.faults.profile == FaultProfile()
+        async with aiohttp.ClientSession() as s:          # a bare number, then not JSON (500s)
+            for payload in ({"json": 3}, {"data": b"latency_ms=5"}):
+                async with s.post(emu.rest_url + "/admin/faults", **payload) as r:
+                    assert r.status == 400, await r.text()
+                    assert "expected" in (await r.json())["error"]
         got = await admin(emu, "/admin/faults", {"latency_ms": 5, "burst_429": 2})
         assert got["profile"]["latency_ms"] == 5.0 and got["profile"]["burst_429"] == 2
     run(body)

@@ -182,9 +182,13 @@ class Emulator:
         return web.json_response(self.faults.as_dict())
 
     async def _admin_faults_post(self, request: web.Request) -> web.Response:
-        body = await request.json()
         try:
-            if "profile" in body:
+            body = await request.json()
+        except ValueError:                    # not JSON at all
+            return web.json_response({"error": "expected a JSON object: fault keys or "
+                                               '{"profile": NAME}'}, status=400)
+        try:
+            if isinstance(body, dict) and "profile" in body:
                 if body["profile"] not in BUILTIN:
                     raise ConfigError("/admin/faults", [f"unknown profile {body['profile']!r}"])
                 prof = BUILTIN[body["profile"]]
