@@ -480,7 +480,9 @@ def status_command(
               f"{data['strategy']} / {data['preset']} on {', '.join(data['symbols'])}")
     con.print(f"state [bold]{data['state'] or '- (no bar processed yet)'}[/], equity "
               f"{data['equity']:,.2f}, {data['fills']} fills, {data['decisions']} decisions, "
-              f"last bar {data['last_bar'] or '-'}")
+              f"last bar {data['last_bar'] or '-'}"
+              + (f" (feed lag {data['feed_lag_s']:,.1f} s)" if data.get("feed_lag_s") is not None
+                 else ""))
     if data["last_decision"]:
         con.print(f"last decision: {data['last_decision']['text'] or 'no rule binding'}")
     t = Table("symbol", "slot", "qty", "entry", "liq price", "distance %", "distance ATR")
