@@ -321,13 +321,20 @@ class LocalBackend:
         import multiprocessing as mp
         from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-        if self._pool is None:
-            methods = mp.get_all_start_methods()
-            ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
-            if "forkserver" in methods:
-                ctx.set_forkserver_preload(["backtests.sweep", "backtests.runner"])
-            self._pool = ProcessPoolExecutor(self.parallelism, mp_context=ctx)
-        pending = {self._pool.submit(evaluate_chunk, setup, c) for c in chunks}
+        from bot import interrupts
+
+        # a Ctrl-C while the workers start is taken once every one has a pid (the first
+        # submit launches them all): `close(abort=True)` then stops them all; interrupted
+        # half-way, a worker still starting outlived this process and failed (traceback)
+        with interrupts.held():
+            if self._pool is None:
+                methods = mp.get_all_start_methods()
+                ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+                if "forkserver" in methods:
+                    ctx.set_forkserver_preload(["backtests.sweep", "backtests.runner"])
+                    _start_forkserver()
+                self._pool = ProcessPoolExecutor(self.parallelism, mp_context=ctx)
+            pending = {self._pool.submit(evaluate_chunk, setup, c) for c in chunks}
         try:
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -348,6 +355,27 @@ class LocalBackend:
                 proc.terminate()
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._pool = None
+
+
+def _start_forkserver() -> None:
+    """Start multiprocessing's fork server (if not running) with SIGINT ignored, a
+    disposition that survives its exec; the server hands the one it started with to every
+    worker it forks. Ctrl-C signals the whole process group: the server (which ignores
+    SIGINT only once its preload imports are done) and the workers each printed a
+    KeyboardInterrupt traceback. The sweep's own process takes the interrupt and stops the
+    workers (`close(abort=True)`). Here SIGINT is ignored for the fork and exec only."""
+    import signal
+    import threading
+    from multiprocessing import forkserver
+
+    if threading.current_thread() is not threading.main_thread():
+        forkserver.ensure_running()
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class RayBackend:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sys
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -47,9 +48,11 @@ def _configure_numba_cache() -> None:
     except OSError:
         return                               # read-only home: numba's default applies
     os.environ["NUMBA_CACHE_DIR"] = str(target)
-    from numba.core import config as numba_config
-
-    numba_config.CACHE_DIR = str(target)
+    # numba reads the variable when it is imported; not imported here (0.4 s, and `liqbot
+    # --help` needs no numba); imported already (a library user's), set its config too
+    numba_config = sys.modules.get("numba.core.config")
+    if numba_config is not None:
+        numba_config.CACHE_DIR = str(target)
 
 
 _configure_numba_cache()

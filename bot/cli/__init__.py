@@ -1,11 +1,13 @@
 """The `liqbot` command line (typer + rich).
 
 Exit codes: 0 success; 2 bad usage, config or data (a one-paragraph message, never a
-traceback); 1 unexpected error (traceback only with --debug).
+traceback); 1 unexpected error (traceback only with --debug); 130 interrupted by Ctrl-C
+(SIGINT), at any moment, without a traceback (`bot.interrupts`).
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -15,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from bot import __version__
+from bot import __version__, interrupts
 from bot.errors import LiqbotError, UserCodeError
 
 #: Commands loaded on first use, so `liqbot --help` (and every command) imports only the
@@ -135,8 +137,13 @@ def main(argv: list[str] | None = None) -> int:
                 args[i:i + 2] = ["heatmap-validate"]
             break
     try:
-        # standalone mode: typer itself turns usage errors into exit 2 (SystemExit)
-        app(args=args, prog_name="liqbot")
+        # standalone mode: typer itself turns usage errors into exit 2 (SystemExit) and a
+        # KeyboardInterrupt in a command into exit 130; Ctrl-C raises one only at a safe
+        # point (never inside Python code numba's compiled code calls: bot.interrupts)
+        with interrupts.taken_safely(signal.SIGINT):
+            app(args=args, prog_name="liqbot")
+    except KeyboardInterrupt:               # outside a command (or deferred to its end)
+        return 130
     except LiqbotError as exc:
         from bot.store.urls import mask_url  # a URL's password never reaches the terminal
         if "--debug" in args and isinstance(exc, UserCodeError) and exc.__cause__ is not None:

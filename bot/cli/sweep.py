@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
+from bot import interrupts
 from bot.cli.tiers import TiersOption, brackets_for
 from bot.errors import LiqbotError
 
@@ -206,16 +207,11 @@ def sweep_command(
     backend: Any = sw.RayBackend(ray) if ray is not None else sw.LocalBackend(workers)
     err = Console(stderr=True)
 
-    def terminated(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt            # SIGTERM ends the sweep as Ctrl-C does
-
     try:
-        previous: Any = signal.signal(signal.SIGTERM, terminated)
-    except ValueError:                     # not the main thread (embedded): default handling
-        previous = None
-    try:
-        with Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=err, transient=True) as prog:
+        # SIGTERM ends the sweep as Ctrl-C does, raised at a safe point as Ctrl-C is
+        with interrupts.taken_safely(signal.SIGTERM), \
+                Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(),
+                         TimeElapsedColumn(), console=err, transient=True) as prog:
             task = prog.add_task("sweep", total=None)
             result = sw.sweep(spec, out, backend,
                               lambda done, total: prog.update(task, completed=done, total=total))
@@ -227,8 +223,6 @@ def sweep_command(
         raise SystemExit(130) from None
     finally:
         backend.close()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
     con = console()
     where = f"Ray ({ray})" if ray is not None else f"{backend.parallelism} local worker(s)"
     con.print(f"{strategy}: {len(result.rows)} rows, {result.ran} backtests run, {result.reused} "
