@@ -49,6 +49,14 @@ def _liquidation(m: dict[str, Any]) -> str:
     return f"{m['liquidated_at']} @ {m['liquidation_price']:,.2f}"
 
 
+def _span(start: str | None, end: str | None) -> tuple[int | None, int | None]:
+    """(--from, --to) in ms, either None when not given; --from must come before --to."""
+    span = (_time(start, "--from") if start else None, _time(end, "--to") if end else None)
+    if span[0] is not None and span[1] is not None and span[0] >= span[1]:
+        raise LiqbotError(f"--from {start} is not before --to {end}")
+    return span
+
+
 def _time(text: str, flag: str) -> int:
     """parse_time plus a range check (a 20-digit number is a usage error, not an overflow)."""
     t = parse_time(text, flag)
@@ -155,9 +163,7 @@ def backtest_command(
     else:
         ds = load_scenario(scenario or dataset or "", "--scenario" if scenario else "DATASET")
         source = scenario or dataset
-    span = (_time(start, "--from") if start else None, _time(end, "--to") if end else None)
-    if span[0] is not None and span[1] is not None and span[0] >= span[1]:
-        raise LiqbotError(f"--from {start} is not before --to {end}")
+    span = _span(start, end)
     tick_data = tick_source(ds, str(source), *span) if ticks else None
     if tick_data is None:
         bars = ds.bars  # type: ignore[union-attr]

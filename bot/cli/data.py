@@ -40,6 +40,14 @@ app = typer.Typer(help="Market data: import, inspect, synthesise, download.",
 out_console = console()   # user paths print as typed (`shown`): no markup, no emoji
 
 
+def _check_new_dataset(out: Path, force: bool) -> None:
+    """--out of `import` and `synth`: writable, and holding no dataset unless --force."""
+    check_output_dir(out, "--out")
+    if (out / ds_io.MANIFEST).exists() and not force:
+        raise LiqbotError(f"--out: {out} already holds a dataset ({ds_io.MANIFEST}); pass "
+                          "--force to replace it, or choose another directory")
+
+
 def _config(ctx: typer.Context):  # noqa: ANN202 (Config)
     return load_config((ctx.obj or {}).get("config") if ctx.obj else None)
 
@@ -81,10 +89,7 @@ def import_(
     = False,
 ) -> None:
     """Build a dataset (Parquet + manifest) from exchange and vendor files."""
-    check_output_dir(out, "--out")
-    if (out / ds_io.MANIFEST).exists() and not force:
-        raise LiqbotError(f"--out: {out} already holds a dataset ({ds_io.MANIFEST}); pass "
-                          "--force to replace it, or choose another directory")
+    _check_new_dataset(out, force)
     if symbol is not None:
         symbol = check_symbol(symbol, "--symbol")
     ds = build_dataset([parse_file_arg(f) for f in files], fill=fill_gaps,
@@ -178,10 +183,7 @@ def synth(
                                snapshot_minutes=snapshot_minutes_for(n_days)),
                      start_price=cfg.start_price)
     check_spec(spec)
-    check_output_dir(out, "--out")
-    if (out / ds_io.MANIFEST).exists() and not force:
-        raise LiqbotError(f"--out: {out} already holds a dataset ({ds_io.MANIFEST}); pass "
-                          "--force to replace it, or choose another directory")
+    _check_new_dataset(out, force)
     with Console(stderr=True).status(f"simulating {spec.days} day(s), seed {spec.seed} ..."):
         ds = generate(spec)
     if ticks:

@@ -22,7 +22,7 @@ from backtests.portfolio import (
     run_portfolio,
 )
 from backtests.runner import RunSettings
-from bot.cli.backtest import _fees, _time
+from bot.cli.backtest import _fees, _span
 from bot.cli.paths import cell, check_output, check_wallet, console, dumps, shown, write_output
 from bot.cli.tiers import brackets_for
 from bot.data import dataset as ds_io
@@ -95,9 +95,7 @@ def portfolio_command(ctx: typer.Context, paths: list[str], *, strategy: str,
     strat = find(strategy).from_strings(params)
     policy = load_policy(preset) if risk != "off" else None
     fees, cfg = _fees((ctx.obj or {}).get("config") if ctx.obj else None)
-    span = (_time(start, "--from") if start else None, _time(end, "--to") if end else None)
-    if span[0] is not None and span[1] is not None and span[0] >= span[1]:
-        raise LiqbotError(f"--from {start} is not before --to {end}")
+    span = _span(start, end)
     bars, brackets = _load(paths, *span, tiers)
     settings = RunSettings(wallet=wallet, fills=cfg.fills, fees=fees)
     names = ["off", "on"] if risk == "compare" else [risk]

@@ -53,33 +53,33 @@ def run_choices(cfg: Config, strategy: str | None, param: list[str] | None,
 
     rc = cfg.run
     given = _params(param or [])
-    # a value read from the [run] section is named by its key, not by the option
-    keys = {"--wallet": wallet is None and "run.wallet", "--speed": speed is None and "run.speed",
-            "--strategy": strategy is None and "run.strategy",
-            "--preset": preset is None and "run.preset"}
+    # a value read from the [run] section is named by its key, not by the option: message
+    # prefix as the option writes it -> the same with the key
+    keys = {option: key for option, key, value in (
+        ("--wallet", "run.wallet", wallet), ("--speed", "run.speed", speed),
+        ("--strategy", "run.strategy", strategy), ("--preset", "run.preset", preset))
+        if value is None}
     try:
         speed = rc.speed if speed is None else speed
         wallet = rc.wallet if wallet is None else wallet
         check_wallet(wallet)
         if not (speed >= 0 and speed < 1e9):
             raise LiqbotError(f"--speed: expected a finite number >= 0, got {speed}")
-        name = strategy or rc.strategy
+        cls = find(strategy or rc.strategy)
         params = {k: str(v) for k, v in rc.params.items()} if strategy is None else {}
-        for k in params:
-            if k not in given:
-                keys[f"--param {k}:"] = f"run.params.{k}:"
-                keys[f"--param: {find(name).name} has no parameter {k!r}"] = \
-                    f"run.params: {find(name).name} has no parameter {k!r}"
+        for k in set(params) - set(given):
+            keys[f"--param {k}:"] = f"run.params.{k}:"
+            unknown = f": {cls.name} has no parameter {k!r}"
+            keys["--param" + unknown] = "run.params" + unknown
         params.update(given)
         preset_name = preset or rc.preset
-        return (find(name).from_strings(params), preset_name, load_policy(preset_name),
-                wallet, speed)
-    except ConfigError:
+        return cls.from_strings(params), preset_name, load_policy(preset_name), wallet, speed
+    except ConfigError:                     # a preset file's own problems name its keys
         raise
     except LiqbotError as exc:
         text = str(exc)
         for option, key in keys.items():
-            if key and text.startswith(option):
+            if text.startswith(option):
                 raise LiqbotError(key + text[len(option):]) from None
         raise
 

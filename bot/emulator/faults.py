@@ -27,12 +27,12 @@ import logging
 import math
 import random
 import time
-import tomllib
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from bot.config import read_toml
 from bot.errors import ConfigError
 
 log = logging.getLogger("liqbot.emulator")
@@ -160,10 +160,7 @@ def load_profile(spec: str | None) -> FaultProfile:
     if not path.is_file():
         raise ConfigError(spec, [f"--faults: neither a built-in profile ({', '.join(BUILTIN)}) "
                                  "nor a TOML file"])
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(spec, [f"unreadable TOML ({exc})"]) from None
+    doc = read_toml(path)
     if "faults" in doc:
         return profile_from_mapping(doc["faults"], spec, "faults.")
     return profile_from_mapping(doc, spec)

@@ -116,7 +116,6 @@ class Daemon:
         self.bars_processed = 0
         self.skipped = 0
         self._filled_since_commit: set[str] = set()
-        self._obeyed: set[int] = set()          # operator commands obeyed (ack staged)
         # operations hooks (bot.runtime.alerts, bot.runtime.metrics): called in the loop's
         # thread as listener(kind, data) on "decision", "state", "fill", "liquidation",
         # "reject", "stale", "strategy_error", "daily_summary"; they must not block (they enqueue).
@@ -504,7 +503,7 @@ class Daemon:
         staged = False
         for cmd in self.store.pending_commands(self.run_id):
             staged = True
-            if cmd.id in self._obeyed:          # obeyed; its commit failed, the ack is staged
+            if self.store.ack_staged(cmd.id):   # type: ignore[arg-type]  # obeyed; commit failed
                 continue
             if cmd.kind in ("halt", "flatten"):
                 self.halted = True
@@ -516,7 +515,6 @@ class Daemon:
             switch = ("flatten" if self.flatten else "halt") if self.halted else None
             self.store.stage_ack(cmd.id, now_ms(), run_id=self.run_id if first else None,  # type: ignore[arg-type]
                                  kill_switch=switch)
-            self._obeyed.add(cmd.id)  # type: ignore[arg-type]
             self.store.stage("events", {"run_id": self.run_id, "event_key": f"command-{cmd.id}",
                                         "ts": self.feed.now_ms(), "kind": "command",
                                         "message": f"operator command {cmd.kind} obeyed"})

@@ -480,6 +480,10 @@ class Store:
         if run_id is not None:
             self._switches[run_id] = kill_switch
 
+    def ack_staged(self, command_id: int) -> bool:
+        """`stage_ack` was called for this command and its commit has not happened yet."""
+        return int(command_id) in self._acks
+
     def ack_command(self, command_id: int, consumed_ms: int | None = None) -> bool:
         """Mark a command consumed; False when it was already consumed or does not exist."""
         commands = TABLES["commands"]
