@@ -13,6 +13,9 @@ from collections.abc import Iterator
 import numpy as np
 
 MINUTES_PER_YEAR = 525_600
+#: Sharpe and Sortino annualised from fewer days than this are flagged as indicative (a
+#: 49-bar run read -104)
+SHORT_DAYS = 30
 #: curve points per piece: 512 KB of float64 temporaries
 CHUNK = 65_536
 
@@ -115,3 +118,12 @@ def _std_in_place(r: np.ndarray) -> np.floating:
     np.square(r, out=r)
     var = np.add.reduce(r)
     return np.sqrt(var.dtype.type(var / len(r)))
+
+
+def short_span_note(days: float, what: str = "day(s) of bars") -> str | None:
+    """The warning printed beside Sharpe and Sortino annualised from fewer than SHORT_DAYS
+    days (a few days' ratio, scaled by sqrt(365 days), swings with one bar), else None."""
+    if days >= SHORT_DAYS:
+        return None
+    return (f"Sharpe and Sortino are annualised from {days:.3g} {what}: indicative only on "
+            f"fewer than {SHORT_DAYS}")

@@ -211,6 +211,19 @@ def test_walk_forward_against_direct_runs(tmp_path: Path, cli) -> None:
     assert rec["strategy"] == "sma_cross"
     assert f"{want:+.2%}" in text and "concatenated out-of-sample" in text
     assert "IS sharpe" in text and "OOS sharpe" in text
+    # the shortest window (test: 240 one-minute bars = 4 h) flags the annualised ratios
+    assert "Sharpe and Sortino are annualised from 0.167 day(s) of bars in the shortest " \
+           "window: indicative only on fewer than 30" in text
+
+
+def test_window_days_counts_the_last_bar_and_30_days_are_not_flagged() -> None:
+    from backtests.metrics import short_span_note
+    from bot.cli.sweep import window_days
+
+    row = {"start": "2025-10-01T00:00:00Z", "end": "2025-10-30T23:59:00Z", "bars": 43_200}
+    assert window_days(row) == pytest.approx(30.0)
+    assert short_span_note(30.0) is None
+    assert short_span_note(29.9) is not None
 
 
 # ------------------------------------------------------------------ Optuna

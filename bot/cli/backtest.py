@@ -12,6 +12,7 @@ from rich.table import Table
 
 from backtests.engine import N_REC_CORE
 from backtests.lookahead import first_lookahead
+from backtests.metrics import short_span_note
 from backtests.report import write as write_report
 from backtests.runner import RunResult, RunSettings, decision_rows, prepare, run, trim_columns
 from backtests.scenarios import load_scenario
@@ -37,10 +38,6 @@ ROWS = [("total return", "total_return", "{:+.2%}"), ("max drawdown", "max_drawd
         ("binding risk interventions", "n_risk_actions", "{}"),
         ("max leverage used", "max_leverage_used", "{:.1f}x"),
         ("final equity", "final_equity", "{:,.2f}")]
-
-
-#: below this many days of bars the annualised ratios are flagged (a 49-bar run read -104)
-SHORT_DAYS = 30
 
 
 def _liquidation(m: dict[str, Any]) -> str:
@@ -234,10 +231,9 @@ def backtest_command(
         t.add_row(label, *(cell(fmt, results[n].metrics[key]) for n in names))
     t.add_row("first liquidation", *(_liquidation(results[n].metrics) for n in names))
     con.print(t)
-    days = len(bars) * bars.interval_ms / 86_400_000
-    if days < SHORT_DAYS:
-        con.print(f"Sharpe and Sortino are annualised from {days:.3g} day(s) of bars: "
-                  f"indicative only on fewer than {SHORT_DAYS}")
+    note = short_span_note(len(bars) * bars.interval_ms / 86_400_000)
+    if note is not None:
+        con.print(note)
     meta = {"symbol": bars.symbol, "from": iso(bars.start_ms), "to": iso(bars.end_ms),
             "bars": len(bars), "strategy": strat.describe(), "preset": preset,
             "source": source, "brackets": br.describe(bars.symbol, brackets)}

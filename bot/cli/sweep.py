@@ -51,6 +51,15 @@ def ranked(result: Any, objective: str) -> list[dict[str, Any]]:
     return sorted(out, key=lambda a: -a["score"])
 
 
+def window_days(row: dict[str, Any]) -> float:
+    """Days of bars a result row was scored on (its first to last bar, plus one bar)."""
+    from datetime import datetime
+
+    a, b = (datetime.fromisoformat(row[k]).timestamp() for k in ("start", "end"))
+    n = int(row["bars"])
+    return (b - a) * n / max(n - 1, 1) / 86_400.0
+
+
 def print_tables(result: Any, objective: str, top: int, con: Any) -> None:
     from rich.table import Table
 
@@ -231,6 +240,13 @@ def sweep_command(
         con.print(f"skipped {result.skipped} parameter set(s) the strategy refuses; first: "
                   f"{result.skip_reason}", markup=False)
     print_tables(result, objective, top, con)
+    if result.rows:
+        from backtests.metrics import short_span_note
+
+        note = short_span_note(min(window_days(r) for r in result.rows),
+                               "day(s) of bars in the shortest window")
+        if note is not None:
+            con.print(note)
     con.print(f"results: {shown(out / sw.RESULTS)}")
     con.print(heatmap_png(result, objective, out / "heatmap.png", trials is not None), markup=False)
 
