@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from backtests import engine as eg
+from backtests.metrics import short_span_note
 from backtests.runner import RunResult, decision_rows
 from bot.data.bars import Bars
 from bot.data.dataset import iso
@@ -232,6 +233,8 @@ def write(path: Path, bars: Bars, runs: dict[str, RunResult], clusters: np.ndarr
                             f"<td>{d['target_notional']:,.0f} &rarr; "
                             f"{d['allowed_notional']:,.0f}</td>"
                             f"<td>{html.escape(d['text'])}</td></tr>")
+    note = short_span_note(len(bars) * bars.interval_ms / 86_400_000)
+    short = f'<p class="note">{html.escape(note)}</p>\n' if note is not None else ""
     info = " &middot; ".join(f"{html.escape(str(k))}: {html.escape(str(v))}"
                              for k, v in meta.items())
     doc = f"""<!doctype html><html><head><meta charset="utf-8">
@@ -246,7 +249,7 @@ td:last-child{{text-align:left}} tr.liq td{{color:#c0392b;font-weight:bold}}
 <th>funding</th><th>fees</th><th>slippage</th><th>trades</th><th>binding interventions</th>
 <th>first liquidation</th></tr>
 {''.join(rows)}</table>
-<p class="note">Time axis in UTC. Price panel: red dots = liquidations; ticks under the plot =
+{short}<p class="note">Time axis in UTC. Price panel: red dots = liquidations; ticks under the plot =
 risk actions of the risk-on run (green ACTIVE, orange REDUCING, red HALTED).</p>
 {price}{heat}{lev}{eq}
 <h2>Trades ({len(trades)})</h2>
