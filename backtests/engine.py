@@ -111,10 +111,10 @@ def run_bars(t0: int, t1: int, ts: np.ndarray, opn: np.ndarray, close: np.ndarra
             adverse = kn.adverse_mark(pos, slot, mark_low[t], mark_high[t])
             marks[0] = adverse
             marks[1] = adverse
-            q, lp = kn.liquidate(acct, pos, slot, mark_low[t], mark_high[t], marks, floor, cap,
-                                 mmr, cum, fp)
+            q, lp, fee = kn.liquidate(acct, pos, slot, mark_low[t], mark_high[t], marks, floor,
+                                      cap, mmr, cum, fp)
             if lp == lp:
-                record_trade(trd, st, ST_N_TRADES, t, slot, q, lp, 0.0, 0.0, 1.0)
+                record_trade(trd, st, ST_N_TRADES, t, slot, q, lp, fee, 0.0, 1.0)
         # close phase: mark to market, risk decision, next orders
         marks[0] = mark_close[t]
         marks[1] = mark_close[t]

@@ -130,9 +130,9 @@ def _check_symbol(t: int, s: int, lo: float, hi: float, acct: np.ndarray, pos: n
         adverse = kn.adverse_mark(pos, a + k, lo, hi)
         marks[a] = adverse
         marks[a + 1] = adverse
-        q, lp = kn.liquidate(acct, pos, a + k, lo, hi, marks, floor, cap, mmr, cum, fp)
+        q, lp, fee = kn.liquidate(acct, pos, a + k, lo, hi, marks, floor, cap, mmr, cum, fp)
         if lp == lp:
-            _trade(trd, cnt, t, s, a + k, q, lp, 0.0, 0.0, 1.0)
+            _trade(trd, cnt, t, s, a + k, q, lp, fee, 0.0, 1.0)
             n += 1
     marks[a] = st[s, PS_REF]
     marks[a + 1] = st[s, PS_REF]

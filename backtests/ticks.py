@@ -166,9 +166,10 @@ def run_chunk(k0: int, k1: int, every_n: int, tick_ts: np.ndarray, price: np.nda
                 marks[0] = m
                 marks[1] = m
                 for slot in range(2):
-                    q, lp = kn.liquidate(acct, pos, slot, m, m, marks, floor, cap, mmr, cum, fp)
+                    q, lp, fee = kn.liquidate(acct, pos, slot, m, m, marks, floor, cap, mmr, cum,
+                                              fp)
                     if lp == lp:
-                        _trade(trd, trd_tick, st, k, i, slot, q, lp, 0.0, 0.0, 1.0)
+                        _trade(trd, trd_tick, st, k, i, slot, q, lp, fee, 0.0, 1.0)
                 lo, hi = triggers(acct, pos, marks, floor, cap, mmr, cum)
             if every_n > 0:
                 pq += p * qty[i]

@@ -115,7 +115,10 @@ def test_crash_in_b_liquidates_the_whole_cross_account(a_stale: bool) -> None:
     assert liq[:, [0, 1, 7]].tolist() == [[2, 2, 1], [2, 0, 0]]      # bar 2: B, then A
     assert liq[:, 2].tolist() == [-1000.0, -500.0]
     assert liq[:, 3] == pytest.approx([lp_b, lp_a], rel=1e-12)
-    # A's fee takes what is left (capped at the equity): the account ends at zero
+    # A's fee takes what is left (capped at the equity): the account ends at zero; each
+    # liquidation's trade row carries the clearance fee it was charged
+    assert liq[:, 4] == pytest.approx([LIQ_FEE * 1000.0 * lp_b,
+                                       wallet_b + 500.0 * (lp_a - 100.0)], rel=1e-9)
     assert res.port[2, pf.PR_WALLET] == pytest.approx(0.0, abs=1e-9)
     assert res.port[2, pf.PR_LIQUIDATIONS] == 2.0
     m = res.metrics

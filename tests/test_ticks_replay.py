@@ -84,6 +84,9 @@ def test_fill_at_first_tick_and_liquidation_on_the_exact_tick():
     wallet = 9_950.0 + 1000.0 * (lp - 100.0) - 0.0125 * 1000.0 * lp
     assert r.metrics["final_equity"] == pytest.approx(wallet, rel=1e-12)
     assert wallet == pytest.approx(689.158163, abs=1e-6)
+    # the liquidation's trade row carries that clearance fee (the report's trade list)
+    assert r.trades[1, 4] == pytest.approx(0.0125 * 1000.0 * lp, rel=1e-12)
+    assert r.trades[:, 4].sum() == pytest.approx(r.metrics["fees"], rel=1e-12)
     # the bar replay of the same bars liquidates in the same bar at the same price
     rb = run(ti.inputs, Fixed(levels), off_policy(), ONE_TIER, NO_IMPACT, "off")
     assert rb.trades.tolist() == r.trades.tolist()

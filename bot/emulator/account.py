@@ -273,10 +273,9 @@ class Venue:
         marks = self.marks()
         lo, hi = float(d.mark_low[i]), float(d.mark_high[i])
         marks[slot] = kn.adverse_mark(a.pos, slot, lo, hi)
-        fees_before = float(a.acct[ac.A_FEES])
         real_before = float(a.acct[ac.A_REALIZED])
-        dq, lp = kn.liquidate(a.acct, a.pos, slot, lo, hi, marks, self.floor, self.cap,
-                              self.mmr, self.cum, self.fp)
+        dq, lp, fee = kn.liquidate(a.acct, a.pos, slot, lo, hi, marks, self.floor, self.cap,
+                                   self.mmr, self.cum, self.fp)
         if lp != lp:
             return
         t = int(d.ts[i]) + self.market.interval_ms - 1
@@ -285,7 +284,7 @@ class Venue:
                    abs(dq), float(lp), abs(dq) * float(lp), t)
         a.orders[o.order_id] = o
         tr = ETrade(next(self._trade_ids), o.order_id, s, o.side, float(lp), abs(dq),
-                    float(a.acct[ac.A_FEES]) - fees_before,
+                    float(fee),
                     float(a.acct[ac.A_REALIZED]) - real_before, False, t)
         a.trades.append(tr)
         self._cancel_reduce_only(a, s, t)

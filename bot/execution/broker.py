@@ -118,10 +118,10 @@ class PaperBroker:
             adverse = kn.adverse_mark(self.pos, slot, mark_low, mark_high)
             marks[2 * i] = adverse
             marks[2 * i + 1] = adverse
-            q, lp = kn.liquidate(self.acct, self.pos, slot, mark_low, mark_high, marks,
-                                 self.floor, self.cap, self.mmr, self.cum, self.fp)
+            q, lp, fee = kn.liquidate(self.acct, self.pos, slot, mark_low, mark_high, marks,
+                                      self.floor, self.cap, self.mmr, self.cum, self.fp)
             if lp == lp:
-                fills.append(Fill(f"liq-{symbol}-{ts}-{slot}", "", symbol, slot, ts, q, lp, 0.0,
+                fills.append(Fill(f"liq-{symbol}-{ts}-{slot}", "", symbol, slot, ts, q, lp, fee,
                                   0.0, True))
         return fills, payments
 

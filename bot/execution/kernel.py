@@ -124,18 +124,20 @@ def settle_funding(acct: np.ndarray, pos: np.ndarray, slot: int, mark_open: floa
 @njit(cache=True)
 def liquidate(acct: np.ndarray, pos: np.ndarray, slot: int, mark_low: float, mark_high: float,
               marks: np.ndarray, floor: np.ndarray, cap: np.ndarray, mmr: np.ndarray,
-              cum: np.ndarray, fp: np.ndarray) -> tuple[float, float]:
+              cum: np.ndarray, fp: np.ndarray) -> tuple[float, float, float]:
     """Mark-price liquidation of one slot inside a bar. The caller sets `marks` of this
     symbol's slots to the position's adverse extreme (`adverse_mark`) and the others to
-    their last marks. Returns (qty closed, liquidation price), or (0, NaN) if it survived."""
+    their last marks. Returns (qty closed, liquidation price, clearance fee charged), or
+    (0, NaN, 0) if it survived."""
     q = pos[slot, ac.P_QTY]
     if q == 0.0:
-        return 0.0, np.nan
+        return 0.0, np.nan, 0.0
+    fees = acct[ac.A_FEES]
     lp = ac.check_liquidation(acct, pos, slot, mark_low, mark_high, marks, floor, cap, mmr, cum,
                               fp[F_LIQ_FEE])
     if lp == lp:
-        return -q, lp
-    return 0.0, np.nan
+        return -q, lp, acct[ac.A_FEES] - fees
+    return 0.0, np.nan, 0.0
 
 
 @njit(cache=True)
