@@ -75,6 +75,11 @@ CASES = [
     ("BTCUSDT-fundingRate-2025-10.csv",
      b"calc_time,funding_interval_hours,last_funding_rate\n1,8,0.0001\n2,8,oops\n",
      ", row 3, column last_funding_rate: expected a number, got 'oops'"),
+    ("BTCUSDT-fundingRate-2025-11.csv",     # written in percent: 5 for 5%
+     b"calc_time,funding_interval_hours,last_funding_rate\n1761955200000,8,0.0001\n"
+     b"1761984000000,8,-0.03\n1762012800000,8,5\n",
+     ", row 4, column last_funding_rate: funding rate 5 per interval is beyond +-0.1: rates are "
+     "fractions (0.0001 = 0.01%), not percent"),
     ("BTCUSDT-metrics-2025-10-10.csv",
      b"create_time,symbol,sum_open_interest,sum_open_interest_value,"
      b"count_toptrader_long_short_ratio,sum_toptrader_long_short_ratio,count_long_short_ratio,"

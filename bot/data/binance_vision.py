@@ -185,6 +185,13 @@ def load_file(path: Path, kind: str | None = None, *, batch_check: BatchCheck | 
     elif kind == "fundingRate":
         check_time(cols["calc_time"], label, table.line_of, "calc_time")
         _check_finite(cols, ("last_funding_rate",), label, table.line_of)
+        big = np.abs(cols["last_funding_rate"]) > MAX_FUNDING_RATE
+        if big.any():
+            i = int(np.flatnonzero(big)[0])
+            raise DataError(label, f"funding rate {cols['last_funding_rate'][i]:g} per interval "
+                                   f"is beyond +-{MAX_FUNDING_RATE:g}: rates are fractions "
+                                   "(0.0001 = 0.01%), not percent", row=table.line_of(i),
+                            column="last_funding_rate")
     elif kind == "metrics":
         check_time(cols["create_time"], label, table.line_of, "create_time")
         _check_finite(cols, ("sum_open_interest", "sum_open_interest_value"), label,
@@ -261,6 +268,10 @@ def _check_finite(cols: dict[str, np.ndarray], names: tuple[str, ...], label: st
             i = int(np.flatnonzero(bad)[0])
             raise DataError(label, "value is NaN or infinite", row=line_of(i), column=name)
 
+
+#: |funding rate| per interval above this is refused as a unit error (Binance caps its
+#: rates at a few percent; a rate written in percent, 0.01 for 0.01%, is 100x too big)
+MAX_FUNDING_RATE = 0.1
 
 #: The epoch-time columns of each kind (converted to ms in place by `load_file`).
 _TIME_COLUMNS = {**{k: ("open_time",) for k in KLINE_KINDS}, "fundingRate": ("calc_time",),
