@@ -6,7 +6,9 @@ Usage: python benchmarks/efficacy.py [path/to/shared/data] > table.md   (`make e
        `stressed`)
 
 Policies: risk off; halts only (balanced's daily-loss and drawdown halts, no liquidation
-rules); liquidation rules only (balanced with the halts off); the full balanced policy.
+rules; each halt releases after its cool-down); plain stop (out at balanced's 30% drawdown
+from the peak and out for good: the stop-loss a trader would set); liquidation rules only
+(balanced with the halts off); the full balanced policy.
 Cascades: `hold` long 10x (entry sizing) on every whole-day klines file of klines_1m
 (SYMBOL-1m-DAY_to_DAY.csv; in ../shared the two real BTCUSDT periods), with the symbol's
 Binance funding joined when present, and again with the vendor 4h series joined when a
@@ -39,6 +41,7 @@ from backtests.runner import Inputs, RunSettings, interventions, prepare, run
 from bot.data.bars import Bars
 from bot.data.dataset import iso
 from bot.data.importer import build_dataset
+from bot.data.validate import fill_gaps, find_gaps
 from bot.errors import DataError
 from bot.mechanics.brackets import Brackets, describe, for_symbol, stand_in_note
 from bot.risk import engine as en
@@ -66,26 +69,52 @@ CALM_MOVE = 0.02
 ONSET_K = 3.0
 
 
+#: the plain stop's cool-down: never over (a stop-loss that exits and stays out)
+NEVER_H = 1e12
+
+
 def policies() -> dict[str, RiskPolicy]:
     bal = load_policy("balanced")
+    halts = bal.model_copy(update=dict(
+        min_liq_atr=0.0, liq_release_atr=0.0, lev_base=1e9, lev_min=1e9,
+        cluster_k_atr=0.0, cascade_mode=False, hedge=False))
     return {"risk off": off_policy(),
-            "halts only": bal.model_copy(update=dict(
-                min_liq_atr=0.0, liq_release_atr=0.0, lev_base=1e9, lev_min=1e9,
-                cluster_k_atr=0.0, cascade_mode=False, hedge=False)),
+            "halts only": halts,
+            # the stop-loss of the product claim: out at balanced's drawdown from the peak,
+            # and out for good (no daily-loss halt, no cool-down, no re-entry)
+            "plain stop": halts.model_copy(update=dict(daily_loss=1.0,
+                                                       drawdown_cooldown_hours=NEVER_H)),
             "liquidation rules only": bal.model_copy(update=dict(daily_loss=1.0,
                                                                  max_drawdown=1.0)),
             "full policy": bal}
 
 
+def load_bars(paths: list[Path]) -> Bars:
+    """The files' bars, missing minutes filled flat at the previous close (flagged, as
+    `liqbot data import --fill-gaps`; named on stderr): real exchange files lose minutes, and
+    one lost minute must not stop the whole measurement."""
+    bars = build_dataset(paths, allow_gaps=True).bars
+    gaps = find_gaps(bars.ts, bars.interval_ms)
+    if gaps:
+        print(f"efficacy: {paths[0].name}: {sum(g.missing for g in gaps)} missing bar(s) in "
+              f"{len(gaps)} gap(s) filled flat at the previous close (first from "
+              f"{iso(gaps[0].start_ms)})", file=sys.stderr)
+        bars = fill_gaps(bars)
+    return bars
+
+
 def onset(bars: Bars) -> tuple[int, int]:
     """(first bar of the largest 1h drop, ONSET): the first bar of that window whose close
     is ONSET_K sigma-hours below the close 60 bars earlier (sigma: 1m log returns over the
-    day before the window)."""
+    day before the window; with under an hour of bars before the window, ONSET is its first
+    bar). The window ends at bar 60 or later: a drop inside a file's first hour is not seen."""
     lc = np.log(bars["close"])
     r60 = np.full(len(lc), np.inf)
     r60[60:] = lc[60:] - lc[:-60]
     end = int(np.argmin(r60))
     s = end - 60
+    if s < 60:            # under an hour of history before the drop: no sigma, its first bar
+        return s, s
     sd = np.diff(lc[max(0, s - 1440):s + 1]).std() * np.sqrt(60.0)
     hit = [t for t in range(s, end + 1) if lc[t] - lc[t - 60] <= -ONSET_K * sd]
     return s, (hit[0] if hit else end)
@@ -152,8 +181,9 @@ ENTRY_GAP = 240           # ... up to 4 hours before the largest 1h drop begins
 ENTRY_HEAD = ("| period | entries (every 4h, up to 4h before the largest 1h drop) | risk off "
               "liquidated | liquidation rules only: liquidated; drawdown mean / worst; drawdown "
               "<= half of risk off's | full policy: liquidated; drawdown mean / worst | full "
-              "policy drawdown <= halts only's | full policy return >= halts only's |\n"
-              "|---|---|---|---|---|---|---|")
+              "policy drawdown <= halts only's | full policy return >= halts only's | full "
+              "policy drawdown <= the plain stop's | full policy return >= the plain stop's |\n"
+              "|---|---|---|---|---|---|---|---|---|")
 
 
 def entry_starts(drop_start: int) -> list[int]:
@@ -165,9 +195,12 @@ def entry_starts(drop_start: int) -> list[int]:
 def entry_row(label: str, runs: dict[str, list[dict[str, Any]]]) -> str:
     """One row of the entry sweep from each policy's run metrics, entry by entry (the lists
     aligned): counts of entries meeting each acceptance line, drawdowns mean and worst."""
-    off, halts = runs["risk off"], runs["halts only"]
+    off, halts, stop = runs["risk off"], runs["halts only"], runs["plain stop"]
     liq, full = runs["liquidation rules only"], runs["full policy"]
     n = len(off)
+    if n == 0:
+        return (f"| {label} | 0 (the drop begins within {ENTRY_GAP // 60}h of the first bar) "
+                "| - | - | - | - | - | - | - |")
 
     def n_liq(v: list[dict[str, Any]]) -> int:
         return sum(m["liquidations"] > 0 for m in v)
@@ -177,10 +210,13 @@ def entry_row(label: str, runs: dict[str, list[dict[str, Any]]]) -> str:
         return f"{np.mean(d):.1%} / {max(d):.1%}" if d else "-"
 
     half = sum(liq[i]["max_drawdown"] <= 0.5 * off[i]["max_drawdown"] for i in range(n))
-    dd_ok = sum(full[i]["max_drawdown"] <= halts[i]["max_drawdown"] for i in range(n))
-    ret_ok = sum(full[i]["total_return"] >= halts[i]["total_return"] for i in range(n))
+    def beats(base: list[dict[str, Any]]) -> str:
+        dd = sum(full[i]["max_drawdown"] <= base[i]["max_drawdown"] for i in range(n))
+        ret = sum(full[i]["total_return"] >= base[i]["total_return"] for i in range(n))
+        return f"{dd} of {n} | {ret} of {n}"
+
     return (f"| {label} | {n} | {n_liq(off)} of {n} | {n_liq(liq)}; {dds(liq)}; {half} of {n} | "
-            f"{n_liq(full)}; {dds(full)} | {dd_ok} of {n} | {ret_ok} of {n} |")
+            f"{n_liq(full)}; {dds(full)} | {beats(halts)} | {beats(stop)} |")
 
 
 def cascade_rows(label: str, bars: Bars, out: list[str], entries: list[str] | None = None
@@ -264,7 +300,7 @@ def span_percentiles(span_dir: Path, bars: Bars, inputs: Inputs) -> list[str]:
     paths = [span_dir / VENDOR_PRICE, *(span_dir / f for f in VENDOR_FILES)]
     if not all(p.is_file() for p in paths):
         return []
-    span = build_dataset(paths).bars
+    span = load_bars(paths)
     start, _ = onset(bars)
     drop_ms = int(bars.ts[start])
     seen = span.ts + span.interval_ms <= drop_ms
@@ -354,7 +390,7 @@ def calm_table(files: list[list[Path]]) -> list[str]:
     limit = load_policy("balanced").daily_loss
     tally = {v: _CalmTally(pols, strats) for v in CALM_VIEWS}
     for paths in files:
-        bars = build_dataset(paths).bars
+        bars = load_bars(paths)
         all_days = calm_days(bars)
         rolling = set(calm_days(bars, rolling=True))
         days = [(a, b) for a, b in all_days if a >= WARM_BARS]
@@ -522,7 +558,7 @@ def alt_rows(months: dict[str, dict[str, Path]], funding: AltFunding, start_ms: 
             print(f"efficacy: {sym}: no month file covers {days}", file=sys.stderr)
             continue
         try:
-            bars = build_dataset([files[m] for m in need] + funding.files(sym)).bars
+            bars = load_bars([files[m] for m in need] + funding.files(sym))
         except DataError as exc:
             print(f"efficacy: {sym} {days} skipped: {exc}", file=sys.stderr)
             continue
@@ -586,7 +622,7 @@ def _main(args: argparse.Namespace) -> None:
             for lab, paths in ((label, files), (label + " + vendor 4h", vendor)):
                 if not paths:
                     continue
-                bars = build_dataset(paths).bars
+                bars = load_bars(paths)
                 span = span or (bars.start_ms, bars.end_ms)
                 if args.stress is not None:
                     bars = stressed(bars, args.stress, args.stress_span)

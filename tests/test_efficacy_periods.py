@@ -96,10 +96,57 @@ def test_entry_sweep_starts_and_counts():
     runs = {"risk off": [m(1.0, -1.0, 1), m(0.6, -0.5)],
             "halts only": [m(0.4, 0.1), m(0.3, -0.2)],
             "liquidation rules only": [m(0.35, -0.2), m(0.31, -0.3)],
+            "plain stop": [m(0.3, -0.3), m(0.3, -0.3)],
             "full policy": [m(0.3, 0.0), m(0.35, -0.1)]}
     # entry 2: the rules alone 31% > half of risk off's 60%; full's drawdown above halts'
+    # and above the plain stop's (entry 1 ties it); full returns more than the stop on both
     assert ef.entry_row("P", runs) == ("| P | 2 | 1 of 2 | 0; 33.0% / 35.0%; 1 of 2 | "
-                                       "0; 32.5% / 35.0% | 1 of 2 | 1 of 2 |")
+                                       "0; 32.5% / 35.0% | 1 of 2 | 1 of 2 | 1 of 2 | 2 of 2 |")
+    # a drop within 4 hours of the first bar leaves no entry: said so, not "0 of 0"
+    empty = {k: [] for k in runs}
+    assert ef.entry_row("Q", empty) == ("| Q | 0 (the drop begins within 4h of the first bar) "
+                                        "| - | - | - | - | - | - | - |")
+    assert ef.ENTRY_HEAD.count("|---") == ef.entry_row("P", runs).count(" | ") + 1
+
+
+def test_plain_stop_exits_at_the_drawdown_and_stays_out():
+    pols = ef.policies()
+    stop, halts = pols["plain stop"], pols["halts only"]
+    assert stop.max_drawdown == halts.max_drawdown == 0.30
+    assert stop.daily_loss == 1.0 and stop.drawdown_cooldown_hours == ef.NEVER_H
+    assert not stop.cascade_mode and not stop.hedge and stop.min_liq_atr == 0.0
+    assert list(pols) == ["risk off", "halts only", "plain stop", "liquidation rules only",
+                          "full policy"]
+
+
+def test_onset_of_a_drop_in_the_first_hours_reads_no_future_bar():
+    # the largest hour is bars 0..60: no history, ONSET is its first bar (before: sigma of
+    # an empty slice was NaN and lc[t - 60] wrapped to the file's last bars)
+    c = np.full(1440, 100.0)
+    c[1:61] = 100.0 * np.exp(-0.002 * np.arange(1, 61))
+    c[61:] = c[60]
+    assert onset(_days(c)) == (0, 0)
+    # 30 bars of history: still under an hour, the window's first bar
+    c2 = np.r_[np.full(30, 100.0), c[:-30]]
+    assert onset(_days(c2)) == (30, 30)
+
+
+def test_a_missing_minute_is_filled_and_named(tmp_path, capsys):
+    t0 = 1_760_054_400_000
+    rows = ["open_time,open,high,low,close,volume,close_time,quote_volume,count,"
+            "taker_buy_volume,taker_buy_quote_volume,ignore"]
+    for k in range(10):
+        if k == 4:
+            continue
+        t = t0 + k * 60_000
+        rows.append(f"{t},100,101,99,100,1,{t + 59_999},100,1,0.5,50,0")
+    f = tmp_path / "BTCUSDT-1m-2025-10-10_to_2025-10-10.csv"
+    f.write_text("\n".join(rows) + "\n")
+    bars = ef.load_bars([f])
+    assert len(bars) == 10 and bars["filled"].tolist() == [k == 4 for k in range(10)]
+    assert bars["close"][4] == 100.0 and bars["volume"][4] == 0.0
+    assert "BTCUSDT-1m-2025-10-10_to_2025-10-10.csv: 1 missing bar(s) in 1 gap(s) filled flat " \
+           "at the previous close (first from 2025-10-10T00:04:00Z)" in capsys.readouterr().err
 
 
 def test_each_period_runs_on_its_own_bracket_table(monkeypatch):
