@@ -99,7 +99,9 @@ def backtest_command(
     preset: Annotated[str, typer.Option("--preset", help="conservative | balanced | "
                                                          "aggressive | FILE.toml")]
     = "balanced",
-    start: Annotated[str | None, typer.Option("--from", help="first bar time (UTC)")] = None,
+    start: Annotated[str | None, typer.Option(
+        "--from", help="first bar time (UTC); nothing before it is read, so signals and the "
+        "fill window start cold there")] = None,
     end: Annotated[str | None, typer.Option("--to", help="end time (UTC, exclusive)")] = None,
     wallet: Annotated[float, typer.Option("--wallet", help="initial equity (quote)")]
     = 100_000.0,
