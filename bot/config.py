@@ -40,6 +40,13 @@ SECRET_KEYS = frozenset(
 ENV_PREFIX = "LIQBOT_"
 SECRET_ENV = {"api_key": "LIQBOT_API_KEY", "api_secret": "LIQBOT_API_SECRET",
               "api_passphrase": "LIQBOT_API_PASSPHRASE"}
+#: LIQBOT_* variables that are not config overrides: the config path and the secrets each
+#: read by its own module (dashboard token, Telegram bot token, the emulator's credentials)
+OTHER_ENV = frozenset({"LIQBOT_CONFIG", "LIQBOT_HTTP_TOKEN", "LIQBOT_TELEGRAM_TOKEN",
+                       "LIQBOT_EMULATOR_KEY", "LIQBOT_EMULATOR_SECRET"})
+#: config keys the environment may not set: live trading needs mode = "live" IN THE FILE
+#: and --live on the command line (a variable left in a shell profile must not be a gate)
+FILE_ONLY = {"mode": "LIQBOT_MODE"}
 
 
 #: An exchange symbol: upper-case letters and digits only, so it is safe in URLs and paths.
@@ -311,9 +318,9 @@ def _parse_env_value(raw: str) -> Any:
 
 
 def _apply_env(tree: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
-    secret_vars = set(SECRET_ENV.values()) | {"LIQBOT_CONFIG"}
+    skip = set(SECRET_ENV.values()) | OTHER_ENV | set(FILE_ONLY.values())
     for name, raw in env.items():
-        if not name.startswith(ENV_PREFIX) or name in secret_vars:
+        if not name.startswith(ENV_PREFIX) or name in skip:
             continue
         path = name[len(ENV_PREFIX):].lower().split("__")
         node = tree
@@ -331,7 +338,8 @@ def parse_config(
     tree: Mapping[str, Any], source: str, env: Mapping[str, str] | None = None
 ) -> Config:
     """Validate a config tree (from TOML) plus env overrides; raise ConfigError with all problems."""
-    merged = _apply_env(copy.deepcopy(dict(tree)), env if env is not None else os.environ)
+    environ = env if env is not None else os.environ
+    merged = _apply_env(copy.deepcopy(dict(tree)), environ)
     secret_paths = _secret_keys_in(merged)
     problems = [
         f"{p}: expected no secrets in a config file (use the {SECRET_ENV['api_key']}-style "
@@ -339,9 +347,11 @@ def parse_config(
         "(not shown)"
         for p in secret_paths
     ]
+    problems += [f"{key}: set it in the config file, not in the environment ({var} is set): "
+                 'live trading needs mode = "live" in the file and --live on the command line'
+                 for key, var in FILE_ONLY.items() if var in environ]
     from_env = {".".join(name[len(ENV_PREFIX):].lower().split("__")): name
-                for name in (env if env is not None else os.environ)
-                if name.startswith(ENV_PREFIX)}
+                for name in environ if name.startswith(ENV_PREFIX)}
     try:
         cfg = Config.model_validate(merged)
     except ValidationError as exc:

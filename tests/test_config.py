@@ -41,11 +41,39 @@ def test_secrets_in_toml_are_rejected_without_echo():
 
 def test_env_overrides_nested_keys():
     cfg = parse_config({}, "t", env={"LIQBOT_DATA__SYNTHETIC__SEED": "11",
-                                     "LIQBOT_EXCHANGE__SYMBOLS": '["ETHUSDT"]',
-                                     "LIQBOT_MODE": "live"})
+                                     "LIQBOT_EXCHANGE__SYMBOLS": '["ETHUSDT"]'})
     assert cfg.data.synthetic.seed == 11
     assert cfg.exchange.symbols == ["ETHUSDT"]
-    assert cfg.mode == "live"
+
+
+@pytest.mark.parametrize("file_mode", [{}, {"mode": "paper"}, {"mode": "live"}])
+def test_mode_is_never_taken_from_the_environment(file_mode):
+    # LIQBOT_MODE=live left in a shell profile made `--live` the only gate
+    with pytest.raises(ConfigError) as err:
+        parse_config(file_mode, "t", env={"LIQBOT_MODE": "live"})
+    assert err.value.problems == [
+        "mode: set it in the config file, not in the environment (LIQBOT_MODE is set): live "
+        'trading needs mode = "live" in the file and --live on the command line']
+
+
+@pytest.mark.parametrize("var", ["LIQBOT_HTTP_TOKEN", "LIQBOT_TELEGRAM_TOKEN",
+                                 "LIQBOT_EMULATOR_KEY", "LIQBOT_EMULATOR_SECRET",
+                                 "LIQBOT_API_KEY", "LIQBOT_CONFIG"])
+def test_the_secret_and_path_variables_are_not_config_overrides(var):
+    # each is read by its own module; as overrides they made every command exit 2
+    # ("telegram_token: expected no secrets in a config file", "unknown key 'emulator_key'")
+    assert parse_config({}, "t", env={var: "x1"}) == Config()
+
+
+def test_every_liqbot_variable_the_code_reads_is_declared():
+    import re
+
+    from bot.config import FILE_ONLY, OTHER_ENV, SECRET_ENV
+    names = set()
+    for f in (ROOT / "bot").rglob("*.py"):
+        names |= set(re.findall(r'"(LIQBOT_[A-Z_]+)"', f.read_text()))
+    known = set(SECRET_ENV.values()) | OTHER_ENV | set(FILE_ONLY.values())
+    assert names - {"LIQBOT_"} <= known
 
 
 def test_env_override_errors_name_the_key():
