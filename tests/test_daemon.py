@@ -319,6 +319,9 @@ def _store_rows(url: str) -> dict:
                       for x in st.decisions(rid)],
         "funding": [(p.ts, p.payment) for p in st.funding(rid)],
         "client_ids": [i.client_id for i in st.intents(rid)],
+        # the scheduled jobs on the replay clock: each at its own time, once
+        "scheduled": sorted(e.event_key for e in st.events(rid)
+                            if e.kind in ("daily_summary", "settlement")),
     }
     st.close()
     return out
@@ -359,6 +362,9 @@ def test_kill_minus_9_at_random_points_then_restart(tmp_path):
     assert got["intents"] == ref["intents"]
     assert got["fills"] == ref["fills"]
     assert got["funding"] == ref["funding"]
+    # a resumed replay's clock starts at its watermark: no summary or settlement check fired
+    # at the restart (before: one of each per restart, at no midnight or funding time)
+    assert got["scheduled"] == ref["scheduled"] and len(ref["scheduled"]) >= 6
     assert [d[:3] for d in got["decisions"]] == [d[:3] for d in ref["decisions"]]
     np.testing.assert_allclose([d[3] for d in got["decisions"]],
                                [d[3] for d in ref["decisions"]], rtol=1e-9)

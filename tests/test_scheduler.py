@@ -75,3 +75,26 @@ def test_wall_scheduler_next_run_times_under_freezegun():
     assert nxt["daily"] == datetime(2026, 3, 6, 0, 0, tzinfo=UTC)
     assert nxt["settle"] == datetime(2026, 3, 5, 8, 0, tzinfo=UTC)
     assert nxt["poll"] == datetime(2026, 3, 5, 8, 4, 30, tzinfo=UTC)
+
+
+def test_wall_jobs_run_on_the_event_loop_thread_and_stop_without_a_traceback(caplog):
+    """A job run in a worker thread (apscheduler's default for a plain function) raced the
+    bar loop: the command poll's store commit discarded rows the loop staged meanwhile.
+    Jobs now run as tasks on the loop, and stopping leaves no 'Error running job'."""
+    import threading
+
+    threads: list[int] = []
+
+    async def main() -> int:
+        sched = sc.wall_scheduler([sc.Job("probe", sc.every(0.01),
+                                          lambda: threads.append(threading.get_ident()))])
+        sched.start()
+        while len(threads) < 3:
+            await asyncio.sleep(0.005)
+        await sc.stop_wall(sched)
+        assert not sched.running
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(main())
+    assert set(threads) == {loop_thread}
+    assert "Error running job" not in caplog.text and "CancelledError" not in caplog.text

@@ -41,10 +41,16 @@ class ReplayFeed:
         self._now = min(int(b.ts[0]) for b in self.data.values() if len(b))
 
     def seek(self, after: Mapping[str, int]) -> None:
-        """Deliver only bars opening after `after[symbol]` (a restart's watermark)."""
+        """Deliver only bars opening after `after[symbol]` (a restart's watermark). The clock
+        resumes at the close of the last bar processed, so the scheduled jobs (daily summary,
+        funding check) fire at their next time after it, not at once as if the replay had
+        started over (a resumed run recorded a spurious summary and settlement)."""
         for s, ts in after.items():
             if s in self._after:
                 self._after[s] = int(ts)
+        done = [ts for s, ts in self._after.items() if ts >= 0]
+        if done:
+            self._now = max(done) + self.interval_ms
 
     async def history(self, symbol: str, until_ms: int | None = None) -> Bars | None:
         """A replay starts at its first bar, like the backtest of the same dataset."""

@@ -8,7 +8,8 @@ reconciliation, and the command poll (kill switch).
   `AsyncIOScheduler`. Every job has `coalesce=True` (runs missed while the loop was busy
   collapse into one run) and `misfire_grace_time` of 30 s (a run later than that is
   skipped: a late equity snapshot or summary is worth less than a correct one), and
-  `max_instances=1`.
+  `max_instances=1`. Jobs run as tasks on the event loop (`_guarded`), between the bar
+  loop's awaits, never beside it in a thread.
 - Simulated clock (replay): `SimulatedScheduler` asks the SAME trigger objects for their
   fire times and runs each due job once per clock advance (the same coalescing), so a
   replayed day gets its funding checks, snapshots and summaries at the simulated times.
@@ -16,10 +17,13 @@ reconciliation, and the command poll (kill switch).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
@@ -94,8 +98,12 @@ def wall_scheduler(jobs: list[Job]) -> AsyncIOScheduler:
     return sched
 
 
-def _guarded(j: Job) -> Callable[[], object]:
-    def run() -> object:
+def _guarded(j: Job) -> Callable[[], Coroutine[Any, Any, object]]:
+    """The job as a coroutine function: apscheduler's AsyncIOExecutor runs those as tasks on
+    the event loop, between the bar loop's awaits. A plain function would run in a worker
+    thread, beside the bar loop: a command poll committing the store there discarded the
+    rows the bar loop staged meanwhile (lost decisions, intents and fills)."""
+    async def run() -> object:
         try:
             return j.func()
         except Exception:
@@ -103,3 +111,17 @@ def _guarded(j: Job) -> Callable[[], object]:
             return None
     run.__name__ = j.name
     return run
+
+
+async def stop_wall(sched: AsyncIOScheduler) -> None:
+    """Stop the wall-clock jobs: no new run starts, the runs already handed to the loop
+    finish (each is one step: no job awaits), then the scheduler shuts down (cancelling a
+    run not yet started is logged by apscheduler as an error with a traceback)."""
+    if not sched.running:
+        return
+    sched.pause()                         # immediate: no job is handed to the loop after it
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.sleep(0)            # the runs already handed over take their one step
+    sched.shutdown(wait=False)            # deferred to the loop by apscheduler ...
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.sleep(0)            # ... so let it run while the loop still lives
