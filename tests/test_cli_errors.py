@@ -149,6 +149,28 @@ def test_status_and_halt_do_not_create_a_store(cli, tmp_path) -> None:
     assert not (tmp_path / "none.db").exists()
 
 
+def test_status_and_halt_do_not_write_liqbot_tables_into_another_database(cli, url) -> None:
+    """A database without liqbot's tables (a 0-byte SQLite file, an empty PostgreSQL schema:
+    a typo in a database name) is refused; before, `status` created the 13 tables in it."""
+    from sqlalchemy import create_engine, inspect
+
+    from bot.store.urls import parse_url
+
+    parsed = parse_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        Path(parsed.database).write_bytes(b"")
+    for cmd in ("status", "halt"):
+        r = cli(cmd, "--store", url)
+        assert r.code == 2 and "no liqbot store at" in r.err and "nothing was written" in r.err
+    eng = create_engine(parsed)
+    try:
+        with eng.connect() as conn:
+            assert inspect(conn).get_table_names() == []
+    finally:
+        eng.dispose()
+
+
 @pytest.mark.parametrize(("run", "problem"), [
     ('strategy = "nosuch"', "run.strategy: expected one of hold, trend"),
     ('strategy = "hold"\nparams = { leverage = "ten" }', "run.params.leverage: expected float, "

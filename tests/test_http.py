@@ -286,6 +286,15 @@ def test_status_feed_lag_is_on_the_feed_clock_and_query_errors_name_the_paramete
         assert st["feed_lag_s"] == 60.0 and st["live"]["feed_lag_s"] == 60.0
         m = metrics(ld.get("/metrics")[1].decode())
         assert m[("liqbot_feed_lag_seconds", (("symbol", bars.symbol),))] == 60.0
+        # the daemon one bar past its last commit (commits are batched): the top-level lag
+        # is the processed bars', as `live`, not the committed ones' (60 s)
+        x = ld.daemon.state[bars.symbol]
+        x.last_ts += 60_000
+        try:
+            st = json.loads(ld.get("/api/status")[1])
+        finally:
+            x.last_ts -= 60_000
+        assert st["live"]["feed_lag_s"] == 0.0 and st["feed_lag_s"] == 0.0
         code, body, _ = ld.get("/api/decisions?limit=1e300")
         assert code == 400
         assert body.decode() == ("?limit= expects a number of rows (an integer; at most 20,000 "

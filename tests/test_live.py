@@ -608,3 +608,40 @@ def test_a_partially_filled_expired_order_is_final_and_not_resent() -> None:
     assert r["pending"] == []                                  # retired: booked = executed
     ev = [e for e in r["events"] if e["kind"] == "order_partial"]  # type: ignore[union-attr]
     assert len(ev) == 1 and ev[0]["data"]["executed"] == 0.006 and ev[0]["data"]["amount"] == 0.01
+
+
+@pytest.mark.parametrize(("answer", "wallet"), [
+    ({"info": {"totalWalletBalance": "104672.83"}}, 104_672.83),
+    ({"info": {"totalWalletBalance": "0"}}, 0.0),              # an empty account is real
+    ({}, None), ({"info": None}, None), ({"info": {}}, None),
+    ({"info": {"totalWalletBalance": None}}, None),
+    ({"info": {"totalWalletBalance": "abc"}}, None),
+    ({"info": {"totalWalletBalance": "NaN"}}, None),
+    ({"info": {"totalWalletBalance": "-5"}}, None),
+    ([], None),
+])
+def test_a_malformed_balance_is_refused_not_read_as_an_empty_wallet(answer: Any,
+                                                                   wallet: float | None) -> None:
+    # read as 0, an empty answer was adopted as the wallet and halted the run for drawdown
+    from bot.execution.live import wallet_of
+    if wallet is not None:
+        assert wallet_of(answer) == wallet
+    else:
+        with pytest.raises(ValueError, match="totalWalletBalance"):
+            wallet_of(answer)
+
+
+def test_a_malformed_answer_at_live_start_exits_2_naming_it() -> None:
+    import asyncio
+    from types import SimpleNamespace
+
+    from bot.errors import LiqbotError
+    from bot.runtime.daemon import Daemon
+
+    async def broken_start() -> None:     # `int(last[-1]["id"])` of a userTrades row
+        int(None)                         # type: ignore[arg-type]
+
+    stub = SimpleNamespace(broker=SimpleNamespace(start=broken_start), restored=True, state={})
+    with pytest.raises(LiqbotError, match=r"live start: reading the exchange failed "
+                                          r"\(TypeError: .*no order was sent"):
+        asyncio.run(Daemon._live_start(stub))  # type: ignore[arg-type]

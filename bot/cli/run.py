@@ -382,7 +382,7 @@ async def _preflight(cfg: Config, creds: Any) -> None:
         info = await broker.preflight()
     except Exception as exc:
         import ccxt
-        if isinstance(exc, ccxt.BaseError):
+        if isinstance(exc, (ccxt.BaseError, ValueError, KeyError, TypeError)):
             raise LiqbotError(f"--preflight: the exchange answered {type(exc).__name__}: "
                               f"{str(exc)[:200]}") from None
         raise
@@ -443,7 +443,7 @@ def _store_and_run(store_url: str | None, ctx: typer.Context, run_id: str | None
             and not Path(parsed.database).exists():
         raise LiqbotError(f"no store at {mask_url(url)} (no such file); give the --store a "
                           "daemon runs with (`liqbot run --store URL`)")
-    store = Store(url)
+    store = Store(url, create=False)
     run = store.get_run(run_id) if run_id else store.latest_run()
     if run is None:
         store.close()

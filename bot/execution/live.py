@@ -73,6 +73,22 @@ DEFINITE = (ccxt.InsufficientFunds, ccxt.BadSymbol, ccxt.BadRequest, ccxt.Permis
             ccxt.AuthenticationError)
 
 
+def wallet_of(bal: Any) -> float:
+    """The wallet (quote) in a `fetch_balance` answer (Binance's `totalWalletBalance`).
+    Missing, null or not a finite number >= 0 raises, so the sync is retried: read as 0, a
+    malformed answer was adopted as an empty wallet and halted the run for drawdown."""
+    info = bal.get("info") if isinstance(bal, dict) else None
+    raw = info.get("totalWalletBalance") if isinstance(info, dict) else None
+    try:
+        wallet = float(raw)                   # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        wallet = math.nan
+    if not (math.isfinite(wallet) and wallet >= 0.0):
+        raise ValueError(f"fetch_balance: totalWalletBalance is {str(raw)[:40]!r}, expected a "
+                         "number >= 0; the answer is ignored")
+    return wallet
+
+
 @dataclass(frozen=True)
 class LiveSettings:
     """What the broker configures and enforces (config `[live]`)."""
@@ -268,9 +284,9 @@ class LiveBroker:
         """What `run --live --preflight` prints: read-only requests, nothing sent."""
         await self._call(self.ex.load_markets)
         bal = await self._call(self.ex.fetch_balance)
-        info = bal.get("info", {})
+        info = bal.get("info") or {}
         out: dict[str, Any] = {"exchange": self.venue.ccxt_id,
-                               "wallet": float(info.get("totalWalletBalance", 0.0) or 0.0),
+                               "wallet": wallet_of(bal),
                                "available": float(info.get("availableBalance", 0.0) or 0.0),
                                "symbols": {}}
         risk = await self._call(self.ex.fapiPrivateV2GetPositionRisk) \
@@ -851,7 +867,7 @@ class LiveBroker:
     async def _venue_account(self) -> tuple[float, dict[str, tuple[float, float]]]:
         """The venue's wallet (quote) and positions {symbol: (signed qty, entry)}."""
         bal = await self._call(self.ex.fetch_balance)
-        wallet = float((bal.get("info") or {}).get("totalWalletBalance", 0.0) or 0.0)
+        wallet = wallet_of(bal)
         rows = await self._call(self.ex.fetch_positions, [self.unified[s] for s in self.symbols])
         theirs: dict[str, tuple[float, float]] = {}
         for p in rows:

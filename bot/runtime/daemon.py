@@ -609,11 +609,7 @@ class Daemon:
         wall.start()
         try:
             if self.live:
-                await self.broker.start()
-                if not self.restored:         # a new live run starts at the exchange's wallet
-                    for x in self.state.values():
-                        x.st[:] = kn.new_state(float(self.broker.acct[ac.A_WALLET]))
-                await self._live_sync()
+                await self._live_start()
             await self.warm_up()
             self.reconcile()                  # before any new order
             self.poll_commands()              # a halt sent while no daemon ran binds bar 1
@@ -632,14 +628,32 @@ class Daemon:
                 if self.stopping:
                     break
             if self.live:                     # the last orders' fills and the final books
-                await self._live_sync()
-                await self.broker.reconcile()
+                await self._guarded(self._live_sync(), "sync")
+                await self._guarded(self.broker.reconcile(), "reconcile")
                 self._stage_broker_events()
         finally:
-            wall.shutdown(wait=False)
+            await sc.stop_wall(wall)
             self.commit()
             if self.live:
                 await self.broker.close()
+
+    async def _live_start(self) -> None:
+        """Markets, account settings, adoption or catch-up, the first sync. Nothing has been
+        sent yet, so a malformed answer here (a payload of the wrong shape) ends the start
+        with exit 2 naming it, instead of a traceback; the same command starts again."""
+        try:
+            await self.broker.start()
+            if not self.restored:             # a new live run starts at the exchange's wallet
+                for x in self.state.values():
+                    x.st[:] = kn.new_state(float(self.broker.acct[ac.A_WALLET]))
+            await self._live_sync()
+        except (LiqbotError, asyncio.CancelledError):
+            raise
+        except Exception as exc:              # noqa: BLE001 - reported, nothing was sent
+            text = re.sub(r"\?\S*", "?...", str(exc))[:200]     # no signed query strings
+            raise LiqbotError(f"live start: reading the exchange failed ({type(exc).__name__}: "
+                              f"{text}); no order was sent, run the same command again") \
+                from None
 
     async def _guarded(self, step: Any, what: str) -> None:
         """A live exchange step that must not end the daemon: an exchange outage, an

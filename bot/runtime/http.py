@@ -204,6 +204,10 @@ class StatusServer:
             return status_data(store, run, interval, now)
         data = await self._read(read)
         data["live"] = self.live()
+        if any(x.last_ts >= 0 for x in self.d.state.values()):
+            # the bars the daemon processed, not the last commit's (commits are batched: a
+            # fast replay read 120-1,500 s here while `live` and /metrics read 0)
+            data["feed_lag_s"] = data["live"]["feed_lag_s"]
         return _json(data)
 
     def live(self) -> dict[str, Any]:

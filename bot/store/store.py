@@ -37,7 +37,7 @@ from sqlmodel import Session, SQLModel, col, select
 
 from bot.errors import LiqbotError
 from bot.store.lock import AccountLock, AdvisoryLock, FileLock
-from bot.store.schema import ensure_schema
+from bot.store.schema import ensure_schema, read_version
 from bot.store.tables import (
     CLIENT_ID_RE,
     COMMAND_KINDS,
@@ -121,10 +121,20 @@ def _python_type(column_type: Any) -> type | None:
         return None
 
 
-class Store:
-    """Durable store at `url` (`sqlite:///path` or `postgresql+psycopg://...`)."""
+def _version_or_damaged(conn: Any) -> int | None:
+    """`read_version`, with a damaged store as -1 (ensure_schema then words the refusal)."""
+    try:
+        return read_version(conn)
+    except LiqbotError:
+        return -1
 
-    def __init__(self, url: str) -> None:
+
+class Store:
+    """Durable store at `url` (`sqlite:///path` or `postgresql+psycopg://...`). With
+    `create=False` (status, halt: readers) a database without liqbot's tables is refused,
+    not given them: a typo in a database name must not write into someone else's."""
+
+    def __init__(self, url: str, create: bool = True) -> None:
         self._url: URL = parse_url(url)
         self.url = mask_url(self._url)
         self._db_path: Path | None = None
@@ -140,10 +150,19 @@ class Store:
         self.urgent = False                      # an intent is staged: commit before sending
         self._build_statements()
         # DatabaseError: a file that is not a SQLite database, or a damaged one
-        with self._guard("open", DatabaseError), self._write() as conn:
-            if self.dialect == "postgresql":
-                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SCHEMA_LOCK_KEY})
-            ensure_schema(conn, self.url)
+        try:
+            with self._guard("open", DatabaseError), self._write() as conn:
+                if self.dialect == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"),
+                                 {"k": _SCHEMA_LOCK_KEY})
+                if not create and _version_or_damaged(conn) is None:
+                    raise LiqbotError(f"no liqbot store at {self.url} (the database has no "
+                                      "liqbot tables; nothing was written to it); give the "
+                                      "--store a daemon runs with (`liqbot run --store URL`)")
+                ensure_schema(conn, self.url)
+        except BaseException:
+            self._engine.dispose()
+            raise
 
     # ------------------------------------------------------------------ setup
 
