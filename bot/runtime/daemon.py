@@ -638,15 +638,15 @@ class Daemon:
                 await self.broker.close()
 
     async def _live_start(self) -> None:
-        """Markets, account settings, adoption or catch-up, the first sync. Nothing has been
-        sent yet, so a malformed answer here (a payload of the wrong shape) ends the start
-        with exit 2 naming it, instead of a traceback; the same command starts again."""
+        """Markets, account settings, adoption or catch-up, then the first sync. Nothing has
+        been sent yet, so a malformed answer to the start (a payload of the wrong shape) ends
+        it with exit 2 naming it, instead of a traceback; the same command starts again. The
+        first sync is retried at the next bar, as every later one."""
         try:
             await self.broker.start()
             if not self.restored:             # a new live run starts at the exchange's wallet
                 for x in self.state.values():
                     x.st[:] = kn.new_state(float(self.broker.acct[ac.A_WALLET]))
-            await self._live_sync()
         except (LiqbotError, asyncio.CancelledError):
             raise
         except Exception as exc:              # noqa: BLE001 - reported, nothing was sent
@@ -654,6 +654,7 @@ class Daemon:
             raise LiqbotError(f"live start: reading the exchange failed ({type(exc).__name__}: "
                               f"{text}); no order was sent, run the same command again") \
                 from None
+        await self._guarded(self._live_sync(), "sync")
 
     async def _guarded(self, step: Any, what: str) -> None:
         """A live exchange step that must not end the daemon: an exchange outage, an
