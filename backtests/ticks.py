@@ -35,9 +35,11 @@ from bot.mechanics import account as ac
 from bot.risk import engine as en
 
 # loop state (st[...]): the kernel's close-phase state, then the tick loop's own slots
+# TS_PREV_MARK: the mark of the last tick (NaN before the first): a liquidation closes on
+# the path from it to this tick's mark, as a bar's does inside its range
 (TS_PEND_MAIN, TS_PEND_HEDGE, TS_PENDING, TS_N_TRADES, TS_N_DEC, TS_COUNT, TS_LO, TS_HI,
- TS_LIQ_PTR, TS_TARGET) = range(kn.N_K, kn.N_K + 10)
-N_STATE = kn.N_K + 10
+ TS_LIQ_PTR, TS_TARGET, TS_PREV_MARK) = range(kn.N_K, kn.N_K + 11)
+N_STATE = kn.N_K + 11
 
 
 def new_state(wallet: float, every_n: int) -> np.ndarray:
@@ -47,6 +49,7 @@ def new_state(wallet: float, every_n: int) -> np.ndarray:
     st[TS_COUNT] = float(every_n)
     st[TS_LO] = -np.inf
     st[TS_HI] = np.inf
+    st[TS_PREV_MARK] = np.nan
     return st
 
 
@@ -165,12 +168,14 @@ def run_chunk(k0: int, k1: int, every_n: int, tick_ts: np.ndarray, price: np.nda
             if m <= lo or m >= hi:
                 marks[0] = m
                 marks[1] = m
+                prev = st[TS_PREV_MARK] if st[TS_PREV_MARK] == st[TS_PREV_MARK] else m
                 for slot in range(2):
-                    q, lp, fee = kn.liquidate(acct, pos, slot, m, m, marks, floor, cap, mmr, cum,
-                                              fp)
+                    q, lp, fee = kn.liquidate(acct, pos, slot, min(m, prev), max(m, prev),
+                                              marks, floor, cap, mmr, cum, fp)
                     if lp == lp:
                         _trade(trd, trd_tick, st, k, i, slot, q, lp, fee, 0.0, 1.0)
                 lo, hi = triggers(acct, pos, marks, floor, cap, mmr, cum)
+            st[TS_PREV_MARK] = m
             if every_n > 0:
                 pq += p * qty[i]
                 st[TS_COUNT] -= 1.0

@@ -101,6 +101,31 @@ def test_cross_liquidation_charges_clearance_fee():
     assert acct[ac.A_WALLET] >= -1e-9
 
 
+def test_a_range_wholly_past_the_liquidation_price_closes_at_its_nearest_mark():
+    # cross 10x long of 1 BTC at 100,000 on 10,000: liquidation price ~90,400; marks that
+    # span only 80,000..85,000 (the position was past it before they traded) close it at
+    # 85,000, the best of them, not at a price the range never reached
+    acct, pos = ac.new_account(10_000.0, 1, leverage=10.0, isolated=False)
+    ac.apply_fill(acct, pos, 0, 1.0, 100_000.0, 0.0)
+    marks = np.array([80_000.0])
+    assert ac.liquidation_price(acct, pos, 0, marks, FLOOR, CAP, MMR, CUM) > 90_000.0
+    got = ac.check_liquidation(acct, pos, 0, 80_000.0, 85_000.0, marks, FLOOR, CAP, MMR, CUM,
+                               0.0125)
+    assert got == 85_000.0 and pos[0, ac.P_QTY] == 0.0
+    # 15,000 lost on a 10,000 wallet: past bankruptcy the insurance fund takes the other
+    # 5,000; the account ends at zero, no clearance fee
+    assert acct[ac.A_REALIZED] == -10_000.0 and acct[ac.A_FEES] == 0.0
+    assert acct[ac.A_WALLET] == 0.0
+    # a short: marks wholly above its liquidation price close it at their low; isolated,
+    # the loss stops at its margin (10,000 at 10x)
+    acct, pos = ac.new_account(10_000.0, 1, leverage=10.0, isolated=True)
+    ac.apply_fill(acct, pos, 0, -1.0, 100_000.0, 0.0)
+    got = ac.check_liquidation(acct, pos, 0, 115_000.0, 120_000.0, np.array([120_000.0]), FLOOR,
+                               CAP, MMR, CUM, 0.0125)
+    assert got == 115_000.0 and acct[ac.A_REALIZED] == -10_000.0
+    assert acct[ac.A_WALLET] == 0.0 and acct[ac.A_FEES] == 0.0
+
+
 def test_initial_margin_check_reasons():
     acct, pos = ac.new_account(1_000.0, 1, leverage=10.0)
     marks = np.array([100_000.0])

@@ -104,7 +104,9 @@ def test_crash_in_b_liquidates_the_whole_cross_account(a_stale: bool) -> None:
     # B closes at LP_B with the clearance fee; the wallet left is far below A's maintenance
     wallet_b = wallet + 1000.0 * (lp_b - 50.0) - LIQ_FEE * 1000.0 * lp_b
     assert wallet_b == pytest.approx(397.601, abs=1e-3)
-    # so A, re-checked in the same bar against the new wallet, is liquidated at 100.21 > 100
+    # so A, re-checked in the same bar against the new wallet, is past its liquidation
+    # price (100.21) while its marks never left 100: it closes at 100, the price its bar
+    # traded (until 2026-12-06 at 100.21, a price A never reached)
     lp_a = (wallet_b - 500.0 * 100.0) / (500.0 * MMR - 500.0)
     assert lp_a == pytest.approx(100.206866, abs=1e-6)
     pos[2, ac.P_QTY] = pos[2, ac.P_ENTRY] = 0.0
@@ -114,17 +116,16 @@ def test_crash_in_b_liquidates_the_whole_cross_account(a_stale: bool) -> None:
     liq = res.trades[res.trades[:, 6] == 1.0]
     assert liq[:, [0, 1, 7]].tolist() == [[2, 2, 1], [2, 0, 0]]      # bar 2: B, then A
     assert liq[:, 2].tolist() == [-1000.0, -500.0]
-    assert liq[:, 3] == pytest.approx([lp_b, lp_a], rel=1e-12)
+    assert liq[:, 3] == pytest.approx([lp_b, 100.0], rel=1e-12)
     # A's fee takes what is left (capped at the equity): the account ends at zero; each
     # liquidation's trade row carries the clearance fee it was charged
-    assert liq[:, 4] == pytest.approx([LIQ_FEE * 1000.0 * lp_b,
-                                       wallet_b + 500.0 * (lp_a - 100.0)], rel=1e-9)
+    assert liq[:, 4] == pytest.approx([LIQ_FEE * 1000.0 * lp_b, wallet_b], rel=1e-9)
     assert res.port[2, pf.PR_WALLET] == pytest.approx(0.0, abs=1e-9)
     assert res.port[2, pf.PR_LIQUIDATIONS] == 2.0
     m = res.metrics
     assert m["portfolio"]["liquidations"] == 2 and m["portfolio"]["bust"]
     assert m["symbols"]["AUSDT"]["liquidations"] == 1
-    assert m["symbols"]["AUSDT"]["liquidation_events"][0]["price"] == pytest.approx(lp_a)
+    assert m["symbols"]["AUSDT"]["liquidation_events"][0]["price"] == 100.0
     assert m["symbols"]["BUSDT"]["liquidation_events"][0]["bar"] == 2
     assert m["portfolio"]["final_equity"] == pytest.approx(0.0, abs=1e-9)
     # A alone on its own account never comes near its liquidation price

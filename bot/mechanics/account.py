@@ -194,7 +194,11 @@ def check_liquidation(acct: np.ndarray, pos: np.ndarray, i: int, mark_low: float
                       mark_high: float, marks: np.ndarray, floor: np.ndarray, cap: np.ndarray,
                       mmr: np.ndarray, cum: np.ndarray, liq_fee_rate: float) -> float:
     """Liquidate symbol i if the mark range [mark_low, mark_high] reached its liquidation
-    price. Returns the liquidation price, or NaN if nothing happened."""
+    price. Returns the price it was closed at, or NaN if nothing happened: the liquidation
+    price, or the range's nearest mark when the whole range lies past it (the position was
+    past it before any mark of the range traded: a funding payment, or another symbol's
+    loss on a cross account, moved the liquidation price), never a price the range did not
+    reach."""
     q = pos[i, P_QTY]
     if q == 0.0:
         return np.nan
@@ -202,11 +206,18 @@ def check_liquidation(acct: np.ndarray, pos: np.ndarray, i: int, mark_low: float
     long = q > 0.0
     if (long and mark_low > lp) or ((not long) and mark_high < lp):
         return np.nan
+    if lp > mark_high:
+        lp = mark_high
+    elif lp < mark_low:
+        lp = mark_low
     side = 1.0 if long else -1.0
     realized = side * abs(q) * (lp - pos[i, P_ENTRY])
+    # closed past bankruptcy (only at a nearest mark above): the insurance fund takes the
+    # rest, the loss stops at the margin (isolated) or at the account's equity (cross)
     if pos[i, P_ISOLATED] == ISOLATED:
         fee = pos[i, P_MARGIN] + realized          # what margin is left goes with it
         if fee < 0.0:
+            realized = -pos[i, P_MARGIN]
             fee = 0.0
     else:
         wallet, maint, upnl = _cross_others(acct, pos, i, marks, floor, cap, mmr, cum)
@@ -214,6 +225,8 @@ def check_liquidation(acct: np.ndarray, pos: np.ndarray, i: int, mark_low: float
         fee = liq_fee_rate * abs(q) * lp
         if fee > left:
             fee = left if left > 0.0 else 0.0
+        if left < 0.0:
+            realized -= left
     acct[A_WALLET] += realized - fee
     acct[A_REALIZED] += realized
     acct[A_FEES] += fee
