@@ -220,25 +220,41 @@ def _sha(value: Any) -> str:
 
 
 def fingerprint(bars: Any) -> str:
-    """Content hash of a dataset's bars (timestamps and OHLC): keys change with the data."""
+    """Content hash of a dataset's bars, EVERY column (name, dtype, values): keys change
+    with anything a run reads. Until 2026-12-06 only ts and OHLC: a re-import that added
+    funding (or changed marks, open interest, volume) reused the old rows as if new."""
     h = hashlib.sha256(f"{bars.symbol}:{bars.interval_ms}:{len(bars)}".encode())
-    for col in ("ts", "open", "high", "low", "close"):
-        h.update(np.ascontiguousarray(bars[col]).tobytes())
+    for col in sorted(bars.columns):
+        a = np.ascontiguousarray(bars[col])
+        h.update(f"{col}:{a.dtype.str}".encode())
+        h.update(a.tobytes())
     return h.hexdigest()[:24]
 
 
 def make_task(setup_digest: str, dataset: str, fp: str, window: int, segment: str,
               span: tuple[int, int], params: dict[str, Any]) -> Task:
+    """One backtest of the sweep; its key names the dataset as given and its content, so
+    two datasets (or one moved) never share rows: the rows carry the dataset's name."""
     items = tuple(sorted(params.items()))
-    key = _sha([setup_digest, fp, segment, span[0], span[1], items])[:32]
+    key = _sha([setup_digest, dataset, fp, segment, span[0], span[1], items])[:32]
     return Task(dataset, window, segment, span[0], span[1], items, key)
 
 
 # ----------------------------------------------------------------------------- worker side
 
-_DATA: dict[str, Any] = {}
+_DATA: dict[str, tuple[int, Any]] = {}      # dataset -> (_version, bars)
 _PREP: OrderedDict[tuple[str, int], Any] = OrderedDict()
 _PREP_MAX = 4
+
+
+def _version(dataset: str) -> int:
+    """A dataset directory's manifest mtime (ns), 0 for a scenario name: a worker that
+    outlives one sweep reloads a dataset re-imported since (the keys say it changed)."""
+    m = Path(dataset) / "manifest.json"
+    try:
+        return m.stat().st_mtime_ns
+    except OSError:
+        return 0
 
 
 def _prepared(dataset: str, end: int, setup: Setup) -> tuple[Any, Any]:
@@ -246,14 +262,16 @@ def _prepared(dataset: str, end: int, setup: Setup) -> tuple[Any, Any]:
     from backtests.runner import prepare
     from backtests.scenarios import load_scenario
 
-    if dataset not in _DATA:
-        _DATA[dataset] = load_scenario(dataset).bars
-    brackets = setup.brackets(_DATA[dataset].symbol)
-    k = (dataset, end, _sha(brackets.rows()), setup.settings.fills.window_bars)
+    ver = _version(dataset)
+    if _DATA.get(dataset, (None, None))[0] != ver:      # new, or re-imported since loaded
+        _DATA[dataset] = (ver, load_scenario(dataset).bars)
+    data = _DATA[dataset][1]
+    brackets = setup.brackets(data.symbol)
+    k = (dataset, ver, end, _sha(brackets.rows()), setup.settings.fills.window_bars)
     if k in _PREP:
         _PREP.move_to_end(k)
         return _PREP[k]
-    bars = _DATA[dataset].take(slice(0, end))
+    bars = data.take(slice(0, end))
     _PREP[k] = (prepare(bars, brackets, setup.settings), brackets)
     while len(_PREP) > _PREP_MAX:
         _PREP.popitem(last=False)

@@ -169,6 +169,40 @@ def test_resume_runs_only_the_missing_half(full: tuple[Path, sw.SweepResult],
     assert len([ln for ln in lines if ln.endswith("}")]) == 4
 
 
+def test_a_changed_non_price_column_or_another_path_is_not_reused(tmp_path: Path) -> None:
+    """Rows were keyed by ts and OHLC only, without the dataset's name: a re-import that
+    added funding reused the old figures, and a second path with the same prices crashed
+    (KeyError) or took the first one's rows."""
+    import dataclasses
+
+    from bot.data import dataset as ds_io
+
+    ds = load_scenario(DS)
+    a, b = tmp_path / "a", tmp_path / "b"
+    ds_io.save(ds, a)
+    ds_io.save(ds, b)
+    one = sw.LocalBackend(1)
+    try:
+        out = tmp_path / "out"
+        first = sw.sweep(spec(datasets=[str(a)], grid=["fast=5", "slow=20"]), out, one)
+        assert (first.ran, first.reused) == (1, 0)
+        # funding changed, prices not: a new key, a new run, another result
+        bars = ds.bars
+        funded = bars.with_columns(funding_rate=np.where(np.arange(len(bars)) % 480 == 0,
+                                                         0.003, np.nan))
+        ds_io.save(dataclasses.replace(ds, bars=funded), a)
+        again = sw.sweep(spec(datasets=[str(a)], grid=["fast=5", "slow=20"]), out, one)
+        assert (again.ran, again.reused) == (1, 0)
+        assert again.rows[0]["funding"] != first.rows[0]["funding"]
+        # two paths holding the same data: one row set each, named by its own path
+        both = sw.sweep(spec(datasets=[str(a), str(b)], grid=["fast=5", "slow=20"]),
+                        tmp_path / "out2", one)
+        assert both.ran == 2 and [r["dataset"] for r in both.rows] == [str(a), str(b)]
+    finally:
+        one.close()
+    assert sw.fingerprint(bars) != sw.fingerprint(funded)
+
+
 def test_rerun_with_other_settings_is_refused(full: tuple[Path, sw.SweepResult], cli) -> None:
     r = cli("sweep", DS, "--strategy", "sma_cross", "--grid", "fast=5", "--wallet", "5000",
             "--out", full[0])
