@@ -336,6 +336,22 @@ def test_vendor_and_binance_versions_of_one_series_are_not_mixed(tmp_path):
         build_dataset([price_file(d), oi, oi_file(d / "later", [T0 + H4, T0 + 2 * H4], [1, 2])])
 
 
+def test_a_labelled_copy_of_a_named_file_overlaps_it(tmp_path):
+    # `FILE:liquidations` names no coin: it was grouped apart from the vendor-named file,
+    # and the two files' 4h liquidation sums were ADDED (62.0M read as 123.9M)
+    d = tmp_path
+    liq = liq_file(d, [T0, T0 + H4], [62e6, 1e6], [10e6, 2e6])
+    copy = d / "copy.csv"
+    copy.write_text(liq.read_text())
+    with pytest.raises(DataError, match=r"overlaps .* \(same kind liquidations\)"):
+        build_dataset([price_file(d), liq, (copy, "liquidations")])
+    oi = oi_file(d, [T0, T0 + H4], [1e9, 2e9])
+    other = d / "oi2.csv"
+    other.write_text(oi.read_text().replace("2000000000.0", "1e11"))
+    with pytest.raises(DataError, match=r"overlaps .* \(same kind open_interest\)"):
+        build_dataset([price_file(d), oi, (other, "open_interest")])
+
+
 # ---------------------------------------------------------------- real shared files
 
 CAL = ("coinglass_4h", "4h_2024-11-13_to_2025-05-12")

@@ -234,9 +234,22 @@ def _attach_vendor(vfiles: list[vendor.VendorFile], files: list[bv.VisionFile], 
             raise DataError(str(both[0].path), f"both this all-exchange series and {bk} files "
                                                f"({what}) were given; they measure different "
                                                "things, import one of them")
-    by_kind: dict[tuple[str, str | None], list[vendor.VendorFile]] = {}
+    from_price = not any(f.kind == "klines" for f in files)
     for f in vfiles:
-        by_kind.setdefault((f.kind, f.coin), []).append(f)
+        if f.coin is not None and not bars.symbol.upper().startswith(f.coin):
+            why = (f"api_price_ohlc_history.csv has no coin in its name and is taken as "
+                   f"{DEFAULT_VENDOR_SYMBOL} unless --symbol says otherwise: give this coin's "
+                   "price file with --symbol, or its klines" if from_price else
+                   f"the grid comes from {bars.symbol} klines: give this coin's klines, or "
+                   f"the {bars.symbol[:-4] if bars.symbol.endswith('USDT') else bars.symbol} "
+                   "series")
+            raise DataError(str(f.path), f"{f.coin} series does not match the bar grid's symbol "
+                                         f"{bars.symbol}; {why}")
+    # every series left is the grid's coin (a FILE:KIND file names none): one group per
+    # kind, so a labelled copy of a named file overlaps it (its event sums were added twice)
+    by_kind: dict[str, list[vendor.VendorFile]] = {}
+    for f in vfiles:
+        by_kind.setdefault(f.kind, []).append(f)
     for group in by_kind.values():
         group.sort(key=lambda g: int(g.open_ms[0]))
         for a, b in zip(group, group[1:], strict=False):
@@ -245,12 +258,6 @@ def _attach_vendor(vfiles: list[vendor.VendorFile], files: list[bv.VisionFile], 
                                              "give each span once")
     sources: list[dict[str, Any]] = []
     for f in vfiles:
-        if f.coin is not None and not bars.symbol.upper().startswith(f.coin):
-            raise DataError(str(f.path), f"{f.coin} series does not match the bar grid's symbol "
-                                         f"{bars.symbol}; api_price_ohlc_history.csv has no coin "
-                                         f"in its name and is taken as {DEFAULT_VENDOR_SYMBOL} "
-                                         "unless --symbol says otherwise: give this coin's "
-                                         "price file with --symbol, or its klines")
         cols: dict[str, np.ndarray] = {}
         if f.kind == "orderbook_depth":
             notes.append(f"{f.path.name}: order-book depth read and ignored (no bar column)")
