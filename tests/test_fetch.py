@@ -32,7 +32,8 @@ def kline(ts: int, mark: bool = False) -> list:
             "1.0", "100000", "0"]
 
 
-def fapi_app(calls: list[str], fail_after: int | None = None) -> web.Application:
+def fapi_app(calls: list[str], fail_after: int | None = None,
+             html_after: int | None = None) -> web.Application:
     n_minutes = 2 * 1440
 
     def window(q, step, limit_max):
@@ -61,6 +62,9 @@ def fapi_app(calls: list[str], fail_after: int | None = None) -> web.Application
         return wrapped
 
     async def klines(r):
+        if html_after is not None and calls.count("/fapi/v1/klines") > html_after:
+            # a proxy's error page served with status 200: ccxt reads no rows from it
+            return web.Response(text="<html>error</html>", content_type="text/html")
         return web.json_response([kline(t) for t in window(r.query, 60_000, 1500)])
 
     async def mark(r):
@@ -130,3 +134,24 @@ def test_fetch_resumes_after_failure(cli, tmp_path):
     assert calls == ["/fapi/v1/klines"] * 2     # only the missing pages are requested
     from bot.data.dataset import load
     assert len(load(tmp_path / "f").bars) == 2880
+
+
+def test_fetch_that_stops_short_of_the_span_exits_2_and_resumes(cli, tmp_path):
+    """An unreadable page ended the pagination: exit 0 and a dataset 7h20m short of --to,
+    its summary saying "gaps: none"."""
+    calls: list[str] = []
+    args = ("data", "fetch", "--symbol", "BTCUSDT", "--from", "2025-10-08", "--to",
+            "2025-10-08", "--series", "ohlcv", "--out", tmp_path / "f")
+    with serve(fapi_app(calls, html_after=1)) as url:
+        r = cli(*args, "--base-url", url)
+    err = " ".join(r.err.split())
+    assert r.code == 2 and "Traceback" not in err
+    assert "ohlcv.jsonl: the exchange returned no OHLCV rows after 2025-10-08T16:39:00Z " \
+           "(1,000 of 1,440 bars of the span)" in err and "continues from them" in err
+    assert not (tmp_path / "f" / "manifest.json").exists()
+    calls.clear()
+    with serve(fapi_app(calls)) as url:
+        r = cli(*args, "--base-url", url)
+    assert r.code == 0, r.err
+    from bot.data.dataset import load
+    assert len(load(tmp_path / "f").bars) == 1440

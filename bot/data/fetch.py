@@ -13,6 +13,7 @@ volumes; `liqbot data download` (Binance Vision) has them.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from asyncio_throttle import Throttler
 
 from bot.data import ccxt_history as ch
 from bot.data.binance_vision import interval_ms
-from bot.data.dataset import Dataset
+from bot.data.dataset import Dataset, iso
 from bot.errors import DataError
 
 SERIES = ("ohlcv", "mark", "funding", "open_interest", "long_short")
@@ -98,7 +99,30 @@ async def fetch_history(
                                      f"{str(exc)[:300]}") from None
     finally:
         await exchange.close()
+    if "ohlcv" in series:
+        _check_complete(raw_dir / "ohlcv.jsonl", start_ms, end_ms, bar_ms)
     return build(symbol, timeframe, raw_dir, start_ms, end_ms, exchange_name=exchange.id)
+
+
+def _check_complete(path: Path, start_ms: int, end_ms: int, bar_ms: int,
+                    now_ms: int | None = None) -> None:
+    """The OHLCV pages must reach the span's last closed bar: pagination stops at the first
+    empty page, and an answer ccxt could not read (an HTML error page served with status
+    200) is one, so a dataset silently ended hours before --to (exit 0, "gaps: none")."""
+    rows = _load_raw(path)
+    if not rows:
+        return                                # build() says no rows were fetched
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    last_needed = (min(end_ms, now) // bar_ms) * bar_ms - bar_ms    # the last closed bar
+    last = int(rows[-1][0])
+    if last < last_needed:
+        got = len({int(r[0]) for r in rows})
+        want = max(1, (last_needed - start_ms) // bar_ms + 1)
+        raise DataError(str(path), f"the exchange returned no OHLCV rows after "
+                                   f"{iso(last)} ({got:,} of {want:,} bars of the span): its "
+                                   "answer was empty or unreadable. The pages fetched are "
+                                   "kept: the same command continues from them; if the "
+                                   "symbol stopped trading, pass an earlier --to")
 
 
 def _unified_symbol(exchange: Any, symbol: str) -> str:
