@@ -25,11 +25,17 @@ def day_zip(day: date, name: str) -> bytes:
     return buf.getvalue()
 
 
-def vision_app(corrupt: set[str] = frozenset(), hits: list[str] | None = None) -> web.Application:
+def vision_app(corrupt: set[str] = frozenset(), hits: list[str] | None = None,
+               serve_as: dict[str, str] | None = None, status: int | None = None
+               ) -> web.Application:
+    """`serve_as` {zip name: "trunc" | "html"}: that zip is served cut in half or as an HTML
+    page, with a .CHECKSUM that matches what is served; `status`: every request answers it."""
     async def handler(request: web.Request) -> web.Response:
         path = request.match_info["tail"]
         if hits is not None:
             hits.append(path)
+        if status is not None:
+            return web.Response(status=status)
         name = path.rsplit("/", 1)[-1]
         is_sum = name.endswith(".CHECKSUM")
         zname = name.removesuffix(".CHECKSUM")
@@ -37,6 +43,11 @@ def vision_app(corrupt: set[str] = frozenset(), hits: list[str] | None = None) -
         if "daily/klines/BTCUSDT/1m/" not in path or len(stamp) != 10:
             return web.Response(status=404)
         body = day_zip(date.fromisoformat(stamp), zname)
+        how = (serve_as or {}).get(zname)
+        if how == "trunc":
+            body = body[: len(body) // 2]
+        elif how == "html":
+            body = b"<html><body>502 Bad Gateway</body></html>"
         if is_sum:
             digest = hashlib.sha256(body).hexdigest()
             return web.Response(text=f"{digest}  {zname}\n")
@@ -90,6 +101,26 @@ def test_checksum_mismatch_exits_2(cli, tmp_path):
     assert (f"{url}/data/futures/um/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2025-10-09.zip: "
             "checksum mismatch: expected sha256") in msg
     assert not (tmp_path / "v" / "klines" / "BTCUSDT-1m-2025-10-09.zip").exists()
+
+
+def test_an_unreadable_zip_with_a_matching_checksum_is_refused_at_download(cli, tmp_path):
+    # the .CHECKSUM matching says only that both came from the same (broken) place; it
+    # passed as "verified" and failed later at import
+    args = ("data", "download", "--symbol", "BTCUSDT", "--kind", "klines", "--interval", "1m",
+            "--from", "2025-10-09", "--to", "2025-10-09", "--out", tmp_path / "v")
+    for how in ("trunc", "html"):
+        with serve(vision_app(serve_as={"BTCUSDT-1m-2025-10-09.zip": how})) as url:
+            r = cli(*args, "--base-url", url)
+        msg = " ".join(r.err.split())
+        assert r.code == 2 and "not a readable zip archive" in msg and \
+            "nothing was written" in msg, msg
+        assert not (tmp_path / "v" / "klines" / "BTCUSDT-1m-2025-10-09.zip").exists()
+    # a server that keeps answering 429 or 503: the status is named
+    for code in (429, 503):
+        with serve(vision_app(status=code)) as url:
+            r = cli(*args, "--base-url", url)
+        msg = " ".join(r.err.split())
+        assert r.code == 2 and f"download failed after 4 attempts (HTTP {code})" in msg, msg
 
 
 def test_missing_file_and_bad_arguments(cli, tmp_path):

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import re
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -98,6 +100,19 @@ def parse_checksum(text: str, url: str) -> str:
     return token.lower()
 
 
+def _check_zip(body: bytes, url: str) -> None:
+    """A .zip that cannot be read (cut short, an HTML page) is refused here, not at import:
+    its .CHECKSUM matching says only that both came from the same place."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(body)) as z:
+            bad = z.testzip()
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        raise DataError(url, f"not a readable zip archive ({exc}); nothing was written") \
+            from None
+    if bad is not None:
+        raise DataError(url, f"zip member {bad} is damaged (CRC mismatch); nothing was written")
+
+
 async def _get(session: aiohttp.ClientSession, throttler: Throttler, url: str,
                retries: int) -> bytes:
     delay = 0.5
@@ -115,8 +130,10 @@ async def _get(session: aiohttp.ClientSession, throttler: Throttler, url: str,
                     return await resp.read()
             except (TimeoutError, aiohttp.ClientError) as exc:
                 if attempt == retries:
+                    status = getattr(exc, "status", None)
+                    why = f"HTTP {status}" if status else type(exc).__name__
                     raise DataError(url, f"download failed after {retries + 1} attempts "
-                                         f"({type(exc).__name__})") from None
+                                         f"({why})") from None
         await asyncio.sleep(delay)
         delay *= 2
     raise AssertionError("unreachable")
@@ -156,6 +173,8 @@ async def download(
         if got != expected:
             raise DataError(url, f"checksum mismatch: expected sha256 {expected} (from "
                                  f".CHECKSUM), got {got}")
+        if ref.name.endswith(".zip"):
+            _check_zip(body, url)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_suffix(dest.suffix + ".part")
         tmp.write_bytes(body)
