@@ -280,3 +280,15 @@ def test_values_from_the_config_are_named_by_their_keys(cli, tmp_path) -> None:
     cfg.write_text('[data]\nsource = "/nonexistent/dir"\n')
     r = cli("--config", cfg, "backtest", "--risk", "off")
     assert r.code == 2 and "data.source: '/nonexistent/dir' is neither" in r.err, r.err
+
+
+def test_json_meta_preset_is_null_when_no_preset_ran(cli, synth_dir, tmp_path) -> None:
+    """`--risk off` printed "preset -" while the JSON said "balanced"."""
+    import json
+
+    r = cli("backtest", synth_dir, "--risk", "off", "--json", tmp_path / "b.json")
+    assert r.code == 0, r.err
+    assert json.loads((tmp_path / "b.json").read_text())["meta"]["preset"] is None
+    r = cli("backtest", synth_dir, "--risk", "on", "--preset", "conservative", "--json",
+            tmp_path / "c.json")
+    assert json.loads((tmp_path / "c.json").read_text())["meta"]["preset"] == "conservative"

@@ -258,6 +258,10 @@ def test_cli_portfolio(cli, tmp_path) -> None:  # noqa: ANN001
         {"BTCUSDT", "ETHUSDT"}
     assert json.loads(out.read_text())["meta"]["brackets"] == {
         "BTCUSDT": "BTCUSDT shipped table", "ETHUSDT": "ETHUSDT shipped table"}
+    assert json.loads(out.read_text())["meta"]["preset"] == "balanced"
+    r = cli("backtest", tmp_path / "btc", tmp_path / "eth", "--portfolio", "--risk", "off",
+            "--json", out)
+    assert r.code == 0 and json.loads(out.read_text())["meta"]["preset"] is None  # no preset ran
     # a symbol without a bracket table runs on BTCUSDT's, announced (`--tiers` for its own)
     r = cli("backtest", tmp_path / "btc", tmp_path / "sol", "--portfolio")
     assert r.code == 0 and "SOLUSDT: no leverage-bracket table" in " ".join(r.err.split())

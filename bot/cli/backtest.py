@@ -237,7 +237,8 @@ def backtest_command(
     if note is not None:
         con.print(note)
     meta = {"symbol": bars.symbol, "from": iso(bars.start_ms), "to": iso(bars.end_ms),
-            "bars": len(bars), "strategy": strat.describe(), "preset": preset,
+            "bars": len(bars), "strategy": strat.describe(),
+            "preset": preset if risk != "off" else None,     # null: no preset ran
             "source": source, "brackets": br.describe(bars.symbol, brackets)}
     if tick_in is not None:
         meta.update(ticks=len(tick_in.ticks), risk_every=risk_every)

@@ -123,7 +123,7 @@ def portfolio_command(ctx: typer.Context, paths: list[str], *, strategy: str,
         meta: dict[str, Any] = {
             "symbols": pin.symbols, "sources": list(paths), "from": iso(int(pin.ts[0])),
             "to": iso(int(pin.ts[-1]) + pin.interval_ms), "bars": n_t,
-            "strategy": strat.describe(), "preset": preset,
+            "strategy": strat.describe(), "preset": preset if risk != "off" else None,
             "brackets": {b.symbol: br.describe(b.symbol, t)
                          for b, t in zip(bars, brackets, strict=True)}}
         out: dict[str, Any] = {"meta": meta,
