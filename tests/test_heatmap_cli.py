@@ -57,6 +57,11 @@ def test_heatmap_bad_inputs(cli, synth_dir, tmp_path):
     assert r.code == 2 and "not a dataset directory" in r.err
     r = cli("heatmap", "validate", "--seeds", "a..b")
     assert r.code == 2 and "--seeds: expected a range like 1..5" in r.err
+    # 1..100000 ran for a day; 1,1 counted seed 1 twice in the mean
+    r = cli("heatmap", "validate", "--seeds", "1..100000")
+    assert r.code == 2 and "'1..100000' is 100,000 seeds; at most 1,000" in r.err, r.err
+    r = cli("heatmap", "validate", "--seeds", "3,1,3")
+    assert r.code == 2 and "--seeds: seed 3 is listed twice" in r.err, r.err
 
 
 def test_validate_json(cli):

@@ -60,18 +60,33 @@ def parse_time(text: str, flag: str = "--at") -> int:
     return ms
 
 
+#: seeds one `heatmap validate` scores at most (each is a synthetic day, about a second)
+MAX_SEEDS = 1000
+
+
 def parse_seeds(text: str) -> list[int]:
-    """'1..5' or '1,2,7'."""
+    """'1..5' or '1,2,7': distinct seeds >= 0, at most MAX_SEEDS (a mean over a seed
+    listed twice would count it twice; 1..100000 ran for a day)."""
     try:
         if ".." in text:
-            a, b = text.split("..", 1)
-            seeds = list(range(int(a), int(b) + 1))
+            a, b = (int(x) for x in text.split("..", 1))
+            if b - a + 1 > MAX_SEEDS:
+                raise LiqbotError(f"--seeds: {text!r} is {b - a + 1:,} seeds; at most "
+                                  f"{MAX_SEEDS:,} (each scores a synthetic day)")
+            seeds = list(range(a, b + 1))
         else:
             seeds = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         seeds = []
     if not seeds or any(s < 0 for s in seeds):
         raise LiqbotError(f"--seeds: expected a range like 1..5 or a list like 1,2,7, got {text!r}")
+    if len(seeds) > MAX_SEEDS:
+        raise LiqbotError(f"--seeds: {len(seeds):,} seeds; at most {MAX_SEEDS:,} (each scores "
+                          "a synthetic day)")
+    twice = sorted({s for s in seeds if seeds.count(s) > 1})
+    if twice:
+        raise LiqbotError(f"--seeds: seed {twice[0]} is listed twice (the mean would count it "
+                          "twice)")
     return seeds
 
 
