@@ -100,3 +100,19 @@ def test_calc_leverage_above_the_bracket_and_a_1x_long(cli):
     r = cli("calc", "liquidation", "--exchange", "bybit", "--side", "long", "--entry", "20000",
             "--qty", "1", "--leverage", "50", "--mmr", "0.005")
     assert "notional > 0," in " ".join(r.out.split()) and "inf" not in r.out
+
+
+def test_a_reader_that_leaves_ends_the_command_with_141_silently() -> None:
+    """`liqbot ... | head`: rich exited 1 (read as "a bug in liqbot")."""
+    import os
+    import subprocess
+    import sys
+
+    r, w = os.pipe()
+    os.close(r)                                   # the reader is gone before we write
+    p = subprocess.run([sys.executable, "-m", "bot.cli", "calc", "liquidation", "--exchange",
+                        "binance", "--side", "long", "--entry", "100000", "--qty", "1",
+                        "--leverage", "10"], stdout=w, stderr=subprocess.PIPE, text=True,
+                       timeout=120)
+    os.close(w)
+    assert p.returncode == 141 and p.stderr == ""

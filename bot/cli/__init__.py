@@ -2,11 +2,14 @@
 
 Exit codes: 0 success; 2 bad usage, config or data (a one-paragraph message, never a
 traceback); 1 unexpected error (traceback only with --debug); 130 interrupted by Ctrl-C
-(SIGINT), at any moment, without a traceback (`bot.interrupts`).
+(SIGINT), at any moment, without a traceback (`bot.interrupts`); 141 when the reader of
+our output left (`liqbot run ... | head`), silently (`--help` keeps rich's exit 1).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import sys
 import traceback
@@ -144,6 +147,12 @@ def main(argv: list[str] | None = None) -> int:
             app(args=args, prog_name="liqbot")
     except KeyboardInterrupt:               # outside a command (or deferred to its end)
         return 130
+    except BrokenPipeError:                 # `liqbot ... | head`: the reader left
+        # no message (nobody reads it) and no second error when Python flushes stdout at
+        # exit: 141 = 128 + SIGPIPE, what a shell shows for a tool its pipe ended
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except LiqbotError as exc:
         from bot.store.urls import mask_url  # a URL's password never reaches the terminal
         if "--debug" in args and isinstance(exc, UserCodeError) and exc.__cause__ is not None:

@@ -211,7 +211,15 @@ def console(*, stderr: bool = False) -> Console:
     stream = sys.stderr if stderr else sys.stdout
     piped = not (hasattr(stream, "isatty") and stream.isatty())
     width = PIPE_WIDTH if piped and "COLUMNS" not in os.environ else None
-    return Console(stderr=stderr, highlight=False, emoji=False, width=width)
+    return _Console(stderr=stderr, highlight=False, emoji=False, width=width)
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """The reader of our output left (`liqbot ... | head`): rich's default exits 1,
+        which reads as "a bug" here; raised instead, `bot.cli.main` exits 141 silently."""
+        self.quiet = True
+        raise BrokenPipeError
 
 
 def shown(value: object) -> str:
