@@ -261,6 +261,23 @@ def metrics(rec: np.ndarray, trades: np.ndarray, decisions: np.ndarray, st: np.n
     }
 
 
+def from_bar(result: RunResult, k: int) -> RunResult:
+    """The run seen from bar `k` on (records, trades and decisions re-indexed to it): what a
+    report of an account opened at `k` (`run(..., start=k)`) draws. Metrics unchanged."""
+    if k == 0:
+        return result
+    trades = result.trades[result.trades[:, 0] >= k].copy() if len(result.trades) \
+        else result.trades
+    decisions = result.decisions[result.decisions[:, 0] >= k].copy() \
+        if len(result.decisions) else result.decisions
+    if len(trades):
+        trades[:, 0] -= k
+    if len(decisions):
+        decisions[:, 0] -= k
+    return RunResult(result.name, result.records[k:], trades, decisions, result.metrics,
+                     result.targets[k:])
+
+
 def decision_rows(result: RunResult, bars: Bars) -> list[dict[str, Any]]:
     """The decision timeline with rendered reasons (outside the kernel)."""
     from bot.risk.reasons import reason_names, render

@@ -286,3 +286,45 @@ def test_cluster_guard_puts_our_liquidation_beyond_the_cluster():
     liq = 100.0 * (1 - 1 / cap) / (1 - 0.005)        # our liquidation at that leverage
     assert cap < 20.0 and liq == pytest.approx(94.5 * 0.995)
     assert int(out[en.D_REASONS]) & en.R_CLUSTER and out[en.D_CLUSTER_PRICE] == 95.0
+
+
+def test_from_opens_the_account_there_with_signals_warm_on_the_bars_before(cli, tmp_path):
+    """`--from` cut the data: crowding idle for a day, the first order paying only the
+    half-spread. Now the bars before it warm everything, as `runner.run(..., start=k)`
+    (the efficacy script's fresh account) does: the CLI's figures are that run's."""
+    import json
+
+    from bot.data import dataset
+    from bot.data.synthetic import SynthSpec, generate
+    from bot.mechanics import brackets as br
+    from bot.risk.policy import load_policy
+    from strategies import find
+
+    ds = generate(SynthSpec(seed=3, days=2, crowding="long"))
+    d = tmp_path / "ds"
+    dataset.save(ds, d)
+    k = 1500                                       # 01:00 on the second day
+    at = int(ds.bars.ts[k])
+    from bot.data.dataset import iso
+    r = cli("backtest", d, "--strategy", "hold", "--param", "side=long", "--param",
+            "leverage=10", "--risk", "on", "--from", iso(at), "--json", tmp_path / "b.json",
+            "--report", tmp_path / "r.html")
+    assert r.code == 0, r.err
+    assert "signals and strategy warm on the 1,500 bars before --from" in " ".join(r.out.split())
+    out = json.loads((tmp_path / "b.json").read_text())
+    assert out["meta"]["from"] == iso(at) and out["meta"]["bars"] == len(ds.bars) - k
+    assert out["meta"]["warm_up_bars"] == k
+    b = br.for_symbol(ds.bars.symbol)
+    s = RunSettings()
+    want = run(prepare(ds.bars, b, s), find("hold").from_strings({"side": "long",
+                                                                  "leverage": "10"}),
+               load_policy("balanced"), b, s, "on", start=k).metrics
+    got = out["runs"]["on"]
+    for key in ("total_return", "max_drawdown", "fees", "slippage", "n_trades", "sharpe"):
+        assert got[key] == pytest.approx(want[key], rel=1e-12), key
+    # the first order's impact reads the warm window: more than the bare half-spread
+    half_spread = 10.0 * 100_000.0 * s.fills.half_spread_bps / 1e4
+    assert got["slippage"] > 1.5 * half_spread
+    assert all(d["ts"] >= iso(at) for d in out["decisions"])
+    # the report draws the account's span only
+    assert f"{iso(at)[5:10]} {iso(at)[11:16]}" in (tmp_path / "r.html").read_text()

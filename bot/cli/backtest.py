@@ -14,7 +14,15 @@ from backtests.engine import N_REC_CORE
 from backtests.lookahead import first_lookahead
 from backtests.metrics import short_span_note
 from backtests.report import write as write_report
-from backtests.runner import RunResult, RunSettings, decision_rows, prepare, run, trim_columns
+from backtests.runner import (
+    RunResult,
+    RunSettings,
+    decision_rows,
+    from_bar,
+    prepare,
+    run,
+    trim_columns,
+)
 from backtests.scenarios import load_scenario
 from backtests.tick_runner import prepare_ticks, run_ticks, tick_source
 from bot import lean_process, warmup
@@ -100,8 +108,8 @@ def backtest_command(
                                                          "aggressive | FILE.toml")]
     = "balanced",
     start: Annotated[str | None, typer.Option(
-        "--from", help="first bar time (UTC); nothing before it is read, so signals and the "
-        "fill window start cold there")] = None,
+        "--from", help="the account opens at this bar (UTC); the bars before it warm the "
+        "signals, the fill window and the strategy (with --ticks they are not read)")] = None,
     end: Annotated[str | None, typer.Option("--to", help="end time (UTC, exclusive)")] = None,
     wallet: Annotated[float, typer.Option("--wallet", help="initial equity (quote)")]
     = 100_000.0,
@@ -164,11 +172,14 @@ def backtest_command(
         source = scenario or dataset
     span = _span(start, end)
     tick_data = tick_source(ds, str(source), *span) if ticks else None
+    first = 0                               # the account opens at bar `first` (--from)
     if tick_data is None:
         bars = ds.bars  # type: ignore[union-attr]
-        if start or end:
-            bars = bars.between(*span)
-        if len(bars) < 10:
+        if end:
+            bars = bars.between(None, span[1])
+        if start:                           # the bars before --from warm the signals only
+            first = len(bars.between(None, span[0]))
+        if len(bars) - first < 10:
             raise LiqbotError("the selected span has fewer than 10 bars")
         bars = trim_columns(bars, strat)    # the columns no one reads are freed with `ds`
         ds = None
@@ -214,14 +225,17 @@ def backtest_command(
                 continue
             # the record columns the table, --json and --report read (4 of 13)
             results[name] = run(inputs, strat, pol, brackets, settings, name,  # type: ignore[arg-type]
-                                progress=lambda k: prog.advance(task, k),
+                                progress=lambda k: prog.advance(task, k), start=first,
                                 record_columns=N_REC_CORE)
     con = console(stderr=to_stdout)  # `--json -`: stdout holds only JSON
     if check_lookahead:
         con.print(f"lookahead check: {shown(strat.describe())} is causal on 5 prefixes")
-    con.print(f"[bold]{shown(bars.symbol)}[/] {iso(bars.start_ms)} .. {iso(bars.end_ms)} "
-              f"({len(bars):,} bars), {shown(strat.describe())}, preset "
+    con.print(f"[bold]{shown(bars.symbol)}[/] {iso(int(bars.ts[first]))} .. {iso(bars.end_ms)} "
+              f"({len(bars) - first:,} bars), {shown(strat.describe())}, preset "
               f"{shown(preset) if risk != 'off' else '-'}, wallet {wallet:,.0f}")
+    if first:
+        con.print(f"signals and strategy warm on the {first:,} bars before --from "
+                  f"({iso(bars.start_ms)} ..); the account opens at --from")
     if tick_in is not None:
         con.print(f"tick replay: {len(tick_in.ticks):,} ticks, decisions "
                   f"{f'every {risk_every:,} ticks' if risk_every else 'at bar closes'}")
@@ -233,11 +247,11 @@ def backtest_command(
         t.add_row(label, *(cell(fmt, results[n].metrics[key]) for n in names))
     t.add_row("first liquidation", *(_liquidation(results[n].metrics) for n in names))
     con.print(t)
-    note = short_span_note(len(bars) * bars.interval_ms / 86_400_000)
+    note = short_span_note((len(bars) - first) * bars.interval_ms / 86_400_000)
     if note is not None:
         con.print(note)
-    meta = {"symbol": bars.symbol, "from": iso(bars.start_ms), "to": iso(bars.end_ms),
-            "bars": len(bars), "strategy": strat.describe(),
+    meta = {"symbol": bars.symbol, "from": iso(int(bars.ts[first])), "to": iso(bars.end_ms),
+            "bars": len(bars) - first, "warm_up_bars": first, "strategy": strat.describe(),
             "preset": preset if risk != "off" else None,     # null: no preset ran
             "source": source, "brackets": br.describe(bars.symbol, brackets)}
     if tick_in is not None:
@@ -254,7 +268,9 @@ def backtest_command(
         clusters = heatmap_clusters(bars, brackets, settings.fills.window_bars) if unread \
             else signals.heatmap.clusters              # unread: the one column it needs
         with writing(report, "--report"):
-            write_report(report, bars, results, clusters, meta, brackets)
+            write_report(report, bars.take(slice(first, None)),
+                         {n: from_bar(r, first) for n, r in results.items()}, clusters[first:],
+                         meta, brackets)
         con.print(f"report: {shown(report)}")
 
 
