@@ -436,21 +436,29 @@ def _padded(rows: list[np.ndarray]) -> np.ndarray:
 
 def run_portfolio(pin: PortfolioInputs, strategy: Strategy, policy: RiskPolicy,
                   settings: RunSettings, name: str,
-                  progress: Callable[[int], None] | None = None) -> PortfolioResult:
-    """One portfolio run of `strategy` on every symbol of `pin` with one account."""
+                  progress: Callable[[int], None] | None = None,
+                  start: int = 0) -> PortfolioResult:
+    """One portfolio run of `strategy` on every symbol of `pin` with one account. With
+    `start` > 0 the account opens at grid bar `start` (as `runner.run`): the bars before it
+    warm the signals and the strategy only, and the figures read bars from `start` on."""
     n_s, n_t = pin.has.shape
     targets = np.zeros((n_s, n_t))
     for s, inp in enumerate(pin.inputs):
         targets[s, pin.rows[s] >= 0] = targets_of(strategy, inp.bars, inp.signals)
     return run_targets(pin, targets, policy.to_array(),
-                       fill_params(settings, sizing_of(strategy)), settings, name, progress)
+                       fill_params(settings, sizing_of(strategy)), settings, name, progress,
+                       start)
 
 
 def run_targets(pin: PortfolioInputs, targets: np.ndarray, pol: np.ndarray, fp: np.ndarray,
                 settings: RunSettings, name: str,
-                progress: Callable[[int], None] | None = None) -> PortfolioResult:
-    """The loop over given target leverages (S, T), policy array and fill parameters."""
+                progress: Callable[[int], None] | None = None,
+                start: int = 0) -> PortfolioResult:
+    """The loop over given target leverages (S, T), policy array and fill parameters, the
+    account opening at grid bar `start` (`run_portfolio`)."""
     n_s, n_t = pin.has.shape
+    if not 0 <= start < max(n_t, 1):
+        raise ValueError(f"start {start} outside the {n_t} bars")
     targets = np.ascontiguousarray(targets, dtype=np.float64)
     acct, pos = ac.new_account(settings.wallet, 2 * n_s, leverage=125.0)
     st = np.zeros((n_s, N_PS))
@@ -459,6 +467,8 @@ def run_targets(pin: PortfolioInputs, targets: np.ndarray, pol: np.ndarray, fp: 
     cnt = np.zeros(2)
     rec = np.zeros((n_s, n_t, N_PREC))
     port = np.zeros((n_t, N_PORT))
+    port[:start, PR_EQUITY] = settings.wallet
+    port[:start, PR_WALLET] = settings.wallet
     # trades and decisions grow between chunks, so they never overflow inside one: a chunk
     # adds at most 2 fills + 2 liquidations and one decision per symbol and bar
     per_chunk = min(CHUNK, n_t) * n_s
@@ -470,7 +480,7 @@ def run_targets(pin: PortfolioInputs, targets: np.ndarray, pol: np.ndarray, fp: 
     m = pin.market
     scratch = (np.zeros(2 * n_s), np.zeros(en.N_POLICY), np.zeros(en.N_ACCT_VIEW),
                np.zeros(en.N_DECISION), np.zeros(kn.N_DECIDE))
-    for t0 in range(0, n_t, CHUNK):
+    for t0 in range(start, n_t, CHUNK):
         t1 = min(n_t, t0 + CHUNK)
         trd = _room(trd, int(cnt[C_TRADES]), 4 * (t1 - t0) * n_s)
         dcs = _room(dcs, int(cnt[C_DEC]), (t1 - t0) * n_s)
@@ -483,7 +493,7 @@ def run_targets(pin: PortfolioInputs, targets: np.ndarray, pol: np.ndarray, fp: 
     trades = trd[: int(min(cnt[C_TRADES], len(trd)))]
     decisions = dcs[: int(min(cnt[C_DEC], len(dcs)))]
     res = PortfolioResult(name, list(pin.symbols), rec, port, trades, decisions, {}, acct, pos)
-    res.metrics = portfolio_metrics(res, pin, settings, st)
+    res.metrics = portfolio_metrics(res, pin, settings, st, start)
     return res
 
 
@@ -509,13 +519,14 @@ def _liquidations(trades: np.ndarray, pin: PortfolioInputs, s: int | None) -> li
 
 
 def portfolio_metrics(res: PortfolioResult, pin: PortfolioInputs, settings: RunSettings,
-                      st: np.ndarray) -> dict[str, Any]:
+                      st: np.ndarray, start: int = 0) -> dict[str, Any]:
     """Portfolio figures from the account, per-symbol figures from each symbol's slots
     (its return and drawdown are those of its own PnL on the initial wallet: its
-    contribution; they do not add up to the portfolio's drawdown)."""
+    contribution; they do not add up to the portfolio's drawdown); bars from `start` on."""
     w0 = settings.wallet
     bars_per_year = MINUTES_PER_YEAR * 60_000 / pin.interval_ms
-    eq = np.r_[w0, res.port[:, PR_EQUITY]]
+    live_port = res.port[start:]
+    eq = np.r_[w0, live_port[:, PR_EQUITY]]
     sharpe, sortino = ratios(eq, bars_per_year)
     trades = res.trades
     liq = trades[:, 6] == 1.0 if len(trades) else np.zeros(0, dtype=bool)
@@ -533,14 +544,15 @@ def portfolio_metrics(res: PortfolioResult, pin: PortfolioInputs, settings: RunS
         "funding": float(res.acct[ac.A_FUNDING]),
         "slippage": float(trades[:, 5].sum()) if len(trades) else 0.0,
         "n_trades": int((~liq).sum()),
-        "max_leverage_used": float(res.port[:, PR_LEVERAGE].max()) if len(res.port) else 0.0,
-        "n_risk_actions": int(sum(interventions(res.records[s]) for s in range(len(st)))),
+        "max_leverage_used": float(live_port[:, PR_LEVERAGE].max()) if len(live_port) else 0.0,
+        "n_risk_actions": int(sum(interventions(res.records[s, start:])
+                                  for s in range(len(st)))),
         "n_decision_changes": int(len(res.decisions)),
         "bust": bool(st[:, kn.K_BUST].max() > 0.0) if len(st) else False,
     }
     symbols = {}
     for s, sym in enumerate(pin.symbols):
-        r = res.records[s]
+        r = res.records[s, start:]
         curve = np.r_[w0, w0 + r[:, R_SYM_PNL]]
         mine = trades[trades[:, 7] == s] if len(trades) else trades
         lq = mine[:, 6] == 1.0 if len(mine) else np.zeros(0, dtype=bool)

@@ -206,6 +206,17 @@ def test_one_symbol_portfolio_equals_the_single_backtest(strategy: str, params: 
     if preset == "off":
         assert single.metrics["liquidations"] >= 1
     assert port.port[:, pf.PR_EQUITY].tolist() == single.records[:, eg.R_EQUITY].tolist()
+    # opened late (`start`, `--from`): the same account as the single run's, warm signals
+    k = len(bars) // 2
+    single = rn.run(rn.prepare(bars, b, settings), strat, policy, b, settings, "x", start=k)
+    port = pf.run_portfolio(pf.prepare_portfolio([bars], [b], settings), strat, policy,
+                            settings, "x", start=k)
+    assert np.array_equal(single.records[k:], port.records[0, k:, :eg.N_REC], equal_nan=True)
+    assert port.port[:k, pf.PR_EQUITY].tolist() == [wallet] * k
+    assert np.array_equal(single.trades, port.trades[:, :eg.N_TRD])
+    for key in ("final_equity", "total_return", "max_drawdown", "sharpe", "liquidations",
+                "n_risk_actions", "max_leverage_used"):
+        assert single.metrics[key] == port.metrics["portfolio"][key], key
 
 
 def _bars(symbol: str, start: int, n: int, interval: int = 60_000) -> Bars:
@@ -262,6 +273,13 @@ def test_cli_portfolio(cli, tmp_path) -> None:  # noqa: ANN001
     r = cli("backtest", tmp_path / "btc", tmp_path / "eth", "--portfolio", "--risk", "off",
             "--json", out)
     assert r.code == 0 and json.loads(out.read_text())["meta"]["preset"] is None  # no preset ran
+    # --from: the account opens there, the bars before it warm the signals
+    r = cli("backtest", tmp_path / "btc", tmp_path / "eth", "--portfolio", "--risk", "off",
+            "--from", "2026-01-01T12:00Z", "--json", out)
+    meta = json.loads(out.read_text())["meta"]
+    assert r.code == 0 and "warm on the 720 bars before --from" in " ".join(r.out.split())
+    assert (meta["from"], meta["bars"], meta["warm_up_bars"]) == ("2026-01-01T12:00:00Z", 720,
+                                                                  720)
     # a symbol without a bracket table runs on BTCUSDT's, announced (`--tiers` for its own)
     r = cli("backtest", tmp_path / "btc", tmp_path / "sol", "--portfolio")
     assert r.code == 0 and "SOLUSDT: no leverage-bracket table" in " ".join(r.err.split())

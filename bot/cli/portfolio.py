@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -43,17 +44,19 @@ ROWS = [("return", "total_return", "{:+.2%}"), ("max drawdown", "max_drawdown", 
 
 def _load(paths: list[str], start: int | None, end: int | None, tiers: Path | None = None
           ) -> tuple[list[Bars], list[Brackets]]:
-    """One dataset directory per symbol, cut to the span; its brackets (`--tiers`)."""
+    """One dataset directory per symbol, cut at `end` (the bars before `start` stay: they
+    warm the signals), each with 10 bars or more in [start, end); its brackets."""
     bars, brackets = [], []
     for p in paths:
         if not Path(p).is_dir():
             raise LiqbotError(f"{p}: not a dataset directory (--portfolio takes dataset "
                               "directories, one per symbol)")
         b = ds_io.load(Path(p)).bars
-        if start is not None or end is not None:
-            b = b.between(start, end)
-        if len(b) < 10:
-            raise LiqbotError(f"{p}: the selected span has fewer than 10 bars ({len(b)})")
+        if end is not None:
+            b = b.between(None, end)
+        n = len(b.between(start, None)) if start is not None else len(b)
+        if n < 10:
+            raise LiqbotError(f"{p}: the selected span has fewer than 10 bars ({n})")
         brackets.append(brackets_for(b.symbol, tiers))
         bars.append(b)
     return bars, brackets
@@ -102,7 +105,9 @@ def portfolio_command(ctx: typer.Context, paths: list[str], *, strategy: str,
     err = Console(stderr=True)
     with err.status(f"signals for {len(bars)} symbols ..."):
         pin = prepare_portfolio(bars, brackets, settings, paths)
-    n_t = len(pin.ts)
+    # the account opens at --from; the grid's bars before it warm the signals only
+    first = int(np.searchsorted(pin.ts, span[0], "left")) if span[0] is not None else 0
+    n_t = len(pin.ts) - first
     results: dict[str, PortfolioResult] = {}
     with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                   console=err, transient=True) as prog:
@@ -111,18 +116,22 @@ def portfolio_command(ctx: typer.Context, paths: list[str], *, strategy: str,
             prog.update(task, description=f"risk {name}")
             pol = off_policy() if name == "off" else policy
             results[name] = run_portfolio(pin, strat, pol, settings, name,  # type: ignore[arg-type]
-                                          progress=lambda k: prog.advance(task, k))
+                                          progress=lambda k: prog.advance(task, k),
+                                          start=first)
     con = console(stderr=to_stdout)
-    con.print(f"[bold]portfolio[/] {', '.join(pin.symbols)} {iso(int(pin.ts[0]))} .. "
+    con.print(f"[bold]portfolio[/] {', '.join(pin.symbols)} {iso(int(pin.ts[first]))} .. "
               f"{iso(int(pin.ts[-1]) + pin.interval_ms)} ({n_t:,} bars on one cross account), "
               f"{strat.describe()}, preset {preset if risk != 'off' else '-'}, wallet "
               f"{wallet:,.0f}")
+    if first:
+        con.print(f"signals and strategy warm on the {first:,} bars before --from "
+                  f"({iso(int(pin.ts[0]))} ..); the account opens at --from")
     for name in names:
         _table(con, results[name])
     if json_path is not None:
         meta: dict[str, Any] = {
-            "symbols": pin.symbols, "sources": list(paths), "from": iso(int(pin.ts[0])),
-            "to": iso(int(pin.ts[-1]) + pin.interval_ms), "bars": n_t,
+            "symbols": pin.symbols, "sources": list(paths), "from": iso(int(pin.ts[first])),
+            "to": iso(int(pin.ts[-1]) + pin.interval_ms), "bars": n_t, "warm_up_bars": first,
             "strategy": strat.describe(), "preset": preset if risk != "off" else None,
             "brackets": {b.symbol: br.describe(b.symbol, t)
                          for b, t in zip(bars, brackets, strict=True)}}
