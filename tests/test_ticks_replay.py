@@ -357,3 +357,22 @@ def test_cli_data_synth_ticks(cli, tmp_path):
     back = ds_io.load(tmp_path / "s")
     assert len(back.tables["trades"]["ts"]) == int(back.bars["trades"].sum()) == 4_564_759
     assert back.meta["ticks"]["model"] == "liqbot.synthetic_ticks/1"
+
+
+def test_a_liquidated_entry_is_not_bought_back_on_what_equity_is_left():
+    """`hold`-like constant target: the 10x long is liquidated at bar 1 with 689 quote of
+    equity left (clearance fee within the maintenance margin); before 2026-12-06 `entry`
+    sizing bought its quantity back on it at bar 2's open (a liquidated holder buys nothing
+    back). Bar and tick replays agree."""
+    levels = np.full(len(CRASH), 10.0)
+    ti = prepare_ticks(make_ticks(CRASH), None, ONE_TIER, NO_IMPACT)
+    for r in (run(ti.inputs, Fixed(levels), off_policy(), ONE_TIER, NO_IMPACT, "off"),
+              run_ticks(ti, Fixed(levels), off_policy(), ONE_TIER, NO_IMPACT, "off")):
+        assert r.trades[:, [0, 6]].tolist() == [[1, 0.0], [1, 1.0]]     # entry, liquidation
+        assert r.metrics["final_equity"] == pytest.approx(689.158163, abs=1e-6)
+        assert r.metrics["n_trades"] == 1 and r.metrics["liquidations"] == 1
+    # a target that changes afterwards opens a new entry on the equity left
+    levels2 = np.r_[np.full(4, 10.0), np.full(len(CRASH) - 4, 2.0)]
+    r = run(ti.inputs, Fixed(levels2), off_policy(), ONE_TIER, NO_IMPACT, "off")
+    assert r.trades[:, [0, 6]].tolist() == [[1, 0.0], [1, 1.0], [5, 0.0]]   # decided at 4
+    assert r.trades[2, 2] * r.trades[2, 3] == pytest.approx(2.0 * 689.158163, rel=1e-2)

@@ -141,6 +141,15 @@ def liquidate(acct: np.ndarray, pos: np.ndarray, slot: int, mark_low: float, mar
 
 
 @njit(cache=True)
+def end_entry(st: np.ndarray) -> None:
+    """The main position was liquidated: `entry` sizing holds no quantity until the
+    strategy's target changes, as a liquidated holder buys nothing back (until 2026-12-06
+    it re-bought its entry quantity on whatever equity the liquidation left). Callers: every
+    loop's open phase, and the daemon for a liquidation fill of a main slot."""
+    st[K_DESIRED_QTY] = 0.0
+
+
+@njit(cache=True)
 def adverse_mark(pos: np.ndarray, slot: int, mark_low: float, mark_high: float) -> float:
     """The mark extreme that hurts the slot's position (a long's low, a short's high)."""
     return mark_low if pos[slot, ac.P_QTY] > 0.0 else mark_high

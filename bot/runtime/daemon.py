@@ -375,6 +375,8 @@ class Daemon:
                                    "run_id": self.run_id, "symbol": f.symbol, "ts": f.ts,
                                    "qty": f.qty, "price": f.price, "fee": f.fee,
                                    "liquidation": f.liquidation, "slippage": f.slippage})
+        if f.liquidation and f.slot % 2 == 0 and f.symbol in self.state:
+            kn.end_entry(self.state[f.symbol].st)        # as the backtest's open phase
         if f.client_id:
             self.store.stage_intent_update(f.client_id, "filled", f.ts)
             self._filled_since_commit.add(f.client_id)
