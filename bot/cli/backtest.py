@@ -48,6 +48,12 @@ ROWS = [("total return", "total_return", "{:+.2%}"), ("max drawdown", "max_drawd
         ("final equity", "final_equity", "{:,.2f}")]
 
 
+def warm_note(first: int, start_ms: int) -> str:
+    """What `--from` did: the bars before it warmed the signals (backtest, portfolio)."""
+    return (f"signals and strategy warm on the {first:,} bars before --from "
+            f"({iso(start_ms)} ..); the account opens at --from")
+
+
 def _liquidation(m: dict[str, Any]) -> str:
     if m.get("liquidated_at") is None:
         return "-"
@@ -234,8 +240,7 @@ def backtest_command(
               f"({len(bars) - first:,} bars), {shown(strat.describe())}, preset "
               f"{shown(preset) if risk != 'off' else '-'}, wallet {wallet:,.0f}")
     if first:
-        con.print(f"signals and strategy warm on the {first:,} bars before --from "
-                  f"({iso(bars.start_ms)} ..); the account opens at --from")
+        con.print(warm_note(first, bars.start_ms))
     if tick_in is not None:
         con.print(f"tick replay: {len(tick_in.ticks):,} ticks, decisions "
                   f"{f'every {risk_every:,} ticks' if risk_every else 'at bar closes'}")

@@ -23,7 +23,7 @@ from backtests.portfolio import (
     run_portfolio,
 )
 from backtests.runner import RunSettings
-from bot.cli.backtest import _fees, _span
+from bot.cli.backtest import _fees, _span, warm_note
 from bot.cli.paths import cell, check_output, check_wallet, console, dumps, shown, write_output
 from bot.cli.tiers import brackets_for
 from bot.data import dataset as ds_io
@@ -124,8 +124,7 @@ def portfolio_command(ctx: typer.Context, paths: list[str], *, strategy: str,
               f"{strat.describe()}, preset {preset if risk != 'off' else '-'}, wallet "
               f"{wallet:,.0f}")
     if first:
-        con.print(f"signals and strategy warm on the {first:,} bars before --from "
-                  f"({iso(int(pin.ts[0]))} ..); the account opens at --from")
+        con.print(warm_note(first, int(pin.ts[0])))
     for name in names:
         _table(con, results[name])
     if json_path is not None:

@@ -652,10 +652,8 @@ class Daemon:
         except (LiqbotError, asyncio.CancelledError):
             raise
         except Exception as exc:              # noqa: BLE001 - reported, nothing was sent
-            text = re.sub(r"\?\S*", "?...", str(exc))[:200]     # no signed query strings
-            raise LiqbotError(f"live start: reading the exchange failed ({type(exc).__name__}: "
-                              f"{text}); no order was sent, run the same command again") \
-                from None
+            raise LiqbotError(f"live start: reading the exchange failed ({_exc_text(exc)}); no "
+                              "order was sent, run the same command again") from None
         await self._guarded(self._live_sync(), "sync")
 
     async def _guarded(self, step: Any, what: str) -> None:
@@ -667,8 +665,7 @@ class Daemon:
         except asyncio.CancelledError:
             raise
         except Exception as exc:              # noqa: BLE001 - logged, recorded, retried
-            text = re.sub(r"\?\S*", "?...", str(exc))[:200]     # no signed query strings
-            msg = f"live {what} failed: {type(exc).__name__}: {text}"
+            msg = f"live {what} failed: {_exc_text(exc)}"
             log.error("%s; retrying at the next bar", msg)
             self.store.stage("events", {"run_id": self.run_id, "event_key":
                                         f"live-{what}-{self.feed.now_ms()}",
@@ -720,6 +717,13 @@ class Daemon:
         self.stopping = True
         if self._task is not None:            # waiting for a bar: stop waiting
             self._task.cancel()
+
+
+def _exc_text(exc: BaseException) -> str:
+    """An exchange error for logs and events: its type and message, query strings (which
+    carry signatures) cut, at most 200 characters of message."""
+    text = re.sub(r"\?\S*", "?...", str(exc))[:200]
+    return f"{type(exc).__name__}: {text}"
 
 
 def _bar_problem(x: np.ndarray, last_ts: int, interval_ms: int) -> str:
