@@ -104,15 +104,14 @@ async def fetch_history(
     return build(symbol, timeframe, raw_dir, start_ms, end_ms, exchange_name=exchange.id)
 
 
-def _check_complete(path: Path, start_ms: int, end_ms: int, bar_ms: int,
-                    now_ms: int | None = None) -> None:
+def _check_complete(path: Path, start_ms: int, end_ms: int, bar_ms: int) -> None:
     """The OHLCV pages must reach the span's last closed bar: pagination stops at the first
     empty page, and an answer ccxt could not read (an HTML error page served with status
     200) is one, so a dataset silently ended hours before --to (exit 0, "gaps: none")."""
     rows = _load_raw(path)
     if not rows:
         return                                # build() says no rows were fetched
-    now = int(time.time() * 1000) if now_ms is None else now_ms
+    now = int(time.time() * 1000)                 # a span reaching today: bars closed so far
     last_needed = (min(end_ms, now) // bar_ms) * bar_ms - bar_ms    # the last closed bar
     last = int(rows[-1][0])
     if last < last_needed:
