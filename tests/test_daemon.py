@@ -280,6 +280,47 @@ def test_dead_feed_means_reducing(tmp_path):
     store.close()
 
 
+def test_wall_clock_job_rows_commit_while_idle(tmp_path):
+    """On the wall clock a restart does not re-run the jobs it missed, so an equity snapshot
+    or a daily summary staged while the daemon waits for a bar commits at once (a kill -9
+    the next moment keeps it); mid-bar it waits for that bar's commit. A replay's jobs
+    re-run on its clock and keep their batched commit."""
+    bars = load_scenario("calm").bars.take(slice(0, 120))
+    url = f"sqlite:///{tmp_path}/wall.db"
+    store = Store(url)
+    d = _daemon({bars.symbol: bars}, store, "hold", {"leverage": "3"}, "balanced")
+    asyncio.run(d.run(simulated=True))
+
+    def durable() -> tuple[int, int]:
+        other = Store(url)
+        n = (len(other.equity(d.run_id)),
+             sum(e.kind == "daily_summary" for e in other.events(d.run_id)))
+        other.close()
+        return n
+
+    eq0, daily0 = durable()
+    later = d.feed.now_ms()
+
+    def job(what) -> None:                    # each job at a new time (its row's key)
+        nonlocal later
+        later += 60_000
+        d.feed._now = later                    # type: ignore[attr-defined]
+        what()
+
+    job(d.snapshot_equity)                   # replay clock: batched
+    assert durable() == (eq0, daily0) and store.pending() > 0
+    d.commit()
+    d._wall_jobs = True
+    job(d.snapshot_equity)                   # wall clock, a bar in flight: batched
+    assert durable() == (eq0 + 1, daily0) and store.pending() > 0
+    d.commit()
+    d._idle = True
+    job(d.snapshot_equity)                   # wall clock, idle: durable at once
+    job(d.daily_summary)
+    assert durable() == (eq0 + 3, daily0 + 1) and store.pending() == 0
+    store.close()
+
+
 def test_store_round_trip_on_sqlite_and_postgres(url):
     """The same daemon code on both databases: a short replay, then what status reads."""
     bars = load_scenario("cascade-long").bars.take(slice(0, 400))
@@ -318,6 +359,7 @@ def _store_rows(url: str) -> dict:
         "decisions": [(x.bar_ts, x.state, x.reasons, x.numbers["equity"])
                       for x in st.decisions(rid)],
         "funding": [(p.ts, p.payment) for p in st.funding(rid)],
+        "equity": [(e.ts, e.equity) for e in st.equity(rid)],
         "client_ids": [i.client_id for i in st.intents(rid)],
         # the scheduled jobs on the replay clock: each at its own time, once
         "scheduled": sorted(e.event_key for e in st.events(rid)
@@ -362,6 +404,9 @@ def test_kill_minus_9_at_random_points_then_restart(tmp_path):
     assert got["intents"] == ref["intents"]
     assert got["fills"] == ref["fills"]
     assert got["funding"] == ref["funding"]
+    assert [e[0] for e in got["equity"]] == [e[0] for e in ref["equity"]]
+    np.testing.assert_allclose([e[1] for e in got["equity"]], [e[1] for e in ref["equity"]],
+                               rtol=1e-9)
     # a resumed replay's clock starts at its watermark: no summary or settlement check fired
     # at the restart (before: one of each per restart, at no midnight or funding time)
     assert got["scheduled"] == ref["scheduled"] and len(ref["scheduled"]) >= 6

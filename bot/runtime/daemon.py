@@ -106,6 +106,8 @@ class Daemon:
         self.flatten = False
         self.stopping = False
         self._task: asyncio.Task[Any] | None = None   # `run`'s task, while it waits for a bar
+        self._wall_jobs = False           # equity/daily/settlement jobs on the wall clock
+        self._idle = False                # waiting for the next bar: no bar or send in flight
         self._dirty_bars = 0
         self._last_commit = clock()
         self._view = np.zeros(en.N_ACCT_VIEW)
@@ -470,6 +472,15 @@ class Daemon:
                 self.store.stage_position(self.run_id, s, slot, float(pos[ac.P_QTY]),
                                           float(pos[ac.P_ENTRY]), float(lp),
                                           self.feed.now_ms())
+        self._commit_job_rows()
+
+    def _commit_job_rows(self) -> None:
+        """On the wall clock, a job's rows (equity snapshot, daily summary, settlement check)
+        are not made again after a kill -9: the restarted clock does not go back to their
+        time, as a replay's does. So they commit at once when no bar or send is in flight
+        (the checkpoint then equals the last bar's); otherwise with that bar's commit."""
+        if self._wall_jobs and self._idle:
+            self.commit()
 
     def stale_check(self) -> None:
         """Stale-feed watchdog: a symbol without a bar for `stale_bars` intervals gets a
@@ -535,6 +546,7 @@ class Daemon:
                                      "bars": self.bars_processed, "orders": self.seq,
                                      "fills": self.counters["fills"],
                                      "liquidations": self.counters["liquidations"]})
+        self._commit_job_rows()
 
     def funding_check(self) -> None:
         now = self.feed.now_ms()
@@ -542,6 +554,7 @@ class Daemon:
                                     "ts": now, "kind": "settlement",
                                     "message": f"funding settlement time; funding paid so far "
                                                f"{float(self.broker.acct[ac.A_FUNDING]):,.4f}"})
+        self._commit_job_rows()
 
     def reconcile(self) -> None:
         """Paper: every committed open intent must be pending at the broker or filled since
@@ -608,6 +621,7 @@ class Daemon:
         jobs = self.jobs(start)
         wall = sc.wall_scheduler([j for j in jobs if j.wall or not simulated])
         sim = sc.SimulatedScheduler([j for j in jobs if not j.wall], start) if simulated else None
+        self._wall_jobs = not simulated
         wall.start()
         try:
             if self.live:
@@ -617,7 +631,11 @@ class Daemon:
             self.poll_commands()              # a halt sent while no daemon ran binds bar 1
             events = self.feed.events().__aiter__()
             while not self.stopping:
-                ev = await self._next_event(events)
+                self._idle = True
+                try:
+                    ev = await self._next_event(events)
+                finally:
+                    self._idle = False
                 if ev is None:
                     break
                 if self.live:
