@@ -390,3 +390,26 @@ def test_sigterm_stops_the_workers_and_says_how_to_resume(tmp_path: Path) -> Non
     assert "sweep interrupted" in err and "the same command resumes" in " ".join(err.split())
     time.sleep(1.0)
     assert not [k for k in kids if _alive(k)]
+
+
+def test_ctrl_c_while_drawing_the_png_says_it_is_missing(tmp_path: Path, cli,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ctrl-C after the last backtest, while matplotlib draws heatmap.png: exit 130 naming
+    the PNG that was not written and the results that were; no half-written PNG."""
+    pytest.importorskip("matplotlib")
+    import matplotlib.figure
+
+    def interrupted(self, fname, *a, **k) -> None:   # Ctrl-C mid-write: a partial file
+        Path(fname).write_bytes(b"\x89PNG partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", interrupted)
+    out = tmp_path / "o"
+    r = cli("sweep", "synthetic:1:none:1", "--strategy", "sma_cross", "--grid", "fast=5,10",
+            "--grid", "slow=60", "--workers", "1", "--out", out)
+    assert r.code == 130, r.err
+    err = " ".join(r.err.split())
+    assert f"sweep interrupted while drawing {out / 'heatmap.png'}: not written" in err
+    assert (out / sw.RESULTS).exists() and not (out / "heatmap.png").exists()
+    assert not (out / "heatmap.png.tmp").exists()
+    assert "results:" in r.out

@@ -7,6 +7,7 @@ Only light imports at module level: `liqbot --help` must not load numba or pyarr
 from __future__ import annotations
 
 import math
+import os
 import signal
 from pathlib import Path
 from typing import Annotated, Any
@@ -144,8 +145,15 @@ def heatmap_png(result: Any, objective: str, path: Path, trials: bool) -> str:
     ax.set_ylabel(b)
     ax.set_title(f"{objective} by {a} x {b}")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    tmp = path.with_suffix(".png.tmp")      # a Ctrl-C mid-write leaves no half PNG
+    try:
+        fig.savefig(tmp, dpi=100, format="png")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
+    os.replace(tmp, path)
     return f"heatmap: {path}"
 
 
@@ -248,7 +256,14 @@ def sweep_command(
         if note is not None:
             con.print(note)
     con.print(f"results: {shown(out / sw.RESULTS)}")
-    con.print(heatmap_png(result, objective, out / "heatmap.png", trials is not None), markup=False)
+    try:
+        with interrupts.taken_safely(signal.SIGTERM):
+            note = heatmap_png(result, objective, out / "heatmap.png", trials is not None)
+    except KeyboardInterrupt:
+        err.print(f"sweep interrupted while drawing {out / 'heatmap.png'}: not written; the "
+                  f"results above are in {out / sw.RESULTS}", markup=False)
+        raise SystemExit(130) from None
+    con.print(note, markup=False)
 
 
 def register(app: typer.Typer) -> None:
