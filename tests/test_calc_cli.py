@@ -102,7 +102,13 @@ def test_calc_leverage_above_the_bracket_and_a_1x_long(cli):
     assert "notional > 0," in " ".join(r.out.split()) and "inf" not in r.out
 
 
-def test_a_reader_that_leaves_ends_the_command_with_141_silently() -> None:
+@pytest.mark.parametrize("args", [
+    ["calc", "liquidation", "--exchange", "binance", "--side", "long", "--entry", "100000",
+     "--qty", "1", "--leverage", "10"],
+    ["--help"],                     # typer's own rich console (it exited 1 until 2026-12-06)
+    ["backtest", "--help"],
+])
+def test_a_reader_that_leaves_ends_the_command_with_141_silently(args: list[str]) -> None:
     """`liqbot ... | head`: rich exited 1 (read as "a bug in liqbot")."""
     import os
     import subprocess
@@ -110,9 +116,10 @@ def test_a_reader_that_leaves_ends_the_command_with_141_silently() -> None:
 
     r, w = os.pipe()
     os.close(r)                                   # the reader is gone before we write
-    p = subprocess.run([sys.executable, "-m", "bot.cli", "calc", "liquidation", "--exchange",
-                        "binance", "--side", "long", "--entry", "100000", "--qty", "1",
-                        "--leverage", "10"], stdout=w, stderr=subprocess.PIPE, text=True,
-                       timeout=120)
+    p = subprocess.run([sys.executable, "-m", "bot.cli", *args], stdout=w,
+                       stderr=subprocess.PIPE, text=True, timeout=120)
     os.close(w)
     assert p.returncode == 141 and p.stderr == ""
+    ok = subprocess.run([sys.executable, "-m", "bot.cli", *args], capture_output=True,
+                        text=True, timeout=120)
+    assert ok.returncode == 0 and ok.stdout and ok.stderr == ""

@@ -3,7 +3,7 @@
 Exit codes: 0 success; 2 bad usage, config or data (a one-paragraph message, never a
 traceback); 1 unexpected error (traceback only with --debug); 130 interrupted by Ctrl-C
 (SIGINT), at any moment, without a traceback (`bot.interrupts`); 141 when the reader of
-our output left (`liqbot run ... | head`), silently (`--help` keeps rich's exit 1).
+our output left (`liqbot run ... | head`, `liqbot --help | head`), silently.
 """
 
 from __future__ import annotations
@@ -126,6 +126,23 @@ def root(
     ctx.obj = {"config": config, "debug": debug}
 
 
+def _fd_id(fd: int) -> tuple[int, int] | None:
+    """(device, inode) of what file descriptor `fd` points at; None when it is closed."""
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _devnull_id() -> tuple[int, int] | None:
+    try:
+        st = os.stat(os.devnull)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; maps errors to exit codes (see module docstring)."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -139,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             if a == "heatmap" and args[i + 1:i + 2] == ["validate"]:
                 args[i:i + 2] = ["heatmap-validate"]
             break
+    stdout_was = _fd_id(1)
     try:
         # standalone mode: typer itself turns usage errors into exit 2 (SystemExit) and a
         # KeyboardInterrupt in a command into exit 130; Ctrl-C raises one only at a safe
@@ -147,6 +165,12 @@ def main(argv: list[str] | None = None) -> int:
             app(args=args, prog_name="liqbot")
     except KeyboardInterrupt:               # outside a command (or deferred to its end)
         return 130
+    except SystemExit as exc:
+        # typer's help console is rich's own: on a broken pipe it points stdout at
+        # /dev/null and exits 1 ("a bug" here); the reader left, as below
+        if exc.code == 1 and stdout_was is not None and stdout_was != _fd_id(1) == _devnull_id():
+            return 141
+        raise
     except BrokenPipeError:                 # `liqbot ... | head`: the reader left
         # no message (nobody reads it) and no second error when Python flushes stdout at
         # exit: 141 = 128 + SIGPIPE, what a shell shows for a tool its pipe ended
