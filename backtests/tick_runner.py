@@ -153,21 +153,26 @@ class TickResult(RunResult):
 
 def run_ticks(ti: TickInputs, strategy: Strategy, policy: RiskPolicy, brackets: Brackets,
               settings: RunSettings, name: str, every_n: int = 0,
-              progress: Callable[[int], None] | None = None) -> TickResult:
+              progress: Callable[[int], None] | None = None, start: int = 0) -> TickResult:
     """One tick replay over every tick of `ti`; decisions at bar closes (`every_n` = 0) or
     every `every_n` ticks. Metrics as the bar runner's, with the first liquidation's time
-    to the tick."""
+    to the tick. With `start` > 0 the account opens at bar `start`, as `runner.run`'s: the
+    bars before it only warm the signals and the strategy; their ticks are not replayed."""
     if every_n < 0:
         raise LiqbotError(f"--risk-every: expected 0 (bar closes) or a positive number of "
                           f"ticks, got {every_n}")
     bars = ti.bars
     n = len(bars)
+    if not 0 <= start < max(n, 1):
+        raise ValueError(f"start {start} outside the {n} bars")
     targets = targets_of(strategy, bars, ti.inputs.signals)
     acct, pos = ac.new_account(settings.wallet, 2, leverage=125.0)
     st = tk.new_state(settings.wallet, every_n)
     dec = np.zeros(en.N_DECISION)
     out = np.zeros(kn.N_DECIDE)
     rec = np.zeros((n, eg.N_REC))
+    rec[:start, eg.R_EQUITY] = settings.wallet
+    rec[:start, eg.R_WALLET] = settings.wallet
     n_dec_max = n + 16 if every_n == 0 else n + len(ti.ticks) // every_n + 16
     trd = np.zeros((2 * n_dec_max + 16, eg.N_TRD))
     trd_tick = np.zeros(len(trd), np.int64)
@@ -177,7 +182,7 @@ def run_ticks(ti: TickInputs, strategy: Strategy, policy: RiskPolicy, brackets: 
     m = ti.inputs.market
     t = ti.ticks.trades
     floor, cap, mmr, cum, _ = ac.stack_brackets([brackets, brackets])
-    k0 = 0
+    k0 = start
     while k0 < n:
         k1 = int(np.searchsorted(ti.starts, ti.starts[k0] + CHUNK_TICKS, "left"))
         k1 = min(n, max(k1, k0 + 1))
@@ -193,9 +198,9 @@ def run_ticks(ti: TickInputs, strategy: Strategy, policy: RiskPolicy, brackets: 
     n_trd = int(min(st[tk.TS_N_TRADES], len(trd)))
     trades = trd[:n_trd]
     decisions = dcs[: int(min(st[tk.TS_N_DEC], len(dcs)))]
-    res = metrics(rec, trades, decisions, st, acct, settings, bars)
+    res = metrics(rec, trades, decisions, st, acct, settings, bars, start)
     liq = np.flatnonzero(trades[:, 6] == 1.0) if n_trd else np.zeros(0, np.int64)
     if len(liq):
         res["liquidated_at"] = iso(int(t.ts[trd_tick[liq[0]]]))
     return TickResult(name, rec, trades, decisions, res, targets, trd_tick[:n_trd],
-                      len(t), int(every_n))
+                      len(t) - int(ti.starts[start]), int(every_n))

@@ -211,6 +211,29 @@ def test_bar_and_tick_replay_agree(parity, strategy, params, risk):
         assert mb["liquidated_at"] == "2026-01-02T18:44:00Z"
 
 
+@pytest.mark.parametrize(("strategy", "params", "risk"), [
+    ("hold", {"side": "long", "leverage": "20"}, "off"),
+    ("trend", {"leverage": "5", "sizing": "rebalance"}, "on"),
+])
+def test_an_account_opened_at_bar_k_agrees_with_the_bar_replay(parity, strategy, params, risk):
+    """`--from` on ticks: the account opens at bar k, the bars before it only warm the
+    signals (as `runner.run(start=k)`; until 2026-12-06 the ticks were cut at --from)."""
+    _, br, s, ti, inputs = parity
+    k = 1_440 + 600                         # 2026-01-02 10:00, before the 18:44 liquidation
+    strat = find(strategy).from_strings(params)
+    pol = off_policy() if risk == "off" else load_policy("balanced")
+    rb = run(inputs, strat, pol, br, s, risk, start=k)
+    rt = run_ticks(ti, strat, pol, br, s, risk, start=k)
+    assert rt.metrics["final_equity"] == pytest.approx(rb.metrics["final_equity"], rel=1e-9)
+    np.testing.assert_allclose(rt.trades, rb.trades, rtol=1e-9)
+    np.testing.assert_allclose(rt.records, rb.records, rtol=1e-9, equal_nan=True)
+    assert len(rt.trades) and rt.trades[:, 0].min() >= k
+    assert (rt.records[:k, eg.R_EQUITY] == s.wallet).all()
+    assert rt.events == len(ti.ticks) - int(ti.starts[k])
+    assert rt.metrics["liquidated_at"] == rb.metrics["liquidated_at"] or \
+        rt.metrics["liquidated_at"][:16] == rb.metrics["liquidated_at"][:16]
+
+
 def test_every_n_replay_of_the_same_day(parity):
     _, br, s, ti, _ = parity
     strat = find("hold").from_strings({"side": "long", "leverage": "20"})
@@ -243,6 +266,21 @@ def test_cli_backtest_ticks_matches_bar_backtest(cli, tmp_path):
         assert jt["runs"][name].keys() == jb["runs"][name].keys()
     c = cli(*args, "--ticks", "--risk-every", "1000")
     assert c.code == 0 and "every 1,000 ticks" in c.out
+    # --from: the account opens there on both replays, the bars before it warm the signals
+    frm = ["--from", "2026-01-01T12:00"]
+    a = cli(*args, *frm, "--ticks", "--json", tmp_path / "t.json")
+    b = cli(*args, *frm, "--json", tmp_path / "b.json")
+    assert a.code == 0 and b.code == 0, a.err + b.err
+    jt = json.loads((tmp_path / "t.json").read_text())
+    jb = json.loads((tmp_path / "b.json").read_text())
+    assert jt["meta"]["warm_up_bars"] == jb["meta"]["warm_up_bars"] == 720
+    assert jt["meta"]["bars"] == jb["meta"]["bars"] == 720
+    assert "warm on the 720 bars before --from" in " ".join(a.out.split())
+    for name in ("off", "on"):
+        assert jt["runs"][name]["final_equity"] == pytest.approx(
+            jb["runs"][name]["final_equity"], rel=1e-9)
+    r = cli(*args, "--from", "2026-01-01T23:55", "--ticks")
+    assert r.code == 2 and "make 5 bar(s)" in r.err
 
 
 def test_cli_ticks_errors(cli, tmp_path):

@@ -115,7 +115,7 @@ def backtest_command(
     = "balanced",
     start: Annotated[str | None, typer.Option(
         "--from", help="the account opens at this bar (UTC); the bars before it warm the "
-        "signals, the fill window and the strategy (with --ticks they are not read)")] = None,
+        "signals, the fill window and the strategy (with --ticks: their ticks' bars)")] = None,
     end: Annotated[str | None, typer.Option("--to", help="end time (UTC, exclusive)")] = None,
     wallet: Annotated[float, typer.Option("--wallet", help="initial equity (quote)")]
     = 100_000.0,
@@ -177,7 +177,8 @@ def backtest_command(
         ds = load_scenario(scenario or dataset or "", "--scenario" if scenario else "DATASET")
         source = scenario or dataset
     span = _span(start, end)
-    tick_data = tick_source(ds, str(source), *span) if ticks else None
+    # ticks before --from are read too: their bars warm the signals, as a bar replay's do
+    tick_data = tick_source(ds, str(source), None, span[1]) if ticks else None
     first = 0                               # the account opens at bar `first` (--from)
     if tick_data is None:
         bars = ds.bars  # type: ignore[union-attr]
@@ -199,7 +200,13 @@ def backtest_command(
         with err.status(f"aggregating {len(tick_data[0]):,} ticks, signals ..."):
             tick_in = prepare_ticks(tick_data[0], tick_data[1], brackets, settings)
         bars = tick_in.bars
-    per_run = len(tick_in.ticks) if tick_in else len(bars)
+        if start:
+            import numpy as np
+            first = int(np.searchsorted(bars.ts, span[0], "left"))
+            if len(bars) - first < 10:
+                raise LiqbotError(f"{shown(source)}: the ticks from --from {start} make "
+                                  f"{len(bars) - first} bar(s); a backtest needs at least 10")
+    per_run = len(tick_in.ticks) - int(tick_in.starts[first]) if tick_in else len(bars)
     with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                   console=err, transient=True) as prog:
         task = prog.add_task("signals", total=len(bars) + per_run * len(names))
@@ -227,7 +234,8 @@ def backtest_command(
             pol = off_policy() if name == "off" else policy
             if tick_in is not None:
                 results[name] = run_ticks(tick_in, strat, pol, brackets, settings,  # type: ignore[arg-type]
-                                          name, risk_every, lambda k: prog.advance(task, k))
+                                          name, risk_every, lambda k: prog.advance(task, k),
+                                          start=first)
                 continue
             # the record columns the table, --json and --report read (4 of 13)
             results[name] = run(inputs, strat, pol, brackets, settings, name,  # type: ignore[arg-type]
@@ -242,7 +250,7 @@ def backtest_command(
     if first:
         con.print(warm_note(first, bars.start_ms))
     if tick_in is not None:
-        con.print(f"tick replay: {len(tick_in.ticks):,} ticks, decisions "
+        con.print(f"tick replay: {per_run:,} ticks, decisions "
                   f"{f'every {risk_every:,} ticks' if risk_every else 'at bar closes'}")
     t = Table()
     t.add_column("")
@@ -260,7 +268,7 @@ def backtest_command(
             "preset": preset if risk != "off" else None,     # null: no preset ran
             "source": source, "brackets": br.describe(bars.symbol, brackets)}
     if tick_in is not None:
-        meta.update(ticks=len(tick_in.ticks), risk_every=risk_every)
+        meta.update(ticks=per_run, risk_every=risk_every)
     if json_path is not None:
         out = {"meta": meta, "runs": {n: r.metrics for n, r in results.items()}}
         if "on" in results:
