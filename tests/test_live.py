@@ -4,6 +4,7 @@ safety switches on the command line."""
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -433,18 +434,23 @@ async def _emulated(faults: object, **settings: Any) -> tuple[Any, Any, LiveBrok
     return bars, emu, b, ex
 
 
-async def _lost_order_hidden(hide_s: float, wait_s: float, recv_window_ms: int = 1_000
-                             ) -> dict[str, object]:
+async def _lost_order_hidden(hide_s: float, later_s: float, recv_window_ms: int
+                             ) -> dict[str, Any]:
     """Real ccxt against the emulator: the first order's answer is lost and the venue's
     order look-up does not show it for `hide_s` (its trade is in the history at once).
-    The broker flushes, syncs again after `wait_s`, then once it is visible."""
-    import asyncio
-
+    One clock, set by the test, ends the hiding and dates the broker's sends (the
+    deadline `sent + recvWindow + tolerance`): the broker flushes at 0, syncs and flushes
+    again at `later_s` (still hidden), then once it is visible. No wall-clock race: a
+    stall of the machine cannot move the hiding past the test's steps (before 2026-12-06
+    it could, and the order stayed pending)."""
     from bot.emulator.faults import FaultProfile
 
-    faults = FaultProfile(timeout_after_accept=1, hang_s=0.2, hide_lost_order_s=hide_s)
+    clock_ms = [int(time.time() * 1000)]
+    faults = FaultProfile(timeout_after_accept=1, hang_s=0.0, hide_lost_order_s=hide_s)
     bars, emu, b, _ = await _emulated(faults, attempts=3, recv_window_ms=recv_window_ms,
                                       use_ws=False)
+    emu.routes.wall = lambda: clock_ms[0] / 1000.0
+    b._request_ms = lambda: clock_ms[0]
     sym = bars.symbol
     now = int(bars.ts[10])
 
@@ -455,16 +461,15 @@ async def _lost_order_hidden(hide_s: float, wait_s: float, recv_window_ms: int =
         await b.start()
         await b.sync(now)
         b.set_mark(sym, float(bars.close[9]))
-        t0 = asyncio.get_running_loop().time()
         b.submit(Order("lqrace-1", sym, 0, 0.01, False, (0.0, 0.0, 0.0)))
         await b.flush()
-        out: dict[str, object] = {"after_flush": placed(), "flush_s":
-                                  asyncio.get_running_loop().time() - t0}
-        await asyncio.sleep(max(0.0, wait_s - (asyncio.get_running_loop().time() - t0)))
+        out: dict[str, Any] = {"after_flush": placed(), "flush_stats": dict(b.stats),
+                               "pending_after_flush": [o.client_id for o in b.pending()]}
+        clock_ms[0] += int(later_s * 1000)
         await b.sync(now)
         await b.flush()
-        out["after_wait"] = placed()
-        await asyncio.sleep(max(0.0, hide_s + 0.2 - (asyncio.get_running_loop().time() - t0)))
+        out.update(after_later=placed(), later_stats=dict(b.stats))
+        clock_ms[0] += int((hide_s - later_s) * 1000) + 100      # visible now
         await b.sync(now)
         await b.flush()
         px = float(bars["open"][10])
@@ -480,26 +485,31 @@ async def _lost_order_hidden(hide_s: float, wait_s: float, recv_window_ms: int =
 
 def test_not_found_right_after_a_lost_answer_is_not_final_before_the_recv_window() -> None:
     import asyncio
-    # hidden 2.5 s; the send's timestamp + recvWindow (2 s) + the 1 s clock tolerance: 3 s.
-    # The flush's look-ups take about 0.9 s here (1.5 s hidden with a 1 s window left too
-    # little margin on a loaded machine)
-    r = asyncio.run(_lost_order_hidden(hide_s=2.5, wait_s=0.0, recv_window_ms=2_000))
-    assert r["after_flush"] == 1                # the old broker resent it here: 2 orders
-    assert r["flush_s"] < 2.5                   # the flush ended while it was hidden
+    # hidden 2.5 s; the deadline is the send's timestamp + recvWindow (2 s) + the venue's
+    # 1 s clock tolerance = 3 s: at 0 and at 2.4 s the look-up's -2013 is not final by the
+    # recv window alone (the trade history is not read: no deferred trade), never resent
+    r = asyncio.run(_lost_order_hidden(hide_s=2.5, later_s=2.4, recv_window_ms=2_000))
+    assert r["after_flush"] == 1 and r["pending_after_flush"] == ["lqrace-1"]
+    assert r["flush_stats"]["not_final"] >= 1 and r["flush_stats"]["deferred_trades"] == 0
+    assert r["flush_stats"]["resent"] == 0
+    assert r["after_later"] == 1 and r["later_stats"]["resent"] == 0
     assert r["placed"] == 1 and r["trades"] == 1
     assert r["booked"] == [0.01] and r["pos"] == pytest.approx(0.01) and r["pending"] == []
-    assert r["stats"]["not_final"] >= 1 and r["stats"]["resent"] == 0   # type: ignore[index]
+    assert r["stats"]["resent"] == 0
 
 
 def test_not_found_after_the_recv_window_is_not_final_while_the_history_has_its_trade() -> None:
     import asyncio
-    # hidden 3.5 s; past the 2 s deadline at 2.4 s the look-up still says -2013, but the
-    # trade history has a trade of an order the venue cannot name yet: not resent
-    r = asyncio.run(_lost_order_hidden(hide_s=3.5, wait_s=2.4))
-    assert r["after_flush"] == 1 and r["after_wait"] == 1
+    # hidden 3.5 s; past the 2 s deadline (1 s window + 1 s tolerance) at 2.4 s the look-up
+    # still says -2013, but the trade history has a trade of an order the venue cannot name
+    # yet: not resent
+    r = asyncio.run(_lost_order_hidden(hide_s=3.5, later_s=2.4, recv_window_ms=1_000))
+    assert r["after_flush"] == 1 and r["flush_stats"]["deferred_trades"] == 0
+    assert r["after_later"] == 1
+    assert r["later_stats"]["deferred_trades"] >= 1 and r["later_stats"]["resent"] == 0
     assert r["placed"] == 1 and r["trades"] == 1
     assert r["booked"] == [0.01] and r["pos"] == pytest.approx(0.01) and r["pending"] == []
-    assert r["stats"]["deferred_trades"] >= 1 and r["stats"]["resent"] == 0  # type: ignore[index]
+    assert r["stats"]["resent"] == 0
 
 
 # ------------------------------------------------------------- partial fills (real ccxt)

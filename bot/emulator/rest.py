@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -93,13 +94,14 @@ class Routes:
     def __init__(self, emu: Emulator) -> None:
         self.emu = emu
         self.hidden: dict[tuple[str, int], float] = {}   # (key, order id) -> visible at (wall)
+        self.wall: Callable[[], float] = time.monotonic   # the hiding's clock (tests inject)
 
     def _visible(self, key: str, o: EOrder) -> bool:
         """False while a lost order is hidden from the order queries (`hide_lost_order_s`)."""
         until = self.hidden.get((key, o.order_id))
         if until is None:
             return True
-        if time.monotonic() >= until:
+        if self.wall() >= until:
             del self.hidden[(key, o.order_id)]
             return True
         return False
@@ -313,7 +315,7 @@ class Routes:
                                    f"order {o.order_id} {o.client_id}")
             hide = self.emu.faults.profile.hide_lost_order_s
             if hide > 0:
-                self.hidden[(key, o.order_id)] = time.monotonic() + hide
+                self.hidden[(key, o.order_id)] = self.wall() + hide
             await self.emu.hub.flush()
             raise LostResponse(self.emu.faults.profile.hang_s)
         return web.json_response(order_json(o, answer=True))
