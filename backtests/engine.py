@@ -115,8 +115,7 @@ def run_bars(t0: int, t1: int, ts: np.ndarray, opn: np.ndarray, close: np.ndarra
                                       cap, mmr, cum, fp)
             if lp == lp:
                 record_trade(trd, st, ST_N_TRADES, t, slot, q, lp, fee, 0.0, 1.0)
-                if slot == 0:
-                    kn.end_entry(st)
+                kn.end_entry(st, pos, slot)
         # close phase: mark to market, risk decision, next orders
         marks[0] = mark_close[t]
         marks[1] = mark_close[t]

@@ -133,8 +133,7 @@ def _check_symbol(t: int, s: int, lo: float, hi: float, acct: np.ndarray, pos: n
         q, lp, fee = kn.liquidate(acct, pos, a + k, lo, hi, marks, floor, cap, mmr, cum, fp)
         if lp == lp:
             _trade(trd, cnt, t, s, a + k, q, lp, fee, 0.0, 1.0)
-            if k == 0:
-                kn.end_entry(st[s])
+            kn.end_entry(st[s], pos, a + k)
             n += 1
     marks[a] = st[s, PS_REF]
     marks[a + 1] = st[s, PS_REF]

@@ -174,8 +174,7 @@ def run_chunk(k0: int, k1: int, every_n: int, tick_ts: np.ndarray, price: np.nda
                                               marks, floor, cap, mmr, cum, fp)
                     if lp == lp:
                         _trade(trd, trd_tick, st, k, i, slot, q, lp, fee, 0.0, 1.0)
-                        if slot == 0:
-                            kn.end_entry(st)
+                        kn.end_entry(st, pos, slot)
                 lo, hi = triggers(acct, pos, marks, floor, cap, mmr, cum)
             st[TS_PREV_MARK] = m
             if every_n > 0:

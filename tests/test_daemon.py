@@ -321,6 +321,91 @@ def test_wall_clock_job_rows_commit_while_idle(tmp_path):
     store.close()
 
 
+def test_a_resumed_replay_reruns_the_jobs_due_at_its_watermark_once(tmp_path):
+    """A replay killed right after the commit of the bar that closes at midnight: the
+    jobs due at that close (equity snapshot, daily summary, settlement check) ran after
+    that commit, so the kill lost their rows. The resumed run writes them again at their
+    own time, once: the store equals an uninterrupted run's (before 2026-12-06 the
+    resumed run wrote the summary a minute late, or twice when the first life had
+    committed it, and lost the snapshot)."""
+    import sqlalchemy as sa
+
+    bars = load_scenario("synthetic:5:long:2").bars
+    k = 1_440                                 # bars[:k] end with the bar closing at 00:00
+    midnight = int(bars.ts[k - 1]) + 60_000
+    assert midnight % 86_400_000 == 0
+
+    def rows(store: Store, rid: str) -> tuple[list, list]:
+        return ([(e.ts, round(e.equity, 6)) for e in store.equity(rid)],
+                sorted((e.ts, e.event_key) for e in store.events(rid)
+                       if e.kind in ("daily_summary", "settlement")))
+
+    ref = Store(f"sqlite:///{tmp_path}/ref.db")
+    d = _daemon({bars.symbol: bars}, ref, "hold", {"leverage": "3"}, "balanced")
+    asyncio.run(d.run(simulated=True))
+    want = rows(ref, d.run_id)
+    assert (midnight, f"daily-{midnight}") in want[1] and \
+        midnight in [t for t, _ in want[0]]
+    ref.close()
+
+    for lost in (True, False):                # the kill lost the jobs' rows, or not
+        url = f"sqlite:///{tmp_path}/crash-{lost}.db"
+        store = Store(url)
+        d1 = _daemon({bars.symbol: bars.take(slice(0, k))}, store, "hold", {"leverage": "3"},
+                     "balanced")
+        asyncio.run(d1.run(simulated=True))
+        if lost:
+            with store._engine.begin() as con:
+                for table in ("equity", "events"):
+                    con.execute(sa.text(f"DELETE FROM {table} WHERE ts >= :t"),
+                                {"t": midnight})
+        feed = ReplayFeed({bars.symbol: bars}, 0.0)
+        s = RunSettings(wallet=100_000.0)
+        strat = find("hold").from_strings({"leverage": "3"})
+        d2 = Daemon(run_id=d1.run_id, feed=feed, store=store, strategy=strat,
+                    policy=load_policy("balanced").to_array(),
+                    fp=kn.fill_params(s.fills, venue_fees("binance"), s.band, strat.sizing),
+                    brackets={bars.symbol: BR}, wallet=100_000.0)
+        d2.restore(store.load_checkpoint(d1.run_id)[1])
+        feed.seek({sym: x.last_ts for sym, x in d2.state.items()})
+        asyncio.run(d2.run(simulated=True))
+        assert rows(store, d1.run_id) == want, lost
+        store.close()
+
+
+def test_a_reduction_the_venue_made_is_not_bought_back(tmp_path):
+    """Live: the venue's position is smaller than our books and no fill of ours says why
+    (a liquidation whose order could not be named, or the operator's close): the adoption
+    event ends the entry at what is left, as a liquidation fill does; growth or a flip is
+    not a reduction and leaves the entry quantity alone."""
+    bars = load_scenario("calm").bars.take(slice(0, 60))
+    store = Store(f"sqlite:///{tmp_path}/adopt.db")
+    d = _daemon({bars.symbol: bars}, store, "hold", {"leverage": "3", "sizing": "entry"},
+                "balanced")
+    asyncio.run(d.run(simulated=True))
+    x = d.state[bars.symbol]
+    held = float(d.broker.pos[0, 0])
+    assert held > 0 and x.st[kn.K_DESIRED_QTY] == pytest.approx(held)
+
+    def adopted(ours: float, theirs: float) -> None:
+        d.broker.pos[0, 0] = theirs
+        d.broker.drain_events = lambda: [{   # type: ignore[method-assign]
+            "kind": "position_adopted", "event_key": f"adopt-{theirs}", "ts": 0,
+            "message": "adopted", "data": {"symbol": bars.symbol, "ours": ours,
+                                            "theirs": theirs}}]
+        d._stage_broker_events()
+
+    adopted(held, 2 * held)                   # grew: not ours to undo here, entry unchanged
+    assert x.st[kn.K_DESIRED_QTY] == pytest.approx(held)
+    adopted(2 * held, -held)                  # flipped: not a reduction
+    assert x.st[kn.K_DESIRED_QTY] == pytest.approx(held)
+    adopted(held, held / 4)                   # a quarter left: held as it is
+    assert x.st[kn.K_DESIRED_QTY] == pytest.approx(held / 4)
+    adopted(held / 4, 0.0)                    # closed: nothing bought back
+    assert x.st[kn.K_DESIRED_QTY] == 0.0
+    store.close()
+
+
 def test_store_round_trip_on_sqlite_and_postgres(url):
     """The same daemon code on both databases: a short replay, then what status reads."""
     bars = load_scenario("cascade-long").bars.take(slice(0, 400))

@@ -414,3 +414,43 @@ def test_a_liquidated_entry_is_not_bought_back_on_what_equity_is_left():
     r = run(ti.inputs, Fixed(levels2), off_policy(), ONE_TIER, NO_IMPACT, "off")
     assert r.trades[:, [0, 6]].tolist() == [[1, 0.0], [1, 1.0], [5, 0.0]]   # decided at 4
     assert r.trades[2, 2] * r.trades[2, 3] == pytest.approx(2.0 * 689.158163, rel=1e-2)
+
+
+def test_a_partial_liquidation_leaves_the_rest_held_and_a_whole_one_nothing():
+    """A venue liquidates a large position in steps (the live daemon books each as a
+    liquidation fill): `end_entry` keeps what is left as the entry quantity. Before
+    2026-12-06 the first step set it to 0 and the next decision sold the rest at market.
+    A hedge slot's liquidation leaves the main entry alone."""
+    from backtests.runner import fill_params
+    from bot.execution import kernel as kn
+    from bot.mechanics import account as ac
+    from bot.risk import engine as en
+
+    btc = shipped("binance", "BTCUSDT")
+    floor, cap, mmr, cum, _ = ac.stack_brackets([btc, btc])
+    acct, pos = ac.new_account(10_000.0, 2, leverage=125.0)
+    st = kn.new_state(10_000.0)
+    sig = np.full(en.N_SIG, np.nan)
+    sig[en.S_MARK] = 100.0
+    sig[en.S_STALE_BARS] = 0.0
+    pol, fp = off_policy().to_array(), fill_params(RunSettings(), "entry")
+
+    def order(px: float, lev: float) -> float:
+        out = np.zeros(kn.N_DECIDE)
+        kn.decide(acct, pos, 0, 1, st, 0.0, px, np.array([px, px]), sig, lev, pol, fp, floor,
+                  cap, mmr, cum, btc.cap, btc.max_leverage, np.zeros(en.N_ACCT_VIEW),
+                  np.zeros(en.N_DECISION), out)
+        return float(out[kn.O_ORDER_MAIN])
+
+    q = order(100.0, 10.0)
+    assert q == pytest.approx(1_000.0)                    # 10x of 10,000 at 100
+    ac.apply_fill(acct, pos, 0, q, 100.0, 0.0)
+    kn.end_entry(st, pos, 1)                              # the (empty) hedge slot: no effect
+    assert order(99.0, 10.0) == 0.0
+    ac.apply_fill(acct, pos, 0, -q / 2, 92.0, 0.0)        # the venue's first step: half
+    kn.end_entry(st, pos, 0)
+    assert order(92.0, 10.0) == 0.0 and pos[0, ac.P_QTY] == pytest.approx(500.0)
+    ac.apply_fill(acct, pos, 0, -q / 2, 91.5, 0.0)        # the rest
+    kn.end_entry(st, pos, 0)
+    assert order(91.5, 10.0) == 0.0 and pos[0, ac.P_QTY] == 0.0
+    assert order(91.5, 3.0) > 0.0                         # a new target opens a new entry

@@ -141,12 +141,16 @@ def liquidate(acct: np.ndarray, pos: np.ndarray, slot: int, mark_low: float, mar
 
 
 @njit(cache=True)
-def end_entry(st: np.ndarray) -> None:
-    """The main position was liquidated: `entry` sizing holds no quantity until the
-    strategy's target changes, as a liquidated holder buys nothing back (until 2026-12-06
-    it re-bought its entry quantity on whatever equity the liquidation left). Callers: every
-    loop's open phase, and the daemon for a liquidation fill of a main slot."""
-    st[K_DESIRED_QTY] = 0.0
+def end_entry(st: np.ndarray, pos: np.ndarray, slot: int) -> None:
+    """A liquidation (or a reduction the venue made that we did not send) on `slot`: for
+    a main slot (even index) `entry` sizing holds what is left, nothing after a whole
+    liquidation, until the strategy's target changes, as a liquidated holder buys nothing
+    back (until 2026-12-06 it re-bought its entry quantity on whatever equity the
+    liquidation left; and a venue's partial liquidation would have closed the rest).
+    A hedge slot (odd) has no entry quantity. Callers: every loop's open phase after a
+    liquidation, and the daemon after a liquidation fill or an adopted reduction."""
+    if slot % 2 == 0:
+        st[K_DESIRED_QTY] = pos[slot, ac.P_QTY]
 
 
 @njit(cache=True)

@@ -898,7 +898,8 @@ class LiveBroker:
                 self.stats["adopted"] += 1
                 self.events.append(self._event("position_adopted",
                                                f"adopt-{d.symbol}-{self.now_ms}", self.now_ms,
-                                               d.message(), {"ours": d.ours_qty,
+                                               d.message(), {"symbol": d.symbol,
+                                                             "ours": d.ours_qty,
                                                              "theirs": d.theirs_qty}))
         if initial or (not unbooked and not skip
                        and wallet_differs(float(self.acct[ac.A_WALLET]), wallet)):

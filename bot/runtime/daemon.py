@@ -377,8 +377,9 @@ class Daemon:
                                    "run_id": self.run_id, "symbol": f.symbol, "ts": f.ts,
                                    "qty": f.qty, "price": f.price, "fee": f.fee,
                                    "liquidation": f.liquidation, "slippage": f.slippage})
-        if f.liquidation and f.slot % 2 == 0 and f.symbol in self.state:
-            kn.end_entry(self.state[f.symbol].st)        # as the backtest's open phase
+        if f.liquidation and f.symbol in self.state:   # as the backtest's open phase; a
+            # venue's partial liquidation leaves the rest held (the pos is after the bar's fills)
+            kn.end_entry(self.state[f.symbol].st, self.broker.pos, f.slot)
         if f.client_id:
             self.store.stage_intent_update(f.client_id, "filled", f.ts)
             self._filled_since_commit.add(f.client_id)
@@ -570,16 +571,15 @@ class Daemon:
                                             "message": f"intent {it.client_id} open in the "
                                                        "store, unknown to the broker"})
 
-    def jobs(self, start_ms: int) -> list[sc.Job]:
+    def jobs(self) -> list[sc.Job]:
         s = self.settings
-        start = sc.to_dt(start_ms)
         return [
-            sc.Job("equity", sc.every(s.equity_every_s, start), self.snapshot_equity),
-            sc.Job("stale", sc.every(s.stale_check_s, start), self.stale_check),
+            sc.Job("equity", sc.aligned(s.equity_every_s), self.snapshot_equity),
+            sc.Job("stale", sc.aligned(s.stale_check_s), self.stale_check),
             sc.Job("reconcile", sc.every(s.reconcile_every_s), self.reconcile, wall=True),
             sc.Job("settlement", sc.settlements(), self.funding_check),
             sc.Job("daily", sc.daily(), self.daily_summary),
-            sc.Job("positioning", sc.every(s.positioning_every_s, start),
+            sc.Job("positioning", sc.aligned(s.positioning_every_s),
                    lambda: asyncio.ensure_future(self.feed.poll_positioning())),
             sc.Job("commands", sc.every(COMMAND_POLL_S), self.poll_commands, wall=True),
         ]
@@ -618,9 +618,14 @@ class Daemon:
             with contextlib.suppress(NotImplementedError, RuntimeError):   # not the main thread
                 loop.add_signal_handler(sig_no, self._stop)
         start = self.feed.now_ms()
-        jobs = self.jobs(start)
+        jobs = self.jobs()
         wall = sc.wall_scheduler([j for j in jobs if j.wall or not simulated])
-        sim = sc.SimulatedScheduler([j for j in jobs if not j.wall], start) if simulated else None
+        # a resumed replay's clock stands at its watermark bar's close: the jobs due inside
+        # that bar ran after its commit in the life that was killed (their rows may be
+        # lost), so the window reopens at the bar's open and they run again at its close
+        after = start - self.feed.interval_ms if self.restored else start
+        sim = sc.SimulatedScheduler([j for j in jobs if not j.wall], after) \
+            if simulated else None
         self._wall_jobs = not simulated
         wall.start()
         try:
@@ -629,6 +634,10 @@ class Daemon:
             await self.warm_up()
             self.reconcile()                  # before any new order
             self.poll_commands()              # a halt sent while no daemon ran binds bar 1
+            if sim is not None and self.restored:
+                # ... here, before the next bar (each row's key is its time: one the first
+                # life did commit is not written twice)
+                sim.advance(start)
             events = self.feed.events().__aiter__()
             while not self.stopping:
                 self._idle = True
@@ -700,6 +709,8 @@ class Daemon:
         for e in self.broker.drain_events():
             self.store.stage("events", {"run_id": self.run_id, **e})
             log.warning("%s: %s", e["kind"], e["message"])
+            if e["kind"] == "position_adopted":
+                self._adopted_reduction(e["data"])
             cid = e["data"].get("client_id") if e["kind"].startswith("reject") else None
             if cid:                           # never placed: the intent is closed now
                 self.store.stage_intent_update(cid, "rejected", int(e["ts"]))
@@ -710,6 +721,15 @@ class Daemon:
                 if pos[ac.P_QTY] != 0.0:
                     self.store.stage_position(self.run_id, s, slot, float(pos[ac.P_QTY]),
                                               float(pos[ac.P_ENTRY]), None, self.feed.now_ms())
+
+    def _adopted_reduction(self, data: dict[str, Any]) -> None:
+        """The venue holds less of a main position than our books, and we did not sell it:
+        a liquidation whose trade could not be named, or the operator's own close. `entry`
+        sizing holds what is left, as after a liquidation fill, instead of buying it back."""
+        x = self.state.get(str(data.get("symbol")))
+        ours, theirs = float(data.get("ours", 0.0)), float(data.get("theirs", 0.0))
+        if x is not None and abs(theirs) < abs(ours) and theirs * ours >= 0.0:
+            kn.end_entry(x.st, self.broker.pos, 2 * x.index)
 
     async def _next_event(self, events: AsyncIterator[BarEvent]) -> BarEvent | None:
         """The feed's next bar, or None when it ends or a stop interrupts the wait: `_stop`

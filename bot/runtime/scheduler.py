@@ -45,6 +45,13 @@ def every(seconds: float, start: datetime | None = None) -> IntervalTrigger:
     return IntervalTrigger(seconds=seconds, start_date=start, timezone=UTC)
 
 
+def aligned(seconds: float) -> IntervalTrigger:
+    """Every `seconds` on a grid fixed to the Unix epoch (60 s: each minute at :00): the
+    same fire times whenever a run starts or resumes, so a resumed replay snapshots at
+    the times an uninterrupted one does (anchored at each start, a restart shifted them)."""
+    return every(seconds, to_dt(0))
+
+
 def daily(hour: int = 0, minute: int = 0) -> CronTrigger:
     return CronTrigger(hour=hour, minute=minute, timezone=UTC)
 
@@ -59,12 +66,17 @@ def to_dt(ms: int) -> datetime:
 
 
 class SimulatedScheduler:
-    """Runs jobs at the fire times of their triggers on a clock the caller advances."""
+    """Runs jobs at the fire times of their triggers on a clock the caller advances: each
+    `advance(now)` runs the jobs due in (previous advance, now], the first window opening
+    just AFTER `after_ms` (a run's start, or a resumed run's watermark bar open: a job due
+    at the very instant a replay starts has nothing to report, and one due at the open of
+    the watermark bar ran before that bar's commit). A job runs at the bar close that
+    reaches its time, so after a restart the same bars give the same runs."""
 
-    def __init__(self, jobs: list[Job], start_ms: int) -> None:
+    def __init__(self, jobs: list[Job], after_ms: int) -> None:
         self.jobs = jobs
-        now = to_dt(start_ms)
-        self._next = {j.name: j.trigger.get_next_fire_time(None, now) for j in jobs}
+        first = to_dt(after_ms + 1)           # every trigger here fires on whole seconds
+        self._next = {j.name: j.trigger.get_next_fire_time(None, first) for j in jobs}
         self.runs: dict[str, int] = {j.name: 0 for j in jobs}
 
     def advance(self, now_ms: int) -> None:
