@@ -282,6 +282,28 @@ def test_values_from_the_config_are_named_by_their_keys(cli, tmp_path) -> None:
     assert r.code == 2 and "data.source: '/nonexistent/dir' is neither" in r.err, r.err
 
 
+def test_config_params_the_chosen_strategy_has_are_kept(tmp_path, capsys) -> None:
+    """`run.params = { leverage = 3 }` with `--strategy trend` ran trend at its default 5x:
+    every config param was dropped silently when --strategy was given. Now the ones the
+    strategy has are kept (the command line still wins), the others named on stderr."""
+    from bot.cli.run import run_choices
+    from bot.config import load_config
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[run]\nparams = { leverage = 3, side = "short" }\n')
+    c = load_config(cfg, env={})
+    strat = run_choices(c, "trend", None, None, None, None)[0]
+    assert strat.name == "trend" and strat.params["leverage"] == 3.0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "run.params side not used: --strategy trend has no such parameter" in err
+    strat = run_choices(c, "trend", ["leverage=2"], None, None, None)[0]
+    assert strat.params["leverage"] == 2.0                 # the command line wins
+    capsys.readouterr()
+    strat = run_choices(c, "hold", None, None, None, None)[0]   # its own strategy: all kept
+    assert strat.params["side"] == "short" and strat.params["leverage"] == 3.0
+    assert capsys.readouterr().err == ""
+
+
 def test_json_meta_preset_is_null_when_no_preset_ran(cli, synth_dir, tmp_path) -> None:
     """`--risk off` printed "preset -" while the JSON said "balanced"."""
     import json

@@ -66,7 +66,18 @@ def run_choices(cfg: Config, strategy: str | None, param: list[str] | None,
         if not (speed >= 0 and speed < 1e9):
             raise LiqbotError(f"--speed: expected a finite number >= 0, got {speed}")
         cls = find(strategy or rc.strategy)
-        params = {k: str(v) for k, v in rc.params.items()} if strategy is None else {}
+        params = {k: str(v) for k, v in rc.params.items()}
+        if strategy is not None and strategy != rc.strategy and params:
+            # run.params were written for run.strategy: the ones --strategy also has are
+            # kept (a leverage set in the config is not dropped for the default), the rest
+            # named (until 2026-12-06 all were dropped silently: 3x in the config ran 5x)
+            known = {*cls.PARAMS, "sizing"}
+            dropped = sorted(set(params) - known - set(given))
+            params = {k: v for k, v in params.items() if k in known}
+            if dropped:
+                console(stderr=True).print(
+                    f"note: run.params {', '.join(dropped)} not used: --strategy {cls.name} "
+                    f"has no such parameter (they are {rc.strategy}'s)", markup=False)
         for k in set(params) - set(given):
             keys[f"--param {k}:"] = f"run.params.{k}:"
             unknown = f": {cls.name} has no parameter {k!r}"
