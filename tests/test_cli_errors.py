@@ -314,3 +314,15 @@ def test_json_meta_preset_is_null_when_no_preset_ran(cli, synth_dir, tmp_path) -
     r = cli("backtest", synth_dir, "--risk", "on", "--preset", "conservative", "--json",
             tmp_path / "c.json")
     assert json.loads((tmp_path / "c.json").read_text())["meta"]["preset"] == "conservative"
+
+
+@pytest.mark.parametrize("columns", ["0", "1", "-5", "abc", ""])
+def test_an_unusable_columns_value_hides_nothing(cli, monkeypatch, columns: str) -> None:
+    """COLUMNS=0 made rich print nothing at all, the error message included (exit 2 in
+    silence); 1 printed a character a line. Below 40 or not a number it is ignored."""
+    monkeypatch.setenv("COLUMNS", columns)
+    r = cli("backtest", "--scenario", "calm", "--risk", "on", "--param", "leverage=abc")
+    assert r.code == 2 and "--param leverage: expected float, got 'abc'" in r.err, r.err
+    r = cli("calc", "liquidation", "--exchange", "binance", "--side", "long", "--entry",
+            "100000", "--qty", "1", "--leverage", "10")
+    assert r.code == 0 and "liquidation price" in r.out and "90,402.01" in r.out, r.out

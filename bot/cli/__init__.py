@@ -149,7 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     if "--debug" in args[1:] and "--" not in args[:args.index("--debug")]:
         args.remove("--debug")        # a global option, taken anywhere on the line
         args.insert(0, "--debug")
-    err = Console(stderr=True, highlight=False, emoji=False)  # ':boom:' in a message: verbatim
+    from bot.cli.paths import width_for  # COLUMNS=0 must not hide the message
+    err = Console(stderr=True, highlight=False, emoji=False,  # ':boom:' in a message: verbatim
+                  width=width_for(sys.stderr))
     # `heatmap validate` has options (and --help) of its own: route it to its command
     for i, a in enumerate(args):
         if not a.startswith("-") and (i == 0 or args[i - 1] not in ("--config", "-c")):

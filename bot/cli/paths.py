@@ -205,13 +205,33 @@ def check_log_file(path: Path | None, key: str = "logging.file", *, create: bool
 PIPE_WIDTH = 160
 
 
+MIN_WIDTH = 40     # a COLUMNS below this (0, 1, ...) is a mistake, not a wish
+
+
+def width_for(stream: Any) -> int | None:
+    """The console width for `stream`: COLUMNS when it is a whole number >= MIN_WIDTH; a
+    pipe or file otherwise PIPE_WIDTH (rich's 80 cut wide tables); a terminal its own
+    width. Rich reads COLUMNS itself, so a COLUMNS of 0 printed nothing at all, error
+    messages included: an unusable one is overridden here."""
+    raw = os.environ.get("COLUMNS")
+    if raw is not None and raw.strip().isdigit() and int(raw) >= MIN_WIDTH:
+        return None                          # rich reads it
+    piped = not (hasattr(stream, "isatty") and stream.isatty())
+    if piped:
+        return PIPE_WIDTH
+    if raw is None:
+        return None                          # rich asks the terminal
+    try:
+        return max(MIN_WIDTH, os.get_terminal_size(stream.fileno()).columns)
+    except (OSError, ValueError, AttributeError):
+        return 80
+
+
 def console(*, stderr: bool = False) -> Console:
     """The CLI's console: no highlighting, no `:emoji:` codes (a path like /tmp/a:fire:b
     prints as typed); user text inside markup goes through `shown`."""
     stream = sys.stderr if stderr else sys.stdout
-    piped = not (hasattr(stream, "isatty") and stream.isatty())
-    width = PIPE_WIDTH if piped and "COLUMNS" not in os.environ else None
-    return _Console(stderr=stderr, highlight=False, emoji=False, width=width)
+    return _Console(stderr=stderr, highlight=False, emoji=False, width=width_for(stream))
 
 
 class _Console(Console):
