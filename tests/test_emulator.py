@@ -401,6 +401,35 @@ def test_admin_faults_refuses_a_bad_profile_and_keeps_the_old_one() -> None:
     run(body)
 
 
+def test_admin_clock_refuses_a_bad_body_and_keeps_the_clock() -> None:
+    """`{"speed": NaN}` once broke the clock: every later request answered 500 and the
+    pump logged a traceback a tick. A bad body is now refused whole (400), nothing applied."""
+    async def body(emu: Emulator) -> None:
+        before = await admin(emu, "/admin/state")
+        async with aiohttp.ClientSession() as s:
+            for payload, needle in (
+                    ({"data": b'{"speed": NaN}', "headers": {"Content-Type":
+                                                              "application/json"}},
+                     "speed: expected a number in (0, 1e9], got nan"),
+                    ({"json": {"speed": -1}}, "speed: expected a number in (0, 1e9], got -1"),
+                    ({"json": {"to_ms": "x", "pause": 1}}, "to_ms: expected a whole number"),
+                    ({"json": {"advance_ms": 5, "sped": 2}}, "unknown key 'sped'"),
+                    ({"json": [1]}, "expected a JSON object"),
+                    ({"data": b"speed=2"}, "expected a JSON object")):
+                async with s.post(emu.rest_url + "/admin/clock", **payload) as r:
+                    assert r.status == 400, await r.text()
+                    msg = (await r.json())["error"]
+                    assert msg.startswith("/admin/clock: ") and needle in msg, msg
+            async with s.get(emu.rest_url + "/fapi/v1/time") as r:
+                assert r.status == 200
+        after = await admin(emu, "/admin/state")
+        assert after["speed"] == before["speed"] and after["now_ms"] == before["now_ms"]
+        assert after["paused"] is True                  # "pause": 1 was not applied either
+        got = await admin(emu, "/admin/clock", {"advance_ms": MIN, "speed": 2})
+        assert got["now_ms"] == before["now_ms"] + MIN and got["speed"] == 2.0
+    run(body)
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--speed", "nan"], "--speed: expected a finite number in [0.001, 1e+07], got nan"),
     (["--speed", "inf"], "--speed: expected a finite number in [0.001, 1e+07], got inf"),

@@ -52,7 +52,7 @@ class SimClock:
         self.set(self.now_ms() + int(ms))
 
     def set_speed(self, speed: float) -> None:
-        if speed <= 0:
+        if not speed > 0 or speed == float("inf"):      # NaN and inf too
             raise ValueError(f"speed must be > 0, got {speed}")
         self._rebase(self.now_ms())
         self.speed = float(speed)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,31 @@ from bot.mechanics.fees import VenueFees, venue_fees
 
 log = logging.getLogger("liqbot.emulator")
 LOCAL = ("127.0.0.1", "::1")
+
+
+CLOCK_KEYS = ("pause", "resume", "speed", "advance_ms", "to_ms")
+
+
+def clock_problems(body: object) -> list[str]:
+    """What is wrong with a `POST /admin/clock` body (empty: nothing). Checked before any
+    of it is applied: a NaN speed once made every later request answer 500."""
+    if not isinstance(body, dict):
+        return ['expected a JSON object with keys ' + ", ".join(CLOCK_KEYS)]
+    out = [f"unknown key {k!r} (known: {', '.join(CLOCK_KEYS)})" for k in body
+           if k not in CLOCK_KEYS]
+    for k in ("pause", "resume"):
+        if k in body and not isinstance(body[k], bool):
+            out.append(f"{k}: expected true or false, got {body[k]!r}")
+    v = body.get("speed")
+    if "speed" in body and not (isinstance(v, int | float) and not isinstance(v, bool)
+                                and math.isfinite(v) and 0 < v <= 1e9):
+        out.append(f"speed: expected a number in (0, 1e9], got {v!r}")
+    for k, lo in (("advance_ms", 0), ("to_ms", 0)):
+        v = body.get(k)
+        if k in body and not (isinstance(v, int) and not isinstance(v, bool)
+                              and lo <= v < 2**62):
+            out.append(f"{k}: expected a whole number of ms >= {lo}, got {v!r}")
+    return out
 
 
 @dataclass(frozen=True)
@@ -163,7 +189,14 @@ class Emulator:
         return web.json_response(self.state())
 
     async def _admin_clock(self, request: web.Request) -> web.Response:
-        body = await request.json()
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        problems = clock_problems(body)
+        if problems:                          # nothing applied: a NaN speed broke the clock
+            return web.json_response({"error": "/admin/clock: " + "; ".join(problems)},
+                                     status=400)
         if body.get("pause"):
             self.clock.pause()
         if body.get("resume"):
