@@ -152,23 +152,34 @@ def test_status_and_halt_do_not_create_a_store(cli, tmp_path) -> None:
 def test_status_and_halt_do_not_write_liqbot_tables_into_another_database(cli, url) -> None:
     """A database without liqbot's tables (a 0-byte SQLite file, an empty PostgreSQL schema:
     a typo in a database name) is refused; before, `status` created the 13 tables in it."""
+    import hashlib
+    import sqlite3
+
     from sqlalchemy import create_engine, inspect
 
     from bot.store.urls import parse_url
 
     parsed = parse_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        Path(parsed.database).write_bytes(b"")
+    sqlite = parsed.get_backend_name() == "sqlite"
+    if sqlite:                          # another program's database, in rollback-journal mode
+        db = Path(parsed.database)
+        db.parent.mkdir(parents=True, exist_ok=True)
+        with sqlite3.connect(db) as con:
+            con.execute("CREATE TABLE theirs (x INTEGER)")
+        before = hashlib.sha256(db.read_bytes()).hexdigest()
     for cmd in ("status", "halt"):
         r = cli(cmd, "--store", url)
         assert r.code == 2 and "no liqbot store at" in r.err and "nothing was written" in r.err
     eng = create_engine(parsed)
     try:
         with eng.connect() as conn:
-            assert inspect(conn).get_table_names() == []
+            assert inspect(conn).get_table_names() == (["theirs"] if sqlite else [])
     finally:
         eng.dispose()
+    if sqlite:                          # not even switched to WAL (until 2026-12-06 it was)
+        assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+        with sqlite3.connect(db) as con:
+            assert con.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
 
 
 @pytest.mark.parametrize(("run", "problem"), [

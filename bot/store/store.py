@@ -138,7 +138,7 @@ class Store:
         self._url: URL = parse_url(url)
         self.url = mask_url(self._url)
         self._db_path: Path | None = None
-        self._engine = self._create_engine()
+        self._engine = self._create_engine(wal=create)
         self._specs = {name: _Spec(name) for name in STAGEABLE}
         self._staged: dict[str, list[dict[str, Any]]] = {name: [] for name in STAGEABLE}
         self._positions: dict[tuple[str, str, int], dict[str, Any]] = {}
@@ -173,7 +173,7 @@ class Store:
     def __repr__(self) -> str:
         return f"Store({self.url!r})"
 
-    def _create_engine(self) -> Engine:
+    def _create_engine(self, wal: bool = True) -> Engine:
         url = self._url
         kwargs: dict[str, Any] = {"json_serializer": _dumps}
         if url.get_backend_name() == "sqlite":
@@ -202,7 +202,7 @@ class Store:
             raise LiqbotError(f"store {self.url}: cannot use this URL: "
                               f"{scrub(str(exc), self._url)}") from None
         if engine.dialect.name == "sqlite":
-            _sqlite_events(engine)
+            _sqlite_events(engine, wal)
         return engine
 
     def _build_statements(self) -> None:
@@ -613,15 +613,19 @@ class _ProcessLock:
         return None
 
 
-def _sqlite_events(engine: Engine) -> None:
+def _sqlite_events(engine: Engine, wal: bool = True) -> None:
     """WAL + synchronous=NORMAL (a committed transaction survives a process kill), and
-    explicit BEGIN so DDL and DML share transactions (pysqlite's implicit BEGIN skips DDL)."""
+    explicit BEGIN so DDL and DML share transactions (pysqlite's implicit BEGIN skips DDL).
+    `wal=False` for a reader (`Store(create=False)`): WAL is a property of the FILE, set by
+    the daemon's store when it creates it; setting it from a reader rewrote a foreign
+    database before the reader could refuse it."""
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
+        if wal:
+            cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.close()
 
