@@ -80,6 +80,12 @@ CASES = [
      b"1761984000000,8,-0.03\n1762012800000,8,5\n",
      ", row 4, column last_funding_rate: funding rate 5 per interval is beyond +-0.1: rates are "
      "fractions (0.0001 = 0.01%), not percent"),
+    ("BTCUSDT-fundingRate-2025-12.csv",     # in percent at ordinary rates: 0.01 for 0.01%
+     b"calc_time,funding_interval_hours,last_funding_rate\n1764547200000,8,0.01\n"
+     b"1764576000000,8,0.0125\n1764604800000,8,-0.005\n",
+     ", column last_funding_rate: median |funding rate| 0.01 per interval: rates are fractions "
+     "(0.0001 = 0.01%), this file looks written in percent (a median of 0.005 = 0.5% per "
+     "interval is beyond any sustained real market)"),
     ("BTCUSDT-metrics-2025-10-10.csv",
      b"create_time,symbol,sum_open_interest,sum_open_interest_value,"
      b"count_toptrader_long_short_ratio,sum_toptrader_long_short_ratio,count_long_short_ratio,"

@@ -192,6 +192,14 @@ def load_file(path: Path, kind: str | None = None, *, batch_check: BatchCheck | 
                                    f"is beyond +-{MAX_FUNDING_RATE:g}: rates are fractions "
                                    "(0.0001 = 0.01%), not percent", row=table.line_of(i),
                             column="last_funding_rate")
+        rates = np.abs(cols["last_funding_rate"])
+        if len(rates) >= 3 and float(np.median(rates)) >= PERCENT_MEDIAN:
+            raise DataError(label, f"median |funding rate| {float(np.median(rates)):g} per "
+                                   f"interval: rates are fractions (0.0001 = 0.01%), this "
+                                   f"file looks written in percent (a median of "
+                                   f"{PERCENT_MEDIAN:g} = {PERCENT_MEDIAN:.1%} per interval "
+                                   "is beyond any sustained real market)",
+                            column="last_funding_rate")
     elif kind == "metrics":
         check_time(cols["create_time"], label, table.line_of, "create_time")
         _check_finite(cols, ("sum_open_interest", "sum_open_interest_value"), label,
@@ -272,6 +280,10 @@ def _check_finite(cols: dict[str, np.ndarray], names: tuple[str, ...], label: st
 #: |funding rate| per interval above this is refused as a unit error (Binance caps its
 #: rates at a few percent; a rate written in percent, 0.01 for 0.01%, is 100x too big)
 MAX_FUNDING_RATE = 0.1
+#: ... and a file whose MEDIAN |rate| reaches this (0.5% per interval, about 550% a year at
+#: 8h) is refused too: in percent, a typical 0.01% is 0.01, under the limit above (the real
+#: files in ../shared: median 0.0001, max 0.00375)
+PERCENT_MEDIAN = 0.005
 
 #: The epoch-time columns of each kind (converted to ms in place by `load_file`).
 _TIME_COLUMNS = {**{k: ("open_time",) for k in KLINE_KINDS}, "fundingRate": ("calc_time",),
