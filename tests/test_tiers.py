@@ -285,6 +285,23 @@ def test_a_tiers_file_is_used_only_for_the_symbol_it_holds(tmp_path) -> None:
     assert br.plain_symbol("btc/usdt:usdt") == br.plain_symbol("BTCUSDT") == "BTCUSDT"
 
 
+@pytest.mark.parametrize("lev", [-5, 0, 0.5, 1e6])
+def test_a_tier_max_leverage_outside_1_to_1000_is_refused_naming_file_and_tier(
+        cli, tmp_path, lev: float) -> None:
+    """A maxLeverage of -5 was accepted: calc then said "10x is above the -5x ..." and a
+    backtest ran on it."""
+    f = _tiers_file(tmp_path)
+    payload = json.loads(f.read_text())
+    payload[SOL][2]["maxLeverage"] = lev
+    f.write_text(json.dumps(payload))
+    import re
+    with pytest.raises(DataError, match=re.escape(f"tier 3: max leverage {lev:g} not in [1, 1000]")):
+        br.for_symbol("SOLUSDT", f)
+    r = cli("calc", "liquidation", "--exchange", "binance", "--symbol", "SOLUSDT", "--side",
+            "long", "--entry", "150", "--qty", "10", "--leverage", "10", "--tiers", f)
+    assert r.code == 2 and str(f) in r.err and "tier 3: max leverage" in r.err, r.err
+
+
 def test_a_paper_run_trades_within_the_position_limit_of_live_leverage(cli, tmp_path) -> None:
     """Paper rehearses live: it trades on the brackets a live start would use, at the
     leverage `live.leverage` sets (Binance refuses a position above the largest cap among

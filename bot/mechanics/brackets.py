@@ -132,6 +132,8 @@ def from_tiers(symbol: str, tiers: Sequence[Mapping[str, Any]], source: str = ""
                                    f"cap {cap[i - 1]:g}")
         if not 0 < mmr[i] < 1:
             raise DataError(label, f"{where}: maintenance margin rate {mmr[i]:g} not in (0, 1)")
+        if not np.isnan(lev[i]) and not 1.0 <= lev[i] <= 1000.0:   # absent: NaN, allowed
+            raise DataError(label, f"{where}: max leverage {lev[i]:g} not in [1, 1000]")
     if all("cum" in t and t["cum"] is not None for t in tiers):
         cum = np.array([float(t["cum"]) for t in tiers])
         for i in range(len(tiers)):
