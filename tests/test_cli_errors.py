@@ -337,3 +337,10 @@ def test_an_unusable_columns_value_hides_nothing(cli, monkeypatch, columns: str)
     r = cli("calc", "liquidation", "--exchange", "binance", "--side", "long", "--entry",
             "100000", "--qty", "1", "--leverage", "10")
     assert r.code == 0 and "liquidation price" in r.out and "90,402.01" in r.out, r.out
+
+
+def test_fill_gaps_and_allow_gaps_together_are_refused(cli, synth_dir, tmp_path) -> None:
+    r = cli("data", "import", synth_dir / "bars.parquet", "--fill-gaps", "--allow-gaps",
+            "--out", tmp_path / "x")
+    assert r.code == 2 and "--fill-gaps and --allow-gaps contradict each other" in r.err
+    assert not (tmp_path / "x").exists()

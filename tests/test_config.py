@@ -123,5 +123,7 @@ def test_config_check_cli(cli, tmp_path):
     broken = tmp_path / "broken.toml"
     broken.write_text("mode = \n")
     r = cli("config", "check", broken)
-    assert r.code == 2 and r.out.startswith("(file): expected valid TOML")
+    assert r.code == 2 and r.out.startswith(f"{broken}: expected valid TOML")   # named
+    r = cli("config", "check", tmp_path / "missing.toml")
+    assert r.code == 2 and r.out.startswith(f"{tmp_path / 'missing.toml'}: expected a readable")
     assert "Traceback" not in r.out + r.err

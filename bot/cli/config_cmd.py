@@ -66,8 +66,8 @@ def check(
         except LiqbotError as exc:
             raise ConfigError(str(file), [str(exc)]) from None
     except ConfigError as exc:
-        for p in exc.problems:
-            print(p)
+        for p in exc.problems:                # "(file): ..." is about the file: name it
+            print(f"{file}{p[len('(file)'):]}" if p.startswith("(file)") else p)
         raise typer.Exit(2) from None
     creds = "" if cfg.exchange.credentials_file is None else ", credentials file mode 0600"
     print(f"OK: {file} (mode = {cfg.mode}{creds})")

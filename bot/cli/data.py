@@ -89,6 +89,9 @@ def import_(
     = False,
 ) -> None:
     """Build a dataset (Parquet + manifest) from exchange and vendor files."""
+    if fill_gaps and allow_gaps:
+        raise LiqbotError("--fill-gaps and --allow-gaps contradict each other (fill the "
+                          "missing bars, or keep the gaps)")
     _check_new_dataset(out, force)
     if symbol is not None:
         symbol = check_symbol(symbol, "--symbol")
