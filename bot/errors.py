@@ -6,6 +6,8 @@ traceback); anything else is a bug and exits 1.
 
 from __future__ import annotations
 
+import re
+
 
 class LiqbotError(Exception):
     """A problem with the user's input (usage, config, data), not with liqbot itself."""
@@ -46,3 +48,11 @@ class DataError(LiqbotError):
         if column is not None:
             where += f", column {column}"
         super().__init__(f"{where}: {problem}")
+
+
+def exc_text(exc: BaseException, limit: int = 200) -> str:
+    """An exchange error for messages, logs and events: its type and message, with every
+    query string cut (a signed request's URL carries its signature, which can be replayed
+    inside the request's recvWindow), at most `limit` characters of message."""
+    text = re.sub(r"\?\S*", "?...", str(exc))[:limit]
+    return f"{type(exc).__name__}: {text}"

@@ -455,3 +455,19 @@ def test_error_text_is_not_rich_markup(cli):
     assert r.code == 2 and "got '[/bold]'" in r.err
     r = cli("backtest", "--scenario", "[red]x[/red]")
     assert r.code == 2 and "'[red]x[/red]'" in r.err
+
+
+def test_an_exchange_error_never_carries_a_signed_query() -> None:
+    """ccxt puts the request URL in its exception text; a signed one carries the signature
+    (replayable within the recvWindow) and the key: cut in every message, log and event."""
+    import ccxt
+
+    from bot.errors import exc_text
+
+    exc = ccxt.NetworkError("binanceusdm GET https://fapi.binance.com/fapi/v1/account?"
+                            "timestamp=1764979200000&recvWindow=10000&signature=b5c150e4aa "
+                            "failed")
+    text = exc_text(exc)
+    assert text == "NetworkError: binanceusdm GET https://fapi.binance.com/fapi/v1/account?... " \
+                   "failed"
+    assert "signature" not in exc_text(exc, 30) and len(exc_text(exc, 30)) <= 30 + 14

@@ -18,7 +18,7 @@ from bot.cli.paths import check_log_file, check_number, check_wallet, console, d
 from bot.cli.tiers import TiersOption, brackets_for
 from bot.config import Config, load_config, load_credentials
 from bot.data.dataset import iso
-from bot.errors import ConfigError, LiqbotError
+from bot.errors import ConfigError, LiqbotError, exc_text
 from bot.mechanics import brackets as br
 from bot.risk.policy import load_policy
 from bot.runtime.status import status_data
@@ -359,7 +359,7 @@ async def _exchange_brackets(cfg: Config, creds: Any, symbols: list[str]
         got = await exchange_brackets(ex, venue, symbols, _live_settings(cfg))
     except ccxt.BaseError as exc:
         raise LiqbotError(f"--live: could not read the leverage brackets from the exchange "
-                          f"({type(exc).__name__}: {str(exc)[:200]}); liqbot does not trade "
+                          f"({exc_text(exc)}); liqbot does not trade "
                           "live on assumed margin tiers") from None
     finally:
         await ex.close()
@@ -394,8 +394,7 @@ async def _preflight(cfg: Config, creds: Any) -> None:
     except Exception as exc:
         import ccxt
         if isinstance(exc, (ccxt.BaseError, ValueError, KeyError, TypeError)):
-            raise LiqbotError(f"--preflight: the exchange answered {type(exc).__name__}: "
-                              f"{str(exc)[:200]}") from None
+            raise LiqbotError(f"--preflight: the exchange answered {exc_text(exc)}") from None
         raise
     finally:
         await broker.close()

@@ -59,6 +59,7 @@ from typing import Any
 import ccxt
 import numpy as np
 
+from bot.errors import exc_text
 from bot.execution.broker import Fill, Funding, Order
 from bot.execution.reconcile import Ledger, position_diffs, wallet_differs
 from bot.execution.venues import Venue
@@ -964,4 +965,4 @@ class LiveBroker:
 
 
 def _short(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {str(exc)[:160]}"
+    return exc_text(exc, 160)

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
@@ -33,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from bot.config import RunConfig
-from bot.errors import LiqbotError
+from bot.errors import LiqbotError, exc_text
 from bot.execution import kernel as kn
 from bot.execution.broker import Fill, Funding, Order, PaperBroker, from_bytes, to_bytes
 from bot.mechanics import account as ac
@@ -679,7 +678,7 @@ class Daemon:
         except (LiqbotError, asyncio.CancelledError):
             raise
         except Exception as exc:              # noqa: BLE001 - reported, nothing was sent
-            raise LiqbotError(f"live start: reading the exchange failed ({_exc_text(exc)}); no "
+            raise LiqbotError(f"live start: reading the exchange failed ({exc_text(exc)}); no "
                               "order was sent, run the same command again") from None
         await self._guarded(self._live_sync(), "sync")
 
@@ -692,7 +691,7 @@ class Daemon:
         except asyncio.CancelledError:
             raise
         except Exception as exc:              # noqa: BLE001 - logged, recorded, retried
-            msg = f"live {what} failed: {_exc_text(exc)}"
+            msg = f"live {what} failed: {exc_text(exc)}"
             log.error("%s; retrying at the next bar", msg)
             self.store.stage("events", {"run_id": self.run_id, "event_key":
                                         f"live-{what}-{self.feed.now_ms()}",
@@ -755,13 +754,6 @@ class Daemon:
         self.stopping = True
         if self._task is not None:            # waiting for a bar: stop waiting
             self._task.cancel()
-
-
-def _exc_text(exc: BaseException) -> str:
-    """An exchange error for logs and events: its type and message, query strings (which
-    carry signatures) cut, at most 200 characters of message."""
-    text = re.sub(r"\?\S*", "?...", str(exc))[:200]
-    return f"{type(exc).__name__}: {text}"
 
 
 def _bar_problem(x: np.ndarray, last_ts: int, interval_ms: int) -> str:

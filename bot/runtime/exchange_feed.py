@@ -26,7 +26,7 @@ import ccxt.pro
 from bot.data.bars import Bars
 from bot.data.binance_vision import interval_ms as parse_interval
 from bot.data.binance_vision import interval_name
-from bot.errors import LiqbotError
+from bot.errors import LiqbotError, exc_text
 from bot.runtime.exchange_bars import SymbolBook, parse_kline, parse_mark
 from bot.runtime.exchange_rest import VenueRest
 from bot.runtime.feed import BarEvent
@@ -262,8 +262,8 @@ class ExchangeFeed:
                 raise
             except Exception as exc:  # noqa: BLE001 - ccxt raises many types on a drop
                 self._up_since[kind] = None
-                log.warning("%s stream: %s (%s); reconnecting in %.2fs", kind,
-                            type(exc).__name__, str(exc)[:120], delay)
+                log.warning("%s stream: %s; reconnecting in %.2fs", kind,
+                            exc_text(exc, 120), delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.reconnect_s[1])
 
@@ -313,8 +313,7 @@ class ExchangeFeed:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - a failed fill is retried next tick
-                    log.warning("%s: bar assembly failed (%s: %s); retrying", s,
-                                type(exc).__name__, str(exc)[:200])
+                    log.warning("%s: bar assembly failed (%s); retrying", s, exc_text(exc))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.tick_s)
 
