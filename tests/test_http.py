@@ -180,9 +180,36 @@ def at_bar(n: int) -> Callable[[Daemon], bool]:
 
 
 def free_port() -> int:
+    """A port nothing listens on now (for a client that must find no server)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def served_url(p: subprocess.Popen, timeout: float = 120.0) -> str:
+    """The base URL a `liqbot run --http 127.0.0.1:0` subprocess prints (the OS picks the
+    port when the server binds: no race with another process for a port chosen before);
+    its output keeps being drained in a thread so the pipe never fills."""
+    import re
+    import threading
+
+    found: list[str] = []
+    ready = threading.Event()
+
+    def drain() -> None:
+        for line in p.stdout:                                  # type: ignore[union-attr]
+            m = re.search(r"dashboard (http://[\d.]+:\d+)/", line)
+            if m and not found:
+                found.append(m.group(1))
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    ready.wait(timeout)
+    if not found:
+        p.kill()
+        raise AssertionError("the daemon printed no dashboard URL")
+    return found[0]
 
 
 def symbol_dataset(scenario: str, symbol: str, out: Path) -> Path:
@@ -350,15 +377,14 @@ def three_symbol_daemon(tmp_path: Path, db: str, speed: int) -> tuple[subprocess
     days (BTC, ETH, SOL) as a subprocess; returns it and the server's base URL."""
     dirs = [symbol_dataset(f"synthetic:{seed}:long:1", sym, tmp_path / sym)
             for seed, sym in ((3, "BTCUSDT"), (4, "ETHUSDT"), (5, "SOLUSDT"))]
-    port = free_port()
     args = [sys.executable, "-m", "bot.cli", "run", "--store", f"sqlite:///{tmp_path}/{db}",
             "--speed", str(speed), "--param", "side=long", "--param", "leverage=5",
-            "--http", f"127.0.0.1:{port}"]
+            "--http", "127.0.0.1:0"]
     for d in dirs:
         args += ["--replay", str(d)]
-    p = subprocess.Popen(args, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         cwd=tmp_path)
-    return p, f"http://127.0.0.1:{port}"
+    p = subprocess.Popen(args, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True, cwd=tmp_path)
+    return p, served_url(p)
 
 
 def test_three_symbols_subprocess_scrape_and_remote_status(tmp_path):
@@ -418,5 +444,4 @@ def test_three_symbols_subprocess_scrape_and_remote_status(tmp_path):
            "status_ms": status_ms, "symbols": 3}
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "metrics_scrape.json").write_text(json.dumps(fig, indent=1))
-    print("metrics scrape (3 symbols):", fig)
-    assert fig["metrics_scrape_ms_median"] < 100
+    print("metrics scrape (3 symbols):", fig)      # a figure, not a test (house rule)

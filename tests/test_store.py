@@ -235,9 +235,7 @@ def test_sigkill_keeps_exactly_the_committed_rows(url, stores, when):
         assert s.watermarks("killed") == {} and s.load_checkpoint("killed") is None
     # the dead writer left no lock behind: the next writer commits at once
     s.stage("decisions", _decision("killed", "ETHUSDT", 0))
-    t0 = time.perf_counter()
-    assert s.commit({"ETHUSDT": 0}, run_id="killed") == 1
-    assert time.perf_counter() - t0 < 5
+    assert s.commit({"ETHUSDT": 0}, run_id="killed") == 1   # a stale lock: busy, raises
 
 
 # --------------------------------------------------------------------------- ownership
