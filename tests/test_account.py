@@ -111,19 +111,30 @@ def test_a_range_wholly_past_the_liquidation_price_closes_at_its_nearest_mark():
     assert ac.liquidation_price(acct, pos, 0, marks, FLOOR, CAP, MMR, CUM) > 90_000.0
     got = ac.check_liquidation(acct, pos, 0, 80_000.0, 85_000.0, marks, FLOOR, CAP, MMR, CUM,
                                0.0125)
-    assert got == 85_000.0 and pos[0, ac.P_QTY] == 0.0
-    # 15,000 lost on a 10,000 wallet: past bankruptcy the insurance fund takes the other
-    # 5,000; the account ends at zero, no clearance fee
+    # 15,000 lost on a 10,000 wallet at 85,000: past bankruptcy the insurance fund takes the
+    # position at the bankruptcy price 90,000 and the other 5,000; the account ends at zero,
+    # no clearance fee, and the trade reads 90,000, the price whose PnL is the -10,000
+    # booked (at 85,000 a ledger booking it as a fill would have gone to -5,000)
+    assert got == 90_000.0 and pos[0, ac.P_QTY] == 0.0
     assert acct[ac.A_REALIZED] == -10_000.0 and acct[ac.A_FEES] == 0.0
     assert acct[ac.A_WALLET] == 0.0
-    # a short: marks wholly above its liquidation price close it at their low; isolated,
-    # the loss stops at its margin (10,000 at 10x)
+    # a short: marks wholly above its liquidation price, past bankruptcy too; isolated, the
+    # loss stops at its margin (10,000 at 10x): closed at its bankruptcy price 110,000
     acct, pos = ac.new_account(10_000.0, 1, leverage=10.0, isolated=True)
     ac.apply_fill(acct, pos, 0, -1.0, 100_000.0, 0.0)
     got = ac.check_liquidation(acct, pos, 0, 115_000.0, 120_000.0, np.array([120_000.0]), FLOOR,
                                CAP, MMR, CUM, 0.0125)
-    assert got == 115_000.0 and acct[ac.A_REALIZED] == -10_000.0
+    assert got == 110_000.0 and acct[ac.A_REALIZED] == -10_000.0
     assert acct[ac.A_WALLET] == 0.0 and acct[ac.A_FEES] == 0.0
+    # a range wholly past the liquidation price but short of bankruptcy: its nearest mark,
+    # the 200 of margin left goes with it (isolated)
+    acct, pos = ac.new_account(10_000.0, 1, leverage=10.0, isolated=True)
+    ac.apply_fill(acct, pos, 0, 1.0, 100_000.0, 0.0)
+    got = ac.check_liquidation(acct, pos, 0, 89_000.0, 90_200.0, np.array([90_000.0]), FLOOR,
+                               CAP, MMR, CUM, 0.0125)
+    assert got == 90_200.0 and acct[ac.A_REALIZED] == pytest.approx(-9_800.0)
+    assert acct[ac.A_WALLET] == pytest.approx(0.0, abs=1e-9)
+    assert acct[ac.A_FEES] == pytest.approx(200.0)
 
 
 def test_initial_margin_check_reasons():

@@ -198,7 +198,8 @@ def check_liquidation(acct: np.ndarray, pos: np.ndarray, i: int, mark_low: float
     price, or the range's nearest mark when the whole range lies past it (the position was
     past it before any mark of the range traded: a funding payment, or another symbol's
     loss on a cross account, moved the liquidation price), never a price the range did not
-    reach."""
+    reach; except when that nearest mark is past bankruptcy: then the bankruptcy price (the
+    insurance fund takes the position there and the rest of the loss, as on Binance)."""
     q = pos[i, P_QTY]
     if q == 0.0:
         return np.nan
@@ -213,12 +214,17 @@ def check_liquidation(acct: np.ndarray, pos: np.ndarray, i: int, mark_low: float
     side = 1.0 if long else -1.0
     realized = side * abs(q) * (lp - pos[i, P_ENTRY])
     # closed past bankruptcy (only at a nearest mark above): the insurance fund takes the
-    # rest, the loss stops at the margin (isolated) or at the account's equity (cross)
+    # rest, the loss stops at the margin (isolated) or at the account's equity (cross), and
+    # the close is reported at the bankruptcy price, where that loss is the price's PnL
+    # (Binance's convention: the trade's price, fee and PnL then agree in every ledger that
+    # books them as a fill, the live broker's included)
+    capped = False
     if pos[i, P_ISOLATED] == ISOLATED:
         fee = pos[i, P_MARGIN] + realized          # what margin is left goes with it
         if fee < 0.0:
             realized = -pos[i, P_MARGIN]
             fee = 0.0
+            capped = True
     else:
         wallet, maint, upnl = _cross_others(acct, pos, i, marks, floor, cap, mmr, cum)
         left = wallet + upnl + realized
@@ -227,6 +233,9 @@ def check_liquidation(acct: np.ndarray, pos: np.ndarray, i: int, mark_low: float
             fee = left if left > 0.0 else 0.0
         if left < 0.0:
             realized -= left
+            capped = True
+    if capped:
+        lp = pos[i, P_ENTRY] + realized / (side * abs(q))
     acct[A_WALLET] += realized - fee
     acct[A_REALIZED] += realized
     acct[A_FEES] += fee
