@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 from aiohttp import web
 
 from tests.local_http import serve
@@ -33,7 +34,8 @@ def kline(ts: int, mark: bool = False) -> list:
 
 
 def fapi_app(calls: list[str], fail_after: int | None = None,
-             html_after: int | None = None) -> web.Application:
+             html_after: int | None = None, html_path: str = "/fapi/v1/klines"
+             ) -> web.Application:
     n_minutes = 2 * 1440
 
     def window(q, step, limit_max):
@@ -61,16 +63,23 @@ def fapi_app(calls: list[str], fail_after: int | None = None,
             return await handler(request)
         return wrapped
 
+    def html(path: str) -> bool:       # a proxy's error page served with status 200: ccxt
+        return html_after is not None and html_path == path and \
+            calls.count(path) > html_after                       # reads no rows from it
+
     async def klines(r):
-        if html_after is not None and calls.count("/fapi/v1/klines") > html_after:
-            # a proxy's error page served with status 200: ccxt reads no rows from it
+        if html("/fapi/v1/klines"):
             return web.Response(text="<html>error</html>", content_type="text/html")
         return web.json_response([kline(t) for t in window(r.query, 60_000, 1500)])
 
     async def mark(r):
+        if html("/fapi/v1/markPriceKlines"):
+            return web.Response(text="<html>error</html>", content_type="text/html")
         return web.json_response([kline(t, True) for t in window(r.query, 60_000, 1500)])
 
     async def funding(r):
+        if html("/fapi/v1/fundingRate"):
+            return web.Response(text="<html>error</html>", content_type="text/html")
         return web.json_response([{"symbol": "BTCUSDT", "fundingTime": t,
                                    "fundingRate": "0.00010000", "markPrice": "100000"}
                                   for t in window(r.query, 8 * 3_600_000, 1000)])
@@ -155,3 +164,33 @@ def test_fetch_that_stops_short_of_the_span_exits_2_and_resumes(cli, tmp_path):
     assert r.code == 0, r.err
     from bot.data.dataset import load
     assert len(load(tmp_path / "f").bars) == 1440
+
+
+@pytest.mark.parametrize(("path", "after", "series", "needle"), [
+    ("/fapi/v1/markPriceKlines", 1, "mark",
+     "mark.jsonl: the exchange returned no mark-price rows after 2025-10-08T16:39:00Z "
+     "(1,000 of 1,440 bars of the span)"),
+    ("/fapi/v1/fundingRate", 0, "funding",
+     "funding.jsonl: the exchange returned no funding rows from 2025-10-08T00:00:00Z on "
+     "(0 settlements of the span)"),
+])
+def test_a_mark_or_funding_series_that_stops_short_exits_2_and_resumes(
+        cli, tmp_path, path: str, after: int, series: str, needle: str) -> None:
+    """Only the OHLCV pages were checked: an unreadable mark page left the rest of the day
+    on trade prices, an unreadable funding page charged no funding (exit 0, "gaps: none")."""
+    calls: list[str] = []
+    args = ("data", "fetch", "--symbol", "BTCUSDT", "--from", "2025-10-08", "--to",
+            "2025-10-08", "--series", f"ohlcv,{series}", "--out", tmp_path / "f")
+    with serve(fapi_app(calls, html_after=after, html_path=path)) as url:
+        r = cli(*args, "--base-url", url)
+    err = " ".join(r.err.split())
+    assert r.code == 2 and needle in err and "continues from them" in err, err
+    assert not (tmp_path / "f" / "manifest.json").exists()
+    with serve(fapi_app([])) as url:
+        r = cli(*args, "--base-url", url)
+    assert r.code == 0, r.err
+    from bot.data.dataset import load
+    bars = load(tmp_path / "f").bars
+    col = "mark_close" if series == "mark" else "funding_rate"
+    assert len(bars) == 1440 and int(np.isfinite(bars[col]).sum()) == (1440 if series == "mark"
+                                                                        else 3)

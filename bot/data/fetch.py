@@ -99,26 +99,43 @@ async def fetch_history(
                                      f"{str(exc)[:300]}") from None
     finally:
         await exchange.close()
-    if "ohlcv" in series:
-        _check_complete(raw_dir / "ohlcv.jsonl", start_ms, end_ms, bar_ms)
+    for name in ("ohlcv", "mark", "funding"):     # OI and ratios: the venue keeps 30 days
+        if name in series:
+            _check_complete(raw_dir / f"{name}.jsonl", name, start_ms, end_ms, bar_ms)
     return build(symbol, timeframe, raw_dir, start_ms, end_ms, exchange_name=exchange.id)
 
 
-def _check_complete(path: Path, start_ms: int, end_ms: int, bar_ms: int) -> None:
-    """The OHLCV pages must reach the span's last closed bar: pagination stops at the first
-    empty page, and an answer ccxt could not read (an HTML error page served with status
-    200) is one, so a dataset silently ended hours before --to (exit 0, "gaps: none")."""
+#: Funding settles at least every 8 hours (some symbols every 4 or 1): a funding series
+#: whose last row is older than this before the span's end stopped short.
+FUNDING_EVERY_MS = 8 * 3_600_000
+
+
+def _check_complete(path: Path, series: str, start_ms: int, end_ms: int, bar_ms: int) -> None:
+    """The pages of `series` must reach the span's end: pagination stops at the first empty
+    page, and an answer ccxt could not read (an HTML error page served with status 200) is
+    one, so a dataset silently ended hours before --to (exit 0, "gaps: none"); a short mark
+    series fell back to trade prices and a short funding series charged no funding. OHLCV
+    and mark prices must reach the last closed bar, funding the last 8 hours."""
     rows = _load_raw(path)
-    if not rows:
+    if not rows and series == "ohlcv":
         return                                # build() says no rows were fetched
     now = int(time.time() * 1000)                 # a span reaching today: bars closed so far
-    last_needed = (min(end_ms, now) // bar_ms) * bar_ms - bar_ms    # the last closed bar
-    last = int(rows[-1][0])
+    if series == "funding":
+        if end_ms - start_ms < FUNDING_EVERY_MS:
+            return
+        last_needed = min(end_ms, now) - FUNDING_EVERY_MS
+        what, unit = "funding", "settlements"
+    else:
+        last_needed = (min(end_ms, now) // bar_ms) * bar_ms - bar_ms    # the last closed bar
+        what, unit = ("OHLCV" if series == "ohlcv" else "mark-price"), "bars"
+    last = _row_ts(series, rows[-1]) if rows else start_ms - 1
     if last < last_needed:
-        got = len({int(r[0]) for r in rows})
-        want = max(1, (last_needed - start_ms) // bar_ms + 1)
-        raise DataError(str(path), f"the exchange returned no OHLCV rows after "
-                                   f"{iso(last)} ({got:,} of {want:,} bars of the span): its "
+        got = len({_row_ts(series, r) for r in rows})
+        span = "" if series == "funding" else \
+            f" of {max(1, (last_needed - start_ms) // bar_ms + 1):,}"
+        after = f"after {iso(last)}" if rows else f"from {iso(start_ms)} on"
+        raise DataError(str(path), f"the exchange returned no {what} rows {after} "
+                                   f"({got:,}{span} {unit} of the span): its "
                                    "answer was empty or unreadable. The pages fetched are "
                                    "kept: the same command continues from them; if the "
                                    "symbol stopped trading, pass an earlier --to")
