@@ -344,3 +344,10 @@ def test_fill_gaps_and_allow_gaps_together_are_refused(cli, synth_dir, tmp_path)
             "--out", tmp_path / "x")
     assert r.code == 2 and "--fill-gaps and --allow-gaps contradict each other" in r.err
     assert not (tmp_path / "x").exists()
+
+
+def test_a_param_given_twice_is_refused(cli) -> None:
+    """`--param leverage=5 --param leverage=6` silently ran 6x (sweep refuses a repeated
+    --grid the same way)."""
+    r = cli("backtest", "--scenario", "calm", "--param", "leverage=5", "--param", "leverage=6")
+    assert r.code == 2 and "--param leverage: given twice ('5' and '6')" in r.err, r.err

@@ -83,6 +83,9 @@ def _params(pairs: list[str]) -> dict[str, str]:
         key, sep, value = p.partition("=")
         if not sep or not key:
             raise LiqbotError(f"--param: expected key=value, got {p!r}")
+        if key.strip() in out:              # the last one silently won
+            raise LiqbotError(f"--param {key.strip()}: given twice ({out[key.strip()]!r} and "
+                              f"{value.strip()!r})")
         out[key.strip()] = value.strip()
     return out
 
