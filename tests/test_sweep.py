@@ -413,3 +413,16 @@ def test_ctrl_c_while_drawing_the_png_says_it_is_missing(tmp_path: Path, cli,
     assert (out / sw.RESULTS).exists() and not (out / "heatmap.png").exists()
     assert not (out / "heatmap.png.tmp").exists()
     assert "results:" in r.out
+
+
+def test_an_interrupt_before_any_row_says_nothing_was_kept(tmp_path: Path, cli,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """It said "0 finished row(s) kept in OUT/rows.jsonl", a file that did not exist."""
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sw, "sweep", interrupted)
+    r = cli("sweep", "synthetic:1:none:1", "--strategy", "sma_cross", "--grid", "fast=5",
+            "--workers", "1", "--out", tmp_path / "o")
+    assert r.code == 130
+    assert "interrupted before any row finished: nothing kept" in " ".join(r.err.split())

@@ -236,7 +236,9 @@ def sweep_command(
         backend.close(abort=True)          # no worker outlives the command
         kept = len(sw.Journal(out).rows) if (out / sw.JOURNAL).exists() else 0
         err.print(f"sweep interrupted: {kept} finished row(s) kept in {out / sw.JOURNAL}; the "
-                  "same command resumes from them", markup=False)
+                  "same command resumes from them" if kept else
+                  "sweep interrupted before any row finished: nothing kept; the same command "
+                  "starts it again", markup=False)
         raise SystemExit(130) from None
     finally:
         backend.close()
