@@ -359,8 +359,9 @@ def parse_config(
             loc = ".".join(str(p) for p in e["loc"])
             if _under_secret(loc, secret_paths):
                 continue
-            var = next((v for k, v in from_env.items() if loc == k or loc.startswith(k + ".")),
-                       None)
+            # the variable set this key, one under it, or (an unknown table) one inside it
+            var = next((v for k, v in from_env.items() if loc == k or loc.startswith(k + ".")
+                        or k.startswith(loc + ".")), None)
             problems.append(_format_problem(e) + (f" (from the environment: {var})" if var
                                                   else ""))
         cfg = None

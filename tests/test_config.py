@@ -82,6 +82,11 @@ def test_env_override_errors_name_the_key():
     assert err.value.problems == [
         "data.synthetic.days: expected a valid integer, unable to parse string as an integer, "
         "got 'many' (from the environment: LIQBOT_DATA__SYNTHETIC__DAYS)"]
+    with pytest.raises(ConfigError) as err:            # a typo'd table: named by its variable
+        parse_config({}, "t", env={"LIQBOT_FILLZ__X": "1"})
+    assert err.value.problems == [
+        "fillz: expected a known key, got unknown key 'fillz' (from the environment: "
+        "LIQBOT_FILLZ__X)"]
 
 
 def test_credentials_from_env_are_masked():
