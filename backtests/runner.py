@@ -138,9 +138,7 @@ def run(inputs: Inputs, strategy: Strategy, policy: RiskPolicy, brackets: Bracke
     st = np.zeros(eg.N_STATE)
     st[: kn.N_K] = kn.new_state(settings.wallet)
     rec = np.zeros((n, record_columns))
-    rec[:start, eg.R_EQUITY] = settings.wallet
-    if record_columns == eg.N_REC:
-        rec[:start, eg.R_WALLET] = settings.wallet
+    flat_before(rec, start, settings.wallet)
     trd = np.zeros((2 * n + 16, eg.N_TRD))
     dcs = np.zeros((n + 16, eg.N_DCS))
     fp = fill_params(settings, sizing_of(strategy))
@@ -259,6 +257,14 @@ def metrics(rec: np.ndarray, trades: np.ndarray, decisions: np.ndarray, st: np.n
         "max_leverage_used": float(np.abs(live[:, eg.R_LEVERAGE]).max()) if len(live) else 0.0,
         "bust": bool(st[kn.K_BUST]),
     }
+
+
+def flat_before(rec: np.ndarray, start: int, wallet: float) -> None:
+    """The records of the bars before an account opened at `start`: equity (and wallet,
+    when kept) at the opening wallet, no position."""
+    rec[:start, eg.R_EQUITY] = wallet
+    if rec.shape[1] > eg.R_WALLET:
+        rec[:start, eg.R_WALLET] = wallet
 
 
 def from_bar(result: RunResult, k: int) -> RunResult:

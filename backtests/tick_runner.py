@@ -25,6 +25,7 @@ from backtests.runner import (
     RunResult,
     RunSettings,
     fill_params,
+    flat_before,
     metrics,
     prepare,
     sizing_of,
@@ -171,8 +172,7 @@ def run_ticks(ti: TickInputs, strategy: Strategy, policy: RiskPolicy, brackets: 
     dec = np.zeros(en.N_DECISION)
     out = np.zeros(kn.N_DECIDE)
     rec = np.zeros((n, eg.N_REC))
-    rec[:start, eg.R_EQUITY] = settings.wallet
-    rec[:start, eg.R_WALLET] = settings.wallet
+    flat_before(rec, start, settings.wallet)
     n_dec_max = n + 16 if every_n == 0 else n + len(ti.ticks) // every_n + 16
     trd = np.zeros((2 * n_dec_max + 16, eg.N_TRD))
     trd_tick = np.zeros(len(trd), np.int64)

@@ -126,18 +126,10 @@ def root(
     ctx.obj = {"config": config, "debug": debug}
 
 
-def _fd_id(fd: int) -> tuple[int, int] | None:
-    """(device, inode) of what file descriptor `fd` points at; None when it is closed."""
+def _file_id(target: int | str) -> tuple[int, int] | None:
+    """(device, inode) of a file descriptor's file or a path's; None when there is none."""
     try:
-        st = os.fstat(fd)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
-
-
-def _devnull_id() -> tuple[int, int] | None:
-    try:
-        st = os.stat(os.devnull)
+        st = os.stat(target)
     except OSError:
         return None
     return st.st_dev, st.st_ino
@@ -158,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             if a == "heatmap" and args[i + 1:i + 2] == ["validate"]:
                 args[i:i + 2] = ["heatmap-validate"]
             break
-    stdout_was = _fd_id(1)
+    stdout_was = _file_id(1)
     try:
         # standalone mode: typer itself turns usage errors into exit 2 (SystemExit) and a
         # KeyboardInterrupt in a command into exit 130; Ctrl-C raises one only at a safe
@@ -170,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         # typer's help console is rich's own: on a broken pipe it points stdout at
         # /dev/null and exits 1 ("a bug" here); the reader left, as below
-        if exc.code == 1 and stdout_was is not None and stdout_was != _fd_id(1) == _devnull_id():
+        now = _file_id(1)
+        if exc.code == 1 and stdout_was is not None and stdout_was != now == _file_id(os.devnull):
             return 141
         raise
     except BrokenPipeError:                 # `liqbot ... | head`: the reader left

@@ -203,9 +203,8 @@ def backtest_command(
         with err.status(f"aggregating {len(tick_data[0]):,} ticks, signals ..."):
             tick_in = prepare_ticks(tick_data[0], tick_data[1], brackets, settings)
         bars = tick_in.bars
-        if start:
-            import numpy as np
-            first = int(np.searchsorted(bars.ts, span[0], "left"))
+        if start:                           # the same count as a bar replay's, on the ticks' bars
+            first = len(bars.between(None, span[0]))
             if len(bars) - first < 10:
                 raise LiqbotError(f"{shown(source)}: the ticks from --from {start} make "
                                   f"{len(bars) - first} bar(s); a backtest needs at least 10")

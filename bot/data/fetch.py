@@ -24,7 +24,7 @@ from asyncio_throttle import Throttler
 from bot.data import ccxt_history as ch
 from bot.data.binance_vision import interval_ms
 from bot.data.dataset import Dataset, iso
-from bot.errors import DataError
+from bot.errors import DataError, exc_text
 
 SERIES = ("ohlcv", "mark", "funding", "open_interest", "long_short")
 #: ccxt caps Binance OHLCV pages at 1,000 rows (its own note: wider ranges misbehave).
@@ -95,8 +95,8 @@ async def fetch_history(
     except ccxt.BaseError as exc:
         # ccxt messages can echo request URLs and parameters but never our credentials:
         # fetch runs unauthenticated.
-        raise DataError(exchange.id, f"exchange request failed ({type(exc).__name__}): "
-                                     f"{str(exc)[:300]}") from None
+        raise DataError(exchange.id, f"exchange request failed ({exc_text(exc, 300)})") \
+            from None
     finally:
         await exchange.close()
     for name in ("ohlcv", "mark", "funding"):     # OI and ratios: the venue keeps 30 days

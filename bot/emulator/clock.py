@@ -3,6 +3,7 @@ ms, pausable and movable by hand (the admin endpoint), never past `end_ms`."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -52,7 +53,7 @@ class SimClock:
         self.set(self.now_ms() + int(ms))
 
     def set_speed(self, speed: float) -> None:
-        if not speed > 0 or speed == float("inf"):      # NaN and inf too
+        if not (speed > 0 and math.isfinite(speed)):      # NaN and inf too
             raise ValueError(f"speed must be > 0, got {speed}")
         self._rebase(self.now_ms())
         self.speed = float(speed)
