@@ -194,3 +194,33 @@ def test_a_mark_or_funding_series_that_stops_short_exits_2_and_resumes(
     col = "mark_close" if series == "mark" else "funding_rate"
     assert len(bars) == 1440 and int(np.isfinite(bars[col]).sum()) == (1440 if series == "mark"
                                                                         else 3)
+
+
+def test_a_span_reaching_the_present_ends_at_the_last_closed_bar(cli, tmp_path, monkeypatch):
+    """`--to` today kept the bar still forming: its OHLCV stored as final, and a rerun
+    continued after it, so the bar was never corrected."""
+    from bot.data import fetch
+    now = START + 86_400_000 + 10 * 3_600_000 + 30 * 60_000 + 30_000    # 10-09 10:30:30Z
+    monkeypatch.setattr(fetch, "now_ms", lambda: now)
+    calls: list[str] = []
+    with serve(fapi_app(calls)) as url:
+        r = cli("data", "fetch", "--symbol", "BTCUSDT", "--from", "2025-10-08", "--to",
+                "2025-10-09", "--series", "ohlcv,mark,funding", "--out", tmp_path / "f",
+                "--base-url", url)
+        assert r.code == 0, r.err
+        from bot.data.dataset import load
+        b = load(tmp_path / "f").bars
+        assert len(b) == 1440 + 630 and b.ts[-1] == START + 86_400_000 + 629 * 60_000
+        raw = [json.loads(x) for x in (tmp_path / "f" / "raw" / "mark.jsonl").open()]
+        assert max(row[0] for page in raw for row in page) == b.ts[-1]   # forming: not kept
+        r = cli("data", "fetch", "--symbol", "BTCUSDT", "--from", "2025-10-09", "--to",
+                "2025-10-10", "--out", tmp_path / "g", "--base-url", url)
+        # 2025-10-09 has begun: its first bars closed; a span that starts after now has none
+        assert r.code == 0, r.err
+        monkeypatch.setattr(fetch, "now_ms", lambda: START + 86_400_000 + 30_000)
+        r = cli("data", "fetch", "--symbol", "BTCUSDT", "--from", "2025-10-09", "--to",
+                "2025-10-10", "--out", tmp_path / "h", "--base-url", url)
+    err = " ".join(r.err.split())
+    assert r.code == 2 and "Traceback" not in err
+    assert "--from: no 1m bar has closed since 2025-10-09T00:00:00Z yet (the one forming " \
+           "now opened at 2025-10-09T00:00:00Z)" in err

@@ -69,7 +69,16 @@ async def fetch_history(
     series: tuple[str, ...] = SERIES, *, requests_per_second: float = 5.0,
     on_page: Callable[[str, int], None] | None = None,
 ) -> Dataset:
-    """Fetch every series over [start_ms, end_ms) into `out/raw`, then build a Dataset."""
+    """Fetch every series over [start_ms, end_ms) into `out/raw`, then build a Dataset.
+
+    A span reaching the present ends at the last CLOSED bar: the bar still forming is never
+    stored (its OHLCV would be kept as final, and a rerun continues after it)."""
+    bar_ms = interval_ms(timeframe)
+    closed = closed_until(bar_ms)
+    if closed <= start_ms:
+        raise DataError("--from", f"no {timeframe} bar has closed since {iso(start_ms)} yet "
+                                  f"(the one forming now opened at {iso(closed)})")
+    end_ms = min(end_ms, closed)
     raw_dir = out / "raw"
     raw_dir.mkdir(parents=True, exist_ok=True)
     throttler = Throttler(rate_limit=max(1, int(requests_per_second)), period=1.0)
@@ -86,7 +95,6 @@ async def fetch_history(
             "long_short": lambda s, n: exchange.fetch_long_short_ratio_history(
                 unified, "5m", s, n),
         }
-        bar_ms = interval_ms(timeframe)
         for name in series:
             # after the last stored row, the next one cannot start before row + step
             step = bar_ms if name in ("ohlcv", "mark") else 1
@@ -105,6 +113,16 @@ async def fetch_history(
     return build(symbol, timeframe, raw_dir, start_ms, end_ms, exchange_name=exchange.id)
 
 
+def now_ms() -> int:
+    """Wall-clock time, ms UTC (one place, so tests can move it)."""
+    return int(time.time() * 1000)
+
+
+def closed_until(bar_ms: int) -> int:
+    """The open time of the bar forming now: every bar before it has closed."""
+    return (now_ms() // bar_ms) * bar_ms
+
+
 #: Funding settles at least every 8 hours (some symbols every 4 or 1): a funding series
 #: whose last row is older than this before the span's end stopped short.
 FUNDING_EVERY_MS = 8 * 3_600_000
@@ -119,7 +137,7 @@ def _check_complete(path: Path, series: str, start_ms: int, end_ms: int, bar_ms:
     rows = _load_raw(path)
     if not rows and series == "ohlcv":
         return                                # build() says no rows were fetched
-    now = int(time.time() * 1000)                 # a span reaching today: bars closed so far
+    now = now_ms()                                # a span reaching today: bars closed so far
     if series == "funding":
         if end_ms - start_ms < FUNDING_EVERY_MS:
             return
