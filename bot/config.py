@@ -26,6 +26,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    StrictBool,
     StringConstraints,
     ValidationError,
     field_validator,
@@ -93,7 +94,7 @@ class ExchangeConfig(_Section):
     symbols: list[Symbol] = Field(default_factory=lambda: ["BTCUSDT"], min_length=1,
                                   max_length=100)
     credentials_file: Path | None = None
-    testnet: bool = False
+    testnet: StrictBool = False
 
 
 class DownloadConfig(_Section):
@@ -198,7 +199,7 @@ class LiveConfig(_Section):
                                  description="REST host override (an emulator on 127.0.0.1)")
     ws_url: str | None = Field(None, pattern=r"^wss?://\S+$",
                                description="websocket host override (an emulator)")
-    user_stream: bool = Field(True, description="also read fills from the user-data stream")
+    user_stream: StrictBool = Field(True, description="also read fills from the user-data stream")
     order_attempts: int = Field(6, ge=1, le=50, description="send/look-up tries per order")
 
     @field_validator("rest_url", "ws_url")
@@ -270,7 +271,9 @@ def shown(value: Any) -> str:
 
 _EXPECTED = {"string_pattern_mismatch": "a symbol like BTCUSDT (2-20 upper-case letters and "
                                         "digits)",
-             "finite_number": "a finite number"}
+             "finite_number": "a finite number",
+             # StrictBool: pydantic's lax bool took "yes", "off", 1 or "0" from a TOML file
+             "bool_type": "true or false"}
 
 
 def _format_problem(err: Mapping[str, Any]) -> str:

@@ -132,3 +132,17 @@ def test_config_check_cli(cli, tmp_path):
     r = cli("config", "check", tmp_path / "missing.toml")
     assert r.code == 2 and r.out.startswith(f"{tmp_path / 'missing.toml'}: expected a readable")
     assert "Traceback" not in r.out + r.err
+
+
+def test_a_boolean_key_takes_only_true_or_false():
+    """pydantic's lax booleans took testnet = "yes" (or "off", 1, "0") from a file: a
+    typo'd value passed `config check` and picked a venue by pydantic's word list."""
+    with pytest.raises(ConfigError) as err:
+        parse_config({"exchange": {"testnet": "yes"}, "live": {"user_stream": 0}}, "t")
+    assert err.value.problems == ["exchange.testnet: expected true or false, got 'yes'",
+                                  "live.user_stream: expected true or false, got 0"]
+    with pytest.raises(ConfigError) as err:
+        parse_config({}, "t", env={"LIQBOT_EXCHANGE__TESTNET": "1"})
+    assert err.value.problems == ["exchange.testnet: expected true or false, got 1 (from the "
+                                  "environment: LIQBOT_EXCHANGE__TESTNET)"]
+    assert parse_config({}, "t", env={"LIQBOT_EXCHANGE__TESTNET": "true"}).exchange.testnet

@@ -218,6 +218,11 @@ def test_a_rising_schedule_or_a_hedge_without_hysteresis_is_a_config_error(tmp_p
     bad.write_text("[risk]\nlev_base = 10\nlev_min = 10\nhedge_threshold = 0.6\n"
                    "hedge_unwind = 0.59\n")               # equal caps, a narrow band: fine
     assert load_policy(str(bad)).lev_min == 10.0
+    bad.write_text("[risk]\nhedge = \"no\"\ncascade_mode = 1\n")   # lax: True and True
+    with pytest.raises(ConfigError) as exc:
+        load_policy(str(bad))
+    assert exc.value.problems == ["cascade_mode: expected true or false, got 1",
+                                  "hedge: expected true or false, got 'no'"]
 
 
 def test_near_tier_outside_the_reach_is_a_config_error(tmp_path):

@@ -5,7 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from bot.errors import ConfigError, LiqbotError
 from bot.risk import engine as en
@@ -40,7 +48,7 @@ class RiskPolicy(BaseModel):
     cluster_buffer: float = Field(0.005, ge=0, lt=0.5, description="beyond the far edge by")
     cluster_min_share: float = Field(0.05, ge=0, le=1, description="dense = this share of side")
     mmr: float = Field(0.005, gt=0, lt=0.5, description="maintenance rate for the guard's maths")
-    cascade_mode: bool = True
+    cascade_mode: StrictBool = True
     cascade_max_leverage: float = Field(2.0, ge=0)
     cascade_reach_atr: float = Field(0.0, ge=0, description="cascade acts only on a side whose "
                                      "liquidation sits within this many ATRs (0: always, cut "
@@ -57,7 +65,7 @@ class RiskPolicy(BaseModel):
                                     "is closed until the cascade ends (0: off)")
     min_cut: float = Field(0.0, ge=0, lt=1, description="a soft cap cutting the held "
                            "leverage by less than this fraction leaves the position as it is")
-    hedge: bool = True
+    hedge: StrictBool = True
     hedge_threshold: float = Field(0.8, ge=0, le=1)
     hedge_fraction: float = Field(0.5, ge=0, le=1)
     hedge_unwind: float = Field(0.5, ge=0, le=1)
