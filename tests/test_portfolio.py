@@ -7,6 +7,7 @@ liquidation formula LP = (WB - TMM1 + UPNL1 + cum - side q E) / (q mmr - side q)
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import numpy as np
@@ -19,6 +20,7 @@ from backtests.scenarios import load_scenario
 from bot.config import FillsConfig
 from bot.data.bars import Bars
 from bot.errors import LiqbotError
+from bot.execution import broker as bk
 from bot.execution import kernel as kn
 from bot.mechanics import account as ac
 from bot.mechanics import brackets as br
@@ -26,6 +28,9 @@ from bot.mechanics.brackets import Brackets
 from bot.mechanics.fees import VenueFees
 from bot.risk import engine as en
 from bot.risk.policy import load_policy, off_policy
+from bot.runtime.daemon import Daemon
+from bot.runtime.replay import ReplayFeed
+from bot.store import Store
 from strategies import find
 
 W0 = 10_000.0
@@ -133,6 +138,181 @@ def test_crash_in_b_liquidates_the_whole_cross_account(a_stale: bool) -> None:
                            off_policy().to_array(), FP, SETTINGS, "off")
     assert alone.metrics["portfolio"]["liquidations"] == 0
     assert alone.metrics["portfolio"]["final_equity"] == pytest.approx(W0 - 25.0, rel=1e-12)
+
+
+def _paper_run(pin: pf.PortfolioInputs, orders: np.ndarray, order: list[int],
+               restart: str | None = None) -> tuple[bk.PaperBroker, list[bk.Fill]]:
+    """The daemon's paper venue over `pin`'s bars, one symbol's bar at a time in `order` at
+    each open time (as the daemon receives them): the open (`on_bar_open`), the mark close
+    (`set_mark`), then the orders the portfolio decided at that symbol's close (`orders`:
+    its trade rows, each submitted at the close before the bar it filled in). `restart`
+    ("new" or "old"): after the first symbol's bar 2 the broker is replaced by a new one
+    restored from its snapshot ("old": without the per-symbol bar fields, as a checkpoint
+    written before they existed)."""
+    m = pin.market
+    broker = bk.PaperBroker(pin.symbols, pin.brackets, W0, FP)
+    fills: list[bk.Fill] = []
+    for t, ts in enumerate(pin.ts.tolist()):
+        for s in order:
+            if not pin.has[s, t]:
+                continue
+            sym = pin.symbols[s]
+            f, _ = broker.on_bar_open(sym, ts, m["open"][s, t], m["mark_open"][s, t],
+                                      m["mark_high"][s, t], m["mark_low"][s, t],
+                                      m["funding"][s, t])
+            fills += f
+            broker.set_mark(sym, m["mark_close"][s, t])
+            for row in orders[(orders[:, 0] == t + 1) & (orders[:, eg.N_TRD] == s)]:
+                broker.submit(bk.Order(f"o-{t}-{int(row[1])}", sym, int(row[1]), row[2], False,
+                                       (0.0, 0.0, 0.0)))
+            if restart is not None and t == 2 and s == order[0]:
+                snap = broker.snapshot()
+                if restart == "old":
+                    snap = {k: v for k, v in snap.items() if k not in ("bar_ts", "bar_range")}
+                broker = bk.PaperBroker(pin.symbols, pin.brackets, W0, FP)
+                broker.restore(snap)
+                if restart == "old":
+                    assert (broker.bar_ts == bk.NO_BAR).all()
+                else:
+                    assert broker.bar_ts[s] == ts
+    return broker, fills
+
+
+@pytest.mark.parametrize("restart", [None, "new", "old"])
+@pytest.mark.parametrize("order", [[0, 1], [1, 0]])
+def test_paper_broker_liquidates_another_symbol_in_the_same_bar(order: list[int],
+                                                                 restart: str | None) -> None:
+    """The crash of `test_crash_in_b_liquidates_the_whole_cross_account` on the paper broker:
+    B's liquidation at bar 2 takes A (flat at 100) past its cross liquidation price, and A
+    is liquidated at bar 2, as in the portfolio backtest, whichever symbol's bar comes first.
+    A then B: A's bar 2 was already processed (it survived), so B's liquidation re-checks A
+    over A's bar-2 mark range (until 2026-12-06 A was liquidated only at its bar 3). B then
+    A: A's bar 2 has not arrived, A is re-checked at its last mark close. The re-check
+    survives a restart between the two symbols' bars."""
+    flat_a = [(100.0, 100.0, 100.0, 100.0)] * 4
+    b = [(50.0, 50.0, 50.0, 50.0), (50.0, 50.0, 50.0, 50.0), (50.0, 50.0, 40.0, 42.0),
+         (42.0, 42.0, 42.0, 42.0)]
+    pin = _pin({"AUSDT": flat_a, "BUSDT": b})
+    res = pf.run_targets(pin, _targets(pin, [5.0, 5.0]), off_policy().to_array(), FP,
+                         SETTINGS, "off")
+    # the hand numbers of that test: fills at bar 1 (500 A at 100, 1,000 B at 50, 25 + 25
+    # fee), B closes at LP_B = (9,950 - 500 - 50,000) / (10 - 1,000) = 40.9596, the wallet
+    # left (9,950 + 1,000 x (LP_B - 50) - 1.25% x 1,000 x LP_B = 397.60) puts A's LP at
+    # 100.21, above its whole bar (100): A closes at 100 and its fee takes what is left
+    wallet = W0 - 50.0
+    lp_b = (wallet - 500.0 - 1000.0 * 50.0) / (1000.0 * MMR - 1000.0)
+    wallet_b = wallet + 1000.0 * (lp_b - 50.0) - LIQ_FEE * 1000.0 * lp_b
+    liq = res.trades[res.trades[:, 6] == 1.0]
+    assert liq[:, [0, 1, eg.N_TRD]].tolist() == [[2, 2, 1], [2, 0, 0]]
+    assert liq[:, 3] == pytest.approx([lp_b, 100.0], rel=1e-12)
+
+    orders = res.trades[res.trades[:, 6] == 0.0]
+    broker, fills = _paper_run(pin, orders, order, restart)
+    assert sorted((f.symbol, f.slot, f.ts, f.qty, f.price) for f in fills
+                  if not f.liquidation) == [("AUSDT", 0, 60_000, 500.0, 100.0),
+                                            ("BUSDT", 2, 60_000, 1000.0, 50.0)]
+    liqs = [f for f in fills if f.liquidation]
+    # both in B's call at bar 2 (ts 120,000): B's own, then A's, named A with A's slot
+    assert [(f.fill_id, f.client_id, f.symbol, f.slot, f.ts, f.qty) for f in liqs] == [
+        ("liq-BUSDT-120000-2", "", "BUSDT", 2, 120_000, -1000.0),
+        ("liq-AUSDT-120000-0-after-BUSDT", "", "AUSDT", 0, 120_000, -500.0)]
+    np.testing.assert_allclose([f.price for f in liqs], liq[:, 3], rtol=1e-9, atol=0)
+    np.testing.assert_allclose([f.price for f in liqs], [lp_b, 100.0], rtol=1e-12, atol=0)
+    np.testing.assert_allclose([f.fee for f in liqs], liq[:, 4], rtol=1e-9, atol=0)
+    assert liqs[1].fee == pytest.approx(wallet_b, rel=1e-9)
+    # the same account afterwards: bust, both flat, two liquidations
+    assert broker.acct[ac.A_WALLET] == pytest.approx(res.port[-1, pf.PR_WALLET], abs=1e-9)
+    assert broker.acct[ac.A_WALLET] == pytest.approx(0.0, abs=1e-9)
+    assert broker.acct[ac.A_LIQUIDATIONS] == res.port[-1, pf.PR_LIQUIDATIONS] == 2.0
+    assert not broker.pos[:, ac.P_QTY].any()
+
+
+def test_a_slot_liquidated_twice_in_one_bar_keeps_both_fills() -> None:
+    """B's bar comes first and its liquidation takes A at A's last mark; A's own bar at the
+    same open time then fills an order decided before (it reopens A) and its crash
+    liquidates A again. Both fills had the id liq-AUSDT-TS-0, and the store keeps one fill
+    per id: the second was lost."""
+    pin = _pin({"AUSDT": [(100.0, 100.0, 100.0, 100.0)] * 2,
+                "BUSDT": [(50.0, 50.0, 50.0, 50.0)] * 2})
+    broker = bk.PaperBroker(pin.symbols, pin.brackets, W0, FP)
+    for sym, slot, qty, px in (("AUSDT", 0, 500.0, 100.0), ("BUSDT", 2, 1000.0, 50.0)):
+        broker.submit(bk.Order(f"o-{sym}", sym, slot, qty, False, (0.0, 0.0, 0.0)))
+        broker.on_bar_open(sym, 0, px, px, px, px, np.nan)
+        broker.set_mark(sym, px)
+    broker.submit(bk.Order("o-again", "AUSDT", 0, 10.0, False, (0.0, 0.0, 0.0)))
+    first, _ = broker.on_bar_open("BUSDT", 60_000, 40.0, 40.0, 40.0, 40.0, np.nan)
+    assert [(f.fill_id, f.qty) for f in first] == [("liq-BUSDT-60000-2", -1000.0),
+                                                    ("liq-AUSDT-60000-0-after-BUSDT", -500.0)]
+    broker.acct[ac.A_WALLET] = 50.0             # a deposit: the reopened 10 A at 20x
+    second, _ = broker.on_bar_open("AUSDT", 60_000, 100.0, 100.0, 100.0, 1.0, np.nan)
+    assert [(f.fill_id, f.qty, f.liquidation) for f in second] == [
+        ("o-again-f", 10.0, False), ("liq-AUSDT-60000-0", -10.0, True)]
+
+
+def _ohlc_bars(symbol: str, rows: list[tuple[float, float, float, float]]) -> Bars:
+    """1m bars from 2026-01-01 of (open, high, low, close): last and mark prices alike."""
+    o, h, lo, c = np.array(rows, dtype=float).T
+    ts = 1_767_225_600_000 + np.arange(len(rows), dtype=np.int64) * 60_000
+    return Bars(symbol, 60_000, {"ts": ts, "open": o, "high": h, "low": lo, "close": c,
+                                 "volume": np.ones(len(rows))})
+
+
+def test_daemon_books_another_symbols_liquidation_in_the_same_bar(tmp_path) -> None:  # noqa: ANN001
+    """The paper daemon (AUSDT's bar, then BUSDT's, at each open time) and the portfolio
+    backtest on the same crash: B falls to 40 at bar 5, its liquidation takes A (flat at
+    100) with it in the same bar, booked under A's name and slot (A's entry ended: nothing
+    bought back), at the portfolio's prices; the checkpoint carries the broker's last bars."""
+    n = 8
+    a = _ohlc_bars("AUSDT", [(100.0, 100.0, 100.0, 100.0)] * n)
+    b = _ohlc_bars("BUSDT", [(50.0, 50.0, 50.0, 50.0)] * 5 + [(50.0, 50.0, 40.0, 42.0)] +
+                   [(42.0, 42.0, 42.0, 42.0)] * (n - 6))
+    brackets = {"AUSDT": _one_tier("AUSDT"), "BUSDT": _one_tier("BUSDT")}
+    strat = find("hold").from_strings({"side": "long", "leverage": "5", "sizing": "entry"})
+    pin = pf.prepare_portfolio([a, b], list(brackets.values()), SETTINGS)
+    res = pf.run_portfolio(pin, strat, off_policy(), SETTINGS, "x")
+    tr = res.trades
+    # as the hand case above: 500 A at 100 and 1,000 B at 50 at bar 1; B at 40.9596 and A at
+    # 100 at bar 5 (bar, slot, qty, price)
+    assert tr[:, [0, 1, 2]].tolist() == [[1, 0, 500.0], [1, 2, 1000.0], [5, 2, -1000.0],
+                                         [5, 0, -500.0]]
+    lp_b = (W0 - 50.0 - 500.0 - 1000.0 * 50.0) / (1000.0 * MMR - 1000.0)
+    assert tr[:, 3] == pytest.approx([100.0, 50.0, lp_b, 100.0], rel=1e-12)
+    store = Store(f"sqlite:///{tmp_path}/x.db")
+    feed = ReplayFeed({"AUSDT": a, "BUSDT": b}, 0.0)
+    run_ = store.open_run("paper", "paper:binance", list(feed.symbols), strat.name,
+                          strat.params, "off", W0)
+    fp = kn.fill_params(SETTINGS.fills, SETTINGS.fees, SETTINGS.band, strat.sizing)
+
+    def daemon() -> Daemon:
+        return Daemon(run_id=run_.run_id, feed=feed, store=store, strategy=strat,
+                      policy=off_policy().to_array(), fp=fp, brackets=brackets, wallet=W0)
+
+    d = daemon()
+    asyncio.run(d.run(simulated=True))
+    fills = store.fills(d.run_id)
+    bar_of = {int(t): i for i, t in enumerate(a.ts)}
+    got = sorted([bar_of[f.ts], 2 * ("AUSDT", "BUSDT").index(f.symbol), f.qty, f.price]
+                 for f in fills)
+    want = sorted(tr[:, [0, 1, 2, 3]].tolist())
+    assert [g[:3] for g in got] == [w[:3] for w in want]
+    np.testing.assert_allclose([g[3] for g in got], [w[3] for w in want], rtol=1e-9, atol=0)
+    liq = {f.fill_id: f for f in fills if f.liquidation}
+    ts5 = int(a.ts[5])
+    assert sorted(liq) == [f"liq-AUSDT-{ts5}-0-after-BUSDT", f"liq-BUSDT-{ts5}-2"]
+    assert d.state["AUSDT"].st[kn.K_DESIRED_QTY] == 0.0
+    assert not d.broker.pos[:, ac.P_QTY].any()
+    assert d.equity()[0] == pytest.approx(res.metrics["portfolio"]["final_equity"], abs=1e-9)
+    # a restart restores the last bar of each symbol; an older checkpoint without them too
+    blob = d.checkpoint()
+    d2 = daemon()
+    d2.restore(blob)
+    assert d2.broker.bar_ts.tolist() == [int(a.ts[-1])] * 2
+    np.testing.assert_array_equal(d2.broker.bar_range, d.broker.bar_range)
+    old = {k: v for k, v in bk.from_bytes(blob).items() if k not in ("bar_ts", "bar_range")}
+    d3 = daemon()
+    d3.restore(bk.to_bytes(old))
+    assert (d3.broker.bar_ts == bk.NO_BAR).all()
+    store.close()
 
 
 def test_stale_symbol_keeps_its_order_until_its_next_bar() -> None:

@@ -7,6 +7,13 @@ orders only: an order submitted at a bar's close fills at the next bar's open of
 (plus the fill model's slippage, measured over the window known when it was decided),
 exactly as in a backtest. The paper account is the broker's: `acct`/`pos` arrays with two
 slots per symbol (main, hedge), margined together in cross.
+
+A liquidation lowers the shared wallet, which moves every other symbol's cross
+liquidation price: after one, the other symbols' slots are checked again in the same call
+until nothing more is liquidated, as the portfolio backtest's open phase does
+(`backtests.portfolio.run_bars`). A symbol whose bar at the same open time was already
+processed is checked over that bar's mark range; one whose bar has not arrived yet at its
+last mark close.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ import numpy as np
 from bot.execution import kernel as kn
 from bot.mechanics import account as ac
 from bot.mechanics.brackets import Brackets
+
+NO_BAR = np.iinfo(np.int64).min       # `bar_ts` of a symbol without a processed bar
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +89,10 @@ class PaperBroker:
         self.floor, self.cap, self.mmr, self.cum, _ = ac.stack_brackets(per_slot)
         self.fp = fp
         self.marks = np.zeros(2 * len(symbols))      # last mark close per slot
+        # per symbol, its last processed bar: open time and mark (low, high), the range a
+        # re-check after another symbol's liquidation in the same bar uses
+        self.bar_ts = np.full(len(symbols), NO_BAR, dtype=np.int64)
+        self.bar_range = np.full((len(symbols), 2), np.nan)
         self._pending: dict[int, Order] = {}
 
     # --- orders -------------------------------------------------------------------------
@@ -113,17 +126,76 @@ class PaperBroker:
             paid = kn.settle_funding(self.acct, self.pos, slot, mark_open, funding_rate)
             if paid != 0.0:
                 payments.append(Funding(symbol, slot, ts, funding_rate, mark_open, paid))
-        marks = self.marks.copy()
-        for slot in (2 * i, 2 * i + 1):
-            adverse = kn.adverse_mark(self.pos, slot, mark_low, mark_high)
-            marks[2 * i] = adverse
-            marks[2 * i + 1] = adverse
-            q, lp, fee = kn.liquidate(self.acct, self.pos, slot, mark_low, mark_high, marks,
-                                      self.floor, self.cap, self.mmr, self.cum, self.fp)
-            if lp == lp:
-                fills.append(Fill(f"liq-{symbol}-{ts}-{slot}", "", symbol, slot, ts, q, lp, fee,
-                                  0.0, True))
+        self.bar_ts[i] = ts
+        self.bar_range[i] = (mark_low, mark_high)
+        self._liquidations(i, ts, fills)
         return fills, payments
+
+    def _range(self, s: int, ts: int) -> tuple[float, float]:
+        """Symbol s's mark (low, high) at open time `ts`: its bar's if that bar was already
+        processed, else its last mark close (its bar has not arrived: nothing more known)."""
+        if self.bar_ts[s] == ts:
+            return float(self.bar_range[s, 0]), float(self.bar_range[s, 1])
+        mark = float(self.marks[2 * s])
+        return mark, mark
+
+    def _check_symbol(self, s: int, i: int, ts: int, marks: np.ndarray,
+                      fills: list[Fill]) -> int:
+        """Liquidation checks of symbol s's two slots over its mark range, the other
+        symbols at `marks` (as `backtests.portfolio._check_symbol`), in symbol i's bar;
+        returns the number of slots liquidated. `marks` of s's slots are back at their
+        reference afterwards. A liquidation in another symbol's bar names that symbol in
+        its fill id: s's own bar at the same open time may still fill an order that reopens
+        the slot and liquidate it again, and both fills must be kept."""
+        a = 2 * s
+        lo, hi = self._range(s, ts)
+        symbol = self.symbols[s]
+        after = "" if s == i else f"-after-{self.symbols[i]}"
+        n = 0
+        for slot in (a, a + 1):
+            if self.pos[slot, ac.P_QTY] == 0.0:
+                continue
+            adverse = kn.adverse_mark(self.pos, slot, lo, hi)
+            marks[a] = adverse
+            marks[a + 1] = adverse
+            q, lp, fee = kn.liquidate(self.acct, self.pos, slot, lo, hi, marks, self.floor,
+                                      self.cap, self.mmr, self.cum, self.fp)
+            if lp == lp:
+                fills.append(Fill(f"liq-{symbol}-{ts}-{slot}{after}", "", symbol, slot, ts, q,
+                                  lp, fee, 0.0, True))
+                n += 1
+        marks[a] = self.marks[a]
+        marks[a + 1] = self.marks[a + 1]
+        return n
+
+    def _liquidations(self, i: int, ts: int, fills: list[Fill]) -> None:
+        """Symbol i's liquidation checks at bar `ts`, then, while any slot was liquidated,
+        the re-checks of every symbol that has seen another symbol's liquidation since its
+        last check (the portfolio's `while again` loop: one liquidation can cause another).
+        The other symbols were checked at their own bars; with one symbol nothing is
+        re-checked, so single-symbol runs are unchanged."""
+        n_sym = len(self.symbols)
+        marks = self.marks.copy()
+        own = [0] * n_sym                     # liquidations of each symbol's slots here
+        seen = [0] * n_sym                    # others' liquidations at its last check
+        n = self._check_symbol(i, i, ts, marks, fills)
+        own[i] = total = n
+        again = n > 0 and n_sym > 1
+        while again:
+            again = False
+            for s in range(n_sym):
+                others = total - own[s]
+                if others <= seen[s]:
+                    continue
+                if self.pos[2 * s, ac.P_QTY] == 0.0 and self.pos[2 * s + 1, ac.P_QTY] == 0.0:
+                    seen[s] = others
+                    continue
+                n = self._check_symbol(s, i, ts, marks, fills)
+                own[s] += n
+                total += n
+                seen[s] = total - own[s]
+                if n > 0:
+                    again = True
 
     def set_mark(self, symbol: str, mark_close: float) -> None:
         i = self.index[symbol]
@@ -133,13 +205,22 @@ class PaperBroker:
     # --- checkpoint --------------------------------------------------------------------
     def snapshot(self) -> dict[str, object]:
         return {"acct": self.acct.copy(), "pos": self.pos.copy(), "marks": self.marks.copy(),
+                "bar_ts": self.bar_ts.copy(), "bar_range": self.bar_range.copy(),
                 "pending": [(o.client_id, o.symbol, o.slot, o.qty, o.reduce_only, *o.window)
                             for o in self.pending()]}
 
     def restore(self, snap: dict[str, object]) -> None:
+        """A snapshot's state; one without `bar_ts`/`bar_range` (older checkpoints) leaves
+        no bar processed: a re-check then uses the symbols' last mark closes."""
         self.acct[:] = np.asarray(snap["acct"])
         self.pos[:] = np.asarray(snap["pos"])
         self.marks[:] = np.asarray(snap["marks"])
+        if snap.get("bar_ts") is not None and snap.get("bar_range") is not None:
+            self.bar_ts[:] = np.asarray(snap["bar_ts"], dtype=np.int64)
+            self.bar_range[:] = np.asarray(snap["bar_range"], dtype=float)
+        else:
+            self.bar_ts[:] = NO_BAR
+            self.bar_range[:] = np.nan
         self._pending = {}
         for cid, sym, slot, qty, ro, v, s, liq in snap["pending"]:  # type: ignore[attr-defined]
             self._pending[int(slot)] = Order(str(cid), str(sym), int(slot), float(qty),

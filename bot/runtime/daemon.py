@@ -141,6 +141,9 @@ class Daemon:
         }
         if "extra" in snap:                   # the live broker's ledger and order ids
             arrays["broker"] = np.array([json.dumps(snap["extra"])])
+        for k in ("bar_ts", "bar_range"):     # the paper broker's last bar per symbol
+            if k in snap:
+                arrays[k] = snap[k]
         for s, x in self.state.items():
             arrays[f"st:{s}"] = x.st
             arrays[f"meta:{s}"] = np.array([x.last_ts, x.bars, x.fail_streak], dtype=np.int64)
@@ -165,7 +168,8 @@ class Daemon:
         self.broker.restore({"acct": a["acct"], "pos": a["pos"], "marks": a["marks"],
                              "pending": json.loads(str(a["pending"][0])),
                              "extra": json.loads(str(a["broker"][0])) if "broker" in a
-                             else None})
+                             else None,
+                             "bar_ts": a.get("bar_ts"), "bar_range": a.get("bar_range")})
         self.restored = True
         self.seq, halted, flatten = (int(v) for v in a["scalars"])
         self.halted, self.flatten = bool(halted), bool(flatten)
