@@ -22,6 +22,27 @@ def test_calc_json_reproduces_binance_example(cli, tmp_path):
     assert round(json.loads(r.out)["liquidation_price"], 2) == 1153.26
 
 
+def test_a_stated_tier_with_its_maintenance_amount(cli, tmp_path):
+    """--maint-amount (and maint_amount in a positions file) describe the one tier the
+    position sits in; they were checked as a whole table's first tier, which must have 0,
+    so every non-zero amount exited 2 ("breaks cum_i = ...")."""
+    r = cli("calc", "liquidation", "--exchange", "binance", "--side", "long", "--entry",
+            "100000", "--qty", "1", "--leverage", "10", "--mmr", "0.005", "--maint-amount",
+            "50", "--json")
+    assert r.code == 0, r.err
+    # Binance's tier 2 (0.5%, 50) stated by hand: the README's shipped-table figure,
+    # (10,000 + 50 - 100,000) / (0.005 - 1)
+    assert json.loads(r.out)["liquidation_price"] == pytest.approx(90402.0100502513, rel=1e-12)
+    pos = tmp_path / "pos.json"         # the BTCUSDT position of the example above, in its
+    pos.write_text(json.dumps([{"side": "long", "qty": 109.488, "entry": 32481.98,  # tier
+                                "mark": 31967.27, "mmr": 0.025, "maint_amount": 16300}]))
+    r = cli("calc", "liquidation", "--exchange", "binance", "--side", "long", "--entry",
+            "1456.84", "--qty", "3683.979", "--wallet", "1535443.01", "--symbol", "ETHUSDT",
+            "--margin-mode", "cross", "--positions", pos, "--json")
+    assert r.code == 0, r.err
+    assert round(json.loads(r.out)["liquidation_price"], 2) == 1153.26
+
+
 def test_calc_leverage_and_explicit_rate(cli):
     r = cli("calc", "liquidation", "--exchange", "binance", "--side", "short", "--entry",
             "100000", "--qty", "0.1", "--leverage", "20", "--mmr", "0.004", "--json")

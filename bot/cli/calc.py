@@ -85,8 +85,7 @@ def _brackets(mmr: float | None, amount: float | None, tiers: Path | None,
         if amount is not None and not (np.isfinite(amount) and 0 <= amount <= MAX_AMOUNT):
             raise LiqbotError(f"--maint-amount: expected a finite amount >= 0 (quote), got "
                               f"{amount}")
-        return br.from_tiers(symbol, [{"floor": 0, "cap": np.inf, "mmr": mmr,
-                                       "cum": amount or 0.0}], "--mmr/--maint-amount")
+        return br.one_tier(symbol, mmr, amount or 0.0, "--mmr/--maint-amount")
     if amount is not None:
         raise LiqbotError("--maint-amount needs --mmr")
     if tiers is not None:
@@ -126,8 +125,7 @@ def _others(path: Path, exchange: str) -> tuple[float, float]:
             rate = _number(row, "mmr", where, path, 0.0, 0.999)
             amount = _number(row, "maint_amount", where, path, 0.0, MAX_AMOUNT, lo_open=False,
                              default=0.0)
-            b = br.from_tiers("", [{"floor": 0, "cap": np.inf, "mmr": rate, "cum": amount}], "",
-                              str(path))
+            b = br.one_tier("", rate, amount, str(path))
         elif "symbol" in row:
             sym = row["symbol"]
             if not isinstance(sym, str) or not SYMBOL.fullmatch(sym.upper()):

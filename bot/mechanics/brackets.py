@@ -148,6 +148,15 @@ def from_tiers(symbol: str, tiers: Sequence[Mapping[str, Any]], source: str = ""
     return Brackets(symbol, floor, cap, mmr, cum, lev, source)
 
 
+def one_tier(symbol: str, mmr: float, amount: float, source: str = "") -> Brackets:
+    """The one tier a position sits in, as a user states it (`calc --mmr --maint-amount`):
+    its rate and maintenance amount over every notional. Not a whole table, so the
+    amount is not checked against the tiers below it (`from_tiers` would require 0 for a
+    first tier, and Binance's tier 2 is 0.5% and 50)."""
+    return Brackets(symbol, np.array([0.0]), np.array([np.inf]), np.array([float(mmr)]),
+                    np.array([float(amount)]), np.array([np.nan]), source)
+
+
 def plain_symbol(name: str) -> str:
     """BTCUSDT for BTCUSDT, BTC/USDT:USDT or btcusdt; a dated contract keeps its expiry
     (BTC/USDT:USDT-250328 -> BTCUSDT-250328), so it never stands for the perpetual."""
