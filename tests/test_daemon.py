@@ -768,3 +768,56 @@ def test_replays_that_do_not_overlap_are_refused(cli, tmp_path):
 def test_live_needs_both_switches(cli):
     r = cli("run", "--live", "--replay", "calm")
     assert r.code == 2 and 'mode = "live"' in r.err
+
+
+def test_a_run_resumes_on_the_same_data_however_it_is_named_and_never_on_other_data(
+        tmp_path):
+    """A run was matched on the --replay TEXT: a trailing slash (or another order of
+    --replay) abandoned it for good, and other bars under the same name (a dataset
+    re-imported with --force, another synthetic seed) resumed it: its 100k position
+    marked on 50k data was liquidated at the first bar."""
+    ds = tmp_path / "ds"
+    r = subprocess.run(_liqbot("data", "synth", "--seed", "3", "--days", "2", "--out", str(ds)),
+                       env=_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    url = f"sqlite:///{tmp_path}/r.db"
+    args = ["run", "--store", url, "--param", "leverage=5", "--speed", "600"]
+    _terminate(_trading_daemon([*args, "--replay", str(ds)], url))
+    st = Store(url)
+    first = st.latest_run()
+    st.close()
+    p = subprocess.Popen(_liqbot(*args, "--replay", f"{ds}/"), env=_env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)
+    _terminate(p)
+    st = Store(url)
+    assert st.latest_run().run_id == first.run_id               # resumed, not abandoned
+    st.close()
+    r = subprocess.run(_liqbot("data", "synth", "--seed", "4", "--days", "2", "--out", str(ds),
+                               "--force"), env=_env(), capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    p = subprocess.Popen(_liqbot(*args, "--replay", str(ds)), env=_env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    assert f"run {first.run_id} (stopped) differs from this start in the data (BTCUSDT " \
+           "other bars): it is closed as abandoned" in " ".join(err.split())
+    st = Store(url)
+    assert st.latest_run().run_id != first.run_id
+    assert st.get_run(first.run_id).status == "abandoned"
+    st.close()
+
+
+def test_spec_changes_name_what_differs():
+    from bot.cli.run import spec_changes
+    old = {"strategy": {"name": "hold"}, "fees": {"taker": 0.0005}, "wallet": 100000.0,
+           "source": {"replay": {"BTCUSDT": "a", "ETHUSDT": "b"}}}
+    new = {"strategy": {"name": "hold"}, "fees": {"taker": 0.0004}, "wallet": 100000.0,
+           "source": {"replay": {"BTCUSDT": "c", "SOLUSDT": "d"}}}
+    assert spec_changes(old, new) == ["the fees ([fees])",
+                                      "the data (SOLUSDT added, ETHUSDT removed, BTCUSDT "
+                                      "other bars)"]
+    assert spec_changes(old, old) == []

@@ -40,6 +40,36 @@ def _replay_bars(sources: list[str], cfg: Config) -> dict[str, Any]:
     # one account, one clock: the replays must share a bar grid and overlap in time
     from backtests.portfolio import check_alignment
     check_alignment(list(out.values()), [f"--replay {s}" for s in sources])
+    # in symbol order: the account's slots follow it, so `--replay A --replay B` and
+    # `--replay B --replay A` are the same run (and resume each other)
+    return {s: out[s] for s in sorted(out)}
+
+
+#: what each part of a run's spec is, for the message naming what changed
+SPEC_PARTS = {"strategy": "the strategy or its parameters", "preset": "the risk preset",
+              "policy": "the risk policy", "wallet": "the wallet", "source": "the data",
+              "fills": "the fill model ([fills])", "fees": "the fees ([fees])",
+              "layout": "liqbot's state layout (another version)"}
+
+
+def spec_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What differs between a stored run's spec and this start's, in words: the data by
+    symbol (added, removed, other bars), every other part by name."""
+    new = json.loads(json.dumps(new, sort_keys=True, default=str))
+    out = []
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) == new.get(key):
+            continue
+        a, b = old.get(key), new.get(key)
+        if key == "source" and isinstance(a, dict) and isinstance(b, dict) \
+                and isinstance(a.get("replay"), dict) and isinstance(b.get("replay"), dict):
+            ra, rb = a["replay"], b["replay"]
+            words = [f"{s} added" for s in sorted(set(rb) - set(ra))] + \
+                    [f"{s} removed" for s in sorted(set(ra) - set(rb))] + \
+                    [f"{s} other bars" for s in sorted(set(ra) & set(rb)) if ra[s] != rb[s]]
+            out.append(f"the data ({', '.join(words)})")
+        else:
+            out.append(SPEC_PARTS.get(key, key))
     return out
 
 
@@ -195,8 +225,11 @@ def run_command(
             asyncio.run(_preflight(cfg, creds))
             return
     if replay:
-        feed: Any = ReplayFeed(_replay_bars(replay, cfg), speed)
-        source = {"replay": replay}
+        replayed = _replay_bars(replay, cfg)
+        feed: Any = ReplayFeed(replayed, speed)
+        # what the data is, not how it was named: a trailing slash or another order of
+        # --replay resumes; other bars under the same name do not
+        source = {"replay": {s: b.digest() for s, b in replayed.items()}}
     else:
         from bot.runtime.exchange_feed import ExchangeFeed
         d = cfg.download
@@ -226,9 +259,11 @@ def run_command(
         else:
             if resumable and prev is not None:
                 store.set_run_status(prev.run_id, "abandoned")
-                con.print(f"run {prev.run_id} ({prev.status}) was started with other options "
-                          "(strategy, preset, wallet, data, fills or policy): starting a new "
-                          "run; restart with its options to resume it")
+                changed = spec_changes(prev.config.get("spec") or {}, spec) \
+                    if prev.config.get("spec") else ["the options"]
+                con.print(f"run {prev.run_id} ({prev.status}) differs from this start in "
+                          f"{'; '.join(changed)}: it is closed as abandoned (its rows are "
+                          f"kept) and a new run starts")
             # the kill switch goes into the new run's row, written in one transaction, so a
             # kill -9 at any point cannot lose it; the old run's commands are acked after
             switch = _kill_switch_of(store, prev.run_id) if prev is not None else None

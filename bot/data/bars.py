@@ -31,6 +31,7 @@ Units (documented once here, relied on everywhere):
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -146,6 +147,16 @@ class Bars:
     def with_columns(self, **new: np.ndarray) -> Bars:
         """A copy with columns added or replaced."""
         return Bars(self.symbol, self.interval_ms, {**self.columns, **new})
+
+    def digest(self) -> str:
+        """sha256 of the symbol, interval and every column (name and bytes): what the bars
+        ARE, whatever file, path or scenario they came from (a paper run resumes only on
+        the same data)."""
+        h = hashlib.sha256(f"{self.symbol}|{self.interval_ms}".encode())
+        for name, arr in self.columns.items():          # canonical order (construction)
+            h.update(f"|{name}|{arr.dtype.str}|".encode())
+            h.update(arr.tobytes())
+        return h.hexdigest()
 
 
 TRADE_COLUMNS: tuple[str, ...] = ("ts", "price", "qty", "side")
