@@ -94,7 +94,10 @@ def run_bars(t0: int, t1: int, ts: np.ndarray, opn: np.ndarray, close: np.ndarra
     """`run_chunk`'s bar loop over caller-owned scratch rows (view: en.N_ACCT_VIEW,
     dec: en.N_DECISION, out: kn.N_DECIDE, marks: 2); allocates nothing."""
     for t in range(t0, t1):
-        # open phase: fills, funding, liquidation
+        # open phase: funding (on the position held at the settlement, the bar's open
+        # instant), fills, liquidation
+        for slot in range(2):
+            kn.settle_funding(acct, pos, slot, mark_open[t], funding[t])
         if t > 0 and st[kn.K_BUST] == 0.0:
             for slot in range(2):
                 dq = st[ST_PEND_MAIN + slot]
@@ -105,8 +108,6 @@ def run_bars(t0: int, t1: int, ts: np.ndarray, opn: np.ndarray, close: np.ndarra
                         record_trade(trd, st, ST_N_TRADES, t, slot, dq, px, fee, slip, 0.0)
         st[ST_PEND_MAIN] = 0.0
         st[ST_PEND_HEDGE] = 0.0
-        for slot in range(2):
-            kn.settle_funding(acct, pos, slot, mark_open[t], funding[t])
         for slot in range(2):
             adverse = kn.adverse_mark(pos, slot, mark_low[t], mark_high[t])
             marks[0] = adverse

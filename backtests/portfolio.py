@@ -9,8 +9,9 @@ holds them. Each grid bar runs the kernel's functions (`bot.execution.kernel`) i
 phases:
 
 OPEN phase (the venue), every symbol with a bar, in symbol order:
-1. fills of the orders decided at the symbol's previous close (`fill_order`, with the fill
-   model's window known at that close), then funding (`settle_funding`, mark at the open);
+1. funding (`settle_funding`, mark at the open) on the position held at the settlement,
+   then the fills of the orders decided at the symbol's previous close (`fill_order`, with
+   the fill model's window known at that close);
 2. liquidation checks (`liquidate`) of every slot with a position: the slot's symbol at
    its adverse mark extreme inside the bar, every other symbol at its reference mark (its
    mark at this bar's open, or its last close when stale). The cross liquidation price is
@@ -20,8 +21,14 @@ OPEN phase (the venue), every symbol with a bar, in symbol order:
    crash in one symbol can take the whole account. (With one symbol there is no other
    symbol to re-check, so the step is the single-symbol engine's exactly.)
 
-CLOSE phase (us), every symbol with a bar, in symbol order: marks at the close (stale
-symbols at their last close), then `kernel.decide` per symbol (equity is the account's).
+CLOSE instant (the venue): every symbol at its mark close (stale symbols at their last),
+the one instant at which all marks are known together, checked the same way: an account
+that several symbols' falls took under its maintenance margin together, with none past
+its own price against the others' opens, is liquidated here, symbol by symbol in symbol
+order (`_liquidation_rounds`; until 2026-12-06 it stayed open until a later bar).
+
+CLOSE phase (us), every symbol with a bar, in symbol order: `kernel.decide` per symbol at
+the close marks (equity is the account's).
 
 What the risk engine sees (`bot.risk.engine.evaluate_state` through `kernel.decide`):
 - equity, day-start and peak equity: the ACCOUNT's, so the daily-loss and drawdown halts
@@ -141,6 +148,60 @@ def _check_symbol(t: int, s: int, lo: float, hi: float, acct: np.ndarray, pos: n
 
 
 @njit(cache=True)
+def _liquidation_rounds(t: int, at_close: bool, has: np.ndarray, mark_low: np.ndarray,
+                        mark_high: np.ndarray, acct: np.ndarray, pos: np.ndarray,
+                        marks: np.ndarray, floor: np.ndarray, cap: np.ndarray, mmr: np.ndarray,
+                        cum: np.ndarray, fp: np.ndarray, st: np.ndarray, trd: np.ndarray,
+                        cnt: np.ndarray) -> None:
+    """Liquidation checks of every symbol's slots at bar t, re-checked across symbols after
+    each liquidation until nothing more is liquidated.
+
+    Open range (`at_close` False): each symbol over its bar's mark range (a stale symbol at
+    its last close), the others at their reference marks (this bar's open). The close
+    instant (`at_close` True, PS_MARK holding the closes): every symbol at its close with
+    the others at theirs, the one instant at which all marks are known together. The open
+    range checks one symbol's extreme against the others' opens, so an account that two
+    symbols' falls took under its maintenance margin together (each alone not past its
+    price) stayed open until a later bar (hours, on a real two-symbol crash); at the
+    close it is liquidated, symbol by symbol in symbol order (Binance does not publish
+    which cross position it closes first), each liquidation re-checking the others."""
+    n_sym = has.shape[0]
+    for s in range(n_sym):
+        st[s, PS_LIQ_OWN] = 0.0
+        st[s, PS_LIQ_SEEN] = 0.0
+        if at_close:
+            st[s, PS_REF] = st[s, PS_MARK]
+        marks[2 * s] = st[s, PS_REF]
+        marks[2 * s + 1] = st[s, PS_REF]
+    total = 0.0
+    again = True
+    first = True
+    while again:
+        again = False
+        for s in range(n_sym):
+            others = total - st[s, PS_LIQ_OWN]
+            if not first and others <= st[s, PS_LIQ_SEEN]:
+                continue
+            if pos[2 * s, ac.P_QTY] == 0.0 and pos[2 * s + 1, ac.P_QTY] == 0.0:
+                st[s, PS_LIQ_SEEN] = others
+                continue
+            if has[s, t] != 0 and not at_close:
+                lo = mark_low[s, t]
+                hi = mark_high[s, t]
+            else:
+                lo = st[s, PS_MARK]
+                hi = lo
+            n = _check_symbol(t, s, lo, hi, acct, pos, marks, floor, cap, mmr, cum, fp,
+                              st, trd, cnt)
+            st[s, PS_LIQ_OWN] += n
+            total += n
+            st[s, PS_LIQ_SEEN] = total - st[s, PS_LIQ_OWN]
+            if n > 0 and n_sym > 1:
+                again = True
+        first = False
+
+
+@njit(cache=True)
 def run_bars(t0: int, t1: int, ts: np.ndarray, has: np.ndarray, opn: np.ndarray,
              close: np.ndarray, mark_open: np.ndarray, mark_high: np.ndarray,
              mark_low: np.ndarray, mark_close: np.ndarray, funding: np.ndarray,
@@ -159,15 +220,15 @@ def run_bars(t0: int, t1: int, ts: np.ndarray, has: np.ndarray, opn: np.ndarray,
     n_sym = has.shape[0]
     hard = pol[en.P_MAX_LEV_HARD]
     for t in range(t0, t1):
-        # --- open phase: fills and funding -----------------------------------------------
+        # --- open phase: funding and fills ----------------------------------------------
         for s in range(n_sym):
-            st[s, PS_LIQ_OWN] = 0.0
-            st[s, PS_LIQ_SEEN] = 0.0
             if has[s, t] == 0:
                 st[s, PS_REF] = st[s, PS_MARK]
                 continue
             st[s, PS_REF] = mark_open[s, t]
             a = 2 * s
+            for k in range(2):
+                kn.settle_funding(acct, pos, a + k, mark_open[s, t], funding[s, t])
             if st[s, kn.K_BUST] == 0.0:
                 for k in range(2):
                     dq = st[s, PS_PEND + k]
@@ -179,43 +240,20 @@ def run_bars(t0: int, t1: int, ts: np.ndarray, has: np.ndarray, opn: np.ndarray,
                             _trade(trd, cnt, t, s, a + k, dq, px, fee, slip, 0.0)
             st[s, PS_PEND] = 0.0
             st[s, PS_PEND + 1] = 0.0
-            for k in range(2):
-                kn.settle_funding(acct, pos, a + k, mark_open[s, t], funding[s, t])
         # --- open phase: liquidations, re-checked across symbols after each one ----------
+        _liquidation_rounds(t, False, has, mark_low, mark_high, acct, pos, marks, floor, cap,
+                            mmr, cum, fp, st, trd, cnt)
+        # --- close instant: every mark known at once ---------------------------------------
         for s in range(n_sym):
-            marks[2 * s] = st[s, PS_REF]
-            marks[2 * s + 1] = st[s, PS_REF]
-        total = 0.0
-        again = True
-        first = True
-        while again:
-            again = False
-            for s in range(n_sym):
-                others = total - st[s, PS_LIQ_OWN]
-                if not first and others <= st[s, PS_LIQ_SEEN]:
-                    continue
-                if pos[2 * s, ac.P_QTY] == 0.0 and pos[2 * s + 1, ac.P_QTY] == 0.0:
-                    st[s, PS_LIQ_SEEN] = others
-                    continue
-                if has[s, t] != 0:
-                    lo = mark_low[s, t]
-                    hi = mark_high[s, t]
-                else:
-                    lo = st[s, PS_MARK]
-                    hi = lo
-                n = _check_symbol(t, s, lo, hi, acct, pos, marks, floor, cap, mmr, cum, fp,
-                                  st, trd, cnt)
-                st[s, PS_LIQ_OWN] += n
-                total += n
-                st[s, PS_LIQ_SEEN] = total - st[s, PS_LIQ_OWN]
-                if n > 0 and n_sym > 1:
-                    again = True
-            first = False
+            if has[s, t] != 0:
+                st[s, PS_MARK] = mark_close[s, t]
+        if n_sym > 1:          # one symbol: its bar's range held the close already
+            _liquidation_rounds(t, True, has, mark_low, mark_high, acct, pos, marks, floor,
+                                cap, mmr, cum, fp, st, trd, cnt)
         # --- close phase: marks, portfolio budget, decisions -------------------------------
         tot = 0.0
         for s in range(n_sym):
             if has[s, t] != 0:
-                st[s, PS_MARK] = mark_close[s, t]
                 st[s, PS_TARGET] = targets[s, t]
             marks[2 * s] = st[s, PS_MARK]
             marks[2 * s + 1] = st[s, PS_MARK]

@@ -7,7 +7,7 @@ It calls the same trading step as the bar loop (`bot.execution.kernel`: `fill_or
   trailing bars) plus, for decisions inside a bar, the quote volume and liquidation ticks
   of the bar so far: the liquidation-flow term thins the book as forced orders arrive;
 - funding settles at the first tick of the bar that carries the settlement, at that bar's
-  mark open (as the bar loop does);
+  mark open, before the orders decided at the previous close fill (as the bar loop does);
 - mark-price liquidation is checked on EVERY tick: the tick's mark is its trade price
   clipped into the bar's mark range (the mark klines; without them the trade price
   itself), and a position is closed at its liquidation price on the first tick whose mark
@@ -131,6 +131,14 @@ def run_chunk(k0: int, k1: int, every_n: int, tick_ts: np.ndarray, price: np.nda
         pq = 0.0                      # quote volume of this bar's ticks before tick i
         for i in range(s, e):
             p = price[i]
+            # funding at the bar's first tick, on the position held at the settlement
+            # (before the orders decided at the previous close fill)
+            if i == s and funding[k] == funding[k]:
+                for slot in range(2):
+                    kn.settle_funding(acct, pos, slot, mark_open[k], funding[k])
+                marks[0] = p
+                marks[1] = p
+                lo, hi = triggers(acct, pos, marks, floor, cap, mmr, cum)
             if st[TS_PENDING] > 0.0:
                 # orders decided at the previous close (or tick) fill at this tick
                 if k > 0 and st[kn.K_BUST] == 0.0:
@@ -151,12 +159,6 @@ def run_chunk(k0: int, k1: int, every_n: int, tick_ts: np.ndarray, price: np.nda
                 st[TS_PEND_MAIN] = 0.0
                 st[TS_PEND_HEDGE] = 0.0
                 st[TS_PENDING] = 0.0
-                marks[0] = p
-                marks[1] = p
-                lo, hi = triggers(acct, pos, marks, floor, cap, mmr, cum)
-            if i == s and funding[k] == funding[k]:
-                for slot in range(2):
-                    kn.settle_funding(acct, pos, slot, mark_open[k], funding[k])
                 marks[0] = p
                 marks[1] = p
                 lo, hi = triggers(acct, pos, marks, floor, cap, mmr, cum)

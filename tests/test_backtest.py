@@ -54,16 +54,17 @@ def _run(bars, levels, policy=None, fills=NO_IMPACT, fees=FEES, wallet=10_000.0)
 
 def test_three_bar_long_with_funding_and_slippage_exact_equity():
     # bar 0 closes at 100 -> order 2x equity; fills at bar 1's open 101 plus 10 bps half spread;
-    # bar 1 holds a funding settlement of 0.01% at mark 101 (the open); closes 102, then 99
+    # bar 2 holds a funding settlement of 0.01% at mark 102 (its open), paid by the position
+    # held at that instant; closes 102, then 99
     bars = _bars(o=np.array([100.0, 101.0, 102.0]), h=np.array([100.5, 102.5, 102.5]),
                  lo=np.array([99.5, 100.5, 98.5]), c=np.array([100.0, 102.0, 99.0]),
-                 funding=np.array([np.nan, 0.0001, np.nan]))
+                 funding=np.array([np.nan, np.nan, 0.0001]))
     r = _run(bars, [2.0, 2.0, 2.0], fills=FillsConfig(impact_coef=0.0, half_spread_bps=10.0))
     qty = 2 * 10_000.0 / 100.0                       # sized at the decision close: 200
     px = 101.0 * 1.001                               # 101.101
     fee = qty * px * 0.0005                          # 10.1101
-    funding = qty * 101.0 * 0.0001                   # 2.02
-    eq1 = 10_000.0 - fee - funding + qty * (102.0 - px)
+    funding = qty * 102.0 * 0.0001                   # 2.04
+    eq1 = 10_000.0 - fee + qty * (102.0 - px)
     eq2 = 10_000.0 - fee - funding + qty * (99.0 - px)
     rec = r.records
     assert r.trades.shape[0] == 1 and r.trades[0, 2] == pytest.approx(qty)
@@ -74,6 +75,20 @@ def test_three_bar_long_with_funding_and_slippage_exact_equity():
     assert r.metrics["funding"] == pytest.approx(funding)
     assert r.metrics["slippage"] == pytest.approx(qty * 101.0 * 0.001)
     assert r.metrics["final_equity"] == pytest.approx(eq2, rel=1e-13)
+
+
+def test_funding_is_paid_by_the_position_held_at_the_settlement_instant():
+    """Settlements fall on bar opens, before an order decided at the previous close reaches
+    the venue. Until 2026-12-06 the fill came first: a position opened at a settlement
+    bar's open paid that settlement, and one closed there did not."""
+    o = np.array([100.0, 101.0, 102.0, 103.0])
+    bars = _bars(o=o, h=o + 0.5, lo=o - 0.5, c=o + 1.0,
+                 funding=np.array([np.nan, 0.0001, np.nan, 0.0001]))
+    # opened at bar 1's open (the settlement's instant), closed at bar 3's (another one)
+    r = _run(bars, [2.0, 2.0, 0.0, 0.0])
+    qty = 2 * 10_000.0 / 101.0                       # sized at bar 0's close, 101
+    assert r.trades[:, [0, 2]].tolist() == [[1, pytest.approx(qty)], [3, pytest.approx(-qty)]]
+    assert r.metrics["funding"] == pytest.approx(qty * 103.0 * 0.0001, rel=1e-12)
 
 
 def test_ten_x_long_through_a_minus_12pct_bar_is_liquidated_at_its_price():

@@ -162,6 +162,7 @@ def _paper_run(pin: pf.PortfolioInputs, orders: np.ndarray, order: list[int],
                                       m["funding"][s, t])
             fills += f
             broker.set_mark(sym, m["mark_close"][s, t])
+            fills += broker.at_close(sym, ts)
             for row in orders[(orders[:, 0] == t + 1) & (orders[:, eg.N_TRD] == s)]:
                 broker.submit(bk.Order(f"o-{t}-{int(row[1])}", sym, int(row[1]), row[2], False,
                                        (0.0, 0.0, 0.0)))
@@ -225,6 +226,39 @@ def test_paper_broker_liquidates_another_symbol_in_the_same_bar(order: list[int]
     assert broker.acct[ac.A_WALLET] == pytest.approx(0.0, abs=1e-9)
     assert broker.acct[ac.A_LIQUIDATIONS] == res.port[-1, pf.PR_LIQUIDATIONS] == 2.0
     assert not broker.pos[:, ac.P_QTY].any()
+
+
+@pytest.mark.parametrize("order", [[0, 1], [1, 0]])
+def test_two_symbols_falling_together_liquidate_the_account_at_the_close(
+        order: list[int]) -> None:
+    """A 5x long in A and one in B (10x together, 9,950 after fees). In bar 2 both fall
+    10% and close at their lows. Each open-range check sees one symbol's low against the
+    other's open (equity 4,950, maintenance 950: safe), but at the close the account is at
+    -50 under a maintenance of 900. Until 2026-12-06 nothing was liquidated in bar 2."""
+    pin = _pin({"AUSDT": [(100.0,) * 4, (100.0,) * 4, (100.0, 100.0, 90.0, 90.0),
+                          (90.0,) * 4],
+                "BUSDT": [(50.0,) * 4, (50.0,) * 4, (50.0, 50.0, 45.0, 45.0), (45.0,) * 4]})
+    res = pf.run_targets(pin, _targets(pin, [5.0, 5.0]), off_policy().to_array(), FP,
+                         SETTINGS, "off")
+    # A first (symbol order), at its close 90 with B at 45: 500 x (90 - 100) = -5,000
+    # leaves the account at -50, so the loss stops at the 4,950 it had (bankruptcy price
+    # 100 - 4,950 / 500 = 90.1, no fee); then B on the 5,000 left: its price
+    # (5,000 - 50,000) / (10 - 1,000) = 45.45 is above its close 45: closed at 45,
+    # -5,000, nothing left for the fee
+    liq = res.trades[res.trades[:, 6] == 1.0]
+    assert liq[:, [0, 1, eg.N_TRD]].tolist() == [[2, 0, 0], [2, 2, 1]]
+    assert liq[:, 3] == pytest.approx([90.1, 45.0], rel=1e-12)
+    assert liq[:, 4].tolist() == [0.0, 0.0]
+    assert res.port[2, pf.PR_WALLET] == pytest.approx(0.0, abs=1e-9)
+    # the paper broker, whichever symbol's bar comes first: at the second close
+    orders = res.trades[res.trades[:, 6] == 0.0]
+    broker, fills = _paper_run(pin, orders, order, None)
+    last = pin.symbols[order[1]]
+    got = [(f.fill_id, f.price) for f in fills if f.liquidation]
+    assert [g[0] for g in got] == [f"liq-AUSDT-120000-0-close-{last}",
+                                   f"liq-BUSDT-120000-2-close-{last}"]
+    np.testing.assert_allclose([g[1] for g in got], liq[:, 3], rtol=1e-12, atol=0)
+    assert broker.acct[ac.A_WALLET] == pytest.approx(0.0, abs=1e-9)
 
 
 def test_a_slot_liquidated_twice_in_one_bar_keeps_both_fills() -> None:

@@ -188,7 +188,7 @@ def test_a_changed_non_price_column_or_another_path_is_not_reused(tmp_path: Path
         assert (first.ran, first.reused) == (1, 0)
         # funding changed, prices not: a new key, a new run, another result
         bars = ds.bars
-        funded = bars.with_columns(funding_rate=np.where(np.arange(len(bars)) % 480 == 0,
+        funded = bars.with_columns(funding_rate=np.where(np.arange(len(bars)) % 48 == 0,
                                                          0.003, np.nan))
         ds_io.save(dataclasses.replace(ds, bars=funded), a)
         again = sw.sweep(spec(datasets=[str(a)], grid=["fast=5", "slow=20"]), out, one)

@@ -13,7 +13,9 @@ liquidation price: after one, the other symbols' slots are checked again in the 
 until nothing more is liquidated, as the portfolio backtest's open phase does
 (`backtests.portfolio.run_bars`). A symbol whose bar at the same open time was already
 processed is checked over that bar's mark range; one whose bar has not arrived yet at its
-last mark close.
+last mark close. After each close (`at_close`) every symbol is checked at its last mark
+close, the portfolio's close instant: an account two symbols took under its maintenance
+margin together is liquidated there.
 """
 
 from __future__ import annotations
@@ -89,10 +91,11 @@ class PaperBroker:
         self.floor, self.cap, self.mmr, self.cum, _ = ac.stack_brackets(per_slot)
         self.fp = fp
         self.marks = np.zeros(2 * len(symbols))      # last mark close per slot
-        # per symbol, its last processed bar: open time and mark (low, high), the range a
-        # re-check after another symbol's liquidation in the same bar uses
+        # per symbol, its last processed bar: open time and mark (open, low, high), the
+        # reference mark and range a re-check after another symbol's liquidation in the
+        # same bar uses
         self.bar_ts = np.full(len(symbols), NO_BAR, dtype=np.int64)
-        self.bar_range = np.full((len(symbols), 2), np.nan)
+        self.bar_range = np.full((len(symbols), 3), np.nan)
         self._pending: dict[int, Order] = {}
 
     # --- orders -------------------------------------------------------------------------
@@ -107,11 +110,15 @@ class PaperBroker:
     def on_bar_open(self, symbol: str, ts: int, open_px: float, mark_open: float,
                     mark_high: float, mark_low: float,
                     funding_rate: float) -> tuple[list[Fill], list[Funding]]:
-        """Fills at the open, funding at a settlement, liquidation at the mark extremes
+        """Funding at a settlement, fills at the open, liquidation at the mark extremes
         (the open phase of `bot.execution.kernel`)."""
         i = self.index[symbol]
         fills: list[Fill] = []
         payments: list[Funding] = []
+        for slot in (2 * i, 2 * i + 1):
+            paid = kn.settle_funding(self.acct, self.pos, slot, mark_open, funding_rate)
+            if paid != 0.0:
+                payments.append(Funding(symbol, slot, ts, funding_rate, mark_open, paid))
         for slot in (2 * i, 2 * i + 1):
             order = self._pending.pop(slot, None)
             if order is None:
@@ -122,12 +129,8 @@ class PaperBroker:
             if px > 0.0:
                 fills.append(Fill(f"{order.client_id}-f", order.client_id, symbol, slot, ts,
                                   order.qty, px, fee, slip, False))
-        for slot in (2 * i, 2 * i + 1):
-            paid = kn.settle_funding(self.acct, self.pos, slot, mark_open, funding_rate)
-            if paid != 0.0:
-                payments.append(Funding(symbol, slot, ts, funding_rate, mark_open, paid))
         self.bar_ts[i] = ts
-        self.bar_range[i] = (mark_low, mark_high)
+        self.bar_range[i] = (mark_open, mark_low, mark_high)
         self._liquidations(i, ts, fills)
         return fills, payments
 
@@ -135,22 +138,38 @@ class PaperBroker:
         """Symbol s's mark (low, high) at open time `ts`: its bar's if that bar was already
         processed, else its last mark close (its bar has not arrived: nothing more known)."""
         if self.bar_ts[s] == ts:
-            return float(self.bar_range[s, 0]), float(self.bar_range[s, 1])
+            return float(self.bar_range[s, 1]), float(self.bar_range[s, 2])
         mark = float(self.marks[2 * s])
         return mark, mark
 
-    def _check_symbol(self, s: int, i: int, ts: int, marks: np.ndarray,
-                      fills: list[Fill]) -> int:
-        """Liquidation checks of symbol s's two slots over its mark range, the other
-        symbols at `marks` (as `backtests.portfolio._check_symbol`), in symbol i's bar;
-        returns the number of slots liquidated. `marks` of s's slots are back at their
-        reference afterwards. A liquidation in another symbol's bar names that symbol in
-        its fill id: s's own bar at the same open time may still fill an order that reopens
-        the slot and liquidate it again, and both fills must be kept."""
+    def _reference(self, ts: int, at_close: bool) -> np.ndarray:
+        """Every slot's mark while another symbol is checked: at a close instant the last
+        mark closes; in a bar's open range the mark OPEN of a symbol whose bar at `ts` was
+        processed (the portfolio's reference: its close came later than the other
+        symbol's extreme may have), else its last close."""
+        ref = self.marks.copy()
+        if not at_close:
+            for s in np.flatnonzero(self.bar_ts == ts):
+                ref[2 * s] = ref[2 * s + 1] = self.bar_range[s, 0]
+        return ref
+
+    def _check_symbol(self, s: int, i: int, ts: int, marks: np.ndarray, ref: np.ndarray,
+                      fills: list[Fill], at_close: bool) -> int:
+        """Liquidation checks of symbol s's two slots over its mark range (at its last mark
+        close when `at_close`), the other symbols at `marks` (as
+        `backtests.portfolio._check_symbol`), in symbol i's bar; returns the number of slots
+        liquidated. `marks` of s's slots are back at their reference (`ref`) afterwards. The fill
+        id names the check (s's own bar, another symbol's, a close instant) and the symbol
+        whose bar ran it: s's own bar at the same open time may still fill an order that
+        reopens the slot and liquidate it again, and both fills must be kept."""
         a = 2 * s
-        lo, hi = self._range(s, ts)
+        if at_close:
+            lo = hi = float(self.marks[a])
+            tag = f"-close-{self.symbols[i]}"
+        else:
+            lo, hi = self._range(s, ts)
+            tag = "" if s == i else f"-after-{self.symbols[i]}"
         symbol = self.symbols[s]
-        after = "" if s == i else f"-after-{self.symbols[i]}"
         n = 0
         for slot in (a, a + 1):
             if self.pos[slot, ac.P_QTY] == 0.0:
@@ -161,26 +180,32 @@ class PaperBroker:
             q, lp, fee = kn.liquidate(self.acct, self.pos, slot, lo, hi, marks, self.floor,
                                       self.cap, self.mmr, self.cum, self.fp)
             if lp == lp:
-                fills.append(Fill(f"liq-{symbol}-{ts}-{slot}{after}", "", symbol, slot, ts, q,
+                fills.append(Fill(f"liq-{symbol}-{ts}-{slot}{tag}", "", symbol, slot, ts, q,
                                   lp, fee, 0.0, True))
                 n += 1
-        marks[a] = self.marks[a]
-        marks[a + 1] = self.marks[a + 1]
+        marks[a] = ref[a]
+        marks[a + 1] = ref[a + 1]
         return n
 
-    def _liquidations(self, i: int, ts: int, fills: list[Fill]) -> None:
-        """Symbol i's liquidation checks at bar `ts`, then, while any slot was liquidated,
-        the re-checks of every symbol that has seen another symbol's liquidation since its
-        last check (the portfolio's `while again` loop: one liquidation can cause another).
+    def _liquidations(self, i: int, ts: int, fills: list[Fill], at_close: bool = False) -> None:
+        """The portfolio's liquidation rounds (`backtests.portfolio._liquidation_rounds`)
+        in symbol i's bar: symbol i's own checks (every symbol's at a close instant), then,
+        while any slot was liquidated, the re-checks of every symbol that has seen another
+        symbol's liquidation since its last check (one liquidation can cause another).
         The other symbols were checked at their own bars; with one symbol nothing is
         re-checked, so single-symbol runs are unchanged."""
         n_sym = len(self.symbols)
-        marks = self.marks.copy()
+        ref = self._reference(ts, at_close)
+        marks = ref.copy()
         own = [0] * n_sym                     # liquidations of each symbol's slots here
         seen = [0] * n_sym                    # others' liquidations at its last check
-        n = self._check_symbol(i, i, ts, marks, fills)
-        own[i] = total = n
-        again = n > 0 and n_sym > 1
+        total = 0
+        for s in (range(n_sym) if at_close else (i,)):
+            n = self._check_symbol(s, i, ts, marks, ref, fills, at_close)
+            own[s] += n
+            total += n
+            seen[s] = total - own[s]
+        again = total > 0 and n_sym > 1
         while again:
             again = False
             for s in range(n_sym):
@@ -190,12 +215,24 @@ class PaperBroker:
                 if self.pos[2 * s, ac.P_QTY] == 0.0 and self.pos[2 * s + 1, ac.P_QTY] == 0.0:
                     seen[s] = others
                     continue
-                n = self._check_symbol(s, i, ts, marks, fills)
+                n = self._check_symbol(s, i, ts, marks, ref, fills, at_close)
                 own[s] += n
                 total += n
                 seen[s] = total - own[s]
                 if n > 0:
                     again = True
+
+    def at_close(self, symbol: str, ts: int) -> list[Fill]:
+        """After `set_mark` of `symbol`'s close at bar `ts`: every symbol at its last mark
+        close, liquidated where the account is under its maintenance margin at these marks
+        together (the portfolio's close instant). Each bar's own check sees one symbol's
+        extreme against the others' marks, so two symbols falling together could leave the
+        cross account under maintenance with neither past its own price. One symbol: its
+        bar's range held the close already, nothing to do."""
+        fills: list[Fill] = []
+        if len(self.symbols) > 1:
+            self._liquidations(self.index[symbol], ts, fills, at_close=True)
+        return fills
 
     def set_mark(self, symbol: str, mark_close: float) -> None:
         i = self.index[symbol]
@@ -215,9 +252,10 @@ class PaperBroker:
         self.acct[:] = np.asarray(snap["acct"])
         self.pos[:] = np.asarray(snap["pos"])
         self.marks[:] = np.asarray(snap["marks"])
-        if snap.get("bar_ts") is not None and snap.get("bar_range") is not None:
-            self.bar_ts[:] = np.asarray(snap["bar_ts"], dtype=np.int64)
-            self.bar_range[:] = np.asarray(snap["bar_range"], dtype=float)
+        ts, rng = snap.get("bar_ts"), snap.get("bar_range")
+        if ts is not None and rng is not None and np.shape(rng) == self.bar_range.shape:
+            self.bar_ts[:] = np.asarray(ts, dtype=np.int64)
+            self.bar_range[:] = np.asarray(rng, dtype=float)
         else:
             self.bar_ts[:] = NO_BAR
             self.bar_range[:] = np.nan

@@ -3,11 +3,15 @@
 One bar t of one symbol, in two phases (times are bar opens; a decision at the close of t
 acts at the open of t+1):
 
-OPEN phase (`fill_order`, `settle_funding`, `liquidate`), what the venue does:
-1. the orders decided at the close of t-1 (sized in base at that close) fill at t's open
+OPEN phase (`settle_funding`, `fill_order`, `liquidate`), what the venue does:
+1. funding settles if t's interval holds a settlement (mark at the open), on the position
+   held at that instant: settlements fall on bar opens (every 8, 4 or 1 hours), before an
+   order decided at t-1's close reaches the venue (until 2026-12-06 the fill came first:
+   a position opened at a settlement bar's open paid that settlement, one closed there
+   did not);
+2. the orders decided at the close of t-1 (sized in base at that close) fill at t's open
    through the fill model (square-root impact thinned by liquidation flow, measured over
    the window known at t-1's close), taker fee;
-2. funding settles if t's interval holds a settlement (mark at the open);
 3. mark-price liquidation inside the bar, the position's adverse extreme first.
 
 CLOSE phase (`decide`), what we do:

@@ -318,6 +318,10 @@ class LiveBroker:
         self.marks[2 * i] = mark_close
         self.marks[2 * i + 1] = mark_close
 
+    def at_close(self, symbol: str, ts: int) -> list[Fill]:
+        """Nothing: the venue liquidates, and its trades arrive as fills (`on_bar_open`)."""
+        return []
+
     def on_bar_open(self, symbol: str, ts: int, open_px: float, mark_open: float,
                     mark_high: float, mark_low: float,
                     funding_rate: float) -> tuple[list[Fill], list[Funding]]:
