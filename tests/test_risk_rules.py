@@ -575,3 +575,16 @@ def test_reason_text_names_no_cap_while_halted():
                            "15.4%: halted for the day")
     dec[en.D_STATE], dec[en.D_REASONS], dec[en.D_MAX_LEV_LONG] = en.REDUCING, en.R_CROWDING, 6.0
     assert render(dec) == "REDUCING: crowding 0.45 lowers the side's max leverage to 6.0x"
+
+
+def test_the_kill_switch_is_a_named_reason():
+    """The daemon ORs the operator's kill switch into a decision's reasons; its bit had no
+    name, so /api/status and `status --json` said reasons [] and the text read "HALTED: no
+    rule binding; operator kill switch"."""
+    from bot.risk.reasons import R_KILL_SWITCH, reason_names
+
+    dec = np.zeros(en.N_DECISION)
+    dec[en.D_CASCADE_RUN] = np.nan
+    dec[en.D_STATE], dec[en.D_REASONS] = en.HALTED, R_KILL_SWITCH
+    assert render(dec) == "HALTED: operator kill switch"
+    assert reason_names(R_KILL_SWITCH | en.R_DAILY_LOSS) == ["daily_loss", "kill_switch"]

@@ -6,6 +6,10 @@ import numpy as np
 
 from bot.risk import engine as en
 
+#: the operator's kill switch (`liqbot halt`): a daemon reason, not a rule of the engine;
+#: the daemon ORs it into the decision's reasons while the switch is on
+R_KILL_SWITCH = 1 << 20
+
 _TEXT = {
     en.R_CROWDING: "crowding {crowd:.2f} lowers the side's max leverage to {cap:.1f}x",
     en.R_CLUSTER: "liquidation cluster at {cluster:,.2f} within reach: leverage capped at "
@@ -23,6 +27,7 @@ _TEXT = {
     en.R_STALE: "market data stale: reducing",
     en.R_DAILY_LOSS: "daily loss {day:.1%}: halted for the day",
     en.R_DRAWDOWN: "drawdown {dd:.1%}: halted",
+    R_KILL_SWITCH: "operator kill switch",
 }
 # while HALTED the decision's caps are 0 (the halt's), so the capping rules name no value
 _HALTED_CAPS = {
@@ -37,9 +42,14 @@ _CASCADE_FLAT = ("cascade running against the position ({run:+.1f} ATR on since 
                  "closing the side until it ends")
 
 
+#: every reason bit by name (the engine's rules, then the kill switch)
+REASONS = {**{k[2:].lower(): int(v) for k, v in vars(en).items() if k.startswith("R_")},
+           "kill_switch": R_KILL_SWITCH}
+
+
 def reason_names(mask: int) -> list[str]:
-    names = {v: k for k, v in vars(en).items() if k.startswith("R_")}
-    return [names[b][2:].lower() for b in sorted(names) if mask & b]
+    """The names of the reason bits set in `mask`, in bit order."""
+    return [name for name, bit in sorted(REASONS.items(), key=lambda kv: kv[1]) if mask & bit]
 
 
 def render(decision: np.ndarray, position_side: float = 1.0) -> str:

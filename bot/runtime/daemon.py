@@ -38,7 +38,7 @@ from bot.execution.broker import Fill, Funding, Order, PaperBroker, from_bytes, 
 from bot.mechanics import account as ac
 from bot.mechanics.brackets import Brackets
 from bot.risk import engine as en
-from bot.risk.reasons import render
+from bot.risk.reasons import R_KILL_SWITCH, render
 from bot.runtime import scheduler as sc
 from bot.runtime.feed import BarEvent, Feed
 from bot.signals import stream as ss
@@ -48,7 +48,6 @@ from bot.store.tables import client_order_id
 from strategies.base import Strategy
 
 log = logging.getLogger("liqbot.daemon")
-R_KILL_SWITCH = 1 << 20           # decision reason bit of the operator's kill switch
 
 
 COMMAND_POLL_S = 0.25              # kill-switch poll (wall clock): obeyed within a second
@@ -277,6 +276,8 @@ class Daemon:
         sym.last_close = float(x[ss.X_CLOSE])
         sym.bars += 1
         self.broker.set_mark(sym.name, float(x[ss.X_MARK_CLOSE]))
+        for f in self.broker.at_close(sym.name, ts):    # cross: every symbol at its close
+            self._record_fill(f)
         # 3. decision and orders
         self._decide(sym, ts, float(x[ss.X_CLOSE]), sig, target, t0)
         self.bars_processed += 1
@@ -309,9 +310,8 @@ class Daemon:
         sym.last_state, sym.last_reasons = state, reasons
         side = float(np.sign(self.broker.pos[main, ac.P_QTY]) or np.sign(out[kn.O_TARGET]) or 1)
         text = render(dec, side) if out[kn.O_CHANGED] > 0.0 or self.halted else ""
-        if self.halted:
-            text = (text + "; " if text else "HALTED: ") + "operator kill switch" + \
-                (" (flatten)" if self.flatten else "")
+        if self.halted and self.flatten:     # render names the switch (R_KILL_SWITCH)
+            text += " (flatten)"
         self.store.stage("decisions", {
             "run_id": self.run_id, "symbol": sym.name, "bar_ts": ts, "state": int(dec[en.D_STATE]),
             "reasons": reasons, "text": text, "target_notional": float(out[kn.O_TARGET]),

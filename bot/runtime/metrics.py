@@ -18,10 +18,9 @@ from prometheus_client.registry import Collector
 
 from bot.mechanics import account as ac
 from bot.risk import engine as en
+from bot.risk.reasons import REASONS
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-REASONS = {k[2:].lower(): int(v) for k, v in vars(en).items() if k.startswith("R_")}
-REASONS["kill_switch"] = 1 << 20             # bot.runtime.daemon.R_KILL_SWITCH
 
 
 class ErrorCounter(logging.Handler):
