@@ -6,7 +6,7 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
-from backtests.lookahead import first_lookahead
+from backtests import lookahead
 from bot.data.bars import Bars
 from bot.data.synthetic import SynthSpec, generate
 from bot.errors import LiqbotError, UserCodeError
@@ -26,6 +26,20 @@ class Peeking(Strategy):
 
     def targets(self, bars, signals):
         return np.where(bars.close < bars.close[-1], 2.0, -2.0)
+
+
+class Dodging(Strategy):
+    """Long 10x, flat whenever the next hour's low is 2% under the close: a leak that acts
+    only before drops, so even prefix cuts rarely land in the hour it looked ahead."""
+
+    name = "dodging"
+    PARAMS: ClassVar[dict[str, Param]] = {"leverage": Param(float, 10.0, "")}
+
+    def targets(self, bars, signals):
+        low = bars["low"]
+        ahead = np.array([low[t + 1:t + 61].min() if t + 1 < len(low) else np.inf
+                          for t in range(len(low))])
+        return np.where(ahead < 0.98 * bars.close, 0.0, 10.0)
 
 
 class Smoothing(Strategy):
@@ -81,13 +95,34 @@ def crowded():
 @pytest.mark.parametrize("name", sorted(BUILTIN))
 def test_builtin_strategies_are_causal(crowded, name):
     ds, sig = crowded
-    assert first_lookahead(ds.bars, sig, BUILTIN[name](), BTC, cuts=3) is None
+    found = lookahead.check(ds.bars, sig, BUILTIN[name](), BTC, cuts=3)
+    assert found.violation is None and found.prefixes >= 3
 
 
 def test_lookahead_check_catches_a_peeking_strategy(crowded):
     ds, sig = crowded
-    bad = first_lookahead(ds.bars, sig, Peeking(), BTC, cuts=3)
+    bad = lookahead.check(ds.bars, sig, Peeking(), BTC, cuts=3).violation
     assert bad is not None and bad[1] < bad[0]
+
+
+def test_lookahead_check_catches_a_leak_that_acts_only_before_drops(crowded):
+    """Even cuts alone passed it (five days of 2025-10: +53%, where `hold` 10x was
+    liquidated); the prefixes ending at its target changes hide the drop it foresaw."""
+    ds, sig = crowded
+    full = Dodging().targets(ds.bars, sig)
+    assert 0 < (full == 0.0).sum() < len(full)          # it does dodge here
+    assert lookahead.check(ds.bars, sig, Dodging(), BTC, cuts=5, at_changes=0).violation \
+        is None                                          # the even cuts miss it
+    bad = lookahead.check(ds.bars, sig, Dodging(), BTC, cuts=5).violation
+    assert bad is not None and full[bad[0] - 1] != full[bad[0] - 2]   # at a change
+
+
+def test_lookahead_prefixes_end_at_target_changes():
+    full = np.array([1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    # even cuts of 12 bars in 6 parts: 2, 4, 6, 8, 10; changes at bars 2 and 4: 3 and 5
+    assert lookahead.prefixes(full, cuts=5) == [2, 3, 4, 5, 6, 8, 10]
+    many = np.arange(100.0)                              # a change at every bar: 4 spread
+    assert lookahead.prefixes(many, cuts=1, at_changes=4) == [2, 35, 50, 67, 100]
 
 
 def test_hold_and_trend_targets(crowded):
@@ -135,7 +170,8 @@ def test_backtest_cli_json_and_report(cli, tmp_path):
             "side=long", "--param", "leverage=10", "--risk", "compare", "--json", out,
             "--report", rep, "--check-lookahead")
     assert r.code == 0, r.err
-    assert "is causal on 5 prefixes" in r.out and "risk interventions" in r.out
+    assert "is causal on" in r.out and "prefixes (5 even, the rest ending where its target " \
+        "changes)" in " ".join(r.out.split()) and "risk interventions" in r.out
     d = json.loads(out.read_text())
     for run in ("off", "on"):
         assert {"total_return", "max_drawdown", "liquidations", "fees", "funding", "n_trades",

@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from backtests import lookahead
 from backtests.engine import N_REC_CORE
-from backtests.lookahead import first_lookahead
 from backtests.metrics import short_span_note
 from backtests.report import write as write_report
 from backtests.runner import (
@@ -127,7 +127,8 @@ def backtest_command(
     report: Annotated[Path | None, typer.Option("--report", help="write an HTML report")]
     = None,
     check_lookahead: Annotated[bool, typer.Option(
-        "--check-lookahead", help="recompute targets on data prefixes; fail on any difference")]
+        "--check-lookahead", help="recompute targets on data prefixes (5 even, up to 32 ending "
+                                   "where the target changes); fail on any difference")]
     = False,
     ticks: Annotated[bool, typer.Option(
         "--ticks", help="replay trade ticks: the dataset's trades table, one Vision trades or "
@@ -224,9 +225,9 @@ def backtest_command(
         prog.advance(task, len(bars))
         if check_lookahead:
             prog.update(task, description="lookahead check")
-            bad = first_lookahead(bars, signals, strat, brackets)
-            if bad is not None:
-                k, t = bad
+            causal = lookahead.check(bars, signals, strat, brackets)
+            if causal.violation is not None:
+                k, t = causal.violation
                 raise LiqbotError(f"--check-lookahead: {strat.describe()} is NOT causal: on the "
                                   f"first {k} bars its target at bar {t} "
                                   f"({iso(int(bars.ts[t]))}) differs from the full-data run")
@@ -245,7 +246,9 @@ def backtest_command(
                                 record_columns=N_REC_CORE)
     con = console(stderr=to_stdout)  # `--json -`: stdout holds only JSON
     if check_lookahead:
-        con.print(f"lookahead check: {shown(strat.describe())} is causal on 5 prefixes")
+        con.print(f"lookahead check: {shown(strat.describe())} is causal on "
+                  f"{causal.prefixes} prefixes (5 even, the rest ending where its target "
+                  "changes)")
     con.print(f"[bold]{shown(bars.symbol)}[/] {iso(int(bars.ts[first]))} .. {iso(bars.end_ms)} "
               f"({len(bars) - first:,} bars), {shown(strat.describe())}, preset "
               f"{shown(preset) if risk != 'off' else '-'}, wallet {wallet:,.0f}")
