@@ -247,6 +247,8 @@ def metrics(rec: np.ndarray, trades: np.ndarray, decisions: np.ndarray, st: np.n
         "liquidations": int(liq.sum()),
         "funding": float(acct[ac.A_FUNDING]),
         "fees": float(acct[ac.A_FEES]),
+        # the part of `fees` the liquidations' clearance took (often all the equity left)
+        "liquidation_fees": float(trades[liq, 4].sum()) if len(trades) else 0.0,
         "slippage": float(trades[:, 5].sum()) if len(trades) else 0.0,
         "time_in_market": float((live[:, eg.R_QTY] != 0.0).mean()) if len(live) else 0.0,
         "n_trades": int((~liq).sum()),

@@ -38,7 +38,7 @@ import numpy as np
 
 from backtests import engine as eg
 from backtests.runner import Inputs, RunSettings, interventions, prepare, run
-from bot.data.bars import Bars
+from bot.data.bars import MARKS_FROM_TRADES, Bars, has_mark_prices
 from bot.data.dataset import iso
 from bot.data.importer import build_dataset
 from bot.data.validate import fill_gaps, find_gaps
@@ -94,6 +94,7 @@ def load_bars(paths: list[Path]) -> Bars:
     `liqbot data import --fill-gaps`; named on stderr): real exchange files lose minutes, and
     one lost minute must not stop the whole measurement."""
     bars = build_dataset(paths, allow_gaps=True).bars
+    MARKS[bars.symbol] = has_mark_prices(bars)
     gaps = find_gaps(bars.ts, bars.interval_ms)
     if gaps:
         print(f"efficacy: {paths[0].name}: {sum(g.missing for g in gaps)} missing bar(s) in "
@@ -155,6 +156,7 @@ def latency(det: np.ndarray, on: int) -> str:
 
 
 TIERS: list[Path | None] = [None]       # --tiers FILE (set by `main`)
+MARKS: dict[str, bool] = {}             # symbol -> whether its files had mark-price klines
 USED: dict[str, Brackets] = {}          # symbol -> the table it ran on
 
 
@@ -174,6 +176,15 @@ def brackets_note() -> str:
     return "- leverage brackets: " + "; ".join(own + ([
         f"{', '.join(stand)} on BTCUSDT's as a stand-in (no table of their own in the "
         "repository or ../shared; `--tiers FILE` scores them on theirs)"] if stand else []))
+
+
+def marks_note() -> str:
+    """One line: which prices the liquidations ran on."""
+    trades = sorted(s for s, m in MARKS.items() if not m)
+    marks = sorted(s for s, m in MARKS.items() if m)
+    parts = ([f"{', '.join(marks)} on mark-price klines"] if marks else []) + \
+        ([f"{', '.join(trades)} on {MARKS_FROM_TRADES}"] if trades else [])
+    return "- mark prices: " + "; ".join(parts)
 
 
 ENTRY_EVERY = 240         # entry sweep: a fresh 10x long every 4 hours from the first bar ...
@@ -651,7 +662,7 @@ def _main(args: argparse.Namespace) -> None:
         print(ENTRY_HEAD)
         print("\n".join(entries))
         print()
-        print("\n".join([*notes, brackets_note()]))
+        print("\n".join([*notes, brackets_note(), marks_note()]))
         print()
         calm = [files for _, files, _ in found]
         calm += [[p, *funding.files(sym)] for sym, ms in sorted(months.items())

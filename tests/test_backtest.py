@@ -106,6 +106,7 @@ def test_ten_x_long_through_a_minus_12pct_bar_is_liquidated_at_its_price():
     left = wallet + qty * (lp - 100.0)               # equity left at the liquidation price
     clearance = min(0.0125 * qty * lp, left)         # capped at what is left: all of it
     assert r.metrics["fees"] == pytest.approx(fee + clearance)
+    assert r.metrics["liquidation_fees"] == pytest.approx(clearance)
     assert r.metrics["liquidations"] == 1
     assert r.records[1, eg.R_EQUITY] == pytest.approx(0.0, abs=1e-6)
     assert r.metrics["bust"] and r.metrics["n_trades"] == 1   # nothing traded afterwards

@@ -159,6 +159,18 @@ class Bars:
         return h.hexdigest()
 
 
+def has_mark_prices(bars: Bars) -> bool:
+    """Whether liquidations run on the venue's mark price: the mark klines' high and low.
+    Without them every mark column falls back to last-trade prices, whose wicks reach
+    further than Binance's mark (a median of several venues' prices): a liquidation found
+    on a trade wick may not have happened at the mark."""
+    return bars.has("mark_high") and bars.has("mark_low")
+
+
+MARKS_FROM_TRADES = ("last-trade prices (no mark-price klines in the data: liquidations "
+                     "trigger on trade wicks, which reach further than the mark)")
+
+
 TRADE_COLUMNS: tuple[str, ...] = ("ts", "price", "qty", "side")
 
 
