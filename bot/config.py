@@ -265,7 +265,7 @@ def shown(value: Any) -> str:
     if isinstance(value, Mapping):
         return f"a table with {len(value)} key(s) (not shown)"
     if isinstance(value, list | tuple):
-        return f"a list of {len(value)} item(s) (not shown)"
+        return "an empty list" if not value else f"a list of {len(value)} item(s) (not shown)"
     return f"a {type(value).__name__} (not shown)"
 
 
@@ -273,7 +273,8 @@ _EXPECTED = {"string_pattern_mismatch": "a symbol like BTCUSDT (2-20 upper-case 
                                         "digits)",
              "finite_number": "a finite number",
              # StrictBool: pydantic's lax bool took "yes", "off", 1 or "0" from a TOML file
-             "bool_type": "true or false"}
+             "bool_type": "true or false",
+             "too_short": "at least one item"}
 
 
 def _format_problem(err: Mapping[str, Any]) -> str:

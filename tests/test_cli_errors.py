@@ -351,3 +351,39 @@ def test_a_param_given_twice_is_refused(cli) -> None:
     --grid the same way)."""
     r = cli("backtest", "--scenario", "calm", "--param", "leverage=5", "--param", "leverage=6")
     assert r.code == 2 and "--param leverage: given twice ('5' and '6')" in r.err, r.err
+
+
+def test_status_names_each_symbol_and_its_leg(cli, tmp_path):
+    """Several symbols: the last decision, crowding and clusters named no symbol, and an
+    ETHUSDT main position showed as "slot 2"."""
+    cfg = tmp_path / "eth.toml"
+    cfg.write_text('[data.synthetic]\nsymbol = "ETHUSDT"\nstart_price = 3000\n')
+    assert cli("data", "synth", "--seed", "7", "--days", "1", "--out", tmp_path / "btc").code == 0
+    assert cli("--config", cfg, "data", "synth", "--seed", "4", "--days", "1", "--out",
+               tmp_path / "eth").code == 0
+    url = f"sqlite:///{tmp_path}/s.db"
+    r = cli("run", "--replay", tmp_path / "btc", "--replay", tmp_path / "eth", "--strategy",
+            "hold", "--param", "leverage=3", "--store", url)
+    assert r.code == 0, r.err
+    r = cli("status", "--store", url)
+    assert r.code == 0, r.err
+    lines = r.out.splitlines()
+    for sym in ("BTCUSDT", "ETHUSDT"):
+        assert any(x.startswith(f"{sym} at 2026-01-01T23:59:00Z: ") for x in lines), r.out
+        assert any(x.startswith(f"{sym} crowding long ") for x in lines), r.out
+    rows = [x for x in lines if "ETHUSDT" in x and "│" in x]
+    assert rows and "main" in rows[0] and "│ 2 " not in rows[0]
+    r = cli("status", "--http", "http://127.0.0.1:9", "--run", "x", "--store", url)
+    assert r.code == 2 and "--store and --run with --http: the daemon at the URL reports " \
+        "its own run" in " ".join(r.err.split())
+
+
+def test_small_config_and_store_messages(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("LIQBOT_EXCHANGE__SYMBOLS", "[]")
+    r = cli("config", "check", "config/default.toml")
+    assert r.code == 2 and "exchange.symbols: expected at least one item, got an empty " \
+        "list (from the environment: LIQBOT_EXCHANGE__SYMBOLS)" in " ".join(r.out.split())
+    monkeypatch.delenv("LIQBOT_EXCHANGE__SYMBOLS")
+    r = cli("status", "--store", f"sqlite:///{tmp_path}/s.db?x=1")
+    assert r.code == 2 and "a SQLite store takes no query options (got x)" in r.err
+    assert "SAWarning" not in r.err

@@ -510,6 +510,10 @@ def status_command(
     """The daemon's state: mode, run, risk state, equity, positions with liquidation
     distance, the last decision and why, crowding, nearest clusters, feed lag."""
     if http is not None:
+        given = [o for o, v in (("--store", store_url), ("--run", run_id)) if v is not None]
+        if given:
+            raise LiqbotError(f"{' and '.join(given)} with --http: the daemon at the URL "
+                              "reports its own run; give one or the other")
         data = _remote_status(http)
     else:
         store, run, _ = _store_and_run(store_url, ctx, run_id)
@@ -528,18 +532,23 @@ def status_command(
               f"last bar {data['last_bar'] or '-'}"
               + (f" (feed lag {data['feed_lag_s']:,.1f} s)" if data.get("feed_lag_s") is not None
                  else ""))
-    if data["last_decision"]:
-        con.print(f"last decision: {data['last_decision']['text'] or 'no rule binding'}")
-    t = Table("symbol", "slot", "qty", "entry", "liq price", "distance %", "distance ATR")
+    # each symbol's last decision (its text, or its state when no rule bound), then the
+    # positions, then each symbol's crowding and nearest clusters: every line names its
+    # symbol (a run trades several)
+    by_symbol = data.get("by_symbol") or {}
+    for sym, d in by_symbol.items():
+        con.print(f"{sym} at {d['ts']}: {d['text'] or d['state'] + ': no rule binding'}")
+    t = Table("symbol", "leg", "qty", "entry", "liq price", "distance %", "distance ATR")
     for p in data["positions"]:
-        t.add_row(p["symbol"], str(p["slot"]), f"{p['qty']:+.6f}", f"{p['entry']:,.2f}",
-                  _fmt(p.get("liq_price"), "{:,.2f}"), _fmt(p["liq_distance_pct"], "{:.2f}"),
-                  _fmt(p["liq_distance_atr"], "{:.1f}"))
+        t.add_row(p["symbol"], "main" if p["slot"] % 2 == 0 else "hedge", f"{p['qty']:+.6f}",
+                  f"{p['entry']:,.2f}", _fmt(p.get("liq_price"), "{:,.2f}"),
+                  _fmt(p["liq_distance_pct"], "{:.2f}"), _fmt(p["liq_distance_atr"], "{:.1f}"))
     con.print(t if data["positions"] else "no open position")
-    c, k = data["crowding"], data["clusters"]
-    con.print(f"crowding long {_fmt(c['long'], '{:.2f}')} short {_fmt(c['short'], '{:.2f}')}; "
-              f"nearest clusters below {_fmt(k['below'], '{:,.2f}')} above "
-              f"{_fmt(k['above'], '{:,.2f}')}")
+    for sym, d in by_symbol.items():
+        c, k = d["crowding"], d["clusters"]
+        con.print(f"{sym} crowding long {_fmt(c['long'], '{:.2f}')} short "
+                  f"{_fmt(c['short'], '{:.2f}')}; nearest clusters below "
+                  f"{_fmt(k['below'], '{:,.2f}')} above {_fmt(k['above'], '{:,.2f}')}")
 
 
 def _remote_status(url: str) -> dict[str, Any]:

@@ -45,6 +45,10 @@ def parse_url(url: str) -> URL:
     if backend == "postgresql":
         return parsed.set(drivername="postgresql+psycopg")
     if backend == "sqlite":
+        if parsed.query:          # the driver ignores them with a raw SQLAlchemy warning
+            raise LiqbotError(f"store URL {mask_url(url)!r}: a SQLite store takes no query "
+                              f"options (got {', '.join(sorted(parsed.query))}); expected "
+                              "sqlite:///PATH")
         if parsed.drivername != "sqlite":
             parsed = parsed.set(drivername="sqlite")
         return parsed
