@@ -22,6 +22,7 @@ timestamps int64 ms UTC (ISO strings in rows).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import itertools
 import json
@@ -187,7 +188,8 @@ class Setup:
         out = {"strategy": self.strategy, "risk": self.risk,
                "preset": self.preset if self.risk == "on" else "-",
                "policy": self.policy.model_dump(mode="json"), "wallet": s.wallet,
-               "band": s.band, "fees": asdict(s.fees), "fills": s.fills.model_dump(mode="json")}
+               "band": s.band, "fees": asdict(s.fees), "fills": s.fills.model_dump(mode="json"),
+               "code": code_digest()}
         if self.tables:       # only then: a sweep on the default tables keeps its old keys
             out["brackets"] = {sym: b.rows() for sym, b in self.tables}
         return out
@@ -220,15 +222,30 @@ def _sha(value: Any) -> str:
 
 
 def fingerprint(bars: Any) -> str:
-    """Content hash of a dataset's bars, EVERY column (name, dtype, values): keys change
-    with anything a run reads. Until 2026-12-06 only ts and OHLC: a re-import that added
+    """Content hash of a dataset's bars, EVERY column (`Bars.digest`): keys change with
+    anything a run reads. Until 2026-12-06 only ts and OHLC: a re-import that added
     funding (or changed marks, open interest, volume) reused the old rows as if new."""
-    h = hashlib.sha256(f"{bars.symbol}:{bars.interval_ms}:{len(bars)}".encode())
-    for col in sorted(bars.columns):
-        a = np.ascontiguousarray(bars[col])
-        h.update(f"{col}:{a.dtype.str}".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()[:24]
+    return str(bars.digest())[:24]
+
+
+#: the code a row's figures come from: the trading kernel, mechanics, risk, signals, the
+#: backtest loops and the shipped strategies (a user's own strategy file is not included)
+CODE_DIRS = ("bot/execution", "bot/mechanics", "bot/risk", "bot/signals", "backtests",
+             "strategies")
+
+
+@functools.cache
+def code_digest() -> str:
+    """sha256 of the sources in CODE_DIRS: in the setup, so a sweep's OUT refuses to mix
+    rows computed by another version (until 2026-12-06 a rerun after a change of the
+    mechanics reused the old figures as if computed now)."""
+    root = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for d in CODE_DIRS:
+        for f in sorted((root / d).rglob("*.py")):
+            h.update(str(f.relative_to(root)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def make_task(setup_digest: str, dataset: str, fp: str, window: int, segment: str,
@@ -517,8 +534,10 @@ def _check_manifest(out: Path, manifest: dict[str, Any]) -> None:
         if old.get("setup") != manifest["setup"]:
             diff = sorted(k for k in manifest["setup"] if old.get("setup", {}).get(k)
                           != manifest["setup"][k])
-            raise LiqbotError(f"--out: {out} holds a sweep with other settings ({', '.join(diff)}); "
-                              "use another --out to keep both")
+            why = " (liqbot's backtest code changed since: its rows would not match)" \
+                if diff == ["code"] else ""
+            raise LiqbotError(f"--out: {out} holds a sweep with other settings ({', '.join(diff)})"
+                              f"{why}; use another --out to keep both")
         return
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -261,6 +261,32 @@ def test_two_symbols_falling_together_liquidate_the_account_at_the_close(
     assert broker.acct[ac.A_WALLET] == pytest.approx(0.0, abs=1e-9)
 
 
+def test_a_reduce_only_order_never_opens_a_position_after_a_liquidation() -> None:
+    """A's close queued a reduce of 100 (reduce-only); B's crash then took A in B's bar.
+    The order, filled as sent at A's next open, opened a 100 short; the venue rejects a
+    reduce-only order with nothing to reduce, and clips one larger than the position."""
+    pin = _pin({"AUSDT": [(100.0,) * 4] * 3, "BUSDT": [(50.0,) * 4] * 3})
+    b = bk.PaperBroker(pin.symbols, pin.brackets, W0, FP)
+    for sym, slot, qty, px in (("AUSDT", 0, 500.0, 100.0), ("BUSDT", 2, 1000.0, 50.0)):
+        b.submit(bk.Order(f"o-{sym}", sym, slot, qty, False, (0.0, 0.0, 0.0)))
+        b.on_bar_open(sym, 0, px, px, px, px, np.nan)
+        b.set_mark(sym, px)
+    b.on_bar_open("AUSDT", 60_000, 100.0, 100.0, 100.0, 100.0, np.nan)
+    b.set_mark("AUSDT", 100.0)
+    b.submit(bk.Order("reduce-A", "AUSDT", 0, -100.0, True, (0.0, 0.0, 0.0)))
+    f, _ = b.on_bar_open("BUSDT", 60_000, 50.0, 50.0, 50.0, 40.0, np.nan)
+    assert [x.fill_id for x in f] == ["liq-BUSDT-60000-2", "liq-AUSDT-60000-0-after-BUSDT"]
+    b.acct[ac.A_WALLET] += 1000.0                  # a deposit: the account can trade again
+    f, _ = b.on_bar_open("AUSDT", 120_000, 100.0, 100.0, 100.0, 100.0, np.nan)
+    assert f == [] and b.pos[0, ac.P_QTY] == 0.0 and b.pending() == []   # rejected
+    assert bk.reduce_only_qty(bk.Order("c", "AUSDT", 0, -7.0, True, (0.0, 0.0, 0.0)),
+                              5.0) == -5.0          # clipped to the position
+    assert bk.reduce_only_qty(bk.Order("c", "AUSDT", 0, 3.0, True, (0.0, 0.0, 0.0)),
+                              5.0) == 0.0           # would grow it
+    assert bk.reduce_only_qty(bk.Order("c", "AUSDT", 0, 3.0, False, (0.0, 0.0, 0.0)),
+                              5.0) == 3.0
+
+
 def test_a_slot_liquidated_twice_in_one_bar_keeps_both_fills() -> None:
     """B's bar comes first and its liquidation takes A at A's last mark; A's own bar at the
     same open time then fills an order decided before (it reopens A) and its crash

@@ -17,6 +17,7 @@ from backtests import sweep as sw
 from backtests.metrics import MINUTES_PER_YEAR, ratios
 from backtests.runner import RunSettings, prepare, run
 from backtests.scenarios import load_scenario
+from bot.errors import LiqbotError
 from bot.mechanics import brackets as br
 from bot.risk.policy import load_policy
 from strategies.sma_cross import SmaCross
@@ -426,3 +427,20 @@ def test_an_interrupt_before_any_row_says_nothing_was_kept(tmp_path: Path, cli,
             "--workers", "1", "--out", tmp_path / "o")
     assert r.code == 130
     assert "interrupted before any row finished: nothing kept" in " ".join(r.err.split())
+
+
+def test_rows_of_another_code_version_are_not_reused(tmp_path: Path, monkeypatch) -> None:
+    """Keys held the settings, data and parameters, not the code: after the mechanics
+    changed (funding before the open's fills) a rerun on the same OUT reported "0 backtests
+    run, 2 reused" with the old figures."""
+    assert len(sw.code_digest()) == 16
+    one = sw.LocalBackend(1)
+    try:
+        out = tmp_path / "out"
+        sw.sweep(spec(grid=["fast=5", "slow=20"]), out, one)
+        monkeypatch.setattr(sw, "code_digest", lambda: "another-version")
+        with pytest.raises(LiqbotError, match=r"holds a sweep with other settings \(code\) "
+                                              r"\(liqbot's backtest code changed since"):
+            sw.sweep(spec(grid=["fast=5", "slow=20"]), out, one)
+    finally:
+        one.close()

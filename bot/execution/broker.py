@@ -71,6 +71,19 @@ class Funding:
     payment: float          # quote, + paid
 
 
+def reduce_only_qty(order: Order, held: float) -> float:
+    """What of `order` the venue executes against the position `held` (base): a
+    reduce-only order at most closes it and never opens or grows one (0: rejected). Since
+    2026-12-06 a slot can be liquidated in another symbol's bar or at a close instant,
+    after its own decision queued a reduce (or the kill switch's flatten): that order,
+    filled as sent, opened the opposite position."""
+    if not order.reduce_only:
+        return order.qty
+    if held == 0.0 or order.qty * held > 0.0:
+        return 0.0
+    return order.qty if abs(order.qty) <= abs(held) else -held
+
+
 class Broker(Protocol):
     """What the daemon needs from a venue (paper here; live through ccxt later)."""
 
@@ -123,12 +136,15 @@ class PaperBroker:
             order = self._pending.pop(slot, None)
             if order is None:
                 continue
-            px, fee, slip = kn.fill_order(self.acct, self.pos, slot, order.qty, open_px,
+            qty = reduce_only_qty(order, float(self.pos[slot, ac.P_QTY]))
+            if qty == 0.0:                 # nothing left to reduce: the venue rejects it
+                continue
+            px, fee, slip = kn.fill_order(self.acct, self.pos, slot, qty, open_px,
                                           order.window[0], order.window[1], order.window[2],
                                           self.fp)
             if px > 0.0:
                 fills.append(Fill(f"{order.client_id}-f", order.client_id, symbol, slot, ts,
-                                  order.qty, px, fee, slip, False))
+                                  qty, px, fee, slip, False))
         self.bar_ts[i] = ts
         self.bar_range[i] = (mark_open, mark_low, mark_high)
         self._liquidations(i, ts, fills)
