@@ -31,6 +31,8 @@ def prefixes(full: np.ndarray, cuts: int = 5, at_changes: int = AT_CHANGES) -> l
     """The prefix lengths to check: `cuts` even ones, and k = t + 1 for up to `at_changes`
     bars t at which the full run's target differs from the bar before (evenly spread)."""
     n = len(full)
+    if n < 3:                        # no prefix of 2 or more bars shorter than the run
+        return []
     even = {max(2, n * i // (cuts + 1)) for i in range(1, cuts + 1)}
     changed = np.flatnonzero(~np.isclose(full[1:], full[:-1], rtol=0, atol=0,
                                          equal_nan=True)) + 1
@@ -38,7 +40,8 @@ def prefixes(full: np.ndarray, cuts: int = 5, at_changes: int = AT_CHANGES) -> l
         changed = changed[np.linspace(0, len(changed) - 1, at_changes).round().astype(int)]
     elif at_changes <= 0:
         changed = changed[:0]
-    return sorted(even | {int(t) + 1 for t in changed if t + 1 >= 2})
+    # k = n is the full run itself (a change at the last bar): nothing to compare
+    return sorted(k for k in even | {int(t) + 1 for t in changed} if 2 <= k < n)
 
 
 @dataclass(frozen=True)

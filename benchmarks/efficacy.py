@@ -38,7 +38,7 @@ import numpy as np
 
 from backtests import engine as eg
 from backtests.runner import Inputs, RunSettings, interventions, prepare, run
-from bot.data.bars import MARKS_FROM_TRADES, Bars, has_mark_prices
+from bot.data.bars import MARKS_FROM_TRADES, Bars, mark_coverage
 from bot.data.dataset import iso
 from bot.data.importer import build_dataset
 from bot.data.validate import fill_gaps, find_gaps
@@ -94,7 +94,8 @@ def load_bars(paths: list[Path]) -> Bars:
     `liqbot data import --fill-gaps`; named on stderr): real exchange files lose minutes, and
     one lost minute must not stop the whole measurement."""
     bars = build_dataset(paths, allow_gaps=True).bars
-    MARKS[bars.symbol] = has_mark_prices(bars)
+    # the symbol's worst file: one file without marks puts its rows on trade prices
+    MARKS[bars.symbol] = min(MARKS.get(bars.symbol, 1.0), mark_coverage(bars))
     gaps = find_gaps(bars.ts, bars.interval_ms)
     if gaps:
         print(f"efficacy: {paths[0].name}: {sum(g.missing for g in gaps)} missing bar(s) in "
@@ -156,7 +157,7 @@ def latency(det: np.ndarray, on: int) -> str:
 
 
 TIERS: list[Path | None] = [None]       # --tiers FILE (set by `main`)
-MARKS: dict[str, bool] = {}             # symbol -> whether its files had mark-price klines
+MARKS: dict[str, float] = {}            # symbol -> the lowest share of bars with mark klines
 USED: dict[str, Brackets] = {}          # symbol -> the table it ran on
 
 
@@ -180,9 +181,11 @@ def brackets_note() -> str:
 
 def marks_note() -> str:
     """One line: which prices the liquidations ran on."""
-    trades = sorted(s for s, m in MARKS.items() if not m)
-    marks = sorted(s for s, m in MARKS.items() if m)
+    trades = sorted(s for s, m in MARKS.items() if m == 0.0)
+    marks = sorted(s for s, m in MARKS.items() if m == 1.0)
+    part = sorted(f"{s} ({m:.1%} of its bars)" for s, m in MARKS.items() if 0.0 < m < 1.0)
     parts = ([f"{', '.join(marks)} on mark-price klines"] if marks else []) + \
+        ([f"{', '.join(part)} on mark-price klines where present"] if part else []) + \
         ([f"{', '.join(trades)} on {MARKS_FROM_TRADES}"] if trades else [])
     return "- mark prices: " + "; ".join(parts)
 

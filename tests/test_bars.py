@@ -120,3 +120,20 @@ def test_bars_reject_unknown_and_ragged_columns():
     with pytest.raises(ValueError, match="shape"):
         Bars("T", MINUTE_MS, {"ts": [0, 1], "open": [1.], "high": [1.], "low": [1.],
                               "close": [1.], "volume": [1.]})
+
+
+def test_mark_prices_say_what_the_liquidations_ran_on():
+    """Mark columns present but NaN where the mark klines were missing ran those bars on
+    trade prices while the run said "mark klines"."""
+    from bot.data.bars import MARKS_FROM_TRADES, mark_coverage, mark_prices
+
+    n = 4
+    c = {"ts": np.arange(n, dtype=np.int64) * 60_000, "open": np.ones(n), "high": np.ones(n),
+         "low": np.ones(n), "close": np.ones(n), "volume": np.ones(n)}
+    assert mark_prices(Bars("X", 60_000, c)) == MARKS_FROM_TRADES
+    part = Bars("X", 60_000, {**c, "mark_high": np.array([1.0, 1.0, np.nan, 1.0]),
+                              "mark_low": np.ones(n)})
+    assert mark_coverage(part) == 0.75
+    assert mark_prices(part).startswith("mark klines on 75.0% of the bars, last-trade prices")
+    assert mark_prices(Bars("X", 60_000, {**c, "mark_high": np.ones(n),
+                                          "mark_low": np.ones(n)})) == "mark klines"

@@ -41,6 +41,18 @@ def test_a_stated_tier_with_its_maintenance_amount(cli, tmp_path):
             "--margin-mode", "cross", "--positions", pos, "--json")
     assert r.code == 0, r.err
     assert round(json.loads(r.out)["liquidation_price"], 2) == 1153.26
+    # an amount no tier of this position has (above rate x notional: a negative
+    # maintenance, a liquidation price past bankruptcy) is refused
+    r = cli("calc", "liquidation", "--exchange", "binance", "--side", "long", "--entry", "100",
+            "--qty", "10", "--leverage", "10", "--mmr", "0.005", "--maint-amount", "200")
+    assert r.code == 2 and "--maint-amount: maintenance amount 200 is above the rate x the " \
+        "position's notional (0.005 x 1,000.00 = 5.00)" in " ".join(r.err.split())
+    pos.write_text(json.dumps([{"side": "long", "qty": 1, "entry": 100, "mark": 100,
+                                "mmr": 0.005, "maint_amount": 50}]))
+    r = cli("calc", "liquidation", "--exchange", "binance", "--side", "long", "--entry",
+            "1456.84", "--qty", "3683.979", "--wallet", "1535443.01", "--symbol", "ETHUSDT",
+            "--margin-mode", "cross", "--positions", pos, "--json")
+    assert r.code == 2 and "position 1: maintenance amount 50 is above" in r.err
 
 
 def test_calc_leverage_and_explicit_rate(cli):

@@ -387,3 +387,37 @@ def test_small_config_and_store_messages(cli, tmp_path, monkeypatch):
     r = cli("status", "--store", f"sqlite:///{tmp_path}/s.db?x=1")
     assert r.code == 2 and "a SQLite store takes no query options (got x)" in r.err
     assert "SAWarning" not in r.err
+
+
+def test_a_replay_run_recorded_by_path_before_the_data_digest_still_resumes(cli, tmp_path):
+    """Runs started before 2026-12-06 recorded their --replay text in the fingerprint;
+    the same command must still resume them (not abandon them as "other data")."""
+    import json
+    import sqlite3
+
+    from bot.cli.run import _fingerprint
+
+    ds = tmp_path / "ds"
+    assert cli("data", "synth", "--seed", "3", "--days", "1", "--out", ds).code == 0
+    url = f"sqlite:///{tmp_path}/s.db"
+    args = ("run", "--replay", str(ds), "--store", url, "--param", "leverage=3")
+    assert cli(*args).code == 0
+    con = sqlite3.connect(tmp_path / "s.db")                 # as an older liqbot left it
+    run_id, cfg = con.execute("select run_id, config from runs").fetchone()
+    cfg = json.loads(cfg)
+    cfg["spec"]["source"] = {"replay": [str(ds)]}
+    cfg["fingerprint"] = _fingerprint(cfg["spec"])
+    con.execute("update runs set config = ?, status = 'stopped'", (json.dumps(cfg),))
+    con.commit()
+    con.close()
+    r = cli(*args)
+    assert r.code == 0 and f"resuming run {run_id}" in r.err, r.err
+    con = sqlite3.connect(tmp_path / "s.db")
+    cfg["spec"]["source"] = {"replay": [f"{ds}/other"]}           # another path: not resumed
+    cfg["fingerprint"] = _fingerprint(cfg["spec"])
+    con.execute("update runs set config = ?, status = 'stopped'", (json.dumps(cfg),))
+    con.commit()
+    con.close()
+    r = cli(*args)
+    assert r.code == 0 and f"run {run_id} (stopped) differs from this start in the data " \
+        f"(--replay {ds}/other, recorded by path" in " ".join(r.err.split()), r.err

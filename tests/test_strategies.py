@@ -122,7 +122,8 @@ def test_lookahead_prefixes_end_at_target_changes():
     # even cuts of 12 bars in 6 parts: 2, 4, 6, 8, 10; changes at bars 2 and 4: 3 and 5
     assert lookahead.prefixes(full, cuts=5) == [2, 3, 4, 5, 6, 8, 10]
     many = np.arange(100.0)                              # a change at every bar: 4 spread
-    assert lookahead.prefixes(many, cuts=1, at_changes=4) == [2, 35, 50, 67, 100]
+    assert lookahead.prefixes(many, cuts=1, at_changes=4) == [2, 35, 50, 67]  # not 100: all
+    assert lookahead.prefixes(np.zeros(1)) == lookahead.prefixes(np.zeros(2)) == []
 
 
 def test_hold_and_trend_targets(crowded):

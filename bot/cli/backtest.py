@@ -30,7 +30,7 @@ from bot.cli.heatmap import parse_time
 from bot.cli.paths import cell, check_output, check_wallet, console, dumps, shown, write_output, writing
 from bot.cli.tiers import TiersOption, brackets_for
 from bot.config import load_config
-from bot.data.bars import MARKS_FROM_TRADES, has_mark_prices
+from bot.data.bars import mark_coverage, mark_prices
 from bot.data.dataset import iso
 from bot.errors import LiqbotError
 from bot.mechanics import brackets as br
@@ -256,8 +256,8 @@ def backtest_command(
               f"{shown(preset) if risk != 'off' else '-'}, wallet {wallet:,.0f}")
     if first:
         con.print(warm_note(first, bars.start_ms))
-    if not has_mark_prices(bars):
-        con.print(f"mark prices: {MARKS_FROM_TRADES}")
+    if mark_coverage(bars) < 1.0:
+        con.print(f"mark prices: {mark_prices(bars)}")
     if tick_in is not None:
         con.print(f"tick replay: {per_run:,} ticks, decisions "
                   f"{f'every {risk_every:,} ticks' if risk_every else 'at bar closes'}")
@@ -276,7 +276,7 @@ def backtest_command(
             "bars": len(bars) - first, "warm_up_bars": first, "strategy": strat.describe(),
             "preset": preset if risk != "off" else None,     # null: no preset ran
             "source": source, "brackets": br.describe(bars.symbol, brackets),
-            "mark_prices": "mark klines" if has_mark_prices(bars) else MARKS_FROM_TRADES}
+            "mark_prices": mark_prices(bars)}
     if tick_in is not None:
         meta.update(ticks=per_run, risk_every=risk_every)
     if json_path is not None:

@@ -96,6 +96,17 @@ def _brackets(mmr: float | None, amount: float | None, tiers: Path | None,
     return br.shipped(exchange, symbol)
 
 
+def _check_amount(where: str, amount: float, rate: float, notional: float) -> None:
+    """A tier's maintenance amount is at most its rate x its floor (cum_i = sum of floor_j x
+    (mmr_j - mmr_(j-1))), so at most rate x the notional of any position in it: a larger one
+    gives a negative maintenance margin (a liquidation price past bankruptcy)."""
+    if amount > rate * notional:
+        raise LiqbotError(f"{where}: maintenance amount {amount:g} is above the rate x the "
+                          f"position's notional ({rate:g} x {notional:,.2f} = "
+                          f"{rate * notional:,.2f}): no tier this position is in has it (a "
+                          f"tier with that amount starts at {amount / rate:,.0f} or more)")
+
+
 def _others(path: Path, exchange: str) -> tuple[float, float]:
     """(maintenance margin, unrealised PnL) of the other cross positions in a JSON file.
 
@@ -125,6 +136,7 @@ def _others(path: Path, exchange: str) -> tuple[float, float]:
             rate = _number(row, "mmr", where, path, 0.0, 0.999)
             amount = _number(row, "maint_amount", where, path, 0.0, MAX_AMOUNT, lo_open=False,
                              default=0.0)
+            _check_amount(f"{path}: {where}", amount, rate, qty * mark)
             b = br.one_tier("", rate, amount, str(path))
         elif "symbol" in row:
             sym = row["symbol"]
@@ -168,6 +180,8 @@ def compute(exchange: str, side: str, entry: float, qty: float, leverage: float 
         raise LiqbotError("--positions only applies with --margin-mode cross")
     b = _brackets(mmr, maint_amount, tiers, exchange, symbol)
     notional = entry * qty
+    if mmr is not None and maint_amount:
+        _check_amount("--maint-amount", maint_amount, mmr, notional)
     if notional > float(b.cap[-1]):
         raise LiqbotError(f"--qty: notional {notional:,.0f} (entry x qty) exceeds the top bracket "
                           f"of {b.symbol or symbol} (cap {float(b.cap[-1]):,.0f}); the exchange "

@@ -61,7 +61,10 @@ def spec_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         if old.get(key) == new.get(key):
             continue
         a, b = old.get(key), new.get(key)
-        if key == "source" and isinstance(a, dict) and isinstance(b, dict) \
+        if key == "source" and isinstance(a, dict) and isinstance(a.get("replay"), list):
+            out.append(f"the data (--replay {' '.join(map(str, a['replay']))}, recorded by "
+                       "path before liqbot compared the data itself)")
+        elif key == "source" and isinstance(a, dict) and isinstance(b, dict) \
                 and isinstance(a.get("replay"), dict) and isinstance(b.get("replay"), dict):
             ra, rb = a["replay"], b["replay"]
             words = [f"{s} added" for s in sorted(set(rb) - set(ra))] + \
@@ -249,11 +252,17 @@ def run_command(
                 "source": source, "fills": cfg.fills.model_dump(), "fees": vars(fees),
                 "policy": policy.model_dump(), "layout": _state_layout()}
         fp_id = _fingerprint(spec)
+        # a replay started before 2026-12-06 recorded its --replay text, not its data: the
+        # same command resumes it (what the data is was not recorded, so not checked)
+        legacy = _fingerprint({**spec, "source": {"replay": replay}}) if replay else fp_id
         prev = store.latest_run(account)
         # a run that was killed ("running") or stopped by a signal ("stopped") resumes with
         # the same options; a finished replay ("done") starts afresh
         resumable = prev is not None and prev.status in ("running", "stopped")
-        resume = resumable and prev is not None and prev.config.get("fingerprint") == fp_id
+        resume = resumable and prev is not None and (
+            prev.config.get("fingerprint") == fp_id or
+            # its symbols then kept the --replay order: resumed only if it is the same
+            (prev.config.get("fingerprint") == legacy and prev.symbols == list(feed.symbols)))
         if resume:
             run = prev
         else:

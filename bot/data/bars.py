@@ -159,16 +159,30 @@ class Bars:
         return h.hexdigest()
 
 
-def has_mark_prices(bars: Bars) -> bool:
-    """Whether liquidations run on the venue's mark price: the mark klines' high and low.
-    Without them every mark column falls back to last-trade prices, whose wicks reach
-    further than Binance's mark (a median of several venues' prices): a liquidation found
-    on a trade wick may not have happened at the mark."""
-    return bars.has("mark_high") and bars.has("mark_low")
+def mark_coverage(bars: Bars) -> float:
+    """The share of bars whose liquidations run on the venue's mark price (mark klines'
+    high and low present and finite). Elsewhere the mark falls back, bar by bar, to
+    last-trade prices, whose wicks reach further than Binance's mark (a median of several
+    venues' prices): a liquidation found on a trade wick may not have happened at the mark."""
+    if not (len(bars) and bars.has("mark_high") and bars.has("mark_low")):
+        return 0.0
+    ok = np.isfinite(bars["mark_high"]) & np.isfinite(bars["mark_low"])
+    return float(ok.mean())
 
 
 MARKS_FROM_TRADES = ("last-trade prices (no mark-price klines in the data: liquidations "
                      "trigger on trade wicks, which reach further than the mark)")
+
+
+def mark_prices(bars: Bars) -> str:
+    """What the liquidations of a run on `bars` trigger on, in words (JSON meta, notes)."""
+    share = mark_coverage(bars)
+    if share == 1.0:
+        return "mark klines"
+    if share == 0.0:
+        return MARKS_FROM_TRADES
+    return (f"mark klines on {share:.1%} of the bars, last-trade prices on the rest "
+            "(liquidations there trigger on trade wicks, which reach further than the mark)")
 
 
 TRADE_COLUMNS: tuple[str, ...] = ("ts", "price", "qty", "side")
