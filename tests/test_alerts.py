@@ -113,8 +113,11 @@ def test_cascade_alerts_reach_webhook_and_telegram(tmp_path, caplog):
     daily = [a for a in rec.hook if a["kind"] == "daily_summary"]
     assert [a["ts"] for a in daily] == ["2026-01-02T00:00:00Z", "2026-01-03T00:00:00Z",
                                         "2026-01-04T00:00:00Z"]
-    assert daily[-1]["data"]["fills"] == len(fills) >= 2      # entry, then the cascade cut
-    assert daily[-1]["data"]["orders"] == len(intents)
+    # each the day's figures (running totals before 2026-12-06): they add up to the run's
+    assert [a["data"]["bars"] for a in daily] == [1440, 1440, 1440] == [len(bars) // 3] * 3
+    assert sum(a["data"]["fills"] for a in daily) == len(fills) >= 2   # entry, cascade cuts
+    assert sum(a["data"]["orders"] for a in daily) == len(intents)
+    assert daily[0]["data"]["fills"] == 1 and "1440 bars, 1 orders, 1 fills" in daily[0]["text"]
     assert kinds.count("state") == len(changes)
     # Telegram got the same alerts, to the configured chat, token only in the URL path
     assert len(rec.tg) == len(rec.hook)
@@ -242,3 +245,29 @@ def test_telegram_token_only_from_the_environment():
     with pytest.raises(ConfigError, match="alerts.webhook_url"):
         parse_config({"alerts": {"webhook_url": "ftp://x"}}, "t.toml", env={})
     assert not Alerts(AlertsConfig(), "r", None).enabled          # default: off
+
+
+def test_daily_summary_and_data_ended_alerts_say_the_days_figures_and_the_end_once():
+    """The daily summary alert gives the day's bars per symbol when there are several; a
+    replayed symbol whose data ended is one alert (under `stale_feed`, the alert it used
+    to raise at every check) naming the position held and the orders left unfilled."""
+    alerts = Alerts(AlertsConfig(webhook_url="http://127.0.0.1:9/hook"), "run-x")
+    day = alerts._alert("daily_summary", {
+        "ts": 1_772_323_200_000, "equity": 10_315.99, "upnl": 12.5, "bars": 2880,
+        "bars_by_symbol": {"AVAXUSDT": 1440, "LINKUSDT": 1440}, "orders": 3, "fills": 2,
+        "liquidations": 0})
+    assert day is not None and day.data["bars_by_symbol"] == {"AVAXUSDT": 1440,
+                                                              "LINKUSDT": 1440}
+    assert "2880 bars (AVAXUSDT 1440, LINKUSDT 1440), 3 orders, 2 fills, 0 liquidations " \
+           "that day" in day.text
+    end = {"symbol": "BTCUSDT", "ts": 1_770_348_960_000, "qty": 0.25, "mark": 71_234.5,
+           "pending": 1}
+    got = alerts._alert("data_ended", end)
+    assert got is not None and got.kind == "stale_feed" and got.key == "data_ended:BTCUSDT"
+    assert got.text == ("BTCUSDT replayed data ended at 2026-02-06T03:36:00Z: position "
+                        "+0.250000 held at its last close 71,234.5, 1 pending order(s) left "
+                        "unfilled")
+    assert got.data["ended"] is True
+    quiet = Alerts(AlertsConfig(webhook_url="http://127.0.0.1:9/hook", on=["daily_summary"]),
+                   "run-x")
+    assert quiet._alert("data_ended", end) is None

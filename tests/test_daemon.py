@@ -261,15 +261,19 @@ def test_a_limit_of_one_closes_at_the_first_failing_bar(tmp_path, caplog):
 
 
 def test_dead_feed_means_reducing(tmp_path):
+    # ETH's data goes on, its bars stop coming after bar 119: a dead feed (a replayed
+    # dataset that ended is not one: test_a_replayed_symbol_whose_data_ended_...)
     a = load_scenario("calm").bars.take(slice(0, 300))
-    b = load_scenario("synthetic:3:none:1").bars.take(slice(0, 120))
+    b = load_scenario("synthetic:3:none:1").bars.take(slice(0, 300))
     from bot.data.bars import Bars
-    b = Bars("ETHUSDT", b.interval_ms, {**b.columns, "ts": a.ts[:120]})
+    b = Bars("ETHUSDT", b.interval_ms, {**b.columns, "ts": a.ts})
     store = Store(f"sqlite:///{tmp_path}/dead.db")
-    d = _daemon({"BTCUSDT": a, "ETHUSDT": b}, store, "hold", {"leverage": "3"}, "balanced")
+    d = _daemon({"BTCUSDT": a, "ETHUSDT": b}, store, "hold", {"leverage": "3"}, "balanced",
+                inject=lambda s, bar: None if s == "ETHUSDT" and bar["ts"] > b.ts[119]
+                else bar)
     asyncio.run(d.run(simulated=True))
     eth = [x for x in store.decisions(d.run_id) if x.symbol == "ETHUSDT"]
-    last_bar = int(b.ts[-1])
+    last_bar = int(b.ts[119])
     after = [x for x in eth if x.bar_ts > last_bar]
     stale_bars = int(load_policy("balanced").stale_bars)
     assert after, "the watchdog made no decision for the dead feed"
@@ -821,3 +825,272 @@ def test_spec_changes_name_what_differs():
                                       "the data (SOLUSDT added, ETHUSDT removed, BTCUSDT "
                                       "other bars)"]
     assert spec_changes(old, old) == []
+
+
+# ---------------------------------------------------------------- replay clock, days, ends
+def _two_symbols(days: int = 2) -> dict:
+    """BTCUSDT and an ETHUSDT (another synthetic path) on the same 1m grid from 00:00."""
+    from bot.data.bars import Bars
+    a = load_scenario(f"synthetic:5:none:{days}").bars
+    b = load_scenario(f"synthetic:3:none:{days}").bars
+    return {"BTCUSDT": a, "ETHUSDT": Bars("ETHUSDT", b.interval_ms, {**b.columns, "ts": a.ts})}
+
+
+def test_replay_jobs_run_once_every_symbol_has_its_bar_of_the_minute(tmp_path):
+    """Two symbols: the equity job ran after BTC's bar of a minute and before ETH's, so
+    each snapshot (and its positions' liquidation prices) had ETH at its previous close:
+    the last one differed from the daemon's final equity, and the midnight summary counted
+    2,879 bars. Now every snapshot at T equals the account after both bars closing at T
+    (the decision of the symbol processed last, ETHUSDT), the last one the final equity,
+    and a day's summary counts 1,440 bars of each symbol (2,880 bars)."""
+    bars = _two_symbols()
+    store = Store(f"sqlite:///{tmp_path}/two.db")
+    d = _daemon(bars, store, "hold", {"leverage": "3"}, "balanced")
+    got: list[dict] = []
+    d.listeners.append(lambda kind, data: got.append(data) if kind == "daily_summary" else None)
+    asyncio.run(d.run(simulated=True))
+    assert d.broker.pos[0, 0] != 0.0 and d.broker.pos[2, 0] != 0.0   # both held to the end
+    eq = store.equity(d.run_id)
+    final, _ = d.equity()
+    assert eq[-1].ts == int(bars["BTCUSDT"].ts[-1]) + 60_000
+    assert eq[-1].equity == pytest.approx(final, rel=1e-12)
+    after_eth = {x.bar_ts + 60_000: x.numbers["equity"] for x in store.decisions(d.run_id)
+                 if x.symbol == "ETHUSDT"}
+    assert len(eq) == 2 * 1440
+    np.testing.assert_allclose([e.equity for e in eq], [after_eth[e.ts] for e in eq],
+                               rtol=1e-12, atol=0)
+    from bot.mechanics import account as ac
+    b = d.broker                                   # the stored liquidation prices: final marks
+    want = [ac.liquidation_price(b.acct, b.pos, k, b.marks, b.floor, b.cap, b.mmr, b.cum)
+            for k in (0, 2)]
+    got_lp = {(p.symbol, p.slot): p.liq_price for p in store.positions(d.run_id)}
+    assert [got_lp[("BTCUSDT", 0)], got_lp[("ETHUSDT", 2)]] == pytest.approx(want, rel=1e-12)
+    assert [(g["ts"] % 86_400_000, g["bars"], g["bars_by_symbol"]) for g in got] == \
+        [(0, 2880, {"BTCUSDT": 1440, "ETHUSDT": 1440})] * 2
+    daily = [e for e in store.events(d.run_id) if e.kind == "daily_summary"]
+    assert len(daily) == 2 and "2,880 bars (BTCUSDT 1,440, ETHUSDT 1,440)" in daily[0].message
+    store.close()
+
+
+def _stop_after(d: Daemon, last_ts: int) -> None:
+    """Ctrl-C right after the bar opening at `last_ts` (the daemon finishes its writes)."""
+    orig = d.on_bar
+
+    def on_bar(ev) -> None:  # noqa: ANN001
+        orig(ev)
+        if ev.bar["ts"] == last_ts:
+            d._stop()
+
+    d.on_bar = on_bar  # type: ignore[method-assign]
+
+
+def test_a_resumed_run_reports_the_days_an_uninterrupted_one_does(tmp_path):
+    """Stopped (Ctrl-C) at 17:00 of day 1 and right after the bar closing at midnight (its
+    jobs not yet run), restarted each time with the same options: the daily summaries
+    (stored and alerted) equal an uninterrupted run's. Bars, fills and liquidations were
+    counted by each life from zero (1,020 bars and 0 fills for a day of 1,440 and 1), the
+    order count was a running total, and every figure ran on over the days."""
+    bars = load_scenario("synthetic:5:long:2").bars
+    params = {"leverage": "5", "sizing": "rebalance", "fast": "20", "slow": "60"}
+
+    def daily(store: Store, rid: str) -> list:
+        return [(e.ts, e.message, e.data) for e in store.events(rid) if e.kind == "daily_summary"]
+
+    ref = Store(f"sqlite:///{tmp_path}/ref.db")
+    d = _daemon({bars.symbol: bars}, ref, "trend", params, "balanced")
+    want: list[dict] = []
+    d.listeners.append(lambda kind, data: want.append(data) if kind == "daily_summary" else None)
+    asyncio.run(d.run(simulated=True))
+    want_rows = daily(ref, d.run_id)
+    ref.close()
+    assert [w["bars"] for w in want] == [1440, 1440]
+    assert sum(w["fills"] for w in want) > 10 and want[0]["orders"] < d.seq
+
+    store = Store(f"sqlite:///{tmp_path}/resumed.db")
+    got: list[dict] = []
+    rid = None
+    for stop_at in (1020, 1440, None):
+        feed = ReplayFeed({bars.symbol: bars}, 0.0)
+        if rid is None:
+            life = _daemon({bars.symbol: bars}, store, "trend", params, "balanced")
+            rid = life.run_id
+        else:
+            s = RunSettings(wallet=100_000.0)
+            strat = find("trend").from_strings(params)
+            life = Daemon(run_id=rid, feed=feed, store=store, strategy=strat,
+                          policy=load_policy("balanced").to_array(),
+                          fp=kn.fill_params(s.fills, venue_fees("binance"), s.band,
+                                            strat.sizing),
+                          brackets={bars.symbol: BR}, wallet=100_000.0)
+            life.restore(store.load_checkpoint(rid)[1])
+            feed.seek({sym: x.last_ts for sym, x in life.state.items()})
+        life.listeners.append(
+            lambda kind, data: got.append(data) if kind == "daily_summary" else None)
+        if stop_at is not None:
+            _stop_after(life, int(bars.ts[stop_at - 1]))
+        asyncio.run(life.run(simulated=True))
+        assert life.stopping == (stop_at is not None)
+    assert daily(store, rid) == want_rows
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        assert {k: v for k, v in g.items() if k not in ("equity", "upnl")} == \
+            {k: v for k, v in w.items() if k not in ("equity", "upnl")}
+        assert g["equity"] == pytest.approx(w["equity"], rel=1e-9)
+    store.close()
+
+
+class StepDown(Strategy):
+    """Long 2x; ETHUSDT 1x from `CUT` on (an order decided at ETH's last close)."""
+
+    name = "stepdown"
+    WINDOW = 1
+    CUT = 0
+    PARAMS: ClassVar[dict[str, Param]] = {}
+
+    def targets(self, bars, signals):
+        cut = bars.symbol == "ETHUSDT"
+        return np.where(cut & (bars.ts >= StepDown.CUT), 1.0, 2.0)
+
+
+def test_a_replayed_symbol_whose_data_ended_is_held_as_the_portfolio_backtest_holds_it(
+        tmp_path, caplog):
+    """ETHUSDT's data ends after 120 of BTCUSDT's 300 bars. The stale-feed watchdog took
+    that for a dead feed: a stale_feed event, a warning and a REDUCING decision for ETH at
+    every check until the end (33k of each over a month; the run ended on 'market data
+    stale'), where the portfolio backtest holds a symbol without bars. Now: a warning at
+    the start that the spans differ, one data_ended event when ETH's data ends, no
+    decision of ETH after its last bar, its position held at its last close and the order
+    it decided at that close left unfilled, as in the backtest: the same fills and final
+    equity. A restart after the end does not report it again."""
+    from backtests import portfolio as pf
+    from bot.data.bars import Bars
+    from bot.risk.policy import off_policy
+
+    a = load_scenario("calm").bars.take(slice(0, 300))
+    b = load_scenario("synthetic:3:none:1").bars.take(slice(0, 120))
+    b = Bars("ETHUSDT", b.interval_ms, {**b.columns, "ts": a.ts[:120]})
+    StepDown.CUT = int(b.ts[-1])
+    policy = off_policy().model_copy(update={"stale_bars": 5})     # the watchdog is on
+    strat = find("tests.test_daemon:StepDown").from_strings({"sizing": "entry"})
+    s = RunSettings(wallet=100_000.0)
+    fp = kn.fill_params(s.fills, s.fees, s.band, strat.sizing)
+    pin = pf.prepare_portfolio([a, b], [BR, BR], s)
+    res = pf.run_portfolio(pin, strat, policy, s, "x")
+
+    def daemon(store: Store, rid: str | None = None) -> Daemon:
+        feed = ReplayFeed({"BTCUSDT": a, "ETHUSDT": b}, 0.0)
+        if rid is None:
+            rid = store.open_run("paper", "paper:binance", list(feed.symbols), strat.name,
+                                 strat.params, "off", s.wallet).run_id
+        return Daemon(run_id=rid, feed=feed, store=store, strategy=strat,
+                      policy=policy.to_array(), fp=fp, brackets={"BTCUSDT": BR, "ETHUSDT": BR},
+                      wallet=s.wallet)
+
+    store = Store(f"sqlite:///{tmp_path}/ends.db")
+    with caplog.at_level("WARNING"):
+        d = daemon(store)
+        alerts: list[str] = []
+        d.listeners.append(lambda kind, data: alerts.append(kind))
+        asyncio.run(d.run(simulated=True))
+    assert sum("cover different spans" in r.getMessage() for r in caplog.records) == 1
+    assert not [r for r in caplog.records if "feed stale" in r.getMessage()]
+    events = store.events(d.run_id)
+    assert not [e for e in events if e.kind == "stale_feed"] and "stale" not in alerts
+    [ended] = [e for e in events if e.kind == "data_ended"]
+    assert ended.ts == b.end_ms and ended.data["symbol"] == "ETHUSDT"
+    assert alerts.count("data_ended") == 1
+    decs = store.decisions(d.run_id)
+    assert [x.bar_ts for x in decs if x.symbol == "ETHUSDT"] == b.ts.tolist()
+    assert not any(x.reasons & en.R_STALE for x in decs)
+    # the order decided at ETH's last close: sent, never filled (no bar of ETH to fill it)
+    [last] = [i for i in store.intents(d.run_id) if i.bar_ts == int(b.ts[-1])]
+    assert last.symbol == "ETHUSDT" and last.status == "sent" and last.qty < 0
+    assert len(ended.data["pending"]) == 1 and ended.data["qty"] > 0
+    # the portfolio backtest: the same fills, the same equity
+    fills = store.fills(d.run_id)
+    idx = {int(t): i for i, t in enumerate(pin.ts)}
+    tr = res.trades
+    assert sorted((idx[f.ts], f.symbol, f.qty) for f in fills) == \
+        sorted((int(t[0]), pin.symbols[int(t[eg.N_TRD])], t[2]) for t in tr)
+    assert len(fills) == 2
+    final, _ = d.equity()
+    assert final == pytest.approx(res.metrics["portfolio"]["final_equity"], rel=1e-9)
+    assert store.equity(d.run_id)[-1].equity == pytest.approx(final, rel=1e-12)
+    store.close()
+
+    # stopped after ETH's end, resumed: the end is in the checkpoint, not reported again
+    store = Store(f"sqlite:///{tmp_path}/ends2.db")
+    d1 = daemon(store)
+    _stop_after(d1, int(a.ts[200]))
+    asyncio.run(d1.run(simulated=True))
+    assert d1.ended == {"ETHUSDT"}
+    d2 = daemon(store, d1.run_id)
+    d2.restore(store.load_checkpoint(d1.run_id)[1])
+    d2.feed.seek({sym: x.last_ts for sym, x in d2.state.items()})  # type: ignore[attr-defined]
+    again: list[str] = []
+    d2.listeners.append(lambda kind, data: again.append(kind))
+    asyncio.run(d2.run(simulated=True))
+    assert "data_ended" not in again and "stale" not in again
+    assert sum(e.kind == "data_ended" for e in store.events(d1.run_id)) == 1
+    assert d2.equity()[0] == pytest.approx(final, rel=1e-9)
+    store.close()
+
+
+def test_a_replay_stopped_between_two_symbols_bars_of_a_minute_resumes_as_uninterrupted(
+        tmp_path):
+    """Stopped after BTCUSDT's bar closing at midnight and before ETHUSDT's (watermarks one
+    bar apart), then resumed: ETH's bar comes first, then the midnight jobs, once. The
+    equity snapshots, summaries and settlement checks equal an uninterrupted run's, and the
+    day's summary is alerted once (before 2026-12-06 the first life ran the midnight jobs
+    after BTC's bar and the resumed one again before ETH's: two alerts of that day, both
+    with ETH at its 23:58 close)."""
+    bars = _two_symbols()
+    last = int(bars["BTCUSDT"].ts[1439])            # the bar closing at midnight
+    midnight = last + 60_000
+
+    def rows(store: Store, rid: str) -> tuple[list, list]:
+        return ([(e.ts, e.equity) for e in store.equity(rid)],
+                sorted((e.ts, e.event_key, e.message) for e in store.events(rid)
+                       if e.kind in ("daily_summary", "settlement")))
+
+    ref = Store(f"sqlite:///{tmp_path}/ref.db")
+    d = _daemon(bars, ref, "hold", {"leverage": "3"}, "balanced")
+    asyncio.run(d.run(simulated=True))
+    want = rows(ref, d.run_id)
+    ref.close()
+
+    store = Store(f"sqlite:///{tmp_path}/stopped.db")
+    d1 = _daemon(bars, store, "hold", {"leverage": "3"}, "balanced")
+    summaries: list[int] = []
+    d1.listeners.append(lambda k, data: summaries.append(data["ts"]) if k == "daily_summary"
+                        else None)
+    orig = d1.on_bar
+
+    def on_bar(ev) -> None:  # noqa: ANN001
+        orig(ev)
+        if ev.symbol == "BTCUSDT" and ev.bar["ts"] == last:
+            d1._stop()
+
+    d1.on_bar = on_bar  # type: ignore[method-assign]
+    asyncio.run(d1.run(simulated=True))
+    assert {s: x.last_ts for s, x in d1.state.items()} == {"BTCUSDT": last,
+                                                           "ETHUSDT": last - 60_000}
+    feed = ReplayFeed(bars, 0.0)
+    s = RunSettings(wallet=100_000.0)
+    strat = find("hold").from_strings({"leverage": "3"})
+    d2 = Daemon(run_id=d1.run_id, feed=feed, store=store, strategy=strat,
+                policy=load_policy("balanced").to_array(),
+                fp=kn.fill_params(s.fills, venue_fees("binance"), s.band, strat.sizing),
+                brackets={sym: BR for sym in bars}, wallet=100_000.0)
+    d2.restore(store.load_checkpoint(d1.run_id)[1])
+    feed.seek({sym: x.last_ts for sym, x in d2.state.items()})
+    d2.listeners.append(lambda k, data: summaries.append(data["ts"]) if k == "daily_summary"
+                        else None)
+    asyncio.run(d2.run(simulated=True))
+    got = rows(store, d1.run_id)
+    assert [t for t, _ in got[0]] == [t for t, _ in want[0]]
+    np.testing.assert_allclose([e for _, e in got[0]], [e for _, e in want[0]], rtol=1e-12,
+                               atol=0)
+    assert got[1] == want[1]
+    assert summaries == [midnight, midnight + 86_400_000]          # each once, in order
+    store.close()

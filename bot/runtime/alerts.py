@@ -1,7 +1,8 @@
 """Alerts of a running daemon: a JSON webhook and/or Telegram, never blocking the loop.
 
 The daemon calls `Alerts.listener(kind, data)` synchronously in its loop thread (state
-changes, fills, rejects, stale feeds, daily summaries, every decision); the listener turns
+changes, fills, rejects, stale feeds, a replayed symbol's end of data, daily summaries,
+every decision); the listener turns
 the few that matter into `Alert`s, applies the rate limits and puts them on a bounded
 asyncio queue (`put_nowait`: a full queue drops the alert and counts it). One worker task
 delivers each alert to every target with retries and exponential backoff (Telegram's 429
@@ -99,6 +100,16 @@ class Alerts:
             return Alert("stale_feed", f"stale:{d['symbol']}",
                          f"{d['symbol']} feed stale: no bar for {d['bars']} intervals",
                          {"symbol": d["symbol"], "bars": d["bars"]}, ts)
+        if kind == "data_ended" and "stale_feed" in on:
+            # a replayed symbol's data ended: said once, where a dead feed alerts each check
+            return Alert("stale_feed", f"data_ended:{d['symbol']}",
+                         f"{d['symbol']} replayed data ended at {iso(ts)}: "
+                         + (f"position {d['qty']:+.6f} held at its last close "
+                            f"{d['mark']:,.6g}" if d["qty"] else "flat")
+                         + (f", {d['pending']} pending order(s) left unfilled"
+                            if d.get("pending") else ""),
+                         {"symbol": d["symbol"], "ended": True, "qty": d["qty"],
+                          "mark": d["mark"], "pending": d.get("pending", 0)}, ts)
         if kind == "reject" and "reject" in on:
             return Alert("reject", f"reject:{d['symbol']}",
                          f"{d['symbol']} order {d['client_id']} ({d['qty']:+.6f}) rejected",
@@ -118,12 +129,17 @@ class Alerts:
                          {"symbol": d["symbol"], "message": d["message"], "closing": closing},
                          ts)
         if kind == "daily_summary" and "daily_summary" in on:
+            # the day's figures (bars per symbol too), not running totals
+            per = d.get("bars_by_symbol") or {}
             return Alert("daily_summary", "daily_summary",
                          f"daily summary {iso(ts)}: equity {d['equity']:,.2f} (unrealised "
-                         f"{d['upnl']:,.2f}), {d['bars']} bars, {d['orders']} orders, "
-                         f"{d['fills']} fills, {d['liquidations']} liquidations",
-                         {k: d[k] for k in ("equity", "upnl", "bars", "orders", "fills",
-                                            "liquidations")}, ts)
+                         f"{d['upnl']:,.2f}), {d['bars']} bars"
+                         + (" (" + ", ".join(f"{s} {n}" for s, n in per.items()) + ")"
+                            if len(per) > 1 else "")
+                         + f", {d['orders']} orders, {d['fills']} fills, "
+                         f"{d['liquidations']} liquidations that day",
+                         {k: d[k] for k in ("equity", "upnl", "bars", "bars_by_symbol",
+                                            "orders", "fills", "liquidations") if k in d}, ts)
         return None
 
     def _liq_distance(self, d: dict[str, Any]) -> Alert | None:

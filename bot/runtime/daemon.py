@@ -15,6 +15,12 @@ Crash-only: a restart loads the run's checkpoint (the state after its watermark 
 restores the broker, streams and kernel state, and continues after the watermark. Bars
 processed after the last commit are processed again deterministically; every row has a
 natural key, so nothing is duplicated, and intent ids repeat, so no order is sent twice.
+
+Scheduled jobs on a replay's clock (equity snapshot, daily summary, settlement check, stale
+watchdog) due at time T run once every symbol's bar opening before T has been processed:
+when the feed moves on to a later open time, and at its end. They see every symbol at the
+same close (they ran between two symbols' bars of one minute before 2026-12-06). The daily
+summary's figures are the day's (`DayTally`), kept in the checkpoint.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ from bot.store.tables import client_order_id
 from strategies.base import Strategy
 
 log = logging.getLogger("liqbot.daemon")
+DAY_MS = 86_400_000
 
 
 COMMAND_POLL_S = 0.25              # kill-switch poll (wall clock): obeyed within a second
@@ -73,6 +80,23 @@ class SymbolState:
     last_reasons: int = 0             # reason bits of the last decision
     fail_streak: int = 0              # bars in a row on which the strategy failed
     fail_closed: bool = False         # this process has reported the streak's closing
+
+
+def _day_end(ms: int) -> int:
+    """The UTC midnight that ends the day holding instant `ms` (a bar closing exactly at
+    00:00 belongs to the day that ends then, whose summary runs at that close)."""
+    return -(-int(ms) // DAY_MS) * DAY_MS
+
+
+@dataclass
+class DayTally:
+    """What the daemon did in one UTC day, by the feed clock when it did it: the daily
+    summary's figures. Bars per symbol; orders (intents), fills and liquidations."""
+
+    bars: dict[str, int] = field(default_factory=dict)
+    orders: int = 0
+    fills: int = 0
+    liquidations: int = 0
 
 
 class Daemon:
@@ -118,10 +142,16 @@ class Daemon:
         self._filled_since_commit: set[str] = set()
         # operations hooks (bot.runtime.alerts, bot.runtime.metrics): called in the loop's
         # thread as listener(kind, data) on "decision", "state", "fill", "liquidation",
-        # "reject", "stale", "strategy_error", "daily_summary"; they must not block (they enqueue).
+        # "reject", "stale", "data_ended", "strategy_error", "daily_summary"; they must not
+        # block (they enqueue).
         self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
         self.counters = {"fills": 0, "liquidations": 0, "rejects": 0, "stale": 0,
                          "strategy_errors": 0}
+        # per-day figures of the daily summary, by the UTC midnight ending the day: in the
+        # checkpoint, so a resumed run reports what an uninterrupted one does
+        self.days: dict[int, DayTally] = {}
+        self.ended: set[str] = set()      # replayed symbols whose data has ended
+        self._job_ms: int | None = None   # the simulated time the replay's jobs run at
 
     def _emit(self, kind: str, data: dict[str, Any]) -> None:
         for listener in self.listeners:
@@ -143,6 +173,9 @@ class Daemon:
         for k in ("bar_ts", "bar_range"):     # the paper broker's last bar per symbol
             if k in snap:
                 arrays[k] = snap[k]
+        arrays["tally"] = np.array([json.dumps({
+            "days": {str(d): vars(t) for d, t in self.days.items()},
+            "ended": sorted(self.ended)})])
         for s, x in self.state.items():
             arrays[f"st:{s}"] = x.st
             arrays[f"meta:{s}"] = np.array([x.last_ts, x.bars, x.fail_streak], dtype=np.int64)
@@ -172,6 +205,10 @@ class Daemon:
         self.restored = True
         self.seq, halted, flatten = (int(v) for v in a["scalars"])
         self.halted, self.flatten = bool(halted), bool(flatten)
+        if "tally" in a:                      # older checkpoints: the day starts from zero
+            tally = json.loads(str(a["tally"][0]))
+            self.days = {int(d): DayTally(**t) for d, t in tally["days"].items()}
+            self.ended = set(tally["ended"])
         for s, x in self.state.items():
             if f"st:{s}" not in a:
                 continue
@@ -279,6 +316,8 @@ class Daemon:
         for f in self.broker.at_close(sym.name, ts):    # cross: every symbol at its close
             self._record_fill(f)
         # 3. decision and orders
+        day = self._day()
+        day.bars[sym.name] = day.bars.get(sym.name, 0) + 1
         self._decide(sym, ts, float(x[ss.X_CLOSE]), sig, target, t0)
         self.bars_processed += 1
 
@@ -349,6 +388,7 @@ class Daemon:
                 reduce_only = held != 0.0 and q * held < 0.0 and abs(q) <= abs(held) + 1e-12
                 cid = client_order_id(self.run_id, self.seq)
                 self.seq += 1
+                self._day().orders += 1
                 self.store.stage("intents", {
                     "client_id": cid, "run_id": self.run_id, "symbol": sym.name, "bar_ts": ts,
                     "slot": slot, "qty": q, "reduce_only": reduce_only, "status": "sent",
@@ -373,6 +413,11 @@ class Daemon:
 
     def _record_fill(self, f: Fill) -> None:
         self.counters["liquidations" if f.liquidation else "fills"] += 1
+        day = self._day()
+        if f.liquidation:
+            day.liquidations += 1
+        else:
+            day.fills += 1
         self._emit("liquidation" if f.liquidation else "fill",
                    {"symbol": f.symbol, "slot": f.slot, "ts": f.ts, "qty": f.qty,
                     "price": f.price, "client_id": f.client_id})
@@ -455,6 +500,60 @@ class Daemon:
         self._filled_since_commit.clear()
 
     # ------------------------------------------------------------------ jobs
+    def now_ms(self) -> int:
+        """The daemon's clock: the feed's, except while a replay's jobs run, which see the
+        close they are due at (the feed has already moved on to the next open time)."""
+        return self._job_ms if self._job_ms is not None else self.feed.now_ms()
+
+    def _day(self) -> DayTally:
+        """The tally of the day the daemon's clock is in (a new day drops those older than
+        the day before it: their summaries have run)."""
+        day = _day_end(self.now_ms())
+        tally = self.days.get(day)
+        if tally is None:
+            self.days = {d: t for d, t in self.days.items() if d >= day - DAY_MS}
+            tally = self.days[day] = DayTally()
+        return tally
+
+    def run_jobs(self, sim: sc.SimulatedScheduler, close_ms: int) -> None:
+        """A replay's jobs due by `close_ms`, once every symbol's bar closing by then has been
+        processed, on the clock of that close; symbols whose data ended before it first."""
+        self._job_ms = close_ms
+        try:
+            self._note_ended(close_ms)
+            sim.advance(close_ms)
+        finally:
+            self._job_ms = None
+
+    def _note_ended(self, now: int) -> None:
+        """A replayed symbol whose data ended before `now` (`Feed.data_end_ms`) is not a dead
+        feed: one `data_ended` event, log line and alert, and no stale-feed watchdog for it
+        from then on. As in the portfolio backtest for a symbol without bars, its position
+        is held and marked at its last close (the account's equity, margin and liquidation
+        checks see it there) and its pending orders stay unfilled."""
+        end_of = getattr(self.feed, "data_end_ms", None)
+        if end_of is None:
+            return
+        for x in self.state.values():
+            end = end_of(x.name)
+            if x.name in self.ended or end is None or now <= end:
+                continue
+            self.ended.add(x.name)
+            held = [float(self.broker.pos[k, ac.P_QTY]) for k in (2 * x.index, 2 * x.index + 1)]
+            pending = [o.client_id for o in self.broker.pending() if o.symbol == x.name]
+            pos = (f"position {held[0]:+.8f}" + (f" (hedge {held[1]:+.8f})" if held[1] else "")
+                   + f" held at its last close {x.last_close:,.6g}") if any(held) else "flat"
+            msg = (f"{x.name}: replayed data ended at {_iso(end)}; {pos}"
+                   + (f", {len(pending)} pending order(s) left unfilled" if pending else "")
+                   + "; no stale-feed watchdog for it")
+            log.warning("%s", msg)
+            self.store.stage("events", {"run_id": self.run_id, "event_key": f"data-ended-{x.name}",
+                                        "ts": end, "kind": "data_ended", "message": msg,
+                                        "data": {"symbol": x.name, "qty": held[0],
+                                                 "hedge_qty": held[1], "pending": pending}})
+            self._emit("data_ended", {"symbol": x.name, "ts": end, "qty": held[0],
+                                      "mark": x.last_close, "pending": len(pending)})
+
     def equity(self) -> tuple[float, float]:
         """(equity, unrealised PnL) at the last marks, quote."""
         eq = float(ac.equity(self.broker.acct, self.broker.pos, self.broker.marks))
@@ -464,7 +563,8 @@ class Daemon:
         if not any(x.last_ts >= 0 for x in self.state.values()):
             return
         eq, upnl = self.equity()
-        self.store.stage("equity", {"run_id": self.run_id, "ts": self.feed.now_ms(),
+        now = self.now_ms()
+        self.store.stage("equity", {"run_id": self.run_id, "ts": now,
                                     "equity": eq, "wallet": float(self.broker.acct[ac.A_WALLET]),
                                     "upnl": upnl})
         for s, x in self.state.items():
@@ -474,8 +574,7 @@ class Daemon:
                                           self.broker.marks, self.broker.floor, self.broker.cap,
                                           self.broker.mmr, self.broker.cum)
                 self.store.stage_position(self.run_id, s, slot, float(pos[ac.P_QTY]),
-                                          float(pos[ac.P_ENTRY]), float(lp),
-                                          self.feed.now_ms())
+                                          float(pos[ac.P_ENTRY]), float(lp), now)
         self._commit_job_rows()
 
     def _commit_job_rows(self) -> None:
@@ -488,11 +587,12 @@ class Daemon:
 
     def stale_check(self) -> None:
         """Stale-feed watchdog: a symbol without a bar for `stale_bars` intervals gets a
-        decision with the stale input set, which makes the risk engine REDUCE."""
-        now = self.feed.now_ms()
+        decision with the stale input set, which makes the risk engine REDUCE. Not a
+        replayed symbol whose data has ended (`_note_ended`)."""
+        now = self.now_ms()
         limit = float(self.pol[en.P_STALE_BARS])
         for x in self.state.values():
-            if x.last_ts < 0 or x.stream is None:
+            if x.last_ts < 0 or x.stream is None or x.name in self.ended:
                 continue
             lag = (now - (x.last_ts + self.feed.interval_ms)) // self.feed.interval_ms
             if lag >= limit:
@@ -540,20 +640,31 @@ class Daemon:
             self.commit()
 
     def daily_summary(self) -> None:
+        """The day that ended at the last UTC midnight: equity now, and the day's bars (per
+        symbol and in all: 1,440 a symbol on a full day of 1m bars), orders, fills and
+        liquidations (`DayTally`; a restart resumes the day's figures from the checkpoint)."""
         eq, upnl = self.equity()
-        now = self.feed.now_ms()
+        now = self.now_ms()
+        day = now // DAY_MS * DAY_MS
+        tally = self.days.get(day, DayTally())
+        bars = sum(tally.bars.values())
+        per = ", ".join(f"{s} {n:,}" for s, n in sorted(tally.bars.items()))
+        figures = {"bars": bars, "bars_by_symbol": dict(sorted(tally.bars.items())),
+                   "orders": tally.orders, "fills": tally.fills,
+                   "liquidations": tally.liquidations}
         self.store.stage("events", {"run_id": self.run_id, "event_key": f"daily-{now}", "ts": now,
                                     "kind": "daily_summary",
-                                    "message": f"equity {eq:,.2f} (unrealised {upnl:,.2f}), "
-                                               f"{self.bars_processed} bars, {self.seq} orders"})
-        self._emit("daily_summary", {"ts": now, "equity": eq, "upnl": upnl,
-                                     "bars": self.bars_processed, "orders": self.seq,
-                                     "fills": self.counters["fills"],
-                                     "liquidations": self.counters["liquidations"]})
+                                    "message": f"day to {_iso(day)}: equity {eq:,.2f} "
+                                               f"(unrealised {upnl:,.2f}), {bars:,} bars"
+                                               + (f" ({per})" if len(tally.bars) > 1 else "")
+                                               + f", {tally.orders} orders, {tally.fills} "
+                                               f"fills, {tally.liquidations} liquidations",
+                                    "data": figures})
+        self._emit("daily_summary", {"ts": now, "equity": eq, "upnl": upnl, **figures})
         self._commit_job_rows()
 
     def funding_check(self) -> None:
-        now = self.feed.now_ms()
+        now = self.now_ms()
         self.store.stage("events", {"run_id": self.run_id, "event_key": f"settlement-{now}",
                                     "ts": now, "kind": "settlement",
                                     "message": f"funding settlement time; funding paid so far "
@@ -629,6 +740,10 @@ class Daemon:
         after = start - self.feed.interval_ms if self.restored else start
         sim = sc.SimulatedScheduler([j for j in jobs if not j.wall], after) \
             if simulated else None
+        # the close whose jobs wait for the rest of its bars: they run when the feed moves
+        # on to a later time, or ends (a resumed run's watermark close: other symbols' bars
+        # of that minute may come first)
+        due: int | None = start if self.restored else None
         self._wall_jobs = not simulated
         wall.start()
         try:
@@ -637,10 +752,6 @@ class Daemon:
             await self.warm_up()
             self.reconcile()                  # before any new order
             self.poll_commands()              # a halt sent while no daemon ran binds bar 1
-            if sim is not None and self.restored:
-                # ... here, before the next bar (each row's key is its time: one the first
-                # life did commit is not written twice)
-                sim.advance(start)
             events = self.feed.events().__aiter__()
             while not self.stopping:
                 self._idle = True
@@ -649,14 +760,19 @@ class Daemon:
                 finally:
                     self._idle = False
                 if ev is None:
+                    if sim is not None and due is not None and not self.stopping:
+                        self.run_jobs(sim, due)          # the feed ended: its last close
                     break
+                if sim is not None:
+                    now = self.feed.now_ms()
+                    if due is not None and now > due:   # every bar closing by `due` is in
+                        self.run_jobs(sim, due)
+                    due = now
                 if self.live:
                     await self._guarded(self._live_sync(), "sync")
                 self.on_bar(ev)
                 if self.live:                 # after the intents' commit (in on_bar)
                     await self._guarded(self.broker.flush(), "send")
-                if sim is not None:
-                    sim.advance(self.feed.now_ms())
                 if self.stopping:
                     break
             if self.live:                     # the last orders' fills and the final books

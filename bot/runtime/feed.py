@@ -6,6 +6,11 @@ UTC; prices quote/base; volumes base except quote_volume; funding_rate per inter
 unless a settlement falls inside the bar; open_interest base, the latest value published
 before the bar's close; liq_*_notional quote). Missing series are NaN or absent; the
 signal layer applies the same fallbacks as for a dataset (`bot.signals.stream.bar_row`).
+
+Optional: `data_end_ms(symbol) -> int | None`, the close of the symbol's last bar when its
+source is finite (a replay). A feed with it says that a symbol without bars after that time
+has ended, not died; the daemon then records the end once instead of running its stale-feed
+watchdog on it. An exchange feed has no end and no such method.
 """
 
 from __future__ import annotations

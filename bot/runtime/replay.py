@@ -3,20 +3,30 @@
 Bars of every symbol are merged by open time; a bar is delivered when it closes on the
 simulated clock. `speed` is simulated seconds per wall second (60 = an hour per minute);
 0 = as fast as possible. Offline paper runs, demos and tests use it; the daemon cannot tell
-it from an exchange feed except by the clock.
+it from an exchange feed except by the clock and `data_end_ms`.
+
+Datasets of different spans: each symbol is replayed over its own bars. A symbol whose
+data has ended is not a dead live feed: `data_end_ms` tells the daemon when it ended, so
+it records that once and holds the symbol as the portfolio backtest holds a symbol without
+bars (docs/daemon.md, "Replays of different spans"). The difference is logged once, when
+the feed is made.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 
 import numpy as np
 
 from bot.data.bars import Bars
+from bot.data.dataset import iso
 from bot.errors import LiqbotError
 from bot.runtime.feed import BarEvent
+
+log = logging.getLogger("liqbot.replay")
 
 
 class ReplayFeed:
@@ -39,6 +49,15 @@ class ReplayFeed:
         self.inject = inject          # tests: replace or corrupt a bar dict before delivery
         self._after = {s: -1 for s in self.symbols}
         self._now = min(int(b.ts[0]) for b in self.data.values() if len(b))
+        self._ends = {s: b.end_ms for s, b in self.data.items() if len(b)}
+        spans = {(b.start_ms, b.end_ms) for b in self.data.values() if len(b)}
+        if len(spans) > 1:
+            log.warning(span_warning(self.data))
+
+    def data_end_ms(self, symbol: str) -> int | None:
+        """The close of `symbol`'s last replayed bar (None: no bars): after it the symbol's
+        data has ended, which the daemon does not take for a dead feed."""
+        return self._ends.get(symbol)
 
     def seek(self, after: Mapping[str, int]) -> None:
         """Deliver only bars opening after `after[symbol]` (a restart's watermark). The clock
@@ -95,3 +114,15 @@ class ReplayFeed:
                             continue
                     yield BarEvent(s, bar, close_ms)
 
+
+
+def span_warning(data: Mapping[str, Bars]) -> str:
+    """The one warning of a replay whose datasets cover different spans: each span, and
+    what happens outside a symbol's own span."""
+    spans = ", ".join(f"{s} {iso(b.start_ms)} .. {iso(b.end_ms)}"
+                      for s, b in data.items() if len(b))
+    return (f"--replay: the datasets cover different spans ({spans}); a symbol trades only "
+            "inside its own: before its first bar it is flat and not traded, after its last "
+            "one data_ended event, no stale-feed watchdog, its position held at its last "
+            "close and its pending orders left unfilled (as the portfolio backtest holds a "
+            "symbol without bars)")

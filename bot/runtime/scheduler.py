@@ -13,6 +13,8 @@ reconciliation, and the command poll (kill switch).
 - Simulated clock (replay): `SimulatedScheduler` asks the SAME trigger objects for their
   fire times and runs each due job once per clock advance (the same coalescing), so a
   replayed day gets its funding checks, snapshots and summaries at the simulated times.
+  The daemon advances it to a close once every symbol's bar closing then has been
+  processed (`Daemon.run_jobs`), never between two symbols' bars of one minute.
 """
 
 from __future__ import annotations
