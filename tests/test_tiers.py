@@ -260,6 +260,7 @@ def test_a_run_resumed_at_another_live_leverage_says_so(tmp_path) -> None:
     _, [ev] = _resume_on(tmp_path, br.at_leverage(b, 20.0), br.at_leverage(b, 10.0))
     assert ev.data == {"symbol": "SOLUSDT", "changed": ["max_leverage"]}
     assert "live.leverage" in ev.message and "position limit" in ev.message
+    assert ev.message.count("max_leverage") == 1        # named once, with its reason
     (tmp_path / "again").mkdir()
     _, same = _resume_on(tmp_path / "again", br.at_leverage(b, 10.0), br.at_leverage(b, 10.0))
     assert same == []

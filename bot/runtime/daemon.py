@@ -231,9 +231,9 @@ class Daemon:
         """The run resumes (its halts, latches and positions kept) on brackets that differ
         from its checkpoint's: logged and recorded, since the map's stored levels were
         placed with the old ones."""
-        why = (" (max_leverage: live.leverage or the exchange's caps changed, and with them "
-               "the position limit)" if "max_leverage" in what else "")
-        msg = (f"{s}: leverage brackets differ from the checkpoint's ({', '.join(what)}){why}: "
+        named = [w if w != "max_leverage" else "max_leverage: live.leverage or the "
+                 "exchange's caps changed, and with them the position limit" for w in what]
+        msg = (f"{s}: leverage brackets differ from the checkpoint's ({'; '.join(named)}): "
                "resuming on the new ones; liquidation levels stored so far used the old")
         log.warning(msg)
         self.store.stage("events", {"run_id": self.run_id, "event_key": f"tiers-{s}-{ts}",
