@@ -182,6 +182,8 @@ class Setup:
     #: (symbol, Brackets) from a --tiers file; a symbol not listed runs on
     #: `brackets.for_symbol`'s table (shipped, or BTCUSDT's as the stand-in)
     tables: tuple[tuple[str, Any], ...] = ()
+    #: the driver's `code_digest()`, carried to every worker (which checks its own)
+    code: str = field(default_factory=lambda: code_digest())
 
     def describe(self) -> dict[str, Any]:
         s = self.settings
@@ -189,7 +191,7 @@ class Setup:
                "preset": self.preset if self.risk == "on" else "-",
                "policy": self.policy.model_dump(mode="json"), "wallet": s.wallet,
                "band": s.band, "fees": asdict(s.fees), "fills": s.fills.model_dump(mode="json"),
-               "code": code_digest()}
+               "code": self.code}
         if self.tables:       # only then: a sweep on the default tables keeps its old keys
             out["brackets"] = {sym: b.rows() for sym, b in self.tables}
         return out
@@ -230,8 +232,8 @@ def fingerprint(bars: Any) -> str:
 
 #: the code a row's figures come from: the trading kernel, mechanics, risk, signals, the
 #: backtest loops and the shipped strategies (a user's own strategy file is not included)
-CODE_DIRS = ("bot/execution", "bot/mechanics", "bot/risk", "bot/signals", "backtests",
-             "strategies")
+CODE_DIRS = ("bot/execution", "bot/mechanics", "bot/risk", "bot/signals", "bot/data",
+             "bot/jit.py", "backtests", "strategies")
 
 
 @functools.cache
@@ -242,7 +244,7 @@ def code_digest() -> str:
     root = Path(__file__).resolve().parent.parent
     h = hashlib.sha256()
     for d in CODE_DIRS:
-        for f in sorted((root / d).rglob("*.py")):
+        for f in sorted((root / d).rglob("*.py")) if (root / d).is_dir() else [root / d]:
             h.update(str(f.relative_to(root)).encode())
             h.update(f.read_bytes())
     return h.hexdigest()[:16]
@@ -303,6 +305,10 @@ def evaluate(setup: Setup, task: Task) -> dict[str, Any]:
     from bot.data.dataset import iso
     from strategies import find
 
+    if setup.code != code_digest():        # a Ray node on another install of liqbot
+        raise LiqbotError(f"sweep worker on {os.uname().nodename}: its liqbot backtest code "
+                          f"({code_digest()}) is not the driver's ({setup.code}); install the "
+                          "same version on every node")
     inputs, brackets = _prepared(task.dataset, task.end, setup)
     strat = find(setup.strategy)(**dict(task.params))
     res = run(inputs, strat, setup.policy, brackets, setup.settings, task.segment,
@@ -532,8 +538,9 @@ def _check_manifest(out: Path, manifest: dict[str, Any]) -> None:
         except (OSError, json.JSONDecodeError):
             raise LiqbotError(f"--out: {path} is not a sweep manifest; use another --out") from None
         if old.get("setup") != manifest["setup"]:
-            diff = sorted(k for k in manifest["setup"] if old.get("setup", {}).get(k)
-                          != manifest["setup"][k])
+            was = old.get("setup", {})
+            diff = sorted(k for k in set(manifest["setup"]) | set(was)
+                          if was.get(k) != manifest["setup"].get(k))
             why = " (liqbot's backtest code changed since: its rows would not match)" \
                 if diff == ["code"] else ""
             raise LiqbotError(f"--out: {out} holds a sweep with other settings ({', '.join(diff)})"

@@ -268,6 +268,8 @@ def test_daily_summary_and_data_ended_alerts_say_the_days_figures_and_the_end_on
                         "+0.250000 held at its last close 71,234.5, 1 pending order(s) left "
                         "unfilled")
     assert got.data["ended"] is True
+    hedged = alerts._alert("data_ended", {**end, "qty": 0.0, "hedge_qty": -0.1})
+    assert hedged is not None and "position +0.000000 (hedge -0.100000) held" in hedged.text
     quiet = Alerts(AlertsConfig(webhook_url="http://127.0.0.1:9/hook", on=["daily_summary"]),
                    "run-x")
     assert quiet._alert("data_ended", end) is None

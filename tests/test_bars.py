@@ -137,3 +137,10 @@ def test_mark_prices_say_what_the_liquidations_ran_on():
     assert mark_prices(part).startswith("mark klines on 75.0% of the bars, last-trade prices")
     assert mark_prices(Bars("X", 60_000, {**c, "mark_high": np.ones(n),
                                           "mark_low": np.ones(n)})) == "mark klines"
+    m = 10_000                                  # one bar in 10,000 without marks: 99.9%
+    big = {k: np.resize(v, m) for k, v in c.items()}
+    big["ts"] = np.arange(m, dtype=np.int64) * 60_000
+    hi = np.ones(m)
+    hi[5] = np.nan
+    assert "on 99.9% of the bars" in mark_prices(Bars("X", 60_000, {**big, "mark_high": hi,
+                                                                     "mark_low": np.ones(m)}))

@@ -47,6 +47,11 @@ def test_a_stated_tier_with_its_maintenance_amount(cli, tmp_path):
             "--qty", "10", "--leverage", "10", "--mmr", "0.005", "--maint-amount", "200")
     assert r.code == 2 and "--maint-amount: maintenance amount 200 is above the rate x the " \
         "position's notional (0.005 x 1,000.00 = 5.00)" in " ".join(r.err.split())
+    # within rate x the entry notional, but not at the liquidation notional: past bankruptcy
+    r = cli("calc", "liquidation", "--exchange", "binance", "--side", "long", "--entry", "100",
+            "--qty", "1", "--leverage", "10", "--mmr", "0.01", "--maint-amount", "0.99")
+    assert r.code == 2 and "puts the liquidation price 89.91 past the bankruptcy price " \
+        "90.00" in " ".join(r.err.split())
     pos.write_text(json.dumps([{"side": "long", "qty": 1, "entry": 100, "mark": 100,
                                 "mmr": 0.005, "maint_amount": 50}]))
     r = cli("calc", "liquidation", "--exchange", "binance", "--side", "long", "--entry",

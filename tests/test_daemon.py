@@ -1094,3 +1094,26 @@ def test_a_replay_stopped_between_two_symbols_bars_of_a_minute_resumes_as_uninte
     assert got[1] == want[1]
     assert summaries == [midnight, midnight + 86_400_000]          # each once, in order
     store.close()
+
+
+def test_a_late_feed_clock_dates_bars_and_jobs_by_the_bars_closes(tmp_path):
+    """An exchange feed delivers a bar a second or more after its close, so its clock is
+    past the close when the bar is processed: the 23:59 bar and its orders were counted in
+    the next day, and the replay jobs ran between two symbols' bars, one event late."""
+
+    class Late(ReplayFeed):
+        def now_ms(self) -> int:
+            return super().now_ms() + 2_500
+
+    bars = load_scenario("synthetic:5:long:2").bars
+    store = Store(f"sqlite:///{tmp_path}/late.db")
+    d = _daemon({bars.symbol: bars}, store, "hold", {"leverage": "3"}, "balanced")
+    d.feed = Late({bars.symbol: bars}, 0.0)
+    got: list[dict] = []
+    d.listeners.append(lambda kind, data: got.append(data) if kind == "daily_summary" else None)
+    asyncio.run(d.run(simulated=True))
+    assert [g["bars"] for g in got] == [1440, 1440]
+    assert [g["ts"] % 86_400_000 for g in got] == [0, 0]          # at the midnight closes
+    eq = store.equity(d.run_id)
+    assert all(e.ts % 60_000 == 0 for e in eq)                    # stamped at closes
+    store.close()

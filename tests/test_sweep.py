@@ -444,3 +444,17 @@ def test_rows_of_another_code_version_are_not_reused(tmp_path: Path, monkeypatch
             sw.sweep(spec(grid=["fast=5", "slow=20"]), out, one)
     finally:
         one.close()
+
+
+def test_a_worker_on_another_code_version_refuses_its_tasks() -> None:
+    """The digest was computed by the driver only: a Ray node running another install
+    would have written rows under the driver's digest."""
+    from bot.risk.policy import off_policy
+
+    setup = sw.Setup("sma_cross", "off", "balanced", off_policy(), RunSettings(), code="other")
+    task = sw.make_task(setup.digest(), DS, "fp", 0, "full", (0, 10), {"fast": 5})
+    with pytest.raises(LiqbotError, match=r"its liqbot backtest code \(\w+\) is not the "
+                                          r"driver's \(other\)"):
+        sw.evaluate(setup, task)
+    assert sw.Setup("sma_cross", "off", "balanced", off_policy(), RunSettings()).code == \
+        sw.code_digest()

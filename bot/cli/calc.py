@@ -219,6 +219,14 @@ def compute(exchange: str, side: str, entry: float, qty: float, leverage: float 
                           f"would be liquidated immediately (liquidation price "
                           f"{float(price):,.2f} is {'above' if s > 0 else 'below'} the entry "
                           f"{entry:,.2f}); {fix}")
+    if mmr is not None and maint_amount and s * (float(price) - float(bankrupt)) < 0 \
+            and float(price) > 0:
+        # the stated amount gives a negative maintenance at the liquidation notional
+        raise LiqbotError(f"--maint-amount: maintenance amount {maint_amount:g} puts the "
+                          f"liquidation price {float(price):,.2f} past the bankruptcy price "
+                          f"{float(bankrupt):,.2f} (a negative maintenance margin at "
+                          f"{mmr:g} x {qty * float(price):,.2f}): no tier of this position "
+                          "has it")
     # a long whose margin covers a fall to 0 has no liquidation price: 0 (never -0.00)
     price = max(float(price), 0.0) + 0.0
     span = f"{b.floor[tier]:,.0f} < notional <= {b.cap[tier]:,.0f}" \

@@ -181,7 +181,8 @@ def mark_prices(bars: Bars) -> str:
         return "mark klines"
     if share == 0.0:
         return MARKS_FROM_TRADES
-    return (f"mark klines on {share:.1%} of the bars, last-trade prices on the rest "
+    pct = np.floor(share * 1000.0) / 10.0            # 99.96% reads 99.9%, never 100.0%
+    return (f"mark klines on {pct:.1f}% of the bars, last-trade prices on the rest "
             "(liquidations there trigger on trade wicks, which reach further than the mark)")
 
 

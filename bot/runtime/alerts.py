@@ -104,11 +104,14 @@ class Alerts:
             # a replayed symbol's data ended: said once, where a dead feed alerts each check
             return Alert("stale_feed", f"data_ended:{d['symbol']}",
                          f"{d['symbol']} replayed data ended at {iso(ts)}: "
-                         + (f"position {d['qty']:+.6f} held at its last close "
-                            f"{d['mark']:,.6g}" if d["qty"] else "flat")
+                         + (f"position {d['qty']:+.6f}"
+                            + (f" (hedge {d['hedge_qty']:+.6f})" if d.get("hedge_qty") else "")
+                            + f" held at its last close {d['mark']:,.6g}"
+                            if d["qty"] or d.get("hedge_qty") else "flat")
                          + (f", {d['pending']} pending order(s) left unfilled"
                             if d.get("pending") else ""),
                          {"symbol": d["symbol"], "ended": True, "qty": d["qty"],
+                          "hedge_qty": d.get("hedge_qty", 0.0),
                           "mark": d["mark"], "pending": d.get("pending", 0)}, ts)
         if kind == "reject" and "reject" in on:
             return Alert("reject", f"reject:{d['symbol']}",

@@ -90,8 +90,8 @@ def _day_end(ms: int) -> int:
 
 @dataclass
 class DayTally:
-    """What the daemon did in one UTC day, by the feed clock when it did it: the daily
-    summary's figures. Bars per symbol; orders (intents), fills and liquidations."""
+    """What the daemon did in one UTC day, by the bars' closes: the daily summary's
+    figures. Bars per symbol; orders (intents), fills and liquidations."""
 
     bars: dict[str, int] = field(default_factory=dict)
     orders: int = 0
@@ -316,7 +316,7 @@ class Daemon:
         for f in self.broker.at_close(sym.name, ts):    # cross: every symbol at its close
             self._record_fill(f)
         # 3. decision and orders
-        day = self._day()
+        day = self._day(ts + self.feed.interval_ms)
         day.bars[sym.name] = day.bars.get(sym.name, 0) + 1
         self._decide(sym, ts, float(x[ss.X_CLOSE]), sig, target, t0)
         self.bars_processed += 1
@@ -388,7 +388,7 @@ class Daemon:
                 reduce_only = held != 0.0 and q * held < 0.0 and abs(q) <= abs(held) + 1e-12
                 cid = client_order_id(self.run_id, self.seq)
                 self.seq += 1
-                self._day().orders += 1
+                self._day(ts + self.feed.interval_ms).orders += 1
                 self.store.stage("intents", {
                     "client_id": cid, "run_id": self.run_id, "symbol": sym.name, "bar_ts": ts,
                     "slot": slot, "qty": q, "reduce_only": reduce_only, "status": "sent",
@@ -413,7 +413,7 @@ class Daemon:
 
     def _record_fill(self, f: Fill) -> None:
         self.counters["liquidations" if f.liquidation else "fills"] += 1
-        day = self._day()
+        day = self._day(f.ts + self.feed.interval_ms)    # the bar it was booked in
         if f.liquidation:
             day.liquidations += 1
         else:
@@ -505,15 +505,27 @@ class Daemon:
         close they are due at (the feed has already moved on to the next open time)."""
         return self._job_ms if self._job_ms is not None else self.feed.now_ms()
 
-    def _day(self) -> DayTally:
-        """The tally of the day the daemon's clock is in (a new day drops those older than
-        the day before it: their summaries have run)."""
-        day = _day_end(self.now_ms())
+    def _day(self, close_ms: int) -> DayTally:
+        """The tally of the day of the bar closing at `close_ms` (its fills at its open, its
+        bar, its orders at its close), whatever the feed clock says when it is processed: an
+        exchange feed delivers the 23:59 bar after midnight. A new day drops the days older
+        than the day before it (their summaries have run)."""
+        day = _day_end(close_ms)
         tally = self.days.get(day)
         if tally is None:
             self.days = {d: t for d, t in self.days.items() if d >= day - DAY_MS}
             tally = self.days[day] = DayTally()
         return tally
+
+    def _close_of(self, ev: BarEvent) -> int:
+        """The close of the event's bar, never later than the feed clock (an unreadable or
+        future `ts` is the feed clock: on_bar skips that bar)."""
+        now = self.feed.now_ms()
+        try:
+            ts = int(ev.bar["ts"])
+        except (KeyError, TypeError, ValueError, OverflowError):
+            return now
+        return min(ts + self.feed.interval_ms, now)
 
     def run_jobs(self, sim: sc.SimulatedScheduler, close_ms: int) -> None:
         """A replay's jobs due by `close_ms`, once every symbol's bar closing by then has been
@@ -552,7 +564,8 @@ class Daemon:
                                         "data": {"symbol": x.name, "qty": held[0],
                                                  "hedge_qty": held[1], "pending": pending}})
             self._emit("data_ended", {"symbol": x.name, "ts": end, "qty": held[0],
-                                      "mark": x.last_close, "pending": len(pending)})
+                                      "hedge_qty": held[1], "mark": x.last_close,
+                                      "pending": len(pending)})
 
     def equity(self) -> tuple[float, float]:
         """(equity, unrealised PnL) at the last marks, quote."""
@@ -764,10 +777,12 @@ class Daemon:
                         self.run_jobs(sim, due)          # the feed ended: its last close
                     break
                 if sim is not None:
-                    now = self.feed.now_ms()
+                    # by the bar's close, not the feed clock: an exchange feed's clock runs on
+                    # past it (jobs then ran between two symbols' bars of one minute)
+                    now = self._close_of(ev)
                     if due is not None and now > due:   # every bar closing by `due` is in
                         self.run_jobs(sim, due)
-                    due = now
+                    due = now if due is None else max(due, now)
                 if self.live:
                     await self._guarded(self._live_sync(), "sync")
                 self.on_bar(ev)
