@@ -96,8 +96,9 @@ def run_bars(t0: int, t1: int, ts: np.ndarray, opn: np.ndarray, close: np.ndarra
     for t in range(t0, t1):
         # open phase: funding (on the position held at the settlement, the bar's open
         # instant), fills, liquidation
-        for slot in range(2):
-            kn.settle_funding(acct, pos, slot, mark_open[t], funding[t])
+        if funding[t] == funding[t]:      # a settlement in this bar (NaN elsewhere)
+            for slot in range(2):
+                kn.settle_funding(acct, pos, slot, mark_open[t], funding[t])
         if t > 0 and st[kn.K_BUST] == 0.0:
             for slot in range(2):
                 dq = st[ST_PEND_MAIN + slot]
