@@ -96,7 +96,10 @@ PS_TARGET = kn.N_K + 6      # last target leverage (for the portfolio budget)
 PS_LIQ_OWN = kn.N_K + 7     # liquidations of this symbol's slots in the current bar
 PS_LIQ_SEEN = kn.N_K + 8    # other symbols' liquidations seen at this symbol's last check
 PS_REF = kn.N_K + 9         # reference mark of the open phase
-N_PS = kn.N_K + 10
+PS_LO = kn.N_K + 10         # the mark range a liquidation check runs over (low, high)
+PS_HI = kn.N_K + 11
+PS_FIRST = kn.N_K + 12      # 1: checked in the first pass of the liquidation rounds
+N_PS = kn.N_K + 13
 # counters (cnt[...])
 C_TRADES, C_DEC = 0, 1
 # per-symbol records: the engine's R_* columns, then these
@@ -123,38 +126,14 @@ def _trade(trd: np.ndarray, cnt: np.ndarray, t: int, s: int, slot: int, qty: flo
 
 
 @njit(cache=True)
-def _check_symbol(t: int, s: int, lo: float, hi: float, acct: np.ndarray, pos: np.ndarray,
-                  marks: np.ndarray, floor: np.ndarray, cap: np.ndarray, mmr: np.ndarray,
-                  cum: np.ndarray, fp: np.ndarray, st: np.ndarray, trd: np.ndarray,
-                  cnt: np.ndarray) -> int:
-    """Liquidation checks of symbol s's two slots with its mark range [lo, hi] and the
-    other symbols at `marks`; returns the number of slots liquidated."""
-    a = 2 * s
-    n = 0
-    for k in range(2):
-        if pos[a + k, ac.P_QTY] == 0.0:
-            continue
-        adverse = kn.adverse_mark(pos, a + k, lo, hi)
-        marks[a] = adverse
-        marks[a + 1] = adverse
-        q, lp, fee = kn.liquidate(acct, pos, a + k, lo, hi, marks, floor, cap, mmr, cum, fp)
-        if lp == lp:
-            _trade(trd, cnt, t, s, a + k, q, lp, fee, 0.0, 1.0)
-            kn.end_entry(st[s], pos, a + k)
-            n += 1
-    marks[a] = st[s, PS_REF]
-    marks[a + 1] = st[s, PS_REF]
-    return n
-
-
-@njit(cache=True)
 def _liquidation_rounds(t: int, at_close: bool, has: np.ndarray, mark_low: np.ndarray,
                         mark_high: np.ndarray, acct: np.ndarray, pos: np.ndarray,
                         marks: np.ndarray, floor: np.ndarray, cap: np.ndarray, mmr: np.ndarray,
                         cum: np.ndarray, fp: np.ndarray, st: np.ndarray, trd: np.ndarray,
-                        cnt: np.ndarray) -> None:
-    """Liquidation checks of every symbol's slots at bar t, re-checked across symbols after
-    each liquidation until nothing more is liquidated.
+                        cnt: np.ndarray, liq: np.ndarray) -> None:
+    """Liquidation checks of every symbol's slots at bar t (`kernel.liquidation_rounds`:
+    re-checked across symbols after each liquidation until nothing more is liquidated),
+    recorded as trades; a liquidated main slot ends its entry (`kernel.end_entry`).
 
     Open range (`at_close` False): each symbol over its bar's mark range (a stale symbol at
     its last close), the others at their reference marks (this bar's open). The close
@@ -164,41 +143,26 @@ def _liquidation_rounds(t: int, at_close: bool, has: np.ndarray, mark_low: np.nd
     symbols' falls took under its maintenance margin together (each alone not past its
     price) stayed open until a later bar (hours, on a real two-symbol crash); at the
     close it is liquidated, symbol by symbol in symbol order (Binance does not publish
-    which cross position it closes first), each liquidation re-checking the others."""
+    which cross position it closes first), each liquidation re-checking the others.
+    `liq` (2S, 4): scratch for the liquidations' rows."""
     n_sym = has.shape[0]
     for s in range(n_sym):
-        st[s, PS_LIQ_OWN] = 0.0
-        st[s, PS_LIQ_SEEN] = 0.0
         if at_close:
             st[s, PS_REF] = st[s, PS_MARK]
-        marks[2 * s] = st[s, PS_REF]
-        marks[2 * s + 1] = st[s, PS_REF]
-    total = 0.0
-    again = True
-    first = True
-    while again:
-        again = False
-        for s in range(n_sym):
-            others = total - st[s, PS_LIQ_OWN]
-            if not first and others <= st[s, PS_LIQ_SEEN]:
-                continue
-            if pos[2 * s, ac.P_QTY] == 0.0 and pos[2 * s + 1, ac.P_QTY] == 0.0:
-                st[s, PS_LIQ_SEEN] = others
-                continue
-            if has[s, t] != 0 and not at_close:
-                lo = mark_low[s, t]
-                hi = mark_high[s, t]
-            else:
-                lo = st[s, PS_MARK]
-                hi = lo
-            n = _check_symbol(t, s, lo, hi, acct, pos, marks, floor, cap, mmr, cum, fp,
-                              st, trd, cnt)
-            st[s, PS_LIQ_OWN] += n
-            total += n
-            st[s, PS_LIQ_SEEN] = total - st[s, PS_LIQ_OWN]
-            if n > 0 and n_sym > 1:
-                again = True
-        first = False
+        if has[s, t] != 0 and not at_close:
+            st[s, PS_LO] = mark_low[s, t]
+            st[s, PS_HI] = mark_high[s, t]
+        else:
+            st[s, PS_LO] = st[s, PS_MARK]
+            st[s, PS_HI] = st[s, PS_MARK]
+        st[s, PS_FIRST] = 1.0
+    n = kn.liquidation_rounds(st[:, PS_FIRST], st[:, PS_LO], st[:, PS_HI], st[:, PS_REF], acct,
+                              pos, marks, floor, cap, mmr, cum, fp,
+                              st[:, PS_LIQ_OWN:PS_LIQ_SEEN + 1], liq)
+    for k in range(n):
+        slot = int(liq[k, 0])
+        _trade(trd, cnt, t, slot // 2, slot, liq[k, 1], liq[k, 2], liq[k, 3], 0.0, 1.0)
+        kn.end_entry(st[slot // 2], pos, slot)
 
 
 @njit(cache=True)
@@ -210,13 +174,14 @@ def run_bars(t0: int, t1: int, ts: np.ndarray, has: np.ndarray, opn: np.ndarray,
              cum: np.ndarray, tier_cap: np.ndarray, max_lev: np.ndarray, acct: np.ndarray,
              pos: np.ndarray, st: np.ndarray, cnt: np.ndarray, rec: np.ndarray,
              port: np.ndarray, trd: np.ndarray, dcs: np.ndarray, marks: np.ndarray,
-             pol_s: np.ndarray, view: np.ndarray, dec: np.ndarray, out: np.ndarray) -> None:
+             pol_s: np.ndarray, view: np.ndarray, dec: np.ndarray, out: np.ndarray,
+             liq: np.ndarray) -> None:
     """Grid bars [t0, t1) of S symbols (module docstring); every array is updated in place.
 
     Market arrays are (S, T) (window (S, T, 3), sig (S, T, N_SIG)); `has[s, t]` is 1 where
     symbol s has a bar. floor/cap/mmr/cum are per-slot bracket rows (2 per symbol),
     tier_cap/max_lev the symbols' tier caps and max leverages (S, W). Scratch: marks (2S),
-    pol_s (N_POLICY), view, dec, out. Allocates nothing."""
+    pol_s (N_POLICY), view, dec, out, liq (2S, 4). Allocates nothing."""
     n_sym = has.shape[0]
     hard = pol[en.P_MAX_LEV_HARD]
     for t in range(t0, t1):
@@ -242,14 +207,14 @@ def run_bars(t0: int, t1: int, ts: np.ndarray, has: np.ndarray, opn: np.ndarray,
             st[s, PS_PEND + 1] = 0.0
         # --- open phase: liquidations, re-checked across symbols after each one ----------
         _liquidation_rounds(t, False, has, mark_low, mark_high, acct, pos, marks, floor, cap,
-                            mmr, cum, fp, st, trd, cnt)
+                            mmr, cum, fp, st, trd, cnt, liq)
         # --- close instant: every mark known at once ---------------------------------------
         for s in range(n_sym):
             if has[s, t] != 0:
                 st[s, PS_MARK] = mark_close[s, t]
         if n_sym > 1:          # one symbol: its bar's range held the close already
             _liquidation_rounds(t, True, has, mark_low, mark_high, acct, pos, marks, floor,
-                                cap, mmr, cum, fp, st, trd, cnt)
+                                cap, mmr, cum, fp, st, trd, cnt, liq)
         # --- close phase: marks, portfolio budget, decisions -------------------------------
         tot = 0.0
         for s in range(n_sym):
@@ -518,7 +483,7 @@ def run_targets(pin: PortfolioInputs, targets: np.ndarray, pol: np.ndarray, fp: 
     max_lev = _padded([b.max_leverage for b in pin.brackets])
     m = pin.market
     scratch = (np.zeros(2 * n_s), np.zeros(en.N_POLICY), np.zeros(en.N_ACCT_VIEW),
-               np.zeros(en.N_DECISION), np.zeros(kn.N_DECIDE))
+               np.zeros(en.N_DECISION), np.zeros(kn.N_DECIDE), np.zeros((2 * n_s, 4)))
     for t0 in range(start, n_t, CHUNK):
         t1 = min(n_t, t0 + CHUNK)
         trd = _room(trd, int(cnt[C_TRADES]), 4 * (t1 - t0) * n_s)

@@ -133,18 +133,18 @@ def _check_complete(path: Path, series: str, start_ms: int, end_ms: int, bar_ms:
     page, and an answer ccxt could not read (an HTML error page served with status 200) is
     one, so a dataset silently ended hours before --to (exit 0, "gaps: none"); a short mark
     series fell back to trade prices and a short funding series charged no funding. OHLCV
-    and mark prices must reach the last closed bar, funding the last 8 hours."""
+    and mark prices must reach the last bar, funding the last 8 hours. `end_ms` is the
+    span's end as fetched (`fetch_history` ends it at the last closed bar)."""
     rows = _load_raw(path)
     if not rows and series == "ohlcv":
         return                                # build() says no rows were fetched
-    now = now_ms()                                # a span reaching today: bars closed so far
     if series == "funding":
         if end_ms - start_ms < FUNDING_EVERY_MS:
             return
-        last_needed = min(end_ms, now) - FUNDING_EVERY_MS
+        last_needed = end_ms - FUNDING_EVERY_MS
         what, unit = "funding", "settlements"
     else:
-        last_needed = (min(end_ms, now) // bar_ms) * bar_ms - bar_ms    # the last closed bar
+        last_needed = (end_ms // bar_ms) * bar_ms - bar_ms    # the span's last bar
         what, unit = ("OHLCV" if series == "ohlcv" else "mark-price"), "bars"
     last = _row_ts(series, rows[-1]) if rows else start_ms - 1
     if last < last_needed:

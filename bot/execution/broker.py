@@ -150,93 +150,36 @@ class PaperBroker:
         self._liquidations(i, ts, fills)
         return fills, payments
 
-    def _range(self, s: int, ts: int) -> tuple[float, float]:
-        """Symbol s's mark (low, high) at open time `ts`: its bar's if that bar was already
-        processed, else its last mark close (its bar has not arrived: nothing more known)."""
-        if self.bar_ts[s] == ts:
-            return float(self.bar_range[s, 1]), float(self.bar_range[s, 2])
-        mark = float(self.marks[2 * s])
-        return mark, mark
-
-    def _reference(self, ts: int, at_close: bool) -> np.ndarray:
-        """Every slot's mark while another symbol is checked: at a close instant the last
-        mark closes; in a bar's open range the mark OPEN of a symbol whose bar at `ts` was
-        processed (the portfolio's reference: its close came later than the other
-        symbol's extreme may have), else its last close."""
-        ref = self.marks.copy()
-        if not at_close:
-            for s in np.flatnonzero(self.bar_ts == ts):
-                ref[2 * s] = ref[2 * s + 1] = self.bar_range[s, 0]
-        return ref
-
-    def _check_symbol(self, s: int, i: int, ts: int, marks: np.ndarray, ref: np.ndarray,
-                      fills: list[Fill], at_close: bool) -> int:
-        """Liquidation checks of symbol s's two slots over its mark range (at its last mark
-        close when `at_close`), the other symbols at `marks` (as
-        `backtests.portfolio._check_symbol`), in symbol i's bar; returns the number of slots
-        liquidated. `marks` of s's slots are back at their reference (`ref`) afterwards. The fill
-        id names the check (s's own bar, another symbol's, a close instant) and the symbol
-        whose bar ran it: s's own bar at the same open time may still fill an order that
-        reopens the slot and liquidate it again, and both fills must be kept."""
-        a = 2 * s
-        if at_close:
-            lo = hi = float(self.marks[a])
-            tag = f"-close-{self.symbols[i]}"
-        else:
-            lo, hi = self._range(s, ts)
-            tag = "" if s == i else f"-after-{self.symbols[i]}"
-        symbol = self.symbols[s]
-        n = 0
-        for slot in (a, a + 1):
-            if self.pos[slot, ac.P_QTY] == 0.0:
-                continue
-            adverse = kn.adverse_mark(self.pos, slot, lo, hi)
-            marks[a] = adverse
-            marks[a + 1] = adverse
-            q, lp, fee = kn.liquidate(self.acct, self.pos, slot, lo, hi, marks, self.floor,
-                                      self.cap, self.mmr, self.cum, self.fp)
-            if lp == lp:
-                fills.append(Fill(f"liq-{symbol}-{ts}-{slot}{tag}", "", symbol, slot, ts, q,
-                                  lp, fee, 0.0, True))
-                n += 1
-        marks[a] = ref[a]
-        marks[a + 1] = ref[a + 1]
-        return n
-
     def _liquidations(self, i: int, ts: int, fills: list[Fill], at_close: bool = False) -> None:
-        """The portfolio's liquidation rounds (`backtests.portfolio._liquidation_rounds`)
-        in symbol i's bar: symbol i's own checks (every symbol's at a close instant), then,
-        while any slot was liquidated, the re-checks of every symbol that has seen another
-        symbol's liquidation since its last check (one liquidation can cause another).
-        The other symbols were checked at their own bars; with one symbol nothing is
-        re-checked, so single-symbol runs are unchanged."""
+        """The portfolio's liquidation rounds (`kernel.liquidation_rounds`) in symbol i's
+        bar: symbol i first (every symbol at a close instant), then every symbol that has
+        seen another's liquidation since its last check. What the broker knows of each
+        symbol at open time `ts`: its bar's mark range and open if that bar was processed,
+        else its last mark close (its bar has not arrived); at a close instant every
+        symbol's last mark close. With one symbol nothing is re-checked, so single-symbol
+        runs are unchanged. A fill id names the check (the symbol's own bar, another's, a
+        close instant) and the symbol whose bar ran it: a slot liquidated in another
+        symbol's bar can be reopened and liquidated again in its own, and both fills must
+        be kept."""
         n_sym = len(self.symbols)
-        ref = self._reference(ts, at_close)
-        marks = ref.copy()
-        own = [0] * n_sym                     # liquidations of each symbol's slots here
-        seen = [0] * n_sym                    # others' liquidations at its last check
-        total = 0
-        for s in (range(n_sym) if at_close else (i,)):
-            n = self._check_symbol(s, i, ts, marks, ref, fills, at_close)
-            own[s] += n
-            total += n
-            seen[s] = total - own[s]
-        again = total > 0 and n_sym > 1
-        while again:
-            again = False
-            for s in range(n_sym):
-                others = total - own[s]
-                if others <= seen[s]:
-                    continue
-                if self.pos[2 * s, ac.P_QTY] == 0.0 and self.pos[2 * s + 1, ac.P_QTY] == 0.0:
-                    seen[s] = others
-                    continue
-                n = self._check_symbol(s, i, ts, marks, ref, fills, at_close)
-                own[s] += n
-                total += n
-                seen[s] = total - own[s]
-                if n > 0:
-                    again = True
+        last = self.marks[0::2].copy()             # each symbol's last mark close
+        here = (self.bar_ts == ts) & (not at_close)
+        lo = np.where(here, self.bar_range[:, 1], last)
+        hi = np.where(here, self.bar_range[:, 2], last)
+        ref = np.where(here, self.bar_range[:, 0], last)
+        first = np.zeros(n_sym) if not at_close else np.ones(n_sym)
+        first[i] = 1.0
+        out = np.zeros((2 * n_sym, 4))
+        n = kn.liquidation_rounds(first, lo, hi, ref, self.acct, self.pos,
+                                  np.zeros(2 * n_sym), self.floor, self.cap, self.mmr,
+                                  self.cum, self.fp, np.zeros((n_sym, 2)), out)
+        for slot, q, lp, fee in out[:n]:
+            s = int(slot) // 2
+            tag = f"-close-{self.symbols[i]}" if at_close else \
+                ("" if s == i else f"-after-{self.symbols[i]}")
+            fills.append(Fill(f"liq-{self.symbols[s]}-{ts}-{int(slot)}{tag}", "",
+                              self.symbols[s], int(slot), ts, float(q), float(lp), float(fee),
+                              0.0, True))
 
     def at_close(self, symbol: str, ts: int) -> list[Fill]:
         """After `set_mark` of `symbol`'s close at bar `ts`: every symbol at its last mark

@@ -145,6 +145,71 @@ def liquidate(acct: np.ndarray, pos: np.ndarray, slot: int, mark_low: float, mar
 
 
 @njit(cache=True)
+def liquidation_rounds(first: np.ndarray, lo: np.ndarray, hi: np.ndarray, ref: np.ndarray,
+                       acct: np.ndarray, pos: np.ndarray, marks: np.ndarray,
+                       floor: np.ndarray, cap: np.ndarray, mmr: np.ndarray, cum: np.ndarray,
+                       fp: np.ndarray, tally: np.ndarray, out: np.ndarray) -> int:
+    """Liquidation checks of a cross account's symbols (two slots each) at one instant,
+    re-checked across symbols after each liquidation until nothing more is liquidated: a
+    liquidation's realised loss lowers the shared wallet, which moves every other symbol's
+    liquidation price. The portfolio backtest's bar and the paper broker both run it.
+
+    `first` (S): > 0 where the symbol is checked in the first pass; `lo`, `hi` (S): the
+    mark range each symbol is checked over (its adverse extreme while it is checked);
+    `ref` (S): each symbol's mark while another one is checked. Scratch: `marks` (2S),
+    `tally` (S, 2: own liquidations, others' seen at its last check). `out` (2S, 4) gets a
+    row (slot, qty closed, price, clearance fee) per liquidation, in order; returns how
+    many (a slot is liquidated at most once: it is flat afterwards)."""
+    n_sym = lo.shape[0]
+    for s in range(n_sym):
+        marks[2 * s] = ref[s]
+        marks[2 * s + 1] = ref[s]
+        tally[s, 0] = 0.0
+        tally[s, 1] = 0.0
+    total = 0.0
+    n_out = 0
+    again = True
+    first_pass = True
+    while again:
+        again = False
+        for s in range(n_sym):
+            others = total - tally[s, 0]
+            if first_pass and first[s] <= 0.0:
+                continue
+            if not first_pass and others <= tally[s, 1]:
+                continue
+            a = 2 * s
+            if pos[a, ac.P_QTY] == 0.0 and pos[a + 1, ac.P_QTY] == 0.0:
+                tally[s, 1] = others
+                continue
+            n = 0
+            for k in range(2):
+                if pos[a + k, ac.P_QTY] == 0.0:
+                    continue
+                adverse = adverse_mark(pos, a + k, lo[s], hi[s])
+                marks[a] = adverse
+                marks[a + 1] = adverse
+                q, lp, fee = liquidate(acct, pos, a + k, lo[s], hi[s], marks, floor, cap, mmr,
+                                       cum, fp)
+                if lp == lp:
+                    out[n_out, 0] = a + k
+                    out[n_out, 1] = q
+                    out[n_out, 2] = lp
+                    out[n_out, 3] = fee
+                    n_out += 1
+                    n += 1
+            marks[a] = ref[s]
+            marks[a + 1] = ref[s]
+            tally[s, 0] += n
+            total += n
+            tally[s, 1] = total - tally[s, 0]
+            if n > 0 and n_sym > 1:
+                again = True
+        first_pass = False
+    return n_out
+
+
+@njit(cache=True)
 def end_entry(st: np.ndarray, pos: np.ndarray, slot: int) -> None:
     """A liquidation (or a reduction the venue made that we did not send) on `slot`: for
     a main slot (even index) `entry` sizing holds what is left, nothing after a whole
