@@ -42,7 +42,7 @@ def _check_run(cfg: Config, file: Path) -> None:
 def check(
     file: Annotated[Path, typer.Argument(help="TOML config file or risk preset")],
     kind: Annotated[str, typer.Option(
-        "--kind", help="auto (a file with only a [risk] table is a risk preset) | config | risk")]
+        "--kind", help="auto (a file with only a \\[risk] table is a risk preset) | config | risk")]
     = "auto",
 ) -> None:
     """Print OK, or every problem as `key.path: expected X, got Y` (exit 2)."""

@@ -585,7 +585,7 @@ def _cause(rejects: list[Any], ts: int, iv: int, default: str) -> str:
 def drill_command(
     ctx: typer.Context,
     dataset: Annotated[list[str], typer.Argument(
-        help="dataset directory or scenario, or exchange files (klines CSV [funding CSV])")],
+        help="dataset directory or scenario, or exchange files (klines CSV \\[funding CSV])")],
     strategy: Annotated[str | None, typer.Option("--strategy", help="default: config "
                                                  "run.strategy")] = None,
     param: Annotated[list[str] | None, typer.Option("--param", help="k=v (repeatable)")] = None,
