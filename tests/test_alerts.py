@@ -250,7 +250,8 @@ def test_telegram_token_only_from_the_environment():
 def test_daily_summary_and_data_ended_alerts_say_the_days_figures_and_the_end_once():
     """The daily summary alert gives the day's bars per symbol when there are several; a
     replayed symbol whose data ended is one alert (under `stale_feed`, the alert it used
-    to raise at every check) naming the position held and the orders left unfilled."""
+    to raise at every check) naming the position held and the orders cancelled (a live
+    broker's, which cannot be, as left at the venue)."""
     alerts = Alerts(AlertsConfig(webhook_url="http://127.0.0.1:9/hook"), "run-x")
     day = alerts._alert("daily_summary", {
         "ts": 1_772_323_200_000, "equity": 10_315.99, "upnl": 12.5, "bars": 2880,
@@ -261,13 +262,15 @@ def test_daily_summary_and_data_ended_alerts_say_the_days_figures_and_the_end_on
     assert "2880 bars (AVAXUSDT 1440, LINKUSDT 1440), 3 orders, 2 fills, 0 liquidations " \
            "that day" in day.text
     end = {"symbol": "BTCUSDT", "ts": 1_770_348_960_000, "qty": 0.25, "mark": 71_234.5,
-           "pending": 1}
+           "cancelled": 1, "pending": 0}
     got = alerts._alert("data_ended", end)
     assert got is not None and got.kind == "stale_feed" and got.key == "data_ended:BTCUSDT"
     assert got.text == ("BTCUSDT replayed data ended at 2026-02-06T03:36:00Z: position "
-                        "+0.250000 held at its last close 71,234.5, 1 pending order(s) left "
-                        "unfilled")
-    assert got.data["ended"] is True
+                        "+0.250000 held at its last close 71,234.5, 1 order(s) decided at its "
+                        "last close cancelled")
+    assert got.data["ended"] is True and got.data["cancelled"] == 1
+    live = alerts._alert("data_ended", {**end, "cancelled": 0, "pending": 2})
+    assert live is not None and live.text.endswith("71,234.5, 2 order(s) left at the venue")
     hedged = alerts._alert("data_ended", {**end, "qty": 0.0, "hedge_qty": -0.1})
     assert hedged is not None and "position +0.000000 (hedge -0.100000) held" in hedged.text
     quiet = Alerts(AlertsConfig(webhook_url="http://127.0.0.1:9/hook", on=["daily_summary"]),

@@ -4,8 +4,10 @@ the kill switch, a second daemon, signals, and the store on SQLite and PostgreSQ
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -260,9 +262,38 @@ def test_a_limit_of_one_closes_at_the_first_failing_bar(tmp_path, caplog):
     store.close()
 
 
+class LiveFeed:
+    """A ReplayFeed's bars through the Feed protocol as the exchange feed has it: no
+    `data_end_ms` (a live feed has no end, so a symbol without bars is a dead feed)."""
+
+    def __init__(self, inner: ReplayFeed) -> None:
+        self.inner = inner
+        self.symbols = inner.symbols
+        self.interval_ms = inner.interval_ms
+
+    async def history(self, symbol, until_ms=None):  # noqa: ANN001, ANN201
+        return await self.inner.history(symbol, until_ms)
+
+    def events(self):  # noqa: ANN201
+        return self.inner.events()
+
+    def now_ms(self) -> int:
+        return self.inner.now_ms()
+
+    async def poll_positioning(self) -> None:
+        await self.inner.poll_positioning()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
 def test_dead_feed_means_reducing(tmp_path):
-    # ETH's data goes on, its bars stop coming after bar 119: a dead feed (a replayed
-    # dataset that ended is not one: test_a_replayed_symbol_whose_data_ended_...)
+    """ETH's bars stop coming after bar 119 while BTC's go on, on a live feed (the exchange
+    feed's kind: no end): the stale-feed watchdog decides REDUCING for ETH. A replay has no
+    watchdog: its missing bars are a gap in the data (test_a_gap_in_a_replayed_dataset_...)
+    or its end (test_a_replayed_symbol_whose_data_ended_...)."""
+    from bot.runtime.exchange_feed import ExchangeFeed
+    assert not hasattr(ExchangeFeed, "data_end_ms")          # what LiveFeed stands in for
     a = load_scenario("calm").bars.take(slice(0, 300))
     b = load_scenario("synthetic:3:none:1").bars.take(slice(0, 300))
     from bot.data.bars import Bars
@@ -271,6 +302,8 @@ def test_dead_feed_means_reducing(tmp_path):
     d = _daemon({"BTCUSDT": a, "ETHUSDT": b}, store, "hold", {"leverage": "3"}, "balanced",
                 inject=lambda s, bar: None if s == "ETHUSDT" and bar["ts"] > b.ts[119]
                 else bar)
+    d.feed = LiveFeed(d.feed)  # type: ignore[arg-type]
+    assert not d.replay
     asyncio.run(d.run(simulated=True))
     eth = [x for x in store.decisions(d.run_id) if x.symbol == "ETHUSDT"]
     last_bar = int(b.ts[119])
@@ -280,7 +313,10 @@ def test_dead_feed_means_reducing(tmp_path):
     first = after[0]
     assert (first.bar_ts - last_bar) // 60_000 <= stale_bars + 1
     assert first.state == en.REDUCING and first.reasons & en.R_STALE
-    assert any(e.kind == "stale_feed" for e in store.events(d.run_id))
+    stale = [e for e in store.events(d.run_id) if e.kind == "stale_feed"]
+    assert stale and stale[0].message == f"ETHUSDT: no bar for {stale_bars} intervals"
+    assert d.counters["stale"] == len(stale) == len(after)
+    assert not [e for e in store.events(d.run_id) if e.kind == "data_gap"]
     store.close()
 
 
@@ -466,8 +502,8 @@ def test_kill_minus_9_at_random_points_then_restart(tmp_path):
     args = ["run", "--replay", str(data), "--strategy", "trend", "--param", "leverage=5",
             "--param", "sizing=rebalance", "--param", "fast=20", "--param", "slow=60"]
     ref_url = f"sqlite:///{tmp_path}/ref.db"
-    subprocess.run(_liqbot(*args, "--store", ref_url), env=_env(), check=True,
-                   capture_output=True, timeout=300)
+    ref_run = subprocess.run(_liqbot(*args, "--store", ref_url), env=_env(), check=True,
+                             capture_output=True, text=True, timeout=300)
     url = f"sqlite:///{tmp_path}/crash.db"
     rng = random.Random(11)
     kills = 0
@@ -502,6 +538,28 @@ def test_kill_minus_9_at_random_points_then_restart(tmp_path):
     assert [d[:3] for d in got["decisions"]] == [d[:3] for d in ref["decisions"]]
     np.testing.assert_allclose([d[3] for d in got["decisions"]],
                                [d[3] for d in ref["decisions"]], rtol=1e-9)
+    # the run's figures, not the last life's: the final line and `liqbot status` (the last
+    # life printed the bars and fills since its restart before)
+    assert _final_figures(done.stdout) == _final_figures(ref_run.stdout)
+    assert "(resumed: " in done.stdout and _final_figures(done.stdout).startswith("2,880 bars, ")
+
+    def counts(url: str) -> tuple:
+        r = subprocess.run(_liqbot("status", "--store", url, "--json"), env=_env(),
+                           capture_output=True, text=True, timeout=60, check=True)
+        st = json.loads(r.stdout)
+        return st["bars_processed"], st["counters"], st["orders"], st["fills"]
+
+    want = counts(ref_url)
+    assert counts(url) == want and want[0] == 2880 and want[1]["fills"] == want[3] > 10
+
+
+def _final_figures(stdout: str) -> str:
+    """The run's figures on `liqbot run`'s final line: "N bars, N orders, N fills, N
+    liquidations" (what follows is equity and timings)."""
+    found = re.findall(r"^run \S+ (?:finished|stopped) (?:in [\d.]+ s|\(resumed: [^)]*\)): "
+                       r"(.*?), equity ", stdout, re.M)
+    assert len(found) == 1, stdout[-2000:]
+    return found[0]
 
 
 def _trading_daemon(args: list[str], url: str) -> subprocess.Popen:
@@ -717,7 +775,11 @@ def test_a_stopped_run_resumes_and_the_kill_switch_outlives_the_run(tmp_path):
     assert r.returncode == 0, r.stderr
     assert f"resuming run {first.run_id}" in r.stderr
     ref_url = f"sqlite:///{tmp_path}/ref.db"                # the same run, uninterrupted
-    assert liqbot(*args[:3], "--store", ref_url, *args[5:]).returncode == 0
+    ref_run = liqbot(*args[:3], "--store", ref_url, *args[5:])
+    assert ref_run.returncode == 0
+    # the run's bars and counters (the resumed life printed its own share before)
+    assert _final_figures(r.stdout) == _final_figures(ref_run.stdout)
+    assert _final_figures(r.stdout).startswith("4,320 bars, ")
     st = Store(url)
     assert st.latest_run().run_id == first.run_id and st.latest_run().status == "done"
     got = [(f.ts, f.qty) for f in st.fills(first.run_id)]
@@ -952,6 +1014,32 @@ class StepDown(Strategy):
         return np.where(cut & (bars.ts >= StepDown.CUT), 1.0, 2.0)
 
 
+def _ending_pair() -> tuple:
+    """BTCUSDT's 300 bars of `calm` and an ETHUSDT whose data ends after 120 of them."""
+    from bot.data.bars import Bars
+    a = load_scenario("calm").bars.take(slice(0, 300))
+    b = load_scenario("synthetic:3:none:1").bars.take(slice(0, 120))
+    return a, Bars("ETHUSDT", b.interval_ms, {**b.columns, "ts": a.ts[:120]})
+
+
+def _stepdown_daemon(store: Store, bars: dict, rid: str | None = None,
+                     settings: RunConfig | None = None) -> Daemon:
+    """A paper daemon replaying `bars` with StepDown (entry sizing), risk off but for the
+    stale-feed watchdog (5 bars); a new run, or run `rid` (restore it before running)."""
+    from bot.risk.policy import off_policy
+    policy = off_policy().model_copy(update={"stale_bars": 5})
+    strat = find("tests.test_daemon:StepDown").from_strings({"sizing": "entry"})
+    s = RunSettings(wallet=100_000.0)
+    feed = ReplayFeed(bars, 0.0)
+    if rid is None:
+        rid = store.open_run("paper", "paper:binance", list(feed.symbols), strat.name,
+                             strat.params, "off", s.wallet).run_id
+    return Daemon(run_id=rid, feed=feed, store=store, strategy=strat, policy=policy.to_array(),
+                  fp=kn.fill_params(s.fills, s.fees, s.band, strat.sizing),
+                  brackets={sym: BR for sym in feed.symbols}, wallet=s.wallet,
+                  settings=settings)
+
+
 def test_a_replayed_symbol_whose_data_ended_is_held_as_the_portfolio_backtest_holds_it(
         tmp_path, caplog):
     """ETHUSDT's data ends after 120 of BTCUSDT's 300 bars. The stale-feed watchdog took
@@ -960,31 +1048,22 @@ def test_a_replayed_symbol_whose_data_ended_is_held_as_the_portfolio_backtest_ho
     stale'), where the portfolio backtest holds a symbol without bars. Now: a warning at
     the start that the spans differ, one data_ended event when ETH's data ends, no
     decision of ETH after its last bar, its position held at its last close and the order
-    it decided at that close left unfilled, as in the backtest: the same fills and final
-    equity. A restart after the end does not report it again."""
+    it decided at that close cancelled (until 2026-12-06 it stayed `sent` for ever), never
+    filled, as in the backtest: the same fills and final equity. A restart after the end
+    does not report it again."""
     from backtests import portfolio as pf
-    from bot.data.bars import Bars
     from bot.risk.policy import off_policy
 
-    a = load_scenario("calm").bars.take(slice(0, 300))
-    b = load_scenario("synthetic:3:none:1").bars.take(slice(0, 120))
-    b = Bars("ETHUSDT", b.interval_ms, {**b.columns, "ts": a.ts[:120]})
+    a, b = _ending_pair()
     StepDown.CUT = int(b.ts[-1])
     policy = off_policy().model_copy(update={"stale_bars": 5})     # the watchdog is on
     strat = find("tests.test_daemon:StepDown").from_strings({"sizing": "entry"})
     s = RunSettings(wallet=100_000.0)
-    fp = kn.fill_params(s.fills, s.fees, s.band, strat.sizing)
     pin = pf.prepare_portfolio([a, b], [BR, BR], s)
     res = pf.run_portfolio(pin, strat, policy, s, "x")
 
     def daemon(store: Store, rid: str | None = None) -> Daemon:
-        feed = ReplayFeed({"BTCUSDT": a, "ETHUSDT": b}, 0.0)
-        if rid is None:
-            rid = store.open_run("paper", "paper:binance", list(feed.symbols), strat.name,
-                                 strat.params, "off", s.wallet).run_id
-        return Daemon(run_id=rid, feed=feed, store=store, strategy=strat,
-                      policy=policy.to_array(), fp=fp, brackets={"BTCUSDT": BR, "ETHUSDT": BR},
-                      wallet=s.wallet)
+        return _stepdown_daemon(store, {"BTCUSDT": a, "ETHUSDT": b}, rid)
 
     store = Store(f"sqlite:///{tmp_path}/ends.db")
     with caplog.at_level("WARNING"):
@@ -1002,10 +1081,18 @@ def test_a_replayed_symbol_whose_data_ended_is_held_as_the_portfolio_backtest_ho
     decs = store.decisions(d.run_id)
     assert [x.bar_ts for x in decs if x.symbol == "ETHUSDT"] == b.ts.tolist()
     assert not any(x.reasons & en.R_STALE for x in decs)
-    # the order decided at ETH's last close: sent, never filled (no bar of ETH to fill it)
+    # the order decided at ETH's last close: cancelled at the end, with the reason, and
+    # dropped at the broker (no bar of ETH to fill it at)
     [last] = [i for i in store.intents(d.run_id) if i.bar_ts == int(b.ts[-1])]
-    assert last.symbol == "ETHUSDT" and last.status == "sent" and last.qty < 0
-    assert len(ended.data["pending"]) == 1 and ended.data["qty"] > 0
+    assert (last.symbol, last.status, last.filled_qty) == ("ETHUSDT", "cancelled", 0.0)
+    assert last.qty < 0 and last.updated_ms == b.end_ms
+    assert last.reason == f"replayed data ended at {ds_io.iso(b.end_ms)}: no next open to " \
+                          "fill at"
+    assert ended.data["cancelled"] == [last.client_id] and ended.data["pending"] == []
+    assert ended.data["qty"] > 0 and "1 order(s) decided at its last close cancelled" in \
+        ended.message
+    assert d.broker.pending() == [] and store.open_intents(d.run_id) == []
+    assert store.summary(d.run_id)["counts"]["open_intents"] == 0
     # the portfolio backtest: the same fills, the same equity
     fills = store.fills(d.run_id)
     idx = {int(t): i for i, t in enumerate(pin.ts)}
@@ -1033,6 +1120,184 @@ def test_a_replayed_symbol_whose_data_ended_is_held_as_the_portfolio_backtest_ho
     assert "data_ended" not in again and "stale" not in again
     assert sum(e.kind == "data_ended" for e in store.events(d1.run_id)) == 1
     assert d2.equity()[0] == pytest.approx(final, rel=1e-9)
+    assert d2.broker.pending() == [] and store.open_intents(d1.run_id) == []
+    [cut] = [i for i in store.intents(d1.run_id) if i.bar_ts == int(b.ts[-1])]
+    assert cut.status == "cancelled" and cut.reason.startswith("replayed data ended at")
+    store.close()
+
+
+def _kill_at(d: Daemon, ts: int, before: bool = False) -> None:
+    """kill -9 at the bar opening at `ts` (before or after processing it): nothing staged
+    since the last commit reaches the store, and the daemon stops there (`_stop_after`
+    without the final commit; the caller discards the staged rows)."""
+    orig = d.on_bar
+
+    def on_bar(ev) -> None:  # noqa: ANN001
+        if ev.bar["ts"] == ts and before:
+            d.commit = lambda: None  # type: ignore[method-assign]
+            d._stop()
+            return
+        orig(ev)
+        if ev.bar["ts"] == ts:
+            d.commit = lambda: None  # type: ignore[method-assign]
+            d._stop()
+
+    d.on_bar = on_bar  # type: ignore[method-assign]
+
+
+def _resume(store: Store, bars: dict, rid: str) -> Daemon:
+    """The same command again on the store: run `rid` restored from its checkpoint."""
+    d = _stepdown_daemon(store, bars, rid)
+    d.restore(store.load_checkpoint(rid)[1])
+    d.feed.seek({s: x.last_ts for s, x in d.state.items()})  # type: ignore[attr-defined]
+    return d
+
+
+def test_an_order_cancelled_at_a_data_end_is_not_resurrected_by_a_restart(tmp_path):
+    """The order ETHUSDT decided at its last close is cancelled when its data ends. A kill
+    -9 before that commit (the store still says `sent`, the checkpoint holds it pending)
+    and one after it (cancelled, gone from the checkpoint), each resumed: the order never
+    fills, is cancelled once with its reason, the end is reported once, and the store and
+    equity equal an uninterrupted run's."""
+    a, b = _ending_pair()
+    StepDown.CUT = int(b.ts[-1])
+    bars = {"BTCUSDT": a, "ETHUSDT": b}
+
+    def rows(store: Store, rid: str) -> tuple:
+        """Intents, fills and data_ended events, client ids without their run's part."""
+        def plain(text: str) -> str:
+            return re.sub(r"lq[0-9a-f]{12}-", "lq-", text)
+        return ([(plain(i.client_id), i.symbol, i.bar_ts, i.qty, i.status, i.filled_qty,
+                  i.reason, i.updated_ms) for i in store.intents(rid)],
+                [(plain(f.fill_id), f.ts, f.qty, f.price) for f in store.fills(rid)],
+                [(e.event_key, e.ts, plain(e.message)) for e in store.events(rid)
+                 if e.kind == "data_ended"])
+
+    ref = Store(f"sqlite:///{tmp_path}/ref.db")
+    d = _stepdown_daemon(ref, bars)
+    asyncio.run(d.run(simulated=True))
+    want, final = rows(ref, d.run_id), d.equity()[0]
+    ref.close()
+    [cancelled] = [i for i in want[0] if i[4] == "cancelled"]
+    assert cancelled[1:3] == ("ETHUSDT", int(b.ts[-1])) and cancelled[5] == 0.0
+    assert "replayed data ended at" in cancelled[6] and len(want[2]) == 1
+
+    # ETH's end is noted by the jobs run when the feed moves on to the bar at a.ts[121]
+    for kill_ts, before, cut_committed in ((int(a.ts[121]), True, False),
+                                           (int(a.ts[200]), False, True)):
+        store = Store(f"sqlite:///{tmp_path}/kill-{kill_ts}.db")
+        # a commit every bar: the one after the cancel is durable before the second kill
+        d1 = _stepdown_daemon(store, bars, settings=RunConfig(commit_bars=1))
+        _kill_at(d1, kill_ts, before)
+        asyncio.run(d1.run(simulated=True))
+        assert d1.ended == {"ETHUSDT"} and d1.broker.pending() == []   # in memory: done
+        store.discard()                                          # the process is gone
+        [it] = [i for i in store.intents(d1.run_id) if i.bar_ts == int(b.ts[-1])]
+        assert it.status == ("cancelled" if cut_committed else "sent")
+        probe = _stepdown_daemon(store, bars, d1.run_id)
+        probe.restore(store.load_checkpoint(d1.run_id)[1])
+        assert [o.client_id for o in probe.broker.pending()] == \
+            ([] if cut_committed else [it.client_id])
+        assert probe.ended == ({"ETHUSDT"} if cut_committed else set())
+        d2 = _resume(store, bars, d1.run_id)
+        ends: list[str] = []
+        d2.listeners.append(lambda k, data, ends=ends: ends.append(data["symbol"])
+                            if k == "data_ended" else None)
+        asyncio.run(d2.run(simulated=True))
+        assert ends == ([] if cut_committed else ["ETHUSDT"])    # reported once in all
+        assert d2.broker.pending() == [] and store.open_intents(d1.run_id) == []
+        assert rows(store, d1.run_id) == want
+        assert d2.equity()[0] == pytest.approx(final, rel=1e-12)
+        store.close()
+
+
+class GapStep(Strategy):
+    """Long 2x; ETHUSDT 1x from `CUT` on: an order decided at ETH's last bar before a gap
+    in its data, which fills at the first bar after it."""
+
+    name = "gapstep"
+    WINDOW = 1
+    CUT = 0
+    PARAMS: ClassVar[dict[str, Param]] = {}
+
+    def targets(self, bars, signals):
+        cut = bars.symbol == "ETHUSDT"
+        return np.where(cut & (bars.ts >= GapStep.CUT), 1.0, 2.0)
+
+
+def test_a_gap_in_a_replayed_dataset_is_a_data_gap_not_a_dead_feed(tmp_path, caplog):
+    """ETHUSDT's dataset (saved and loaded as `--replay` reads it) has no bars 100-129 of
+    300. The stale-feed watchdog took the hole for a dead feed: stale_feed events and
+    REDUCING decisions (with their orders) for ETH while BTC's bars went on, where the
+    portfolio backtest of the same data has no watchdog. Now one `data_gap` event, warning
+    and alert naming the symbol, the first and last missing bars and their count; no stale
+    decision; the order decided before the gap fills at the first open after it; the same
+    fills and final equity as the portfolio backtest."""
+    from backtests import portfolio as pf
+    from bot.data.bars import Bars
+    from bot.data.dataset import Dataset
+    from bot.risk.policy import off_policy
+    from bot.runtime.alerts import Alerts, AlertsConfig
+
+    a = load_scenario("calm").bars.take(slice(0, 300))
+    e = load_scenario("synthetic:3:none:1").bars.take(slice(0, 300))
+    e = Bars("ETHUSDT", e.interval_ms, {**e.columns, "ts": a.ts})
+    keep = np.r_[0:100, 130:300]
+    ds_io.save(Dataset(e.take(keep)), tmp_path / "eth")
+    b = ds_io.load(tmp_path / "eth").bars
+    assert len(b) == 270 and int(b.ts[100] - b.ts[99]) == 31 * 60_000
+    GapStep.CUT = int(b.ts[99])                  # ETH's last bar before the hole
+    policy = off_policy().model_copy(update={"stale_bars": 5})     # the watchdog is on
+    strat = find("tests.test_daemon:GapStep").from_strings({"sizing": "entry"})
+    s = RunSettings(wallet=100_000.0)
+    feed = ReplayFeed({"BTCUSDT": a, "ETHUSDT": b}, 0.0)
+    store = Store(f"sqlite:///{tmp_path}/gap.db")
+    rid = store.open_run("paper", "paper:binance", list(feed.symbols), strat.name,
+                         strat.params, "off", s.wallet).run_id
+    d = Daemon(run_id=rid, feed=feed, store=store, strategy=strat, policy=policy.to_array(),
+               fp=kn.fill_params(s.fills, s.fees, s.band, strat.sizing),
+               brackets={"BTCUSDT": BR, "ETHUSDT": BR}, wallet=s.wallet)
+    got: list[tuple[str, dict]] = []
+    d.listeners.append(lambda kind, data: got.append((kind, data))
+                       if kind in ("data_gap", "stale") else None)
+    with caplog.at_level("WARNING", logger="liqbot.daemon"):
+        asyncio.run(d.run(simulated=True))
+    first, last = int(a.ts[100]), int(a.ts[129])
+    # no stale decision: ETH decided at its own bars only, ACTIVE throughout
+    assert not [r for r in caplog.records if "feed stale" in r.getMessage()]
+    assert not [e for e in store.events(rid) if e.kind == "stale_feed"]
+    assert d.counters["stale"] == 0
+    decs = store.decisions(rid)
+    assert [x.bar_ts for x in decs if x.symbol == "ETHUSDT"] == b.ts.tolist()
+    assert not any(x.reasons & en.R_STALE for x in decs)
+    assert all(x.state == en.ACTIVE for x in decs)
+    # the gap said once
+    [gap] = [e for e in store.events(rid) if e.kind == "data_gap"]
+    assert (gap.ts, gap.data) == (first, {"symbol": "ETHUSDT", "from": first, "to": last,
+                                          "bars": 30})
+    assert gap.message == (f"ETHUSDT: no bar from {ds_io.iso(first)} to {ds_io.iso(last)} "
+                           "(30 bars): a gap in the replayed data, not a dead feed (no "
+                           "stale-feed decision)")
+    assert [k for k, _ in got] == ["data_gap"] and got[0][1]["bars"] == 30
+    assert sum("a gap in the replayed data" in r.getMessage() for r in caplog.records) == 1
+    # the cut decided at ETH's last bar before the hole fills at the first open after it
+    fills = store.fills(rid)
+    [cut] = [f for f in fills if f.symbol == "ETHUSDT" and f.qty < 0]
+    assert cut.ts == int(b.ts[100]) == last + 60_000
+    # the portfolio backtest of the same data: the same fills, the same equity
+    pin = pf.prepare_portfolio([a, b], [BR, BR], s)
+    res = pf.run_portfolio(pin, strat, policy, s, "x")
+    idx = {int(t): i for i, t in enumerate(pin.ts)}
+    assert sorted((idx[f.ts], f.symbol, f.qty) for f in fills) == \
+        sorted((int(t[0]), pin.symbols[int(t[eg.N_TRD])], t[2]) for t in res.trades)
+    assert len(fills) == 3
+    assert d.equity()[0] == pytest.approx(res.metrics["portfolio"]["final_equity"], rel=1e-9)
+    # one alert, under stale_feed, naming the hole
+    alert = Alerts(AlertsConfig(webhook_url="http://127.0.0.1:9/hook"), rid)._alert(
+        "data_gap", got[0][1])
+    assert alert is not None and alert.kind == "stale_feed"
+    assert alert.text == (f"ETHUSDT replayed data has a gap: no bar from {ds_io.iso(first)} "
+                          f"to {ds_io.iso(last)} (30 bars)")
     store.close()
 
 
@@ -1116,4 +1381,118 @@ def test_a_late_feed_clock_dates_bars_and_jobs_by_the_bars_closes(tmp_path):
     assert [g["ts"] % 86_400_000 for g in got] == [0, 0]          # at the midnight closes
     eq = store.equity(d.run_id)
     assert all(e.ts % 60_000 == 0 for e in eq)                    # stamped at closes
+    store.close()
+
+
+class ShortFlaky(Strategy):
+    """Short 60x: liquidated on `synthetic:5:long:1` (bar 1070); raises on bars 300-304."""
+
+    name = "shortflaky"
+    WINDOW = 1
+    T0 = 0
+    PARAMS: ClassVar[dict[str, Param]] = {}
+
+    def targets(self, bars, signals):
+        k = int((bars.ts[-1] - ShortFlaky.T0) // 60_000)
+        if 300 <= k < 305:
+            raise RuntimeError(f"boom at {k}")
+        return np.full(len(bars), -60.0)
+
+
+@pytest.mark.parametrize("feed_kind", ["replay", "live"])
+def test_a_resumed_run_counts_what_an_uninterrupted_one_does(tmp_path, feed_kind):
+    """A day of short 60x, risk off: fills, a liquidation, 5 failing strategy bars and 2
+    malformed bars; on a live feed (`live`: ETHUSDT's bars stop after bar 700) stale-feed
+    checks too. Stopped by Ctrl-C after bar 500, killed (kill -9: no last commit) at bar
+    1100, resumed each time: bars processed and every counter equal the uninterrupted
+    run's, in memory (the final line, `/api/status`) and from the store (`liqbot status`).
+    They counted per process before: the last life reported the bars and fills since its
+    restart. The Prometheus counters count this process's share."""
+    from bot.data.bars import Bars
+    from bot.risk.policy import off_policy
+    from bot.runtime import metrics as mt
+    from bot.runtime.http import StatusServer
+    from bot.runtime.status import status_data
+
+    btc = load_scenario("synthetic:5:long:1").bars
+    ShortFlaky.T0 = t0 = int(btc.ts[0])
+    bars = {btc.symbol: btc}
+    if feed_kind == "live":
+        e = load_scenario("synthetic:3:none:1").bars
+        bars["ETHUSDT"] = Bars("ETHUSDT", e.interval_ms, {**e.columns, "ts": btc.ts})
+
+    def inject(symbol: str, bar: dict) -> dict | None:
+        k = (int(bar["ts"]) - t0) // 60_000
+        if symbol == "ETHUSDT":
+            return bar if k <= 700 else None               # a dead feed after bar 700
+        if k in (200, 800):
+            return {**bar, "close": float("nan")}           # malformed: skipped
+        return bar
+
+    strat = find("tests.test_daemon:ShortFlaky").from_strings({"sizing": "entry"})
+    s = RunSettings(wallet=100_000.0)
+    fp = kn.fill_params(s.fills, venue_fees("binance"), s.band, strat.sizing)
+
+    def daemon(store: Store, rid: str | None = None) -> Daemon:
+        feed = ReplayFeed(bars, 0.0, inject)
+        if rid is None:
+            rid = store.open_run("paper", "paper:binance", list(feed.symbols), strat.name,
+                                 strat.params, "off", s.wallet).run_id
+        d = Daemon(run_id=rid, feed=LiveFeed(feed) if feed_kind == "live" else feed,
+                   store=store, strategy=strat, policy=off_policy().model_copy(
+                       update={"stale_bars": 5}).to_array(), fp=fp,
+                   brackets={sym: BR for sym in bars}, wallet=s.wallet)
+        cp = store.load_checkpoint(rid)
+        if cp is not None:
+            d.restore(cp[1])
+            feed.seek({sym: x.last_ts for sym, x in d.state.items()})
+        return d
+
+    ref = Store(f"sqlite:///{tmp_path}/ref.db")
+    d = daemon(ref)
+    asyncio.run(d.run(simulated=True))
+    want = d.run_counts()
+    want_status = status_data(ref, ref.get_run(d.run_id))
+    ref.close()
+    assert want["bars"] == 1438 + (701 if feed_kind == "live" else 0)
+    # ETH (live) trades the same strategy until its feed dies: its own fills and errors
+    assert (want["fills"], want["liquidations"], want["strategy_errors"], want["skipped"]) \
+        == {"replay": (11, 1, 5, 2), "live": (23, 1, 10, 2)}[feed_kind]
+    assert want["orders"] >= want["fills"] and want["rejects"] == 0
+    assert (want["stale"] > 100) == (feed_kind == "live")
+    assert want_status["bars_processed"] == want["bars"]
+    assert want_status["counters"] == {k: want[k] for k in (
+        "fills", "liquidations", "rejects", "stale", "strategy_errors", "skipped")}
+
+    store = Store(f"sqlite:///{tmp_path}/resumed.db")
+    d1 = daemon(store)
+    _stop_after(d1, int(btc.ts[500]))                      # Ctrl-C: its last writes commit
+    asyncio.run(d1.run(simulated=True))
+    d2 = daemon(store, d1.run_id)
+    assert d2.run_counts()["bars"] == d1.bars_processed > 0
+    _kill_at(d2, int(btc.ts[1100]))                         # kill -9: the last commit lost
+    asyncio.run(d2.run(simulated=True))
+    store.discard()
+    d3 = daemon(store, d1.run_id)
+    restored = d3.run_counts()
+    assert 500 < restored["bars:BTCUSDT"] <= 1100
+    asyncio.run(d3.run(simulated=True))
+    assert d3.bars_processed == want["bars"]
+    assert d3.run_counts() == want
+    got_status = status_data(store, store.get_run(d1.run_id))
+    assert {k: got_status[k] for k in ("bars_processed", "counters", "fills", "orders")} == \
+        {k: want_status[k] for k in ("bars_processed", "counters", "fills", "orders")}
+    live = StatusServer(d3, f"sqlite:///{tmp_path}/resumed.db").live()
+    assert (live["bars_processed"], live["orders"], live["skipped"], live["counters"]) == \
+        (want["bars"], want["orders"], want["skipped"],
+         {k: want[k] for k in ("fills", "liquidations", "rejects", "stale", "strategy_errors")})
+    # Prometheus: what this process did (from 0 at its start), never the restored total
+    from prometheus_client.parser import text_string_to_metric_families
+    scraped = {(m.name, tuple(sorted(m.labels.items()))): m.value
+               for f in text_string_to_metric_families(mt.scrape(mt.registry(d3)).decode())
+               for m in f.samples}
+    assert scraped[("liqbot_bars_total", (("symbol", "BTCUSDT"),))] == \
+        want["bars:BTCUSDT"] - restored["bars:BTCUSDT"]
+    assert scraped[("liqbot_fills_total", ())] == want["fills"] - restored["fills"]
+    assert scraped[("liqbot_skipped_bars_total", ())] == want["skipped"] - restored["skipped"]
     store.close()

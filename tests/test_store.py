@@ -290,11 +290,12 @@ def test_empty_store_is_created_at_current_version(url, stores):
     with engine.connect() as conn:
         version = conn.execute(text("SELECT value FROM meta WHERE key='schema_version'")).scalar()
     engine.dispose()
-    assert int(version) == CURRENT_VERSION == 3
+    assert int(version) == CURRENT_VERSION == 4
 
 
 def test_migrates_version_1_store(url, stores, caplog):
-    """A store written by schema v1 (no intents.price, no holders, no open-intent index)."""
+    """A store written by schema v1 (no intents.price or .reason, no holders, no open-intent
+    index)."""
     if url.startswith("sqlite"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True)
     engine = create_engine(url)
@@ -312,22 +313,27 @@ def test_migrates_version_1_store(url, stores, caplog):
         s = stores()
     assert "migrating schema version 1 -> 2" in caplog.text
     assert "migrating schema version 2 -> 3" in caplog.text
+    assert "migrating schema version 3 -> 4" in caplog.text
     with engine.connect() as conn:
         insp = inspect(conn)
-        assert "price" in {c["name"] for c in insp.get_columns("intents")}
+        assert {"price", "reason"} <= {c["name"] for c in insp.get_columns("intents")}
         assert "ix_intents_run_status" in {i["name"] for i in insp.get_indexes("intents")}
         assert "holders" in insp.get_table_names()
         assert "ix_fills_client_id" in {i["name"] for i in insp.get_indexes("fills")}
-        assert conn.execute(text("SELECT value FROM meta")).scalar() == "3"
+        assert conn.execute(text("SELECT value FROM meta")).scalar() == "4"
     engine.dispose()
     (old,) = s.open_intents("r")
-    assert (old.client_id, old.qty, old.status, old.price) == ("old-1", 0.5, "sent", None)
+    assert (old.client_id, old.qty, old.status, old.price, old.reason) == \
+        ("old-1", 0.5, "sent", None, None)
     s.stage("intents", {"client_id": "new-1", "run_id": "r", "symbol": "BTCUSDT", "bar_ts": 60_000,
                         "qty": -0.5, "order_type": "limit", "price": 101.5, "created_ms": 12,
                         "updated_ms": 12})
     s.commit()
     assert [(i.client_id, i.price) for i in s.open_intents("r")] == [("old-1", None),
                                                                     ("new-1", 101.5)]
+    s.stage_intent_update("old-1", "cancelled", 13, reason="data ended")   # v4 column usable
+    s.commit()
+    assert (s.intent("old-1").status, s.intent("old-1").reason) == ("cancelled", "data ended")
     s.acquire("acct")                             # holders table usable
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="liqbot.store"):
@@ -359,6 +365,31 @@ def test_an_order_filled_in_pieces_sums_its_fills(url, stores):
     s.commit()
     it = s.intent(cid)
     assert (it.status, it.filled_qty, it.updated_ms) == ("filled", pytest.approx(0.010), 180_000)
+
+
+def test_an_intent_closed_without_a_fill_keeps_its_reason(url, stores):
+    """`cancelled` with a reason (a replayed symbol's data ended): the reason is stored with
+    the status, the intent leaves the open ones, and a later update without a reason keeps
+    it (None = unchanged)."""
+    s = stores()
+    cid = client_order_id("run-c", 0)
+    s.stage("intents", {"client_id": cid, "run_id": "run-c", "symbol": "ETHUSDT",
+                        "bar_ts": 60_000, "qty": -0.5, "status": "sent", "created_ms": 120_000,
+                        "updated_ms": 120_000})
+    s.commit()
+    assert s.intent(cid).reason is None and [i.client_id for i in s.open_intents("run-c")] \
+        == [cid]
+    s.stage_intent_update(cid, "cancelled", 120_000,
+                          reason="replayed data ended at 1970-01-01T00:02:00Z")
+    s.commit()
+    it = s.intent(cid)
+    assert (it.status, it.filled_qty, it.updated_ms, it.reason) == \
+        ("cancelled", 0.0, 120_000, "replayed data ended at 1970-01-01T00:02:00Z")
+    assert s.open_intents("run-c") == []
+    s.stage_intent_update(cid, "cancelled", 180_000)
+    s.commit()
+    assert (s.intent(cid).updated_ms, s.intent(cid).reason) == \
+        (180_000, "replayed data ended at 1970-01-01T00:02:00Z")
 
 
 def test_newer_store_is_refused(url, stores):

@@ -329,10 +329,21 @@ def run_command(
         store.set_run_status(run.run_id, "done" if ended else "stopped")
         eq, _ = daemon.equity()
         lat = percentiles(daemon.latency_ns)
+        # the run's figures (all its lives: a resumed run says what an uninterrupted one
+        # does), then what this process did in its wall time
+        n = daemon.run_counts()
+        here = daemon.process_count("bars")
+        extra = [f"{n[k]:,} {label}" for k, label in (
+            ("rejects", "rejects"), ("stale", "stale-feed checks"),
+            ("strategy_errors", "strategy errors"), ("skipped", "malformed bars skipped"))
+            if n[k]]
         console().print(
-            f"run {run.run_id} {'finished' if ended else 'stopped'}: {daemon.bars_processed:,} "
-            f"bars in {dt:.1f} s, {daemon.seq} orders, equity {eq:,.2f}"
-            + (f", {daemon.skipped} malformed bars skipped" if daemon.skipped else "")
+            f"run {run.run_id} {'finished' if ended else 'stopped'} "
+            + (f"(resumed: {here:,} bars in {dt:.1f} s by this process)" if daemon.restored
+               else f"in {dt:.1f} s")
+            + f": {n['bars']:,} bars, {n['orders']:,} orders, {n['fills']:,} fills, "
+            f"{n['liquidations']:,} liquidations, equity {eq:,.2f}"
+            + "".join(f", {e}" for e in extra)
             + (f"; bar close -> intent p50 {lat['p50_us']:.0f} us, p99 {lat['p99_us']:.0f} us"
                if lat["n"] else ""))
     finally:
@@ -536,8 +547,14 @@ def status_command(
         return
     con.print(f"[bold]run {data['run_id']}[/] ({data['mode']}, {data['status']}): "
               f"{data['strategy']} / {data['preset']} on {', '.join(data['symbols'])}")
+    counters = data.get("counters") or {}    # the run's (every life), from its checkpoint
+    more = "".join(f", {counters[k]:,} {label}" for k, label in (
+        ("liquidations", "liquidations"), ("rejects", "rejects"),
+        ("stale", "stale-feed checks"), ("strategy_errors", "strategy errors"),
+        ("skipped", "malformed bars skipped")) if counters.get(k))
     con.print(f"state [bold]{data['state'] or '- (no bar processed yet)'}[/], equity "
-              f"{data['equity']:,.2f}, {data['fills']} fills, {data['decisions']} decisions, "
+              f"{data['equity']:,.2f}, {data.get('bars_processed', 0):,} bars, "
+              f"{data['fills']} fills{more}, {data['decisions']} decisions, "
               f"last bar {data['last_bar'] or '-'}"
               + (f" (feed lag {data['feed_lag_s']:,.1f} s)" if data.get("feed_lag_s") is not None
                  else ""))

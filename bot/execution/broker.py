@@ -119,6 +119,14 @@ class PaperBroker:
     def pending(self) -> list[Order]:
         return [self._pending[k] for k in sorted(self._pending)]
 
+    def cancel(self, client_id: str) -> Order | None:
+        """Drop the pending order `client_id` so it never fills (a replayed symbol whose
+        data ended has no next open for it); returns it, or None when none is pending."""
+        for slot, order in list(self._pending.items()):
+            if order.client_id == client_id:
+                return self._pending.pop(slot)
+        return None
+
     # --- the venue's side of a bar -------------------------------------------------------
     def on_bar_open(self, symbol: str, ts: int, open_px: float, mark_open: float,
                     mark_high: float, mark_low: float,

@@ -1,10 +1,10 @@
 """Alerts of a running daemon: a JSON webhook and/or Telegram, never blocking the loop.
 
 The daemon calls `Alerts.listener(kind, data)` synchronously in its loop thread (state
-changes, fills, rejects, stale feeds, a replayed symbol's end of data, daily summaries,
-every decision); the listener turns
-the few that matter into `Alert`s, applies the rate limits and puts them on a bounded
-asyncio queue (`put_nowait`: a full queue drops the alert and counts it). One worker task
+changes, fills, rejects, stale feeds, a replayed symbol's end of data or gap in it, daily
+summaries, every decision); the listener turns the few that matter into `Alert`s, applies
+the rate limits and puts them on a bounded asyncio queue (`put_nowait`: a full queue drops
+the alert and counts it). One worker task
 delivers each alert to every target with retries and exponential backoff (Telegram's 429
 `retry_after` is honoured). Configuration: `[alerts]` (`bot.config.AlertsConfig`).
 
@@ -108,11 +108,23 @@ class Alerts:
                             + (f" (hedge {d['hedge_qty']:+.6f})" if d.get("hedge_qty") else "")
                             + f" held at its last close {d['mark']:,.6g}"
                             if d["qty"] or d.get("hedge_qty") else "flat")
-                         + (f", {d['pending']} pending order(s) left unfilled"
+                         + (f", {d['cancelled']} order(s) decided at its last close "
+                            "cancelled" if d.get("cancelled") else "")
+                         + (f", {d['pending']} order(s) left at the venue"
                             if d.get("pending") else ""),
                          {"symbol": d["symbol"], "ended": True, "qty": d["qty"],
-                          "hedge_qty": d.get("hedge_qty", 0.0),
-                          "mark": d["mark"], "pending": d.get("pending", 0)}, ts)
+                          "hedge_qty": d.get("hedge_qty", 0.0), "mark": d["mark"],
+                          "cancelled": d.get("cancelled", 0), "pending": d.get("pending", 0)},
+                         ts)
+        if kind == "data_gap" and "stale_feed" in on:
+            # a gap in a replayed symbol's data: said once per gap, and no stale decision
+            n = int(d["bars"])
+            return Alert("stale_feed", f"data_gap:{d['symbol']}",
+                         f"{d['symbol']} replayed data has a gap: no bar from "
+                         f"{iso(int(d['from']))} to {iso(int(d['to']))} ({n:,} bar"
+                         f"{'s' if n > 1 else ''})",
+                         {"symbol": d["symbol"], "gap": True, "from": int(d["from"]),
+                          "to": int(d["to"]), "bars": n}, ts)
         if kind == "reject" and "reject" in on:
             return Alert("reject", f"reject:{d['symbol']}",
                          f"{d['symbol']} order {d['client_id']} ({d['qty']:+.6f}) rejected",

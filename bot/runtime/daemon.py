@@ -16,11 +16,13 @@ restores the broker, streams and kernel state, and continues after the watermark
 processed after the last commit are processed again deterministically; every row has a
 natural key, so nothing is duplicated, and intent ids repeat, so no order is sent twice.
 
-Scheduled jobs on a replay's clock (equity snapshot, daily summary, settlement check, stale
-watchdog) due at time T run once every symbol's bar opening before T has been processed:
+Scheduled jobs on a replay's clock (equity snapshot, daily summary, settlement check; the
+stale watchdog runs on live feeds only) due at time T run once every symbol's bar opening
+before T has been processed:
 when the feed moves on to a later open time, and at its end. They see every symbol at the
 same close (they ran between two symbols' bars of one minute before 2026-12-06). The daily
-summary's figures are the day's (`DayTally`), kept in the checkpoint.
+summary's figures are the day's (`DayTally`), kept in the checkpoint, as the run's counters
+(`run_counts`): a resumed run reports what an uninterrupted one does.
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ DAY_MS = 86_400_000
 
 
 COMMAND_POLL_S = 0.25              # kill-switch poll (wall clock): obeyed within a second
+#: `intents.reason` of an order a replayed symbol's data end left without the open to fill at
+DATA_ENDED_REASON = "replayed data ended at {end}: no next open to fill at"
 
 
 @dataclass
@@ -142,15 +146,19 @@ class Daemon:
         self._filled_since_commit: set[str] = set()
         # operations hooks (bot.runtime.alerts, bot.runtime.metrics): called in the loop's
         # thread as listener(kind, data) on "decision", "state", "fill", "liquidation",
-        # "reject", "stale", "data_ended", "strategy_error", "daily_summary"; they must not
-        # block (they enqueue).
+        # "reject", "stale", "data_ended", "data_gap", "strategy_error", "daily_summary";
+        # they must not block (they enqueue).
         self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
+        # per RUN (in the checkpoint, as bars_processed, seq and skipped): a resumed run
+        # reports what an uninterrupted one does (`run_counts`; metrics: `process_count`)
         self.counters = {"fills": 0, "liquidations": 0, "rejects": 0, "stale": 0,
                          "strategy_errors": 0}
         # per-day figures of the daily summary, by the UTC midnight ending the day: in the
         # checkpoint, so a resumed run reports what an uninterrupted one does
         self.days: dict[int, DayTally] = {}
         self.ended: set[str] = set()      # replayed symbols whose data has ended
+        # `run_counts` when this process took the run over (`restore`): metrics count from it
+        self._at_start: dict[str, int] = {}
         self._job_ms: int | None = None   # the simulated time the replay's jobs run at
 
     def _emit(self, kind: str, data: dict[str, Any]) -> None:
@@ -162,6 +170,8 @@ class Daemon:
 
     # ------------------------------------------------------------------ checkpoint
     def checkpoint(self) -> bytes:
+        """Every state of the run as one blob (np.savez). `bot.runtime.status.run_counts`
+        reads its `meta:SYMBOL` bars and `tally` counters without loading the daemon."""
         snap = self.broker.snapshot()
         arrays: dict[str, Any] = {
             "acct": snap["acct"], "pos": snap["pos"], "marks": snap["marks"],
@@ -175,7 +185,8 @@ class Daemon:
                 arrays[k] = snap[k]
         arrays["tally"] = np.array([json.dumps({
             "days": {str(d): vars(t) for d, t in self.days.items()},
-            "ended": sorted(self.ended)})])
+            "ended": sorted(self.ended),
+            "counters": self.counters, "skipped": self.skipped})])
         for s, x in self.state.items():
             arrays[f"st:{s}"] = x.st
             arrays[f"meta:{s}"] = np.array([x.last_ts, x.bars, x.fail_streak], dtype=np.int64)
@@ -209,6 +220,10 @@ class Daemon:
             tally = json.loads(str(a["tally"][0]))
             self.days = {int(d): DayTally(**t) for d, t in tally["days"].items()}
             self.ended = set(tally["ended"])
+            # the run's counters (older checkpoints: from zero, as before)
+            self.counters.update({k: int(v) for k, v in tally.get("counters", {}).items()
+                                  if k in self.counters})
+            self.skipped = int(tally.get("skipped", 0))
         for s, x in self.state.items():
             if f"st:{s}" not in a:
                 continue
@@ -226,6 +241,23 @@ class Daemon:
             if f"strat:{s}" in a:
                 x.strat = self.strategy.stream_from(a[f"strat:{s}"].tobytes(), s,
                                                     self.feed.interval_ms)
+        # every processed bar is counted in its symbol's `bars` (also in older checkpoints)
+        self.bars_processed = sum(x.bars for x in self.state.values())
+        self._at_start = self.run_counts()
+
+    def run_counts(self) -> dict[str, int]:
+        """The run's figures so far (all its processes: restored with the checkpoint):
+        bars processed (in all and by `bars:SYMBOL`), orders (intents), malformed bars
+        skipped and `counters` (fills, liquidations, rejects, stale, strategy_errors)."""
+        return {"bars": self.bars_processed, "orders": self.seq, "skipped": self.skipped,
+                **self.counters, **{f"bars:{s}": x.bars for s, x in self.state.items()}}
+
+    def process_count(self, name: str) -> int:
+        """A `run_counts` figure counted by this process only (since its start or restore):
+        the Prometheus counters (`bot.runtime.metrics`), which a restart resets to 0 as
+        Prometheus expects of a counter (a restored total that a kill -9 set back by the
+        bars after the last commit would read as a reset, and count the run twice)."""
+        return self.run_counts()[name] - self._at_start.get(name, 0)
 
     def _tiers_changed(self, s: str, ts: int, what: list[str]) -> None:
         """The run resumes (its halts, latches and positions kept) on brackets that differ
@@ -261,6 +293,8 @@ class Daemon:
         t0 = time.perf_counter_ns()
         ts = int(x[ss.X_TS])
         sym = x_state
+        if sym.last_ts >= 0 and ts > sym.last_ts + self.feed.interval_ms and self.replay:
+            self._note_gap(sym, ts)
         if sym.stream is None:
             sym.stream = ss.SignalStream(sym.brackets, self.feed.interval_ms, float(x[ss.X_CLOSE]))
         if sym.strat is None:
@@ -542,7 +576,11 @@ class Daemon:
         feed: one `data_ended` event, log line and alert, and no stale-feed watchdog for it
         from then on. As in the portfolio backtest for a symbol without bars, its position
         is held and marked at its last close (the account's equity, margin and liquidation
-        checks see it there) and its pending orders stay unfilled."""
+        checks see it there). The orders decided at its last close wait for an open that
+        never comes: they are dropped at the broker and their intents closed `cancelled`
+        with the reason (`DATA_ENDED_REASON`), in the commit that checkpoints the end, so a
+        resumed run neither reports the end again nor brings them back. A broker without
+        `cancel` (live: the order is at the venue already) keeps them."""
         end_of = getattr(self.feed, "data_end_ms", None)
         if end_of is None:
             return
@@ -552,20 +590,40 @@ class Daemon:
                 continue
             self.ended.add(x.name)
             held = [float(self.broker.pos[k, ac.P_QTY]) for k in (2 * x.index, 2 * x.index + 1)]
-            pending = [o.client_id for o in self.broker.pending() if o.symbol == x.name]
+            cancelled = self._cancel_pending(x.name, end)
+            left = [o.client_id for o in self.broker.pending() if o.symbol == x.name]
             pos = (f"position {held[0]:+.8f}" + (f" (hedge {held[1]:+.8f})" if held[1] else "")
                    + f" held at its last close {x.last_close:,.6g}") if any(held) else "flat"
             msg = (f"{x.name}: replayed data ended at {_iso(end)}; {pos}"
-                   + (f", {len(pending)} pending order(s) left unfilled" if pending else "")
+                   + (f", {len(cancelled)} order(s) decided at its last close cancelled "
+                      f"({', '.join(cancelled)})" if cancelled else "")
+                   + (f", {len(left)} order(s) left at the venue" if left else "")
                    + "; no stale-feed watchdog for it")
             log.warning("%s", msg)
             self.store.stage("events", {"run_id": self.run_id, "event_key": f"data-ended-{x.name}",
                                         "ts": end, "kind": "data_ended", "message": msg,
                                         "data": {"symbol": x.name, "qty": held[0],
-                                                 "hedge_qty": held[1], "pending": pending}})
+                                                 "hedge_qty": held[1], "cancelled": cancelled,
+                                                 "pending": left}})
             self._emit("data_ended", {"symbol": x.name, "ts": end, "qty": held[0],
                                       "hedge_qty": held[1], "mark": x.last_close,
-                                      "pending": len(pending)})
+                                      "cancelled": len(cancelled), "pending": len(left)})
+
+    def _cancel_pending(self, symbol: str, end: int) -> list[str]:
+        """Cancel `symbol`'s pending orders at its data end `end` (ms): dropped at the
+        broker, intents `cancelled` with the reason; returns their client ids."""
+        cancel = getattr(self.broker, "cancel", None)
+        if cancel is None:
+            return []
+        done = []
+        for o in self.broker.pending():
+            if o.symbol != symbol or cancel(o.client_id) is None:
+                continue
+            self.store.stage_intent_update(o.client_id, "cancelled", end,
+                                           reason=DATA_ENDED_REASON.format(end=_iso(end)))
+            self._filled_since_commit.add(o.client_id)    # resolved, not yet committed
+            done.append(o.client_id)
+        return done
 
     def equity(self) -> tuple[float, float]:
         """(equity, unrealised PnL) at the last marks, quote."""
@@ -598,14 +656,45 @@ class Daemon:
         if self._wall_jobs and self._idle:
             self.commit()
 
+    @property
+    def replay(self) -> bool:
+        """The feed replays finite data (it has `data_end_ms`: `bot.runtime.feed`), so a
+        symbol without a bar has a gap in its data or none left, never a dead feed."""
+        return callable(getattr(self.feed, "data_end_ms", None))
+
+    def _note_gap(self, sym: SymbolState, ts: int) -> None:
+        """A replayed symbol's bar at `ts` follows missing bars: a gap in its data (or bars
+        skipped as malformed), said once per gap (event `data_gap`, a warning, an alert),
+        with the open times of the first and last missing bars and their count. The bars
+        that are not there are not traded, as in the portfolio backtest: its pending order
+        fills at this bar's open."""
+        iv = self.feed.interval_ms
+        first, last = sym.last_ts + iv, ts - iv
+        n = (ts - sym.last_ts) // iv - 1
+        msg = (f"{sym.name}: no bar from {_iso(first)} to {_iso(last)} ({n:,} bar"
+               f"{'s' if n > 1 else ''}): a gap in the replayed data, not a dead feed (no "
+               "stale-feed decision)")
+        log.warning("%s", msg, extra={"symbol": sym.name, "bar_ts": ts})
+        self.store.stage("events", {"run_id": self.run_id, "ts": first,
+                                    "event_key": f"data-gap-{sym.name}-{first}",
+                                    "kind": "data_gap", "message": msg,
+                                    "data": {"symbol": sym.name, "from": first, "to": last,
+                                             "bars": n}})
+        self._emit("data_gap", {"symbol": sym.name, "ts": first, "from": first, "to": last,
+                                "bars": n})
+
     def stale_check(self) -> None:
         """Stale-feed watchdog: a symbol without a bar for `stale_bars` intervals gets a
-        decision with the stale input set, which makes the risk engine REDUCE. Not a
-        replayed symbol whose data has ended (`_note_ended`)."""
+        decision with the stale input set, which makes the risk engine REDUCE. On a live
+        (exchange) feed only: a replay cannot go stale, its missing bars are a gap in the
+        data (`_note_gap`) or its end (`_note_ended`), and the portfolio backtest of the
+        same data has no watchdog."""
+        if self.replay:
+            return
         now = self.now_ms()
         limit = float(self.pol[en.P_STALE_BARS])
         for x in self.state.values():
-            if x.last_ts < 0 or x.stream is None or x.name in self.ended:
+            if x.last_ts < 0 or x.stream is None:
                 continue
             lag = (now - (x.last_ts + self.feed.interval_ms)) // self.feed.interval_ms
             if lag >= limit:

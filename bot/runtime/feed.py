@@ -8,9 +8,10 @@ before the bar's close; liq_*_notional quote). Missing series are NaN or absent;
 signal layer applies the same fallbacks as for a dataset (`bot.signals.stream.bar_row`).
 
 Optional: `data_end_ms(symbol) -> int | None`, the close of the symbol's last bar when its
-source is finite (a replay). A feed with it says that a symbol without bars after that time
-has ended, not died; the daemon then records the end once instead of running its stale-feed
-watchdog on it. An exchange feed has no end and no such method.
+source is finite (a replay). A feed with it is a replay to the daemon: a symbol without bars
+after that time has ended, not died (recorded once, `data_ended`), missing bars before it
+are a gap in the data (`data_gap`), and no stale-feed watchdog runs. An exchange feed has no
+end and no such method: its missing bars are a dead feed for the watchdog.
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 A custom collector (no per-bar bookkeeping on the hot path): every scrape computes the
 gauges from `Daemon` state (account, positions, last signals and decisions) and reads the
-counters the daemon keeps. Names and units are listed in docs/operations.md.
+counters the daemon keeps. The counters count what this process did (`process_count`: 0
+at each start, also of a resumed run), as Prometheus expects; the run's totals are in
+`/api/status` (docs/daemon.md, "Control"). Names and units are listed in docs/operations.md.
 """
 
 from __future__ import annotations
@@ -99,17 +101,17 @@ class DaemonCollector(Collector):
                     reason.add_metric([s, name], float(bool(x.last_reasons & bit)))
             if x.last_ts >= 0:
                 lag.add_metric([s], max(0.0, (now - x.last_ts - d.feed.interval_ms) / 1000.0))
-            bars.add_metric([s], float(x.bars))
+            bars.add_metric([s], float(d.process_count(f"bars:{s}")))
         yield from (lev, notional, dist_pct, dist_atr, crowd, state, reason, lag, bars)
-        c = d.counters
-        yield _counter("liqbot_orders", "orders sent (intents)", d.seq)
-        yield _counter("liqbot_fills", "order fills", c["fills"])
-        yield _counter("liqbot_liquidations", "liquidation fills", c["liquidations"])
-        yield _counter("liqbot_rejects", "orders the venue refused", c["rejects"])
-        yield _counter("liqbot_stale_feed", "stale-feed watchdog trips", c["stale"])
-        yield _counter("liqbot_skipped_bars", "malformed bars skipped", d.skipped)
+        c = d.process_count
+        yield _counter("liqbot_orders", "orders sent (intents)", c("orders"))
+        yield _counter("liqbot_fills", "order fills", c("fills"))
+        yield _counter("liqbot_liquidations", "liquidation fills", c("liquidations"))
+        yield _counter("liqbot_rejects", "orders the venue refused", c("rejects"))
+        yield _counter("liqbot_stale_feed", "stale-feed watchdog trips", c("stale"))
+        yield _counter("liqbot_skipped_bars", "malformed bars skipped", c("skipped"))
         yield _counter("liqbot_strategy_errors", "bars on which the strategy raised or gave "
-                       "a non-finite target", c["strategy_errors"])
+                       "a non-finite target", c("strategy_errors"))
         yield _counter("liqbot_errors", "ERROR log records", self.errors.count if self.errors
                        else 0)
         if self.alerts is not None:

@@ -9,7 +9,8 @@ Datasets of different spans: each symbol is replayed over its own bars. A symbol
 data has ended is not a dead live feed: `data_end_ms` tells the daemon when it ended, so
 it records that once and holds the symbol as the portfolio backtest holds a symbol without
 bars (docs/daemon.md, "Replays of different spans"). The difference is logged once, when
-the feed is made.
+the feed is made. Having `data_end_ms` is what makes a feed a replay to the daemon: no
+stale-feed watchdog, a gap in a dataset is a `data_gap` event.
 """
 
 from __future__ import annotations
@@ -123,6 +124,6 @@ def span_warning(data: Mapping[str, Bars]) -> str:
                       for s, b in data.items() if len(b))
     return (f"--replay: the datasets cover different spans ({spans}); a symbol trades only "
             "inside its own: before its first bar it is flat and not traded, after its last "
-            "one data_ended event, no stale-feed watchdog, its position held at its last "
-            "close and its pending orders left unfilled (as the portfolio backtest holds a "
-            "symbol without bars)")
+            "one data_ended event, its position held at its last close and its pending "
+            "orders cancelled (as the portfolio backtest holds a symbol without bars; its "
+            "pending order never fills)")

@@ -8,8 +8,12 @@ in seconds, times as ISO-8601 UTC strings.
 
 from __future__ import annotations
 
+import io
+import json
 import time
 from typing import Any
+
+import numpy as np
 
 from bot.data.dataset import iso
 from bot.risk import engine as en
@@ -47,6 +51,7 @@ def status_data(store: Any, run: Any, interval_ms: int = 60_000,
         "equity": equity,
         "fills": s["counts"]["fills"], "decisions": s["counts"]["decisions"],
         "orders": s["counts"]["intents"], "open_orders": s["counts"]["open_intents"],
+        **run_counts(store, run.run_id),
         "positions": positions,
         "last_decision": None if dec is None else _decision(store, run.run_id, dec),
         "by_symbol": {sym: {**_decision(store, run.run_id, d),
@@ -62,6 +67,25 @@ def status_data(store: Any, run: Any, interval_ms: int = 60_000,
         "feed_lag_s": feed_lag_s(s["watermarks"], interval_ms,
                                  feed_clock_ms(run) if feed_now_ms is None else feed_now_ms),
     }
+
+
+def run_counts(store: Any, run_id: str) -> dict[str, Any]:
+    """The run's bars processed and counters (fills, liquidations, rejects, stale,
+    strategy_errors, skipped) over all its lives, as its last checkpoint holds them
+    (`Daemon.checkpoint`: each symbol's `meta:SYMBOL` = [last bar, bars, ...], the `tally`
+    JSON's `counters` and `skipped`): `bars_processed` 0 and `counters` None before the
+    first checkpoint; `counters` None too for a checkpoint older than them. Read with numpy
+    alone: a store reader need not import the daemon's trading code."""
+    cp = store.load_checkpoint(run_id)
+    if cp is None:
+        return {"bars_processed": 0, "counters": None}
+    with np.load(io.BytesIO(cp[1]), allow_pickle=False) as z:
+        bars = sum(int(z[k][1]) for k in z.files if k.startswith("meta:"))
+        tally = json.loads(str(z["tally"][0])) if "tally" in z.files else {}
+    counters = tally.get("counters")
+    if counters is not None:
+        counters = {**counters, "skipped": int(tally.get("skipped", 0))}
+    return {"bars_processed": bars, "counters": counters}
 
 
 def feed_clock_ms(run: Any) -> int | None:

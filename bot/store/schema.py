@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from sqlalchemy import Connection, Float, inspect, select, text
+from sqlalchemy import Connection, Float, String, inspect, select, text
 
 from bot.errors import LiqbotError
 from bot.store.tables import TABLES, Fill, Holder, Intent, Meta
@@ -32,7 +32,14 @@ def _v2_to_v3(conn: Connection) -> None:
         index.create(conn, checkfirst=True)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1_to_v2, _v2_to_v3]
+def _v3_to_v4(conn: Connection) -> None:
+    """v4: `intents.reason`, why an intent was closed without a fill (a replayed symbol's
+    data ended before the open it waited for: `cancelled`); NULL for older rows."""
+    string_sql = String().compile(dialect=conn.dialect)
+    conn.execute(text(f"ALTER TABLE intents ADD COLUMN reason {string_sql}"))
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1_to_v2, _v2_to_v3, _v3_to_v4]
 CURRENT_VERSION = 1 + len(MIGRATIONS)
 
 

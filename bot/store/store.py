@@ -229,10 +229,13 @@ class Store:
         self._ack = (commands.update()
                      .where(commands.c.id == bindparam("b_id"), commands.c.consumed_ms.is_(None))
                      .values(consumed_ms=bindparam("b_ts")))
+        # a reason given replaces the stored one; none given keeps it
         self._update_intent = (intents.update()
                                .where(intents.c.client_id == bindparam("b_client_id"))
                                .values(status=bindparam("b_status"), filled_qty=filled,
-                                       updated_ms=bindparam("b_updated_ms")))
+                                       updated_ms=bindparam("b_updated_ms"),
+                                       reason=func.coalesce(bindparam("b_reason"),
+                                                            intents.c.reason)))
 
     @contextlib.contextmanager
     def _guard(self, action: str, *more: type[Exception]) -> Iterator[None]:
@@ -295,13 +298,15 @@ class Store:
             "run_id": run_id, "symbol": symbol, "slot": int(slot), "qty": float(qty),
             "entry": float(entry), "liq_price": liq, "updated_ms": int(updated_ms)}
 
-    def stage_intent_update(self, client_id: str, status: str, updated_ms: int) -> None:
+    def stage_intent_update(self, client_id: str, status: str, updated_ms: int,
+                            reason: str | None = None) -> None:
         """Buffer a status change of an intent (applied after this batch's inserts); its
-        `filled_qty` becomes the sum of the fills stored under its client id."""
+        `filled_qty` becomes the sum of the fills stored under its client id. `reason`
+        (why it closed without a fill, say) is stored with it; None keeps the stored one."""
         if status not in INTENT_STATUSES:
             raise ValueError(f"intent status {status!r} not in {INTENT_STATUSES}")
         self._intent_updates[client_id] = {"b_client_id": client_id, "b_status": status,
-                                           "b_updated_ms": int(updated_ms)}
+                                           "b_updated_ms": int(updated_ms), "b_reason": reason}
 
     def pending(self) -> int:
         """Rows staged and not yet committed."""

@@ -1,4 +1,4 @@
-"""The store's tables (schema version 2) as sqlmodel classes.
+"""The store's tables (schema version 4: `bot.store.schema`) as sqlmodel classes.
 
 Units: timestamps int64 ms UTC (BigInteger: PostgreSQL's INTEGER is 32-bit), qty base
 (signed: + long, - short), prices quote/base, notionals and money quote. Every table has a
@@ -89,6 +89,7 @@ class Intent(SQLModel, table=True):
     price: float | None = None                  # limit price quote/base (v2); None = market
     status: str = "new"                         # new|sent|filled|partial|cancelled|rejected
     filled_qty: float = 0.0                     # base, signed like qty
+    reason: str | None = None                   # why it was closed unfilled (v4), e.g. data end
     created_ms: int = Field(sa_type=BigInteger)
     updated_ms: int = Field(sa_type=BigInteger)
 
