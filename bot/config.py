@@ -345,17 +345,19 @@ def parse_config(
     environ = env if env is not None else os.environ
     merged = _apply_env(copy.deepcopy(dict(tree)), environ)
     secret_paths = _secret_keys_in(merged)
-    problems = [
-        f"{p}: expected no secrets in a config file (use the {SECRET_ENV['api_key']}-style "
-        "environment variables or exchange.credentials_file with mode 0600), got a value "
-        "(not shown)"
-        for p in secret_paths
-    ]
+    from_env = {".".join(name[len(ENV_PREFIX):].lower().split("__")): name
+                for name in environ if name.startswith(ENV_PREFIX)}
+    problems = []
+    for p in secret_paths:
+        # a LIQBOT_<SECTION>__<KEY> override is a config value too, not a secret's place
+        var = next((v for k, v in from_env.items() if p == k or p.startswith(k + ".")), None)
+        where = f"config overrides ({var} is set)" if var else "a config file"
+        problems.append(f"{p}: expected no secrets in {where} (use the "
+                        f"{SECRET_ENV['api_key']}-style environment variables or "
+                        "exchange.credentials_file with mode 0600), got a value (not shown)")
     problems += [f"{key}: set it in the config file, not in the environment ({var} is set): "
                  'live trading needs mode = "live" in the file and --live on the command line'
                  for key, var in FILE_ONLY.items() if var in environ]
-    from_env = {".".join(name[len(ENV_PREFIX):].lower().split("__")): name
-                for name in environ if name.startswith(ENV_PREFIX)}
     try:
         cfg = Config.model_validate(merged)
     except ValidationError as exc:

@@ -17,3 +17,7 @@ def read_json(path: Path, what: str) -> Any:
         raise DataError(str(path), f"cannot read {what} ({exc.strerror})") from None
     except json.JSONDecodeError as exc:
         raise DataError(str(path), f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(str(path), f"not valid JSON (not UTF-8 text: byte {exc.start})") from None
+    except RecursionError:
+        raise DataError(str(path), "not valid JSON (nested too deeply)") from None

@@ -188,12 +188,18 @@ def backtest_command(
     first = 0                               # the account opens at bar `first` (--from)
     if tick_data is None:
         bars = ds.bars  # type: ignore[union-attr]
+        whole = bars
         if end:
             bars = bars.between(None, span[1])
         if start:                           # the bars before --from warm the signals only
             first = len(bars.between(None, span[0]))
         if len(bars) - first < 10:
-            raise LiqbotError("the selected span has fewer than 10 bars")
+            chosen = " ".join(f"{flag} {v}" for flag, v in (("--from", start), ("--to", end)) if v)
+            has = (f"its bars run {iso(whole.start_ms)} .. {iso(whole.end_ms)}" if len(whole)
+                   else "it has no bars")
+            raise LiqbotError(f"{shown(str(source))}: {max(len(bars) - first, 0)} bar(s)"
+                              f"{' with ' + chosen if chosen else ''} ({has}): fewer than 10 bars, "
+                              "the least a backtest runs on")
         bars = trim_columns(bars, strat)    # the columns no one reads are freed with `ds`
         ds = None
     symbol = tick_data[0].symbol if tick_data else bars.symbol

@@ -6,6 +6,7 @@ All arithmetic is in `bot.mechanics`; this module only parses arguments and prin
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,6 +16,7 @@ import typer
 from rich.table import Table
 
 from bot.cli.paths import SYMBOL, check_symbol, console
+from bot.data.validate import PRICE_MIN
 from bot.errors import DataError, LiqbotError
 from bot.jsonfile import read_json
 from bot.mechanics import brackets as br
@@ -46,11 +48,32 @@ MAX_LEVERAGE = 200.0
 MAX_AMOUNT = 1e15
 
 
-def _positive(name: str, value: float | None, hi: float = MAX_AMOUNT) -> None:
+#: Smallest accepted entry price (quote per base), as for market data (PRICE_MIN).
+MIN_PRICE = PRICE_MIN
+#: Smallest accepted leverage: no venue sets one below 1x (more margin than that is --wallet).
+MIN_LEVERAGE = 1.0
+
+
+def _positive(name: str, value: float | None, hi: float = MAX_AMOUNT, lo: float = 0.0) -> None:
     if value is not None and not (np.isfinite(value) and value > 0):
         raise LiqbotError(f"{name}: expected a positive number, got {value}")
     if value is not None and value > hi:
         raise LiqbotError(f"{name}: expected at most {hi:g}, got {value:g}")
+    if value is not None and value < lo:
+        raise LiqbotError(f"{name}: expected at least {lo:g}, got {value:g}")
+
+
+def price_text(v: float) -> str:
+    """A price with thousands separators and at least 6 significant digits (an alt at
+    0.00001234 is not '0.00')."""
+    if v == 0 or abs(v) >= 1000:
+        return f"{v:,.2f}"
+    return f"{v:,.{max(2, 5 - math.floor(math.log10(abs(v))))}f}"
+
+
+def _json_number(v: float) -> float:
+    """10 decimals, or 10 significant digits for a value below 1e-3 (not rounded to 0)."""
+    return round(v, 10) if v == 0 or abs(v) >= 1e-3 else float(f"{v:.10g}")
 
 
 def _number(row: dict, key: str, where: str, path: Path, lo: float, hi: float,
@@ -160,7 +183,8 @@ def compute(exchange: str, side: str, entry: float, qty: float, leverage: float 
     s = _side(side)
     for name, value in (("--entry", entry), ("--qty", qty), ("--wallet", wallet)):
         _positive(name, value)
-    _positive("--leverage", leverage, MAX_LEVERAGE)
+    _positive("--entry", entry, lo=MIN_PRICE)
+    _positive("--leverage", leverage, MAX_LEVERAGE, MIN_LEVERAGE)
     _positive("--entry x --qty", entry * qty)
     if taker_fee is not None and not (np.isfinite(taker_fee) and 0 <= taker_fee <= 0.01):
         raise LiqbotError(f"--taker-fee: expected a fee rate in [0, 0.01] such as 0.0005, got "
@@ -269,14 +293,15 @@ def liquidation(
     r = compute(exchange, side, entry, qty, leverage, wallet, mmr, maint_amount, tiers,
                 margin_mode, positions, taker_fee, symbol)
     if as_json:
-        out: dict[str, Any] = {k: round(v, 10) for k, v in r.__dict__.items() if k != "bracket"}
+        out: dict[str, Any] = {k: _json_number(v) for k, v in r.__dict__.items()
+                               if k != "bracket"}
         print(json.dumps(out))
         return
-    t = Table(show_header=False, title=f"{exchange} {side} {qty:g} @ {entry:,.2f} "
+    t = Table(show_header=False, title=f"{exchange} {side} {qty:g} @ {price_text(entry)} "
                                        f"({margin_mode})", title_justify="left")
-    t.add_row("liquidation price", f"{r.liquidation_price:,.2f}" if r.liquidation_price > 0
+    t.add_row("liquidation price", price_text(r.liquidation_price) if r.liquidation_price > 0
               else "none (the margin covers a fall to 0)")
-    t.add_row("bankruptcy price", f"{r.bankruptcy_price:,.2f}")
+    t.add_row("bankruptcy price", price_text(r.bankruptcy_price))
     t.add_row("bracket", r.bracket)
     t.add_row("maintenance margin", f"{r.maintenance_margin:,.2f} (at the liquidation price)")
     console().print(t)

@@ -16,6 +16,7 @@ from rich.table import Table
 from bot.cli.paths import check_output_dir, check_symbol, console, dumps, shown
 from bot.config import load_config
 from bot.data import dataset as ds_io
+from bot.data.binance_vision import interval_ms
 from bot.data.download import download as vision_download
 from bot.data.download import plan
 from bot.data.importer import ALL_KINDS, DEFAULT_VENDOR_SYMBOL, build_dataset, parse_file_arg
@@ -276,6 +277,7 @@ def fetch_cmd(
     if bad or "ohlcv" not in chosen:
         raise LiqbotError(f"--series: expected a comma list including ohlcv from "
                           f"{', '.join(SERIES)}, got {series!r}")
+    interval_ms(timeframe, "--timeframe")
     start_ms = _ms(start, "--from")
     end_ms = _ms(end, "--to") + 86_400_000
     if end_ms <= start_ms:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import sys
+import warnings
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -43,7 +44,12 @@ def _iso_ms(t: str) -> int:
         d = datetime.fromisoformat(t)
         if d.tzinfo is not None:       # numpy would warn about (yet apply) the offset
             return (d - EPOCH) // timedelta(milliseconds=1)
-    return int(np.datetime64(t.rstrip("Zz").replace(" ", "T"), "ms").astype(np.int64))
+    with warnings.catch_warnings():    # numpy only warns about an offset it cannot read
+        warnings.simplefilter("error")
+        try:
+            return int(np.datetime64(t.rstrip("Zz").replace(" ", "T"), "ms").astype(np.int64))
+        except Warning:
+            raise ValueError(t) from None
 
 
 def parse_time(text: str, flag: str = "--at") -> int:
@@ -110,7 +116,11 @@ def snapshot(directory: Path, at: str | None, tiers: Path | None = None) -> dict
                               f"({iso(bars.start_ms)} .. {iso(bars.end_ms)})")
         bars = bars.between(None, t + 1)
     if len(bars) < 2:
-        raise LiqbotError("--at: need at least two bars before that time")
+        if at is None:
+            raise LiqbotError(f"{shown(str(directory))}: {len(bars)} bar(s); the heatmap needs "
+                              "at least two")
+        raise LiqbotError(f"--at {at}: {len(bars)} bar(s) up to that time; the heatmap needs "
+                          "at least two (give a later --at)")
     b = brackets_for(bars.symbol, tiers)
     sig = pipeline.compute(bars, b, hm.params_for_interval(
         bars.interval_ms), near=NEAR)

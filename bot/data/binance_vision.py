@@ -28,6 +28,7 @@ import numpy as np
 from bot.data.bars import Bars, Trades
 from bot.data.csvfile import (
     BLOCK_SIZE,
+    BOM,
     ColumnBuffers,
     CsvSpec,
     CsvStream,
@@ -36,6 +37,7 @@ from bot.data.csvfile import (
     read_head,
 )
 from bot.data.validate import (
+    MAX_FUNDING_RATE,
     LineOf,
     check_bar_columns,
     check_grid,
@@ -43,7 +45,7 @@ from bot.data.validate import (
     check_ts_range,
     to_ms,
 )
-from bot.errors import DataError
+from bot.errors import DataError, LiqbotError
 
 _KLINE_COLS = (("open_time", "i8"), ("open", "f8"), ("high", "f8"), ("low", "f8"),
                ("close", "f8"), ("volume", "f8"), ("close_time", "i8"),
@@ -78,13 +80,16 @@ _INTERVALS_MS = {"1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000,
                  "6h": 21_600_000, "8h": 28_800_000, "12h": 43_200_000, "1d": 86_400_000}
 
 
-def interval_ms(text: str) -> int:
-    """'1m' -> 60000, the Binance interval names."""
+def interval_ms(text: str, flag: str | None = None) -> int:
+    """'1m' -> 60000, the Binance interval names; an unknown one is an error naming `flag`
+    (the option that gave it) when given."""
     try:
         return _INTERVALS_MS[text]
     except KeyError:
-        raise DataError("(argument)", f"unknown interval {text!r}; expected one of "
-                                      f"{', '.join(_INTERVALS_MS)}") from None
+        problem = f"unknown interval {text[:20]!r}; expected one of {', '.join(_INTERVALS_MS)}"
+        if flag:
+            raise LiqbotError(f"{flag}: {problem}") from None
+        raise DataError("(argument)", problem) from None
 
 
 def interval_name(ms: int) -> str:
@@ -118,7 +123,7 @@ def detect_kind(path: Path) -> str:
     if re.search(r"-\d+[mhdwM]-", name):
         return "klines"
     data, _ = read_head(path)
-    first = data.split(b",", 1)[0].strip().decode("utf-8", "replace")
+    first = data.removeprefix(BOM).split(b",", 1)[0].strip().decode("utf-8", "replace")
     kind = _HEADER_KIND.get(first)
     if kind is None:
         if first == "open_time":
@@ -202,14 +207,27 @@ def load_file(path: Path, kind: str | None = None, *, batch_check: BatchCheck | 
                             column="last_funding_rate")
     elif kind == "metrics":
         check_time(cols["create_time"], label, table.line_of, "create_time")
-        _check_finite(cols, ("sum_open_interest", "sum_open_interest_value"), label,
-                      table.line_of)
+        numbers = tuple(n for n, t in SPECS[kind].columns if t == "f8")
+        _check_finite(cols, numbers, label, table.line_of)
+        _check_not_negative(cols, numbers, label, table.line_of)
     elif kind == "liquidationSnapshot":
         bad = ~np.isin(cols["side"], ("BUY", "SELL"))
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise DataError(label, f"side must be BUY or SELL, got {cols['side'][i]!r}",
                             row=table.line_of(i), column="side")
+        numbers = tuple(n for n, t in SPECS[kind].columns if t == "f8")
+        _check_finite(cols, numbers, label, table.line_of)
+        _check_not_negative(cols, numbers, label, table.line_of)
+        with np.errstate(over="ignore"):
+            notional = cols["average_price"] * cols["accumulated_fill_quantity"]
+        big = ~(notional <= MAX_LIQ_NOTIONAL)
+        if big.any():
+            i = int(np.flatnonzero(big)[0])
+            raise DataError(label, f"average_price x accumulated_fill_quantity = "
+                                   f"{float(notional[i]):g} is beyond {MAX_LIQ_NOTIONAL:g} "
+                                   "(quote) for one liquidation order: corrupt or mis-scaled",
+                            row=table.line_of(i), column="accumulated_fill_quantity")
     return VisionFile(path, kind, symbol_of(path), table)
 
 
@@ -277,9 +295,24 @@ def _check_finite(cols: dict[str, np.ndarray], names: tuple[str, ...], label: st
             raise DataError(label, "value is NaN or infinite", row=line_of(i), column=name)
 
 
-#: |funding rate| per interval above this is refused as a unit error (Binance caps its
-#: rates at a few percent; a rate written in percent, 0.01 for 0.01%, is 100x too big)
-MAX_FUNDING_RATE = 0.1
+def _check_not_negative(cols: dict[str, np.ndarray], names: tuple[str, ...], label: str,
+                        line_of: LineOf) -> None:
+    """Quantities, prices, open interest and ratios are never below zero."""
+    for name in names:
+        bad = cols[name] < 0
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise DataError(label, f"negative {name} {float(cols[name][i])!r}",
+                            row=line_of(i), column=name)
+
+
+#: One liquidation order's quote notional above this (1e12: a trillion USDT, beyond any
+#: market's whole open interest) is a corrupt or mis-scaled row, not a liquidation.
+MAX_LIQ_NOTIONAL = 1e12
+
+#: |funding rate| per interval above MAX_FUNDING_RATE (validate) is refused as a unit error
+#: (Binance caps its rates at a few percent; a rate written in percent, 0.01 for 0.01%, is
+#: 100x too big)
 #: ... and a file whose MEDIAN |rate| reaches this (0.5% per interval, about 550% a year at
 #: 8h) is refused too: in percent, a typical 0.01% is 0.01, under the limit above (the real
 #: files in ../shared: median 0.0001, max 0.00375)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import gzip
 import itertools
+import re
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -296,8 +297,12 @@ def read_head(path: Path) -> tuple[bytes, str]:
         return src.head(), src.label
 
 
+#: The UTF-8 byte order mark spreadsheet programs put before a CSV's first line.
+BOM = b"\xef\xbb\xbf"
+
+
 def _looks_like_header(first_line: bytes) -> bool:
-    field = first_line.split(b",", 1)[0].strip()
+    field = first_line.removeprefix(BOM).split(b",", 1)[0].strip()
     if not field:
         return False
     try:
@@ -488,7 +493,7 @@ def _diagnose(path: Path, label: str, spec: CsvSpec, first_line: int, start: int
         lines = _lines(src)
         for _ in itertools.islice(lines, start - 1):
             pass
-        texts = (ln.rstrip(b"\r").decode("utf-8", "replace") for ln in lines)
+        texts = (ln.rstrip(b"\r").removeprefix(BOM).decode("utf-8", "replace") for ln in lines)
         for lineno, row in enumerate(csv.reader(texts), start=start):
             if lineno < first_line or not row:
                 continue
@@ -499,12 +504,22 @@ def _diagnose(path: Path, label: str, spec: CsvSpec, first_line: int, start: int
                 _check_value(value.strip(), typ, label, lineno, name)
 
 
+#: What pyarrow's CSV reader takes as an int64 / a float64 (Python's `int` and `float` take
+#: more: '1_000', '+12', non-ASCII digits, integers past int64), so the slow pass names the
+#: row pyarrow refused instead of finding nothing wrong.
+_INT_TEXT = re.compile(r"-?[0-9]+")
+_FLOAT_TEXT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?(nan|inf|infinity)",
+                         re.IGNORECASE)
+
+
 def _check_value(value: str, typ: str, label: str, lineno: int, name: str) -> None:
     try:
         if typ == "i8":
-            int(value)
+            if not _INT_TEXT.fullmatch(value) or not -2**63 <= int(value) < 2**63:
+                raise ValueError
         elif typ == "f8":
-            float(value)
+            if not _FLOAT_TEXT.fullmatch(value):
+                raise ValueError
         elif typ == "bool":
             if value.lower() not in ("true", "false", "1", "0"):
                 raise ValueError

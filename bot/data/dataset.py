@@ -164,7 +164,8 @@ def share_repeats(cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     usual case: a year of 1m bars saves 4 MB a column. Writeable arrays are left alone."""
     out: dict[str, np.ndarray] = {}
     for name, a in cols.items():
-        if not a.flags.writeable and a.ndim == 1 and a.dtype.itemsize == 8 and len(a):
+        if (not a.flags.writeable and a.ndim == 1 and a.dtype.kind in "iuf"
+                and a.dtype.itemsize == 8 and len(a)):
             bits = a.view(np.int64)
             for b in out.values():
                 if (b.dtype == a.dtype and len(b) == len(a) and not b.flags.writeable
@@ -269,6 +270,9 @@ def load(path: Path) -> Dataset:
     files = manifest.get("files", {})
     cols = _read_table(path / "bars.parquet", files.get("bars.parquet"))
     label = str(path / "bars.parquet")
+    for name, v in cols.items():
+        if v.dtype.kind not in "biuf":
+            raise DataError(label, f"expected numbers, got {v.dtype} values", column=name)
     try:
         bars = Bars(manifest["symbol"], manifest["interval_ms"], cols)
     except (ValueError, TypeError) as exc:

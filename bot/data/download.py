@@ -52,13 +52,14 @@ def _month_end(d: date) -> date:
 def plan(symbol: str, kind: str, interval: str | None, start: date, end: date) -> list[VisionFileRef]:
     """The files covering [start, end] (inclusive dates), monthly where a whole month fits."""
     if kind not in SPECS:
-        raise DataError("(argument)", f"unknown kind {kind!r}; expected one of {', '.join(SPECS)}")
+        raise LiqbotError(f"--kind: unknown kind {kind[:40]!r}; expected one of "
+                          f"{', '.join(SPECS)}")
     if end < start:
-        raise DataError("(argument)", f"--to {end} is before --from {start}")
+        raise LiqbotError(f"--to {end} is before --from {start}")
     if kind in KLINE_KINDS:
         if interval is None:
-            raise DataError("(argument)", f"--interval is required for {kind}")
-        interval_ms(interval)
+            raise LiqbotError(f"--interval is required for {kind}")
+        interval_ms(interval, "--interval")
     symbol = symbol.strip().upper()
     if not SYMBOL.fullmatch(symbol):
         raise LiqbotError(f"--symbol: expected a symbol like BTCUSDT (2-20 letters and digits; it "

@@ -24,7 +24,7 @@ from asyncio_throttle import Throttler
 from bot.data import ccxt_history as ch
 from bot.data.binance_vision import interval_ms
 from bot.data.dataset import Dataset, iso
-from bot.errors import DataError, exc_text
+from bot.errors import DataError, LiqbotError, exc_text
 
 SERIES = ("ohlcv", "mark", "funding", "open_interest", "long_short")
 #: ccxt caps Binance OHLCV pages at 1,000 rows (its own note: wider ranges misbehave).
@@ -51,8 +51,8 @@ def make_exchange(exchange_id: str, base_url: str | None, timeout_s: float) -> A
 
     ids = {"binance": "binanceusdm", "bybit": "bybit", "okx": "okx"}
     if exchange_id not in ids:
-        raise DataError("(argument)", f"unknown exchange {exchange_id!r}; expected one of "
-                                      f"{', '.join(ids)}")
+        raise LiqbotError(f"--exchange: unknown exchange {exchange_id[:40]!r}; expected one of "
+                          f"{', '.join(ids)}")
     ex = getattr(ccxt_async, ids[exchange_id])({"enableRateLimit": False,
                                                  "timeout": int(timeout_s * 1000)})
     if base_url:

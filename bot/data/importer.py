@@ -56,6 +56,10 @@ def _unknown_kind(path: Path) -> DataError:
 
 def _load_any(item: FileArg) -> bv.VisionFile | vendor.VendorFile:
     path, kind = item if isinstance(item, tuple) else (Path(item), None)
+    head, sep, tail = str(path).rpartition(":")
+    if kind is None and sep and head and not path.exists() and Path(head).is_file():
+        raise DataError(head, f"unknown kind {tail[:40]!r} (in {str(path)[-80:]!r}); label a "
+                              f"file FILE:KIND with KIND one of: {', '.join(ALL_KINDS)}")
     if kind in vendor.LAYOUTS:
         return vendor.load(path, kind)
     if kind is not None:
@@ -104,6 +108,35 @@ def _check_symbol_column(f: bv.VisionFile) -> None:
                                      "symbol at a time", row=f.table.line_of(i), column="symbol")
 
 
+#: Vision kinds whose rows are events that add up (liquidation orders, trades): a file
+#: given twice, or two files covering the same time, would count them twice. aggTrades and
+#: trades are the same trades (one aggregated), so they form one group.
+_EVENT_GROUPS = {"liquidationSnapshot": ("liquidationSnapshot", "time",
+                                         "liquidation orders"),
+                 "aggTrades": ("trades", "transact_time", "trades"),
+                 "trades": ("trades", "time", "trades")}
+
+
+def _check_event_overlaps(files: list[bv.VisionFile]) -> None:
+    """Refuse two files of summed events whose time spans overlap (naming both)."""
+    groups: dict[str, list[tuple[int, int, bv.VisionFile]]] = {}
+    for f in files:
+        if f.kind in _EVENT_GROUPS:
+            group, col, _ = _EVENT_GROUPS[f.kind]
+            t = f.table.columns[col]
+            if len(t):
+                groups.setdefault(group, []).append((int(t.min()), int(t.max()), f))
+    for spans in groups.values():
+        spans.sort(key=lambda s: s[0])
+        for (_, a_end, a), (b_start, _, b) in zip(spans, spans[1:], strict=False):
+            if b_start <= a_end:
+                what = _EVENT_GROUPS[b.kind][2]
+                same = " (the same file twice?)" if a.path.resolve() == b.path.resolve() else ""
+                raise DataError(str(b.path), f"overlaps {a.path.name}{same}: both hold "
+                                             f"{what} from {iso(b_start)} to {iso(a_end)}, "
+                                             "which would count twice; give each span once")
+
+
 def _concat_bars(parts: list[tuple[Any, Bars]]) -> Bars:
     parts.sort(key=lambda p: p[1].start_ms)
     first_file, first = parts[0]
@@ -145,6 +178,7 @@ def build_dataset(
     """
     loaded = [_load_any(p) for p in paths]
     files = [_with_symbol(f, symbol) for f in loaded if isinstance(f, bv.VisionFile)]
+    _check_event_overlaps(files)
     vfiles = [f for f in loaded if isinstance(f, vendor.VendorFile)]
     notes: list[str] = []
     klines: list[tuple[Any, Bars]] = [(f, bv.kline_bars(f)) for f in files if f.kind == "klines"]

@@ -174,13 +174,53 @@ def check_bars(bars: Bars, label: str, line_of: LineOf) -> None:
     check_time(bars.ts, label, line_of, "ts")
     check_grid(bars.ts, bars.interval_ms, label, line_of, "ts")
     check_bar_columns(bars.columns, label, line_of)
-    for name in ("open_interest", "open_interest_value", "liq_long_notional",
-                 "liq_short_notional"):
-        if bars.has(name):
-            i = _first(bars[name] < 0)
+    check_optional_columns(bars.columns, label, line_of)
+
+
+#: Optional bar columns that are prices (positive, plausible; NaN = not known at that bar).
+OPTIONAL_PRICES = ("mark_open", "mark_high", "mark_low", "mark_close", "index_close")
+#: Optional columns that are amounts, counts or ratios (never below zero; NaN = not known).
+NOT_NEGATIVE = ("open_interest", "open_interest_value", "liq_long_notional",
+                "liq_short_notional", "long_short_ratio", "top_long_short_ratio",
+                "oi_coin_margin_value", "oi_stablecoin", "agg_taker_buy_notional",
+                "agg_taker_sell_notional")
+#: Funding columns: a rate per interval (fraction); beyond this it is corrupt or in percent.
+MAX_FUNDING_RATE = 0.1
+
+
+def check_optional_columns(cols: Mapping[str, np.ndarray], label: str,
+                           line_of: LineOf) -> None:
+    """The optional bar columns of a dataset read back: never infinite; prices positive
+    within PRICE_MIN .. PRICE_MAX, amounts and ratios not negative, funding rates within
+    +-MAX_FUNDING_RATE. NaN stays allowed (a series not known yet at that bar)."""
+    for name, v in cols.items():
+        if name in ("ts", "trades", "filled") or v.dtype.kind != "f":
+            continue
+        i = _first(np.isinf(v))
+        if i is not None:
+            raise DataError(label, "value is infinite", row=line_of(i), column=name)
+    for name in OPTIONAL_PRICES:
+        if name in cols:
+            v = cols[name]
+            i = _first((v < PRICE_MIN) | (v > PRICE_MAX))
             if i is not None:
-                raise DataError(label, f"negative {name} {float(bars[name][i])!r}",
+                raise DataError(label, f"price {float(v[i])!r} is outside the plausible "
+                                       f"{PRICE_MIN:g} .. {PRICE_MAX:g} (quote per base)",
                                 row=line_of(i), column=name)
+    for name in NOT_NEGATIVE:
+        if name in cols:
+            i = _first(cols[name] < 0)
+            if i is not None:
+                raise DataError(label, f"negative {name} {float(cols[name][i])!r}",
+                                row=line_of(i), column=name)
+    for name in ("funding_rate", "funding_rate_avg", "funding_rate_live"):
+        if name in cols:
+            i = _first(np.abs(cols[name]) > MAX_FUNDING_RATE)
+            if i is not None:
+                raise DataError(label, f"funding rate {float(cols[name][i]):g} is beyond "
+                                       f"+-{MAX_FUNDING_RATE:g} per interval: rates are "
+                                       "fractions (0.0001 = 0.01%)", row=line_of(i),
+                                column=name)
 
 
 def find_gaps(ts: np.ndarray, interval_ms: int) -> list[Gap]:

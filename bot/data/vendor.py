@@ -28,7 +28,7 @@ import numpy as np
 from bot.data.align import align_asof, place_events
 from bot.data.bars import Bars
 from bot.data.csvfile import CsvSpec, CsvTable, read_csv, read_head
-from bot.data.validate import check_bar_columns, check_time
+from bot.data.validate import MAX_FUNDING_RATE, check_bar_columns, check_time
 from bot.errors import DataError
 
 PERCENT = 0.01  # vendor funding is in percent per 8h: 0.005 (%) -> 5e-05 (rate)
@@ -148,7 +148,15 @@ def load(path: Path, kind: str, coin: str | None = None) -> VendorFile:
         if len(bad):
             raise DataError(label, "value is NaN or infinite", row=table.line_of(int(bad[0])),
                             column=name)
-        if kind not in _SIGNED:
+        if kind in _SIGNED:
+            big = np.flatnonzero(np.abs(v) * PERCENT > MAX_FUNDING_RATE)
+            if len(big):
+                i = int(big[0])
+                raise DataError(label, f"funding {float(v[i])!r}% per 8h is beyond "
+                                       f"+-{MAX_FUNDING_RATE / PERCENT:g}%: the vendor's funding "
+                                       "is in percent (0.01 = 0.01%); corrupt or mis-scaled",
+                                row=table.line_of(i), column=name)
+        else:
             neg = np.flatnonzero(v < 0)
             if len(neg):
                 i = int(neg[0])

@@ -112,13 +112,28 @@ def from_tiers(symbol: str, tiers: Sequence[Mapping[str, Any]], source: str = ""
     """Build and validate brackets from rows with floor, cap, mmr, max_leverage[, cum]."""
     if not tiers:
         raise DataError(label, "no tiers")
+    for i, t in enumerate(tiers):
+        flags = [k for k in ("floor", "cap", "mmr", "max_leverage", "cum")
+                 if isinstance(t.get(k), bool)]
+        if flags:
+            raise DataError(label, f"tier {i + 1}: {flags[0]} is true/false, expected a number")
     try:
         floor = np.array([float(t["floor"]) for t in tiers])
         cap = np.array([float(t["cap"]) for t in tiers])
         mmr = np.array([float(t["mmr"]) for t in tiers])
         lev = np.array([float(t.get("max_leverage", np.nan)) for t in tiers])
+        cums = [None if t.get("cum") is None else float(t["cum"]) for t in tiers]
     except (KeyError, TypeError, ValueError) as exc:
-        raise DataError(label, f"every tier needs numeric floor, cap, mmr ({exc})") from None
+        raise DataError(label, "every tier needs numeric floor, cap, mmr (and cum when given) "
+                               f"({exc})") from None
+    for i in range(len(tiers)):
+        bad = [k for k, v in (("floor", floor[i]), ("mmr", mmr[i]), ("cum", cums[i]))
+               if v is not None and not np.isfinite(v)]
+        if bad or np.isnan(cap[i]):
+            raise DataError(label, f"tier {i + 1}: {(bad or ['cap'])[0]} is not a finite number")
+    if floor[0] != 0:
+        raise DataError(label, f"tier 1: floor {floor[0]:g} is not 0 (the first tier starts at "
+                               "a notional of 0)")
     expected = np.zeros(len(tiers))
     for i in range(1, len(tiers)):
         expected[i] = expected[i - 1] + floor[i] * (mmr[i] - mmr[i - 1])
@@ -134,8 +149,8 @@ def from_tiers(symbol: str, tiers: Sequence[Mapping[str, Any]], source: str = ""
             raise DataError(label, f"{where}: maintenance margin rate {mmr[i]:g} not in (0, 1)")
         if not np.isnan(lev[i]) and not 1.0 <= lev[i] <= 1000.0:   # absent: NaN, allowed
             raise DataError(label, f"{where}: max leverage {lev[i]:g} not in [1, 1000]")
-    if all("cum" in t and t["cum"] is not None for t in tiers):
-        cum = np.array([float(t["cum"]) for t in tiers])
+    if all(c is not None for c in cums):
+        cum = np.array(cums, dtype=np.float64)
         for i in range(len(tiers)):
             if abs(cum[i] - expected[i]) > 0.01 + CUM_TOLERANCE * abs(expected[i]):
                 prev = f"cum_{i} {cum[i - 1]:g} + floor {floor[i]:g} x (mmr {mmr[i]:g} - " \
