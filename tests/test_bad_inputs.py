@@ -216,6 +216,7 @@ def _tampered(src: Path, dst: Path, column: str, row: int, value: object) -> Pat
     ("funding_rate", 5.0, "row 6, column funding_rate: funding rate 5 is beyond +-0.1"),
     ("long_short_ratio", -3.0, "row 6, column long_short_ratio: negative long_short_ratio"),
     ("open_interest", np.inf, "row 6, column open_interest: value is infinite"),
+    ("mark_high", 1.0, "row 6, column mark_high: mark_high 1.0 is below mark_low"),
 ])
 def test_edited_dataset_optional_columns_checked(cli, synth_dir, tmp_path, column, value,
                                                  expected):

@@ -148,6 +148,11 @@ def _fingerprint(parts: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _count(n: int, noun: str) -> str:
+    """'1 order', '2 orders', '1,234 bars'."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def run_command(
     ctx: typer.Context,
     replay: Annotated[list[str] | None, typer.Option(
@@ -341,8 +346,9 @@ def run_command(
             f"run {run.run_id} {'finished' if ended else 'stopped'} "
             + (f"(resumed: {here:,} bars in {dt:.1f} s by this process)" if daemon.restored
                else f"in {dt:.1f} s")
-            + f": {n['bars']:,} bars, {n['orders']:,} orders, {n['fills']:,} fills, "
-            f"{n['liquidations']:,} liquidations, equity {eq:,.2f}"
+            + f": {_count(n['bars'], 'bar')}, {_count(n['orders'], 'order')}, "
+            f"{_count(n['fills'], 'fill')}, {_count(n['liquidations'], 'liquidation')}, "
+            f"equity {eq:,.2f}"
             + "".join(f", {e}" for e in extra)
             + (f"; bar close -> intent p50 {lat['p50_us']:.0f} us, p99 {lat['p99_us']:.0f} us"
                if lat["n"] else ""))

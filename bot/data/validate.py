@@ -207,6 +207,12 @@ def check_optional_columns(cols: Mapping[str, np.ndarray], label: str,
                 raise DataError(label, f"price {float(v[i])!r} is outside the plausible "
                                        f"{PRICE_MIN:g} .. {PRICE_MAX:g} (quote per base)",
                                 row=line_of(i), column=name)
+    if "mark_high" in cols and "mark_low" in cols:
+        i = _first(cols["mark_high"] < cols["mark_low"])        # (NaN compares False)
+        if i is not None:
+            raise DataError(label, f"mark_high {float(cols['mark_high'][i])!r} is below "
+                                   f"mark_low {float(cols['mark_low'][i])!r}",
+                            row=line_of(i), column="mark_high")
     for name in NOT_NEGATIVE:
         if name in cols:
             i = _first(cols[name] < 0)
