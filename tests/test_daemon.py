@@ -1496,3 +1496,23 @@ def test_a_resumed_run_counts_what_an_uninterrupted_one_does(tmp_path, feed_kind
     assert scraped[("liqbot_fills_total", ())] == want["fills"] - restored["fills"]
     assert scraped[("liqbot_skipped_bars_total", ())] == want["skipped"] - restored["skipped"]
     store.close()
+
+
+def test_wall_clock_daily_summary_waits_for_the_2359_bar(tmp_path):
+    """On an exchange feed the 23:59 bar closes at 00:00 and arrives after it (the final
+    candle, or a REST backfill after the feed's grace): the summary job at 00:00 sharp ran
+    before it and left it out of its day. On the wall clock the job now runs at 00:01:00;
+    a replay, whose jobs wait for every bar of their close, keeps 00:00."""
+    from datetime import UTC, datetime
+
+    from bot.runtime.daemon import DAILY_SUMMARY_DELAY_S
+
+    store = Store(f"sqlite:///{tmp_path}/d.db")
+    d = _daemon(_two_symbols(), store, "hold", {"leverage": "3"}, "balanced")
+    before = datetime(2026, 3, 5, 23, 59, 30, tzinfo=UTC)
+    nxt = {sim: next(j for j in d.jobs(sim) if j.name == "daily").trigger
+           .get_next_fire_time(None, before) for sim in (True, False)}
+    assert DAILY_SUMMARY_DELAY_S == 60
+    assert nxt[True] == datetime(2026, 3, 6, 0, 0, tzinfo=UTC)
+    assert nxt[False] == datetime(2026, 3, 6, 0, 1, 0, tzinfo=UTC)
+    store.close()

@@ -60,6 +60,10 @@ DAY_MS = 86_400_000
 
 
 COMMAND_POLL_S = 0.25              # kill-switch poll (wall clock): obeyed within a second
+#: On the wall clock (exchange feed) the daily summary runs this long after midnight: the
+#: 23:59 bar closes at 00:00 and arrives after it (the stream's final candle, or a REST
+#: backfill after the feed's grace of seconds); at 00:00 sharp the summary missed it.
+DAILY_SUMMARY_DELAY_S = 60
 #: `intents.reason` of an order a replayed symbol's data end left without the open to fill at
 DATA_ENDED_REASON = "replayed data ended at {end}: no next open to fill at"
 
@@ -787,14 +791,19 @@ class Daemon:
                                             "message": f"intent {it.client_id} open in the "
                                                        "store, unknown to the broker"})
 
-    def jobs(self) -> list[sc.Job]:
+    def jobs(self, simulated: bool = True) -> list[sc.Job]:
+        """The scheduled jobs; `simulated`: on a replay's clock, where every bar of a close
+        is in when its jobs run, so the daily summary runs at 00:00 sharp (on the wall clock
+        `DAILY_SUMMARY_DELAY_S` later)."""
         s = self.settings
+        daily = sc.daily() if simulated else sc.daily(second=DAILY_SUMMARY_DELAY_S % 60,
+                                                      minute=DAILY_SUMMARY_DELAY_S // 60)
         return [
             sc.Job("equity", sc.aligned(s.equity_every_s), self.snapshot_equity),
             sc.Job("stale", sc.aligned(s.stale_check_s), self.stale_check),
             sc.Job("reconcile", sc.every(s.reconcile_every_s), self.reconcile, wall=True),
             sc.Job("settlement", sc.settlements(), self.funding_check),
-            sc.Job("daily", sc.daily(), self.daily_summary),
+            sc.Job("daily", daily, self.daily_summary),
             sc.Job("positioning", sc.aligned(s.positioning_every_s),
                    lambda: asyncio.ensure_future(self.feed.poll_positioning())),
             sc.Job("commands", sc.every(COMMAND_POLL_S), self.poll_commands, wall=True),
@@ -834,7 +843,7 @@ class Daemon:
             with contextlib.suppress(NotImplementedError, RuntimeError):   # not the main thread
                 loop.add_signal_handler(sig_no, self._stop)
         start = self.feed.now_ms()
-        jobs = self.jobs()
+        jobs = self.jobs(simulated)
         wall = sc.wall_scheduler([j for j in jobs if j.wall or not simulated])
         # a resumed replay's clock stands at its watermark bar's close: the jobs due inside
         # that bar ran after its commit in the life that was killed (their rows may be

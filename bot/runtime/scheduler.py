@@ -1,7 +1,8 @@
 """The daemon's scheduled jobs: one set of apscheduler triggers, two clocks.
 
 Jobs (see `Daemon.jobs`): positioning polls, stale-feed watchdog, equity snapshots, the
-funding-settlement check (00:00, 08:00, 16:00 UTC), the daily summary (00:00 UTC),
+funding-settlement check (00:00, 08:00, 16:00 UTC), the daily summary (00:00 UTC; on the
+wall clock a minute later, when the 23:59 bar is in),
 reconciliation, and the command poll (kill switch).
 
 - Wall clock (exchange feed, and the command poll in every mode): apscheduler's
@@ -54,8 +55,8 @@ def aligned(seconds: float) -> IntervalTrigger:
     return every(seconds, to_dt(0))
 
 
-def daily(hour: int = 0, minute: int = 0) -> CronTrigger:
-    return CronTrigger(hour=hour, minute=minute, timezone=UTC)
+def daily(hour: int = 0, minute: int = 0, second: int = 0) -> CronTrigger:
+    return CronTrigger(hour=hour, minute=minute, second=second, timezone=UTC)
 
 
 def settlements() -> CronTrigger:
