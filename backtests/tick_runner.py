@@ -4,7 +4,8 @@ bars they aggregate into, chunked runs with progress, and results in the bar run
 The bars of a tick replay are the ticks' own aggregation (`bot.data.trades.aggregate`);
 what trades cannot tell (mark prices, funding, open interest, ratios, realised
 liquidations) is joined from the dataset's bars: state columns by bar time, event columns
-(funding, liquidation notional) onto the first tick bar at or after their bar. Signals,
+(funding, liquidation notional) onto the first tick bar at or after their bar, a moved
+settlement still paid on its own minute's mark (`funding_marks`). Signals,
 fill windows and the strategy's targets then come from the bar runner's `prepare`, so a
 bar and a tick replay of the same data see the same signals.
 Units: as `backtests.runner` (quote, base, leverage = notional / equity, int64 ms UTC).
@@ -39,6 +40,7 @@ from bot.mechanics import account as ac
 from bot.mechanics.brackets import Brackets
 from bot.risk import engine as en
 from bot.risk.policy import RiskPolicy
+from bot.signals import stream as sm
 from strategies.base import Strategy, targets_of
 
 #: Ticks per chunk of the numba loop (one progress step).
@@ -59,6 +61,7 @@ class TickInputs:
     starts: np.ndarray
     inputs: Inputs
     liq_notional: np.ndarray
+    fund_mark: np.ndarray          # the mark each bar's funding settles at (`funding_marks`)
 
     @property
     def bars(self) -> Bars:
@@ -132,6 +135,38 @@ def tick_bars(ticks: Ticks, base: Bars | None,
     return bars.with_columns(**extra), starts
 
 
+def funding_marks(bars: Bars, base: Bars | None) -> np.ndarray:
+    """The mark (quote per base) each tick bar's funding settles at: the bar's own mark
+    open (`stream.bar_column`: the trade open without mark klines), except on a bar that
+    `tick_bars` moved a settlement onto from a minute without trades: there the mark open
+    of the settlement's own minute in `base` (what a bar replay of `base` pays on; the
+    position cannot change in between, no tick traded), rate-weighted when several
+    settlements land on one bar."""
+    mark = np.array(sm.bar_column(bars, sm.X_MARK_OPEN), dtype=np.float64)
+    if base is None or not len(base) or not base.has("funding_rate") or not len(bars):
+        return mark
+    bts = base.ts
+    rate = np.asarray(base["funding_rate"], np.float64)
+    idx = np.searchsorted(bars.ts, bts, "left")
+    at = np.minimum(idx, len(bars) - 1)
+    ok = (idx < len(bars)) & (bts >= bars.ts[0]) & np.isfinite(rate)
+    moved = ok & (bars.ts[at] != bts)
+    if not moved.any():
+        return mark
+    m_j = np.where(moved, sm.bar_column(base, sm.X_MARK_OPEN), mark[at])
+    n = len(bars)
+    count = np.bincount(idx[ok], minlength=n)
+    num = np.bincount(idx[ok], weights=(rate * m_j)[ok], minlength=n)
+    den = np.bincount(idx[ok], weights=rate[ok], minlength=n)
+    last = np.zeros(n)
+    last[idx[moved]] = m_j[moved]
+    hit = np.zeros(n, dtype=bool)
+    hit[idx[moved]] = True
+    weighted = np.divide(num, den, out=last.copy(), where=den != 0.0)
+    mark[hit] = np.where(count[hit] == 1, last[hit], weighted[hit])
+    return mark
+
+
 def prepare_ticks(ticks: Ticks, base: Bars | None, brackets: Brackets,
                   settings: RunSettings) -> TickInputs:
     """Bars of the ticks, their signals and fill windows (`runner.prepare`)."""
@@ -142,7 +177,8 @@ def prepare_ticks(ticks: Ticks, base: Bars | None, brackets: Brackets,
         raise LiqbotError(f"{ticks.source or 'ticks'}: the ticks make {len(bars)} bar(s); "
                           "a backtest needs at least 10")
     return TickInputs(ticks, starts, prepare(bars, brackets, settings),
-                      np.ascontiguousarray(ticks.liq_price * ticks.liq_qty))
+                      np.ascontiguousarray(ticks.liq_price * ticks.liq_qty),
+                      funding_marks(bars, base))
 
 
 @dataclass
@@ -187,7 +223,7 @@ def run_ticks(ti: TickInputs, strategy: Strategy, policy: RiskPolicy, brackets: 
         k1 = int(np.searchsorted(ti.starts, ti.starts[k0] + CHUNK_TICKS, "left"))
         k1 = min(n, max(k1, k0 + 1))
         tk.run_chunk(k0, k1, int(every_n), t.ts, t.price, t.qty, ti.starts, m["ts"],
-                     m["close"], m["mark_open"], m["mark_high"], m["mark_low"],
+                     m["close"], ti.fund_mark, m["mark_high"], m["mark_low"],
                      m["mark_close"], m["funding"], m["window"], ti.inputs.sig, targets,
                      ti.ticks.liq_ts, ti.liq_notional, pol, fp, floor, cap, mmr, cum,
                      brackets.cap, brackets.max_leverage, acct, pos, st, dec, out, rec, trd,

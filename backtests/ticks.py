@@ -6,15 +6,24 @@ It calls the same trading step as the bar loop (`bot.execution.kernel`: `fill_or
   window known at the decision (quote volume, sigma and liquidation notional over the
   trailing bars) plus, for decisions inside a bar, the quote volume and liquidation ticks
   of the bar so far: the liquidation-flow term thins the book as forced orders arrive;
-- funding settles at the first tick of the bar that carries the settlement, at that bar's
-  mark open, before the orders decided at the previous close fill (as the bar loop does);
+- funding settles at the first tick of the bar that carries the settlement, at the mark of
+  the settlement (the bar's mark open; for a settlement whose minute had no trade, its own
+  minute's mark open: `tick_runner.funding_marks`), before the orders decided at the
+  previous close fill (as the bar loop does);
 - mark-price liquidation is checked on EVERY tick: the tick's mark is its trade price
   clipped into the bar's mark range (the mark klines; without them the trade price
   itself), and a position is closed at its liquidation price on the first tick whose mark
-  reaches it. Between fills and funding a lone position's liquidation price does not
-  move, so it is computed once (`bot.mechanics.account.liquidation_price`) and each tick
-  costs two comparisons; with both slots open in cross margin every tick runs the full
-  check;
+  reaches it, on the path from the previous tick's mark; a fill starts the path afresh at
+  its own tick (the position it leaves never had the marks before it). A bar whose mark
+  range reaches past every tick's clipped mark (the mark klines' low below the trades'
+  low, say) is checked over that range at its last tick, as the bar loop checks it, so a
+  liquidation the mark klines show is not missed; except in a bar where an order filled
+  after its first tick (`every_n` > 0): the range then holds marks from before that
+  position, and which side of the fill an extreme no tick reached fell on is unknown, so
+  only the ticks after the fill are checked. Between fills and funding a lone
+  position's liquidation price does not move, so it is computed once
+  (`bot.mechanics.account.liquidation_price`) and each tick costs two comparisons; with
+  both slots open in cross margin every tick runs the full check;
 - the risk engine and the strategy decide at every bar close (`every_n = 0`: the bars are
   the ticks' own aggregation, signals and targets of bar k known at its close), or every
   `every_n` ticks with the signals and target of the last closed bar and the account
@@ -35,8 +44,8 @@ from bot.mechanics import account as ac
 from bot.risk import engine as en
 
 # loop state (st[...]): the kernel's close-phase state, then the tick loop's own slots
-# TS_PREV_MARK: the mark of the last tick (NaN before the first): a liquidation closes on
-# the path from it to this tick's mark, as a bar's does inside its range
+# TS_PREV_MARK: the mark of the last tick (NaN before the first, and after a fill): a
+# liquidation closes on the path from it to this tick's mark, as a bar's does inside its range
 (TS_PEND_MAIN, TS_PEND_HEDGE, TS_PENDING, TS_N_TRADES, TS_N_DEC, TS_COUNT, TS_LO, TS_HI,
  TS_LIQ_PTR, TS_TARGET, TS_PREV_MARK) = range(kn.N_K, kn.N_K + 11)
 N_STATE = kn.N_K + 11
@@ -105,7 +114,7 @@ def _decision(dcs: np.ndarray, st: np.ndarray, k: int, out: np.ndarray,
 @njit(cache=True)
 def run_chunk(k0: int, k1: int, every_n: int, tick_ts: np.ndarray, price: np.ndarray,
               qty: np.ndarray, starts: np.ndarray, bar_ts: np.ndarray, close: np.ndarray,
-              mark_open: np.ndarray, mark_high: np.ndarray, mark_low: np.ndarray,
+              fund_mark: np.ndarray, mark_high: np.ndarray, mark_low: np.ndarray,
               mark_close: np.ndarray, funding: np.ndarray, window: np.ndarray,
               sig: np.ndarray, targets: np.ndarray, liq_ts: np.ndarray,
               liq_notional: np.ndarray, pol: np.ndarray, fp: np.ndarray, floor: np.ndarray,
@@ -116,7 +125,8 @@ def run_chunk(k0: int, k1: int, every_n: int, tick_ts: np.ndarray, price: np.nda
     """Run bars [k0, k1): the ticks starts[k] .. starts[k+1] - 1 of each bar k, then its
     close. Arrays are updated in place; `dec` / `out` hold the last decision (the kernel's
     layouts). `window` is (n_bars, 3): trailing quote volume, sigma, liquidation notional
-    at each close; `liq_ts` / `liq_notional` the liquidation ticks (may be empty)."""
+    at each close; `liq_ts` / `liq_notional` the liquidation ticks (may be empty);
+    `fund_mark` the mark the funding of each bar settles at (`tick_runner.funding_marks`)."""
     view = np.zeros(en.N_ACCT_VIEW)
     marks = np.zeros(2)
     lo = st[TS_LO]
@@ -129,13 +139,14 @@ def run_chunk(k0: int, k1: int, every_n: int, tick_ts: np.ndarray, price: np.nda
         while st[TS_LIQ_PTR] < len(liq_ts) and liq_ts[int(st[TS_LIQ_PTR])] < bar_ts[k]:
             st[TS_LIQ_PTR] += 1.0
         pq = 0.0                      # quote volume of this bar's ticks before tick i
+        fill_mid = False              # an order filled after the bar's first tick
         for i in range(s, e):
             p = price[i]
             # funding at the bar's first tick, on the position held at the settlement
             # (before the orders decided at the previous close fill)
             if i == s and funding[k] == funding[k]:
                 for slot in range(2):
-                    kn.settle_funding(acct, pos, slot, mark_open[k], funding[k])
+                    kn.settle_funding(acct, pos, slot, fund_mark[k], funding[k])
                 marks[0] = p
                 marks[1] = p
                 lo, hi = triggers(acct, pos, marks, floor, cap, mmr, cum)
@@ -156,6 +167,10 @@ def run_chunk(k0: int, k1: int, every_n: int, tick_ts: np.ndarray, price: np.nda
                                                           window[k - 1, 1], liq_w, fp)
                             if px > 0.0:
                                 _trade(trd, trd_tick, st, k, i, slot, dq, px, fee, slip, 0.0)
+                                # the filled position's path starts here: a liquidation on
+                                # this tick closes at its mark, never at an earlier tick's
+                                st[TS_PREV_MARK] = np.nan
+                                fill_mid = fill_mid or i > s
                 st[TS_PEND_MAIN] = 0.0
                 st[TS_PEND_HEDGE] = 0.0
                 st[TS_PENDING] = 0.0
@@ -196,6 +211,26 @@ def run_chunk(k0: int, k1: int, every_n: int, tick_ts: np.ndarray, price: np.nda
                         if out[kn.O_ORDER_MAIN] != 0.0 or out[kn.O_ORDER_HEDGE] != 0.0:
                             st[TS_PENDING] = 1.0
                         _decision(dcs, st, k, out, dec)
+        # a mark extreme no tick reached (mark klines whose range reaches past the trades'):
+        # checked over the bar's mark range, as the bar loop checks it, at the bar's last
+        # tick (when inside the bar is unknown); without mark klines the ticks span the range.
+        # Not after a fill inside the bar (`--risk-every`): the range holds marks from before
+        # that position existed (a dip the ticks before the fill made would liquidate it)
+        if e > s and not fill_mid and (mlo <= lo or mhi >= hi):
+            for slot in range(2):
+                if pos[slot, ac.P_QTY] == 0.0:
+                    continue
+                adverse = kn.adverse_mark(pos, slot, mlo, mhi)
+                marks[0] = adverse
+                marks[1] = adverse
+                q, lp, fee = kn.liquidate(acct, pos, slot, mlo, mhi, marks, floor, cap, mmr,
+                                          cum, fp)
+                if lp == lp:
+                    _trade(trd, trd_tick, st, k, e - 1, slot, q, lp, fee, 0.0, 1.0)
+                    kn.end_entry(st, pos, slot)
+            marks[0] = st[TS_PREV_MARK]
+            marks[1] = st[TS_PREV_MARK]
+            lo, hi = triggers(acct, pos, marks, floor, cap, mmr, cum)
         # the bar's close
         marks[0] = mark_close[k]
         marks[1] = mark_close[k]

@@ -454,3 +454,232 @@ def test_a_partial_liquidation_leaves_the_rest_held_and_a_whole_one_nothing():
     kn.end_entry(st, pos, 0)
     assert order(91.5, 10.0) == 0.0 and pos[0, ac.P_QTY] == 0.0
     assert order(91.5, 3.0) > 0.0                         # a new target opens a new entry
+
+
+# --- hand-built tick datasets (2026-01-01 07:55 .. 08:07, three ticks a minute at :00, :20
+# and :40, 1 base each) through `liqbot backtest DIR --ticks` and the bar replay of the same
+# data: figures computed on paper with the default fill model and Binance's BTCUSDT table
+T755 = T0 + (7 * 60 + 55) * MINUTE_MS
+HAND = [[100.0, 100.4, 100.2], [100.0, 100.6, 100.5], [100.5, 100.8, 101.0],
+        [101.0, 100.9, 101.2], [101.2, 101.5, 101.4], [101.6, 101.8, 101.7],
+        [101.7, 102.0, 101.9], [101.9, 101.5, 101.6], [101.6, 101.3, 101.4],
+        [101.4, 101.9, 102.1], [102.1, 102.3, 102.2], [102.2, 102.0, 102.5]]
+SETTLE = 5                                   # the 08:00 minute carries the settlement
+
+
+def hand_ticks(prices: list[list[float]], skip: tuple[int, ...] = ()) -> Trades:
+    """Three ticks a minute from 07:55 (minutes in `skip` have none), sides alternating."""
+    ts = [T755 + k * MINUTE_MS + j * 20_000 for k, ps in enumerate(prices) if k not in skip
+          for j in range(len(ps))]
+    px = [p for k, ps in enumerate(prices) if k not in skip for p in ps]
+    n = len(ts)
+    return Trades("BTCUSDT", np.array(ts, np.int64), np.array(px), np.ones(n),
+                  np.where(np.arange(n) % 2 == 0, 1, -1).astype(np.int8))
+
+
+def hand_dataset(path, tr: Trades, rate: float = 0.0001, **cols: np.ndarray):
+    """A dataset of the ticks' 1m bars (plus `cols`) with a settlement at 08:00 and its
+    trades table, saved as `liqbot data import` writes one."""
+    from bot.data.trades import bars_of
+    bars, _ = bars_of(tr, MINUTE_MS)
+    f = np.where(bars.ts == T755 + SETTLE * MINUTE_MS, rate, np.nan)
+    bars = bars.with_columns(funding_rate=f, **cols)
+    ds_io.save(ds_io.Dataset(bars, tables={"trades": {"ts": tr.ts, "price": tr.price,
+                                                      "qty": tr.qty, "side": tr.side}}), path)
+    return path
+
+
+def hold20(cli, path, *extra):
+    """`liqbot backtest PATH --strategy hold side=long leverage=20 --risk off --json -`."""
+    r = cli("backtest", path, *extra, "--strategy", "hold", "--param", "side=long", "--param",
+            "leverage=20", "--risk", "off", "--json", "-")
+    assert r.code == 0, r.err
+    return json.loads(r.out)["runs"]["off"]
+
+
+# bar 0 closes at 100.2: 20 x 100,000 / 100.2 base, bought at bar 1's first tick (100.0)
+# plus the 0.5 bp half spread (one closed bar: no sigma, no impact), 0.05% taker fee
+Q20 = 2_000_000.0 / 100.2
+FILL20 = 100.0 * (1.0 + 0.5e-4)
+FEE20 = 0.0005 * Q20 * FILL20
+# the 08:00 settlement: its first tick trades at 08:00:00.000 at 101.6 (no mark klines:
+# the mark is the trade price), on the position held then: 0.01% x qty x 101.6
+FUND20 = 0.0001 * Q20 * 101.6
+
+
+def test_hand_built_hold_20x_ticks_and_bars_agree_on_every_figure(cli, tmp_path):
+    d = hand_dataset(tmp_path / "a", hand_ticks(HAND))
+    t, b = hold20(cli, d, "--ticks"), hold20(cli, d)
+    fee, fund = FEE20, FUND20
+    assert (fee, fund) == pytest.approx((998.053892, 202.794411), abs=1e-6)
+    final = 100_000.0 - FEE20 - FUND20 + Q20 * (102.5 - FILL20)
+    assert final == pytest.approx(148_599.550898, abs=1e-6)
+    closes = [p[-1] for p in HAND]
+    eq = [100_000.0] + [100_000.0 - FEE20 + Q20 * (c - FILL20) - (FUND20 if k >= SETTLE else 0)
+                        for k, c in enumerate(closes) if k]
+    peak = np.maximum.accumulate(eq)
+    for m in (t, b):
+        assert m["final_equity"] == pytest.approx(final, rel=1e-12)
+        assert m["fees"] == pytest.approx(FEE20, rel=1e-12)
+        assert m["funding"] == pytest.approx(FUND20, rel=1e-12)
+        assert m["slippage"] == pytest.approx(Q20 * (FILL20 - 100.0), rel=1e-9)
+        assert m["max_drawdown"] == pytest.approx((1 - np.array(eq) / peak).max(), rel=1e-12)
+        assert m["max_leverage_used"] == pytest.approx(
+            max(Q20 * c / e for c, e in zip(closes[1:], eq[1:], strict=True)), rel=1e-12)
+        assert m["n_trades"] == 1 and m["liquidations"] == 0
+    assert t == b
+    # --risk-every 1: decided at bar 1's first tick (tick 3, 100.0) on the wallet:
+    # 20 x 100,000 / 100.0 = 20,000 base, filled at tick 4 (100.6) + 0.5 bp; later
+    # decisions keep the entry quantity; the 08:00 settlement on 20,000 x 101.6
+    e = hold20(cli, d, "--ticks", "--risk-every", "1")
+    fill = 100.6 * (1.0 + 0.5e-4)
+    assert e["n_trades"] == 1 and e["funding"] == pytest.approx(20_000 * 101.6e-4, rel=1e-12)
+    assert e["fees"] == pytest.approx(0.0005 * 20_000 * fill, rel=1e-12)
+    assert e["final_equity"] == pytest.approx(
+        100_000.0 - 0.0005 * 20_000 * fill - 20_000 * 101.6e-4 + 20_000 * (102.5 - fill),
+        rel=1e-12)
+
+
+def _liq20(wallet_after: float) -> float:
+    """The cross liquidation price of the Q20 long at FILL20 on `wallet_after`: the 2.5%
+    tier (1M..10M, cum 16,300), (q x entry - wallet - cum) / (q x (1 - mmr))."""
+    return (Q20 * FILL20 - wallet_after - 16_300.0) / (Q20 * 0.975)
+
+
+def test_hand_built_liquidation_tick_price_and_clearance_fee(cli, tmp_path):
+    crash = [list(p) for p in HAND]
+    crash[6] = [99.0, 96.7, 96.6]
+    crash[7:] = [[97.0, 97.5, 98.0]] * 5
+    d = hand_dataset(tmp_path / "c", hand_ticks(crash))
+    # after the settlement the liquidation price is 96.6549...: 96.7 (08:01:20) stays
+    # above, 96.6 (08:01:40) reaches it; closed there, 1.25% clearance fee within the equity
+    lp = _liq20(100_000.0 - FEE20 - FUND20)
+    assert lp == pytest.approx(96.654905, abs=1e-6)
+    left = 100_000.0 - FEE20 - FUND20 + Q20 * (lp - FILL20)
+    clear = 0.0125 * Q20 * lp
+    assert left == pytest.approx(31_930.990583, abs=1e-6) and clear < left
+    t, b = hold20(cli, d, "--ticks"), hold20(cli, d)
+    assert t["liquidated_at"] == "2026-01-01T08:01:40Z"
+    assert b["liquidated_at"] == "2026-01-01T08:01:00Z"
+    for m in (t, b):
+        assert m["liquidation_price"] == pytest.approx(lp, rel=1e-12)
+        assert m["liquidation_fees"] == pytest.approx(clear, rel=1e-12)
+        assert m["fees"] == pytest.approx(FEE20 + clear, rel=1e-12)
+        assert m["final_equity"] == pytest.approx(left - clear, rel=1e-12)
+    # the same crash with 08:01's ticks all at one instant: the same tick liquidates
+    tr = hand_ticks(crash)
+    same = tr.ts.copy()
+    same[18:21] = T755 + 6 * MINUTE_MS + 7
+    d2 = hand_dataset(tmp_path / "c2", Trades("BTCUSDT", same, tr.price, tr.qty, tr.side))
+    t2 = hold20(cli, d2, "--ticks")
+    assert t2["liquidated_at"] == "2026-01-01T08:01:00Z"
+    assert t2["final_equity"] == pytest.approx(left - clear, rel=1e-12)
+
+
+def test_a_settlement_in_a_minute_without_trades_is_paid_on_its_own_mark(cli, tmp_path):
+    """No trade in the 08:00 minute: the settlement lands on the 08:01 tick bar, but is
+    paid on the 08:00 minute's mark open (101.45), as the bar replay of the dataset's
+    klines pays it; until 2026-12-07 the tick replay paid on 08:01's (101.65)."""
+    from bot.data.bars import Bars
+
+    tr = hand_ticks(HAND, skip=(SETTLE,))
+    n = len(HAND)
+    o, c = np.array([p[0] for p in HAND]), np.array([p[-1] for p in HAND])
+    h, lo = np.array([max(p) for p in HAND]), np.array([min(p) for p in HAND])
+    v = np.full(n, 3.0)
+    o[SETTLE] = h[SETTLE] = lo[SETTLE] = c[SETTLE] = c[SETTLE - 1]      # a flat kline
+    v[SETTLE] = 0.0
+    mark_open = o - 0.05
+    mark_open[SETTLE] = 101.45
+    bars = Bars("BTCUSDT", MINUTE_MS, {
+        "ts": T755 + np.arange(n) * MINUTE_MS, "open": o, "high": h, "low": lo, "close": c,
+        "volume": v, "funding_rate": np.where(np.arange(n) == SETTLE, 0.0001, np.nan),
+        "mark_open": mark_open, "mark_high": h, "mark_low": lo, "mark_close": c})
+    d = tmp_path / "b"
+    ds_io.save(ds_io.Dataset(bars, tables={"trades": {"ts": tr.ts, "price": tr.price,
+                                                      "qty": tr.qty, "side": tr.side}}), d)
+    t, b = hold20(cli, d, "--ticks"), hold20(cli, d)
+    fund = 0.0001 * Q20 * 101.45
+    assert fund == pytest.approx(202.495010, abs=1e-6)
+    for m in (t, b):
+        assert m["funding"] == pytest.approx(fund, rel=1e-12)
+        assert m["final_equity"] == pytest.approx(
+            100_000.0 - FEE20 - fund + Q20 * (102.5 - FILL20), rel=1e-12)
+
+
+def test_a_position_liquidated_on_its_fill_tick_closes_at_that_tick(cli, tmp_path):
+    """--risk-every 15: decided at tick 14 (07:59:40, 103.0), filled at tick 15 (08:00:00,
+    101.6) at the 5% impact cap (the window's volume is 1,500 quote for a 2M order), whose
+    mark is already below the liquidation price (103.33). Closed at that tick's mark 101.6,
+    the nearest the position saw; until 2026-12-07 at 103.0, tick 14's price, from before
+    the position existed (2,507.96 left)."""
+    prices = [list(p) for p in HAND]
+    prices[4] = [101.2, 101.5, 103.0]
+    d = hand_dataset(tmp_path / "e", hand_ticks(prices))
+    q = 2_000_000.0 / 103.0
+    fill = 101.6 * 1.05
+    fee = 0.0005 * q * fill
+    wallet = 100_000.0 - fee                  # the settlement came first: nothing held
+    lp = (q * fill - wallet - 16_300.0) / (q * 0.975)
+    assert lp == pytest.approx(103.327067, abs=1e-6) and lp > 103.0 > 101.6
+    left = wallet + q * (101.6 - fill)        # 323.50: the clearance fee takes it all
+    assert left == pytest.approx(323.495146, abs=1e-6) and left < 0.0125 * q * 101.6
+    m = hold20(cli, d, "--ticks", "--risk-every", "15")
+    assert m["funding"] == 0.0 and m["liquidated_at"] == "2026-01-01T08:00:00Z"
+    assert m["liquidation_price"] == 101.6
+    assert m["liquidation_fees"] == pytest.approx(left, rel=1e-12)
+    assert m["fees"] == pytest.approx(fee + left, rel=1e-12)
+    assert m["final_equity"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_mark_low_below_every_trade_still_liquidates(cli, tmp_path):
+    """Mark klines whose 08:01 low (96.5) reaches the liquidation price (96.6549) while the
+    trades stop at 96.7: the bar replay liquidates, and so does the tick replay (at the
+    bar's last tick, 08:01:40, at the liquidation price); until 2026-12-07 it never did
+    (clipped trade prices cannot leave the trades' range) and ended at 58,779.19."""
+    prices = [list(p) for p in HAND]
+    prices[6] = [99.0, 96.7, 96.8]
+    prices[7:] = [[97.0, 97.5, 98.0]] * 5
+    tr = hand_ticks(prices)
+    from bot.data.trades import bars_of
+    bars, _ = bars_of(tr, MINUTE_MS)
+    low = bars["low"].copy()
+    low[6] = 96.5
+    d = hand_dataset(tmp_path / "m", tr, mark_open=bars["open"], mark_high=bars["high"],
+                     mark_low=low, mark_close=bars.close)
+    lp = _liq20(100_000.0 - FEE20 - FUND20)
+    left = 100_000.0 - FEE20 - FUND20 + Q20 * (lp - FILL20)
+    t, b = hold20(cli, d, "--ticks"), hold20(cli, d)
+    assert t["liquidated_at"] == "2026-01-01T08:01:40Z"
+    for m in (t, b):
+        assert m["liquidations"] == 1
+        assert m["liquidation_price"] == pytest.approx(lp, rel=1e-12)
+        assert m["final_equity"] == pytest.approx(left - 0.0125 * Q20 * lp, rel=1e-12)
+
+
+def test_a_trades_table_not_in_ms_is_refused(cli, tmp_path):
+    """A trades table written in microseconds: exit 2 naming the table, row and column
+    (until 2026-12-07 an unexpected ValueError: year 57972 is out of range)."""
+    tr = hand_ticks(HAND)
+    d = hand_dataset(tmp_path / "u", Trades("BTCUSDT", tr.ts, tr.price, tr.qty, tr.side))
+    us = tmp_path / "us"
+    back = ds_io.load(d)
+    ds_io.save(ds_io.Dataset(back.bars, tables={"trades": {**back.tables["trades"],
+                                                           "ts": tr.ts * 1000}}), us)
+    r = cli("backtest", us, "--ticks")
+    assert r.code == 2 and "trades.parquet" in r.err and "row 1" in r.err and "ts" in r.err
+    assert "Traceback" not in r.err and "us value" in r.err
+
+
+def test_a_dip_before_a_mid_bar_fill_does_not_liquidate_the_new_position(cli, tmp_path):
+    """--risk-every 1 without mark klines: bar 1 opens with a tick at 95.0, the decision
+    there buys 20 x 100,000 / 95 base, filled at the next tick (100.6), whose liquidation
+    price (about 98.3) lies above that first tick. The position never saw 95.0: the
+    end-of-bar check over the bar's range must not liquidate it (it did, in the first
+    version of that check)."""
+    prices = [list(p) for p in HAND]
+    prices[1] = [95.0, 100.6, 100.5]
+    d = hand_dataset(tmp_path / "f", hand_ticks(prices))
+    m = hold20(cli, d, "--ticks", "--risk-every", "1")
+    assert m["liquidations"] == 0 and m["n_trades"] >= 1
+    assert m["final_equity"] > 100_000.0          # long from 100.6 to 102.5, no liquidation

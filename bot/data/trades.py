@@ -31,7 +31,7 @@ from bot.data import binance_vision as bv
 from bot.data.bars import Bars, Trades
 from bot.data.csvfile import BLOCK_SIZE
 from bot.data.dataset import SYMBOL_RE
-from bot.data.validate import LineOf
+from bot.data.validate import LineOf, check_ts_range
 from bot.errors import DataError
 
 TRADES_TABLE = "trades"
@@ -173,6 +173,7 @@ def from_tables(symbol: str, tables: dict[str, dict[str, np.ndarray]], label: st
                                ("side", np.int8)))
     if len(cols["ts"]) == 0:
         raise DataError(where, "no trades")
+    _check_ms(cols["ts"], where)
     _check_sorted(cols["ts"], where)
     for name in ("price", "qty"):
         _check_positive(cols[name], where, name)
@@ -183,6 +184,7 @@ def from_tables(symbol: str, tables: dict[str, dict[str, np.ndarray]], label: st
     lwhere = f"{label}/{LIQ_TABLE}.parquet"
     lc = _columns(tables[LIQ_TABLE], lwhere, (("ts", np.int64), ("side", np.int8),
                                               ("price", np.float64), ("qty", np.float64)))
+    _check_ms(lc["ts"], lwhere)
     _check_sorted(lc["ts"], lwhere)
     for name in ("price", "qty"):
         _check_positive(lc[name], lwhere, name)
@@ -211,6 +213,12 @@ def _columns(t: dict[str, np.ndarray], where: str,
                                 row=i + 1, column=name)
         out[name] = np.ascontiguousarray(a, dtype=dtype)
     return out
+
+
+def _check_ms(ts: np.ndarray, where: str) -> None:
+    """A table's times are int64 ms UTC (as the bars'): a table written in s or us would
+    land its ticks in 1970 or after 2100, off every bar of the dataset."""
+    check_ts_range(ts, where, lambda i: i + 1, "ts")
 
 
 def _check_sorted(ts: np.ndarray, where: str) -> None:
