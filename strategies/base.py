@@ -2,9 +2,27 @@
 
 `targets(bars, signals)` returns, for every bar, the signed target LEVERAGE (position
 notional / equity; + long, - short) decided at that bar's close and executed at the next
-bar's open. It may use bars[:t+1] and signals[:t+1] only; `liqbot backtest
---check-lookahead` recomputes it on prefixes and fails on any difference. Every strategy
-takes `leverage`: target exposure x leverage = notional / equity.
+bar's open: `len(bars)` FINITE floats (0.0 where it has no view yet: NaN / inf stop a
+backtest naming the first such bar; the daemon holds the previous target). It may use
+bars[:t+1] and signals[:t+1] only; `liqbot backtest --check-lookahead` recomputes it on
+prefixes and fails on any difference. Every strategy takes `leverage`: target exposure x
+leverage = notional / equity.
+
+What it reads (read-only arrays, one row per bar): `bars.close`, `bars.ts`, `bars["high"]`,
+optional columns when `bars.has(name)` (units in `bot.data.bars`; `funding_rate` is NaN
+except on a settlement's bar); `signals.positioning[:, positioning.C_*]` (funding, its
+z-score, carry, open-interest changes, ratios, taker imbalance, heatmap asymmetry, the
+crowding scores C_LONG_SCORE / C_SHORT_SCORE in [0, 1]); `signals.detectors[:,
+detectors.D_*]` (D_CASCADE_STATE +1 long cascade / -1 short squeeze / 0, strengths,
+D_EXHAUSTION_STATE, ...); `signals.heatmap` per-bar series (`long_total`, `short_total`,
+`near_long`, `near_short`, `consumed_long`, `consumed_short`, `confidence`) and `clusters`
+(n, 6): nearest dense liquidation cluster below (price, far edge, share) then above, NaN
+when none.
+
+User strategies are loaded as `--strategy module:Class` (PYTHONPATH, else the current
+directory); a subclass that sets no `name` is named "module:Class". An exception raised in
+the user's own code (importing the module, `check()`, `targets()`) is a UserCodeError
+naming their file and line (exit 2), not a bug in liqbot.
 
 Streaming (the daemon): `stream(symbol, interval_ms)` returns a `StrategyStream` whose
 `update(x, out)` takes ONE closed bar's input row (`bot.signals.stream.X_*`) and that bar's
@@ -36,9 +54,11 @@ Sizing (common parameter `sizing`, default the class attribute `SIZING`; read it
 - `rebalance`: constant leverage: the quantity is re-sized whenever the actual leverage
   drifts outside the rebalancing band around the target.
 
-Parameters are declared with `Param` (type, default, choices, bounds `lo`/`hi`, open or
-closed); `check()` enforces relations between them (e.g. fast < slow). Violations raise
-LiqbotError naming the parameter: "--param fast: expected ..., got ...".
+Parameters are declared with `Param` (type float, int, str or bool, default, choices of
+that type, bounds `lo`/`hi`, open or closed); `check()` enforces relations between them
+(e.g. fast < slow). Violations raise LiqbotError naming the parameter: "--param fast:
+expected ..., got ..."; a declared default that violates its own Param is named as a
+declaration error. A bool parameter takes true/false, 1/0, yes/no, on/off.
 """
 
 from __future__ import annotations
@@ -47,6 +67,7 @@ import inspect
 import io
 import json
 import math
+import sysconfig
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +85,12 @@ from bot.signals.pipeline import Signals
 
 SIZINGS: tuple[str, ...] = ("entry", "rebalance")
 MAX_LEVERAGE = 125.0
+#: The types a `Param` may declare.
+KINDS: tuple[type, ...] = (float, int, str, bool)
+# what a bool parameter accepts (`--param short=0`, `short=yes`, ...); bool("0") is True
+_BOOLS: dict[Any, bool] = {True: True, False: False, "true": True, "false": False,
+                           "1": True, "0": False, "yes": True, "no": False, "on": True,
+                           "off": False}
 
 
 @dataclass(frozen=True)
@@ -81,6 +108,19 @@ class Param:
     lo_open: bool = False
     hi_open: bool = False
 
+    def __post_init__(self) -> None:
+        """Refuse a declaration no value could pass: an unsupported `kind`, or `choices` not
+        of that kind (int choices written as strings would never match an int)."""
+        if self.kind not in KINDS:
+            raise LiqbotError(f"Param kind must be one of float, int, str, bool; got "
+                              f"{getattr(self.kind, '__name__', self.kind)!r}")
+        ok = (int, float) if self.kind is float else self.kind
+        bad = [c for c in self.choices
+               if not isinstance(c, ok) or isinstance(c, bool) and self.kind is not bool]
+        if bad:
+            raise LiqbotError(f"Param choices must be {self.kind.__name__} values like the "
+                              f"parameter; got {bad[0]!r} in {self.choices!r}")
+
     def range_text(self, key: str) -> str:
         """'0 < leverage <= 125', 'fast >= 1', ... ('' when unbounded)."""
         left = "" if self.lo is None else f"{self.lo:g} {'<' if self.lo_open else '<='} "
@@ -93,16 +133,19 @@ class Param:
         """The typed, validated value of `raw` (LiqbotError naming `key` otherwise)."""
         name = self.kind.__name__
         try:
-            if self.kind is int and isinstance(raw, float):
+            if self.kind is bool:
+                value: Any = _BOOLS[raw.strip().lower() if isinstance(raw, str) else raw]
+            elif self.kind is int and isinstance(raw, float):
                 if not raw.is_integer():
                     raise ValueError
-                value: Any = int(raw)
+                value = int(raw)
             elif self.kind is int and isinstance(raw, str):
                 value = int(raw.strip())
             else:
                 value = self.kind(raw)
-        except (TypeError, ValueError, OverflowError):
-            raise LiqbotError(f"--param {key}: expected {name}, got {raw!r}") from None
+        except (TypeError, ValueError, OverflowError, KeyError):
+            want = "true or false (1/0, yes/no, on/off)" if self.kind is bool else name
+            raise LiqbotError(f"--param {key}: expected {want}, got {raw!r}") from None
         if self.kind is float and not math.isfinite(value):
             raise LiqbotError(f"--param {key}: expected a finite float, got {raw!r}")
         if self.choices and value not in self.choices:
@@ -134,16 +177,61 @@ def window(default: int, help: str) -> Param:
 
 
 _OURS = Path(__file__).resolve().parents[1]            # the repository: bot/, strategies/, ...
+_LIBS: tuple[Path, ...] = tuple({Path(v).resolve() for k, v in sysconfig.get_paths().items()
+                                 if k in ("stdlib", "platstdlib", "purelib", "platlib")})
 
 
-def _raised_in(exc: BaseException) -> tuple[Path, int]:
-    """File and line of the innermost Python frame of `exc`'s traceback."""
+def _frames(exc: BaseException) -> list[tuple[Path, int]]:
+    """File and line of every Python frame of `exc`'s traceback, outermost first."""
+    out: list[tuple[Path, int]] = []
     tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None:
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        out.append((Path(name) if name.startswith("<") else Path(name).resolve(), tb.tb_lineno))
         tb = tb.tb_next
-    if tb is None:
-        return Path("?"), 0
-    return Path(tb.tb_frame.f_code.co_filename).resolve(), tb.tb_lineno
+    return out
+
+
+def _is_ours(where: Path) -> bool:
+    """True for liqbot's own code (bot/, strategies/, backtests/)."""
+    return any(where.is_relative_to(_OURS / d) for d in ("bot", "strategies", "backtests"))
+
+
+def _is_library(where: Path) -> bool:
+    """True for the Python installation (stdlib, site-packages) and frozen modules."""
+    return str(where).startswith("<") or any(where.is_relative_to(lib) for lib in _LIBS)
+
+
+def _blame(exc: BaseException) -> tuple[Path, int] | None:
+    """Where a user's error is theirs: the innermost frame of their own code (outside
+    liqbot and the Python installation, so a numpy function they called badly is not
+    named but their line calling it is); None when the innermost frame is liqbot's own
+    code (a bug in liqbot; but a LiqbotError there is liqbot refusing what the user's code
+    asked, e.g. a bad `Param` declaration) or the error is out of memory."""
+    if isinstance(exc, MemoryError):
+        return None
+    frames = _frames(exc)
+    if not frames or _is_ours(frames[-1][0]) and not isinstance(exc, LiqbotError):
+        return None
+    if isinstance(exc, SyntaxError) and exc.filename:     # raised by the compiler, no frame
+        return Path(exc.filename).resolve(), exc.lineno or 0
+    mine = [f for f in frames if not _is_ours(f[0]) and not _is_library(f[0])]
+    return mine[-1] if mine else frames[-1]
+
+
+def user_code_error(exc: BaseException, what: str) -> UserCodeError | None:
+    """`exc`, raised while liqbot called a user's strategy code (`what`, e.g. "strategy
+    m:C: targets()"), as the UserCodeError naming the type, file and line; None when it is
+    liqbot's own (re-raise it: a bug)."""
+    where = _blame(exc)
+    if where is None:
+        return None
+    text = exc.msg if isinstance(exc, SyntaxError) else str(exc)
+    hint = " (bars and signals are shared read-only inputs: copy a column before " \
+        "changing it, e.g. bars['close'].copy())" \
+        if "read-only" in text or "readonly" in text else ""
+    return UserCodeError(f"{what} raised {type(exc).__name__} at {where[0].name}:{where[1]}: "
+                         f"{text}{hint}")
 
 
 def _shipped(strategy: Strategy) -> bool:
@@ -172,27 +260,32 @@ def targets_of(strategy: Strategy, bars: Bars, signals: Signals,
     except LiqbotError:
         raise
     except Exception as exc:
-        where, line = _raised_in(exc)
-        if isinstance(exc, MemoryError) or where.is_relative_to(_OURS / "bot") or \
-                where.is_relative_to(_OURS / "strategies") or \
-                where.is_relative_to(_OURS / "backtests"):
+        err = user_code_error(exc, f"strategy {name}: targets()")
+        if err is None:
             raise                            # ours: a bug in liqbot (or out of memory)
-        text = str(exc)
-        hint = " (bars and signals are shared read-only inputs: copy a column before " \
-            "changing it, e.g. bars['close'].copy())" \
-            if "read-only" in text or "readonly" in text else ""
-        raise UserCodeError(f"strategy {name}: targets() raised {type(exc).__name__} at "
-                            f"{where.name}:{line}: {text}{hint}") from exc
+        raise err from exc
     bad = ValueError if _shipped(strategy) else UserCodeError
     try:
         tg = np.ascontiguousarray(raw, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise bad(f"strategy {name}: targets() returned {type(raw).__name__}, not numbers "
                   f"({exc})") from None
-    if tg.shape != (len(bars),) or (finite and not np.isfinite(tg).all()):
-        raise bad(f"strategy {name}: targets() returned shape {tg.shape} or non-finite "
-                  f"values for {len(bars)} bars; expected one finite leverage per bar")
+    if tg.shape != (len(bars),):
+        raise bad(f"strategy {name}: targets() returned shape {tg.shape} for {len(bars)} "
+                  f"bars; expected one finite leverage per bar, shape ({len(bars)},)")
+    if finite and not np.isfinite(tg).all():
+        wrong = np.flatnonzero(~np.isfinite(tg))
+        i = int(wrong[0])
+        raise bad(f"strategy {name}: targets() returned non-finite values on {len(wrong):,} "
+                  f"of {len(bars):,} bars, first {tg[i]} at bar {i} ({_iso(int(bars.ts[i]))});"
+                  f" expected one finite leverage per bar (return 0.0, flat, where it has no "
+                  f"view yet, e.g. during a warm-up)")
     return tg
+
+
+def _iso(ts_ms: int) -> str:
+    """2025-10-10T21:17:00Z."""
+    return np.datetime64(ts_ms, "ms").astype("datetime64[s]").item().isoformat() + "Z"
 
 
 class StepForm(NamedTuple):
@@ -358,6 +451,18 @@ class Strategy:
     PARAMS: ClassVar[dict[str, Param]] = {"leverage": LEVERAGE}
     SIZING: ClassVar[str] = "entry"
     WINDOW: ClassVar[int | None] = None
+    _auto_name: ClassVar[bool] = False        # `name` was derived, not set
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A subclass that sets no `name` is named `module:Class` (not the base's "base",
+        which every unnamed strategy would share: in its output, its paper run's identity
+        and its checkpoints)."""
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            cls._auto_name = False
+        elif cls.name == Strategy.name or cls._auto_name:
+            cls.name = f"{cls.__module__}:{cls.__qualname__}"
+            cls._auto_name = True
 
     def __init__(self, **params: Any) -> None:
         known = {**self.PARAMS, "sizing": self._sizing_param()}
@@ -370,8 +475,26 @@ class Strategy:
             if key == "leverage" and spec.lo is None and spec.hi is None:
                 spec = Param(spec.kind, spec.default, spec.help, spec.choices, LEVERAGE.lo,
                              LEVERAGE.hi, LEVERAGE.lo_open, LEVERAGE.hi_open)
-            self.params[key] = spec.parse(key, params.get(key, spec.default))
-        self.check()
+            if key in params:
+                self.params[key] = spec.parse(key, params[key])
+                continue
+            try:
+                self.params[key] = spec.parse(key, spec.default)
+            except LiqbotError as exc:
+                where = "its SIZING" if key == "sizing" else f"its PARAMS[{key!r}]"
+                raise LiqbotError(f"strategy {self.name}: the default of {key} declared in "
+                                  f"{where} is invalid ({exc}); fix the declaration or "
+                                  f"pass --param {key}=VALUE") from None
+        try:
+            self.check()
+        except LiqbotError:
+            raise
+        except Exception as exc:
+            err = user_code_error(exc, f"strategy {type(self).__module__}:"
+                                       f"{type(self).__name__}: check()")
+            if err is None:
+                raise
+            raise err from exc
 
     @classmethod
     def _sizing_param(cls) -> Param:

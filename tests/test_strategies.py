@@ -76,10 +76,10 @@ def test_targets_of_blames_user_code_only_for_its_own_errors(crowded):
     short, nan = Peeking(), Peeking()
     short.targets = lambda bars, signals: np.ones(3)            # type: ignore[method-assign]
     nan.targets = lambda bars, signals: np.full(len(bars), np.nan)  # type: ignore[method-assign]
-    with pytest.raises(UserCodeError, match=r"returned shape \(3,\) or non-finite values for "
-                                            rf"{len(ds.bars)} bars"):
+    with pytest.raises(UserCodeError, match=rf"returned shape \(3,\) for {len(ds.bars)} bars; "
+                                            rf"expected .* shape \({len(ds.bars)},\)"):
         targets_of(short, ds.bars, sig)
-    with pytest.raises(UserCodeError, match="non-finite"):
+    with pytest.raises(UserCodeError, match=rf"non-finite values on {len(ds.bars):,} of "):
         targets_of(nan, ds.bars, sig)
     assert np.isnan(targets_of(nan, ds.bars, sig, finite=False)).all()   # the daemon's stream
     tg = targets_of(find("hold")(), ds.bars, sig)
@@ -227,3 +227,182 @@ def test_presets_load_and_order():
     c, b, a = (load_policy(n) for n in ("conservative", "balanced", "aggressive"))
     assert c.max_leverage < b.max_leverage < a.max_leverage
     assert c.max_drawdown < b.max_drawdown < a.max_drawdown
+
+
+# --- writing your own strategy: loading and declaring it -----------------------------------
+
+_MINIMAL = '''
+import numpy as np
+from strategies.base import Strategy
+
+
+class Flat(Strategy):
+    WINDOW = 1
+
+    def targets(self, bars, signals):
+        return np.zeros(len(bars))
+'''
+
+
+def _user_module(tmp_path, monkeypatch, name: str, source: str) -> None:
+    """A user's strategy file `name`.py in tmp_path, the current directory (not on sys.path)."""
+    (tmp_path / f"{name}.py").write_text(source)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.path", [p for p in __import__("sys").path
+                                     if p not in ("", ".", str(tmp_path))])
+    monkeypatch.delitem(__import__("sys").modules, name, raising=False)
+
+
+def test_a_strategy_file_in_the_current_directory_loads(tmp_path, monkeypatch):
+    """`cd mydir && liqbot backtest --strategy mystrat:Flat` found no module: the console
+    script's sys.path holds .venv/bin, not the current directory."""
+    _user_module(tmp_path, monkeypatch, "ustrat_cwd", _MINIMAL)
+    cls = find("ustrat_cwd:Flat")
+    assert cls.__name__ == "Flat"
+    with pytest.raises(LiqbotError, match=r"No module named 'ustrat_nowhere'; run liqbot from "
+                                          r"the directory that holds ustrat_nowhere.py"):
+        find("ustrat_nowhere:Flat")
+
+
+def test_errors_importing_a_user_strategy_are_theirs(tmp_path, monkeypatch, cli):
+    """A SyntaxError or a failing top-level statement in the user's file was 'unexpected
+    error ... a bug in liqbot' (exit 1); it is theirs: exit 2 naming file and line."""
+    _user_module(tmp_path, monkeypatch, "ustrat_syntax", "import numpy\nx = (\n")
+    with pytest.raises(UserCodeError, match=r"importing ustrat_syntax raised SyntaxError at "
+                                            r"ustrat_syntax.py:2: '\(' was never closed"):
+        find("ustrat_syntax:X")
+    _user_module(tmp_path, monkeypatch, "ustrat_boom", "x = 1\nraise RuntimeError('no key')\n")
+    r = cli("backtest", "--scenario", "calm", "--strategy", "ustrat_boom:X")
+    assert r.code == 2 and "importing ustrat_boom raised RuntimeError at ustrat_boom.py:2: " \
+        "no key" in r.err, r.err
+    # a declaration no value could satisfy is refused where it is written
+    _user_module(tmp_path, monkeypatch, "ustrat_decl", _MINIMAL + '''
+from strategies.base import Param
+
+
+class Modes(Flat):
+    PARAMS = {"mode": Param(int, 1, "m", choices=("1", "2"))}
+''')
+    with pytest.raises(UserCodeError, match=r"ustrat_decl.py:16: Param choices must be int "
+                                            r"values like the parameter; got '1'"):
+        find("ustrat_decl:Modes")
+
+
+class _Relations(Strategy):
+    name = "relations"
+    PARAMS: ClassVar[dict[str, Param]] = {"leverage": Param(float, 1.0, ""),
+                                          "fast": Param(int, 5, "", lo=1)}
+
+    def check(self):
+        self.require(self.params["fst"] < 10, "fast", "fast < 10")   # a typo: KeyError
+
+    def targets(self, bars, signals):
+        return np.zeros(len(bars))
+
+
+def test_an_error_in_a_user_check_is_theirs():
+    """check() raising KeyError was reported as a bug in liqbot (exit 1)."""
+    with pytest.raises(UserCodeError, match=r"strategy tests.test_strategies:_Relations: "
+                                            r"check\(\) raised KeyError at test_strategies.py:"
+                                            r"\d+: 'fst'"):
+        _Relations()
+    from strategies.trend import Trend
+    with pytest.raises(LiqbotError, match="--param fast: expected fast < slow"):
+        Trend(fast=10, slow=5)                           # a declared relation: unchanged
+
+
+def test_bool_params_parse_false_as_false():
+    """Param(bool, ...) did bool('0') and bool('false'): both True."""
+    p = Param(bool, False, "allow shorts")
+    assert [p.parse("short", v) for v in ("0", "false", "No", "off", 0, False)] == [False] * 6
+    assert [p.parse("short", v) for v in ("1", "TRUE", "yes", " on ", 1, True)] == [True] * 6
+    for bad in ("2", "maybe", "", 0.5):
+        with pytest.raises(LiqbotError, match=r"--param short: expected true or false"):
+            p.parse("short", bad)
+    with pytest.raises(LiqbotError, match="Param kind must be one of float, int, str, bool"):
+        Param(list, [], "no")
+    assert Param(float, 1.0, "", choices=(1, 2.5)).parse("x", "1") == 1.0
+
+
+def test_an_invalid_declared_default_is_named_as_a_declaration():
+    """A default outside its own bounds said '--param frac: expected ...' as if the user
+    had passed --param frac."""
+
+    class Frac(_Relations):
+        PARAMS: ClassVar[dict[str, Param]] = {"frac": Param(float, 1.5, "", lo=0.0, hi=1.0)}
+
+        def check(self):
+            pass
+
+    with pytest.raises(LiqbotError, match=r"the default of frac declared in its "
+                                          r"PARAMS\['frac'\] is invalid .*pass --param frac="):
+        Frac()
+    assert Frac(frac=0.5).params["frac"] == 0.5
+
+    class Fixed(Frac):
+        SIZING = "fixed"
+
+    with pytest.raises(LiqbotError, match="default of sizing declared in its SIZING"):
+        Fixed(frac=0.5)
+
+
+def test_an_unnamed_user_strategy_is_named_after_its_class():
+    """Unnamed strategies were all 'base': two of them shared describe(), and so a paper
+    run's identity and its checkpoints."""
+
+    class One(Strategy):
+        WINDOW = 2
+
+        def targets(self, bars, signals):
+            return np.ones(len(bars))
+
+    class Two(One):
+        pass
+
+    class Named(One):
+        name = "named"
+
+    class Child(Named):
+        pass
+
+    assert One.name.endswith(":test_an_unnamed_user_strategy_is_named_after_its_class."
+                             "<locals>.One") and Two.name.endswith("<locals>.Two")
+    assert One().describe() != Two().describe()
+    assert Child.name == "named" and find("hold").name == "hold"
+    with pytest.raises(LiqbotError, match="strategy checkpoint: made by"):
+        Two().stream_from(One().stream().state())
+
+
+def test_errors_name_the_users_line_not_the_library_function_it_called(crowded):
+    """A bad numpy call was reported 'at numeric.py:902' (numpy's line), not theirs."""
+    ds, sig = crowded
+
+    class Convolves(_Relations):
+        def check(self):
+            pass
+
+        def targets(self, bars, signals):
+            return np.convolve(bars.close, np.ones(5), mode="sideways")
+
+    with pytest.raises(UserCodeError, match=r"targets\(\) raised ValueError at "
+                                            r"test_strategies.py:\d+: Use one of"):
+        targets_of(Convolves(), ds.bars, sig)
+
+
+def test_non_finite_targets_name_the_first_bar(crowded):
+    """'returned shape (n,) or non-finite values' named neither which nor where."""
+    ds, sig = crowded
+
+    class Warms(_Relations):
+        def check(self):
+            pass
+
+        def targets(self, bars, signals):
+            out = np.ones(len(bars))
+            out[:30] = np.nan
+            out[100] = np.inf
+            return out
+
+    with pytest.raises(UserCodeError, match=r"non-finite values on 31 of 4,320 bars, first nan "
+                                            r"at bar 0 \(2026-01-01T00:00:00Z\)"):
+        targets_of(Warms(), ds.bars, sig)
