@@ -42,7 +42,8 @@ the target leverage for that bar without recomputing history. `state()` is a che
   never present). The rebuilt `Signals` holds the heatmap per-bar series (from the
   H_* slice), positioning and detectors; the whole-map fields of the heatmap (`mass`,
   `meta`, `snapshots`, `snapshot_lo`) are EMPTY arrays. Exact only when `targets` at bar t
-  depends on at most the last WINDOW bars;
+  depends on at most the last WINDOW bars (`--check-lookahead` compares it with the batch
+  targets at sampled bars: `backtests.lookahead.stream_check`);
 - custom: override `stream()` (and `stream_from()`) with your own `StrategyStream`.
 With none of these, `stream()` raises LiqbotError.
 
@@ -398,6 +399,17 @@ def signals_from_rows(out: np.ndarray) -> Signals:
                    out[:, ss.O_DET:ss.O_DET + dt.N_DETECTOR].copy())
 
 
+def window_target(strategy: Strategy, x: np.ndarray, out: np.ndarray, seen: np.ndarray,
+                  symbol: str, interval_ms: int) -> float:
+    """What the bounded-window stream trades at a bar: `targets` over the window's input
+    rows `x` (m, N_X) and signal rows `out` (m, N_OUT), oldest first, ending at that bar,
+    its last value. `seen`: the X_* columns that had a value at any bar so far (the
+    optional columns the window's Bars carry). Also run by `--check-lookahead`
+    (`backtests.lookahead.stream_check`) at sampled bars."""
+    bars = bars_from_rows(x, symbol, interval_ms, seen)
+    return float(targets_of(strategy, bars, signals_from_rows(out), finite=False)[-1])
+
+
 class WindowStream(StrategyStream):
     """The bounded-window default: batch `targets` over the last WINDOW bars, last value."""
 
@@ -422,9 +434,8 @@ class WindowStream(StrategyStream):
         self._count += 1
         m = min(self._count, self.size)
         order = (np.arange(self._count - m, self._count)) % self.size   # oldest first
-        bars = bars_from_rows(self._x[order], self.symbol, self.interval_ms, self._seen)
-        signals = signals_from_rows(self._out[order])
-        return float(targets_of(self.strategy, bars, signals, finite=False)[-1])
+        return window_target(self.strategy, self._x[order], self._out[order], self._seen,
+                             self.symbol, self.interval_ms)
 
     def state(self) -> bytes:
         return _pack(self.strategy, "window", {

@@ -117,6 +117,67 @@ def test_lookahead_check_catches_a_leak_that_acts_only_before_drops(crowded):
     assert bad is not None and full[bad[0] - 1] != full[bad[0] - 2]   # at a change
 
 
+class Momentum(Strategy):
+    """Long when the close is above the close LOOKBACK bars before; its stream keeps
+    WINDOW bars, enough when WINDOW > LOOKBACK."""
+
+    name = "momentum_test"
+    LOOKBACK = 120
+    WINDOW = 121
+    PARAMS: ClassVar[dict[str, Param]] = {"leverage": Param(float, 2.0, "")}
+
+    def targets(self, bars, signals):
+        c = bars.close
+        out = np.zeros(len(c))
+        k = self.LOOKBACK
+        if len(c) > k:        # a window shorter than the lookback never sees a reference
+            out[k:] = np.where(c[k:] > c[:-k], self.params["leverage"], 0.0)
+        return out
+
+
+class ShortWindowMomentum(Momentum):
+    name = "momentum_short_window_test"
+    WINDOW = 60
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN))
+def test_builtin_streams_trade_the_backtest_targets(crowded, name):
+    """What paper and live trading step bar by bar equals the backtest's targets."""
+    ds, sig = crowded
+    s = BUILTIN[name]()
+    got = lookahead.stream_check(ds.bars, s, BTC, targets_of(s, ds.bars, sig))
+    assert got.form == "exact" and got.bars == len(ds.bars) and got.violation is None
+
+
+def test_stream_check_catches_a_window_too_short(crowded):
+    """A WINDOW shorter than the history targets() reads: the paper run trades
+    differently from the backtest, silently (a review: 5 trades backtested, 0 in paper);
+    --check-lookahead now says so. With WINDOW covering the lookback it passes."""
+    ds, sig = crowded
+    ok = lookahead.stream_check(ds.bars, Momentum(), BTC, targets_of(Momentum(), ds.bars, sig))
+    assert ok.form == "window 121" and ok.violation is None and ok.bars >= 64
+    short = ShortWindowMomentum()
+    full = targets_of(short, ds.bars, sig)
+    bad = lookahead.stream_check(ds.bars, short, BTC, full)
+    assert bad.form == "window 60" and bad.violation is not None
+    t, got, want = bad.violation
+    assert got == 0.0 and want == 2.0 == full[t]       # the window never sees its reference
+
+
+def test_check_lookahead_cli_refuses_a_stream_that_differs(cli):
+    r = cli("backtest", "--scenario", "calm", "--strategy",
+            "tests.test_strategies:ShortWindowMomentum", "--risk", "on", "--check-lookahead")
+    assert r.code == 2, r.err
+    msg = " ".join(r.err.split())
+    assert "stream (what paper and live trading run, window 60) trades 0 at bar" in msg
+    assert "raise WINDOW to cover the longest history it reads" in msg
+    r = cli("backtest", "--scenario", "calm", "--strategy", "tests.test_strategies:Momentum",
+            "--risk", "on", "--check-lookahead")
+    assert r.code == 0, r.err
+    assert "stream check: the paper/live stream (window 121) trades the backtest's targets" \
+        in " ".join(r.out.split() + r.err.split())
+
+
 def test_lookahead_prefixes_end_at_target_changes():
     full = np.array([1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
     # even cuts of 12 bars in 6 parts: 2, 4, 6, 8, 10; changes at bars 2 and 4: 3 and 5

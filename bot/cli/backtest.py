@@ -38,6 +38,7 @@ from bot.mechanics.fees import VenueFees, venue_fees
 from bot.risk.policy import load_policy, off_policy
 from bot.signals.pipeline import LazySignals, heatmap_clusters
 from strategies import find
+from strategies.base import targets_of
 
 ROWS = [("total return", "total_return", "{:+.2%}"), ("max drawdown", "max_drawdown", "{:.2%}"),
         ("Sharpe", "sharpe", "{:.2f}"), ("Sortino", "sortino", "{:.2f}"),
@@ -239,6 +240,20 @@ def backtest_command(
                 raise LiqbotError(f"--check-lookahead: {strat.describe()} is NOT causal: on the "
                                   f"first {k} bars its target at bar {t} "
                                   f"({iso(int(bars.ts[t]))}) differs from the full-data run")
+            prog.update(task, description="stream check")
+            streamed = lookahead.stream_check(bars, strat, brackets,
+                                              targets_of(strat, bars, signals),
+                                              fill_window=settings.fills.window_bars)
+            if streamed.violation is not None:
+                t, got, want = streamed.violation
+                fix = (f"targets() reads more than its last {streamed.form.split()[1]} bars: "
+                       "raise WINDOW to cover the longest history it reads"
+                       if streamed.form.startswith("window") else
+                       "its step_form() / stream() does not reproduce targets()")
+                raise LiqbotError(f"--check-lookahead: {strat.describe()}'s stream (what paper "
+                                  f"and live trading run, {streamed.form}) trades {got:g} at bar "
+                                  f"{t} ({iso(int(bars.ts[t]))}) where the backtest's target is "
+                                  f"{want:g}: {fix}")
         results: dict[str, RunResult] = {}
         for name in names:
             prog.update(task, description=f"risk {name}")
@@ -257,6 +272,11 @@ def backtest_command(
         con.print(f"lookahead check: {shown(strat.describe())} is causal on "
                   f"{causal.prefixes} prefixes (5 even, the rest ending where its target "
                   "changes)")
+        con.print("stream check: " + (
+            "no streaming form (set WINDOW or step_form() to paper-trade it)"
+            if streamed.form == "none" else
+            f"the paper/live stream ({streamed.form}) trades the backtest's targets on "
+            f"{streamed.bars:,} bar(s) compared"))
     con.print(f"[bold]{shown(bars.symbol)}[/] {iso(int(bars.ts[first]))} .. {iso(bars.end_ms)} "
               f"({len(bars) - first:,} bars), {shown(strat.describe())}, preset "
               f"{shown(preset) if risk != 'off' else '-'}, wallet {wallet:,.0f}")
