@@ -164,6 +164,8 @@ class Daemon:
         # `run_counts` when this process took the run over (`restore`): metrics count from it
         self._at_start: dict[str, int] = {}
         self._job_ms: int | None = None   # the simulated time the replay's jobs run at
+        # strategy errors whose traceback was logged (type, file, line): once each
+        self._traced: set[tuple[str, str, int]] = set()
 
     def _emit(self, kind: str, data: dict[str, Any]) -> None:
         for listener in self.listeners:
@@ -493,8 +495,9 @@ class Daemon:
         error should not close a position); at that many failing bars in a row the symbol's
         target becomes 0 (closed) until the strategy recovers: a position held blind on a
         stale target is the larger risk. 0 holds for ever. The first bar of a streak and the
-        closing bar are logged (the first with its traceback), stored as `strategy_error`
-        events and emitted (alerts); other bars of the streak log one line each."""
+        closing bar are logged (with the traceback the first time this error is seen),
+        stored as `strategy_error` events and emitted (alerts); other bars of the streak
+        log one line each."""
         self.counters["strategy_errors"] += 1
         sym.fail_streak += 1
         text = f"{type(exc).__name__}: {str(exc)[:300]}"
@@ -510,7 +513,8 @@ class Daemon:
             else:
                 action = "holding its previous target"
             log.error("strategy %s failed at %s %s: %s; %s", self.strategy.name, sym.name,
-                      _iso(ts), text, action, exc_info=exc if sym.fail_streak == 1 else None)
+                      _iso(ts), text, action,
+                      exc_info=exc if sym.fail_streak == 1 and self._first_trace(exc) else None)
             msg = f"strategy {self.strategy.name} failed: {text}"
             self.store.stage("events", {"run_id": self.run_id,
                                         "event_key": f"strategy-error-{sym.name}-{ts}",
@@ -524,6 +528,21 @@ class Daemon:
             log.error("strategy %s failed again at %s %s (%d bars in a row): %s",
                       self.strategy.name, sym.name, _iso(ts), sym.fail_streak, text)
         return 0.0 if closing else held
+
+    def _first_trace(self, exc: Exception) -> bool:
+        """True the first time this process sees an error of this type raised at this
+        place (the innermost frame's file and line): its traceback is logged once, not at
+        every streak (a strategy failing every other bar logged 20 lines a bar)."""
+        root = exc.__cause__ or exc              # a UserCodeError: where the user's code raised
+        tb = root.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        where = (type(root).__name__, tb.tb_frame.f_code.co_filename if tb else "",
+                 tb.tb_lineno if tb else 0)
+        if where in self._traced:
+            return False
+        self._traced.add(where)
+        return True
 
     def _skip(self, ev: BarEvent, why: str) -> None:
         self.skipped += 1
