@@ -126,4 +126,4 @@ def short_span_note(days: float, what: str = "day(s) of bars") -> str | None:
     if days >= SHORT_DAYS:
         return None
     return (f"Sharpe and Sortino are annualised from {days:.3g} {what}: indicative only on "
-            f"fewer than {SHORT_DAYS}")
+            f"fewer than {SHORT_DAYS} days")

@@ -53,7 +53,7 @@ def test_report_of_a_cascade_off_vs_on(cli, tmp_path):
     assert "liquidation map density" in doc
     # three days of bars: the annualised Sharpe column is flagged, as in the table
     assert '<p class="note">Sharpe and Sortino are annualised from 3 day(s) of bars: ' \
-           'indicative only on fewer than 30</p>' in doc
+           'indicative only on fewer than 30 days</p>' in doc
     # risk off vs on: both equity series and a metrics row each
     assert doc.count(">risk off</text>") == 2 and doc.count(">risk on</text>") == 2
     rows = re.findall(r"<tr><td>(off|on)</td><td>([+-][\d.]+)%</td>", doc)

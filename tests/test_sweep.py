@@ -248,7 +248,7 @@ def test_walk_forward_against_direct_runs(tmp_path: Path, cli) -> None:
     assert "IS sharpe" in text and "OOS sharpe" in text
     # the shortest window (test: 240 one-minute bars = 4 h) flags the annualised ratios
     assert "Sharpe and Sortino are annualised from 0.167 day(s) of bars in the shortest " \
-           "window: indicative only on fewer than 30" in text
+           "window: indicative only on fewer than 30 days" in text
 
 
 def test_window_days_counts_the_last_bar_and_30_days_are_not_flagged() -> None:
