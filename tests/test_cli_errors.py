@@ -257,6 +257,17 @@ def test_a_run_that_cannot_start_is_left_stopped(cli, tmp_path) -> None:
     assert r.code == 0 and "(paper, stopped)" in r.out
     assert "state - (no bar processed yet)" in r.out and "last bar -" in r.out
     assert "None" not in r.out
+    # the parameters it runs with (status named the strategy only)
+    assert "hold(side=long, leverage=10.0, sizing=entry) / balanced on BTCUSDT" in r.out, r.out
+
+
+def test_a_strategy_without_a_stream_is_refused_before_a_run_is_opened(cli, tmp_path) -> None:
+    """It failed only after the paper run was created, which then stayed `stopped`."""
+    url = f"sqlite:///{tmp_path}/ns.db"
+    r = cli("run", "--replay", "calm", "--strategy", "tests.test_strategies:Peeking",
+            "--store", url)
+    assert r.code == 2 and "has no streaming form, so it cannot run live" in r.err, r.err
+    assert not (tmp_path / "ns.db").exists()
 
 
 @needs_proc

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from bot.cli.backtest import _fees, _params
@@ -117,7 +118,9 @@ def run_choices(cfg: Config, strategy: str | None, param: list[str] | None,
             keys["--param" + unknown] = "run.params" + unknown
         params.update(given)
         preset_name = preset or rc.preset
-        return cls.from_strings(params), preset_name, load_policy(preset_name), wallet, speed
+        strat = cls.from_strings(params)
+        strat.stream()       # no streaming form: refused here, before a run is opened
+        return strat, preset_name, load_policy(preset_name), wallet, speed
     except ConfigError:                     # a preset file's own problems name its keys
         raise
     except LiqbotError as exc:
@@ -551,8 +554,10 @@ def status_command(
     if as_json:
         print(dumps(data))
         return
+    params = ", ".join(f"{k}={v}" for k, v in (data.get("params") or {}).items())
     con.print(f"[bold]run {data['run_id']}[/] ({data['mode']}, {data['status']}): "
-              f"{data['strategy']} / {data['preset']} on {', '.join(data['symbols'])}")
+              + escape(f"{data['strategy']}({params}) / {data['preset']} on "
+                       f"{', '.join(data['symbols'])}"))
     counters = data.get("counters") or {}    # the run's (every life), from its checkpoint
     more = "".join(f", {counters[k]:,} {label}" for k, label in (
         ("liquidations", "liquidations"), ("rejects", "rejects"),

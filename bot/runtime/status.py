@@ -46,7 +46,8 @@ def status_data(store: Any, run: Any, interval_ms: int = 60_000,
         positions.append({**p, **liq_distance(pn.get("mark"), p.get("liq_price"), pn.get("atr"))})
     return {
         "run_id": run.run_id, "mode": run.mode, "status": run.status,
-        "strategy": run.strategy, "preset": run.preset, "symbols": run.symbols,
+        "strategy": run.strategy, "params": run.params, "preset": run.preset,
+        "symbols": run.symbols,
         "state": en.STATE_NAMES[dec.state] if dec is not None else None,
         "equity": equity,
         "fills": s["counts"]["fills"], "decisions": s["counts"]["decisions"],
