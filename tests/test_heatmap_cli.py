@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 
@@ -35,8 +36,8 @@ def test_heatmap_says_how_much_history_it_holds(cli, synth_dir):
     assert "crowding: - (warming up: the rules read it after 24 h of bars, 3.0 h so far)" in r.out
     out = json.loads(cli("heatmap", synth_dir, "--at", "2026-01-01T03:00Z", "--json").out)
     assert out["crowding"]["long"] is None and out["crowding"]["short"] is None
-    assert out["history_hours"] == pytest.approx(181 / 60) and out["half_life_hours"] == 24
-    r = cli("heatmap", synth_dir, "--at", "2026-01-01T23:59Z")     # 1,440 bars: 24 h
+    assert out["history_hours"] == 3.0 and out["half_life_hours"] == 24   # bars closed by 03:00
+    r = cli("heatmap", synth_dir, "--at", "2026-01-02T00:00Z")     # 1,440 bars: 24 h
     assert "note:" not in r.out and "crowding: long" in r.out
 
 
@@ -207,3 +208,81 @@ def test_snapshot_mark_falls_back_to_the_last_trade(cli, synth_dir, tmp_path):
     assert r.code == 0, r.err
     out = json.loads(r.out)
     assert out["mark"] == float(bars.close[-1]) and out["clusters"]
+
+
+def _h4(synth_dir, d):
+    """The synthetic 1m dataset resampled to 4h bars (18 bars, 72 hours), saved in `d`."""
+    from bot.data import dataset
+    from bot.data.resample import resample
+    dataset.save(dataset.Dataset(resample(dataset.load(synth_dir).bars, 4 * 3_600_000)), d)
+    return dataset.load(d).bars
+
+
+def test_at_sees_only_the_bars_closed_by_then(cli, synth_dir, tmp_path):
+    """`--at T` read every bar OPENING at or before T, so the bar still running at T was in:
+    on 4h vendor data `--at 2025-10-10T21:00Z` printed 'at 2025-10-10T20:00Z, mark 112,714.90',
+    the mark of 00:00 after the crash. Now the bars closed by T; `at` is the last one's close
+    (the time its mark is the price of), and the dataset's end is a valid --at."""
+    from bot.data import dataset
+    from bot.data.dataset import iso
+    from bot.signals import stream
+    h4 = _h4(synth_dir, tmp_path / "h4")
+    mark4 = stream.bar_column(h4, stream.X_MARK_CLOSE)
+    i = int(np.searchsorted(h4.ts, h4.ts[0] + 40 * 3_600_000))   # the bar opening 40 h in
+    for at in (iso(int(h4.ts[i])), iso(int(h4.ts[i]) + 3_600_000)):     # on it, 1 h into it
+        r = cli("heatmap", tmp_path / "h4", "--at", at, "--json")
+        assert r.code == 0, r.err
+        out = json.loads(r.out)
+        assert out["at"] == iso(int(h4.ts[i])) and out["mark"] == float(mark4[i - 1])
+        assert out["history_hours"] == 40.0
+    bars = dataset.load(synth_dir).bars
+    mark = stream.bar_column(bars, stream.X_MARK_CLOSE)
+    out = json.loads(cli("heatmap", synth_dir, "--at", "2026-01-03T12:00:30Z", "--json").out)
+    j = int(np.searchsorted(bars.ts, bars.ts[0] + 60 * 3_600_000))  # 2026-01-03T12:00Z
+    assert out["at"] == "2026-01-03T12:00:00Z" and out["mark"] == float(mark[j - 1])
+    r = cli("heatmap", synth_dir, "--at", iso(bars.end_ms), "--json")  # the last close
+    assert r.code == 0, r.err
+    assert json.loads(r.out) == json.loads(cli("heatmap", synth_dir, "--json").out)
+    r = cli("heatmap", synth_dir, "--at", iso(bars.end_ms + 60_000))
+    assert r.code == 2 and "outside the dataset" in r.err
+    r = cli("heatmap", synth_dir, "--at", iso(int(bars.ts[1])))        # one bar closed
+    assert r.code == 2 and "1 bar(s) up to that time" in r.err
+
+
+def test_snapshot_says_map_units_and_oi_source(cli, synth_dir, tmp_path):
+    """The snapshot did not say which map ran nor the unit of its notionals, and its JSON
+    said `oi_units: "base"` for a dataset with no open interest at all (volume proxy)."""
+    from bot.data import dataset
+    bars = dataset.load(synth_dir).bars
+    out = json.loads(cli("heatmap", synth_dir, "--json").out)
+    assert out["map"] == "default" and out["notional_units"] == "quote"
+    assert out["oi_units"] == "base"
+    r = cli("heatmap", synth_dir)
+    assert "map: default" in r.out and "notionals in quote" in r.out
+    cols = {k: bars[k] for k in bars.names if not k.startswith("open_interest")}
+    d = tmp_path / "no_oi"
+    dataset.save(dataset.Dataset(type(bars)(bars.symbol, bars.interval_ms, cols)), d)
+    out = json.loads(cli("heatmap", d, "--json").out)
+    assert out["oi_units"] == "none" and out["confidence"] < 1
+    cols["oi_stablecoin"] = bars["open_interest"]
+    d = tmp_path / "stable"
+    dataset.save(dataset.Dataset(type(bars)(bars.symbol, bars.interval_ms, cols)), d)
+    out = json.loads(cli("heatmap", d, "--json").out)
+    assert out["oi_units"] == "relative" and out["notional_units"] == "relative"
+    r = cli("heatmap", d, "--timeline", tmp_path / "t.csv")
+    assert r.code == 0 and "relative, not USD" in r.err, r.err
+    r = cli("heatmap", synth_dir, "--timeline", tmp_path / "t.csv")
+    assert r.code == 0 and "in quote notional" in r.err, r.err
+
+
+def test_warm_up_is_said_in_hours_of_this_datasets_bars(cli, synth_dir, tmp_path):
+    """On 4h bars the rules read crowding after 24 BARS (96 h: `crowding_warm_bar` counts at
+    least one bar per hour), yet the snapshot said 'the rules read it after 24 h of bars,
+    72.0 h so far'."""
+    _h4(synth_dir, tmp_path / "h4")
+    out = json.loads(cli("heatmap", tmp_path / "h4", "--json").out)
+    assert out["crowding"]["long"] is None and out["crowding"]["warm_up_hours"] == 96
+    r = cli("heatmap", tmp_path / "h4")
+    assert "the rules read it after 96 h of bars, 72.0 h so far" in r.out, r.out
+    out = json.loads(cli("heatmap", synth_dir, "--json").out)
+    assert out["crowding"]["warm_up_hours"] == 24

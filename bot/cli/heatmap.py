@@ -111,10 +111,12 @@ def snapshot(directory: Path, at: str | None, tiers: Path | None = None) -> dict
     bars = ds.bars
     if at is not None:
         t = parse_time(at)
-        if t < bars.start_ms or t >= bars.end_ms:
+        if t < bars.start_ms or t > bars.end_ms:
             raise LiqbotError(f"--at: {iso(t)} is outside the dataset "
                               f"({iso(bars.start_ms)} .. {iso(bars.end_ms)})")
-        bars = bars.between(None, t + 1)
+        # the bars CLOSED by t: the one still running at t is not known yet (on 4h bars
+        # it would hold up to 4 hours after t)
+        bars = bars.between(None, t - bars.interval_ms + 1)
     if len(bars) < 2:
         if at is None:
             raise LiqbotError(f"{shown(str(directory))}: {len(bars)} bar(s); the heatmap needs "
@@ -128,11 +130,16 @@ def snapshot(directory: Path, at: str | None, tiers: Path | None = None) -> dict
     clusters = cl.find_clusters(sig.heatmap.mass, sig.heatmap.meta, mark, _atr(bars))
     row = sig.positioning[-1]
     bph = stream.bars_per_hour(bars.interval_ms)
-    warm = len(bars) > ri.crowding_warm_bar(bph)          # the rules read crowding from here
+    warm_bars = ri.crowding_warm_bar(bph) + 1          # the rules read crowding from here
+    warm = len(bars) >= warm_bars
+    oi = stream.oi_column(bars)
+    oi_units = "none" if oi is None else "relative" if oi == stream.OI_FALLBACK else "base"
     comps = {name: (None if not np.isfinite(row[i]) else float(row[i]))
              for i, name in enumerate(ps.COMPONENT_NAMES) if not name.startswith("crowding")}
     return {
-        "at": iso(int(bars.ts[-1])), "symbol": bars.symbol, "mark": mark, "_brackets": b,
+        # `at`: the close of the last bar seen, the time `mark` is the price of
+        "at": iso(bars.end_ms), "symbol": bars.symbol, "mark": mark, "_brackets": b,
+        "map": "default", "notional_units": "relative" if oi_units == "relative" else "quote",
         "confidence": float(sig.heatmap.confidence[-1]),
         "clusters": [{"price": c.price, "side": c.side, "notional": c.notional,
                       "distance_pct": c.distance_pct, "distance_atr": c.distance_atr,
@@ -144,19 +151,21 @@ def snapshot(directory: Path, at: str | None, tiers: Path | None = None) -> dict
         * bars.interval_ms / 3_600_000,
         "crowding": {"long": float(row[ps.C_LONG_SCORE]) if warm else None,
                      "short": float(row[ps.C_SHORT_SCORE]) if warm else None,
-                     "warm_up_hours": float(ri.CROWD_WARMUP_H),
+                     "warm_up_hours": warm_bars * bars.interval_ms / 3_600_000,
                      "components": comps,
                      "explain": {s: ps.explain(row, s, NEAR * 100) for s in ("long", "short")}},
-        "oi_units": ("relative" if not bars.has("open_interest") and
-                     bars.has(stream.OI_FALLBACK) else "base"),
+        "oi_units": oi_units,
         "_signals": sig, "_bars": bars,
     }
 
 
 def print_snapshot(s: dict[str, Any], top: int = 5) -> None:
+    """The snapshot as tables: clusters per side, then crowding (or its warm-up)."""
     con = console()
     conf = "" if s["confidence"] >= 1 else " (no open interest: volume proxy, lower confidence)"
     con.print(f"[bold]{shown(s['symbol'])}[/] at {s['at']}, mark {s['mark']:,.2f}{conf}")
+    units = "quote" if s["notional_units"] == "quote" else "relative units, not USD"
+    con.print(f"map: {s['map']} (the one the risk rules read); notionals in {units}")
     if s.get("oi_units") == "relative":
         con.print("open interest: the stablecoin-margined series (unit undocumented), so "
                   "notionals are relative, not USD")
@@ -250,10 +259,10 @@ def heatmap_command(
                           "(the default map): give --timeline FILE.csv")
     if timeline is not None:
         out = check_output(timeline, "--timeline")
-        n, used = write_timeline(Path(target), out, map_name, tiers)
+        n, used, units = write_timeline(Path(target), out, map_name, tiers)
         console(stderr=True).print(
             f"wrote {n} bars to {shown(out or 'stdout')} (map: {used}"
-            f"{', auto' if map_name == 'auto' else ''})")
+            f"{', auto' if map_name == 'auto' else ''}), masses and estimates in {units}")
         return
     check_output(png, "--png", stdout_ok=False)
     s = snapshot(Path(target), at, tiers)
@@ -321,10 +330,12 @@ def timeline_rows(bars: Any, calibrated: bool = False, tiers: Path | None = None
 
 
 def write_timeline(directory: Path, out: Path | None, map_name: str = "auto",
-                   tiers: Path | None = None) -> tuple[int, str]:
+                   tiers: Path | None = None) -> tuple[int, str, str]:
     """`liqbot heatmap DATASET --timeline FILE.csv` (None: stdout): one row per bar; returns
-    the count and the map used (`resolve_map`)."""
+    the count, the map used (`resolve_map`) and the unit of the masses and estimates."""
     bars = ds_io.load(directory).bars
+    units = ("the stablecoin OI series' unit x price (relative, not USD)"
+             if stream.oi_column(bars) == stream.OI_FALLBACK else "quote notional")
     used = resolve_map(map_name, bars.interval_ms)
     cols = timeline_rows(bars, used == "calibrated-4h", tiers)
     with writing(out, "--timeline"), (out.open("w", newline="") if out is not None else
@@ -342,7 +353,7 @@ def write_timeline(directory: Path, out: Path | None, map_name: str = "auto",
                 else:
                     row.append("" if not np.isfinite(v) else f"{float(v):.10g}")
             w.writerow(row)
-    return len(bars), used
+    return len(bars), used, units
 
 
 def validate(seeds_text: str, crowding: str, as_json: bool) -> None:
