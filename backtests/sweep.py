@@ -234,20 +234,34 @@ def fingerprint(bars: Any) -> str:
 #: backtest loops and the shipped strategies (a user's own strategy file is not included)
 CODE_DIRS = ("bot/execution", "bot/mechanics", "bot/risk", "bot/signals", "bot/data",
              "bot/jit.py", "backtests", "strategies")
+#: files hashed under CODE_DIRS: the sources and the data shipped with them (the leverage
+#: bracket tables, bot/mechanics/brackets/*.json, that a sweep without --tiers runs on)
+CODE_SUFFIXES = (".py", ".json")
+
+
+def tree_digest(root: Path) -> str:
+    """sha256 (16 hex) of the CODE_SUFFIXES files under CODE_DIRS of the tree at `root`,
+    names and contents. Until 2026-12-06 only `*.py`: an updated shipped bracket table
+    (JSON) left the digest, and so every row key, unchanged, so a rerun into the same OUT
+    reused rows computed on the old margin tiers."""
+    h = hashlib.sha256()
+    for d in CODE_DIRS:
+        base = root / d
+        files = [base] if base.is_file() else sorted(
+            f for f in base.rglob("*")
+            if f.is_file() and f.suffix in CODE_SUFFIXES and "__pycache__" not in f.parts)
+        for f in files:
+            h.update(str(f.relative_to(root)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 @functools.cache
 def code_digest() -> str:
-    """sha256 of the sources in CODE_DIRS: in the setup, so a sweep's OUT refuses to mix
-    rows computed by another version (until 2026-12-06 a rerun after a change of the
-    mechanics reused the old figures as if computed now)."""
-    root = Path(__file__).resolve().parent.parent
-    h = hashlib.sha256()
-    for d in CODE_DIRS:
-        for f in sorted((root / d).rglob("*.py")) if (root / d).is_dir() else [root / d]:
-            h.update(str(f.relative_to(root)).encode())
-            h.update(f.read_bytes())
-    return h.hexdigest()[:16]
+    """`tree_digest` of this install: in the setup, so a sweep's OUT refuses to mix rows
+    computed by another version (until 2026-12-06 a rerun after a change of the mechanics
+    reused the old figures as if computed now)."""
+    return tree_digest(Path(__file__).resolve().parent.parent)
 
 
 def make_task(setup_digest: str, dataset: str, fp: str, window: int, segment: str,

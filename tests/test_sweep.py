@@ -458,3 +458,21 @@ def test_a_worker_on_another_code_version_refuses_its_tasks() -> None:
         sw.evaluate(setup, task)
     assert sw.Setup("sma_cross", "off", "balanced", off_policy(), RunSettings()).code == \
         sw.code_digest()
+
+
+def test_an_updated_shipped_bracket_table_changes_the_code_digest(tmp_path: Path) -> None:
+    """A sweep without --tiers runs on bot/mechanics/brackets/*.json, which neither the
+    settings nor the digest (only `*.py`) held: after the shipped table was updated a
+    rerun into the same OUT reused the rows computed on the old margin tiers."""
+    table_file = tmp_path / "bot/mechanics/brackets/binance_BTCUSDT.json"
+    table_file.parent.mkdir(parents=True)
+    (tmp_path / "bot/mechanics/kernel.py").write_text("X = 1\n")
+    table_file.write_text('{"tiers": [1]}\n')
+    before = sw.tree_digest(tmp_path)
+    table_file.write_text('{"tiers": [2]}\n')
+    after = sw.tree_digest(tmp_path)
+    assert after != before
+    (tmp_path / "bot/mechanics/__pycache__").mkdir()
+    (tmp_path / "bot/mechanics/__pycache__/k.json").write_text("{}")   # not source: ignored
+    assert sw.tree_digest(tmp_path) == after
+    assert sw.code_digest() == sw.tree_digest(Path(sw.__file__).resolve().parent.parent)
