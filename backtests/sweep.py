@@ -738,6 +738,12 @@ def sweep(spec: SweepSpec, out: Path, backend: Backend,
         wins[name] = windows(len(bars), parse_span(tr, bars.interval_ms),
                              parse_span(te, bars.interval_ms), repr(d))
 
+    skipped, reason = 0, ""
+    combos: list[dict[str, Any]] = []
+    if spec.trials is None:          # refused before OUT gets a manifest of a sweep never run
+        combos, skipped, reason = expand(grid, cls)
+        if not combos:
+            raise LiqbotError(f"--grid: every combination is refused by {cls.name}; first: {reason}")
     _check_manifest(out, {"version": 1, "setup": setup.describe()})
     runner = _Runner(setup, backend, Journal(out), progress)
     wf = spec.walk_forward is not None
@@ -758,12 +764,8 @@ def sweep(spec: SweepSpec, out: Path, backend: Backend,
         scores = [score(rows[t.key], spec.objective) for t in tasks]
         return -math.inf if any(s == -math.inf for s in scores) else float(np.mean(scores))
 
-    skipped, reason = 0, ""
     candidates: list[list[dict[str, Any]]] = []   # per group, in sampling order
     if spec.trials is None:
-        combos, skipped, reason = expand(grid, cls)
-        if not combos:
-            raise LiqbotError(f"--grid: every combination is refused by {cls.name}; first: {reason}")
         runner.rows([t for g in groups for p in combos for t in tasks_of(g, p, seg)])
         candidates = [combos for _ in groups]
     else:

@@ -264,6 +264,16 @@ def test_bad_tiers_refused(cli, tmp_path, tiers, expected):
     assert r.code == 2 and f"{f}: {expected}" in _err(r), r.err
 
 
+def test_empty_tiers_file_says_so(cli, tmp_path):
+    """`{}` said "no tiers for symbol 'BTCUSDT'; present: " and nothing after it."""
+    f = tmp_path / "tiers.json"
+    f.write_text("{}")
+    r = cli("backtest", "--scenario", "calm", "--risk", "on", "--tiers", f)
+    no_trace(r)
+    assert r.code == 2 and f"{f}: no tiers for symbol 'BTCUSDT'; the file holds none" \
+        in _err(r), r.err
+
+
 @pytest.mark.parametrize(("content", "expected"), [
     (bytes(range(256)), "not valid JSON (not UTF-8 text"),
     (b"[" * 100_000 + b"]" * 100_000, "not valid JSON (nested too deeply)"),

@@ -81,6 +81,14 @@ def test_bad_usage_exits_2_naming_the_option(args: list[str], needle: str, tmp_p
     r = cli("sweep", DS, "--strategy", "sma_cross", *args, "--out", tmp_path / "o")
     assert r.code == 2, r.err
     assert needle in " ".join(r.err.split()), r.err
+    # nothing left behind: a refused sweep wrote sweep.json (the every-combination case)
+    assert not (tmp_path / "o" / "sweep.json").exists()
+
+
+def test_ranked_table_shows_mean_trades_readably() -> None:
+    from bot.cli.sweep import TABLE, _fmt
+    fmt = dict((k, f) for _, k, f in TABLE)["n_trades"]
+    assert [_fmt(fmt, v) for v in (75.0 + 2 / 3, 27.0, 12345.0)] == ["75.7", "27", "12,345"]
 
 
 def test_missing_dataset_exits_2(tmp_path: Path, cli) -> None:

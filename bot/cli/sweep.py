@@ -20,13 +20,14 @@ from bot.errors import LiqbotError
 
 TABLE = [("Sharpe", "sharpe", "{:.2f}"), ("return", "total_return", "{:+.2%}"),
          ("max DD", "max_drawdown", "{:.2%}"), ("liq", "liquidations", "{:g}"),
-         ("trades", "n_trades", "{:g}")]
+         ("trades", "n_trades", "{:,.1f}")]    # a mean over datasets: 75.7, not 75.6667
 
 
 def _fmt(fmt: str, value: Any) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"
-    return fmt.format(value)
+    text = fmt.format(value)
+    return text[:-2] if fmt.endswith(".1f}") and text.endswith(".0") else text   # 27, not 27.0
 
 
 def _params_text(row: dict[str, Any], keys: list[str]) -> str:

@@ -202,8 +202,8 @@ def from_ccxt(payload: Any, symbol: str | None = None, label: str = "(ccxt tiers
         if len(match) > 1 and not exact:
             raise DataError(label, f"several tables match {symbol!r}: {', '.join(match)}")
         if not match:
-            raise DataError(label, f"no tiers for symbol {symbol!r}; present: "
-                                   f"{', '.join(list(payload)[:10])}")
+            raise DataError(label, f"no tiers for symbol {symbol!r}; " + (
+                f"present: {', '.join(list(payload)[:10])}" if payload else "the file holds none"))
         name = (exact or match)[0]
         tiers = payload[name]
     elif isinstance(payload, list):
