@@ -59,11 +59,13 @@ def prefixes(full: np.ndarray, cuts: int = 5, at_changes: int = AT_CHANGES) -> l
 
 @dataclass(frozen=True)
 class LookaheadCheck:
-    """What `check` found: the prefixes run, and the first violation (prefix length,
-    first differing bar) or None when the strategy was causal on all of them."""
+    """What `check` found: the prefixes run, the first violation (prefix length, first
+    differing bar) or None when the strategy was causal on all of them, and the full run's
+    targets (what `stream_check` compares the stream with)."""
 
     prefixes: int
     violation: tuple[int, int] | None
+    targets: np.ndarray
 
 
 def check(bars: Bars, signals: Signals, strategy: Strategy, brackets: Brackets,
@@ -76,8 +78,8 @@ def check(bars: Bars, signals: Signals, strategy: Strategy, brackets: Brackets,
         part = targets_of(strategy, part_bars, pipeline.compute(part_bars, brackets))
         diff = np.flatnonzero(~np.isclose(part, full[:k], rtol=0, atol=0, equal_nan=True))
         if len(diff):
-            return LookaheadCheck(len(ks), (k, int(diff[0])))
-    return LookaheadCheck(len(ks), None)
+            return LookaheadCheck(len(ks), (k, int(diff[0])), full)
+    return LookaheadCheck(len(ks), None, full)
 
 
 @dataclass(frozen=True)
@@ -120,8 +122,10 @@ def stream_check(bars: Bars, strategy: Strategy, brackets: Brackets, full: np.nd
         need = np.zeros(n, dtype=bool)
         for t in at:
             need[max(0, t - size + 1):t + 1] = True
-        xs = np.full((n, sm.N_X), np.nan)       # rows only where a window needs them
-        outs = np.full((n, sm.N_OUT), np.nan)
+        # only the rows a window needs, packed: a window's rows stay consecutive
+        row_of = np.cumsum(need) - 1
+        xs = np.empty((int(need.sum()), sm.N_X))
+        outs = np.empty((len(xs), sm.N_OUT))
         seen_at: dict[int, np.ndarray] = {}
         seen = np.zeros(sm.N_X, dtype=bool)
         todo = iter(at.tolist())
@@ -131,8 +135,9 @@ def stream_check(bars: Bars, strategy: Strategy, brackets: Brackets, full: np.nd
             nonlocal seen, nxt
             x = sm.bar_matrix(bars.take(slice(t0, t0 + len(rows))))
             part = need[t0:t0 + len(rows)]
-            xs[t0:t0 + len(rows)][part] = x[part]
-            outs[t0:t0 + len(rows)][part] = rows[part]
+            where = row_of[t0:t0 + len(rows)][part]
+            xs[where] = x[part]
+            outs[where] = rows[part]
             cum = np.logical_or.accumulate(~np.isnan(x), axis=0) | seen
             while nxt is not None and nxt < t0 + len(rows):
                 seen_at[nxt] = cum[nxt - t0].copy()
@@ -141,8 +146,8 @@ def stream_check(bars: Bars, strategy: Strategy, brackets: Brackets, full: np.nd
 
         pipeline.stream_chunks(bars, brackets, window_sink, fill_window=fill_window)
         for t in at:
-            lo = max(0, t - size + 1)
-            got = window_target(strategy, xs[lo:t + 1], outs[lo:t + 1], seen_at[int(t)],
+            lo, hi = row_of[max(0, t - size + 1)], row_of[t] + 1
+            got = window_target(strategy, xs[lo:hi], outs[lo:hi], seen_at[int(t)],
                                 bars.symbol, bars.interval_ms)
             if not _same(got, full[t]):
                 return StreamCheck(f"window {size}", len(at), (int(t), got, float(full[t])))

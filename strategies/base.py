@@ -77,6 +77,7 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 
 from bot.data.bars import Bars
+from bot.data.dataset import iso
 from bot.errors import LiqbotError, UserCodeError
 from bot.signals import detectors as dt
 from bot.signals import heatmap as hm
@@ -278,15 +279,10 @@ def targets_of(strategy: Strategy, bars: Bars, signals: Signals,
         wrong = np.flatnonzero(~np.isfinite(tg))
         i = int(wrong[0])
         raise bad(f"strategy {name}: targets() returned non-finite values on {len(wrong):,} "
-                  f"of {len(bars):,} bars, first {tg[i]} at bar {i} ({_iso(int(bars.ts[i]))});"
+                  f"of {len(bars):,} bars, first {tg[i]} at bar {i} ({iso(int(bars.ts[i]))});"
                   f" expected one finite leverage per bar (return 0.0, flat, where it has no "
                   f"view yet, e.g. during a warm-up)")
     return tg
-
-
-def _iso(ts_ms: int) -> str:
-    """2025-10-10T21:17:00Z."""
-    return np.datetime64(ts_ms, "ms").astype("datetime64[s]").item().isoformat() + "Z"
 
 
 class StepForm(NamedTuple):

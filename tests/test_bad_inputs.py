@@ -79,6 +79,8 @@ def test_bom_before_header_is_recognised(cli, tmp_path):
     f.write_bytes(b"\xef\xbb\xbf" + kline_rows(20).encode())
     r = cli("data", "import", f, "--symbol", "BTCUSDT", "--out", tmp_path / "ds")
     assert r.code == 0, r.err
+    m = json.loads((tmp_path / "ds" / "manifest.json").read_text())
+    assert m["rows"] == 20 and m["span"]["start_ms"] == T0 and m["symbol"] == "BTCUSDT"
 
 
 # --- Binance Vision metrics and liquidationSnapshot values ------------------------------------

@@ -38,7 +38,6 @@ from bot.mechanics.fees import VenueFees, venue_fees
 from bot.risk.policy import load_policy, off_policy
 from bot.signals.pipeline import LazySignals, heatmap_clusters
 from strategies import find
-from strategies.base import targets_of
 
 ROWS = [("total return", "total_return", "{:+.2%}"), ("max drawdown", "max_drawdown", "{:.2%}"),
         ("Sharpe", "sharpe", "{:.2f}"), ("Sortino", "sortino", "{:.2f}"),
@@ -241,8 +240,7 @@ def backtest_command(
                                   f"first {k} bars its target at bar {t} "
                                   f"({iso(int(bars.ts[t]))}) differs from the full-data run")
             prog.update(task, description="stream check")
-            streamed = lookahead.stream_check(bars, strat, brackets,
-                                              targets_of(strat, bars, signals),
+            streamed = lookahead.stream_check(bars, strat, brackets, causal.targets,
                                               fill_window=settings.fills.window_bars)
             if streamed.violation is not None:
                 t, got, want = streamed.violation

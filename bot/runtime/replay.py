@@ -116,7 +116,6 @@ class ReplayFeed:
                     yield BarEvent(s, bar, close_ms)
 
 
-
 def span_warning(data: Mapping[str, Bars]) -> str:
     """The one warning of a replay whose datasets cover different spans: each span, and
     what happens outside a symbol's own span."""
