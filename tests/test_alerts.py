@@ -117,7 +117,7 @@ def test_cascade_alerts_reach_webhook_and_telegram(tmp_path, caplog):
     assert [a["data"]["bars"] for a in daily] == [1440, 1440, 1440] == [len(bars) // 3] * 3
     assert sum(a["data"]["fills"] for a in daily) == len(fills) >= 2   # entry, cascade cuts
     assert sum(a["data"]["orders"] for a in daily) == len(intents)
-    assert daily[0]["data"]["fills"] == 1 and "1440 bars, 1 orders, 1 fills" in daily[0]["text"]
+    assert daily[0]["data"]["fills"] == 1 and "1,440 bars, 1 order, 1 fill" in daily[0]["text"]
     assert kinds.count("state") == len(changes)
     # Telegram got the same alerts, to the configured chat, token only in the URL path
     assert len(rec.tg) == len(rec.hook)
@@ -259,7 +259,7 @@ def test_daily_summary_and_data_ended_alerts_say_the_days_figures_and_the_end_on
         "liquidations": 0})
     assert day is not None and day.data["bars_by_symbol"] == {"AVAXUSDT": 1440,
                                                               "LINKUSDT": 1440}
-    assert "2880 bars (AVAXUSDT 1440, LINKUSDT 1440), 3 orders, 2 fills, 0 liquidations " \
+    assert "2,880 bars (AVAXUSDT 1,440, LINKUSDT 1,440), 3 orders, 2 fills, 0 liquidations " \
            "that day" in day.text
     end = {"symbol": "BTCUSDT", "ts": 1_770_348_960_000, "qty": 0.25, "mark": 71_234.5,
            "cancelled": 1, "pending": 0}
@@ -276,3 +276,20 @@ def test_daily_summary_and_data_ended_alerts_say_the_days_figures_and_the_end_on
     quiet = Alerts(AlertsConfig(webhook_url="http://127.0.0.1:9/hook", on=["daily_summary"]),
                    "run-x")
     assert quiet._alert("data_ended", end) is None
+
+
+def test_daily_summary_says_one_order_not_one_orders():
+    """A count of one is singular in the daily summary: '1 bar, 1 order, 1 fill, 1
+    liquidation', not '1 orders' (the wording the run's final summary already had)."""
+    alerts = Alerts(AlertsConfig(webhook_url="http://127.0.0.1:9/hook"), "run-x")
+    one = alerts._alert("daily_summary", {
+        "ts": 1_772_323_200_000, "equity": 10_000.0, "upnl": 0.0, "bars": 1,
+        "bars_by_symbol": {"BTCUSDT": 1}, "orders": 1, "fills": 1, "liquidations": 1})
+    assert one is not None
+    assert one.text.endswith("(unrealised 0.00), 1 bar, 1 order, 1 fill, 1 liquidation "
+                             "that day"), one.text
+    many = alerts._alert("daily_summary", {
+        "ts": 1_772_323_200_000, "equity": 10_000.0, "upnl": 0.0, "bars": 1440,
+        "orders": 2, "fills": 0, "liquidations": 3})
+    assert many is not None
+    assert many.text.endswith("1,440 bars, 2 orders, 0 fills, 3 liquidations that day")

@@ -23,6 +23,7 @@ from bot.errors import ConfigError, LiqbotError, exc_text
 from bot.mechanics import brackets as br
 from bot.risk.policy import load_policy
 from bot.runtime.status import status_data
+from bot.text import count as _count
 
 
 def _replay_bars(sources: list[str], cfg: Config) -> dict[str, Any]:
@@ -149,11 +150,6 @@ def _state_layout() -> list[int]:
 
 def _fingerprint(parts: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _count(n: int, noun: str) -> str:
-    """'1 order', '2 orders', '1,234 bars'."""
-    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def run_command(

@@ -32,6 +32,7 @@ from bot.data.dataset import iso
 from bot.errors import LiqbotError
 from bot.risk import engine as en
 from bot.risk.reasons import reason_names
+from bot.text import count
 
 log = logging.getLogger("liqbot.alerts")
 TELEGRAM_TOKEN_ENV = "LIQBOT_TELEGRAM_TOKEN"
@@ -148,11 +149,11 @@ class Alerts:
             per = d.get("bars_by_symbol") or {}
             return Alert("daily_summary", "daily_summary",
                          f"daily summary {iso(ts)}: equity {d['equity']:,.2f} (unrealised "
-                         f"{d['upnl']:,.2f}), {d['bars']} bars"
-                         + (" (" + ", ".join(f"{s} {n}" for s, n in per.items()) + ")"
+                         f"{d['upnl']:,.2f}), {count(d['bars'], 'bar')}"
+                         + (" (" + ", ".join(f"{s} {n:,}" for s, n in per.items()) + ")"
                             if len(per) > 1 else "")
-                         + f", {d['orders']} orders, {d['fills']} fills, "
-                         f"{d['liquidations']} liquidations that day",
+                         + f", {count(d['orders'], 'order')}, {count(d['fills'], 'fill')}, "
+                         f"{count(d['liquidations'], 'liquidation')} that day",
                          {k: d[k] for k in ("equity", "upnl", "bars", "bars_by_symbol",
                                             "orders", "fills", "liquidations") if k in d}, ts)
         return None
