@@ -344,3 +344,29 @@ def test_from_opens_the_account_there_with_signals_warm_on_the_bars_before(cli, 
     assert all(d["ts"] >= iso(at) for d in out["decisions"])
     # the report draws the account's span only
     assert f"{iso(at)[5:10]} {iso(at)[11:16]}" in (tmp_path / "r.html").read_text()
+
+
+def test_notes_say_when_no_funding_is_charged_and_what_the_rules_read_off_1m(cli, tmp_path):
+    """A 4h dataset of vendor exports (no settled rates) charged 0.00 funding and ran rules
+    measured on 1m bars without a word. The notes say both; a 1m dataset with funding
+    settlements prints neither, and risk off skips the rules' note."""
+    from bot.data import dataset
+    from bot.data.bars import Bars
+    from bot.data.resample import resample
+    from bot.data.synthetic import SynthSpec, generate
+
+    ds = generate(SynthSpec(seed=3, days=2, crowding="long"))
+    dataset.save(ds, tmp_path / "m1")
+    h4 = resample(ds.bars, 4 * 3_600_000)
+    cols = {k: h4[k] for k in h4.names if k != "funding_rate"}
+    dataset.save(dataset.Dataset(Bars(h4.symbol, h4.interval_ms, cols)), tmp_path / "h4")
+    args = ("--strategy", "hold", "--param", "side=long", "--param", "leverage=10")
+    out = " ".join(cli("backtest", tmp_path / "h4", *args, "--risk", "compare").out.split())
+    assert "funding: none charged (the data holds no funding settlements;" in out
+    assert ("risk rules: measured on 1m bars (docs/risk.md); on 4h bars positioning and the "
+            "risk inputs read hours, but the cascade detector counts bars (its 5- and 15-bar "
+            "moves span 20 h and 60 h here, its 30-bar hold 120 h)") in out
+    out = " ".join(cli("backtest", tmp_path / "h4", *args, "--risk", "off").out.split())
+    assert "funding: none charged" in out and "risk rules:" not in out
+    out = cli("backtest", tmp_path / "m1", *args, "--risk", "compare").out
+    assert "funding:" not in out and "risk rules:" not in out

@@ -210,6 +210,12 @@ def test_snapshot_mark_falls_back_to_the_last_trade(cli, synth_dir, tmp_path):
     assert out["mark"] == float(bars.close[-1]) and out["clusters"]
 
 
+def dataset_iso(ms: int) -> str:
+    """`bot.data.dataset.iso`, imported late as this module's other helpers do."""
+    from bot.data.dataset import iso
+    return iso(ms)
+
+
 def _h4(synth_dir, d):
     """The synthetic 1m dataset resampled to 4h bars (18 bars, 72 hours), saved in `d`."""
     from bot.data import dataset
@@ -276,13 +282,16 @@ def test_snapshot_says_map_units_and_oi_source(cli, synth_dir, tmp_path):
 
 
 def test_warm_up_is_said_in_hours_of_this_datasets_bars(cli, synth_dir, tmp_path):
-    """On 4h bars the rules read crowding after 24 BARS (96 h: `crowding_warm_bar` counts at
-    least one bar per hour), yet the snapshot said 'the rules read it after 24 h of bars,
-    72.0 h so far'."""
-    _h4(synth_dir, tmp_path / "h4")
+    """The crowding warm-up is 24 hours of data on any bar: 6 bars of 4h. It counted 24 BARS
+    on bars longer than an hour (96 h on 4h bars), so a 72 h 4h dataset showed no crowding."""
+    bars = _h4(synth_dir, tmp_path / "h4")
     out = json.loads(cli("heatmap", tmp_path / "h4", "--json").out)
-    assert out["crowding"]["long"] is None and out["crowding"]["warm_up_hours"] == 96
-    r = cli("heatmap", tmp_path / "h4")
-    assert "the rules read it after 96 h of bars, 72.0 h so far" in r.out, r.out
+    assert out["crowding"]["warm_up_hours"] == 24 and out["crowding"]["long"] is not None
+    end = dataset_iso(int(bars.ts[4]) + bars.interval_ms)       # 5 bars closed: 20 h
+    r = cli("heatmap", tmp_path / "h4", "--at", end)
+    assert "the rules read it after 24 h of bars, 20.0 h so far" in r.out, r.out
+    end = dataset_iso(int(bars.ts[5]) + bars.interval_ms)       # 6 bars: warm
+    out = json.loads(cli("heatmap", tmp_path / "h4", "--at", end, "--json").out)
+    assert out["crowding"]["long"] is not None
     out = json.loads(cli("heatmap", synth_dir, "--json").out)
     assert out["crowding"]["warm_up_hours"] == 24

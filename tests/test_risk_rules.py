@@ -164,6 +164,30 @@ def test_risk_inputs_warm_up_atr_and_crowding():
     assert out[en.S_CROWD_LONG] == 0.9 and out[en.S_CROWD_SHORT] == 0.1
 
 
+
+def test_risk_inputs_on_4h_bars_count_hours_not_bars():
+    """Windows are hours of data: on 4h bars (0.25 bars an hour) the ATR is there from the
+    first bar, scaled to an hour (true range 4 / sqrt(4 h) = 2), crowding is read from the
+    6th bar (24 h) and a cascade block lasts one bar (4 h). They counted 24 and 4 BARS."""
+    bph = 0.25
+    assert ri.crowding_warm_bar(bph) == 5 and ri.block_bars_for(bph) == 1
+    st = ri.new_risk_state()
+    out = np.zeros(en.N_SIG)
+    clusters = np.full(6, np.nan)
+    crowd = []
+    for t in range(8):
+        cascade = 1.0 if t == 1 else 0.0
+        ri.risk_step(st, 100.0, 102.0, 98.0, 1.0, 0.0, 100.0, 0.9, 0.1, cascade, 0.0, clusters,
+                     bph, ri.block_bars_for(bph), out)
+        if t == 0:
+            assert out[en.S_ATR] == pytest.approx(2.0)
+        crowd.append(out[en.S_CROWD_LONG])
+        if t in (1, 2):
+            assert out[en.S_CASCADE_BLOCK] == 1.0          # the cascade bar and 4 h after it
+        if t == 3:
+            assert out[en.S_CASCADE_BLOCK] == 0.0
+    assert np.isnan(crowd[:5]).all() and crowd[5:] == [0.9, 0.9, 0.9]
+
 def _det(closes: np.ndarray, qv: np.ndarray) -> np.ndarray:
     nan = np.full(len(closes), np.nan)
     return dt.detector_kernel(closes, qv, nan, np.zeros(len(closes)), np.zeros(len(closes)),

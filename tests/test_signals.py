@@ -157,6 +157,32 @@ def test_exhaustion_follows_crowded_cascades():
     assert fired == 4
 
 
+
+def test_positioning_windows_are_hours_on_4h_bars():
+    """On 4h bars the 24h OI change spans 6 bars, the 4h taker imbalance one bar, and the 1h
+    OI change is unknown (a bar is longer than the window). They spanned 24, 4 and 1 bars:
+    "OI +x% in 24h" read four days. Hand-built: OI grows 1% a bar."""
+    n = 10
+    oi = 1000.0 * 1.01 ** np.arange(n)
+    close = np.full(n, 100.0)
+    nan = np.full(n, np.nan)
+    tb = np.array([3.0, 1.0] * 5)
+    out = ps.positioning_kernel(np.arange(n) * 14_400_000.0, close, nan, nan, oi, nan, nan,
+                                tb, np.full(n, 4.0), np.zeros(n), np.zeros(n),
+                                ps.CrowdingWeights(), 0.25)
+    assert np.isnan(out[:, ps.C_OI_1H]).all()
+    assert out[1, ps.C_OI_4H] == pytest.approx(0.01)
+    assert np.isnan(out[5, ps.C_OI_24H])
+    assert out[6, ps.C_OI_24H] == pytest.approx(1.01 ** 6 - 1.0)
+    assert out[6, ps.C_DIVERGENCE] == pytest.approx(1.01 ** 6 - 1.0)   # flat price: +
+    # taker imbalance of the bar alone: 3 of 4 bought -> +0.5, 1 of 4 -> -0.5
+    assert out[8, ps.C_TAKER_IMB] == pytest.approx(0.5)
+    assert out[9, ps.C_TAKER_IMB] == pytest.approx(-0.5)
+    one_min = ps.positioning_kernel(np.arange(n) * 60_000.0, close, nan, nan, oi, nan, nan,
+                                    tb, np.full(n, 4.0), np.zeros(n), np.zeros(n),
+                                    ps.CrowdingWeights(), 60.0)
+    assert np.isnan(one_min[:, ps.C_OI_24H]).all()        # 1m bars: 1,440 bars for 24 h
+
 def test_explain_line():
     row = np.full(ps.N_COMPONENTS, np.nan)
     row[ps.C_LONG_SCORE] = 0.82

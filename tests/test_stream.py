@@ -52,7 +52,7 @@ def _batch(bars: Bars, crowding: ps.CrowdingWeights = ps.CrowdingWeights(),
 
     run = hm.run(bars, BTC)
     x = hm.bar_inputs(bars)
-    bph = max(1, 3_600_000 // bars.interval_ms)
+    bph = 3_600_000 / bars.interval_ms                  # bars an hour: 0.25 on 4h bars
     pos = ps.positioning_kernel(bars.ts, x["close"], x["funding"], col("premium_close"), x["oi"],
                                 x["ls_ratio"], col("top_long_short_ratio"), x["taker_buy"],
                                 x["volume"], run.near_long, run.near_short, crowding, bph,
@@ -68,7 +68,7 @@ def _batch(bars: Bars, crowding: ps.CrowdingWeights = ps.CrowdingWeights(),
     sig = risk_inputs(close, col("high"), col("low"), col("volume"), filled, mark,
                       pos[:, ps.C_LONG_SCORE], pos[:, ps.C_SHORT_SCORE],
                       det[:, dt.D_CASCADE_STATE], det[:, dt.D_EXHAUSTION_STATE], run.clusters,
-                      bph, 4 * bph)
+                      bph, max(1, int(np.floor(4 * bph + 0.5))))
     lq = np.nan_to_num(col("liq_long_notional")) + np.nan_to_num(col("liq_short_notional"))
     fill = window_inputs(close, x["quote_volume"], lq, fill_window)
     heat = np.column_stack([run.long_total, run.short_total, run.consumed_long,

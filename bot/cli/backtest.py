@@ -30,13 +30,14 @@ from bot.cli.heatmap import parse_time
 from bot.cli.paths import cell, check_output, check_wallet, console, dumps, shown, write_output, writing
 from bot.cli.tiers import TiersOption, brackets_for
 from bot.config import load_config
-from bot.data.bars import mark_coverage, mark_prices
+from bot.data.bars import funding_note, mark_coverage, mark_prices
 from bot.data.dataset import iso
 from bot.errors import LiqbotError
 from bot.mechanics import brackets as br
 from bot.mechanics.fees import VenueFees, venue_fees
 from bot.risk.policy import load_policy, off_policy
 from bot.signals.pipeline import LazySignals, heatmap_clusters
+from bot.signals.stream import bar_length_note
 from strategies import find
 
 ROWS = [("total return", "total_return", "{:+.2%}"), ("max drawdown", "max_drawdown", "{:.2%}"),
@@ -282,6 +283,10 @@ def backtest_command(
         con.print(warm_note(first, bars.start_ms))
     if mark_coverage(bars) < 1.0:
         con.print(f"mark prices: {mark_prices(bars)}")
+    for extra in (funding_note(bars),
+                  bar_length_note(bars.interval_ms) if risk != "off" else None):
+        if extra is not None:
+            con.print(extra)
     if tick_in is not None:
         con.print(f"tick replay: {per_run:,} ticks, decisions "
                   f"{f'every {risk_every:,} ticks' if risk_every else 'at bar closes'}")

@@ -11,6 +11,9 @@ action from it) until an hour of bars has been seen; its EWMA weight is 1/(t+1) 
 hourly weight takes over, so it starts from the first bars' true ranges, not from zero.
 Crowding is NaN (no schedule, no hedge) until `CROWD_WARMUP_H` hours have been seen: its 24h
 open-interest change and the funding z-score (three 8h settlements) need a day of history.
+Every window is in hours of the data's time: `bars_per_hour` is a float (60 on 1m bars, 0.25
+on 4h bars), so a day is 1440 1m bars or 6 4h bars. On bars longer than an hour the hourly
+ATR is the bar's true range scaled down by sqrt(hours per bar), the same random-walk scaling.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import numpy as np
 from numba import njit
 
 from bot.risk import engine as en
+from bot.signals.positioning import hour_bars
 
 # State of `risk_step` (one float64 array, RS_* slots).
 # RS_CASC_DIR / RS_CASC_REF / RS_CASC_ATR: direction, close and ATR at the first bar of the
@@ -38,16 +42,23 @@ def new_risk_state() -> np.ndarray:
 
 
 @njit(cache=True)
-def crowding_warm_bar(bars_per_hour: int) -> int:
-    """Index of the first bar whose crowding the rules read (`CROWD_WARMUP_H` hours seen);
-    before it S_CROWD_* are NaN. The heatmap timeline blanks the same bars."""
-    return CROWD_WARMUP_H * bars_per_hour - 1
+def crowding_warm_bar(bars_per_hour: float) -> int:
+    """Index of the first bar whose crowding the rules read (`CROWD_WARMUP_H` hours seen:
+    bar 1439 of 1m bars, bar 5 of 4h bars); before it S_CROWD_* are NaN. The heatmap
+    timeline blanks the same bars."""
+    return max(1, hour_bars(CROWD_WARMUP_H, bars_per_hour)) - 1
+
+
+@njit(cache=True)
+def block_bars_for(bars_per_hour: float, hours: float = 4.0) -> int:
+    """Bars the cascade block lasts at most: `hours` of data, at least one bar."""
+    return max(1, hour_bars(hours, bars_per_hour))
 
 
 @njit(cache=True)
 def risk_step(st: np.ndarray, close: float, high: float, low: float, volume: float,
               filled: float, mark: float, crowd_long: float, crowd_short: float,
-              cascade: float, exhaustion: float, clusters: np.ndarray, bars_per_hour: int,
+              cascade: float, exhaustion: float, clusters: np.ndarray, bars_per_hour: float,
               block_bars: int, out: np.ndarray) -> None:
     """One bar: write the risk engine's signal row (columns S_*) into `out`. Prices
     quote/base, `volume` base, `filled` 1.0 for a gap-filled bar, `clusters` the six values
@@ -101,7 +112,7 @@ def risk_step(st: np.ndarray, close: float, high: float, low: float, volume: flo
 def risk_inputs(close: np.ndarray, high: np.ndarray, low: np.ndarray, volume: np.ndarray,
                 filled: np.ndarray, mark: np.ndarray, crowd_long: np.ndarray,
                 crowd_short: np.ndarray, cascade: np.ndarray, exhaustion: np.ndarray,
-                clusters: np.ndarray, bars_per_hour: int, block_bars: int) -> np.ndarray:
+                clusters: np.ndarray, bars_per_hour: float, block_bars: int) -> np.ndarray:
     """The (n, N_SIG) signal matrix: `risk_step` over every bar. The ATR is an EWMA of
     1-bar true range over an hour, scaled by sqrt(bars per hour) to hourly units (a
     random-walk approximation), held as an envelope decaying over a day (`risk_step`)."""

@@ -16,6 +16,11 @@ Crowding score per side in [0, 1]: a weighted mean of component scores, each cli
 [0, 1] (weights in `CrowdingWeights`), over the components that exist for the data (a
 dataset without open interest simply loses that component; the weights renormalise).
 Scores are documented in docs/heatmap.md with their scales.
+
+Windows are in hours of the data's time, whatever its bar (`bars_per_hour` is a float: 60 on
+1m bars, 0.25 on 4h bars; `hour_bars` rounds to whole bars): a change over a window shorter
+than one bar is unknown (NaN: the 1h OI change on 4h bars), a rolling sum covers at least the
+bar itself (the 4h taker imbalance on 8h bars reads that bar).
 """
 
 from __future__ import annotations
@@ -72,14 +77,22 @@ N_PS = 12
 
 
 @njit(cache=True)
-def new_positioning_state(bars_per_hour: int, z_window: int) -> tuple[np.ndarray, np.ndarray,
-                                                                      np.ndarray, np.ndarray]:
+def hour_bars(hours: float, bars_per_hour: float) -> int:
+    """Whole bars in `hours` of data at `bars_per_hour` (rounded; 0 when the window is
+    shorter than half a bar): 1440 for 24 h of 1m bars, 6 of 4h bars."""
+    return int(np.floor(hours * bars_per_hour + 0.5))
+
+
+@njit(cache=True)
+def new_positioning_state(bars_per_hour: float, z_window: int) -> tuple[np.ndarray, np.ndarray,
+                                                                        np.ndarray, np.ndarray]:
     """Empty (scalars, rates, day, h4) state of `positioning_step`.
 
     rates (2, max(1, z_window)): row 0 the ring of the last `z_window` settled rates, row 1 a
     scratch row where they are laid out in chronological order for the z-score; day
-    (2, 24 bph + 1): rings of open interest and close over the last 24 hours; h4 (2, 4 bph):
-    rings of taker-buy and total base volume over the last 4 hours.
+    (2, bars in 24 h + 1): rings of open interest and close over the last 24 hours; h4
+    (2, bars in 4 h, at least 1): rings of taker-buy and total base volume over the last
+    4 hours (`hour_bars`).
     """
     sc = np.zeros(N_PS)
     sc[PS_LAST_RATE] = np.nan
@@ -87,17 +100,17 @@ def new_positioning_state(bars_per_hour: int, z_window: int) -> tuple[np.ndarray
     sc[PS_INTERVAL] = 8.0 * 3_600_000.0
     sc[PS_PREV_SETTLE_TS] = -1.0
     rates = np.zeros((2, max(1, z_window)))
-    day = np.full((2, 24 * bars_per_hour + 1), np.nan)
-    h4 = np.zeros((2, 4 * bars_per_hour))
+    day = np.full((2, max(1, hour_bars(24.0, bars_per_hour)) + 1), np.nan)
+    h4 = np.zeros((2, max(1, hour_bars(4.0, bars_per_hour))))
     return sc, rates, day, h4
 
 
 @njit(cache=True)
 def _ring_change(ring: np.ndarray, t: int, w: int, slot: int) -> float:
     """x[t] / x[t - w] - 1 over a ring holding x[t - len + 1 .. t] at slot t % len (`slot`,
-    passed in: one integer division per bar for every lag), 0 <= w < len (NaN when
-    unknown)."""
-    if t - w < 0:
+    passed in: one integer division per bar for every lag), w < len (NaN when unknown, and
+    for w < 1: a window shorter than a bar)."""
+    if w < 1 or t - w < 0:
         return np.nan
     past = slot - w
     if past < 0:
@@ -115,7 +128,7 @@ def positioning_step(sc: np.ndarray, rates: np.ndarray, day: np.ndarray, h4r: np
                      premium: float, oi: float,
                      ls_ratio: float, top_ratio: float, taker_buy: float, volume: float,
                      near_long: float, near_short: float, w: CrowdingWeights,
-                     bars_per_hour: int, out: np.ndarray) -> None:
+                     bars_per_hour: float, out: np.ndarray) -> None:
     """One bar: update the state and write its components (columns C_*) into `out`.
     `ts` is the bar open (ms UTC as float64), volumes base, notionals quote, `funding_avg`
     the vendor's OI-weighted rate per 8h (NaN when absent)."""
@@ -170,16 +183,17 @@ def positioning_step(sc: np.ndarray, rates: np.ndarray, day: np.ndarray, h4r: np
     now = t % day.shape[1]
     day[0, now] = oi
     day[1, now] = close
-    h4 = 4 * bars_per_hour
-    out[C_OI_1H] = _ring_change(day[0], t, bars_per_hour, now)
-    out[C_OI_4H] = _ring_change(day[0], t, h4, now)
-    oi24 = _ring_change(day[0], t, 24 * bars_per_hour, now)
+    w24 = day.shape[1] - 1
+    out[C_OI_1H] = _ring_change(day[0], t, hour_bars(1.0, bars_per_hour), now)
+    out[C_OI_4H] = _ring_change(day[0], t, hour_bars(4.0, bars_per_hour), now)
+    oi24 = _ring_change(day[0], t, w24, now)
     out[C_OI_24H] = oi24
-    pc = _ring_change(day[1], t, 24 * bars_per_hour, now)
+    pc = _ring_change(day[1], t, w24, now)
     if oi24 == oi24 and pc == pc:
         out[C_DIVERGENCE] = oi24 * (1.0 if pc >= 0.0 else -1.0)
     out[C_LS_RATIO] = ls_ratio
     out[C_TOP_RATIO] = top_ratio
+    h4 = h4r.shape[1]
     slot = t % h4
     old_tb = h4r[0, slot]
     old_v = h4r[1, slot]
@@ -229,14 +243,15 @@ def positioning_kernel(ts: np.ndarray, close: np.ndarray, funding: np.ndarray,
                        premium: np.ndarray, oi: np.ndarray, ls_ratio: np.ndarray,
                        top_ratio: np.ndarray, taker_buy: np.ndarray, volume: np.ndarray,
                        near_long: np.ndarray, near_short: np.ndarray,
-                       w: CrowdingWeights, bars_per_hour: int,
+                       w: CrowdingWeights, bars_per_hour: float,
                        funding_avg: np.ndarray | None = None) -> np.ndarray:
     """Components and crowding scores, one row per bar (columns C_*): `positioning_step`
     over every bar. `funding_avg` (vendor OI-weighted rate per 8h) is optional."""
     fa = np.full(len(close), np.nan) if funding_avg is None else \
         np.ascontiguousarray(funding_avg, dtype=np.float64)
     return _positioning_loop(ts, close, funding, fa, premium, oi, ls_ratio, top_ratio,
-                             taker_buy, volume, near_long, near_short, w, bars_per_hour)
+                             taker_buy, volume, near_long, near_short, w,
+                             float(bars_per_hour))
 
 
 @njit(cache=True)
@@ -244,7 +259,7 @@ def _positioning_loop(ts: np.ndarray, close: np.ndarray, funding: np.ndarray,
                       funding_avg: np.ndarray, premium: np.ndarray, oi: np.ndarray,
                       ls_ratio: np.ndarray, top_ratio: np.ndarray, taker_buy: np.ndarray,
                       volume: np.ndarray, near_long: np.ndarray, near_short: np.ndarray,
-                      w: CrowdingWeights, bars_per_hour: int) -> np.ndarray:
+                      w: CrowdingWeights, bars_per_hour: float) -> np.ndarray:
     n = len(close)
     out = np.full((n, N_COMPONENTS), np.nan)
     sc, rates, day, h4 = new_positioning_state(bars_per_hour, w.z_window)

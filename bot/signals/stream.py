@@ -37,7 +37,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from numba import njit
 
-from bot.data.bars import Bars
+from bot.data.bars import Bars, interval_label
 from bot.errors import LiqbotError
 from bot.jit import lean
 from bot.mechanics import fills as fl
@@ -229,7 +229,7 @@ class StreamConfig(NamedTuple):
     near: float                  # fraction of the close for the near-price masses
     crowding: ps.CrowdingWeights
     detector: dt.DetectorParams
-    bars_per_hour: int
+    bars_per_hour: float         # 60.0 on 1m bars, 0.25 on 4h bars: windows are in hours
     block_bars: int              # cascade block of the risk inputs, bars
     fill_window: int             # bars of the fill model's trailing window
 
@@ -239,7 +239,8 @@ class StreamState(NamedTuple):
 
     mass (2, n_bins) / meta (hm.N_META): the heatmap, lazily scaled (`hm.new_state`);
     heat (N_HS): the last settled funding rate (the heatmap's funding, `step`);
-    pos (ps.N_PS) + pos_rates (2, z_window) + pos_day (2, 24 bph + 1) + pos_h4 (2, 4 bph):
+    pos (ps.N_PS) + pos_rates (2, z_window) + pos_day (2, bars in 24 h + 1) + pos_h4 (2, bars
+    in 4 h):
     positioning scalars and rings (`ps.new_positioning_state`);
     det (dt.N_DS): detector scalars and the 6-close ring; risk (ri.N_RS): risk-input
     scalars; fill (fl.N_FS) + fill_ring (3, fill_window): the fill model's window.
@@ -258,10 +259,24 @@ class StreamState(NamedTuple):
     fill_ring: np.ndarray
 
 
-def bars_per_hour(interval_ms: int) -> int:
-    """Bars in an hour at `interval_ms` (at least 1: a 4h bar counts as one), the unit of the
-    hourly windows and warm-ups."""
-    return max(1, 3_600_000 // int(interval_ms))
+def bars_per_hour(interval_ms: int) -> float:
+    """Bars in an hour at `interval_ms` (60.0 for 1m, 0.25 for 4h), the unit of the hourly
+    windows and warm-ups of positioning and the risk inputs (`ps.hour_bars` makes whole bars
+    of them)."""
+    return 3_600_000.0 / int(interval_ms)
+
+
+def bar_length_note(interval_ms: int) -> str | None:
+    """What the risk rules read on bars other than 1m, where they were designed and measured
+    (docs/risk.md): positioning and the risk inputs count hours, the cascade detector bars."""
+    if interval_ms == 60_000:
+        return None
+    tf = interval_label(interval_ms)
+    return (f"risk rules: measured on 1m bars (docs/risk.md); on {tf} bars positioning and "
+            f"the risk inputs read hours, but the cascade detector counts bars (its 5- and "
+            f"15-bar moves span {5 * interval_ms / 3_600_000:g} h and "
+            f"{15 * interval_ms / 3_600_000:g} h here, its 30-bar hold "
+            f"{30 * interval_ms / 3_600_000:g} h)")
 
 
 def config(interval_ms: int, brackets: Brackets, p: hm.HeatmapParams = hm.HeatmapParams(),
@@ -278,7 +293,7 @@ def config(interval_ms: int, brackets: Brackets, p: hm.HeatmapParams = hm.Heatma
     return StreamConfig(p, np.asarray(levs, dtype=np.float64).copy(),
                         np.asarray(weights, dtype=np.float64).copy(), brackets.floor,
                         brackets.cap, brackets.mmr, brackets.cum, float(near), crowding,
-                        detector, bph, 4 * bph, int(fill_window))
+                        detector, bph, ri.block_bars_for(bph), int(fill_window))
 
 
 def new_state(first_close: float, interval_ms: int, brackets: Brackets,
