@@ -184,6 +184,9 @@ class Setup:
     tables: tuple[tuple[str, Any], ...] = ()
     #: the driver's `code_digest()`, carried to every worker (which checks its own)
     code: str = field(default_factory=lambda: code_digest())
+    #: `strategy_digest` of a user's `module:Class` ("" for a shipped strategy): in the
+    #: row keys, not the manifest, so an edited strategy file reruns into the same OUT
+    strategy_code: str = ""
 
     def describe(self) -> dict[str, Any]:
         s = self.settings
@@ -202,7 +205,12 @@ class Setup:
         return dict(self.tables).get(symbol) or br.for_symbol(symbol)
 
     def digest(self) -> str:
-        return _sha(self.describe())
+        """The settings' part of every row key: `describe()`, plus the user's strategy
+        file digest when there is one (a shipped strategy keeps its old keys)."""
+        d = self.describe()
+        if self.strategy_code:
+            d["strategy_code"] = self.strategy_code
+        return _sha(d)
 
 
 @dataclass(frozen=True)
@@ -231,7 +239,7 @@ def fingerprint(bars: Any) -> str:
 
 
 #: the code a row's figures come from: the trading kernel, mechanics, risk, signals, the
-#: backtest loops and the shipped strategies (a user's own strategy file is not included)
+#: backtest loops and the shipped strategies (a user's own strategy file: `strategy_digest`)
 CODE_DIRS = ("bot/execution", "bot/mechanics", "bot/risk", "bot/signals", "bot/data",
              "bot/jit.py", "backtests", "strategies")
 #: files hashed under CODE_DIRS: the sources and the data shipped with them (the leverage
@@ -262,6 +270,26 @@ def code_digest() -> str:
     computed by another version (until 2026-12-06 a rerun after a change of the mechanics
     reused the old figures as if computed now)."""
     return tree_digest(Path(__file__).resolve().parent.parent)
+
+
+def strategy_digest(spec: str) -> str:
+    """sha256 (16 hex) of the source file a user's `module:Class` strategy was loaded from
+    (the module's own file, not modules it imports); "" for a shipped strategy (its code is
+    in `code_digest`) or a module without a file. Until 2026-12-06 a user's file was in no
+    key: a rerun after editing it reused the rows computed with the old code."""
+    import sys
+
+    from strategies import BUILTIN, find
+
+    if spec in BUILTIN:
+        return ""
+    source = getattr(sys.modules.get(find(spec).__module__), "__file__", None)
+    if not source:
+        return ""
+    try:
+        return hashlib.sha256(Path(source).read_bytes()).hexdigest()[:16]
+    except OSError as exc:
+        raise LiqbotError(f"--strategy {spec}: cannot read {source} ({exc.strerror})") from None
 
 
 def make_task(setup_digest: str, dataset: str, fp: str, window: int, segment: str,
@@ -323,6 +351,10 @@ def evaluate(setup: Setup, task: Task) -> dict[str, Any]:
         raise LiqbotError(f"sweep worker on {os.uname().nodename}: its liqbot backtest code "
                           f"({code_digest()}) is not the driver's ({setup.code}); install the "
                           "same version on every node")
+    if setup.strategy_code and strategy_digest(setup.strategy) != setup.strategy_code:
+        raise LiqbotError(f"sweep worker on {os.uname().nodename}: its file of --strategy "
+                          f"{setup.strategy} is not the driver's; copy the same file to every "
+                          "node")
     inputs, brackets = _prepared(task.dataset, task.end, setup)
     strat = find(setup.strategy)(**dict(task.params))
     res = run(inputs, strat, setup.policy, brackets, setup.settings, task.segment,
@@ -707,7 +739,8 @@ def sweep(spec: SweepSpec, out: Path, backend: Backend,
     policy = load_policy(spec.preset) if spec.risk == "on" else off_policy()
     settings = RunSettings(wallet=spec.wallet, fills=spec.fills or FillsConfig(),
                            fees=spec.fees or venue_fees("binance"))
-    setup = Setup(spec.strategy, spec.risk, spec.preset, policy, settings)
+    setup = Setup(spec.strategy, spec.risk, spec.preset, policy, settings,
+                  strategy_code=strategy_digest(spec.strategy))
     digest = setup.digest()
 
     # datasets: names as the workers load them, bars for spans and fingerprints

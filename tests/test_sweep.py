@@ -484,3 +484,62 @@ def test_an_updated_shipped_bracket_table_changes_the_code_digest(tmp_path: Path
     (tmp_path / "bot/mechanics/__pycache__/k.json").write_text("{}")   # not source: ignored
     assert sw.tree_digest(tmp_path) == after
     assert sw.code_digest() == sw.tree_digest(Path(sw.__file__).resolve().parent.parent)
+
+
+_USER_STRATEGY = '''
+from typing import ClassVar
+
+import numpy as np
+
+from strategies.base import Param, Strategy, leverage
+
+
+class Tilt(Strategy):
+    WINDOW = 1
+    PARAMS: ClassVar[dict[str, Param]] = {"leverage": leverage(1.0, "held throughout")}
+
+    def targets(self, bars, signals):
+        return np.full(len(bars), SIDE * self.params["leverage"])
+'''
+
+
+def test_an_edited_user_strategy_file_reruns_its_rows(tmp_path: Path, monkeypatch) -> None:
+    """A user's `module:Class` was in no key (the code digest covers liqbot's own files
+    only): after editing the strategy file, a rerun into the same OUT reported "0 backtests
+    run, 2 reused" with the figures of the old code."""
+    import sys
+
+    src = tmp_path / "ustrat_sweep.py"
+    monkeypatch.chdir(tmp_path)                 # loaded from the current directory
+    monkeypatch.setattr("sys.path", [p for p in sys.path if p not in ("", ".", str(tmp_path))])
+
+    def rerun(side: str) -> sw.SweepResult:
+        src.write_text(f"SIDE = {side}\n" + _USER_STRATEGY)
+        monkeypatch.delitem(sys.modules, "ustrat_sweep", raising=False)   # a new process
+        one = sw.LocalBackend(1)
+        try:
+            return sw.sweep(spec(strategy="ustrat_sweep:Tilt", grid=["leverage=1,2"]),
+                            tmp_path / "out", one)
+        finally:
+            one.close()
+
+    def figures(res: sw.SweepResult) -> list[float]:
+        return [r["total_return"] for r in res.rows]
+
+    long_ = rerun("1.0")
+    assert (long_.ran, long_.reused) == (2, 0)
+    short = rerun("-1.0")                       # the file edited: its targets flipped
+    assert (short.ran, short.reused) == (2, 0)
+    assert all(a != b for a, b in zip(figures(long_), figures(short), strict=True))
+    again = rerun("-1.0")                       # unchanged: reused
+    assert (again.ran, again.reused) == (0, 2) and figures(again) == figures(short)
+    back = rerun("1.0")                         # the old file again: its old rows
+    assert (back.ran, back.reused) == (0, 2) and figures(back) == figures(long_)
+    assert sw.strategy_digest("sma_cross") == ""      # shipped: in the code digest
+    # a worker whose copy of the file differs from the driver's refuses its tasks
+    setup = sw.Setup("ustrat_sweep:Tilt", "on", "balanced", load_policy("balanced"),
+                     RunSettings(), strategy_code="other")
+    task = sw.make_task(setup.digest(), DS, "fp", 0, "full", (0, 10), {"leverage": 1.0})
+    with pytest.raises(LiqbotError, match="its file of --strategy ustrat_sweep:Tilt is not "
+                                          "the driver's"):
+        sw.evaluate(setup, task)
