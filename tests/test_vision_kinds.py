@@ -118,6 +118,31 @@ def test_metrics_rows_of_another_symbol_refused(files):
     assert m.name in msg
 
 
+
+def test_a_funding_history_of_many_symbols_gives_the_grids_rows(files, tmp_path):
+    """`symbol,calc_time,funding_interval_hours,last_funding_rate` (one file for 53 symbols,
+    as ../shared's funding_all) was 'cannot tell which kind'. The bar grid's symbol's rows
+    are kept; a file without that symbol, or one symbol's times going back, exit 2 naming
+    the file, and the row."""
+    head = "symbol,calc_time,funding_interval_hours,last_funding_rate\n"
+    multi = write(tmp_path / "funding_all_3symbols.csv",
+                  head + f"AAVEUSDT,{T0},8,0.0009\nBTCUSDT,{T0 - 8 * 3_600_000},8,0.0003\n"
+                  f"BTCUSDT,{T0 + 120_000},8,-0.0002\nETHUSDT,{T0},8,0.0005\n")
+    assert bv.detect_kind(multi) == "fundingRate"
+    b = build_dataset([files[0], multi]).bars
+    assert b["funding_rate"][2] == -0.0002 and np.isfinite(b["funding_rate"]).sum() == 1
+    gone = write(tmp_path / "funding_all_x.csv", head + f"AAVEUSDT,{T0},8,0.0009\n")
+    with pytest.raises(DataError) as e:
+        build_dataset([files[0], gone])
+    assert str(e.value).endswith("holds no rows of BTCUSDT (1 symbol(s): AAVEUSDT)")
+    assert gone.name in str(e.value)
+    back = write(tmp_path / "funding_all_y.csv",
+                 head + f"AAVEUSDT,{T0},8,0.0009\nBTCUSDT,{T0 + 60_000},8,0.0003\n"
+                 f"BTCUSDT,{T0},8,0.0003\nETHUSDT,{T0 - 60_000},8,0.0005\n")
+    with pytest.raises(DataError) as e:
+        build_dataset([files[0], back])
+    assert "row 4, column calc_time: timestamp goes back in time" in str(e.value)
+
 def test_kind_from_the_name_or_a_folder_named_exactly_the_kind(tmp_path):
     """The whole path used to be searched: klines under ~/metrics_study/ were read as
     metrics (and failed on their 12 columns)."""

@@ -5,6 +5,8 @@ Kinds and their columns (the CSVs exist with and without a header row):
   close, volume, close_time, quote_volume, count, taker_buy_volume, taker_buy_quote_volume,
   ignore (mark/index/premium files carry zeros in the volume fields);
 - fundingRate: calc_time, funding_interval_hours, last_funding_rate (rate per interval);
+  a multi-symbol history with a leading `symbol` column (`symbol,calc_time,...`, one file
+  for many symbols) is read too: the importer keeps the dataset's symbol's rows;
 - metrics (5-minute snapshots): create_time ("YYYY-MM-DD HH:MM:SS" UTC), symbol,
   sum_open_interest (base), sum_open_interest_value (quote), count_toptrader_long_short_ratio,
   sum_toptrader_long_short_ratio, count_long_short_ratio, sum_taker_long_short_vol_ratio;
@@ -73,7 +75,10 @@ SPECS: dict[str, CsvSpec] = {
     "trades": CsvSpec("trades", (("id", "i8"), ("price", "f8"), ("qty", "f8"),
                                  ("quote_qty", "f8"), ("time", "i8"), ("is_buyer_maker", "bool"))),
 }
-_HEADER_KIND = {"calc_time": "fundingRate", "create_time": "metrics", "time": None,
+#: a funding history of many symbols: `symbol` first, then the fundingRate columns
+FUNDING_MULTI = CsvSpec("fundingRate", (("symbol", "str"), *SPECS["fundingRate"].columns))
+_HEADER_KIND = {"calc_time": "fundingRate", "symbol": "fundingRate", "create_time": "metrics",
+                "time": None,
                 "agg_trade_id": "aggTrades", "id": "trades"}
 _INTERVALS_MS = {"1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000,
                  "30m": 1_800_000, "1h": 3_600_000, "2h": 7_200_000, "4h": 14_400_000,
@@ -122,8 +127,7 @@ def detect_kind(path: Path) -> str:
         return "fundingRate"
     if re.search(r"-\d+[mhdwM]-", name):
         return "klines"
-    data, _ = read_head(path)
-    first = data.removeprefix(BOM).split(b",", 1)[0].strip().decode("utf-8", "replace")
+    first = _first_field(path)
     kind = _HEADER_KIND.get(first)
     if kind is None:
         if first == "open_time":
@@ -170,7 +174,8 @@ def load_file(path: Path, kind: str | None = None, *, batch_check: BatchCheck | 
     if kind in _TICK_COLUMNS:
         return VisionFile(path, kind, symbol_of(path),
                           _read_ticks(path, kind, batch_check, block_size))
-    table = read_csv(path, SPECS[kind])
+    multi = kind == "fundingRate" and _first_field(path) == "symbol"
+    table = read_csv(path, FUNDING_MULTI if multi else SPECS[kind])
     cols = table.columns
     label = table.label
     _times_to_ms(kind, cols, label, table.line_of)
@@ -188,7 +193,13 @@ def load_file(path: Path, kind: str | None = None, *, batch_check: BatchCheck | 
                           positive_prices=kind != "premiumIndexKlines",
                           volumes=kind == "klines")
     elif kind == "fundingRate":
-        check_time(cols["calc_time"], label, table.line_of, "calc_time")
+        if multi:                      # increasing per symbol (the file is sorted by symbol)
+            for sym in np.unique(cols["symbol"]):
+                rows = np.flatnonzero(cols["symbol"] == sym)
+                check_time(cols["calc_time"][rows], label,
+                           lambda i, rows=rows: table.line_of(int(rows[i])), "calc_time")
+        else:
+            check_time(cols["calc_time"], label, table.line_of, "calc_time")
         _check_finite(cols, ("last_funding_rate",), label, table.line_of)
         big = np.abs(cols["last_funding_rate"]) > MAX_FUNDING_RATE
         if big.any():
@@ -228,7 +239,36 @@ def load_file(path: Path, kind: str | None = None, *, batch_check: BatchCheck | 
                                    f"{float(notional[i]):g} is beyond {MAX_LIQ_NOTIONAL:g} "
                                    "(quote) for one liquidation order: corrupt or mis-scaled",
                             row=table.line_of(i), column="accumulated_fill_quantity")
-    return VisionFile(path, kind, symbol_of(path), table)
+    return VisionFile(path, kind, MULTI if multi else symbol_of(path), table)
+
+
+#: `VisionFile.symbol` of a file holding many symbols (`symbol` column): `for_symbol` picks
+MULTI = "*"
+
+
+def _first_field(path: Path) -> str:
+    """The first header field of a CSV ('' when the first line is data)."""
+    data, _ = read_head(path)
+    return data.removeprefix(BOM).split(b",", 1)[0].strip().decode("utf-8", "replace")
+
+
+def for_symbol(f: VisionFile, symbol: str) -> VisionFile:
+    """`f` cut to `symbol`'s rows when it holds many symbols (`MULTI`), else `f`; a file
+    without a row of `symbol` is an error naming the symbols it holds."""
+    if f.symbol != MULTI:
+        return f
+    cols = f.table.columns
+    rows = np.flatnonzero(cols["symbol"] == symbol)
+    if not len(rows):
+        held = np.unique(cols["symbol"])
+        listed = ", ".join(str(x)[:20] for x in held[:8]) + (", ..." if len(held) > 8 else "")
+        raise DataError(str(f.path), f"holds no rows of {symbol} ({len(held)} symbol(s): "
+                                     f"{listed})", column="symbol")
+    # validated at load (rows checked per symbol, naming the file's lines); the cut keeps
+    # the line of its first row (a sorted export's rows of one symbol are contiguous)
+    table = CsvTable(f.table.label, {k: v[rows] for k, v in cols.items()},
+                     f.table.line_of(int(rows[0])), f.table.has_header)
+    return VisionFile(f.path, f.kind, symbol, table)
 
 
 def _read_ticks(path: Path, kind: str, batch_check: BatchCheck | None,

@@ -82,6 +82,8 @@ def _load_any(item: FileArg) -> bv.VisionFile | vendor.VendorFile:
 def _with_symbol(f: bv.VisionFile, given: str | None) -> bv.VisionFile:
     """`f` with its symbol checked: the one its name starts with (BTCUSDT-1m-...), else
     `given` (--symbol); a name naming another symbol than `given` is an error."""
+    if f.symbol == bv.MULTI:
+        return f                       # many symbols: the bar grid's rows are kept (later)
     named = f.symbol if SYMBOL_RE.fullmatch(f.symbol) else None
     if named and given and named != given:
         raise DataError(str(f.path), f"the file name says symbol {named}, --symbol says {given}; "
@@ -215,6 +217,7 @@ def build_dataset(
     tables: dict[str, dict[str, np.ndarray]] = {}
     step = bars.interval_ms
     for f in files:
+        f = bv.for_symbol(f, bars.symbol)
         if f.symbol != bars.symbol and f.kind != "klines":
             raise DataError(str(f.path), f"symbol {f.symbol} differs from the klines' "
                                          f"{bars.symbol}")
