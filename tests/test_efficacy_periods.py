@@ -251,7 +251,8 @@ def test_alt_funding_is_taken_from_the_multi_symbol_file(tmp_path):
 
 def test_positioning_percentiles_before_2025_10_10_on_the_real_span():
     """The "why" of the crowding-lead note: where the vendor positioning stood when the
-    largest 1h drop of 2025-10-10 began, within the vendor span's own history before it."""
+    largest 1h drop of 2025-10-10 began, within the vendor span's own history before it.
+    The OI change spans 24 h of 4h buckets (6); at 24 buckets (96 h) it read 32."""
     from backtests.runner import RunSettings, prepare
     from bot.data.importer import build_dataset
     from tests.conftest import shared_file
@@ -264,5 +265,5 @@ def test_positioning_percentiles_before_2025_10_10_on_the_real_span():
     s = RunSettings()
     line, = ef.span_percentiles(span, bars, prepare(bars, brackets_of("BTCUSDT"), s))
     assert ("among the 895 4h buckets of 4h_2025-05-18_to_2025-11-14 before it (percentile): "
-            "long/short accounts 56, top traders 33, OI-weighted funding 55, OI 24h change 32; "
+            "long/short accounts 56, top traders 33, OI-weighted funding 55, OI 24h change 25; "
             "none beyond the 10th-90th") in line
