@@ -279,6 +279,10 @@ def test_a_reduce_only_order_never_opens_a_position_after_a_liquidation() -> Non
     b.acct[ac.A_WALLET] += 1000.0                  # a deposit: the account can trade again
     f, _ = b.on_bar_open("AUSDT", 120_000, 100.0, 100.0, 100.0, 100.0, np.nan)
     assert f == [] and b.pos[0, ac.P_QTY] == 0.0 and b.pending() == []   # rejected
+    # why, for the store's intent (it was closed 'rejected' with no reason), read once
+    assert b.rejections() == {"reduce-A": "reduce-only: no position on its side left to "
+                                          "reduce at the open"}
+    assert b.rejections() == {}
     assert bk.reduce_only_qty(bk.Order("c", "AUSDT", 0, -7.0, True, (0.0, 0.0, 0.0)),
                               5.0) == -5.0          # clipped to the position
     assert bk.reduce_only_qty(bk.Order("c", "AUSDT", 0, 3.0, True, (0.0, 0.0, 0.0)),

@@ -91,6 +91,8 @@ class Broker(Protocol):
 
     def pending(self) -> list[Order]: ...
 
+    def rejections(self) -> dict[str, str]: ...
+
 
 class PaperBroker:
     """Simulated venue on the shared trading kernel."""
@@ -110,6 +112,8 @@ class PaperBroker:
         self.bar_ts = np.full(len(symbols), NO_BAR, dtype=np.int64)
         self.bar_range = np.full((len(symbols), 3), np.nan)
         self._pending: dict[int, Order] = {}
+        #: why the venue refused orders at the last open, by client id (`rejections`)
+        self._refused: dict[str, str] = {}
 
     # --- orders -------------------------------------------------------------------------
     def submit(self, order: Order) -> None:
@@ -118,6 +122,12 @@ class PaperBroker:
 
     def pending(self) -> list[Order]:
         return [self._pending[k] for k in sorted(self._pending)]
+
+    def rejections(self) -> dict[str, str]:
+        """{client id: why} of the orders refused at the last `on_bar_open` (the store's
+        intent reason); read once, then cleared."""
+        out, self._refused = self._refused, {}
+        return out
 
     def cancel(self, client_id: str) -> Order | None:
         """Drop the pending order `client_id` so it never fills (a replayed symbol whose
@@ -146,11 +156,15 @@ class PaperBroker:
                 continue
             qty = reduce_only_qty(order, float(self.pos[slot, ac.P_QTY]))
             if qty == 0.0:                 # nothing left to reduce: the venue rejects it
+                self._refused[order.client_id] = ("reduce-only: no position on its side "
+                                                  "left to reduce at the open")
                 continue
             px, fee, slip = kn.fill_order(self.acct, self.pos, slot, qty, open_px,
                                           order.window[0], order.window[1], order.window[2],
                                           self.fp)
-            if px > 0.0:
+            if px <= 0.0:
+                self._refused[order.client_id] = f"no price at the open ({open_px!r})"
+            else:
                 fills.append(Fill(f"{order.client_id}-f", order.client_id, symbol, slot, ts,
                                   qty, px, fee, slip, False))
         self.bar_ts[i] = ts

@@ -313,6 +313,11 @@ class LiveBroker:
         """Orders not yet resolved: queued, or at the exchange without a booked outcome."""
         return self.queue + [f.order for f in self.inflight.values() if f.state != "done"]
 
+    def rejections(self) -> dict[str, str]:
+        """Always empty: the exchange's refusals arrive as `reject*` events with its
+        message (`drain_events`), stored as events."""
+        return {}
+
     def set_mark(self, symbol: str, mark_close: float) -> None:
         i = self.index[symbol]
         self.marks[2 * i] = mark_close

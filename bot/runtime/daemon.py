@@ -314,13 +314,15 @@ class Daemon:
             self._record_fill(f)
         filled = {f.client_id for f in fills}
         still = {o.client_id for o in self.broker.pending()}     # live: fill not seen yet
+        why = self.broker.rejections()
         for o in sent:
             if o.client_id not in filled and o.client_id not in still:   # the venue refused it
-                self.store.stage_intent_update(o.client_id, "rejected", ts)
+                self.store.stage_intent_update(o.client_id, "rejected", ts,
+                                               why.get(o.client_id))
                 self._filled_since_commit.add(o.client_id)     # resolved, not yet committed
                 self.counters["rejects"] += 1
-                log.warning("order %s %s rejected at the open of %s", o.client_id, o.symbol,
-                            _iso(ts))
+                log.warning("order %s %s rejected at the open of %s%s", o.client_id, o.symbol,
+                            _iso(ts), f": {why[o.client_id]}" if o.client_id in why else "")
                 self._emit("reject", {"symbol": o.symbol, "client_id": o.client_id,
                                       "qty": o.qty, "ts": ts})
         if payments:
