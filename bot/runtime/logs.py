@@ -3,15 +3,24 @@
 Every record passes `SecretFilter`, which replaces any known secret value (API key, secret,
 passphrase, token from the environment or the credentials file) and URL userinfo with
 `***` in the message and its arguments, so not even an exception text can leak one.
+
+The `logging.file` handler (`LogFileHandler`) survives a file it cannot write (a full disk,
+an I/O error): instead of Python's "--- Logging error ---" traceback for every record, one
+ERROR record on the other handlers (stderr; `liqbot_errors_total` counts it) names
+`logging.file`, the path and the OS error; the file is then left alone and retried every
+`retry_s` seconds, quietly, and a line says so once it is written again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from bot.config import SECRET_ENV
@@ -58,6 +67,71 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out)
 
 
+class LogFileHandler(logging.FileHandler):
+    """`logging.FileHandler` for `logging.file` that reports a failed write once.
+
+    An OSError while writing (ENOSPC, EIO, ...) closes the file and logs one ERROR on the
+    `liqbot.logs` logger (this handler skips it); records are then dropped from the file,
+    not printed as tracebacks, until a retry every `retry_s` seconds succeeds.
+    """
+
+    def __init__(self, filename: Path, retry_s: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(filename, encoding="utf-8")
+        self.retry_s = retry_s
+        self.clock = clock
+        self.failed_at: float | None = None     # when the last write failed; None: healthy
+        self.lost = 0                           # records not written since then
+        self._failed_now = False
+        self._reporting = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._reporting:                     # our own report: stderr has it
+            return
+        if self.failed_at is not None and self.clock() - self.failed_at < self.retry_s:
+            self.lost += 1
+            return
+        self._failed_now = False
+        try:
+            super().emit(record)                # reopening a closed file can raise too
+        except OSError:
+            self.handleError(record)
+        if self.failed_at is not None and not self._failed_now:
+            lost, self.failed_at, self.lost = self.lost, None, 0
+            self._report(logging.WARNING, f"logging.file: writing to {self.baseFilename} "
+                         f"again ({lost:,} record(s) were not written to it)", here=True)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        """An OSError: close the file, report it once, drop records until a retry works;
+        anything else (a bug in a log call) as `logging` does."""
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, OSError):
+            super().handleError(record)
+            return
+        self._failed_now = True
+        first = self.failed_at is None
+        self.failed_at = self.clock()
+        self.lost += 1
+        stream, self.stream = self.stream, None  # reopened (appending) by the next retry
+        if stream is not None:
+            with contextlib.suppress(Exception):
+                stream.close()
+        if first:
+            why = exc.strerror or type(exc).__name__
+            self._report(logging.ERROR, f"logging.file: cannot write {self.baseFilename} "
+                         f"({why}); records go to stderr only, the file is retried every "
+                         f"{self.retry_s:g} s")
+
+    def _report(self, level: int, text: str, *, here: bool = False) -> None:
+        """Log `text` on the other handlers (stderr, the error counter); also in this file
+        with `here` (it works again)."""
+        self._reporting = not here
+        try:
+            logging.getLogger("liqbot.logs").log(level, text)
+        finally:
+            self._reporting = False
+
+
 def setup(level: str = "INFO", fmt: str = "text", file: Path | None = None,
           secrets: list[str] | None = None) -> None:
     """Configure the `liqbot` loggers (stderr, plus `file` when given)."""
@@ -68,7 +142,7 @@ def setup(level: str = "INFO", fmt: str = "text", file: Path | None = None,
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if file is not None:
         file.parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(file, encoding="utf-8"))
+        handlers.append(LogFileHandler(file))
     flt = SecretFilter(secrets)
     for h in handlers:
         h.addFilter(flt)
