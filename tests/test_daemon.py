@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import random
 import re
@@ -660,6 +661,36 @@ def test_the_kill_switch_is_reduce_only_the_risk_engines_cuts_still_go_out(tmp_p
     assert all(q < 0 for q in after)                       # reduce-only: sells of the long
     assert 0.0 <= before + sum(after) < 0.5 * before
 
+
+
+def test_the_kill_switch_and_its_release_are_decision_changes(tmp_path, caplog):
+    """The operator's halt overrides the state after the kernel, whose change flag never saw
+    it: every halted bar stored the HALTED text (342 of 343 texts), the release stored none,
+    and neither was logged, so `/api/decisions?changes=1` listed every halted bar and not
+    the resume. Now the halt and the release are the two changes, stored and logged."""
+    bars = load_scenario("cascade-long").bars.take(slice(0, 120))
+    store = Store(f"sqlite:///{tmp_path}/k.db")
+    d = _daemon({bars.symbol: bars}, store, "hold", {"side": "long", "leverage": "2"},
+                "balanced")
+    halt_at, resume_at = int(bars.ts[70]), int(bars.ts[90])
+    orig = d.on_bar
+
+    def on_bar(ev) -> None:  # noqa: ANN001
+        d.halted = halt_at <= ev.bar["ts"] < resume_at
+        orig(ev)
+
+    d.on_bar = on_bar  # type: ignore[method-assign]
+    with caplog.at_level(logging.INFO, logger="liqbot"):
+        asyncio.run(d.run(simulated=True))
+    said = [(x.bar_ts, x.text) for x in store.decisions(d.run_id) if x.text
+            and x.bar_ts >= int(bars.ts[65])]
+    store.close()
+    assert [ts for ts, _ in said] == [halt_at, resume_at], said
+    assert said[0][1].startswith("HALTED:") and "kill switch" in said[0][1]
+    assert said[1][1].startswith("ACTIVE")
+    logged = [r.getMessage() for r in caplog.records if " decision: " in r.getMessage()]
+    assert any("decision: HALTED" in m for m in logged)
+    assert any(m.endswith(said[1][1]) and "decision: ACTIVE" in m for m in logged)
 
 def test_an_operator_command_is_acked_with_its_effect(tmp_path, monkeypatch):
     """A command was acked in its own transaction before the checkpoint that holds its

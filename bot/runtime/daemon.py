@@ -387,10 +387,15 @@ class Daemon:
         if dec[en.D_STATE] == en.HALTED:
             q_hedge = _reduce_only(q_hedge, float(self.broker.pos[hedge, ac.P_QTY]))
         reasons = int(dec[en.D_REASONS])
-        state, prev_state = int(dec[en.D_STATE]), sym.last_state
+        state, prev_state, prev_reasons = int(dec[en.D_STATE]), sym.last_state, sym.last_reasons
         sym.last_state, sym.last_reasons = state, reasons
+        # a change is the kernel's (its rules) or the operator's: the kill switch overrides
+        # the state after the kernel, so its halt and its release are compared here (the
+        # first bar of a process counts as a change while halted: a resumed halt is said)
+        changed = out[kn.O_CHANGED] > 0.0 or (
+            (state, reasons) != (prev_state, prev_reasons) if prev_state >= 0 else self.halted)
         side = float(np.sign(self.broker.pos[main, ac.P_QTY]) or np.sign(out[kn.O_TARGET]) or 1)
-        text = render(dec, side) if out[kn.O_CHANGED] > 0.0 or self.halted else ""
+        text = render(dec, side) if changed else ""
         if self.halted and self.flatten:     # render names the switch (R_KILL_SWITCH)
             text += " (flatten)"
         self.store.stage("decisions", {
@@ -416,7 +421,7 @@ class Daemon:
             self._emit("decision", info)
             if state != prev_state and (prev_state >= 0 or state != en.ACTIVE):
                 self._emit("state", info)
-        if out[kn.O_CHANGED] > 0.0:
+        if changed:
             log.info("%s %s decision: %s", sym.name, _iso(ts), text,
                      extra={"symbol": sym.name, "bar_ts": ts, "reasons": reasons})
         elif log.isEnabledFor(logging.DEBUG):
