@@ -51,7 +51,16 @@ FILE_ONLY = {"mode": "LIQBOT_MODE"}
 
 
 #: An exchange symbol: upper-case letters and digits only, so it is safe in URLs and paths.
-Symbol = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]{2,20}$")]
+SYMBOL_PATTERN = r"^[A-Z0-9]{2,20}$"
+Symbol = Annotated[str, StringConstraints(pattern=SYMBOL_PATTERN)]
+HTTP_URL = r"^https?://\S+$"
+WS_URL = r"^wss?://\S+$"
+#: what a `pattern=` field expects, in words (pydantic's message would show the regex)
+PATTERN_EXPECTED = {
+    SYMBOL_PATTERN: "a symbol like BTCUSDT (2-20 upper-case letters and digits)",
+    HTTP_URL: "an http:// or https:// URL (no spaces)",
+    WS_URL: "a ws:// or wss:// URL (no spaces)",
+}
 #: Longest string a config error message repeats; longer ones could be a pasted secret.
 ECHO_MAX = 12
 _ECHO_SAFE = re.compile(r"^[A-Za-z0-9_.:/ +-]*$")
@@ -165,10 +174,10 @@ class AlertsConfig(_Section):
     """`liqbot run` alerts (bot/runtime/alerts.py, docs/operations.md): a JSON webhook and/or
     Telegram. The Telegram bot token is read only from LIQBOT_TELEGRAM_TOKEN, never here."""
 
-    webhook_url: str | None = Field(None, pattern=r"^https?://\S+$",
+    webhook_url: str | None = Field(None, pattern=HTTP_URL,
                                     description="JSON POST target; unset = no webhook")
     telegram_chat_id: int | str | None = Field(None, description="unset = no Telegram")
-    telegram_api_url: str = Field("https://api.telegram.org", pattern=r"^https?://\S+$",
+    telegram_api_url: str = Field("https://api.telegram.org", pattern=HTTP_URL,
                                   description="Bot API base (tests point it at 127.0.0.1)")
     on: list[Literal["state", "liquidation_distance", "stale_feed", "reject", "liquidation",
                      "strategy_error", "daily_summary"]] = Field(
@@ -195,9 +204,9 @@ class LiveConfig(_Section):
                                              description="quote; required for run --live")
     max_day_notional: float | None = Field(None, gt=0, le=1e13, allow_inf_nan=False,
                                            description="quote per UTC day; required for live")
-    rest_url: str | None = Field(None, pattern=r"^https?://\S+$",
+    rest_url: str | None = Field(None, pattern=HTTP_URL,
                                  description="REST host override (an emulator on 127.0.0.1)")
-    ws_url: str | None = Field(None, pattern=r"^wss?://\S+$",
+    ws_url: str | None = Field(None, pattern=WS_URL,
                                description="websocket host override (an emulator)")
     user_stream: StrictBool = Field(True, description="also read fills from the user-data stream")
     order_attempts: int = Field(6, ge=1, le=50, description="send/look-up tries per order")
@@ -269,9 +278,7 @@ def shown(value: Any) -> str:
     return f"a {type(value).__name__} (not shown)"
 
 
-_EXPECTED = {"string_pattern_mismatch": "a symbol like BTCUSDT (2-20 upper-case letters and "
-                                        "digits)",
-             "finite_number": "a finite number",
+_EXPECTED = {"finite_number": "a finite number",
              # StrictBool: pydantic's lax bool took "yes", "off", 1 or "0" from a TOML file
              "bool_type": "true or false",
              "too_short": "at least one item"}
@@ -285,6 +292,10 @@ def _format_problem(err: Mapping[str, Any]) -> str:
     if kind == "missing":
         return f"{loc}: expected a value, got nothing"
     msg = str(err["msg"])
+    if kind == "string_pattern_mismatch":     # each field its own format, not the regex
+        pattern = str((err.get("ctx") or {}).get("pattern", ""))
+        return (f"{loc}: expected {PATTERN_EXPECTED.get(pattern, 'a string matching ' + pattern)}"
+                f", got {shown(err.get('input'))}")
     expected = _EXPECTED.get(kind) or msg.replace("Input should be ", "").replace(
         "Value error, ", "")
     return f"{loc}: expected {expected}, got {shown(err.get('input'))}"

@@ -146,3 +146,27 @@ def test_a_boolean_key_takes_only_true_or_false():
     assert err.value.problems == ["exchange.testnet: expected true or false, got 1 (from the "
                                   "environment: LIQBOT_EXCHANGE__TESTNET)"]
     assert parse_config({}, "t", env={"LIQBOT_EXCHANGE__TESTNET": "true"}).exchange.testnet
+
+
+@pytest.mark.parametrize(("tree", "problem"), [
+    ({"alerts": {"webhook_url": "ftp://x"}},
+     "alerts.webhook_url: expected an http:// or https:// URL (no spaces), got 'ftp://x'"),
+    ({"alerts": {"telegram_api_url": "telegram"}},
+     "alerts.telegram_api_url: expected an http:// or https:// URL (no spaces), got "
+     "'telegram'"),
+    ({"live": {"rest_url": "ws://127.0.0.1:1"}},
+     "live.rest_url: expected an http:// or https:// URL (no spaces), got 'ws://127.0.0.1:1'"),
+    ({"live": {"ws_url": "http://127.0.0.1:1/ws"}},
+     "live.ws_url: expected a ws:// or wss:// URL (no spaces), got 'http://127.0.0.1:1/ws'"),
+    ({"exchange": {"symbols": ["BTCUSDT", "btc-usdt"]}},
+     "exchange.symbols.1: expected a symbol like BTCUSDT (2-20 upper-case letters and digits), "
+     "got 'btc-usdt'"),
+    ({"data": {"synthetic": {"symbol": "X"}}},
+     "data.synthetic.symbol: expected a symbol like BTCUSDT (2-20 upper-case letters and "
+     "digits), got 'X'"),
+])
+def test_each_pattern_field_names_its_own_format(tree, problem):
+    """Every `pattern=` field said "expected a symbol like BTCUSDT", a webhook URL too."""
+    with pytest.raises(ConfigError) as err:
+        parse_config(tree, "t", env={})
+    assert err.value.problems == [problem]
