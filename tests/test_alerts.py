@@ -293,3 +293,53 @@ def test_daily_summary_says_one_order_not_one_orders():
         "orders": 2, "fills": 0, "liquidations": 3})
     assert many is not None
     assert many.text.endswith("1,440 bars, 2 orders, 0 fills, 3 liquidations that day")
+
+
+class _Records(logging.Handler):
+    """The records of one logger, whatever `propagate` another test left on `liqbot`."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_alerts_left_at_shutdown_are_logged_and_counted():
+    """An unreachable webhook: 5 alerts queued, the first retried, then the stop's 5 s ran
+    out and the other 4 (and the first's final failure) vanished without a word or a count.
+    Now one warning says how many and of which kinds, and each counts as failed."""
+    import socket
+
+    with socket.socket() as s:                 # a port nobody listens on: refused at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = AlertsConfig(webhook_url=f"http://127.0.0.1:{port}/hook", min_interval_s=0.0,
+                       retries=3, retry_backoff_s=1.0, timeout_s=2.0)
+    a = Alerts(cfg, "r", None)
+    rec = _Records()
+    logger = logging.getLogger("liqbot.alerts")
+    logger.addHandler(rec)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+
+    async def go() -> None:
+        await a.start()
+        for key, kind in (("d1", "daily_summary"), ("s:A", "state"), ("d2", "daily_summary"),
+                          ("s:B", "state"), ("d3", "daily_summary")):
+            assert a.push(Alert(kind, key, f"{kind} {key}"))
+        await a.stop(drain_s=0.3)
+
+    try:
+        asyncio.run(go())
+    finally:
+        logger.removeHandler(rec)
+        logger.setLevel(level)
+    msgs = [r.getMessage() for r in rec.records]
+    assert [m for m in msgs if "shutdown" in m] == [
+        "5 alert(s) not delivered at shutdown (3 daily_summary, 2 state): the 0.3 s to "
+        "deliver them ran out"]
+    assert [r.levelname for r in rec.records if "shutdown" in r.getMessage()] == ["WARNING"]
+    assert a.counts == {"queued": 5, "sent": 0, "failed": 5, "dropped": 0, "rate_limited": 0}
+    assert a.queue.empty()

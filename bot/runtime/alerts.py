@@ -6,7 +6,9 @@ summaries, every decision); the listener turns the few that matter into `Alert`s
 the rate limits and puts them on a bounded asyncio queue (`put_nowait`: a full queue drops
 the alert and counts it). One worker task
 delivers each alert to every target with retries and exponential backoff (Telegram's 429
-`retry_after` is honoured). Configuration: `[alerts]` (`bot.config.AlertsConfig`).
+`retry_after` is honoured). At stop it gets `drain_s` seconds to deliver what is queued;
+what is left then (the alert in delivery included) is logged in one warning with its kinds
+and counted as failed. Configuration: `[alerts]` (`bot.config.AlertsConfig`).
 
 Secrets: the Telegram bot token comes only from LIQBOT_TELEGRAM_TOKEN; it appears in the
 request URL and nowhere else: not in the config, the payload, the log (failures log the
@@ -20,7 +22,7 @@ import contextlib
 import logging
 import os
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,6 +73,8 @@ class Alerts:
         self._liq_armed: dict[str, bool] = {}
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._inflight: Alert | None = None     # the alert the worker is delivering
+        self._left: list[str] = []              # its targets not yet done
 
     @classmethod
     def from_env(cls, cfg: AlertsConfig, run_id: str) -> Alerts:
@@ -214,7 +218,8 @@ class Alerts:
             self._task = asyncio.create_task(self._worker(), name="liqbot-alerts")
 
     async def stop(self, drain_s: float = 5.0) -> None:
-        """Deliver what is queued (at most `drain_s` seconds), then stop the worker."""
+        """Deliver what is queued (at most `drain_s` seconds), then stop the worker; what
+        is left undelivered is logged (one warning) and counted as failed."""
         if self._task is None:
             return
         with contextlib.suppress(asyncio.TimeoutError):
@@ -223,21 +228,48 @@ class Alerts:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
+        self._report_undelivered(drain_s)
         if self._session is not None:
             await self._session.close()
             self._session = None
 
+    def _report_undelivered(self, drain_s: float) -> None:
+        """After the worker stopped: the alert it was delivering and those still queued are
+        lost; say so once, with their kinds, and count each target as failed."""
+        left: list[tuple[Alert, int]] = []
+        if self._inflight is not None and self._left:
+            left.append((self._inflight, len(self._left)))
+        self._inflight, self._left = None, []
+        targets = len(self._targets())
+        while True:
+            try:
+                left.append((self.queue.get_nowait(), targets))
+            except asyncio.QueueEmpty:
+                break
+            self.queue.task_done()
+        if not left:
+            return
+        self.counts["failed"] += sum(n for _, n in left)
+        kinds = Counter(a.kind for a, _ in left)
+        log.warning("%d alert(s) not delivered at shutdown (%s): the %g s to deliver them "
+                    "ran out", len(left), ", ".join(f"{n} {k}" for k, n in kinds.items()),
+                    drain_s)
+
     async def _worker(self) -> None:
         while True:
             alert = await self.queue.get()
+            self._inflight, self._left = alert, self._targets()
             try:
-                for target in self._targets():
-                    ok = await self._deliver(target, alert)
+                while self._left:
+                    ok = await self._deliver(self._left[0], alert)
                     self.counts["sent" if ok else "failed"] += 1
+                    self._left.pop(0)
             except Exception as exc:                     # never let the worker die
                 log.error("alert worker: %s", self._mask(f"{type(exc).__name__}"))
             finally:
                 self.queue.task_done()
+            # not reached when cancelled at stop: `_report_undelivered` counts it then
+            self._inflight, self._left = None, []
 
     def _targets(self) -> list[str]:
         out = []
