@@ -218,3 +218,23 @@ def test_drill_json_to_stdout_is_json_alone(cli, tmp_path) -> None:
     assert rep["parity"] is True and rep["decisions"]["bars"] == 120
     assert "parity holds" in r.err and "parity holds" not in r.out
     assert r.err.startswith("drill BTCUSDT ")
+
+
+def test_drill_reports_funding_paid_as_the_backtest_does(capsys) -> None:
+    """The drill printed funding as received (`funding live -30.0816`) where the backtest,
+    the store and the events say `funding paid 30.09`: a long paying funding is positive."""
+    from bot.cli.drill import print_report
+
+    bars = load_scenario("calm").bars.take(slice(440, 520))       # funding settles at 479
+    assert int(np.sum(~np.isnan(bars["funding_rate"]))) == 1
+    strat = find("hold").from_strings({"side": "long", "leverage": "3"})
+    rep = asyncio.run(run_drill(bars, strat, "balanced", RunSettings(), 0.0))
+    fu = rep["funding"]
+    assert fu["payments"] == 1
+    assert 25.0 < fu["live"] < 35.0                 # 3x long at rate 1e-4 on ~100k: paid
+    assert fu["backtest"] == pytest.approx(fu["live"], rel=1e-3)
+    print_report(rep)
+    out = capsys.readouterr().out
+    line = next(s for s in out.splitlines() if s.startswith("funding"))
+    assert line.startswith(f"funding paid live {fu['live']:,.4f} / backtest "
+                           f"{fu['backtest']:,.4f}; liquidations 0 / 0")

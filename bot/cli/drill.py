@@ -14,8 +14,9 @@ only): the daemon reads its bars through `ExchangeFeed` from the emulator's REST
 websockets on the emulator's clock (`EmulatorFeed`; docs/live.md "Drill").
 
 JSON (`--json FILE`): parity, duplicate_orders, lost_fills, equity_rel_diff,
-faults_injected, decisions / fills / funding / liquidations comparisons, differences with
-their causes, orders, broker statistics, duration; with `--feed exchange` also
+faults_injected, decisions / fills / funding / liquidations comparisons (funding is PAID:
++ paid, - received, as the backtest's `funding`), differences with their causes, orders,
+broker statistics, duration; with `--feed exchange` also
 exchange_feed (bars from the streams / by REST backfill / late / missing, max delay).
 With `--json -` the JSON alone goes to stdout and the text report to stderr (as backtest).
 """
@@ -495,8 +496,9 @@ def compare(store: Store, run_id: str, daemon: Any, bt: Any, bars: Bars, venue: 
             why = _band_edge(rec, bars, index.get(b[0], 0) - 1, band, step)
             diffs.append({"kind": "fill", "ts": iso(b[0]), "live": None, "backtest": [b[1], b[2]],
                           "cause": why or _cause(rejects, b[0] - iv, iv, "not filled live")})
-    live_funding = sum(-f.payment for f in store.funding(run_id))      # + received
-    bt_funding = -float(bt.metrics["funding"])
+    # funding PAID (+; received -), as the backtest, the store and the events count it
+    live_funding = sum(f.payment for f in store.funding(run_id))
+    bt_funding = float(bt.metrics["funding"])
     final, _ = daemon.equity()
     bt_final = float(bt.metrics["final_equity"])
     rel = abs(final / bt_final - 1.0) if bt_final else math.inf
@@ -650,7 +652,7 @@ def print_report(r: dict[str, Any], stderr: bool = False) -> None:
               f"{r['fills']['max_qty_diff']:.6g}, max price diff "
               f"{r['fills']['max_price_rel_diff']:.2e})")
     f = {k: round(v, 4) + 0.0 for k, v in r["funding"].items()}     # never "-0.0000"
-    con.print(f"funding live {f['live']:+,.4f} / backtest {f['backtest']:+,.4f}; "
+    con.print(f"funding paid live {f['live']:,.4f} / backtest {f['backtest']:,.4f}; "
               f"liquidations {r['liquidations']['live']} / {r['liquidations']['backtest']}")
     con.print(f"final equity live {fe['live']:,.4f} / backtest {fe['backtest']:,.4f} / venue "
               f"{fe['venue']:,.4f} (live vs backtest {r['equity_rel_diff']:.2e})"
