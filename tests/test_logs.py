@@ -34,6 +34,7 @@ class _FullDisk:
 def file_log(tmp_path: Path) -> Any:
     """`setup` with a log file, called from the test (stderr is then the captured one)."""
     root = logging.getLogger("liqbot")
+    level, propagate = root.level, root.propagate
 
     def make() -> tuple[Path, Any, ErrorCounter]:
         path = tmp_path / "x.log"
@@ -47,6 +48,8 @@ def file_log(tmp_path: Path) -> Any:
     for h in list(root.handlers):
         root.removeHandler(h)
         h.close()
+    root.setLevel(level)
+    root.propagate = propagate
 
 
 def test_a_full_disk_under_logging_file_is_one_warning_not_a_traceback_per_record(
