@@ -4,6 +4,7 @@ every figure checked against the kernel's own arithmetic, done by hand here."""
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -611,3 +612,62 @@ def test_rules_for_a_symbol_without_exchange_info_scale_with_its_price() -> None
     assert rules_for("XBTUSDT", np.array([60_000.0])).step == 0.001
     assert price_grid(np.array([0.00012345, 0.00012346])) == 1e-8
     assert price_grid(np.array([67_000.0, 67_001.0])) == 1.0
+
+
+@pytest.mark.parametrize(("key", "got"), [
+    ("short-key_1", "got 11 character(s), fewer than 16, 2 of them neither a letter nor a "
+                    "digit (value not shown)"),
+    ("abcdefghij-klmnopqrst", "got 21 character(s), 1 of them neither a letter nor a digit "
+                              "(value not shown)"),
+    ("k" * 129, "got 129 character(s), more than 128 (value not shown)"),
+])
+def test_emulator_serve_refuses_a_key_its_auth_would_refuse(cli, monkeypatch: Any, key: str,
+                                                            got: str) -> None:
+    """`LIQBOT_EMULATOR_KEY=short-key_1` started, printed the key as the one to use, and
+    every signed request then got -2014 "API-key format invalid". Now exit 2 at start,
+    naming the variable and the rule, and never echoing the key or the secret."""
+    import bot.cli.emulator
+
+    def started(*a: Any, **k: Any) -> Any:
+        raise AssertionError("the emulator was started")
+    monkeypatch.setattr(bot.cli.emulator, "serve", started)
+    monkeypatch.setenv("LIQBOT_EMULATOR_KEY", key)
+    monkeypatch.setenv("LIQBOT_EMULATOR_SECRET", "topsecretvalue")
+    r = cli("emulator", "serve", "calm", "--port", "0")
+    err = " ".join(r.err.split())
+    assert r.code == 2 and "Traceback" not in r.err and r.out == ""
+    assert err == ("error: LIQBOT_EMULATOR_KEY: expected an API key of 16 to 128 letters and "
+                   "digits ([A-Za-z0-9]{16,128}, Binance's format: the emulator would refuse "
+                   f"every request with -2014), {got}")
+    assert key not in r.err and "topsecretvalue" not in r.err
+
+
+def test_emulator_serve_does_not_print_credentials_it_was_given(cli, monkeypatch: Any) -> None:
+    """The banner repeated $LIQBOT_EMULATOR_SECRET (and the key); a generated pair is still
+    printed, as the client needs it."""
+    import bot.cli.emulator
+
+    printed: list[str] = []
+
+    def serve(datasets: Any, keys: dict[str, str], port: int, cfg: Any, on_ready: Any,
+              **kw: Any) -> Any:
+        async def run() -> None:
+            emu = Emulator(datasets, keys, cfg)
+            on_ready(emu)
+            printed.append(json.dumps(keys))
+        return run()
+    monkeypatch.setattr(bot.cli.emulator, "serve", serve)
+    monkeypatch.setenv("LIQBOT_EMULATOR_KEY", KEY)
+    monkeypatch.setenv("LIQBOT_EMULATOR_SECRET", SECRET)
+    r = cli("emulator", "serve", "calm", "--port", "0")
+    assert r.code == 0, r.err
+    assert printed == [json.dumps({KEY: SECRET})]                  # the emulator has them
+    assert "  apiKey    from $LIQBOT_EMULATOR_KEY\n  secret    from $LIQBOT_EMULATOR_SECRET\n" \
+        in r.out
+    assert KEY not in r.out + r.err and SECRET not in r.out + r.err
+    monkeypatch.delenv("LIQBOT_EMULATOR_KEY")
+    monkeypatch.delenv("LIQBOT_EMULATOR_SECRET")
+    printed.clear()
+    r = cli("emulator", "serve", "calm", "--port", "0")
+    (key, secret), = json.loads(printed[0]).items()
+    assert r.code == 0 and f"  apiKey    {key}\n  secret    {secret}\n" in r.out

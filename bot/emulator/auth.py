@@ -19,7 +19,14 @@ from collections.abc import Callable
 from bot.emulator import errors as er
 
 _SIG = re.compile(r"(^|&)signature=([^&]*)")
-_KEY = re.compile(r"^[A-Za-z0-9]{16,128}$")
+#: Binance's API-key format: a request with another key is refused (-2014)
+KEY_RULE = "[A-Za-z0-9]{16,128}"
+_KEY = re.compile(f"^{KEY_RULE}$")
+
+
+def key_ok(api_key: str) -> bool:
+    """True when `api_key` has the format every request's key is checked against."""
+    return _KEY.fullmatch(api_key) is not None
 
 
 def new_credentials() -> tuple[str, str]:
