@@ -235,9 +235,9 @@ def test_a_rising_schedule_or_a_hedge_without_hysteresis_is_a_config_error(tmp_p
     with pytest.raises(ConfigError) as exc:
         load_policy(str(bad))
     assert exc.value.problems == [
-        "lev_min: expected at most lev_base = 10 (the schedule falls from lev_base to lev_min "
-        "as crowding rises), got 50",
-        "hedge_unwind: expected below hedge_threshold = 0.3 (hedge at the threshold, unwind "
+        "risk.lev_min: expected at most lev_base = 10 (the schedule falls from lev_base to "
+        "lev_min as crowding rises), got 50",
+        "risk.hedge_unwind: expected below hedge_threshold = 0.3 (hedge at the threshold, unwind "
         "below this: the gap is the hysteresis), got 0.9"]
     bad.write_text("[risk]\nlev_base = 10\nlev_min = 10\nhedge_threshold = 0.6\n"
                    "hedge_unwind = 0.59\n")               # equal caps, a narrow band: fine
@@ -245,8 +245,8 @@ def test_a_rising_schedule_or_a_hedge_without_hysteresis_is_a_config_error(tmp_p
     bad.write_text("[risk]\nhedge = \"no\"\ncascade_mode = 1\n")   # lax: True and True
     with pytest.raises(ConfigError) as exc:
         load_policy(str(bad))
-    assert exc.value.problems == ["cascade_mode: expected true or false, got 1",
-                                  "hedge: expected true or false, got 'no'"]
+    assert exc.value.problems == ["risk.cascade_mode: expected true or false, got 1",
+                                  "risk.hedge: expected true or false, got 'no'"]
 
 
 def test_near_tier_outside_the_reach_is_a_config_error(tmp_path):
@@ -254,13 +254,32 @@ def test_near_tier_outside_the_reach_is_a_config_error(tmp_path):
     bad.write_text("[risk]\ncascade_reach_atr = 10\ncascade_near_atr = 16\n")
     with pytest.raises(ConfigError) as exc:
         load_policy(str(bad))
-    assert exc.value.problems == ["cascade_near_atr: expected at most cascade_reach_atr = 10 "
-                                  "(0: no near tier), got 16"]
+    assert exc.value.problems == ["risk.cascade_near_atr: expected at most cascade_reach_atr "
+                                  "= 10 (0: no near tier), got 16"]
     bad.write_text("cascade_near_atr = 16\n")      # no reach: the tier would be ignored
     with pytest.raises(ConfigError, match="cascade_near_atr: expected 0 while "
                                           "cascade_reach_atr is 0"):
         load_policy(str(bad))
     assert RiskPolicy(cascade_reach_atr=24.0, cascade_near_atr=24.0).cascade_near_atr == 24.0
+
+
+def test_preset_problems_are_named_by_their_key_path(cli, tmp_path):
+    """A preset's problems said `crowd_start: ...` where the key is `risk.crowd_start`
+    (README: every problem as `key.path: expected X, got Y`); a file of bare keys has no
+    table, so its paths are the bare keys."""
+    bad = tmp_path / "p.toml"
+    bad.write_text("[risk]\ncrowd_start = 1.5\nbogus = 1\n")
+    with pytest.raises(ConfigError) as exc:
+        load_policy(str(bad))
+    assert exc.value.problems == ["risk.crowd_start: expected less than 1, got 1.5",
+                                  "risk.bogus: expected a known key, got unknown key 'bogus'"]
+    r = cli("config", "check", bad)
+    assert r.code == 2 and r.out.splitlines() == exc.value.problems
+    flat = tmp_path / "flat.toml"
+    flat.write_text("crowd_start = 1.5\n")
+    with pytest.raises(ConfigError) as exc:
+        load_policy(str(flat))
+    assert exc.value.problems == ["crowd_start: expected less than 1, got 1.5"]
 
 
 REACH = RiskPolicy(cascade_reach_atr=24.0, cascade_max_leverage=2.0, mmr=0.005,

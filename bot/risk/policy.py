@@ -160,7 +160,11 @@ def load_policy(name_or_path: str) -> RiskPolicy:
                           f"{name_or_path!r}" + (" (no such file)" if path.suffix else ""))
     from bot.config import _format_problem, read_toml
     tree = read_toml(path)
+    # a problem is named by its key path in the file: `risk.crowd_start` under a [risk]
+    # table (as the shipped presets have it), `crowd_start` in a file of bare keys
+    table = ("risk",) if "risk" in tree else ()
     try:
         return RiskPolicy.model_validate(tree.get("risk", tree))
     except ValidationError as exc:
-        raise ConfigError(str(path), [_format_problem(e) for e in exc.errors()]) from None
+        raise ConfigError(str(path), [_format_problem({**e, "loc": (*table, *e["loc"])})
+                                      for e in exc.errors()]) from None
