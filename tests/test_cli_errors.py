@@ -222,6 +222,34 @@ def test_output_to_a_pipe_is_wide(monkeypatch) -> None:
     assert console().width == 100
 
 
+def test_message_lines_to_a_pipe_are_not_wrapped_but_tables_fit(monkeypatch, capsys) -> None:
+    """Piped, the daemon's final line was cut at 160 columns mid-field ("... equity
+    138,494.81; bar / close -> intent p50 ..."), as were long notices and status texts:
+    line-based log parsing broke. Message lines now stay whole; tables still fit."""
+    from rich.table import Table
+
+    from bot.cli.paths import PIPE_WIDTH, console
+    monkeypatch.delenv("COLUMNS", raising=False)
+    line = ("run paper-20261206T185659-5323c3 finished in 14.1 s: 4,320 bars, 3 orders, 3 fills, "
+            "0 liquidations, equity 138,494.81; bar close -> intent p50 219 us, p99 237 us "
+            "[bold]and[/] more, " * 2).strip()
+    con = console()
+    con.print(line)
+    con.print("[bold]drill[/] " + "x" * 200)
+    t = Table(title="wide")
+    t.add_column("name")
+    t.add_column("text")
+    t.add_row("a", "word " * 80)
+    con.print(t)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == line.replace("[bold]", "").replace("[/]", "")
+    assert out[1] == "drill " + "x" * 200
+    table = out[2:]
+    assert len(table) > 4 and max(len(x) for x in table) == PIPE_WIDTH
+    assert table[0].strip() == "wide" and table[0].startswith(" " * 70)   # title centred
+    assert all(x.startswith(("┏", "┃", "┡", "│", "└")) for x in table[1:])
+
+
 def test_short_backtests_flag_their_annualised_ratios(cli, synth_dir) -> None:
     """A 49-bar backtest printed Sharpe -104 as if it meant something."""
     r = cli("backtest", synth_dir, "--risk", "off", "--from", "2026-01-01T12:00Z",

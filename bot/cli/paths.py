@@ -7,7 +7,8 @@ second, not a traceback after a ten-minute backtest. Both try a real write (root
 the final write into the same message. `-` means stdout wherever a FILE is written.
 `finite_json` and `cell` turn NaN and infinity into null / '-': no command prints or writes a
 non-finite number as a result. `console` and `shown` print user text (paths, names) verbatim:
-no rich markup, no `:emoji:` codes.
+no rich markup, no `:emoji:` codes; to a file or a pipe, `console` never wraps a message
+line (tables fit PIPE_WIDTH).
 """
 
 from __future__ import annotations
@@ -235,6 +236,16 @@ def console(*, stderr: bool = False) -> Console:
 
 
 class _Console(Console):
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        """Message lines (plain strings) sent to a file or a pipe are not wrapped: rich cut
+        them at the width (160 columns) mid-field, which broke line-based parsing of the
+        final line and of status texts. Tables and other renderables still fit the width;
+        a terminal still word-wraps."""
+        if (kwargs.get("soft_wrap") is None and not self.is_terminal and objects
+                and all(isinstance(o, str) for o in objects)):
+            kwargs["soft_wrap"] = True
+        super().print(*objects, **kwargs)
+
     def on_broken_pipe(self) -> None:
         """The reader of our output left (`liqbot ... | head`): rich's default exits 1,
         which reads as "a bug" here; raised instead, `bot.cli.main` exits 141 silently."""
