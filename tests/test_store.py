@@ -173,7 +173,8 @@ def test_reinsert_is_a_no_op(stores):
     stage_batch(" replayed")                      # and across commits
     s.commit({"BTCUSDT": 120_000})
     summary = s.summary("r")["counts"]
-    assert summary == {"decisions": 3, "intents": 1, "fills": 1, "events": 1, "open_intents": 1}
+    assert summary == {"decisions": 3, "intents": 1, "fills": 1, "events": 1, "open_intents": 1,
+                       "liquidations": 0}
     assert [d.text for d in s.decisions("r")] == ["first", "first", "first"]
     assert len(s.equity("r")) == 1 and len(s.funding("r")) == 1
 
@@ -518,14 +519,17 @@ def test_summary(stores):
                         "qty": -1.0, "status": "sent", "created_ms": 3, "updated_ms": 3})
     s.stage("fills", {"fill_id": "f0", "client_id": "c0", "run_id": "r", "symbol": "BTCUSDT",
                       "ts": 2, "qty": 0.1, "price": 60_000.0, "fee": 2.4})
+    s.stage("fills", {"fill_id": "liq0", "client_id": "liq-ETHUSDT", "run_id": "r",
+                      "symbol": "ETHUSDT", "ts": 60_000, "qty": 0.5, "price": 3_000.0,
+                      "liquidation": True})
     for ts, eq in ((0, 5_000.0), (60_000, 4_990.0)):
         s.stage("equity", {"run_id": "r", "ts": ts, "equity": eq, "wallet": 4_997.6,
                            "upnl": eq - 4_997.6})
     s.stage_position("r", "BTCUSDT", 0, 0.1, 60_000.0, 30_500.0, 60_000)
     s.commit({"BTCUSDT": 60_000, "ETHUSDT": 0}, b"x")
     got = s.summary("r")
-    assert got["counts"] == {"decisions": 4, "intents": 2, "fills": 1, "events": 0,
-                             "open_intents": 1}
+    assert got["counts"] == {"decisions": 4, "intents": 2, "fills": 2, "events": 0,
+                             "open_intents": 1, "liquidations": 1}
     assert got["run"]["run_id"] == "r" and got["run"]["wallet"] == 5_000.0
     last = got["last_decision"]
     assert (last["bar_ts"], last["symbol"], last["state"], last["reasons"]) == (60_000, "BTCUSDT", 2, 1)

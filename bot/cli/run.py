@@ -248,7 +248,7 @@ def run_command(
         else {s: br.at_leverage(brackets_for(s, tiers), cfg.live.leverage) for s in feed.symbols}
     fp = kn.fill_params(cfg.fills, fees, 0.05, strat.sizing)
     store = Store(store_url or cfg.store.url)
-    account = f"{cfg.mode}:{cfg.exchange.name}"
+    account = account_of(cfg)
     store.acquire(account)
     con = console(stderr=True)
     try:
@@ -337,10 +337,7 @@ def run_command(
         # does), then what this process did in its wall time
         n = daemon.run_counts()
         here = daemon.process_count("bars")
-        extra = [f"{n[k]:,} {label}" for k, label in (
-            ("rejects", "rejects"), ("stale", "stale-feed checks"),
-            ("strategy_errors", "strategy errors"), ("skipped", "malformed bars skipped"))
-            if n[k]]
+        extra = [_count(n[k], noun) + after for k, noun, after in EXTRA_COUNTS if n[k]]
         console().print(
             f"run {run.run_id} {'finished' if ended else 'stopped'} "
             + (f"(resumed: {here:,} bars in {dt:.1f} s by this process)" if daemon.restored
@@ -353,6 +350,18 @@ def run_command(
                if lat["n"] else ""))
     finally:
         store.close()
+
+
+#: the run's counters shown after fills and liquidations when not 0 (the final line of
+#: `liqbot run`, `liqbot status`): key, noun, words after it
+EXTRA_COUNTS = (("rejects", "reject", ""), ("stale", "stale-feed check", ""),
+                ("strategy_errors", "strategy error", ""), ("skipped", "malformed bar", " skipped"))
+
+
+def account_of(cfg: Config) -> str:
+    """The account a daemon with this config trades and locks in its store: "MODE:EXCHANGE"
+    ("paper:binance"). `status` and `halt` address its newest run by default."""
+    return f"{cfg.mode}:{cfg.exchange.name}"
 
 
 def _kill_switch_of(store: Any, old: str) -> str | None:
@@ -501,6 +510,10 @@ async def _serve(daemon: Any, simulated: bool, alerts: Any, bind: tuple[str, int
 
 def _store_and_run(store_url: str | None, ctx: typer.Context, run_id: str | None) -> tuple[
         Any, Any, Config]:
+    """(store, run, config) for `status` and `halt`: the run `run_id`, else the newest run of
+    the config's account (`account_of`; until 2026-12-07 the newest of any account, so with
+    two accounts in one store `halt` stopped the other daemon). Exit 2 when there is none,
+    naming the accounts the store holds."""
     from pathlib import Path
 
     from bot.store import Store
@@ -514,11 +527,22 @@ def _store_and_run(store_url: str | None, ctx: typer.Context, run_id: str | None
         raise LiqbotError(f"no store at {mask_url(url)} (no such file); give the --store a "
                           "daemon runs with (`liqbot run --store URL`)")
     store = Store(url, create=False)
-    run = store.get_run(run_id) if run_id else store.latest_run()
-    if run is None:
+    try:
+        account = account_of(cfg)
+        run = store.get_run(run_id) if run_id else store.latest_run(account)
+        if run is None:
+            if run_id:
+                raise LiqbotError(f"--run {run_id}: no such run in the store {store.url}")
+            held = store.accounts()
+            if held:
+                raise LiqbotError(
+                    f"no run of account {account} (the config's mode:exchange) in the store "
+                    f"{store.url}; it holds runs of {', '.join(held)}: give --run RUN_ID, or "
+                    "the --config of that account")
+            raise LiqbotError(f"no run in the store {store.url}; start one with `liqbot run`")
+    except BaseException:
         store.close()
-        raise LiqbotError(f"no run {'with id ' + run_id + ' ' if run_id else ''}in the store "
-                          f"{store.url}; start one with `liqbot run`")
+        raise
     return store, run, cfg
 
 
@@ -526,7 +550,8 @@ def status_command(
     ctx: typer.Context,
     store_url: Annotated[str | None, typer.Option("--store", help="default: config store.url")]
     = None,
-    run_id: Annotated[str | None, typer.Option("--run", help="default: the latest run")] = None,
+    run_id: Annotated[str | None, typer.Option(
+        "--run", help="default: the newest run of the config's account (mode:exchange)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     http: Annotated[str | None, typer.Option(
         "--http", help="read a running daemon's /api/status at this URL instead of the store "
@@ -551,17 +576,20 @@ def status_command(
         print(dumps(data))
         return
     params = ", ".join(f"{k}={v}" for k, v in (data.get("params") or {}).items())
+    account = f"; account {data['account']}" if data.get("account") else ""
     con.print(f"[bold]run {data['run_id']}[/] ({data['mode']}, {data['status']}): "
               + escape(f"{data['strategy']}({params}) / {data['preset']} on "
-                       f"{', '.join(data['symbols'])}"))
+                       f"{', '.join(data['symbols'])}{account}"))
+    # order fills and liquidations apart, as the final line of `liqbot run` says them (a
+    # daemon before 2026-12-07 answered `--http` with liquidations among its fills)
     counters = data.get("counters") or {}    # the run's (every life), from its checkpoint
-    more = "".join(f", {counters[k]:,} {label}" for k, label in (
-        ("liquidations", "liquidations"), ("rejects", "rejects"),
-        ("stale", "stale-feed checks"), ("strategy_errors", "strategy errors"),
-        ("skipped", "malformed bars skipped")) if counters.get(k))
+    liqs = data.get("liquidations", counters.get("liquidations", 0))
+    more = (f", {_count(liqs, 'liquidation')}" if liqs else "") + "".join(
+        f", {_count(counters[k], noun)}{after}" for k, noun, after in EXTRA_COUNTS
+        if counters.get(k))
     con.print(f"state [bold]{data['state'] or '- (no bar processed yet)'}[/], equity "
-              f"{data['equity']:,.2f}, {data.get('bars_processed', 0):,} bars, "
-              f"{data['fills']} fills{more}, {data['decisions']} decisions, "
+              f"{data['equity']:,.2f}, {_count(data.get('bars_processed', 0), 'bar')}, "
+              f"{_count(data['fills'], 'fill')}{more}, {_count(data['decisions'], 'decision')}, "
               f"last bar {data['last_bar'] or '-'}"
               + (f" (feed lag {data['feed_lag_s']:,.1f} s)" if data.get("feed_lag_s") is not None
                  else ""))
@@ -620,14 +648,16 @@ def halt_command(
     resume: Annotated[bool, typer.Option("--resume", help="lift a halt")] = False,
     store_url: Annotated[str | None, typer.Option("--store", help="default: config store.url")]
     = None,
+    run_id: Annotated[str | None, typer.Option(
+        "--run", help="default: the newest run of the config's account (mode:exchange)")] = None,
     wait: Annotated[float, typer.Option("--wait", help="seconds to wait for the daemon")] = 5.0,
 ) -> None:
-    """Kill switch: the running daemon stops trading (reduce-only; --flatten closes
-    everything) within a second, and records it."""
+    """Kill switch: the running daemon of the config's account stops trading (reduce-only;
+    --flatten closes everything) within a second, and records it."""
     check_number(wait, "--wait", 0, 3600)
     if flatten and resume:
         raise LiqbotError("--flatten and --resume contradict each other")
-    store, run, _ = _store_and_run(store_url, ctx, None)
+    store, run, _ = _store_and_run(store_url, ctx, run_id)
     try:
         kind = "resume" if resume else "flatten" if flatten else "halt"
         cid = store.push_command(kind, run.run_id)
@@ -642,10 +672,10 @@ def halt_command(
         store.close()
     con = console()
     if obeyed:
-        con.print(f"{kind}: obeyed by run {run.run_id}")
+        con.print(f"{kind}: obeyed by run {run.run_id} (account {run.account})", markup=False)
     else:
-        con.print(f"{kind}: recorded for run {run.run_id}; no running daemon obeyed it within "
-                  f"{wait:g} s (it will on its next start)")
+        con.print(f"{kind}: recorded for run {run.run_id} (account {run.account}); no running "
+                  f"daemon obeyed it within {wait:g} s (it will on its next start)", markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -25,7 +25,15 @@ def status_data(store: Any, run: Any, interval_ms: int = 60_000,
     """What `liqbot status` shows for `run` (a `bot.store.tables.Run`), as JSON-ready data.
     `feed_now_ms`: the running daemon's feed clock (`/api/status`); without it the clock is
     known only for a running exchange-feed run (`feed_clock_ms`), and `feed_lag_s` is None
-    otherwise."""
+    otherwise. Every figure is read in ONE read transaction (`Store.snapshot`): the run row,
+    counts, decisions, checkpoint, watermarks and positions of one commit, even while a
+    daemon commits."""
+    with store.snapshot():
+        return _status_data(store, store.get_run(run.run_id) or run, interval_ms, feed_now_ms)
+
+
+def _status_data(store: Any, run: Any, interval_ms: int, feed_now_ms: int | None
+                 ) -> dict[str, Any]:
     s = store.summary(run.run_id)
     wm = s["last_watermark"]
     # from the oldest symbol watermark (a commit can fall between two symbols of one bar),
@@ -36,7 +44,12 @@ def status_data(store: Any, run: Any, interval_ms: int = 60_000,
     per_symbol = {d.symbol: d for d in last}            # the latest decision of each symbol
     nums = dict(dec.numbers) if dec is not None else {}
     eq = s["last_equity"]
-    equity = eq["equity"] if eq else (nums.get("equity") if nums else run.wallet)
+    # the equity at the last processed bar, as its decision recorded it (what the final
+    # line of `liqbot run` prints); the last snapshot (`equity_snapshot`) can be older: a
+    # stop leaves the last minute's jobs to the restart (until 2026-12-07 status showed it)
+    equity = nums.get("equity")
+    if equity is None:
+        equity = eq["equity"] if eq else run.wallet
     positions = []
     for p in s["positions"]:
         if not p["qty"]:
@@ -44,14 +57,18 @@ def status_data(store: Any, run: Any, interval_ms: int = 60_000,
         d = per_symbol.get(p["symbol"])
         pn = dict(d.numbers) if d is not None else nums
         positions.append({**p, **liq_distance(pn.get("mark"), p.get("liq_price"), pn.get("atr"))})
+    counts = s["counts"]
     return {
-        "run_id": run.run_id, "mode": run.mode, "status": run.status,
+        "run_id": run.run_id, "mode": run.mode, "account": run.account, "status": run.status,
         "strategy": run.strategy, "params": run.params, "preset": run.preset,
         "symbols": run.symbols,
         "state": en.STATE_NAMES[dec.state] if dec is not None else None,
         "equity": equity,
-        "fills": s["counts"]["fills"], "decisions": s["counts"]["decisions"],
-        "orders": s["counts"]["intents"], "open_orders": s["counts"]["open_intents"],
+        "equity_snapshot": None if eq is None else {"equity": eq["equity"], "ts": iso(eq["ts"])},
+        # order fills and liquidations apart, as the final line of `liqbot run` counts them
+        "fills": counts["fills"] - counts["liquidations"],
+        "liquidations": counts["liquidations"], "decisions": counts["decisions"],
+        "orders": counts["intents"], "open_orders": counts["open_intents"],
         **run_counts(store, run.run_id),
         "positions": positions,
         "last_decision": None if dec is None else _decision(store, run.run_id, dec),

@@ -1,0 +1,277 @@
+"""The operator's view of a daemon: `liqbot status` and `liqbot halt` address the config's
+account, status figures come from one commit, its equity and counts agree with the run's
+final line (the operator review's findings 1-4)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bot.runtime.status import status_data
+from bot.store import Store
+
+T0 = 1_767_225_600_000                                    # 2026-01-01T00:00:00Z
+MIN = 60_000
+
+
+def _checkpoint(bars: int, fills: int, liquidations: int) -> bytes:
+    """A checkpoint blob as `run_counts` reads it: BTCUSDT's meta [last bar, bars] and the
+    counters in `tally`."""
+    buf = io.BytesIO()
+    tally = {"counters": {"fills": fills, "liquidations": liquidations, "rejects": 0,
+                          "stale": 0, "strategy_errors": 0}, "skipped": 0}
+    np.savez(buf, **{"meta:BTCUSDT": np.array([T0 + (bars - 1) * MIN, bars], dtype=np.int64),
+                     "tally": np.array([json.dumps(tally)])})
+    return buf.getvalue()
+
+
+def _bars(store: Store, run_id: str, first: int, n: int, *, snapshots: bool = True) -> None:
+    """Commit bars first..first+n-1 as the daemon does: a decision a bar (equity 100,000 + the
+    bar's index), an order fill every 5th bar, the position, an equity snapshot at each close
+    (`snapshots`), the watermark and the checkpoint, in one transaction."""
+    for i in range(first, first + n):
+        ts = T0 + i * MIN
+        store.stage("decisions", {"run_id": run_id, "symbol": "BTCUSDT", "bar_ts": ts,
+                                  "state": 0, "reasons": 0, "text": f"bar {i}",
+                                  "numbers": {"equity": 100_000.0 + i, "mark": 50_000.0 + i,
+                                              "atr": 100.0}})
+        if i % 5 == 0:
+            store.stage("fills", {"fill_id": f"f{i}", "client_id": f"c{i}", "run_id": run_id,
+                                  "symbol": "BTCUSDT", "ts": ts, "qty": 0.01,
+                                  "price": 50_000.0 + i})
+        if snapshots:
+            store.stage("equity", {"run_id": run_id, "ts": ts + MIN, "equity": 100_000.0 + i,
+                                   "wallet": 100_000.0, "upnl": float(i)})
+        store.stage_position(run_id, "BTCUSDT", 0, 0.01 * (i // 5 + 1), 50_000.0, 40_000.0, ts)
+    last = first + n
+    store.commit({"BTCUSDT": T0 + (last - 1) * MIN}, _checkpoint(last, (last + 4) // 5, 0),
+                 run_id=run_id)
+
+
+# --------------------------------------------------------------------------- finding 2
+
+def test_status_reads_every_figure_from_one_commit(url: str) -> None:
+    """A daemon that commits while `status` reads (here: right after its first read, the
+    summary) is not seen half-way: decisions, bars processed, the order fills and the
+    checkpoint's counters, the last bar, the equity and the position are all of the commit
+    the first read saw. Before, each figure was its own read transaction (decisions 24,844
+    beside 25,238 bars)."""
+    daemon = Store(url)
+    run = daemon.open_run("paper", "paper:binance", ["BTCUSDT"], "hold", {}, "balanced",
+                          100_000.0, run_id="r")
+    _bars(daemon, "r", 0, 10)
+    reader = Store(url, create=False)
+    try:
+        summary = reader.summary
+        wrote = []
+
+        def summary_then_a_commit(run_id: str) -> dict:
+            got = summary(run_id)
+            if not wrote:                   # the daemon commits 10 bars more meanwhile
+                _bars(daemon, "r", 10, 10)
+                wrote.append(True)
+            return got
+
+        reader.summary = summary_then_a_commit        # type: ignore[method-assign]
+        got = status_data(reader, run)
+        assert wrote
+        assert (got["decisions"], got["bars_processed"]) == (10, 10)
+        assert (got["fills"], got["counters"]["fills"]) == (2, 2)
+        assert got["last_bar"] == "2026-01-01T00:09:00Z"
+        assert got["equity"] == 100_009.0
+        assert [p["qty"] for p in got["positions"]] == [pytest.approx(0.02)]
+        assert got["last_decision"]["text"] == "bar 9"
+        # and once the reads are over, the next status sees the new commit whole
+        after = status_data(reader, run)
+        assert (after["decisions"], after["bars_processed"], after["fills"]) == (20, 20, 4)
+        assert after["equity"] == 100_019.0 and after["last_bar"] == "2026-01-01T00:19:00Z"
+    finally:
+        reader.close()
+        daemon.close()
+
+
+def test_a_snapshot_is_one_read_transaction(url: str) -> None:
+    """`Store.snapshot`: every read method inside it sees the commit its first read saw."""
+    daemon = Store(url)
+    daemon.open_run("paper", "paper:binance", ["BTCUSDT"], run_id="r")
+    _bars(daemon, "r", 0, 3)
+    reader = Store(url, create=False)
+    try:
+        with reader.snapshot():
+            assert len(reader.decisions("r")) == 3
+            _bars(daemon, "r", 3, 4)
+            assert len(reader.decisions("r")) == 3
+            assert len(reader.fills("r")) == 1 and reader.watermarks("r") == {
+                "BTCUSDT": T0 + 2 * MIN}
+            assert reader.summary("r")["counts"]["decisions"] == 3
+        assert len(reader.decisions("r")) == 7 and len(reader.fills("r")) == 2
+    finally:
+        reader.close()
+        daemon.close()
+
+
+# --------------------------------------------------------------------------- finding 3
+
+def test_status_equity_is_the_last_bars_not_the_older_snapshot(tmp_path: Path) -> None:
+    """A stop leaves the last minute's jobs to the restart, so the last equity snapshot is
+    a bar older than the last processed bar: status shows the equity the run's stop line
+    shows (the last decision's), and the snapshot with its time."""
+    store = Store(f"sqlite:///{tmp_path}/s.db")
+    run = store.open_run("paper", "paper:binance", ["BTCUSDT"], run_id="r", wallet=100_000.0)
+    _bars(store, "r", 0, 9)
+    _bars(store, "r", 9, 1, snapshots=False)       # the stop: no snapshot at the last close
+    got = status_data(store, run)
+    store.close()
+    assert got["equity"] == 100_009.0
+    assert got["equity_snapshot"] == {"equity": 100_008.0, "ts": "2026-01-01T00:09:00Z"}
+
+
+def test_a_stopped_daemon_status_equity_is_its_stop_lines(tmp_path: Path) -> None:
+    """The real thing: a paper replay stopped (as by SIGTERM) after 300 bars of a 10x long
+    through a cascade: status's equity is the daemon's final equity (its stop line), not
+    the snapshot of the bar before (110,743.39 against 111,208.54 in the review)."""
+    from backtests.runner import RunSettings
+    from backtests.scenarios import load_scenario
+    from bot.execution import kernel as kn
+    from bot.mechanics.brackets import shipped
+    from bot.mechanics.fees import venue_fees
+    from bot.risk.policy import load_policy
+    from bot.runtime.daemon import Daemon
+    from bot.runtime.replay import ReplayFeed
+    from strategies import find
+
+    bars = load_scenario("cascade-long").bars
+    store = Store(f"sqlite:///{tmp_path}/s.db")
+    strat = find("hold").from_strings({"side": "long", "leverage": "10"})
+    feed = ReplayFeed({bars.symbol: bars}, 0.0)
+    run = store.open_run("paper", "paper:binance", list(feed.symbols), strat.name,
+                         strat.params, "balanced", 100_000.0)
+    fp = kn.fill_params(RunSettings(wallet=100_000.0).fills, venue_fees("binance"), 0.05,
+                        strat.sizing)
+    d = Daemon(run_id=run.run_id, feed=feed, store=store, strategy=strat,
+               policy=load_policy("balanced").to_array(), fp=fp,
+               brackets={bars.symbol: shipped("binance", bars.symbol)}, wallet=100_000.0)
+    seen = []
+
+    def stop_at_300(kind: str, data: dict) -> None:
+        if kind == "decision":
+            seen.append(1)
+            if len(seen) == 300:
+                d._stop()
+
+    d.listeners.append(stop_at_300)
+    asyncio.run(d.run(simulated=True))
+    final, _ = d.equity()
+    got = status_data(store, store.get_run(d.run_id))
+    store.close()
+    assert got["bars_processed"] == 300
+    assert got["equity"] == pytest.approx(final, rel=1e-12)
+    snap = got["equity_snapshot"]
+    assert snap["equity"] != pytest.approx(final, rel=1e-9)        # the one before
+    assert snap["ts"] == got["last_bar"]            # taken at that bar's open = the prior close
+
+
+# --------------------------------------------------------------------------- finding 4
+
+def test_status_counts_fills_and_liquidations_as_the_final_line(cli, tmp_path: Path) -> None:
+    """One order fill and one liquidation: "1 fill, 1 liquidation" (the run's final line),
+    not "2 fills, 1 liquidations"; counts with thousands separators."""
+    url = f"sqlite:///{tmp_path}/s.db"
+    store = Store(url)
+    store.open_run("paper", "paper:binance", ["BTCUSDT"], "hold", {}, "balanced", 100_000.0,
+                   run_id="r")
+    for i in range(1_200):
+        store.stage("decisions", {"run_id": "r", "symbol": "BTCUSDT", "bar_ts": T0 + i * MIN,
+                                  "state": 0, "reasons": 0, "numbers": {"equity": 90_000.0}})
+    store.stage("fills", {"fill_id": "f0", "client_id": "c0", "run_id": "r",
+                          "symbol": "BTCUSDT", "ts": T0, "qty": 1.0, "price": 50_000.0})
+    store.stage("fills", {"fill_id": "liq0", "client_id": "liq", "run_id": "r",
+                          "symbol": "BTCUSDT", "ts": T0 + 600 * MIN, "qty": -1.0,
+                          "price": 45_000.0, "liquidation": True})
+    buf = io.BytesIO()
+    np.savez(buf, **{"meta:BTCUSDT": np.array([T0 + 1_199 * MIN, 1_200], dtype=np.int64),
+                     "tally": np.array([json.dumps({"counters": {
+                         "fills": 1, "liquidations": 1, "rejects": 1, "stale": 0,
+                         "strategy_errors": 0}, "skipped": 0})])})
+    store.commit({"BTCUSDT": T0 + 1_199 * MIN}, buf.getvalue(), run_id="r")
+    store.close()
+    r = cli("status", "--store", url)
+    assert r.code == 0, r.err
+    line = r.out.splitlines()[1]
+    assert ("equity 90,000.00, 1,200 bars, 1 fill, 1 liquidation, 1 reject, 1,200 decisions, "
+            "last bar 2026-01-01T19:59:00Z") in line, line
+    data = json.loads(cli("status", "--store", url, "--json").out)
+    assert (data["fills"], data["liquidations"]) == (1, 1)
+    assert (data["counters"]["fills"], data["counters"]["liquidations"]) == (1, 1)
+
+
+# --------------------------------------------------------------------------- finding 1
+
+def _two_accounts(url: str) -> None:
+    """Runs of paper:binance (older) and paper:bybit (newest) in one store."""
+    store = Store(url)
+    store.open_run("paper", "paper:binance", ["BTCUSDT"], run_id="run-binance", created_ms=1_000)
+    store.open_run("paper", "paper:bybit", ["BTCUSDT"], run_id="run-bybit", created_ms=2_000)
+    store.close()
+
+
+def _commands(url: str) -> list[tuple[str, str]]:
+    store = Store(url)
+    try:
+        return [(c.run_id, c.kind) for r in ("run-binance", "run-bybit")
+                for c in store.pending_commands(r) if c.run_id == r]
+    finally:
+        store.close()
+
+
+def test_halt_and_status_address_the_configs_account(cli, url: str, tmp_path: Path) -> None:
+    """With two accounts in one store, `halt` and `status` address the config's account
+    (mode:exchange), not the newest run: before, the default config's halt stopped the
+    bybit daemon and the binance one kept trading."""
+    _two_accounts(url)
+    bybit = tmp_path / "bybit.toml"
+    bybit.write_text('[exchange]\nname = "bybit"\n')
+    r = cli("halt", "--store", url, "--wait", "0")
+    assert r.code == 0 and "recorded for run run-binance (account paper:binance)" in r.out, r.out
+    assert _commands(url) == [("run-binance", "halt")]
+    r = cli("--config", bybit, "halt", "--flatten", "--store", url, "--wait", "0")
+    assert r.code == 0 and "run run-bybit (account paper:bybit)" in r.out
+    r = cli("halt", "--resume", "--store", url, "--wait", "0")
+    assert r.code == 0 and "run run-binance" in r.out
+    assert _commands(url) == [("run-binance", "halt"), ("run-binance", "resume"),
+                              ("run-bybit", "flatten")]
+    r = cli("halt", "--resume", "--run", "run-bybit", "--store", url, "--wait", "0")
+    assert r.code == 0 and "run run-bybit" in r.out
+    assert _commands(url)[-1] == ("run-bybit", "resume")
+    data = json.loads(cli("status", "--store", url, "--json").out)
+    assert (data["run_id"], data["account"]) == ("run-binance", "paper:binance")
+    assert json.loads(cli("--config", bybit, "status", "--store", url, "--json").out)[
+        "run_id"] == "run-bybit"
+    assert json.loads(cli("status", "--run", "run-bybit", "--store", url, "--json").out)[
+        "run_id"] == "run-bybit"
+    r = cli("status", "--store", url)
+    assert r.out.startswith("run run-binance (paper, running): () /  on BTCUSDT; account "
+                            "paper:binance\n")
+
+
+def test_no_run_of_the_configs_account_names_the_accounts_present(cli, url: str,
+                                                                 tmp_path: Path) -> None:
+    _two_accounts(url)
+    live = tmp_path / "live.toml"
+    live.write_text('mode = "live"\n')
+    for cmd in ("status", "halt"):
+        r = cli("--config", live, cmd, "--store", url, "--wait", "0") if cmd == "halt" else \
+            cli("--config", live, cmd, "--store", url)
+        assert r.code == 2, r.out
+        assert "no run of account live:binance" in r.err
+        assert "it holds runs of paper:binance, paper:bybit: give --run RUN_ID" in r.err
+        assert "Traceback" not in r.err
+    assert _commands(url) == []
+    for cmd in ("status", "halt"):
+        r = cli(cmd, "--run", "nosuch", "--store", url)
+        assert r.code == 2 and "--run nosuch: no such run in the store" in r.err
