@@ -1,12 +1,15 @@
 """The operator's view of a daemon: `liqbot status` and `liqbot halt` address the config's
 account, status figures come from one commit, its equity and counts agree with the run's
-final line (the operator review's findings 1-4)."""
+final line, and the log file holds what `liqbot run` prints (the operator review's
+findings 1-4, 6, 9, 11 and 14)."""
 
 from __future__ import annotations
 
 import asyncio
 import io
 import json
+import logging
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -275,3 +278,134 @@ def test_no_run_of_the_configs_account_names_the_accounts_present(cli, url: str,
     for cmd in ("status", "halt"):
         r = cli(cmd, "--run", "nosuch", "--store", url)
         assert r.code == 2 and "--run nosuch: no such run in the store" in r.err
+
+
+# --------------------------------------------------------------------------- finding 6
+
+def test_a_telegram_chat_without_its_token_opens_no_run(cli, tmp_path: Path,
+                                                        monkeypatch) -> None:
+    """Refused before the store is opened (before, the run row was written, then the start
+    failed and the run stayed `running`), and `config check` reports it."""
+    monkeypatch.delenv("LIQBOT_TELEGRAM_TOKEN", raising=False)
+    cfg = tmp_path / "tg.toml"
+    cfg.write_text('[alerts]\ntelegram_chat_id = "-100123"\n')
+    db = tmp_path / "s.db"
+    r = cli("--config", cfg, "run", "--replay", "cascade-long", "--store", f"sqlite:///{db}")
+    assert r.code == 2 and "telegram_chat_id is set but LIQBOT_TELEGRAM_TOKEN" in r.err
+    assert not db.exists()
+    r = cli("config", "check", cfg)
+    assert r.code == 2 and "alerts.telegram_chat_id: set, but LIQBOT_TELEGRAM_TOKEN is not in " \
+                           "the environment" in r.out, r.out
+    monkeypatch.setenv("LIQBOT_TELEGRAM_TOKEN", "123456:test-token")
+    assert cli("config", "check", cfg).code == 0
+
+
+# --------------------------------------------------------------------------- finding 9
+
+def _stopped(db: Path) -> str:
+    """Mark the store's newest run `stopped` (as Ctrl-C leaves it); its id."""
+    con = sqlite3.connect(db)
+    try:
+        run_id = str(con.execute("select run_id from runs order by created_ms desc, run_id desc"
+                                 ).fetchone()[0])
+        con.execute("update runs set status = 'stopped' where run_id = ?", (run_id,))
+        con.commit()
+        return run_id
+    finally:
+        con.close()
+
+
+def _synth_run(cli, tmp_path: Path) -> tuple[tuple, Path]:
+    """A finished 1-day replay of leverage 3 on its store: (the run's arguments, the store)."""
+    ds = tmp_path / "ds"
+    assert cli("data", "synth", "--seed", "3", "--days", "1", "--out", ds).code == 0
+    db = tmp_path / "s.db"
+    args = ("run", "--replay", str(ds), "--store", f"sqlite:///{db}", "--param", "leverage=3")
+    assert cli(*args, "--preset", "balanced").code == 0
+    return args, db
+
+
+def test_the_preset_is_compared_by_the_policy_it_resolves_to(cli, tmp_path: Path) -> None:
+    """`--preset config/risk/balanced.toml` after `--preset balanced` is the same run
+    (before, it was abandoned as "differs in the risk preset" and bought its position
+    again); another preset still starts a new one."""
+    args, db = _synth_run(cli, tmp_path)
+    run_id = _stopped(db)
+    r = cli(*args, "--preset", "config/risk/balanced.toml")
+    assert r.code == 0 and f"resuming run {run_id}" in r.err and "differs" not in r.err, r.err
+    _stopped(db)
+    r = cli(*args, "--preset", "conservative")
+    assert r.code == 0 and f"run {run_id} (stopped) differs from this start in the risk " \
+        "policy; the risk preset: it is closed" in " ".join(r.err.split()), r.err
+
+
+def test_the_notice_of_what_differs_keeps_its_brackets(cli, tmp_path: Path) -> None:
+    """Rich markup ate `[fees]` and `[fills]`: "in the fees (); the fill model ()"."""
+    args, db = _synth_run(cli, tmp_path)
+    run_id = _stopped(db)
+    cfg = tmp_path / "ff.toml"
+    cfg.write_text("[fees]\ntaker = 0.001\n[fills]\nhalf_spread_bps = 3\n")
+    r = cli("--config", cfg, *args)
+    assert r.code == 0
+    assert f"run {run_id} (stopped) differs from this start in the fees ([fees]); the fill " \
+           "model ([fills]): it is closed as abandoned" in " ".join(r.err.split()), r.err
+
+
+# --------------------------------------------------------------------------- finding 11
+
+def test_the_log_file_holds_the_runs_lines_and_its_id(cli, tmp_path: Path) -> None:
+    """The run's start, resume, abandonment and final lines go to `logging.file` too (once
+    on the console, as before), and every JSON record carries the run id."""
+    ds = tmp_path / "ds"
+    assert cli("data", "synth", "--seed", "3", "--days", "1", "--out", ds).code == 0
+    log = tmp_path / "logs" / "lg.log"
+    cfg = tmp_path / "lg.toml"
+    cfg.write_text(f'[logging]\nfile = "{log}"\nformat = "json"\n')
+    db = tmp_path / "s.db"
+    args = ("--config", cfg, "run", "--replay", str(ds), "--store", f"sqlite:///{db}",
+            "--param", "leverage=3")
+    try:
+        first = cli(*args)
+        assert first.code == 0, first.err
+        run_id = _stopped(db)
+        resumed = cli(*args)
+        assert resumed.code == 0
+        _stopped(db)
+        other = cli(*args[:-1], "leverage=4")
+        assert other.code == 0
+    finally:
+        for h in list(logging.getLogger("liqbot").handlers):   # the file stays closed
+            logging.getLogger("liqbot").removeHandler(h)
+            h.close()
+    records = [json.loads(x) for x in log.read_text().splitlines()]
+    said = [x for x in records if x["logger"] == "liqbot.run"]
+    final = [x for x in first.out.splitlines() if x.startswith(f"run {run_id} finished")]
+    assert len(final) == 1
+    msgs = [x["msg"] for x in said]
+    assert msgs[0] == f"run {run_id}: paper, hold(side=long, leverage=3.0, sizing=entry), " \
+                      "preset balanced, BTCUSDT, replay at speed 0"
+    assert msgs[1] == final[0]                       # the final line, figures and all
+    assert msgs[2].startswith(f"resuming run {run_id} after ")
+    assert msgs[4].startswith(f"run {run_id} (stopped) differs from this start in the "
+                              "strategy or its parameters: it is closed as abandoned")
+    new_id = msgs[5].split(":")[0].removeprefix("run ")
+    assert new_id != run_id and msgs[6].startswith(f"run {new_id} finished in ")
+    assert len(said) == 7
+    # the run id on every record once the run is known: its own lines and the daemon's
+    assert {x["run_id"] for x in said[:4]} == {run_id} and said[5]["run_id"] == new_id
+    daemon = [x for x in records if x["logger"] == "liqbot.daemon"]
+    assert daemon and all(x.get("run_id") in (run_id, new_id) for x in daemon)
+    # the console prints each line once (not again through the log's console handler)
+    assert first.err.count(f"run {run_id}: paper, hold") == 1
+    assert first.out.count(f"run {run_id} finished") == 1
+
+
+# --------------------------------------------------------------------------- finding 14
+
+@pytest.mark.parametrize("speed", ["1e9", "1e300", "nan", "-1"])
+def test_the_speed_error_names_its_bounds(cli, tmp_path: Path, speed: str) -> None:
+    r = cli("run", "--replay", "cascade-long", "--speed", speed, "--store",
+            f"sqlite:///{tmp_path}/s.db")
+    assert r.code == 2
+    assert "--speed: expected a finite number in [0, 1e9) (0 = as fast as possible), got " \
+        in r.err, r.err

@@ -38,6 +38,19 @@ def _check_run(cfg: Config, file: Path) -> None:
         raise ConfigError(str(file), [text]) from None
 
 
+def _check_alerts(cfg: Config, file: Path) -> None:
+    """A Telegram chat needs its bot token in the environment, as `liqbot run` does (which
+    refuses to start without it): the token is never read from the config."""
+    import os
+
+    from bot.runtime.alerts import TELEGRAM_TOKEN_ENV
+    if cfg.alerts.telegram_chat_id is not None and not os.environ.get(TELEGRAM_TOKEN_ENV):
+        raise ConfigError(str(file), [f"alerts.telegram_chat_id: set, but {TELEGRAM_TOKEN_ENV} "
+                                      "is not in the environment (the bot token is never read "
+                                      "from the config; `liqbot run` refuses to start "
+                                      "without it)"])
+
+
 @app.command("check")
 def check(
     file: Annotated[Path, typer.Argument(help="TOML config file or risk preset")],
@@ -65,6 +78,7 @@ def check(
             check_log_file(cfg.logging.file, create=False)
         except LiqbotError as exc:
             raise ConfigError(str(file), [str(exc)]) from None
+        _check_alerts(cfg, file)
     except ConfigError as exc:
         for p in exc.problems:                # "(file): ..." is about the file: name it
             print(f"{file}{p[len('(file)'):]}" if p.startswith("(file)") else p)

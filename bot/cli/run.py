@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import time
 from typing import Annotated, Any
 
@@ -15,15 +16,18 @@ from rich.markup import escape
 from rich.table import Table
 
 from bot.cli.backtest import _fees, _params
-from bot.cli.paths import check_log_file, check_number, check_wallet, console, dumps, shown
+from bot.cli.paths import check_log_file, check_number, check_wallet, console, dumps
 from bot.cli.tiers import TiersOption, brackets_for
 from bot.config import Config, load_config, load_credentials
 from bot.data.dataset import iso
 from bot.errors import ConfigError, LiqbotError, exc_text
 from bot.mechanics import brackets as br
 from bot.risk.policy import load_policy
+from bot.runtime import logs
 from bot.runtime.status import status_data
 from bot.text import count as _count
+
+log = logging.getLogger("liqbot.run")
 
 
 def _replay_bars(sources: list[str], cfg: Config) -> dict[str, Any]:
@@ -56,11 +60,16 @@ SPEC_PARTS = {"strategy": "the strategy or its parameters", "preset": "the risk 
 
 def spec_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """What differs between a stored run's spec and this start's, in words: the data by
-    symbol (added, removed, other bars), every other part by name."""
+    symbol (added, removed, other bars), every other part by name. The preset is compared
+    by the policy it resolves to, not by its spelling: `--preset balanced` and `--preset
+    config/risk/balanced.toml` are the same run (until 2026-12-07 the second abandoned it)."""
     new = json.loads(json.dumps(new, sort_keys=True, default=str))
     out = []
     for key in sorted(set(old) | set(new)):
         if old.get(key) == new.get(key):
+            continue
+        if key == "preset" and old.get("policy") is not None \
+                and old.get("policy") == new.get("policy"):
             continue
         a, b = old.get(key), new.get(key)
         if key == "source" and isinstance(a, dict) and isinstance(a.get("replay"), list):
@@ -99,7 +108,8 @@ def run_choices(cfg: Config, strategy: str | None, param: list[str] | None,
         wallet = rc.wallet if wallet is None else wallet
         check_wallet(wallet)
         if not (speed >= 0 and speed < 1e9):
-            raise LiqbotError(f"--speed: expected a finite number >= 0, got {speed}")
+            raise LiqbotError(f"--speed: expected a finite number in [0, 1e9) (0 = as fast as "
+                              f"possible), got {speed:g}")
         cls = find(strategy or rc.strategy)
         params = {k: str(v) for k, v in rc.params.items()}
         if strategy is not None and strategy != rc.strategy and params:
@@ -182,7 +192,6 @@ def run_command(
     --replay it ends by itself when the data ends. Restarting with the same options on the
     same store resumes the run where it stopped."""
     from bot.execution import kernel as kn
-    from bot.runtime import logs
     from bot.runtime.daemon import Daemon, check_live_allowed, percentiles
     from bot.runtime.replay import ReplayFeed
     from bot.store import Store
@@ -213,9 +222,12 @@ def run_command(
                                         if c is not None]
     import os
 
-    from bot.runtime.alerts import TELEGRAM_TOKEN_ENV
+    from bot.runtime.alerts import TELEGRAM_TOKEN_ENV, Alerts
     tg_token = os.environ.get(TELEGRAM_TOKEN_ENV) or None
     check_log_file(cfg.logging.file)
+    # built (and so checked: a Telegram chat without its token) before a run row is opened;
+    # until 2026-12-07 after it, and the refused run stayed `running`. Its run id comes below
+    alerts = Alerts(cfg.alerts, "", tg_token)
     logs.setup(cfg.logging.level, cfg.logging.format, cfg.logging.file,
                secrets + ([tg_token] if tg_token else []))
     bind = None
@@ -249,8 +261,13 @@ def run_command(
     fp = kn.fill_params(cfg.fills, fees, 0.05, strat.sizing)
     store = Store(store_url or cfg.store.url)
     account = account_of(cfg)
-    store.acquire(account)
+    try:
+        store.acquire(account)
+    except BaseException:
+        store.close()
+        raise
     con = console(stderr=True)
+    run_log = RunLog()
     try:
         spec = {"strategy": strat.describe(), "preset": preset_name, "wallet": wallet,
                 "source": source, "fills": cfg.fills.model_dump(), "fees": vars(fees),
@@ -266,7 +283,9 @@ def run_command(
         resume = resumable and prev is not None and (
             prev.config.get("fingerprint") == fp_id or
             # its symbols then kept the --replay order: resumed only if it is the same
-            (prev.config.get("fingerprint") == legacy and prev.symbols == list(feed.symbols)))
+            (prev.config.get("fingerprint") == legacy and prev.symbols == list(feed.symbols)) or
+            # the same but for the preset's spelling (its policy is the same)
+            (bool(prev.config.get("spec")) and not spec_changes(prev.config["spec"], spec)))
         if resume:
             run = prev
         else:
@@ -274,9 +293,9 @@ def run_command(
                 store.set_run_status(prev.run_id, "abandoned")
                 changed = spec_changes(prev.config.get("spec") or {}, spec) \
                     if prev.config.get("spec") else ["the options"]
-                con.print(f"run {prev.run_id} ({prev.status}) differs from this start in "
-                          f"{'; '.join(changed)}: it is closed as abandoned (its rows are "
-                          f"kept) and a new run starts")
+                run_log.say(con, f"run {prev.run_id} ({prev.status}) differs from this start "
+                                 f"in {'; '.join(changed)}: it is closed as abandoned (its "
+                                 "rows are kept) and a new run starts")
             # the kill switch goes into the new run's row, written in one transaction, so a
             # kill -9 at any point cannot lose it; the old run's commands are acked after
             switch = _kill_switch_of(store, prev.run_id) if prev is not None else None
@@ -288,10 +307,12 @@ def run_command(
                     if cmd.run_id == prev.run_id:
                         store.ack_command(cmd.id)
             if switch:
-                con.print(f"kill switch: run {prev.run_id} was halted"  # type: ignore[union-attr]
-                          f"{' (flatten)' if switch == 'flatten' else ''}; the new run "
-                          f"{run.run_id} starts halted (liqbot halt --resume lifts it)")
+                run_log.run_id = run.run_id
+                run_log.say(con, f"kill switch: run {prev.run_id} was halted"  # type: ignore[union-attr]
+                                 f"{' (flatten)' if switch == 'flatten' else ''}; the new run "
+                                 f"{run.run_id} starts halted (liqbot halt --resume lifts it)")
         assert run is not None
+        run_log.run_id = alerts.run_id = run.run_id
         broker = _live_broker(cfg, creds, list(feed.symbols), brackets, feed.interval_ms) \
             if live else None
         daemon = Daemon(run_id=run.run_id, feed=feed, store=store, strategy=strat,
@@ -310,14 +331,12 @@ def run_command(
             daemon.restore(cp[1])
             if hasattr(feed, "seek"):
                 feed.seek({s: x.last_ts for s, x in daemon.state.items()})
-            con.print(f"resuming run {run.run_id} after {iso(cp[0])}")
+            run_log.say(con, f"resuming run {run.run_id} after {iso(cp[0])}"
+                             + (" (halted)" if daemon.halted else ""))
         else:
-            con.print(f"run {run.run_id}: {cfg.mode}, {shown(strat.describe())}, preset "
-                      f"{shown(preset_name)}, "
-                      f"{', '.join(feed.symbols)}" + (f", replay at speed {speed:g}"
-                                                      if replay else ", exchange feed"))
-        from bot.runtime.alerts import Alerts
-        alerts = Alerts(cfg.alerts, run.run_id, tg_token)
+            run_log.say(con, f"run {run.run_id}: {cfg.mode}, {strat.describe()}, preset "
+                             f"{preset_name}, {', '.join(feed.symbols)}"
+                             + (f", replay at speed {speed:g}" if replay else ", exchange feed"))
         t0 = time.perf_counter()
         try:
             asyncio.run(_serve(daemon, bool(replay), alerts, bind, store_url or cfg.store.url,
@@ -338,7 +357,8 @@ def run_command(
         n = daemon.run_counts()
         here = daemon.process_count("bars")
         extra = [_count(n[k], noun) + after for k, noun, after in EXTRA_COUNTS if n[k]]
-        console().print(
+        run_log.say(
+            console(),
             f"run {run.run_id} {'finished' if ended else 'stopped'} "
             + (f"(resumed: {here:,} bars in {dt:.1f} s by this process)" if daemon.restored
                else f"in {dt:.1f} s")
@@ -349,6 +369,7 @@ def run_command(
             + (f"; bar close -> intent p50 {lat['p50_us']:.0f} us, p99 {lat['p99_us']:.0f} us"
                if lat["n"] else ""))
     finally:
+        run_log.close()
         store.close()
 
 
@@ -357,11 +378,61 @@ def run_command(
 EXTRA_COUNTS = (("rejects", "reject", ""), ("stale", "stale-feed check", ""),
                 ("strategy_errors", "strategy error", ""), ("skipped", "malformed bar", " skipped"))
 
+#: a record of a line `liqbot run` prints itself: the console's log handler leaves it out
+_PRINTED = "liqbot_printed"
+
 
 def account_of(cfg: Config) -> str:
     """The account a daemon with this config trades and locks in its store: "MODE:EXCHANGE"
     ("paper:binance"). `status` and `halt` address its newest run by default."""
     return f"{cfg.mode}:{cfg.exchange.name}"
+
+
+class _RunJsonFormatter(logs.JsonFormatter):
+    """The JSON log line with the run's id (`run_id`) among its keys."""
+
+    EXTRAS = (*logs.JsonFormatter.EXTRAS, "run_id")
+
+
+class _HandlerFilter(logging.Filter):
+    def __init__(self, owner: RunLog, console: bool) -> None:
+        super().__init__()
+        self.owner, self.console = owner, console
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.owner.run_id is not None and not hasattr(record, "run_id"):
+            record.run_id = self.owner.run_id
+        return not (self.console and getattr(record, _PRINTED, False))
+
+
+class RunLog:
+    """While `liqbot run` runs, on the `liqbot` log handlers: every record carries the run's
+    id once it is known (`run_id`, a key of JSON lines), and the lines `liqbot run` prints
+    (`say`: the run and its start or resume, a run abandoned, the final figures) are
+    logged too, for a log file (`logging.file`), not a second time on the console. Until
+    2026-12-07 they went to the console only."""
+
+    def __init__(self) -> None:
+        self.run_id: str | None = None
+        self._undo: list[tuple[logging.Handler, logging.Filter, logging.Formatter | None]] = []
+        for h in logging.getLogger("liqbot").handlers:
+            f = _HandlerFilter(self, console=not isinstance(h, logging.FileHandler))
+            h.addFilter(f)
+            self._undo.append((h, f, h.formatter))
+            if type(h.formatter) is logs.JsonFormatter:
+                h.setFormatter(_RunJsonFormatter())
+
+    def say(self, con: Console, text: str) -> None:
+        """Print `text` as it is (no markup: `[fees]` stays) and log it at INFO."""
+        con.print(text, markup=False)
+        log.info(text, extra={_PRINTED: True})
+
+    def close(self) -> None:
+        """Take the filters off the handlers again."""
+        for h, f, fmt in self._undo:
+            h.removeFilter(f)
+            h.setFormatter(fmt)
+        self._undo.clear()
 
 
 def _kill_switch_of(store: Any, old: str) -> str | None:
