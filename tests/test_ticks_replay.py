@@ -579,7 +579,7 @@ def test_hand_built_liquidation_tick_price_and_clearance_fee(cli, tmp_path):
 def test_a_settlement_in_a_minute_without_trades_is_paid_on_its_own_mark(cli, tmp_path):
     """No trade in the 08:00 minute: the settlement lands on the 08:01 tick bar, but is
     paid on the 08:00 minute's mark open (101.45), as the bar replay of the dataset's
-    klines pays it; until 2026-12-07 the tick replay paid on 08:01's (101.65)."""
+    klines pays it; until 2026-12-06 the tick replay paid on 08:01's (101.65)."""
     from bot.data.bars import Bars
 
     tr = hand_ticks(HAND, skip=(SETTLE,))
@@ -611,7 +611,7 @@ def test_a_position_liquidated_on_its_fill_tick_closes_at_that_tick(cli, tmp_pat
     """--risk-every 15: decided at tick 14 (07:59:40, 103.0), filled at tick 15 (08:00:00,
     101.6) at the 5% impact cap (the window's volume is 1,500 quote for a 2M order), whose
     mark is already below the liquidation price (103.33). Closed at that tick's mark 101.6,
-    the nearest the position saw; until 2026-12-07 at 103.0, tick 14's price, from before
+    the nearest the position saw; until 2026-12-06 at 103.0, tick 14's price, from before
     the position existed (2,507.96 left)."""
     prices = [list(p) for p in HAND]
     prices[4] = [101.2, 101.5, 103.0]
@@ -635,7 +635,7 @@ def test_a_position_liquidated_on_its_fill_tick_closes_at_that_tick(cli, tmp_pat
 def test_a_mark_low_below_every_trade_still_liquidates(cli, tmp_path):
     """Mark klines whose 08:01 low (96.5) reaches the liquidation price (96.6549) while the
     trades stop at 96.7: the bar replay liquidates, and so does the tick replay (at the
-    bar's last tick, 08:01:40, at the liquidation price); until 2026-12-07 it never did
+    bar's last tick, 08:01:40, at the liquidation price); until 2026-12-06 it never did
     (clipped trade prices cannot leave the trades' range) and ended at 58,779.19."""
     prices = [list(p) for p in HAND]
     prices[6] = [99.0, 96.7, 96.8]
@@ -659,7 +659,7 @@ def test_a_mark_low_below_every_trade_still_liquidates(cli, tmp_path):
 
 def test_a_trades_table_not_in_ms_is_refused(cli, tmp_path):
     """A trades table written in microseconds: exit 2 naming the table, row and column
-    (until 2026-12-07 an unexpected ValueError: year 57972 is out of range)."""
+    (until 2026-12-06 an unexpected ValueError: year 57972 is out of range)."""
     tr = hand_ticks(HAND)
     d = hand_dataset(tmp_path / "u", Trades("BTCUSDT", tr.ts, tr.price, tr.qty, tr.side))
     us = tmp_path / "us"

@@ -62,7 +62,7 @@ def spec_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """What differs between a stored run's spec and this start's, in words: the data by
     symbol (added, removed, other bars), every other part by name. The preset is compared
     by the policy it resolves to, not by its spelling: `--preset balanced` and `--preset
-    config/risk/balanced.toml` are the same run (until 2026-12-07 the second abandoned it)."""
+    config/risk/balanced.toml` are the same run (until 2026-12-06 the second abandoned it)."""
     new = json.loads(json.dumps(new, sort_keys=True, default=str))
     out = []
     for key in sorted(set(old) | set(new)):
@@ -226,7 +226,7 @@ def run_command(
     tg_token = os.environ.get(TELEGRAM_TOKEN_ENV) or None
     check_log_file(cfg.logging.file)
     # built (and so checked: a Telegram chat without its token) before a run row is opened;
-    # until 2026-12-07 after it, and the refused run stayed `running`. Its run id comes below
+    # until 2026-12-06 after it, and the refused run stayed `running`. Its run id comes below
     alerts = Alerts(cfg.alerts, "", tg_token)
     logs.setup(cfg.logging.level, cfg.logging.format, cfg.logging.file,
                secrets + ([tg_token] if tg_token else []))
@@ -388,12 +388,6 @@ def account_of(cfg: Config) -> str:
     return f"{cfg.mode}:{cfg.exchange.name}"
 
 
-class _RunJsonFormatter(logs.JsonFormatter):
-    """The JSON log line with the run's id (`run_id`) among its keys."""
-
-    EXTRAS = (*logs.JsonFormatter.EXTRAS, "run_id")
-
-
 class _HandlerFilter(logging.Filter):
     def __init__(self, owner: RunLog, console: bool) -> None:
         super().__init__()
@@ -410,17 +404,15 @@ class RunLog:
     id once it is known (`run_id`, a key of JSON lines), and the lines `liqbot run` prints
     (`say`: the run and its start or resume, a run abandoned, the final figures) are
     logged too, for a log file (`logging.file`), not a second time on the console. Until
-    2026-12-07 they went to the console only."""
+    2026-12-06 they went to the console only."""
 
     def __init__(self) -> None:
         self.run_id: str | None = None
-        self._undo: list[tuple[logging.Handler, logging.Filter, logging.Formatter | None]] = []
+        self._undo: list[tuple[logging.Handler, logging.Filter]] = []
         for h in logging.getLogger("liqbot").handlers:
             f = _HandlerFilter(self, console=not isinstance(h, logging.FileHandler))
             h.addFilter(f)
-            self._undo.append((h, f, h.formatter))
-            if type(h.formatter) is logs.JsonFormatter:
-                h.setFormatter(_RunJsonFormatter())
+            self._undo.append((h, f))
 
     def say(self, con: Console, text: str) -> None:
         """Print `text` as it is (no markup: `[fees]` stays) and log it at INFO."""
@@ -429,9 +421,8 @@ class RunLog:
 
     def close(self) -> None:
         """Take the filters off the handlers again."""
-        for h, f, fmt in self._undo:
+        for h, f in self._undo:
             h.removeFilter(f)
-            h.setFormatter(fmt)
         self._undo.clear()
 
 
@@ -582,7 +573,7 @@ async def _serve(daemon: Any, simulated: bool, alerts: Any, bind: tuple[str, int
 def _store_and_run(store_url: str | None, ctx: typer.Context, run_id: str | None) -> tuple[
         Any, Any, Config]:
     """(store, run, config) for `status` and `halt`: the run `run_id`, else the newest run of
-    the config's account (`account_of`; until 2026-12-07 the newest of any account, so with
+    the config's account (`account_of`; until 2026-12-06 the newest of any account, so with
     two accounts in one store `halt` stopped the other daemon). Exit 2 when there is none,
     naming the accounts the store holds."""
     from pathlib import Path
@@ -652,7 +643,7 @@ def status_command(
               + escape(f"{data['strategy']}({params}) / {data['preset']} on "
                        f"{', '.join(data['symbols'])}{account}"))
     # order fills and liquidations apart, as the final line of `liqbot run` says them (a
-    # daemon before 2026-12-07 answered `--http` with liquidations among its fills)
+    # daemon before 2026-12-06 answered `--http` with liquidations among its fills)
     counters = data.get("counters") or {}    # the run's (every life), from its checkpoint
     liqs = data.get("liquidations", counters.get("liquidations", 0))
     more = (f", {_count(liqs, 'liquidation')}" if liqs else "") + "".join(

@@ -54,7 +54,7 @@ class SecretFilter(logging.Filter):
 class JsonFormatter(logging.Formatter):
     """One JSON object a line: ts (ms UTC), level, logger, msg, and structured extras."""
 
-    EXTRAS = ("symbol", "bar_ts", "reasons")
+    EXTRAS = ("symbol", "bar_ts", "reasons", "run_id")   # run_id: `liqbot run` sets it
 
     def format(self, record: logging.LogRecord) -> str:
         out = {"ts": int(record.created * 1000), "level": record.levelname,

@@ -46,7 +46,7 @@ def _status_data(store: Any, run: Any, interval_ms: int, feed_now_ms: int | None
     eq = s["last_equity"]
     # the equity at the last processed bar, as its decision recorded it (what the final
     # line of `liqbot run` prints); the last snapshot (`equity_snapshot`) can be older: a
-    # stop leaves the last minute's jobs to the restart (until 2026-12-07 status showed it)
+    # stop leaves the last minute's jobs to the restart (until 2026-12-06 status showed it)
     equity = nums.get("equity")
     if equity is None:
         equity = eq["equity"] if eq else run.wallet

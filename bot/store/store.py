@@ -275,7 +275,7 @@ class Store:
         transaction (SQLite: a deferred BEGIN, whose WAL snapshot is fixed at its first
         read; PostgreSQL: REPEATABLE READ, read only) until the block ends; a daemon's
         commits in the meantime are not seen. Re-entrant. `liqbot status` and `/api/status`
-        read in one (until 2026-12-07 each figure had its own transaction, and a daemon
+        read in one (until 2026-12-06 each figure had its own transaction, and a daemon
         committing in between mixed two commits: 24,844 decisions beside 25,238 bars)."""
         if self._snap is not None:
             yield
