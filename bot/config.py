@@ -152,7 +152,7 @@ class RunConfig(_Section):
                                                  description="strategy parameters, as --param")
     preset: str = "balanced"
     wallet: float = Field(100_000.0, ge=1.0, le=1e15, allow_inf_nan=False)   # paths.MIN_WALLET
-    speed: float = Field(0.0, ge=0, le=1e9, allow_inf_nan=False,
+    speed: float = Field(0.0, ge=0, lt=1e9, allow_inf_nan=False,
                          description="replay speed: 0 = as fast as possible, 60 = 1h per minute")
     commit_bars: int = Field(500, ge=1, le=100_000)
     commit_seconds: float = Field(0.5, gt=0, le=3600, allow_inf_nan=False)

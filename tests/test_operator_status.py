@@ -409,3 +409,13 @@ def test_the_speed_error_names_its_bounds(cli, tmp_path: Path, speed: str) -> No
     assert r.code == 2
     assert "--speed: expected a finite number in [0, 1e9) (0 = as fast as possible), got " \
         in r.err, r.err
+
+
+def test_config_check_refuses_the_speed_run_refuses(cli, tmp_path: Path) -> None:
+    """`run.speed = 1e9` passed `config check` (<= 1e9) and then `run` refused it (< 1e9)."""
+    p = tmp_path / "s.toml"
+    p.write_text("[run]\nspeed = 1e9\n")
+    r = cli("config", "check", p)
+    assert r.code == 2 and "run.speed: expected less than 1000000000" in r.err, r.err
+    p.write_text("[run]\nspeed = 999999999\n")
+    assert cli("config", "check", p).code == 0
