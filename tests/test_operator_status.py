@@ -416,6 +416,6 @@ def test_config_check_refuses_the_speed_run_refuses(cli, tmp_path: Path) -> None
     p = tmp_path / "s.toml"
     p.write_text("[run]\nspeed = 1e9\n")
     r = cli("config", "check", p)
-    assert r.code == 2 and "run.speed: expected less than 1000000000" in r.err, r.err
+    assert r.code == 2 and "run.speed: expected less than 1000000000" in r.out, r.out
     p.write_text("[run]\nspeed = 999999999\n")
     assert cli("config", "check", p).code == 0
