@@ -663,7 +663,8 @@ def test_the_kill_switch_is_reduce_only_the_risk_engines_cuts_still_go_out(tmp_p
 
 
 
-def test_the_kill_switch_and_its_release_are_decision_changes(tmp_path, caplog):
+@pytest.mark.parametrize("flatten", [False, True])
+def test_the_kill_switch_and_its_release_are_decision_changes(tmp_path, caplog, flatten):
     """The operator's halt overrides the state after the kernel, whose change flag never saw
     it: every halted bar stored the HALTED text (342 of 343 texts), the release stored none,
     and neither was logged, so `/api/decisions?changes=1` listed every halted bar and not
@@ -677,6 +678,7 @@ def test_the_kill_switch_and_its_release_are_decision_changes(tmp_path, caplog):
 
     def on_bar(ev) -> None:  # noqa: ANN001
         d.halted = halt_at <= ev.bar["ts"] < resume_at
+        d.flatten = flatten and d.halted
         orig(ev)
 
     d.on_bar = on_bar  # type: ignore[method-assign]
@@ -687,6 +689,7 @@ def test_the_kill_switch_and_its_release_are_decision_changes(tmp_path, caplog):
     store.close()
     assert [ts for ts, _ in said] == [halt_at, resume_at], said
     assert said[0][1].startswith("HALTED:") and "kill switch" in said[0][1]
+    assert said[0][1].endswith(" (flatten)") == flatten     # said once, not on every bar
     assert said[1][1].startswith("ACTIVE")
     logged = [r.getMessage() for r in caplog.records if " decision: " in r.getMessage()]
     assert any("decision: HALTED" in m for m in logged)

@@ -182,6 +182,14 @@ def test_positioning_windows_are_hours_on_4h_bars():
                                     tb, np.full(n, 4.0), np.zeros(n), np.zeros(n),
                                     ps.CrowdingWeights(), 60.0)
     assert np.isnan(one_min[:, ps.C_OI_24H]).all()        # 1m bars: 1,440 bars for 24 h
+    # a window shorter than one bar is unknown, not the bar's own change: 1h on 2h bars,
+    # 4h on 6h and 8h bars (they rounded half a bar up to one)
+    for bph, unknown in ((0.5, ps.C_OI_1H), (1 / 6, ps.C_OI_4H), (0.125, ps.C_OI_4H)):
+        got = ps.positioning_kernel(np.arange(n) / bph * 3_600_000.0, close, nan, nan, oi, nan,
+                                    nan, tb, np.full(n, 4.0), np.zeros(n), np.zeros(n),
+                                    ps.CrowdingWeights(), bph)
+        assert np.isnan(got[:, unknown]).all(), bph
+    assert ps.change_bars(4.0, 0.5) == 2 and ps.change_bars(1.0, 0.5) == 0
 
 def test_explain_line():
     row = np.full(ps.N_COMPONENTS, np.nan)

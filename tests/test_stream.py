@@ -249,6 +249,24 @@ def test_snapshot_restore_midway_continues_exactly():
         sm.SignalStream.restore(buf.getvalue(), BTC)
 
 
+
+def test_a_4h_snapshot_with_the_old_bar_counted_rings_is_refused():
+    """Before 2026-12-06 the positioning rings of 4h data held 24 + 1 and 4 bars (96 h and
+    16 h); restored, their lengths would have kept those windows beside the new hour-based
+    warm-up and block. Refused as another version's; a 4h snapshot of this one restores."""
+    stream = sm.SignalStream(BTC, 14_400_000, 100.0)
+    blob = stream.snapshot()
+    assert sm.SignalStream.restore(blob, BTC).state.pos_day.shape == (2, 7)
+    z = np.load(io.BytesIO(blob))
+    old = {k: z[k] for k in z.files}
+    old["s_pos_day"] = np.full((2, 25), np.nan)
+    buf = io.BytesIO()
+    np.savez(buf, **old)
+    with pytest.raises(LiqbotError, match="another liqbot version: its pos_day ring holds 25 "
+                                          "bars, this version's 7"):
+        sm.SignalStream.restore(buf.getvalue(), BTC)
+
+
 def test_snapshot_keeps_non_default_parameters():
     bars = _minimal_bars(80)
     params = dict(near=0.01, crowding=ps.CrowdingWeights(z_window=4),

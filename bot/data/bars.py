@@ -195,14 +195,6 @@ def funding_note(bars: Bars) -> str | None:
             "venue's fundingRate file beside the klines to charge them)")
 
 
-def interval_label(interval_ms: int) -> str:
-    """A bar length as a timeframe: 60000 -> '1m', 14400000 -> '4h', 86400000 -> '1d'."""
-    for unit, ms in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)):
-        if interval_ms % ms == 0:
-            return f"{interval_ms // ms}{unit}"
-    return f"{interval_ms}ms"
-
-
 TRADE_COLUMNS: tuple[str, ...] = ("ts", "price", "qty", "side")
 
 

@@ -45,7 +45,8 @@ def new_risk_state() -> np.ndarray:
 def crowding_warm_bar(bars_per_hour: float) -> int:
     """Index of the first bar whose crowding the rules read (`CROWD_WARMUP_H` hours seen:
     bar 1439 of 1m bars, bar 5 of 4h bars); before it S_CROWD_* are NaN. The heatmap
-    timeline blanks the same bars."""
+    timeline blanks the same bars. Its 24h OI change needs one bar more (1440, 6): the
+    first warm reading scores without it (the weights renormalise)."""
     return max(1, hour_bars(CROWD_WARMUP_H, bars_per_hour)) - 1
 
 

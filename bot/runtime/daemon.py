@@ -396,7 +396,7 @@ class Daemon:
             (state, reasons) != (prev_state, prev_reasons) if prev_state >= 0 else self.halted)
         side = float(np.sign(self.broker.pos[main, ac.P_QTY]) or np.sign(out[kn.O_TARGET]) or 1)
         text = render(dec, side) if changed else ""
-        if self.halted and self.flatten:     # render names the switch (R_KILL_SWITCH)
+        if changed and self.halted and self.flatten:   # render names the switch
             text += " (flatten)"
         self.store.stage("decisions", {
             "run_id": self.run_id, "symbol": sym.name, "bar_ts": ts, "state": int(dec[en.D_STATE]),

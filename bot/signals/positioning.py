@@ -19,8 +19,9 @@ Scores are documented in docs/heatmap.md with their scales.
 
 Windows are in hours of the data's time, whatever its bar (`bars_per_hour` is a float: 60 on
 1m bars, 0.25 on 4h bars; `hour_bars` rounds to whole bars): a change over a window shorter
-than one bar is unknown (NaN: the 1h OI change on 4h bars), a rolling sum covers at least the
-bar itself (the 4h taker imbalance on 8h bars reads that bar).
+than one bar is unknown (NaN: the 1h OI change on 2h or 4h bars, the 4h change on 6h or 8h
+bars; `change_bars`), a rolling sum covers at least the bar itself (the 4h taker imbalance on
+8h bars reads that bar).
 """
 
 from __future__ import annotations
@@ -81,6 +82,13 @@ def hour_bars(hours: float, bars_per_hour: float) -> int:
     """Whole bars in `hours` of data at `bars_per_hour` (rounded; 0 when the window is
     shorter than half a bar): 1440 for 24 h of 1m bars, 6 of 4h bars."""
     return int(np.floor(hours * bars_per_hour + 0.5))
+
+
+@njit(cache=True)
+def change_bars(hours: float, bars_per_hour: float) -> int:
+    """The lag of a change over `hours`: `hour_bars`, or 0 (unknown: `_ring_change` gives
+    NaN) when the window is shorter than one bar."""
+    return hour_bars(hours, bars_per_hour) if hours * bars_per_hour >= 1.0 - 1e-9 else 0
 
 
 @njit(cache=True)
@@ -183,9 +191,9 @@ def positioning_step(sc: np.ndarray, rates: np.ndarray, day: np.ndarray, h4r: np
     now = t % day.shape[1]
     day[0, now] = oi
     day[1, now] = close
-    w24 = day.shape[1] - 1
-    out[C_OI_1H] = _ring_change(day[0], t, hour_bars(1.0, bars_per_hour), now)
-    out[C_OI_4H] = _ring_change(day[0], t, hour_bars(4.0, bars_per_hour), now)
+    w24 = day.shape[1] - 1 if 24.0 * bars_per_hour >= 1.0 - 1e-9 else 0
+    out[C_OI_1H] = _ring_change(day[0], t, change_bars(1.0, bars_per_hour), now)
+    out[C_OI_4H] = _ring_change(day[0], t, change_bars(4.0, bars_per_hour), now)
     oi24 = _ring_change(day[0], t, w24, now)
     out[C_OI_24H] = oi24
     pc = _ring_change(day[1], t, w24, now)

@@ -37,7 +37,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from numba import njit
 
-from bot.data.bars import Bars, interval_label
+from bot.data.bars import Bars
+from bot.data.binance_vision import interval_name
 from bot.errors import LiqbotError
 from bot.jit import lean
 from bot.mechanics import fills as fl
@@ -271,7 +272,7 @@ def bar_length_note(interval_ms: int) -> str | None:
     (docs/risk.md): positioning and the risk inputs count hours, the cascade detector bars."""
     if interval_ms == 60_000:
         return None
-    tf = interval_label(interval_ms)
+    tf = interval_name(interval_ms)
     return (f"risk rules: measured on 1m bars (docs/risk.md); on {tf} bars positioning and "
             f"the risk inputs read hours, but the cascade detector counts bars (its 5- and "
             f"15-bar moves span {5 * interval_ms / 3_600_000:g} h and "
@@ -527,6 +528,14 @@ class SignalStream:
                 raise LiqbotError(f"signal stream snapshot was written by another liqbot "
                                   f"version: its {k} state holds {d['s_' + k].size} values, "
                                   f"this version's {n}")
+        # the positioning rings' lengths are its windows (bars in 24 h and 4 h): a snapshot
+        # from before they were hours (2026-12-06) holds 24 + 1 and 4 bars on 4h data
+        want = new_state(1.0, int(d["interval_ms"]), brackets)
+        for k in ("pos_day", "pos_h4"):
+            if d["s_" + k].shape[1:] != getattr(want, k).shape[1:]:
+                raise LiqbotError(f"signal stream snapshot was written by another liqbot "
+                                  f"version: its {k} ring holds {d['s_' + k].shape[-1]} bars, "
+                                  f"this version's {getattr(want, k).shape[-1]}")
         # max_leverage: the leverage the run sets (live.leverage) closes tiers and caps the
         # position (`brackets.at_leverage`); snapshots before 2026-12-06 lack it
         changed = [k for k in ("floor", "cap", "mmr", "cum", "max_leverage")

@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -146,7 +147,7 @@ class Store:
         self._acks: dict[int, int] = {}                  # command id -> consumed_ms
         self._switches: dict[str, str | None] = {}       # run id -> its row's kill_switch
         self._locks: dict[str, AccountLock] = {}
-        self._snap: Session | None = None                # the open `snapshot`'s session
+        self._tls = threading.local()                    # .snap: this thread's `snapshot`
         self.run_id: str | None = None
         self.urgent = False                      # an intent is staged: commit before sending
         self._build_statements()
@@ -263,8 +264,9 @@ class Store:
     @contextlib.contextmanager
     def _reading(self) -> Iterator[Session]:
         """The session of a read: the open `snapshot`'s, else a session of its own."""
-        if self._snap is not None:
-            yield self._snap
+        snap = getattr(self._tls, "snap", None)
+        if snap is not None:
+            yield snap
             return
         with self._session() as s:
             yield s
@@ -277,7 +279,7 @@ class Store:
         commits in the meantime are not seen. Re-entrant. `liqbot status` and `/api/status`
         read in one (until 2026-12-06 each figure had its own transaction, and a daemon
         committing in between mixed two commits: 24,844 decisions beside 25,238 bars)."""
-        if self._snap is not None:
+        if getattr(self._tls, "snap", None) is not None:
             yield
             return
         with self._guard("read"), self._engine.connect() as conn:
@@ -285,11 +287,11 @@ class Store:
                 conn = conn.execution_options(isolation_level="REPEATABLE READ",
                                               postgresql_readonly=True)
             with conn.begin(), Session(bind=conn, expire_on_commit=False) as s:
-                self._snap = s
+                self._tls.snap = s          # per thread: another thread's reads stay its own
                 try:
                     yield
                 finally:
-                    self._snap = None
+                    self._tls.snap = None
 
     # ------------------------------------------------------------------ staging
 

@@ -137,7 +137,7 @@ class EquityPoint(SQLModel, table=True):
 
 
 class FundingPayment(SQLModel, table=True):
-    """A funding settlement applied to the account (payment quote, + received)."""
+    """A funding settlement applied to the account (payment quote, + paid, - received)."""
 
     __tablename__ = "funding"
     run_id: str = Field(primary_key=True)
