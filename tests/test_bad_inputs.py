@@ -105,37 +105,33 @@ def _liqs(n: int = 4) -> str:
                            for i in range(n))
 
 
-@pytest.mark.parametrize(("col", "value", "column", "expected"), [
-    (5, "inf", "sum_toptrader_long_short_ratio", "value is NaN or infinite"),
-    (6, "-2", "count_long_short_ratio", "negative count_long_short_ratio -2.0"),
-    (2, "-5", "sum_open_interest", "negative sum_open_interest -5.0"),
-])
-def test_metrics_values_checked_at_import(cli, tmp_path, col, value, column, expected):
-    """Ratios were not checked at all (inf landed in the dataset) and a negative open
-    interest was accepted by the import, then refused by every later load."""
-    k = _klines(tmp_path)
-    m = tmp_path / "BTCUSDT-metrics-2025-10-10.csv"
-    m.write_text(_edit_row(_metrics(), 3, col, value))
-    r = cli("data", "import", k, m, "--out", tmp_path / "ds")
-    no_trace(r)
-    assert r.code == 2 and f"{m}, row 3, column {column}: {expected}" in _err(r), r.err
+METRICS = ("BTCUSDT-metrics-2025-10-10.csv", _metrics)
+LIQS = ("BTCUSDT-liquidationSnapshot-2025-10-10.csv", _liqs)
 
 
-@pytest.mark.parametrize(("col", "value", "column", "expected"), [
-    (6, "inf", "average_price", "value is NaN or infinite"),
-    (9, "-5", "accumulated_fill_quantity", "negative accumulated_fill_quantity -5.0"),
-    (9, "1e308", "accumulated_fill_quantity", "is beyond 1e+12 (quote)"),
+@pytest.mark.parametrize(("kind", "col", "value", "column", "expected"), [
+    (METRICS, 5, "inf", "sum_toptrader_long_short_ratio", "value is NaN or infinite"),
+    (METRICS, 6, "-2", "count_long_short_ratio", "negative count_long_short_ratio -2.0"),
+    (METRICS, 2, "-5", "sum_open_interest", "negative sum_open_interest -5.0"),
+    (LIQS, 6, "inf", "average_price", "value is NaN or infinite"),
+    (LIQS, 9, "-5", "accumulated_fill_quantity", "negative accumulated_fill_quantity -5.0"),
+    (LIQS, 9, "1e308", "accumulated_fill_quantity",
+     "average_price x accumulated_fill_quantity = inf is beyond 1e+12 (quote)"),
 ])
-def test_liquidation_snapshot_values_checked(cli, tmp_path, col, value, column, expected):
-    """inf prices and negative or overflowing quantities were imported (an overflow warning
-    on stderr, an infinite or negative liquidation notional in the dataset)."""
+def test_metrics_and_liquidation_values_checked_at_import(cli, tmp_path, kind, col, value,
+                                                         column, expected):
+    """Metrics ratios were not checked at all (inf landed in the dataset) and a negative
+    open interest was accepted by the import, then refused by every later load; inf prices
+    and negative or overflowing liquidation quantities were imported (an overflow warning on
+    stderr, an infinite or negative liquidation notional in the dataset)."""
+    name, rows = kind
     k = _klines(tmp_path)
-    f = tmp_path / "BTCUSDT-liquidationSnapshot-2025-10-10.csv"
-    f.write_text(_edit_row(_liqs(), 3, col, value))
+    f = tmp_path / name
+    f.write_text(_edit_row(rows(), 3, col, value))
     r = cli("data", "import", k, f, "--out", tmp_path / "ds")
     no_trace(r)
-    assert r.code == 2 and f"{f}, row 3, column {column}:" in _err(r), r.err
-    assert expected in _err(r) and "RuntimeWarning" not in r.err
+    assert r.code == 2 and f"{f}, row 3, column {column}: {expected}" in _err(r), r.err
+    assert "RuntimeWarning" not in r.err
 
 
 # --- event files given twice ------------------------------------------------------------------
