@@ -126,8 +126,7 @@ class Alerts:
             n = int(d["bars"])
             return Alert("stale_feed", f"data_gap:{d['symbol']}",
                          f"{d['symbol']} replayed data has a gap: no bar from "
-                         f"{iso(int(d['from']))} to {iso(int(d['to']))} ({n:,} bar"
-                         f"{'s' if n > 1 else ''})",
+                         f"{iso(int(d['from']))} to {iso(int(d['to']))} ({count(n, 'bar')})",
                          {"symbol": d["symbol"], "gap": True, "from": int(d["from"]),
                           "to": int(d["to"]), "bars": n}, ts)
         if kind == "reject" and "reject" in on:

@@ -53,6 +53,7 @@ from bot.signals import stream as ss
 from bot.store import Store
 from bot.store.store import now_ms
 from bot.store.tables import client_order_id
+from bot.text import count
 from strategies.base import Strategy
 
 log = logging.getLogger("liqbot.daemon")
@@ -516,7 +517,7 @@ class Daemon:
             if closing:
                 sym.fail_closed = True
                 n = sym.fail_streak
-                action = f"failing {n} bar{'s' if n > 1 else ''} in a row: closing the position"
+                action = f"failing {count(n, 'bar')} in a row: closing the position"
             else:
                 action = "holding its previous target"
             log.error("strategy %s failed at %s %s: %s; %s", self.strategy.name, sym.name,
@@ -701,9 +702,8 @@ class Daemon:
         iv = self.feed.interval_ms
         first, last = sym.last_ts + iv, ts - iv
         n = (ts - sym.last_ts) // iv - 1
-        msg = (f"{sym.name}: no bar from {_iso(first)} to {_iso(last)} ({n:,} bar"
-               f"{'s' if n > 1 else ''}): a gap in the replayed data, not a dead feed (no "
-               "stale-feed decision)")
+        msg = (f"{sym.name}: no bar from {_iso(first)} to {_iso(last)} ({count(n, 'bar')}): a "
+               "gap in the replayed data, not a dead feed (no stale-feed decision)")
         log.warning("%s", msg, extra={"symbol": sym.name, "bar_ts": ts})
         self.store.stage("events", {"run_id": self.run_id, "ts": first,
                                     "event_key": f"data-gap-{sym.name}-{first}",
