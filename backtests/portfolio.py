@@ -230,13 +230,8 @@ def run_bars(t0: int, t1: int, ts: np.ndarray, has: np.ndarray, opn: np.ndarray,
             if has[s, t] == 0:
                 _stale_row(rec, s, t, acct, pos, marks, floor, cap, mmr, cum)
                 continue
-            w = abs(st[s, PS_TARGET])
-            if tot > 0.0 and w < tot:
-                pol_s[en.P_MAX_LEV_HARD] = hard * (w / tot)
-            elif tot > 0.0:
-                pol_s[en.P_MAX_LEV_HARD] = hard
-            else:
-                pol_s[en.P_MAX_LEV_HARD] = hard / n_sym
+            pol_s[en.P_MAX_LEV_HARD] = kn.leverage_budget(hard, abs(st[s, PS_TARGET]), tot,
+                                                          n_sym)
             kn.decide(acct, pos, a, a + 1, st[s], float(ts[t]), close[s, t], marks, sig[s, t],
                       targets[s, t], pol_s, fp, floor, cap, mmr, cum, tier_cap[s], max_lev[s],
                       view, dec, out)

@@ -26,6 +26,7 @@ from bot.config import RunConfig
 from bot.data import dataset as ds_io
 from bot.data.importer import build_dataset
 from bot.execution import kernel as kn
+from bot.mechanics import account as ac
 from bot.mechanics.brackets import shipped
 from bot.mechanics.fees import venue_fees
 from bot.risk import engine as en
@@ -958,7 +959,6 @@ def test_replay_jobs_run_once_every_symbol_has_its_bar_of_the_minute(tmp_path):
     assert len(eq) == 2 * 1440
     np.testing.assert_allclose([e.equity for e in eq], [after_eth[e.ts] for e in eq],
                                rtol=1e-12, atol=0)
-    from bot.mechanics import account as ac
     b = d.broker                                   # the stored liquidation prices: final marks
     want = [ac.liquidation_price(b.acct, b.pos, k, b.marks, b.floor, b.cap, b.mmr, b.cum)
             for k in (0, 2)]
@@ -1335,6 +1335,57 @@ def test_a_gap_in_a_replayed_dataset_is_a_data_gap_not_a_dead_feed(tmp_path, cap
     assert alert is not None and alert.kind == "stale_feed"
     assert alert.text == (f"ETHUSDT replayed data has a gap: no bar from {ds_io.iso(first)} "
                           f"to {ds_io.iso(last)} (30 bars)")
+    store.close()
+
+
+def test_two_symbols_share_the_accounts_leverage_cap_as_the_portfolio_backtest_does(tmp_path):
+    """`hold` 10x on BTCUSDT and ETHUSDT under a 12x hard cap. The portfolio backtest splits
+    the cap into budgets (12 x 10 / 20 = 6x each); the daemon gave each symbol the whole
+    cap, so the account sat at 20x. Now the daemon splits it too, each symbol counting the
+    other at its last target: BTC's first decision (ETH has none yet) keeps 10x, ETH's is
+    cut to 6x, and from the second minute on both decide 6x, as in the backtest."""
+    from backtests import portfolio as pf
+    from bot.risk.policy import off_policy
+
+    bars = _two_symbols(1)
+    policy = off_policy().model_copy(update={"max_leverage": 12.0})
+    strat = find("hold").from_strings({"leverage": "10"})
+    s = RunSettings(wallet=100_000.0)
+    store = Store(f"sqlite:///{tmp_path}/budget.db")
+    feed = ReplayFeed(bars, 0.0)
+    rid = store.open_run("paper", "paper:binance", list(feed.symbols), strat.name, strat.params,
+                         "off", s.wallet).run_id
+    d = Daemon(run_id=rid, feed=feed, store=store, strategy=strat, policy=policy.to_array(),
+               fp=kn.fill_params(s.fills, s.fees, s.band, strat.sizing),
+               brackets={sym: BR for sym in feed.symbols}, wallet=s.wallet)
+    asyncio.run(d.run(simulated=True))
+    decs = store.decisions(d.run_id)
+    lev = {sym: [x.allowed_notional / x.numbers["equity"] for x in decs if x.symbol == sym]
+           for sym in bars}
+    assert lev["BTCUSDT"][0] == pytest.approx(10.0, rel=1e-12)
+    np.testing.assert_allclose(lev["BTCUSDT"][1:], 6.0, rtol=1e-12)
+    np.testing.assert_allclose(lev["ETHUSDT"], 6.0, rtol=1e-12)
+    # clipped: ETH's entry at the first close, then both (each target is 10x); BTC's 10x
+    # held at the second close is over its budget (the hard-leverage reason)
+    ts = bars["BTCUSDT"].ts
+    got = [(x.symbol, x.numbers["clipped"]) for x in decs if x.bar_ts in (ts[0], ts[1])]
+    assert got == [("BTCUSDT", 0), ("ETHUSDT", 1), ("BTCUSDT", 1), ("ETHUSDT", 1)]
+    assert decs[2].reasons & en.R_HARD_LEVERAGE and not decs[0].reasons & en.R_HARD_LEVERAGE
+    # the budgets sum to the cap from the second minute on (in the first, BTC decided
+    # before ETH had a target: 10x + 6x); the backtest's budgets are 6x + 6x from the first
+    pin = pf.prepare_portfolio(list(bars.values()), [BR, BR], s)
+    res = pf.run_portfolio(pin, strat, policy, s, "x")
+    rec = res.records
+    np.testing.assert_allclose(rec[:, :, eg.R_ALLOWED_LEV], 6.0, rtol=1e-12)
+    total = np.add(lev["BTCUSDT"], lev["ETHUSDT"])
+    assert total[0] == pytest.approx(16.0, rel=1e-12)
+    np.testing.assert_allclose(total[1:], 12.0, rtol=1e-12)
+    # BTC's first-minute 10x, cut to 6x a minute later, costs the daemon 0.6% of the
+    # backtest's final equity (79,410 vs 79,901 quote); it trims as often as the backtest after it
+    fills = store.fills(d.run_id)
+    assert [f.symbol for f in fills].count("BTCUSDT") == int((res.trades[:, eg.N_TRD] == 0).sum()) + 1
+    assert [f.symbol for f in fills].count("ETHUSDT") == int((res.trades[:, eg.N_TRD] == 1).sum())
+    assert d.equity()[0] == pytest.approx(res.metrics["portfolio"]["final_equity"], rel=0.01)
     store.close()
 
 

@@ -241,6 +241,21 @@ def _main_order(want: float, main_n: float, qty: float, close: float, band_frac:
 
 
 @njit(cache=True)
+def leverage_budget(cap: float, w: float, total: float, n_symbols: int) -> float:
+    """One symbol's share of the account's hard leverage cap (the portfolio budget,
+    docs/portfolio.md): `cap x w / total`, where `w` is the symbol's absolute target
+    leverage and `total` the sum over the account's symbols (each at its last target);
+    the whole cap when the symbol holds all of it, `cap / n_symbols` when every target is
+    zero. The budgets sum to the cap, so the symbols' allowed notionals never sum past
+    `cap x equity`. Shared by the portfolio backtest and the daemon."""
+    if total > 0.0 and w < total:
+        return cap * (w / total)
+    if total > 0.0:
+        return cap
+    return cap / n_symbols
+
+
+@njit(cache=True)
 def decide(acct: np.ndarray, pos: np.ndarray, main: int, hedge: int, st: np.ndarray,
            ts: float, close: float, marks: np.ndarray, sig: np.ndarray, target_lev: float,
            pol: np.ndarray, fp: np.ndarray, floor: np.ndarray, cap: np.ndarray,

@@ -142,6 +142,7 @@ class Daemon:
         self._dirty_bars = 0
         self._last_commit = clock()
         self._view = np.zeros(en.N_ACCT_VIEW)
+        self._pol = policy.copy()         # the policy with this symbol's leverage budget
         self._dec = np.zeros(en.N_DECISION)
         self._out = np.zeros(kn.N_DECIDE)
         self.latency_ns: list[int] = []   # bar close -> intent ready (before the write)
@@ -368,8 +369,17 @@ class Daemon:
                 t0: int) -> None:
         main, hedge = 2 * sym.index, 2 * sym.index + 1
         b = sym.brackets
+        # the account's hard leverage cap, split into budgets as the portfolio backtest
+        # splits it; the other symbols count with their last target (this bar's, if their
+        # bar came first; none yet: 0). With one symbol the budget is the cap itself.
+        total = abs(target) + sum(abs(float(x.st[kn.K_PREV_TARGET])) for x in self.state.values()
+                                  if x is not sym and np.isfinite(x.st[kn.K_PREV_TARGET]))
+        pol = self._pol
+        pol[:] = self.pol
+        pol[en.P_MAX_LEV_HARD] = kn.leverage_budget(float(self.pol[en.P_MAX_LEV_HARD]),
+                                                    abs(target), total, len(self.symbols))
         kn.decide(self.broker.acct, self.broker.pos, main, hedge, sym.st, float(ts), close,
-                  self.broker.marks, sig, target, self.pol, self.fp, self.broker.floor,
+                  self.broker.marks, sig, target, pol, self.fp, self.broker.floor,
                   self.broker.cap, self.broker.mmr, self.broker.cum, b.cap, b.max_leverage,
                   self._view, self._dec, self._out)
         dec, out = self._dec, self._out
