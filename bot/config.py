@@ -73,11 +73,16 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+#: Longest synthetic run in days (`bot.data.synthetic`; the kernel renormalises its lazy
+#: book scale, so any length works: this bounds memory, about 260 MB of bars per 1,000 days).
+SYNTHETIC_MAX_DAYS = 2000
+
+
 class SyntheticConfig(_Section):
     """The embedded scenario: a synthetic cascade day generated from a seed (no files needed)."""
 
     seed: int = Field(7, ge=0, le=2**63 - 1)
-    days: int = Field(3, ge=1, le=366)
+    days: int = Field(3, ge=1, le=SYNTHETIC_MAX_DAYS)
     crowding: Literal["long", "short", "none"] = "long"
     symbol: Symbol = "BTCUSDT"
     start_price: float = Field(100_000.0, gt=0, le=1e9)

@@ -29,6 +29,19 @@ def test_every_problem_is_reported_with_key_path():
     assert len(probs) == 4
 
 
+def test_the_configs_synthetic_days_are_bounded_as_data_synth_bounds_them():
+    """`data synth --days` took up to 2,000 days, `[data.synthetic] days` only 366 (two
+    bounds for one generator). One bound now: 2,000 is accepted, 2,001 named."""
+    from bot.data.synthetic import MAX_DAYS
+    assert MAX_DAYS == 2000
+    cfg = parse_config({"data": {"synthetic": {"days": 2000}}}, "x.toml", env={})
+    assert cfg.data.synthetic.days == 2000
+    with pytest.raises(ConfigError) as err:
+        parse_config({"data": {"synthetic": {"days": 2001}}}, "x.toml", env={})
+    assert err.value.problems == [
+        "data.synthetic.days: expected less than or equal to 2000, got 2001"]
+
+
 def test_secrets_in_toml_are_rejected_without_echo():
     tree = {"exchange": {"api_key": "AKIA-SUPER-SECRET", "secret": "s3cr3t"}}
     with pytest.raises(ConfigError) as err:

@@ -33,6 +33,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
+from bot.config import SYNTHETIC_MAX_DAYS
 from bot.data.bars import MINUTE_MS, Bars
 from bot.data.dataset import Dataset, iso
 from bot.data.grid import log_bin
@@ -47,9 +48,8 @@ MODEL_VERSION = "liqbot.synthetic/1"
 CROWDING_BIAS = {"long": 1.0, "short": -1.0, "none": 0.0}
 #: Seeds are splitmix64 states: a non-negative int64.
 MAX_SEED = 2**63 - 1
-#: Longest synthetic run (the kernel renormalises its lazy book scale, so any length works;
-#: this bounds memory: about 260 MB of bars per 1,000 days).
-MAX_DAYS = 2000
+#: Longest synthetic run (one bound for the CLI and the config's `data.synthetic.days`)
+MAX_DAYS = SYNTHETIC_MAX_DAYS
 
 
 class SynthParams(NamedTuple):
