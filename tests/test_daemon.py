@@ -43,18 +43,23 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _daemon(bars: dict, store: Store, strategy: str, params: dict[str, str], preset: str,
-            wallet: float = 100_000.0, inject=None, settings: RunConfig | None = None
-            ) -> Daemon:
+            wallet: float = 100_000.0, inject=None, settings: RunConfig | None = None,
+            run_id: str | None = None) -> Daemon:
+    """A paper daemon replaying `bars`: a new run, or run `run_id` (restored, the feed
+    seeked past its watermarks)."""
     strat = find(strategy).from_strings(params)
     feed = ReplayFeed(bars, 0.0, inject)
-    run_ = store.open_run("paper", "paper:binance", list(feed.symbols), strat.name, strat.params,
-                          preset, wallet)
+    rid = run_id or store.open_run("paper", "paper:binance", list(feed.symbols), strat.name,
+                                   strat.params, preset, wallet).run_id
     s = RunSettings(wallet=wallet)
     fp = kn.fill_params(s.fills, venue_fees("binance"), s.band, strat.sizing)
-    return Daemon(run_id=run_.run_id, feed=feed, store=store, strategy=strat,
-                  policy=load_policy(preset).to_array(), fp=fp,
-                  brackets={sym: BR for sym in feed.symbols}, wallet=wallet,
-                  settings=settings)
+    d = Daemon(run_id=rid, feed=feed, store=store, strategy=strat,
+               policy=load_policy(preset).to_array(), fp=fp,
+               brackets={sym: BR for sym in feed.symbols}, wallet=wallet, settings=settings)
+    if run_id is not None:
+        d.restore(store.load_checkpoint(run_id)[1])
+        feed.seek({sym: x.last_ts for sym, x in d.state.items()})
+    return d
 
 
 def _assert_parity(bars, tmp_path: Path, strategy: str, params: dict[str, str],
@@ -145,6 +150,47 @@ def test_malformed_bars_are_logged_and_skipped(tmp_path, caplog):
     for k in bad_at:
         assert int(bars.ts[k]) not in decided
     assert int(bars.ts[-1]) in decided        # it kept running to the end
+    store.close()
+
+
+def test_a_malformed_bar_skipped_before_a_restart_is_counted_once(tmp_path):
+    """BTCUSDT's bar of minute 300 is malformed; the run stops right after ETHUSDT's bar of
+    that minute. Its checkpoint counts the skip, but BTC's watermark is minute 299, so the
+    resumed replay delivers the bad bar again, and it was counted twice (2 skipped for 1).
+    Now each symbol's checkpoint keeps the last skipped bar's time: 1, as uninterrupted."""
+    bars = _two_symbols(1)
+    t0 = int(bars["BTCUSDT"].ts[0])
+    bad = t0 + 300 * 60_000
+
+    def inject(symbol: str, bar: dict) -> dict:
+        return {**bar, "close": float("nan")} if symbol == "BTCUSDT" and bar["ts"] == bad \
+            else bar
+
+    def daemon(store: Store, rid: str | None = None) -> Daemon:
+        return _daemon(bars, store, "hold", {"leverage": "3"}, "balanced", inject=inject,
+                       run_id=rid)
+
+    ref = Store(f"sqlite:///{tmp_path}/ref.db")
+    want = daemon(ref)
+    asyncio.run(want.run(simulated=True))
+    assert want.run_counts()["skipped"] == 1
+    ref.close()
+
+    store = Store(f"sqlite:///{tmp_path}/stop.db")
+    d1 = daemon(store)
+    orig = d1.on_bar
+
+    def on_bar(ev) -> None:  # noqa: ANN001
+        orig(ev)
+        if ev.symbol == "ETHUSDT" and ev.bar["ts"] == bad:
+            d1._stop()
+
+    d1.on_bar = on_bar  # type: ignore[method-assign]
+    asyncio.run(d1.run(simulated=True))
+    assert d1.skipped == 1 and d1.state["BTCUSDT"].last_ts == bad - 60_000
+    d2 = daemon(store, d1.run_id)
+    asyncio.run(d2.run(simulated=True))
+    assert d2.run_counts() == want.run_counts()
     store.close()
 
 

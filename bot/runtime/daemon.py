@@ -89,6 +89,7 @@ class SymbolState:
     last_reasons: int = 0             # reason bits of the last decision
     fail_streak: int = 0              # bars in a row on which the strategy failed
     fail_closed: bool = False         # this process has reported the streak's closing
+    skip_ts: int = -1                 # open time of the last malformed bar skipped (counted)
 
 
 def _day_end(ms: int) -> int:
@@ -197,7 +198,8 @@ class Daemon:
             "counters": self.counters, "skipped": self.skipped})])
         for s, x in self.state.items():
             arrays[f"st:{s}"] = x.st
-            arrays[f"meta:{s}"] = np.array([x.last_ts, x.bars, x.fail_streak], dtype=np.int64)
+            arrays[f"meta:{s}"] = np.array([x.last_ts, x.bars, x.fail_streak, x.skip_ts],
+                                           dtype=np.int64)
             arrays[f"sig:{s}"] = x.last_sig
             arrays[f"win:{s}"] = np.array(x.last_window)
             arrays[f"close:{s}"] = np.array([x.last_close])
@@ -239,6 +241,7 @@ class Daemon:
             meta = [int(v) for v in a[f"meta:{s}"]]
             x.last_ts, x.bars = meta[0], meta[1]
             x.fail_streak = meta[2] if len(meta) > 2 else 0     # older checkpoints: none
+            x.skip_ts = meta[3] if len(meta) > 3 else -1
             x.last_sig = a[f"sig:{s}"].copy()
             x.last_window = tuple(float(v) for v in a[f"win:{s}"])  # type: ignore[assignment]
             x.last_close = float(a[f"close:{s}"][0])
@@ -296,6 +299,11 @@ class Daemon:
         if problem == "old":
             return                          # already processed (a replayed or duplicate bar)
         if problem:
+            ts = x[ss.X_TS]
+            if np.isfinite(ts) and int(ts) <= x_state.skip_ts:
+                return                      # skipped and counted before a restart: the feed
+            if np.isfinite(ts):             # resumed below it (another symbol's bar came
+                x_state.skip_ts = int(ts)   # later and was committed)
             self._skip(ev, problem)
             return
         t0 = time.perf_counter_ns()
