@@ -51,6 +51,10 @@ sys.exit(cli.main(args))
 
 SCENARIO = "synthetic:3:long:120"
 BACKTEST = ["backtest", "--scenario", SCENARIO, "--strategy", "trend", "--risk", "on"]
+#: `test_signal_early`'s backtest: long enough to be running at the last signal (1.5 s).
+#: On 120 days a warm backtest can finish by then (1.3 s measured) and the signal lands in
+#: the interpreter's shutdown, after its handlers are reset: killed by SIGINT (-2), or 0.
+LONG = "synthetic:3:long:365"
 
 
 def _sweep(out: Path) -> list[str]:
@@ -108,7 +112,8 @@ def test_signal_early(command: str, sig: int, delay: float, expected: tuple[int,
         args[1:3] = [str(request.getfixturevalue("dataset")), "--strategy"]
         args[args.index("--walk-forward") + 1] = "2d:1d"
     else:
-        args = BACKTEST if command == "backtest" else _sweep(tmp_path / "sw")
+        args = [*BACKTEST[:2], LONG, *BACKTEST[3:]] if command == "backtest" else \
+            _sweep(tmp_path / "sw")
     # its own process group, signalled as a whole: what Ctrl-C in a terminal (or
     # `timeout -s INT`) does, warm-up child and sweep workers included
     p = subprocess.Popen([str(LIQBOT), *args], cwd=ROOT, text=True, stdout=subprocess.PIPE,
