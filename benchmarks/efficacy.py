@@ -233,8 +233,25 @@ def entry_row(label: str, runs: dict[str, list[dict[str, Any]]]) -> str:
             f"{n_liq(full)}; {dds(full)} | {beats(halts)} | {beats(stop)} |")
 
 
-def cascade_rows(label: str, bars: Bars, out: list[str], entries: list[str] | None = None
-                 ) -> tuple[Inputs, dict[str, Any]]:
+HORIZONS = (360, 720, 1440)    # bars after the onset at which full and stop are compared
+HORIZON_HEAD = ("| period | full policy - plain stop, return points at onset + 6h / + 12h / "
+                "+ 24h / the period's end | bars from the onset to the end with full >= stop "
+                "| full - stop over those bars, min / max |\n|---|---|---|---|")
+
+
+def horizon_row(label: str, on: int, full: np.ndarray, stop: np.ndarray, wallet: float) -> str:
+    """Full policy against the plain stop at several ends after the onset (equity series
+    `full`, `stop`, bar by bar): whether "more return than the stop" depends on where the
+    period happens to end."""
+    d = (full[on:] - stop[on:]) / wallet * 100.0
+    at = [f"{d[h]:+.1f}" if h < len(d) else "-" for h in HORIZONS] + [f"{d[-1]:+.1f}"]
+    ahead = int((d >= 0.0).sum())
+    return (f"| {label} | {' / '.join(at)} | {ahead} of {len(d)} ({ahead / len(d):.0%}) | "
+            f"{d.min():+.1f} / {d.max():+.1f} |")
+
+
+def cascade_rows(label: str, bars: Bars, out: list[str], entries: list[str] | None = None,
+                 horizons: list[str] | None = None) -> tuple[Inputs, dict[str, Any]]:
     """`hold` long 10x under each policy: the table rows (appended to `out`); returns the
     prepared inputs and the runs by policy (the crowding-lead note reads them). With
     `entries`, the entry sweep's row is appended to it: the same hold opened on a fresh
@@ -262,6 +279,9 @@ def cascade_rows(label: str, bars: Bars, out: list[str], entries: list[str] | No
                          record_columns=eg.N_REC_CORE).metrics for a in entry_starts(start)]
                  for p, pol in policies().items()}
         entries.append(entry_row(label, swept))
+    if horizons is not None:
+        horizons.append(horizon_row(label, on, runs["full policy"].records[:, eg.R_EQUITY],
+                                    runs["plain stop"].records[:, eg.R_EQUITY], s.wallet))
     return inputs, runs
 
 
@@ -447,6 +467,8 @@ class _CalmTally:
         self.binding_mild = {p: dict.fromkeys(names, 0) for p in pols}
         self.pos_off = dict.fromkeys(names, 0.0)
         self.pos_on = {p: dict.fromkeys(names, 0.0) for p in pols}
+        # every calm day, the losing ones too (give-up reads only the days risk off gained)
+        self.all_on = {p: dict.fromkeys(names, 0.0) for p in pols}
         self.why: dict[str, dict[str, dict[str, int]]] = {p: {n: {} for n in names}
                                                           for p in pols}
         # risk off's own day: trades, costs (share of the wallet), return, days lost >= limit
@@ -468,6 +490,7 @@ class _CalmTally:
                 self.binding_mild[p][name] += n_int
             if r_off > 0.0:
                 self.pos_on[p][name] += r_on
+            self.all_on[p][name] += r_on
             for rule in reason_names(mask):
                 self.why[p][name][rule] = self.why[p][name].get(rule, 0) + 1
         if r_off > 0.0:
@@ -477,8 +500,9 @@ class _CalmTally:
     def table(self, strats: list[Strategy], limit: float) -> list[str]:
         rows = ["| policy | strategy | binding interventions / calm day | same, on the days "
                 f"risk off lost less than {limit:.0%} | sum of returns on the positive risk-off "
-                "days (off -> on) | give-up | days on which a rule was active while binding |",
-                "|---|---|---|---|---|---|---|"]
+                "days (off -> on) | give-up | sum of returns on every calm day (off -> on) | "
+                "days on which a rule was active while binding |",
+                "|---|---|---|---|---|---|---|---|"]
         for p in self.binding:
             for strat in strats:
                 n = strat.name
@@ -489,7 +513,7 @@ class _CalmTally:
                             f"{self.binding[p][n] / max(self.n_days, 1):.2f} | "
                             f"{self.binding_mild[p][n] / max(self.n_mild[n], 1):.2f} "
                             f"({self.n_mild[n]} days) | {off:+.1%} -> {on:+.1%} | {give:.1%} | "
-                            f"{rules} |")
+                            f"{self.off_ret[n]:+.1%} -> {self.all_on[p][n]:+.1%} | {rules} |")
         d = max(self.n_days, 1)
         rows += ["", "Risk off's own calm days (what the halts react to), per day:"]
         rows += [f"- {strat.name}: {self.off_trades[strat.name] / d:.1f} trades, fees + "
@@ -560,7 +584,8 @@ def alt_months(alts: list[Path]) -> dict[str, dict[str, Path]]:
 
 def alt_rows(months: dict[str, dict[str, Path]], funding: AltFunding, start_ms: int,
              end_ms: int, days: str, out: list[str], stress: float | None, span: str,
-             tag: str, entries: list[str] | None = None) -> None:
+             tag: str, entries: list[str] | None = None,
+             horizons: list[str] | None = None) -> None:
     """`hold` long 10x on every alt whose month files cover [start_ms, end_ms) (a crash
     period's days; a period across two months reads both), with the alt's funding when the
     multi-symbol funding file has it. An alt that does not cover the days is named on
@@ -582,7 +607,7 @@ def alt_rows(months: dict[str, dict[str, Path]], funding: AltFunding, start_ms: 
         bars = bars.between(start_ms, end_ms)
         if stress is not None:
             bars = stressed(bars, stress, span)
-        cascade_rows(f"{sym} {days}{tag}", bars, out, entries)
+        cascade_rows(f"{sym} {days}{tag}", bars, out, entries, horizons)
 
 
 def main() -> None:
@@ -625,6 +650,7 @@ def _main(args: argparse.Namespace) -> None:
     notes: list[str] = []
     # the entry sweep (not under --stress: a stressed crash is scored from the table's entry)
     entries: list[str] | None = [] if args.stress is None else None
+    horizons: list[str] | None = [] if args.stress is None else None
     tag = "" if args.stress is None else \
         f" ({'crash' if args.stress_span == 'crash' else 'period'} x{args.stress:g})"
     alts = sorted((kl / "alts").glob("*.csv.gz"))
@@ -641,14 +667,15 @@ def _main(args: argparse.Namespace) -> None:
                 if args.stress is not None:
                     bars = stressed(bars, args.stress, args.stress_span)
                 inputs, runs = cascade_rows(lab + tag, bars, out,
-                                            entries if paths is files else None)
+                                            entries if paths is files else None,
+                                            horizons if paths is files else None)
                 if paths is vendor and args.stress is None:
                     lead = crowding_lead(bars, inputs, runs["liquidation rules only"])
                     lead[1:1] = span_percentiles(vendor[-1].parent, bars, inputs)
                     notes += lead if not notes else [f"- {label}: {x[2:]}" for x in lead]
             if span is not None and months:
                 alt_rows(months, funding, span[0], span[1], label.split(" ")[-1], out,
-                         args.stress, args.stress_span, tag, entries)
+                         args.stress, args.stress_span, tag, entries, horizons)
             print(f"efficacy: {label} done", file=sys.stderr, flush=True)
         if not found:
             out.append(f"| (no SYMBOL-1m-DAY_to_DAY.csv file in {kl}) | | | | | | |")
@@ -664,6 +691,13 @@ def _main(args: argparse.Namespace) -> None:
         print()
         print(ENTRY_HEAD)
         print("\n".join(entries))
+        print()
+        print("Full policy against the plain stop after the onset (the table's entry): the "
+              "return difference in points of the wallet at several ends, and how often the "
+              "full policy was ahead.")
+        print()
+        print(HORIZON_HEAD)
+        print("\n".join(horizons or []))
         print()
         print("\n".join([*notes, brackets_note(), marks_note()]))
         print()

@@ -77,10 +77,26 @@ def test_calm_tally_counts_give_up_and_risk_off_costs():
                    "full policy": (-0.15, 1, 0, 2, 0.007)}, 0.15)
     rows = t.table([hold], 0.15)
     full = next(r for r in rows if r.startswith("| full policy"))
-    # 2 episodes over 2 days; on the one day risk off lost less than 15%: 1; give-up 4/10
-    assert "| 1.00 | 1.00 (1 days) | +10.0% -> +6.0% | 40.0% |" in full
+    # 2 episodes over 2 days; on the one day risk off lost less than 15%: 1; give-up 4/10;
+    # every day: -10% -> -9%
+    assert "| 1.00 | 1.00 (1 days) | +10.0% -> +6.0% | 40.0% | -10.0% -> -9.0% |" in full
     assert rows[-1] == ("- hold: 1.0 trades, fees + slippage 0.5% of the wallet, mean return "
                         "-5.0%; the day closed 15% or more down on 1 of 2 days")
+
+
+def test_full_policy_against_the_stop_at_several_ends():
+    """Equity in quote on a 100 wallet: the full policy behind the stop after the onset
+    (bar 2), ahead from 6h on, behind again at the end: the end decides the sign."""
+    n = 2 + 1500
+    stop = np.full(n, 80.0)
+    full = np.full(n, 80.0)
+    full[2:100] = 79.0                    # 1 point behind
+    full[100:1400] = 82.5                 # ahead (+6h at bar 362, +12h at 722, +24h at 1442)
+    full[1400:] = 79.5                    # behind at the end
+    row = ef.horizon_row("X", 2, full, stop, 100.0)
+    assert row == "| X | +2.5 / +2.5 / -0.5 / -0.5 | 1300 of 1500 (87%) | -1.0 / +2.5 |"
+    assert ef.horizon_row("Y", 2, full[:500], stop[:500], 100.0) == \
+        "| Y | +2.5 / - / - / +2.5 | 400 of 498 (80%) | -1.0 / +2.5 |"
 
 
 def test_entry_sweep_starts_and_counts():
