@@ -161,3 +161,46 @@ def test_a_reader_that_leaves_ends_the_command_with_141_silently(args: list[str]
     ok = subprocess.run([sys.executable, "-m", "bot.cli", *args], capture_output=True,
                         text=True, timeout=120)
     assert ok.returncode == 0 and ok.stdout and ok.stderr == ""
+
+
+AVAX_TIERS = {"AVAX/USDT:USDT": [
+    {"tier": k + 1, "currency": "USDT", "minNotional": lo, "maxNotional": hi,
+     "maintenanceMarginRate": rate, "maxLeverage": lev, "info": {"cum": str(cum)}}
+    for k, (lo, hi, rate, lev, cum) in enumerate([
+        (0, 5000, 0.01, 50, 0.0), (5000, 25000, 0.02, 25, 50.0),
+        (25000, 100000, 0.025, 20, 175.0), (100000, 250000, 0.05, 10, 2675.0),
+        (250000, 1000000, 0.1, 5, 15175.0)])]}
+
+
+def test_bybit_and_okx_price_a_position_at_its_own_tier(cli, tmp_path):
+    """A 500k AVAX long at 4x sits in the table's fifth tier (rate 10%, amount 15,175): Bybit
+    and OKX used the FIRST tier's 1% for every size (7.60, too far from the entry). By hand:
+    Bybit 10 - (500,000/4 - (500,000 x 0.1 - 15,175)) / 50,000 = 8.1965; OKX (margin -
+    notional) / (qty x (0.1 + 0.0005 taker - 1)) = -375,000 / (50,000 x -0.8995)."""
+    tiers = tmp_path / "avax.json"
+    tiers.write_text(json.dumps(AVAX_TIERS))
+    base = ("calc", "liquidation", "--side", "long", "--entry", "10", "--leverage", "4",
+            "--tiers", tiers, "--symbol", "AVAXUSDT", "--json")
+    by = json.loads(cli(*base, "--exchange", "bybit", "--qty", "50000").out)
+    assert by["liquidation_price"] == pytest.approx(8.1965, abs=1e-12)
+    assert (by["maintenance_rate"], by["maintenance_amount"]) == (0.1, 15175.0)
+    ok = json.loads(cli(*base, "--exchange", "okx", "--qty", "50000").out)
+    assert ok["liquidation_price"] == round(375_000 / (50_000 * 0.8995), 10)   # JSON: 10 dp
+    assert (ok["maintenance_rate"], ok["maintenance_amount"]) == (0.1, 0.0)
+    small = json.loads(cli(*base, "--exchange", "bybit", "--qty", "100").out)   # 1k: tier 1
+    assert small["liquidation_price"] == pytest.approx(10 - (250 - 10) / 100, abs=1e-12)
+    assert small["maintenance_rate"] == 0.01
+
+
+def test_calc_refuses_input_it_would_ignore(cli, tmp_path):
+    base = ("calc", "liquidation", "--side", "long", "--entry", "100000", "--qty", "1",
+            "--leverage", "10")
+    r = cli(*base, "--exchange", "binance", "--taker-fee", "0.001")
+    assert r.code == 2 and "--taker-fee: only OKX's liquidation price includes the taker " \
+        "fee; binance's does not" in " ".join(r.err.split())
+    pos = tmp_path / "pos.json"
+    pos.write_text(json.dumps([{"side": "long", "qty": 1, "entry": 100, "mark": 100,
+                                "mmr": 0.01, "maint_amt": 1}]))
+    r = cli(*base[:-2], "--exchange", "binance", "--wallet", "20000", "--margin-mode", "cross",
+            "--positions", pos)
+    assert r.code == 2 and "position 1: unknown key 'maint_amt'" in " ".join(r.err.split())

@@ -130,6 +130,10 @@ def _check_amount(where: str, amount: float, rate: float, notional: float) -> No
                           f"tier with that amount starts at {amount / rate:,.0f} or more)")
 
 
+#: the keys of a position in a --positions file (a typo such as maint_amt was dropped)
+POSITION_KEYS = frozenset({"side", "qty", "entry", "mark", "mmr", "maint_amount", "symbol"})
+
+
 def _others(path: Path, exchange: str) -> tuple[float, float]:
     """(maintenance margin, unrealised PnL) of the other cross positions in a JSON file.
 
@@ -144,6 +148,10 @@ def _others(path: Path, exchange: str) -> tuple[float, float]:
         where = f"position {k}"
         if not isinstance(row, dict):
             raise DataError(str(path), f"{where}: expected an object")
+        unknown = sorted(set(row) - POSITION_KEYS)
+        if unknown:
+            raise DataError(str(path), f"{where}: unknown key {unknown[0]!r} (known: "
+                                       f"{', '.join(sorted(POSITION_KEYS))})")
         try:
             side = _side(str(row["side"]))
             qty, entry, mark = (_number(row, key, where, path, 0.0, MAX_AMOUNT)
@@ -186,6 +194,9 @@ def compute(exchange: str, side: str, entry: float, qty: float, leverage: float 
     _positive("--entry", entry, lo=MIN_PRICE)
     _positive("--leverage", leverage, MAX_LEVERAGE, MIN_LEVERAGE)
     _positive("--entry x --qty", entry * qty)
+    if taker_fee is not None and exchange != "okx":
+        raise LiqbotError(f"--taker-fee: only OKX's liquidation price includes the taker fee; "
+                          f"{exchange}'s does not")
     if taker_fee is not None and not (np.isfinite(taker_fee) and 0 <= taker_fee <= 0.01):
         raise LiqbotError(f"--taker-fee: expected a fee rate in [0, 0.01] such as 0.0005, got "
                           f"{taker_fee}")
@@ -222,14 +233,17 @@ def compute(exchange: str, side: str, entry: float, qty: float, leverage: float 
         price, tier = lq.binance_liquidation_price_bracketed(s, qty, entry, margin, b.floor, b.cap,
                                                              b.mmr, b.cum, other_maint, other_upnl)
     else:
-        tier = 0
+        # the risk-limit tier of the position's value (until 2026-12-06 always the first:
+        # a --tiers table priced a 500k position at its 5k tier's rate)
+        tier = b.tier(notional)
         if exchange == "bybit":
             price = lq.bybit_liquidation_price_isolated(s, qty, entry, entry * qty / margin,
-                                                        b.mmr[0], b.cum[0])
+                                                        b.mmr[tier], b.cum[tier])
         else:
             fee = venue_fees("okx").taker if taker_fee is None else taker_fee
-            price = lq.okx_liquidation_price_isolated(s, qty, entry, margin, b.mmr[0], fee)
-    rate, amount = float(b.mmr[tier]), float(b.cum[tier])
+            price = lq.okx_liquidation_price_isolated(s, qty, entry, margin, b.mmr[tier], fee)
+    # OKX's maintenance margin is the tier's rate x the notional, with no amount deducted
+    rate, amount = float(b.mmr[tier]), float(b.cum[tier]) if exchange != "okx" else 0.0
     bankrupt = lq.bankruptcy_price(s, qty, entry, margin, other_upnl)
     if not (np.isfinite(price) and np.isfinite(bankrupt)):
         raise LiqbotError("these inputs give no finite liquidation price (check --mmr, "
