@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -145,6 +146,10 @@ def test_calc_leverage_above_the_bracket_and_a_1x_long(cli):
      "--qty", "1", "--leverage", "10"],
     ["--help"],                     # typer's own rich console (it exited 1 until 2026-12-06)
     ["backtest", "--help"],
+    # plain prints (typer's EPIPE handling exited 1 until 2026-12-06)
+    ["calc", "liquidation", "--exchange", "binance", "--side", "long", "--entry", "100000",
+     "--qty", "1", "--leverage", "10", "--json"],
+    ["config", "check", str(Path(__file__).resolve().parents[1] / "config" / "default.toml")],
 ])
 def test_a_reader_that_leaves_ends_the_command_with_141_silently(args: list[str]) -> None:
     """`liqbot ... | head`: rich exited 1 (read as "a bug in liqbot")."""

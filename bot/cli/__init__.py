@@ -165,6 +165,12 @@ def main(argv: list[str] | None = None) -> int:
         now = _file_id(1)
         if exc.code == 1 and stdout_was is not None and stdout_was != now == _file_id(os.devnull):
             return 141
+        # typer's own EPIPE handling (a command's plain print or click.echo): it wraps
+        # stdout in click's PacifyFlushWrapper and exits 1; the reader left, as below
+        if exc.code == 1 and type(sys.stdout).__name__ == "PacifyFlushWrapper":
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+            return 141
         raise
     except BrokenPipeError:                 # `liqbot ... | head`: the reader left
         # no message (nobody reads it) and no second error when Python flushes stdout at
