@@ -1,9 +1,10 @@
 """`trend`: leveraged trend following on an EMA crossover of closes.
 
 Long `leverage` when the fast EMA is above the slow one, short when below (or flat with
-`allow_short=0`). EMAs at bar t use closes up to t only, seeded with the first close. The
-batch `targets` and the stream step the same kernel (`trend_step`) over state
-[seeded, fast EMA, slow EMA].
+`allow_short=0`). EMAs at bar t use closes up to t only, seeded with the first close; flat
+until `slow` bars are seen (the warm-up: until 2026-12-06 it traded from the second bar on
+two EMAs that had both just left the first close). The batch `targets` and the stream step
+the same kernel (`trend_step`) over state [seeded, fast EMA, slow EMA, bars seen].
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from bot.signals import stream as ss
 from bot.signals.pipeline import Signals
 from strategies.base import Param, StepForm, Strategy, leverage, window
 
-N_STATE = 3   # seeded flag, fast EMA, slow EMA
+N_STATE = 4   # seeded flag, fast EMA, slow EMA, bars seen
 
 
 @njit(cache=True)
@@ -36,13 +37,17 @@ def ema(x: np.ndarray, span: int) -> np.ndarray:
 @njit(cache=True)
 def trend_step(st: np.ndarray, close: float, fast: int, slow: int, lev: float,
                short: float) -> float:
-    """One bar: update both EMAs with `close`, return the target leverage."""
+    """One bar: update both EMAs with `close`, return the target leverage (0 until `slow`
+    bars are seen)."""
     if st[0] == 0.0:
         st[0] = 1.0
         st[1] = close
         st[2] = close
     st[1] += 2.0 / (fast + 1.0) * (close - st[1])
     st[2] += 2.0 / (slow + 1.0) * (close - st[2])
+    st[3] += 1.0
+    if st[3] < slow:
+        return 0.0
     if st[1] > st[2]:
         return lev
     if st[1] < st[2]:

@@ -196,6 +196,19 @@ def test_hold_and_trend_targets(crowded):
     assert flat.min() == 0.0
 
 
+def test_trend_is_flat_until_it_has_seen_slow_bars():
+    """A rise from the second bar: the EMAs (both seeded with the first close) crossed at
+    once and `trend` bought 5x on bar 1, on two EMAs of two closes. Now flat for the first
+    slow - 1 bars, long from the slow-th (index slow - 1); the stream agrees bar by bar."""
+    from strategies.trend import trend_steps
+    close = 100.0 + np.arange(30.0)
+    tg = trend_steps(close, 3, 10, 5.0, -5.0)
+    assert np.all(tg[:9] == 0.0) and np.all(tg[9:] == 5.0)
+    close = 100.0 - np.arange(30.0)
+    assert np.all(trend_steps(close, 3, 10, 5.0, 0.0) == 0.0)          # allow_short=0
+    np.testing.assert_array_equal(trend_steps(close, 3, 10, 5.0, -5.0)[8:10], [0.0, -5.0])
+
+
 def test_cascade_fade_buys_after_exhaustion(crowded):
     ds, sig = crowded
     from bot.signals import detectors as dt

@@ -193,7 +193,9 @@ def reference(name: str, p: dict, d: Data) -> np.ndarray:
     if name == "trend":
         f, s = ref_ema(c, p["fast"]), ref_ema(c, p["slow"])
         short = -p["leverage"] if p["allow_short"] else 0.0
-        return np.where(f > s, p["leverage"], np.where(f < s, short, 0.0))
+        out = np.where(f > s, p["leverage"], np.where(f < s, short, 0.0))
+        out[:p["slow"] - 1] = 0.0                   # flat until `slow` bars are seen
+        return out
     if name == "sma_cross":
         return np.where(ref_sma(c, p["fast"]) > ref_sma(c, p["slow"]), p["leverage"], 0.0)
     if name == "cascade_fade":
