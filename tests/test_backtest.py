@@ -1,5 +1,6 @@
 """Backtest engine: hand-computed cases, an independent replay, and risk properties."""
 
+import json
 from typing import ClassVar
 
 import numpy as np
@@ -369,4 +370,21 @@ def test_notes_say_when_no_funding_is_charged_and_what_the_rules_read_off_1m(cli
     out = " ".join(cli("backtest", tmp_path / "h4", *args, "--risk", "off").out.split())
     assert "funding: none charged" in out and "risk rules:" not in out
     out = cli("backtest", tmp_path / "m1", *args, "--risk", "compare").out
-    assert "funding:" not in out and "risk rules:" not in out
+    assert "funding:" not in out and "risk rules:" not in out and "brackets:" not in out
+
+
+def test_a_target_above_the_brackets_is_said_to_be_capped(cli, tmp_path):
+    """`hold` 125x on a 100,000 wallet traded exactly as 20x (BTCUSDT's shipped brackets let
+    100,000 open at most 2,000,000: the 20x tier up to 5M), with no word of it. The note
+    says so, and --json holds the largest target and the limit at the start."""
+    args = ("backtest", "--scenario", "cascade-long", "--strategy", "hold", "--param",
+            "side=long", "--risk", "off", "--json", tmp_path / "b.json")
+    r = cli(*args, "--param", "leverage=125")
+    assert r.code == 0, r.err
+    assert ("brackets: the target 125x (12,500,000 quote on the 100,000 wallet) is more than "
+            "BTCUSDT's brackets let an order open: 20x (2,000,000); orders stop at that "
+            "limit, as on the exchange (it moves with equity)") in " ".join(r.out.split())
+    meta = json.loads((tmp_path / "b.json").read_text())["meta"]
+    assert (meta["max_target_leverage"], meta["bracket_limit_leverage"]) == (125.0, 20.0)
+    r = cli(*args, "--param", "leverage=20")
+    assert r.code == 0 and "brackets:" not in r.out

@@ -287,6 +287,10 @@ def backtest_command(
                   bar_length_note(bars.interval_ms) if risk != "off" else None):
         if extra is not None:
             con.print(extra)
+    top = max(float(abs(r.targets[first:]).max(initial=0.0)) for r in results.values())
+    capped = br.capped_note(bars.symbol, brackets, wallet, top)
+    if capped is not None:
+        con.print(capped)
     if tick_in is not None:
         con.print(f"tick replay: {per_run:,} ticks, decisions "
                   f"{f'every {risk_every:,} ticks' if risk_every else 'at bar closes'}")
@@ -305,7 +309,9 @@ def backtest_command(
             "bars": len(bars) - first, "warm_up_bars": first, "strategy": strat.describe(),
             "preset": preset if risk != "off" else None,     # null: no preset ran
             "source": source, "brackets": br.describe(bars.symbol, brackets),
-            "mark_prices": mark_prices(bars)}
+            "mark_prices": mark_prices(bars), "max_target_leverage": top,
+            "bracket_limit_leverage": float(br.max_notional_for_equity(
+                wallet, brackets.cap, brackets.max_leverage)) / wallet}
     if tick_in is not None:
         meta.update(ticks=per_run, risk_every=risk_every)
     if json_path is not None:

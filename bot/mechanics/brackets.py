@@ -288,6 +288,22 @@ def stand_in_note(symbol: str, b: Brackets, hint: bool = True) -> str | None:
                 if hint else ""))
 
 
+def capped_note(symbol: str, b: Brackets, wallet: float, target: float) -> str | None:
+    """A note when a strategy's largest target leverage `target` on `wallet` (quote) is more
+    than `b` lets an order open (`max_notional_for_equity`): the run's orders stop at that
+    limit, as the exchange's would, so a 125x target trades as the brackets' 20x does (with
+    no word of it until 2026-12-06). None when the target fits."""
+    if not (target > 0.0 and wallet > 0.0):
+        return None
+    lim = float(max_notional_for_equity(wallet, b.cap, b.max_leverage))
+    if target * wallet <= lim * (1.0 + 1e-9):
+        return None
+    return (f"brackets: the target {target:g}x ({target * wallet:,.0f} quote on the "
+            f"{wallet:,.0f} wallet) is more than {symbol}'s brackets let an order open: "
+            f"{lim / wallet:.4g}x ({lim:,.0f}); orders stop at that limit, as on the exchange "
+            "(it moves with equity)")
+
+
 def describe(symbol: str, b: Brackets) -> str:
     """One line for reports: which table `symbol` ran on."""
     if stand_in_note(symbol, b) is not None:
