@@ -47,6 +47,11 @@ def test_unwritable_output_refused_before_work(cli, synth_dir, tmp_path):
     assert check_output(tmp_path / "f.json", "--json") == tmp_path / "f.json"
     assert check_output_dir(tmp_path / "a" / "b", "--out") == tmp_path / "a" / "b"
     assert list(tmp_path.iterdir()) == []
+    # one file for both outputs: the report overwrote the JSON (both "written")
+    r = cli("backtest", "--scenario", "calm", "--json", tmp_path / "x.json", "--report",
+            tmp_path / "." / "x.json")
+    assert r.code == 2 and r.out == "" and "--json and --report: both name" in r.err
+    assert "the report would overwrite the JSON (give two files)" in " ".join(r.err.split())
 
 
 def test_store_not_a_database(cli, tmp_path):

@@ -169,6 +169,10 @@ def backtest_command(
     json_out = check_output(json_path, "--json")
     to_stdout = json_path is not None and json_out is None
     check_output(report, "--report", stdout_ok=False)
+    if json_out is not None and report is not None and \
+            Path(json_out).resolve() == Path(report).resolve():
+        raise LiqbotError(f"--json and --report: both name {shown(str(report))}; the report "
+                          "would overwrite the JSON (give two files)")
     strat = find(strategy).from_strings(_params(param or []))
     policy = load_policy(preset) if risk != "off" else None
     fees, cfg = _fees((ctx.obj or {}).get("config") if ctx.obj else None)
