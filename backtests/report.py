@@ -235,8 +235,11 @@ def write(path: Path, bars: Bars, runs: dict[str, RunResult], clusters: np.ndarr
                             f"<td>{html.escape(d['text'])}</td></tr>")
     note = short_span_note(len(bars) * bars.interval_ms / 86_400_000)
     short = f'<p class="note">{html.escape(note)}</p>\n' if note is not None else ""
-    info = " &middot; ".join(f"{html.escape(str(k))}: {html.escape(str(v))}"
+    # a run without risk has no preset: "-", as the table says (not Python's None)
+    info = " &middot; ".join(f"{html.escape(str(k))}: {html.escape('-' if v is None else str(v))}"
                              for k, v in meta.items())
+    legend = ("ticks under the plot = risk actions of the risk-on run (green ACTIVE, orange "
+              "REDUCING, red HALTED)" if "on" in runs else "no risk-on run, so no risk actions")
     doc = f"""<!doctype html><html><head><meta charset="utf-8">
 <title>liqbot backtest {html.escape(bars.symbol)}</title>
 <style>body{{font-family:sans-serif;margin:24px;color:#222}} table{{border-collapse:collapse}}
@@ -249,8 +252,7 @@ td:last-child{{text-align:left}} tr.liq td{{color:#c0392b;font-weight:bold}}
 <th>funding</th><th>fees</th><th>slippage</th><th>trades</th><th>binding interventions</th>
 <th>first liquidation</th></tr>
 {''.join(rows)}</table>
-{short}<p class="note">Time axis in UTC. Price panel: red dots = liquidations; ticks under the plot =
-risk actions of the risk-on run (green ACTIVE, orange REDUCING, red HALTED).</p>
+{short}<p class="note">Time axis in UTC. Price panel: red dots = liquidations; {legend}.</p>
 {price}{heat}{lev}{eq}
 <h2>Trades ({len(trades)})</h2>
 <table><tr><th>time (UTC)</th><th>risk</th><th>side</th><th>qty (base)</th><th>price</th>

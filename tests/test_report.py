@@ -77,3 +77,15 @@ def test_report_of_a_cascade_off_vs_on(cli, tmp_path):
     # one tick per risk-on decision on each of the price, leverage and equity panels
     assert ticks[:len(decisions)] == [f"{t} {s}" for t, s in decisions]
     assert len(ticks) % 3 == 0 and len(ticks) // 3 >= len(decisions)
+
+
+def test_a_risk_off_report_says_no_preset_and_no_risk_actions(cli, tmp_path):
+    """Risk off: the header read 'preset: None' (Python's) and the legend described the
+    risk actions of a risk-on run that was not there."""
+    out = tmp_path / "r.html"
+    r = cli("backtest", "calm", "--strategy", "hold", "--risk", "off", "--report", str(out))
+    assert r.code == 0, r.err
+    doc = out.read_text()
+    assert "preset: -" in doc and "None" not in doc
+    assert "red dots = liquidations; no risk-on run, so no risk actions.</p>" in doc
+    assert "ticks under the plot" not in doc
