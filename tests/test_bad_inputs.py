@@ -164,6 +164,8 @@ def test_unknown_kind_label_named(cli, tmp_path):
     k = _klines(tmp_path)
     r = cli("data", "import", f"{k}:nosuch", "--out", tmp_path / "ds")
     assert r.code == 2 and "unknown kind 'nosuch'" in _err(r) and "No such file" not in r.err
+    # the file named whole once (a long path's head was cut off without an ellipsis)
+    assert f"{k}: unknown kind 'nosuch' after ':'; label a file FILE:KIND" in _err(r)
 
 
 def test_vendor_funding_out_of_scale(cli, tmp_path):

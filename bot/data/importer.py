@@ -58,8 +58,9 @@ def _load_any(item: FileArg) -> bv.VisionFile | vendor.VendorFile:
     path, kind = item if isinstance(item, tuple) else (Path(item), None)
     head, sep, tail = str(path).rpartition(":")
     if kind is None and sep and head and not path.exists() and Path(head).is_file():
-        raise DataError(head, f"unknown kind {tail[:40]!r} (in {str(path)[-80:]!r}); label a "
-                              f"file FILE:KIND with KIND one of: {', '.join(ALL_KINDS)}")
+        # the file is named first (DataError's path); the kind is what follows its last ':'
+        raise DataError(head, f"unknown kind {tail[:40]!r} after ':'; label a file FILE:KIND "
+                              f"with KIND one of: {', '.join(ALL_KINDS)}")
     if kind in vendor.LAYOUTS:
         return vendor.load(path, kind)
     if kind is not None:
