@@ -31,6 +31,7 @@ from bot.signals import heatmap as hm
 from bot.signals import pipeline, stream
 from bot.signals import positioning as ps
 from bot.signals.validation import score_at
+from bot.text import amount
 
 NEAR = 0.03
 #: 10000-01-01T00:00Z in ms: a larger number is not a time in ms (microseconds, a typo)
@@ -177,7 +178,7 @@ def print_snapshot(s: dict[str, Any], top: int = 5) -> None:
         rows = [c for c in s["clusters"] if c["side"] == side][:top]
         for c in rows:
             t.add_row(f"{c['price']:,.2f}", f"{c['distance_pct']:+.2f}%",
-                      cell("{:.1f}", c["distance_atr"]), f"{c['notional'] / 1e6:,.1f}M",
+                      cell("{:.1f}", c["distance_atr"]), amount(c["notional"]),
                       f"{c['share'] * 100:.0f}%")
         if not rows:
             t.add_row("-", "-", "-", "-", "-")
