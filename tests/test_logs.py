@@ -96,3 +96,25 @@ def test_the_log_file_is_written_again_once_a_retry_works(
     assert "lost" not in text and "written again" in text
     assert "writing to" in text                        # the file says what it missed
     assert errors.count == 1 and handler.failed_at is None
+
+
+def test_the_stderr_handler_writes_to_stderr_as_it_is_now(capsys):
+    """A handler bound to the stderr of the command that configured logging wrote a
+    'Logging error' traceback into a later in-process command's output once that stream
+    was closed (tests/test_operator_status after tests/test_http)."""
+    import io
+    import logging
+    import sys
+
+    from bot.runtime.logs import setup
+
+    old = sys.stderr
+    sys.stderr = first = io.StringIO()
+    try:
+        setup("INFO")
+        first.close()
+        sys.stderr = second = io.StringIO()
+        logging.getLogger("liqbot.test").info("hello")
+        assert "hello" in second.getvalue() and "Logging error" not in second.getvalue()
+    finally:
+        sys.stderr = old

@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from bot.config import SECRET_ENV
 
@@ -132,6 +133,24 @@ class LogFileHandler(logging.FileHandler):
             self._reporting = False
 
 
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to `sys.stderr` as it is when a record is emitted, not when the handler was
+    made: a command run in-process (the tests' `cli`, a library caller) may replace stderr
+    between two commands, and a handler bound to the first one's stream wrote a "Logging
+    error" traceback into the second one's output once that stream was closed."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def setup(level: str = "INFO", fmt: str = "text", file: Path | None = None,
           secrets: list[str] | None = None) -> None:
     """Configure the `liqbot` loggers (stderr, plus `file` when given)."""
@@ -139,7 +158,7 @@ def setup(level: str = "INFO", fmt: str = "text", file: Path | None = None,
     root.setLevel(level)
     for h in list(root.handlers):
         root.removeHandler(h)
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    handlers: list[logging.Handler] = [StderrHandler()]
     if file is not None:
         file.parent.mkdir(parents=True, exist_ok=True)
         handlers.append(LogFileHandler(file))
