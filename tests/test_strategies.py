@@ -480,3 +480,23 @@ def test_non_finite_targets_name_the_first_bar(crowded):
     with pytest.raises(UserCodeError, match=r"non-finite values on 31 of 4,320 bars, first nan "
                                             r"at bar 0 \(2026-01-01T00:00:00Z\)"):
         targets_of(Warms(), ds.bars, sig)
+
+
+def test_a_runs_layout_holds_its_strategys_state_size():
+    """`trend` went from 3 state slots to 4 (its warm-up count): a run started by the older
+    version resumed and failed on its checkpoint ("state array of the wrong shape"). The
+    run's layout now holds the strategy's state size, so such a run starts anew, saying
+    why (liqbot's state layout)."""
+    from bot.cli.run import _strategy_layout
+
+    class Windowed(Strategy):
+        name = "windowed"
+        WINDOW = 7
+        PARAMS: ClassVar[dict[str, Param]] = {}
+
+        def targets(self, bars, signals):  # noqa: ANN001, ANN201
+            return np.zeros(len(bars))
+
+    assert _strategy_layout(find("trend")()) == 4
+    assert _strategy_layout(find("sma_cross")(slow=80)) == 2 + 81
+    assert _strategy_layout(Windowed()) == 7

@@ -142,6 +142,14 @@ def run_choices(cfg: Config, strategy: str | None, param: list[str] | None,
         raise
 
 
+def _strategy_layout(strat: Any) -> int:
+    """Size of the strategy stream's checkpointed state (its step form's state, else its
+    WINDOW): a version whose built-in strategy keeps another state (`trend` 3 -> 4 slots on
+    2026-12-06) starts a new run instead of failing on the old checkpoint."""
+    form = strat.step_form()
+    return len(form.init) if form is not None else int(strat.WINDOW or 0)
+
+
 def _state_layout() -> list[int]:
     """Sizes of every checkpointed state layout: a run is resumed only by code whose
     checkpoints it can read (after an upgrade that changed them, a new run starts)."""
@@ -271,7 +279,8 @@ def run_command(
     try:
         spec = {"strategy": strat.describe(), "preset": preset_name, "wallet": wallet,
                 "source": source, "fills": cfg.fills.model_dump(), "fees": vars(fees),
-                "policy": policy.model_dump(), "layout": _state_layout()}
+                "policy": policy.model_dump(),
+                "layout": [*_state_layout(), _strategy_layout(strat)]}
         fp_id = _fingerprint(spec)
         # a replay started before 2026-12-06 recorded its --replay text, not its data: the
         # same command resumes it (what the data is was not recorded, so not checked)
