@@ -201,6 +201,23 @@ def test_config_check_reads_the_run_section_as_run_does(cli, tmp_path, run, prob
     assert r.code == 2 and problem in r.out, r.out + r.err
 
 
+def test_config_check_reports_every_run_problem_at_once(cli, tmp_path) -> None:
+    """Four problems in [run]: it printed the wallet's; fixed, the leverage's; fixed, the
+    preset's (one a run). All four now, each named by its key."""
+    f = tmp_path / "c.toml"
+    f.write_text('[run]\nparams = {leverage = 500, fastt = 3}\nstrategy = "trend"\n'
+                 'preset = "nosuch"\nwallet = 0\n')
+    r = cli("config", "check", f)
+    assert r.code == 2
+    assert r.out.splitlines() == [
+        "run.wallet: expected greater than or equal to 1, got 0",
+        "run.params.leverage: expected 0 < leverage <= 125, got 500.0",
+        "run.params: trend has no parameter 'fastt'; known: fast, slow, leverage, "
+        "allow_short, sizing",
+        "run.preset: expected one of conservative, balanced, aggressive or a TOML file, got "
+        "'nosuch'"]
+
+
 def test_heatmap_refuses_options_of_another_mode(cli, synth_dir, tmp_path) -> None:
     """`heatmap DATASET --seeds 1..3` ran the snapshot and ignored --seeds; `--timeline`
     ignored --at and --json. Usage lines name `heatmap validate` as typed."""

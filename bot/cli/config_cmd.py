@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -25,17 +26,69 @@ def _kind_of(file: Path) -> str:
     return "risk" if set(tree) == {"risk"} else "config"
 
 
+#: option names in the messages of find / from_strings / load_policy -> the [run] key
+_RUN_KEYS = (("--strategy", "run.strategy"), ("--preset", "run.preset"),
+             ("--param:", "run.params:"), ("--param ", "run.params."))
+
+
+def _as_key(text: str) -> str:
+    for option, key in _RUN_KEYS:
+        if text.startswith(option):
+            return key + text[len(option):]
+    return text
+
+
+def _run_problems(run: dict[str, Any]) -> list[str]:
+    """Every problem `liqbot run` would find in a [run] table (raw TOML values): the
+    strategy, each parameter on its own, then their relations and streaming form, the
+    preset. Each is named by its key; all are reported, not only the first (until
+    2026-12-06 the first stopped the check: fix one, see the next)."""
+    from bot.risk.policy import load_policy
+    from strategies import find
+
+    out: list[str] = []
+
+    def attempt(fn: Callable[[], object]) -> bool:
+        try:
+            fn()
+        except ConfigError as exc:            # a preset file's own problems name its keys
+            out.extend(exc.problems)
+            return False
+        except LiqbotError as exc:
+            out.append(_as_key(str(exc)))
+            return False
+        return True
+
+    strategy, params, preset = (run.get("strategy", "hold"), run.get("params", {}),
+                                run.get("preset", "balanced"))
+    if isinstance(strategy, str):
+        cls: list[Any] = []
+        if attempt(lambda: cls.append(find(strategy))) and isinstance(params, dict):
+            one = [attempt(lambda k=k, v=v: cls[0].from_strings({k: str(v)}))
+                   for k, v in params.items()]
+            if all(one):
+                attempt(lambda: cls[0].from_strings(
+                    {k: str(v) for k, v in params.items()}).stream())
+    if isinstance(preset, str):
+        attempt(lambda: load_policy(preset))
+    return out
+
+
+def _raw_run(file: Path) -> dict[str, Any]:
+    """The [run] table of a TOML file as written ({} when unreadable or not a table)."""
+    try:
+        run = tomllib.loads(file.read_text(encoding="utf-8")).get("run", {})
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return {}
+    return run if isinstance(run, dict) else {}
+
+
 def _check_run(cfg: Config, file: Path) -> None:
     """The [run] section as `liqbot run` reads it (strategy, its parameters, preset): a
-    value it would refuse is a problem here too, named by its key (`run_choices` names
-    values read from the file by their keys)."""
-    from bot.cli.run import run_choices
-
-    try:
-        run_choices(cfg, None, None, None, None, None)
-    except LiqbotError as exc:
-        text = exc.problems[0] if isinstance(exc, ConfigError) and exc.problems else str(exc)
-        raise ConfigError(str(file), [text]) from None
+    value it would refuse is a problem here too, named by its key."""
+    problems = _run_problems(cfg.run.model_dump())
+    if problems:
+        raise ConfigError(str(file), problems)
 
 
 def _check_alerts(cfg: Config, file: Path) -> None:
@@ -72,7 +125,11 @@ def check(
             load_policy(str(file))
             print(f"OK: {file} (risk preset)")
             return
-        cfg = load_config(file)
+        try:
+            cfg = load_config(file)
+        except ConfigError as exc:            # the [run] problems too, not only the model's
+            raise ConfigError(str(file), exc.problems + [
+                p for p in _run_problems(_raw_run(file)) if p not in exc.problems]) from None
         _check_run(cfg, file)
         try:
             check_log_file(cfg.logging.file, create=False)
