@@ -295,3 +295,29 @@ def test_warm_up_is_said_in_hours_of_this_datasets_bars(cli, synth_dir, tmp_path
     assert out["crowding"]["long"] is not None
     out = json.loads(cli("heatmap", synth_dir, "--json").out)
     assert out["crowding"]["warm_up_hours"] == 24
+
+
+def test_an_empty_map_says_why_its_cluster_tables_are_empty(cli, tmp_path):
+    """With open interest joined the map places positions where open interest rose; on
+    2025-10-10 at 20:00, with the vendor series joined, open interest stood below its level
+    at the dataset's start, the map was empty and both tables showed a row of '-' without
+    a word. The same here on a synthetic day whose open interest only falls."""
+    from bot.data import dataset
+    from bot.data.bars import Bars
+    from bot.data.synthetic import SynthSpec, generate
+
+    bars = generate(SynthSpec(seed=1, days=1)).bars
+    cols = dict(bars.columns)
+    cols["open_interest"] = np.linspace(2_000.0, 1_500.0, len(bars))
+    dataset.save(dataset.Dataset(Bars(bars.symbol, bars.interval_ms, cols)), tmp_path / "d")
+    r = cli("heatmap", tmp_path / "d")
+    assert r.code == 0, r.err
+    out = " ".join(r.out.split())
+    for side in ("long", "short"):
+        assert (f"no {side} cluster: the map is empty. It holds the positions opened inside "
+                "the dataset, placed where open interest rose; open interest is now 1,500, at "
+                "or below the 2,000 of the dataset's first bar, so every position it placed "
+                "has been closed") in out
+    got = json.loads(cli("heatmap", tmp_path / "d", "--json").out)
+    assert got["side_totals"] == {"long": 0.0, "short": 0.0} and got["clusters"] == []
+    assert got["open_interest"] == {"first": 2000.0, "now": 1500.0}

@@ -156,8 +156,35 @@ def snapshot(directory: Path, at: str | None, tiers: Path | None = None) -> dict
                      "components": comps,
                      "explain": {s: ps.explain(row, s, NEAR * 100) for s in ("long", "short")}},
         "oi_units": oi_units,
+        # what each side of the map holds (quote, or relative units): 0 leaves its cluster
+        # table empty; the open interest at the dataset's first bar and now says why
+        "side_totals": {"long": float(sig.heatmap.long_total[-1]),
+                        "short": float(sig.heatmap.short_total[-1])},
+        "open_interest": None if oi is None else _oi_ends(bars[oi]),
         "_signals": sig, "_bars": bars,
     }
+
+
+def _oi_ends(oi: np.ndarray) -> dict[str, float | None]:
+    """The first and the last known open interest (NaN until the first bucket closes)."""
+    known = oi[np.isfinite(oi)]
+    return {"first": float(known[0]) if len(known) else None,
+            "now": float(known[-1]) if len(known) else None}
+
+
+def _no_cluster(s: dict[str, Any], side: str) -> str:
+    """Why a side's cluster table is empty (the map holds nothing there, or nothing dense)."""
+    if s["side_totals"][side] > 0.0:
+        return (f"no {side} cluster: no level of the {side} side stands out (its mass "
+                f"{amount(s['side_totals'][side])} is spread evenly)")
+    oi = s.get("open_interest") or {}
+    first, now = oi.get("first"), oi.get("now")
+    if first is not None and now is not None and now <= first:
+        return (f"no {side} cluster: the map is empty. It holds the positions opened inside "
+                f"the dataset, placed where open interest rose; open interest is now "
+                f"{now:,.0f}, at or below the {first:,.0f} of the dataset's first bar, so "
+                "every position it placed has been closed")
+    return f"no {side} cluster: the map holds no {side} positions at this bar"
 
 
 def print_snapshot(s: dict[str, Any], top: int = 5) -> None:
@@ -183,6 +210,8 @@ def print_snapshot(s: dict[str, Any], top: int = 5) -> None:
         if not rows:
             t.add_row("-", "-", "-", "-", "-")
         con.print(t)
+        if not rows:
+            con.print(_no_cluster(s, side))
     h, half = s["history_hours"], s["half_life_hours"]
     h_shown = f"{int(h * 10) / 10:.1f}"                   # 23.98 h is not yet 24.0
     if h < half:
