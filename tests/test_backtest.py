@@ -373,6 +373,29 @@ def test_notes_say_when_no_funding_is_charged_and_what_the_rules_read_off_1m(cli
     assert "funding:" not in out and "risk rules:" not in out and "brackets:" not in out
 
 
+def test_a_dataset_with_gaps_is_said_to_have_them(cli, tmp_path):
+    """A dataset imported with --allow-gaps backtested without a word of its gaps (`data
+    info` showed them)."""
+    from bot.data import dataset
+    from bot.data.bars import Bars
+    from bot.data.synthetic import SynthSpec, generate
+
+    bars = generate(SynthSpec(seed=3, days=1)).bars
+    keep = np.ones(len(bars), bool)
+    keep[[100, 101, 700]] = False               # two gaps, 3 bars missing
+    cols = {k: v[keep] for k, v in bars.columns.items()}
+    dataset.save(dataset.Dataset(Bars(bars.symbol, bars.interval_ms, cols)), tmp_path / "g")
+    r = cli("backtest", tmp_path / "g", "--strategy", "hold", "--risk", "off")
+    assert r.code == 0, r.err
+    first = dataset.iso(int(bars.ts[100]))
+    assert (f"gaps: 2 in the data (3 bars missing, the first at {first}); the run steps over "
+            "each: nothing inside a gap is known (no fill and no liquidation check there)") \
+        in " ".join(r.out.split())
+    r = cli("backtest", tmp_path / "g", "--strategy", "hold", "--risk", "off", "--from",
+            dataset.iso(int(bars.ts[800])))
+    assert r.code == 0 and "gaps:" not in r.out      # none after --from
+
+
 def test_a_target_above_the_brackets_is_said_to_be_capped(cli, tmp_path):
     """`hold` 125x on a 100,000 wallet traded exactly as 20x (BTCUSDT's shipped brackets let
     100,000 open at most 2,000,000: the 20x tier up to 5M), with no word of it. The note

@@ -30,7 +30,7 @@ from bot.cli.heatmap import parse_time
 from bot.cli.paths import cell, check_output, check_wallet, console, dumps, shown, write_output, writing
 from bot.cli.tiers import TiersOption, brackets_for
 from bot.config import load_config
-from bot.data.bars import funding_note, mark_coverage, mark_prices
+from bot.data.bars import funding_note, gap_note, mark_coverage, mark_prices
 from bot.data.dataset import iso
 from bot.errors import LiqbotError
 from bot.mechanics import brackets as br
@@ -287,7 +287,7 @@ def backtest_command(
         con.print(warm_note(first, bars.start_ms))
     if mark_coverage(bars) < 1.0:
         con.print(f"mark prices: {mark_prices(bars)}")
-    for extra in (funding_note(bars),
+    for extra in (funding_note(bars), gap_note(bars.take(slice(first, None))),
                   bar_length_note(bars.interval_ms) if risk != "off" else None):
         if extra is not None:
             con.print(extra)

@@ -32,6 +32,7 @@ from bot.data.synthetic import (
     spec_with,
 )
 from bot.errors import LiqbotError
+from bot.text import count
 
 #: `data fetch` takes exchange ids (BTCUSDT) or ccxt unified symbols (BTC/USDT:USDT).
 CCXT_SYMBOL = re.compile(r"^[A-Za-z0-9]{2,20}(/[A-Za-z0-9]{2,10}(:[A-Za-z0-9]{2,10})?)?$")
@@ -102,7 +103,7 @@ def import_(
     s = summarize(ds)
     for note in ds.meta.get("import_notes", []):
         out_console.print(f"note: {shown(note)}")
-    out_console.print(f"wrote {shown(out)} ({s['rows']:,} bars {s['timeframe']}, "
+    out_console.print(f"wrote {shown(out)} ({count(s['rows'], 'bar')} {s['timeframe']}, "
                       f"{s['span']['start']} .. {s['span']['end']}); manifest {shown(path)}")
 
 

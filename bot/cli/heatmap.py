@@ -31,7 +31,7 @@ from bot.signals import heatmap as hm
 from bot.signals import pipeline, stream
 from bot.signals import positioning as ps
 from bot.signals.validation import score_at
-from bot.text import amount
+from bot.text import amount, count
 
 NEAR = 0.03
 #: 10000-01-01T00:00Z in ms: a larger number is not a time in ms (microseconds, a typo)
@@ -291,7 +291,7 @@ def heatmap_command(
         out = check_output(timeline, "--timeline")
         n, used, units = write_timeline(Path(target), out, map_name, tiers)
         console(stderr=True).print(
-            f"wrote {n} bars to {shown(out or 'stdout')} (map: {used}"
+            f"wrote {count(n, 'bar')} to {shown(out or 'stdout')} (map: {used}"
             f"{', auto' if map_name == 'auto' else ''}), masses and estimates in {units}")
         return
     check_output(png, "--png", stdout_ok=False)
