@@ -93,4 +93,4 @@ def test_import_and_info_cli_on_real_file(cli, tmp_path):
     assert s["moves"]["worst_bar"] == {"ts": "2025-10-10T21:19:00Z",
                                        "low_over_open": pytest.approx(-0.06147, abs=1e-5)}
     r = cli("data", "info", tmp_path / "ds")
-    assert "worst 1m bar -6.15% at 2025-10-10T21:19:00Z" in r.out
+    assert "worst 1m bar -6.15% (low / open) at 2025-10-10T21:19:00Z" in " ".join(r.out.split())

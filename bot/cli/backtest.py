@@ -42,7 +42,8 @@ from strategies import find
 
 ROWS = [("total return", "total_return", "{:+.2%}"), ("max drawdown", "max_drawdown", "{:.2%}"),
         ("Sharpe", "sharpe", "{:.2f}"), ("Sortino", "sortino", "{:.2f}"),
-        ("liquidations", "liquidations", "{}"), ("funding paid", "funding", "{:,.2f}"),
+        ("liquidations", "liquidations", "{}"),
+        ("funding paid (- = received)", "funding", "{:,.2f}"),
         ("fees", "fees", "{:,.2f}"), ("  of which liquidation", "liquidation_fees", "{:,.2f}"),
         ("slippage", "slippage", "{:,.2f}"),
         ("time in market", "time_in_market", "{:.1%}"), ("trades", "n_trades", "{}"),

@@ -38,7 +38,8 @@ from strategies import find
 ROWS = [("return", "total_return", "{:+.2%}"), ("max drawdown", "max_drawdown", "{:.2%}"),
         ("liquidations", "liquidations", "{}"), ("fees", "fees", "{:,.2f}"),
         ("  of which liquidation", "liquidation_fees", "{:,.2f}"),
-        ("funding paid", "funding", "{:,.2f}"), ("slippage", "slippage", "{:,.2f}"),
+        ("funding paid (- = received)", "funding", "{:,.2f}"),
+        ("slippage", "slippage", "{:,.2f}"),
         ("trades", "n_trades", "{}"), ("binding risk interventions", "n_risk_actions", "{}"),
         ("max leverage used", "max_leverage_used", "{:.2f}x")]
 

@@ -46,12 +46,13 @@ def summarize(ds: Dataset) -> dict[str, Any]:
 
 
 def one_line_moves(summary: dict[str, Any]) -> str:
-    """'worst 1m -6.15% at ...; best +...; max drawdown -16.9% (...)'."""
+    """'worst 1m bar -6.15% (low / open) at ...; best ...; max drawdown -16.9% (...)'."""
     m = summary.get("moves")
     if not m:
         return "no bars"
     tf = summary["timeframe"]
     w, bb, dd = m["worst_bar"], m["best_bar"], m["max_drawdown"]
-    return (f"worst {tf} bar {w['low_over_open']:+.2%} at {w['ts']}; best {tf} bar "
-            f"{bb['high_over_open']:+.2%} at {bb['ts']}; max drawdown {dd['fraction']:+.2%} "
+    return (f"worst {tf} bar {w['low_over_open']:+.2%} (low / open) at {w['ts']}; best {tf} "
+            f"bar {bb['high_over_open']:+.2%} (high / open) at {bb['ts']}; max drawdown "
+            f"{dd['fraction']:+.2%} "
             f"({dd['high']:,.2f} at {dd['from']} -> {dd['low']:,.2f} at {dd['to']})")
