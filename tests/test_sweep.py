@@ -543,3 +543,22 @@ def test_an_edited_user_strategy_file_reruns_its_rows(tmp_path: Path, monkeypatc
     with pytest.raises(LiqbotError, match="its file of --strategy ustrat_sweep:Tilt is not "
                                           "the driver's"):
         sw.evaluate(setup, task)
+
+
+def test_a_sweep_on_4h_bars_says_what_the_rules_read(tmp_path: Path, cli) -> None:
+    """`backtest` said the risk rules were measured on 1m bars when a 4h dataset ran with
+    risk on; `sweep` did not (a 4h walk-forward printed its ranks without a word)."""
+    from bot.data import dataset as ds_io
+    from bot.data.resample import resample
+    from bot.data.synthetic import SynthSpec, generate
+
+    ds = generate(SynthSpec(seed=3, days=10))
+    h4 = ds_io.Dataset(resample(ds.bars, 4 * 3_600_000))
+    ds_io.save(h4, tmp_path / "h4")
+    args = ("sweep", tmp_path / "h4", "--strategy", "hold", "--grid", "leverage=2,3",
+            "--workers", "1")
+    r = cli(*args, "--out", tmp_path / "on")
+    assert r.code == 0, r.err
+    assert "risk rules: measured on 1m bars (docs/risk.md); on 4h bars" in " ".join(r.out.split())
+    r = cli(*args, "--risk", "off", "--out", tmp_path / "off")
+    assert r.code == 0 and "risk rules:" not in r.out

@@ -210,10 +210,16 @@ def sweep_command(
         raise LiqbotError(f"--top: expected >= 1, got {top}")
     check_output_dir(out, "--out")
     fees, cfg = _fees((ctx.obj or {}).get("config") if ctx.obj else None)
-    from bot.data.dataset import symbol_of
+    from bot.data.dataset import interval_of, symbol_of
+    from bot.signals.stream import bar_length_note
+    notes: list[str] = []
     for d in dict.fromkeys(datasets):     # a symbol without a table announced, a --tiers
         if Path(d).is_dir():              # file without it refused, before any work
             brackets_for(symbol_of(Path(d)), tiers)
+            # the rules were measured on 1m bars: said as `backtest` says it
+            note = bar_length_note(interval_of(Path(d))) if risk != "off" else None
+            if note is not None and note not in notes:
+                notes.append(note)
     spec = sw.SweepSpec(datasets=list(datasets), strategy=strategy, grid=list(grid), risk=risk,
                         preset=preset, wallet=wallet, fees=fees, fills=cfg.fills, trials=trials,
                         walk_forward=walk_forward, objective=objective, seed=seed, tiers=tiers)
@@ -250,6 +256,8 @@ def sweep_command(
     if result.skipped:
         con.print(f"skipped {result.skipped} parameter set(s) the strategy refuses; first: "
                   f"{result.skip_reason}", markup=False)
+    for note in notes:
+        con.print(note, markup=False)
     print_tables(result, objective, top, con)
     if result.rows:
         from backtests.metrics import short_span_note

@@ -258,6 +258,11 @@ def symbol_of(path: Path) -> str:
     return str(_read_manifest(path)["symbol"])
 
 
+def interval_of(path: Path) -> int:
+    """The bar length (ms) of a dataset directory, from its manifest (no table is read)."""
+    return int(_read_manifest(path)["interval_ms"])
+
+
 def load(path: Path) -> Dataset:
     """Read a dataset directory written by `save`, checking what the CSV import checks.
 
