@@ -178,14 +178,7 @@ def test_a_malformed_bar_skipped_before_a_restart_is_counted_once(tmp_path):
 
     store = Store(f"sqlite:///{tmp_path}/stop.db")
     d1 = daemon(store)
-    orig = d1.on_bar
-
-    def on_bar(ev) -> None:  # noqa: ANN001
-        orig(ev)
-        if ev.symbol == "ETHUSDT" and ev.bar["ts"] == bad:
-            d1._stop()
-
-    d1.on_bar = on_bar  # type: ignore[method-assign]
+    _stop_after(d1, bad, "ETHUSDT")
     asyncio.run(d1.run(simulated=True))
     assert d1.skipped == 1 and d1.state["BTCUSDT"].last_ts == bad - 60_000
     d2 = daemon(store, d1.run_id)
@@ -1017,13 +1010,14 @@ def test_replay_jobs_run_once_every_symbol_has_its_bar_of_the_minute(tmp_path):
     store.close()
 
 
-def _stop_after(d: Daemon, last_ts: int) -> None:
-    """Ctrl-C right after the bar opening at `last_ts` (the daemon finishes its writes)."""
+def _stop_after(d: Daemon, last_ts: int, symbol: str | None = None) -> None:
+    """Ctrl-C right after the bar opening at `last_ts` (of `symbol`, or of any symbol; the
+    daemon finishes its writes)."""
     orig = d.on_bar
 
     def on_bar(ev) -> None:  # noqa: ANN001
         orig(ev)
-        if ev.bar["ts"] == last_ts:
+        if ev.bar["ts"] == last_ts and symbol in (None, ev.symbol):
             d._stop()
 
     d.on_bar = on_bar  # type: ignore[method-assign]
@@ -1463,14 +1457,7 @@ def test_a_replay_stopped_between_two_symbols_bars_of_a_minute_resumes_as_uninte
     summaries: list[int] = []
     d1.listeners.append(lambda k, data: summaries.append(data["ts"]) if k == "daily_summary"
                         else None)
-    orig = d1.on_bar
-
-    def on_bar(ev) -> None:  # noqa: ANN001
-        orig(ev)
-        if ev.symbol == "BTCUSDT" and ev.bar["ts"] == last:
-            d1._stop()
-
-    d1.on_bar = on_bar  # type: ignore[method-assign]
+    _stop_after(d1, last, "BTCUSDT")
     asyncio.run(d1.run(simulated=True))
     assert {s: x.last_ts for s, x in d1.state.items()} == {"BTCUSDT": last,
                                                            "ETHUSDT": last - 60_000}
