@@ -502,6 +502,12 @@ def test_cli_portfolio(cli, tmp_path) -> None:  # noqa: ANN001
     assert r.code == 0, r.err
     assert "BTCUSDT" in r.out and "ETHUSDT" in r.out and "portfolio" in r.out
     res = json.loads(out.read_text())["runs"]["on"]
+    # the account's Sharpe and Sortino in the table as in the JSON (they were JSON only),
+    # with the short-span warning the single-symbol table prints
+    for name, key in (("Sharpe", "sharpe"), ("Sortino", "sortino")):
+        row = next(ln for ln in r.out.splitlines() if f" {name} " in ln)
+        assert f"{res['portfolio'][key]:.2f}" in row and row.count(" - ") == 2
+    assert "Sharpe and Sortino are annualised from" in r.out
     assert set(res["symbols"]) == {"BTCUSDT", "ETHUSDT"}
     p = res["portfolio"]
     # the portfolio's fees and funding are its symbols' (every fee belongs to one slot)

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from backtests.metrics import short_span_note
 from backtests.portfolio import (
     PortfolioResult,
     portfolio_decisions,
@@ -74,6 +75,9 @@ def _table(con: Console, res: PortfolioResult) -> None:
     for label, key, fmt in ROWS:
         t.add_row(label, cell(fmt, m["portfolio"][key]),
                   *(cell(fmt, m["symbols"][s][key]) for s in res.symbols))
+        if key == "max_drawdown":      # the account's ratios (in --json too); none per symbol
+            for name, k in (("Sharpe", "sharpe"), ("Sortino", "sortino")):
+                t.add_row(name, cell("{:.2f}", m["portfolio"][k]), *("-" for _ in res.symbols))
     t.add_row("final equity / PnL", cell("{:,.2f}", m["portfolio"]["final_equity"]),
               *(cell("{:+,.2f}", m["symbols"][s]["pnl"]) for s in res.symbols))
     con.print(t)
@@ -129,6 +133,9 @@ def portfolio_command(ctx: typer.Context, paths: list[str], *, strategy: str,
         con.print(warm_note(first, int(pin.ts[0])))
     for name in names:
         _table(con, results[name])
+    note = short_span_note(n_t * pin.interval_ms / 86_400_000)
+    if note is not None:
+        con.print(note)
     if json_path is not None:
         meta: dict[str, Any] = {
             "symbols": pin.symbols, "sources": list(paths), "from": iso(int(pin.ts[first])),
