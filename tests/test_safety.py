@@ -363,11 +363,15 @@ def test_calc_positions_file_values(cli, tmp_path, row, message):
 
 
 def test_klines_in_seconds_and_microseconds_import_as_ms(cli, tmp_path):
-    for unit, name in ((1000, "s"), (0, "us")):
+    """... and the conversion is said (it was silent)."""
+    for unit, name, word in ((1000, "s", "seconds"), (0, "us", "microseconds"),
+                             (1, "ms", "")):
         src = tmp_path / f"BTCUSDT-1m-2025-10-10-{name}.csv"
         src.write_text(kline_rows(5, unit=unit))
         r = cli("data", "import", src, "--out", tmp_path / name)
         assert r.code == 0, r.err
+        said = f"note: {src.name}: timestamps in {word}, converted to milliseconds"
+        assert (said in " ".join(r.out.split())) == (name != "ms"), r.out
         m = json.loads((tmp_path / name / "manifest.json").read_text())
         assert (m["timeframe"], m["span"]["start"]) == ("1m", "2025-10-10T00:00:00Z")
 

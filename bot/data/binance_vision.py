@@ -46,6 +46,7 @@ from bot.data.validate import (
     check_time,
     check_ts_range,
     to_ms,
+    ts_unit,
 )
 from bot.errors import DataError, LiqbotError
 
@@ -152,6 +153,7 @@ class VisionFile:
     kind: str
     symbol: str
     table: CsvTable
+    time_unit: str = "ms"      # the unit its time columns were written in (converted to ms)
 
 
 #: A check run on each batch of a trades / aggTrades file: (kind, columns, file label,
@@ -178,7 +180,7 @@ def load_file(path: Path, kind: str | None = None, *, batch_check: BatchCheck | 
     table = read_csv(path, FUNDING_MULTI if multi else SPECS[kind])
     cols = table.columns
     label = table.label
-    _times_to_ms(kind, cols, label, table.line_of)
+    unit = _times_to_ms(kind, cols, label, table.line_of)
     if kind in KLINE_KINDS:
         ts = cols["open_time"]
         close_time = cols["close_time"]
@@ -239,7 +241,7 @@ def load_file(path: Path, kind: str | None = None, *, batch_check: BatchCheck | 
                                    f"{float(notional[i]):g} is beyond {MAX_LIQ_NOTIONAL:g} "
                                    "(quote) for one liquidation order: corrupt or mis-scaled",
                             row=table.line_of(i), column="accumulated_fill_quantity")
-    return VisionFile(path, kind, MULTI if multi else symbol_of(path), table)
+    return VisionFile(path, kind, MULTI if multi else symbol_of(path), table, unit)
 
 
 #: `VisionFile.symbol` of a file holding many symbols (`symbol` column): `for_symbol` picks
@@ -268,7 +270,7 @@ def for_symbol(f: VisionFile, symbol: str) -> VisionFile:
     # the line of its first row (a sorted export's rows of one symbol are contiguous)
     table = CsvTable(f.table.label, {k: v[rows] for k, v in cols.items()},
                      f.table.line_of(int(rows[0])), f.table.has_header)
-    return VisionFile(f.path, f.kind, symbol, table)
+    return VisionFile(f.path, f.kind, symbol, table, f.time_unit)
 
 
 def _read_ticks(path: Path, kind: str, batch_check: BatchCheck | None,
@@ -364,19 +366,23 @@ _TIME_COLUMNS = {**{k: ("open_time",) for k in KLINE_KINDS}, "fundingRate": ("ca
                  "trades": ("time",)}
 
 
-def _times_to_ms(kind: str, cols: dict[str, np.ndarray], label: str, line_of) -> None:  # noqa: ANN001
+def _times_to_ms(kind: str, cols: dict[str, np.ndarray], label: str, line_of) -> str:  # noqa: ANN001
     """Detect the unit (s / ms / us, named in errors) of the time columns; store int64 ms.
+    Returns the unit the first time column was written in ("ms" when it has none).
 
     Binance moved some files to microseconds; a file in seconds would otherwise become a
     "60ms" dataset in 1970. close_time (open + interval - 1 unit) converts as an end bound.
     """
-    for name in _TIME_COLUMNS.get(kind, ()):
+    names = _TIME_COLUMNS.get(kind, ())
+    unit = ts_unit(int(cols[names[0]][0])) if names and len(cols[names[0]]) else "ms"
+    for name in names:
         cols[name] = to_ms(cols[name], label, line_of, name)
     if kind in KLINE_KINDS:
         cols["close_time"] = to_ms(np.asarray(cols["close_time"], np.int64) + 1, label, line_of,
                                    "close_time") - 1
     if kind == "metrics":
         check_ts_range(cols["create_time"], label, line_of, "create_time")
+    return unit
 
 
 def _to_ms(ts: np.ndarray) -> np.ndarray:

@@ -48,6 +48,9 @@ def parse_file_arg(text: str) -> tuple[Path, str | None]:
     return Path(text), None
 
 
+UNIT_WORDS = {"s": "seconds", "us": "microseconds"}
+
+
 def _unknown_kind(path: Path) -> DataError:
     return DataError(str(path), "cannot tell which kind of file this is from its name or header; "
                                 "name it as Binance Vision or the vendor does (docs/data.md), or "
@@ -183,7 +186,8 @@ def build_dataset(
     files = [_with_symbol(f, symbol) for f in loaded if isinstance(f, bv.VisionFile)]
     _check_event_overlaps(files)
     vfiles = [f for f in loaded if isinstance(f, vendor.VendorFile)]
-    notes: list[str] = []
+    notes: list[str] = [f"{f.path.name}: timestamps in {UNIT_WORDS.get(f.time_unit, f.time_unit)}, "
+                        "converted to milliseconds" for f in files if f.time_unit != "ms"]
     klines: list[tuple[Any, Bars]] = [(f, bv.kline_bars(f)) for f in files if f.kind == "klines"]
     prices = [f for f in vfiles if f.kind == "price_ohlc"]
     if not klines and prices:
