@@ -173,7 +173,8 @@ def test_each_period_runs_on_its_own_bracket_table(monkeypatch):
     assert brackets_of("AVAXUSDT").symbol == "BTCUSDT"      # no alt tiers shipped
     # the printed note says which table each symbol ran on
     assert ef.brackets_note() == (
-        "- leverage brackets: BTCUSDT shipped table; ETHUSDT shipped table; "
+        "- leverage brackets: BTCUSDT shipped table (Binance's tiers of 2021; today's differ: "
+        "--tiers); ETHUSDT shipped table (Binance's tiers of 2021; today's differ: --tiers); "
         "AVAXUSDT on BTCUSDT's as a stand-in (no table of their own in the repository or "
         "../shared; `--tiers FILE` scores them on theirs)")
 

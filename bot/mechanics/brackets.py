@@ -15,6 +15,7 @@ ccxt's `fetch_leverage_tiers` / `fetch_market_leverage_tiers` output (Binance ti
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -310,7 +311,10 @@ def describe(symbol: str, b: Brackets) -> str:
         return f"{b.symbol} shipped table, a stand-in for {symbol} (no table of its own)"
     if b.source.startswith(("ccxt", "--tiers")):
         return f"{b.symbol} from {b.source}"
-    return f"{b.symbol} shipped table"
+    # the shipped tables are Binance's tiers of 2021 (their source says so): today's differ
+    year = re.search(r"\b(20\d\d)\b", b.source)
+    return f"{b.symbol} shipped table" + (
+        f" (Binance's tiers of {year.group(1)}; today's differ: --tiers)" if year else "")
 
 
 def shipped(exchange: str, symbol: str) -> Brackets:
