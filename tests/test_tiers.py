@@ -284,6 +284,16 @@ def test_a_tiers_file_is_used_only_for_the_symbol_it_holds(tmp_path) -> None:
     assert len(br.for_symbol("SOLUSDT", dump)) == 6
     assert br.plain_symbol("BTC/USDT:USDT-250328") == "BTCUSDT-250328"
     assert br.plain_symbol("btc/usdt:usdt") == br.plain_symbol("BTCUSDT") == "BTCUSDT"
+    # a positions file given as --tiers: said to be no tiers (it read "the tiers are
+    # ETHUSDT's, not BTCUSDT's", from the positions' own symbol)
+    pos = tmp_path / "pos.json"
+    pos.write_text(json.dumps([{"side": "long", "qty": 1, "entry": 100, "mark": 100,
+                                "symbol": "ETHUSDT"}]))
+    with pytest.raises(DataError, match=r"expected ccxt leverage tiers \(objects with "
+                                        r"maintenanceMarginRate, maxLeverage, maxNotional, "
+                                        r"minNotional\); these objects have none of them \(keys: "
+                                        r"entry, mark, qty, side, symbol\)"):
+        br.for_symbol("BTCUSDT", pos)
 
 
 @pytest.mark.parametrize("lev", [-5, 0, 0.5, 1e6])

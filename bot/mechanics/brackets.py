@@ -181,6 +181,10 @@ def plain_symbol(name: str) -> str:
     return head.upper() + (f"-{expiry}" if expiry else "")
 
 
+#: the keys of a ccxt leverage tier
+TIER_KEYS = frozenset({"minNotional", "maxNotional", "maintenanceMarginRate", "maxLeverage"})
+
+
 def from_ccxt(payload: Any, symbol: str | None = None, label: str = "(ccxt tiers)") -> Brackets:
     """Brackets from ccxt's leverage-tier structures.
 
@@ -208,6 +212,11 @@ def from_ccxt(payload: Any, symbol: str | None = None, label: str = "(ccxt tiers
         name = (exact or match)[0]
         tiers = payload[name]
     elif isinstance(payload, list):
+        keys = set().union(*(t for t in payload if isinstance(t, Mapping)))
+        if payload and not keys & TIER_KEYS:        # a positions list, say: not tiers at all
+            raise DataError(label, "expected ccxt leverage tiers (objects with "
+                                   f"{', '.join(sorted(TIER_KEYS))}); these objects have none "
+                                   f"of them (keys: {', '.join(sorted(map(str, keys))[:8])})")
         named = {str(t["symbol"]) for t in payload if isinstance(t, Mapping) and t.get("symbol")}
         if symbol and named and {plain_symbol(n) for n in named} != {plain_symbol(symbol)}:
             raise DataError(label, f"the tiers are {', '.join(sorted(named))}'s, not "
