@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from bot.cli.paths import check_log_file
-from bot.config import Config, load_config
+from bot.config import Config, RunConfig, load_config
 from bot.errors import ConfigError, LiqbotError
 
 app = typer.Typer(help="Validate configuration files.", no_args_is_help=True)
@@ -26,51 +25,37 @@ def _kind_of(file: Path) -> str:
     return "risk" if set(tree) == {"risk"} else "config"
 
 
-#: option names in the messages of find / from_strings / load_policy -> the [run] key
-_RUN_KEYS = (("--strategy", "run.strategy"), ("--preset", "run.preset"),
-             ("--param:", "run.params:"), ("--param ", "run.params."))
-
-
-def _as_key(text: str) -> str:
-    for option, key in _RUN_KEYS:
-        if text.startswith(option):
-            return key + text[len(option):]
-    return text
-
-
 def _run_problems(run: dict[str, Any]) -> list[str]:
-    """Every problem `liqbot run` would find in a [run] table (raw TOML values): the
-    strategy, each parameter on its own, then their relations and streaming form, the
-    preset. Each is named by its key; all are reported, not only the first (until
-    2026-12-06 the first stopped the check: fix one, see the next)."""
-    from bot.risk.policy import load_policy
-    from strategies import find
+    """Every problem `liqbot run` would find in a [run] table (raw TOML values), each named
+    by its key: `run_choices` (what `run` itself calls) on the strategy alone, on each
+    parameter alone, on all of them together (their relations, the streaming form), and on
+    the preset alone, so all are reported, not only the first (until 2026-12-06 the first
+    stopped the check: fix one, see the next)."""
+    from bot.cli.run import run_choices
 
     out: list[str] = []
 
-    def attempt(fn: Callable[[], object]) -> bool:
+    def attempt(**fields: Any) -> bool:
+        part = Config().model_copy(update={"run": RunConfig.model_construct(
+            **{**RunConfig().model_dump(), **fields})})
         try:
-            fn()
+            run_choices(part, None, None, None, None, None)
         except ConfigError as exc:            # a preset file's own problems name its keys
-            out.extend(exc.problems)
+            out.extend(p for p in exc.problems if p not in out)
             return False
         except LiqbotError as exc:
-            out.append(_as_key(str(exc)))
+            out.append(str(exc))
             return False
         return True
 
     strategy, params, preset = (run.get("strategy", "hold"), run.get("params", {}),
                                 run.get("preset", "balanced"))
-    if isinstance(strategy, str):
-        cls: list[Any] = []
-        if attempt(lambda: cls.append(find(strategy))) and isinstance(params, dict):
-            one = [attempt(lambda k=k, v=v: cls[0].from_strings({k: str(v)}))
-                   for k, v in params.items()]
-            if all(one):
-                attempt(lambda: cls[0].from_strings(
-                    {k: str(v) for k, v in params.items()}).stream())
+    # each parameter alone first (every one tried: a list, not a short-circuit), then all
+    if isinstance(strategy, str) and attempt(strategy=strategy) and isinstance(params, dict) \
+            and all([attempt(strategy=strategy, params={k: v}) for k, v in params.items()]):
+        attempt(strategy=strategy, params=params)
     if isinstance(preset, str):
-        attempt(lambda: load_policy(preset))
+        attempt(preset=preset)
     return out
 
 
