@@ -1391,13 +1391,23 @@ def test_two_symbols_share_the_accounts_leverage_cap_as_the_portfolio_backtest_d
     policy = off_policy().model_copy(update={"max_leverage": 12.0})
     strat = find("hold").from_strings({"leverage": "10"})
     s = RunSettings(wallet=100_000.0)
+
+    def daemon(store: Store, rid: str | None = None) -> Daemon:
+        feed = ReplayFeed(bars, 0.0)
+        rid = rid or store.open_run("paper", "paper:binance", list(feed.symbols), strat.name,
+                                    strat.params, "off", s.wallet).run_id
+        d = Daemon(run_id=rid, feed=feed, store=store, strategy=strat,
+                   policy=policy.to_array(), fp=kn.fill_params(s.fills, s.fees, s.band,
+                                                              strat.sizing),
+                   brackets={sym: BR for sym in feed.symbols}, wallet=s.wallet)
+        cp = store.load_checkpoint(rid)
+        if cp is not None:
+            d.restore(cp[1])
+            feed.seek({sym: x.last_ts for sym, x in d.state.items()})
+        return d
+
     store = Store(f"sqlite:///{tmp_path}/budget.db")
-    feed = ReplayFeed(bars, 0.0)
-    rid = store.open_run("paper", "paper:binance", list(feed.symbols), strat.name, strat.params,
-                         "off", s.wallet).run_id
-    d = Daemon(run_id=rid, feed=feed, store=store, strategy=strat, policy=policy.to_array(),
-               fp=kn.fill_params(s.fills, s.fees, s.band, strat.sizing),
-               brackets={sym: BR for sym in feed.symbols}, wallet=s.wallet)
+    d = daemon(store)
     asyncio.run(d.run(simulated=True))
     decs = store.decisions(d.run_id)
     lev = {sym: [x.allowed_notional / x.numbers["equity"] for x in decs if x.symbol == sym]
@@ -1426,6 +1436,29 @@ def test_two_symbols_share_the_accounts_leverage_cap_as_the_portfolio_backtest_d
     assert [f.symbol for f in fills].count("BTCUSDT") == int((res.trades[:, eg.N_TRD] == 0).sum()) + 1
     assert [f.symbol for f in fills].count("ETHUSDT") == int((res.trades[:, eg.N_TRD] == 1).sum())
     assert d.equity()[0] == pytest.approx(res.metrics["portfolio"]["final_equity"], rel=0.01)
+    want = [(x.symbol, x.bar_ts, x.allowed_notional) for x in decs]
+    store.close()
+
+    # stopped between the two symbols' bars of a minute, then killed -9, resumed each time:
+    # the budgets read the other symbol's last target from the checkpoint (kernel state),
+    # so every decision, fill and the final equity are the uninterrupted run's
+    ts = bars["BTCUSDT"].ts
+    store = Store(f"sqlite:///{tmp_path}/budget2.db")
+    d1 = daemon(store)
+    _stop_after(d1, int(ts[300]), "BTCUSDT")
+    asyncio.run(d1.run(simulated=True))
+    d2 = daemon(store, d1.run_id)
+    _kill_at(d2, int(ts[900]))
+    asyncio.run(d2.run(simulated=True))
+    store.discard()
+    d3 = daemon(store, d1.run_id)
+    asyncio.run(d3.run(simulated=True))
+    got = [(x.symbol, x.bar_ts, x.allowed_notional) for x in store.decisions(d1.run_id)]
+    assert [g[:2] for g in got] == [w[:2] for w in want]
+    np.testing.assert_allclose([g[2] for g in got], [w[2] for w in want], rtol=1e-12)
+    assert [(f.symbol, f.ts, f.qty) for f in store.fills(d1.run_id)] == \
+        [(f.symbol, f.ts, f.qty) for f in fills]
+    assert d3.equity()[0] == pytest.approx(d.equity()[0], rel=1e-12)
     store.close()
 
 

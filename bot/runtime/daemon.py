@@ -143,7 +143,7 @@ class Daemon:
         self._dirty_bars = 0
         self._last_commit = clock()
         self._view = np.zeros(en.N_ACCT_VIEW)
-        self._pol = policy.copy()         # the policy with this symbol's leverage budget
+        self._pol = policy.copy()         # `policy` with the deciding symbol's leverage budget
         self._dec = np.zeros(en.N_DECISION)
         self._out = np.zeros(kn.N_DECIDE)
         self.latency_ns: list[int] = []   # bar close -> intent ready (before the write)
@@ -382,12 +382,10 @@ class Daemon:
         # bar came first; none yet: 0). With one symbol the budget is the cap itself.
         total = abs(target) + sum(abs(float(x.st[kn.K_PREV_TARGET])) for x in self.state.values()
                                   if x is not sym and np.isfinite(x.st[kn.K_PREV_TARGET]))
-        pol = self._pol
-        pol[:] = self.pol
-        pol[en.P_MAX_LEV_HARD] = kn.leverage_budget(float(self.pol[en.P_MAX_LEV_HARD]),
-                                                    abs(target), total, len(self.symbols))
+        self._pol[en.P_MAX_LEV_HARD] = kn.leverage_budget(
+            float(self.pol[en.P_MAX_LEV_HARD]), abs(target), total, len(self.symbols))
         kn.decide(self.broker.acct, self.broker.pos, main, hedge, sym.st, float(ts), close,
-                  self.broker.marks, sig, target, pol, self.fp, self.broker.floor,
+                  self.broker.marks, sig, target, self._pol, self.fp, self.broker.floor,
                   self.broker.cap, self.broker.mmr, self.broker.cum, b.cap, b.max_leverage,
                   self._view, self._dec, self._out)
         dec, out = self._dec, self._out
