@@ -315,8 +315,7 @@ def backtest_command(
             "preset": preset if risk != "off" else None,     # null: no preset ran
             "source": source, "brackets": br.describe(bars.symbol, brackets),
             "mark_prices": mark_prices(bars), "max_target_leverage": top,
-            "bracket_limit_leverage": float(br.max_notional_for_equity(
-                wallet, brackets.cap, brackets.max_leverage)) / wallet}
+            "bracket_limit_leverage": br.limit_leverage(brackets, wallet)}
     if tick_in is not None:
         meta.update(ticks=per_run, risk_every=risk_every)
     if json_path is not None:

@@ -37,6 +37,7 @@ from bot.risk.policy import load_policy, off_policy
 from strategies import find
 
 ROWS = [("return", "total_return", "{:+.2%}"), ("max drawdown", "max_drawdown", "{:.2%}"),
+        ("Sharpe", "sharpe", "{:.2f}"), ("Sortino", "sortino", "{:.2f}"),
         ("liquidations", "liquidations", "{}"), ("fees", "fees", "{:,.2f}"),
         ("  of which liquidation", "liquidation_fees", "{:,.2f}"),
         ("funding paid (- = received)", "funding", "{:,.2f}"),
@@ -72,12 +73,9 @@ def _table(con: Console, res: PortfolioResult) -> None:
     t.add_column("portfolio", justify="right")
     for sym in res.symbols:
         t.add_column(sym, justify="right")
-    for label, key, fmt in ROWS:
+    for label, key, fmt in ROWS:         # a figure a symbol does not have (its Sharpe): '-'
         t.add_row(label, cell(fmt, m["portfolio"][key]),
-                  *(cell(fmt, m["symbols"][s][key]) for s in res.symbols))
-        if key == "max_drawdown":      # the account's ratios (in --json too); none per symbol
-            for name, k in (("Sharpe", "sharpe"), ("Sortino", "sortino")):
-                t.add_row(name, cell("{:.2f}", m["portfolio"][k]), *("-" for _ in res.symbols))
+                  *(cell(fmt, m["symbols"][s].get(key)) for s in res.symbols))
     t.add_row("final equity / PnL", cell("{:,.2f}", m["portfolio"]["final_equity"]),
               *(cell("{:+,.2f}", m["symbols"][s]["pnl"]) for s in res.symbols))
     con.print(t)

@@ -298,6 +298,12 @@ def stand_in_note(symbol: str, b: Brackets, hint: bool = True) -> str | None:
                 if hint else ""))
 
 
+def limit_leverage(b: Brackets, equity: float) -> float:
+    """The largest leverage an order may open on `equity` (quote) under `b`: the bracket
+    limit (`max_notional_for_equity`) over the equity."""
+    return float(max_notional_for_equity(equity, b.cap, b.max_leverage)) / equity
+
+
 def capped_note(symbol: str, b: Brackets, wallet: float, target: float) -> str | None:
     """A note when a strategy's largest target leverage `target` on `wallet` (quote) is more
     than `b` lets an order open (`max_notional_for_equity`): the run's orders stop at that
@@ -305,12 +311,12 @@ def capped_note(symbol: str, b: Brackets, wallet: float, target: float) -> str |
     no word of it until 2026-12-06). None when the target fits."""
     if not (target > 0.0 and wallet > 0.0):
         return None
-    lim = float(max_notional_for_equity(wallet, b.cap, b.max_leverage))
-    if target * wallet <= lim * (1.0 + 1e-9):
+    lev = limit_leverage(b, wallet)
+    if target <= lev * (1.0 + 1e-9):
         return None
     return (f"brackets: the target {target:g}x ({target * wallet:,.0f} quote on the "
             f"{wallet:,.0f} wallet) is more than {symbol}'s brackets let an order open: "
-            f"{lim / wallet:.4g}x ({lim:,.0f}); orders stop at that limit, as on the exchange "
+            f"{lev:.4g}x ({lev * wallet:,.0f}); orders stop at that limit, as on the exchange "
             "(it moves with equity)")
 
 
