@@ -30,8 +30,8 @@ from bot.cli.heatmap import parse_time
 from bot.cli.paths import cell, check_output, check_wallet, console, dumps, shown, write_output, writing
 from bot.cli.tiers import TiersOption, brackets_for
 from bot.config import load_config
-from bot.data.bars import funding_note, gap_note, mark_coverage, mark_prices
-from bot.data.dataset import iso
+from bot.data.bars import funding_note, mark_coverage, mark_prices
+from bot.data.dataset import gap_note, iso
 from bot.errors import LiqbotError
 from bot.mechanics import brackets as br
 from bot.mechanics.fees import VenueFees, venue_fees

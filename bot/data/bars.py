@@ -34,7 +34,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import numpy as np
 
@@ -194,23 +193,6 @@ def funding_note(bars: Bars) -> str | None:
         return None
     return ("funding: none charged (the data holds no funding settlements; import the "
             "venue's fundingRate file beside the klines to charge them)")
-
-
-def gap_note(bars: Bars) -> str | None:
-    """What a run over bars with gaps (imported with --allow-gaps) should say: how many,
-    how many bars are missing, the first; a run steps from the bar before a gap to the bar
-    after it (nothing inside it is known: no fill and no liquidation check there)."""
-    if len(bars) < 2:
-        return None
-    step = np.diff(bars.ts)
-    at = np.flatnonzero(step > bars.interval_ms)
-    if not len(at):
-        return None
-    missing = int((step[at] // bars.interval_ms - 1).sum())
-    first = datetime.fromtimestamp((int(bars.ts[at[0]]) + bars.interval_ms) / 1000, UTC)
-    return (f"gaps: {len(at):,} in the data ({missing:,} bar{'' if missing == 1 else 's'} "
-            f"missing, the first at {first:%Y-%m-%dT%H:%M:%SZ}); the run steps over each: "
-            "nothing inside a gap is known (no fill and no liquidation check there)")
 
 
 TRADE_COLUMNS: tuple[str, ...] = ("ts", "price", "qty", "side")

@@ -41,6 +41,19 @@ def iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def gap_note(bars: Bars) -> str | None:
+    """What a run over bars with gaps (imported with --allow-gaps) should say: how many, how
+    many bars are missing, the first (`find_gaps`); a run steps from the bar before a gap to
+    the bar after it (nothing inside it is known: no fill and no liquidation check there)."""
+    gaps = find_gaps(bars.ts, bars.interval_ms)
+    if not gaps:
+        return None
+    missing = sum(g.missing for g in gaps)
+    return (f"gaps: {len(gaps):,} in the data ({missing:,} bar{'' if missing == 1 else 's'} "
+            f"missing, the first at {iso(gaps[0].start_ms)}); the run steps over each: "
+            "nothing inside a gap is known (no fill and no liquidation check there)")
+
+
 def sha256_of(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as fh:
