@@ -26,6 +26,7 @@ from bot.data.bars import Bars
 from bot.data.binance_vision import interval_name
 from bot.data.validate import check_bars, find_gaps
 from bot.errors import DataError
+from bot.text import count
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -49,8 +50,8 @@ def gap_note(bars: Bars) -> str | None:
     if not gaps:
         return None
     missing = sum(g.missing for g in gaps)
-    return (f"gaps: {len(gaps):,} in the data ({missing:,} bar{'' if missing == 1 else 's'} "
-            f"missing, the first at {iso(gaps[0].start_ms)}); the run steps over each: "
+    return (f"gaps: {len(gaps):,} in the data ({count(missing, 'bar')} missing, the first "
+            f"at {iso(gaps[0].start_ms)}); the run steps over each: "
             "nothing inside a gap is known (no fill and no liquidation check there)")
 
 
