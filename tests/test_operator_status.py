@@ -339,6 +339,33 @@ def test_the_preset_is_compared_by_the_policy_it_resolves_to(cli, tmp_path: Path
         "policy; the risk preset: it is closed" in " ".join(r.err.split()), r.err
 
 
+def test_a_run_whose_strategy_kept_another_state_starts_anew_saying_why(cli,
+                                                                      tmp_path: Path) -> None:
+    """A run started by a version whose strategy kept another checkpoint state (`trend`
+    went from 3 to 4 slots) resumed and failed on its checkpoint. The run's layout holds
+    the strategy's state size: a stored run with another size is closed as abandoned, with
+    the reason, and a new run starts."""
+    import json as js
+    args, db = _synth_run(cli, tmp_path)
+    run_id = _stopped(db)
+    con = sqlite3.connect(db)
+    try:                                  # the stored run as an older version wrote it
+        cfg = js.loads(con.execute("select config from runs where run_id = ?",
+                                   (run_id,)).fetchone()[0])
+        from bot.cli.run import _state_layout, _strategy_layout
+        from strategies import find
+        assert cfg["spec"]["layout"] == [*_state_layout(), _strategy_layout(find("hold")())]
+        cfg["spec"]["layout"][-1] -= 1
+        cfg["fingerprint"] = "an older version's"
+        con.execute("update runs set config = ? where run_id = ?", (js.dumps(cfg), run_id))
+        con.commit()
+    finally:
+        con.close()
+    r = cli(*args, "--preset", "balanced")
+    assert r.code == 0 and f"run {run_id} (stopped) differs from this start in liqbot's " \
+        "state layout (another version): it is closed as abandoned" in " ".join(r.err.split())
+
+
 def test_the_notice_of_what_differs_keeps_its_brackets(cli, tmp_path: Path) -> None:
     """Rich markup ate `[fees]` and `[fills]`: "in the fees (); the fill model ()"."""
     args, db = _synth_run(cli, tmp_path)
