@@ -1099,22 +1099,35 @@ def _ending_pair() -> tuple:
     return a, Bars("ETHUSDT", b.interval_ms, {**b.columns, "ts": a.ts[:120]})
 
 
+def _policy_daemon(store: Store, bars: dict, strat: Strategy, policy: np.ndarray,
+                   rid: str | None = None, *, inject=None, wrap=None,  # noqa: ANN001
+                   settings: RunConfig | None = None, restore: bool = True) -> Daemon:
+    """A paper daemon replaying `bars` with `strat` under the `policy` array on a 100,000
+    wallet: a new run, or run `rid`, restored from its checkpoint and its feed seeked past
+    the watermarks (`restore`; else the caller restores). `wrap` wraps the replay feed."""
+    s = RunSettings(wallet=100_000.0)
+    feed = ReplayFeed(bars, 0.0, inject)
+    rid = rid or store.open_run("paper", "paper:binance", list(feed.symbols), strat.name,
+                                strat.params, "off", s.wallet).run_id
+    d = Daemon(run_id=rid, feed=wrap(feed) if wrap else feed, store=store, strategy=strat,
+               policy=policy, fp=kn.fill_params(s.fills, s.fees, s.band, strat.sizing),
+               brackets={sym: BR for sym in bars}, wallet=s.wallet, settings=settings)
+    cp = store.load_checkpoint(rid) if restore else None
+    if cp is not None:
+        d.restore(cp[1])
+        feed.seek({sym: x.last_ts for sym, x in d.state.items()})
+    return d
+
+
 def _stepdown_daemon(store: Store, bars: dict, rid: str | None = None,
                      settings: RunConfig | None = None) -> Daemon:
     """A paper daemon replaying `bars` with StepDown (entry sizing), risk off but for the
     stale-feed watchdog (5 bars); a new run, or run `rid` (restore it before running)."""
     from bot.risk.policy import off_policy
-    policy = off_policy().model_copy(update={"stale_bars": 5})
-    strat = find("tests.test_daemon:StepDown").from_strings({"sizing": "entry"})
-    s = RunSettings(wallet=100_000.0)
-    feed = ReplayFeed(bars, 0.0)
-    if rid is None:
-        rid = store.open_run("paper", "paper:binance", list(feed.symbols), strat.name,
-                             strat.params, "off", s.wallet).run_id
-    return Daemon(run_id=rid, feed=feed, store=store, strategy=strat, policy=policy.to_array(),
-                  fp=kn.fill_params(s.fills, s.fees, s.band, strat.sizing),
-                  brackets={sym: BR for sym in feed.symbols}, wallet=s.wallet,
-                  settings=settings)
+    return _policy_daemon(store, bars,
+                          find("tests.test_daemon:StepDown").from_strings({"sizing": "entry"}),
+                          off_policy().model_copy(update={"stale_bars": 5}).to_array(), rid,
+                          settings=settings, restore=False)
 
 
 def test_a_replayed_symbol_whose_data_ended_is_held_as_the_portfolio_backtest_holds_it(
@@ -1393,18 +1406,7 @@ def test_two_symbols_share_the_accounts_leverage_cap_as_the_portfolio_backtest_d
     s = RunSettings(wallet=100_000.0)
 
     def daemon(store: Store, rid: str | None = None) -> Daemon:
-        feed = ReplayFeed(bars, 0.0)
-        rid = rid or store.open_run("paper", "paper:binance", list(feed.symbols), strat.name,
-                                    strat.params, "off", s.wallet).run_id
-        d = Daemon(run_id=rid, feed=feed, store=store, strategy=strat,
-                   policy=policy.to_array(), fp=kn.fill_params(s.fills, s.fees, s.band,
-                                                              strat.sizing),
-                   brackets={sym: BR for sym in feed.symbols}, wallet=s.wallet)
-        cp = store.load_checkpoint(rid)
-        if cp is not None:
-            d.restore(cp[1])
-            feed.seek({sym: x.last_ts for sym, x in d.state.items()})
-        return d
+        return _policy_daemon(store, bars, strat, policy.to_array(), rid)
 
     store = Store(f"sqlite:///{tmp_path}/budget.db")
     d = daemon(store)
@@ -1584,23 +1586,11 @@ def test_a_resumed_run_counts_what_an_uninterrupted_one_does(tmp_path, feed_kind
         return bar
 
     strat = find("tests.test_daemon:ShortFlaky").from_strings({"sizing": "entry"})
-    s = RunSettings(wallet=100_000.0)
-    fp = kn.fill_params(s.fills, venue_fees("binance"), s.band, strat.sizing)
+    policy = off_policy().model_copy(update={"stale_bars": 5}).to_array()
 
     def daemon(store: Store, rid: str | None = None) -> Daemon:
-        feed = ReplayFeed(bars, 0.0, inject)
-        if rid is None:
-            rid = store.open_run("paper", "paper:binance", list(feed.symbols), strat.name,
-                                 strat.params, "off", s.wallet).run_id
-        d = Daemon(run_id=rid, feed=LiveFeed(feed) if feed_kind == "live" else feed,
-                   store=store, strategy=strat, policy=off_policy().model_copy(
-                       update={"stale_bars": 5}).to_array(), fp=fp,
-                   brackets={sym: BR for sym in bars}, wallet=s.wallet)
-        cp = store.load_checkpoint(rid)
-        if cp is not None:
-            d.restore(cp[1])
-            feed.seek({sym: x.last_ts for sym, x in d.state.items()})
-        return d
+        return _policy_daemon(store, bars, strat, policy, rid, inject=inject,
+                              wrap=LiveFeed if feed_kind == "live" else None)
 
     ref = Store(f"sqlite:///{tmp_path}/ref.db")
     d = daemon(ref)
