@@ -60,3 +60,17 @@ def test_lazy_command_runs_and_unknown_suggests(capsys: pytest.CaptureFixture[st
     with pytest.raises(SystemExit) as ex:
         cli.main(["sweeep"])
     assert ex.value.code == 2 and "Did you mean 'sweep'?" in capsys.readouterr().err
+
+
+def test_help_paragraphs_wrap_to_the_terminal_not_the_source(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # typer joins the first paragraph's line breaks only; the second paragraph of
+    # `heatmap`'s docstring broke after "whose true" whatever the terminal's width
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit) as ex:
+        cli.main(["heatmap", "--help"])
+    assert ex.value.code == 0
+    assert "whose true position book is known" in capsys.readouterr().out
+    kept = typer.core.TyperCommand("x", help="One.\n\n\bkeep\nthese lines\n\njoin\nthese")
+    cli._reflow_help(kept)
+    assert kept.help == "One.\n\n\bkeep\nthese lines\n\njoin these"

@@ -64,7 +64,23 @@ def load_command(name: str) -> Any:
         holder.add_typer(module.app, name=name)
     else:
         module.register(holder)
-    return typer.main.get_group(holder).commands[name]
+    cmd = typer.main.get_group(holder).commands[name]
+    _reflow_help(cmd)
+    return cmd
+
+
+def _reflow_help(cmd: Any) -> None:
+    """Join the single line breaks of a docstring's later paragraphs (typer joins only the
+    first paragraph's, so the rest broke where the source line did); a paragraph that
+    starts with click's \\b keeps its lines. Recurses into groups."""
+    import inspect
+
+    if cmd.help:
+        first, *rest = inspect.cleandoc(cmd.help).split("\n\n")
+        cmd.help = "\n\n".join([first, *(p if p.startswith("\b") else " ".join(p.split("\n"))
+                                          for p in rest)])
+    for sub in getattr(cmd, "commands", {}).values():
+        _reflow_help(sub)
 
 
 class LazyGroup(typer.core.TyperGroup):
