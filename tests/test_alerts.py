@@ -103,6 +103,9 @@ def test_cascade_alerts_reach_webhook_and_telegram(tmp_path, caplog):
     assert first["data"]["from"] == "ACTIVE" and "cascade" in first["data"]["reasons"]
     assert "BTCUSDT risk state ACTIVE -> REDUCING" in first["text"]
     assert first["source"] == "liqbot" and first["run_id"] == "run-t"
+    # the dedupe id: run, key and bar time, one per alert of the run
+    assert first["id"] == f"run-t/state:BTCUSDT:REDUCING/{first['ts_ms']}"
+    assert len({a["id"] for a in rec.hook}) == len(rec.hook)
     # 10x long: its liquidation is ~9.6% away at entry, under the 12% threshold: one alert
     liq = [a for a in rec.hook if a["kind"] == "liquidation_distance"]
     assert len(liq) >= 1 and liq[0]["data"]["distance_pct"] < 12.0

@@ -278,10 +278,17 @@ class Alerts:
             out.append("telegram")
         return out
 
+    def alert_id(self, alert: Alert) -> str:
+        """What a receiver dedupes on: run, key and the bar time, no counter or clock, so
+        the alert a resumed run sends again for a bar it decides again (after a kill -9,
+        the bars since the last checkpoint) carries the id it had."""
+        return f"{self.run_id}/{alert.key}/{alert.ts_ms}"
+
     def _request(self, target: str, alert: Alert) -> tuple[str, dict[str, Any]]:
         if target == "webhook":
             return str(self.cfg.webhook_url), {
-                "source": "liqbot", "run_id": self.run_id, "kind": alert.kind,
+                "source": "liqbot", "id": self.alert_id(alert), "run_id": self.run_id,
+                "kind": alert.kind,
                 "text": alert.text, "ts": iso(alert.ts_ms) if alert.ts_ms else None,
                 "ts_ms": alert.ts_ms, "data": alert.data}
         base = self.cfg.telegram_api_url.rstrip("/")
