@@ -179,8 +179,9 @@ class Setup:
     preset: str
     policy: Any                   # bot.risk.policy.RiskPolicy
     settings: Any                 # backtests.runner.RunSettings
-    #: (symbol, Brackets) from a --tiers file; a symbol not listed runs on
-    #: `brackets.for_symbol`'s table (shipped, or BTCUSDT's as the stand-in)
+    #: (symbol, Brackets) from a --tiers file and/or at the account's leverage setting; a
+    #: symbol not listed runs on `brackets.for_symbol`'s table (shipped, or BTCUSDT's as
+    #: the stand-in)
     tables: tuple[tuple[str, Any], ...] = ()
     #: the driver's `code_digest()`, carried to every worker (which checks its own)
     code: str = field(default_factory=lambda: code_digest())
@@ -629,6 +630,10 @@ class SweepSpec:
     objective: str = "sharpe"
     seed: int = 0
     tiers: Path | None = None        # ccxt fetch_leverage_tiers JSON (--tiers)
+    #: the account's leverage setting (`live.leverage`): closes the tiers above it
+    #: (`brackets.at_leverage`, clamped to a table's largest leverage), as paper and live
+    #: trade; None: the tables as published
+    leverage: float | None = None
 
 
 @dataclass
@@ -754,10 +759,13 @@ def sweep(spec: SweepSpec, out: Path, backend: Backend,
             raise LiqbotError(f"DATASET {d!r}: {len(bars)} bars, need at least 10")
         names.append(name)
         loaded[name] = (d, bars, fingerprint(bars))
-    if spec.tiers is not None:
+    if spec.tiers is not None or spec.leverage is not None:
         from bot.mechanics import brackets as br
         syms = sorted({b.symbol for _, b, _ in loaded.values()})
-        setup = replace(setup, tables=tuple((s, br.for_symbol(s, spec.tiers)) for s in syms))
+        tables = ((s, br.for_symbol(s, spec.tiers)) for s in syms)
+        setup = replace(setup, tables=tuple(
+            (s, b if spec.leverage is None else br.at_leverage(b, spec.leverage, clamp=True))
+            for s, b in tables))
         digest = setup.digest()
     wins: dict[str, list[Window]] = {}
     for name, (d, bars, _) in loaded.items():

@@ -405,7 +405,8 @@ def test_a_target_above_the_brackets_is_said_to_be_capped(cli, tmp_path):
     r = cli(*args, "--param", "leverage=125")
     assert r.code == 0, r.err
     assert ("brackets: the target 125x (12,500,000 quote on the 100,000 wallet) is more than "
-            "BTCUSDT's brackets let an order open: 20x (2,000,000); orders stop at that "
+            "BTCUSDT's brackets let an order open at the account's leverage setting "
+            "(live.leverage = 20): 20x (2,000,000); orders stop at that "
             "limit, as on the exchange (it moves with equity)") in " ".join(r.out.split())
     meta = json.loads((tmp_path / "b.json").read_text())["meta"]
     assert (meta["max_target_leverage"], meta["bracket_limit_leverage"]) == (125.0, 20.0)

@@ -518,8 +518,8 @@ def test_cli_portfolio(cli, tmp_path) -> None:  # noqa: ANN001
     assert {d["symbol"] for d in json.loads(out.read_text())["decisions"]} == \
         {"BTCUSDT", "ETHUSDT"}
     assert json.loads(out.read_text())["meta"]["brackets"] == {
-        "BTCUSDT": "BTCUSDT shipped table (Binance's tiers of 2021; today's differ: --tiers)",
-        "ETHUSDT": "ETHUSDT shipped table (Binance's tiers of 2021; today's differ: --tiers)"}
+        s: f"{s} shipped table (Binance's tiers of 2021; today's differ: --tiers), leverage "
+           "set to 20x (live.leverage)" for s in ("BTCUSDT", "ETHUSDT")}
     assert json.loads(out.read_text())["meta"]["preset"] == "balanced"
     r = cli("backtest", tmp_path / "btc", tmp_path / "eth", "--portfolio", "--risk", "off",
             "--json", out)

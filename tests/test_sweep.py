@@ -27,7 +27,8 @@ GRID = ["fast=5,10", "slow=20,40"]
 
 
 def spec(**kw: object) -> sw.SweepSpec:
-    base: dict = {"datasets": [DS], "strategy": "sma_cross", "grid": GRID}
+    """As `liqbot sweep` builds it with the default config (live.leverage 20x)."""
+    base: dict = {"datasets": [DS], "strategy": "sma_cross", "grid": GRID, "leverage": 20.0}
     base.update(kw)
     return sw.SweepSpec(**base)  # type: ignore[arg-type]
 
@@ -333,7 +334,10 @@ def test_a_sweep_runs_on_the_tiers_file_and_keys_its_rows_by_it(tmp_path: Path, 
         assert r.code == 0, r.err
         [row] = table(tmp_path / name)
         used[name] = row["max_leverage_used"]
-    assert used["stand-in"] > 9.5 and used["tiers"] < 0.6 * used["stand-in"]   # 500k, not 1M
+    # the default live.leverage (20x) is above this table's 10x: the sweep trades at 10x,
+    # the most the exchange would set, where only tier 1 (to 250k) is open: 250k, not 1M
+    assert "live.leverage 20x is above what SOLUSDT's brackets allow (10x)" in r.err
+    assert used["stand-in"] > 9.5 and 2.5 <= used["tiers"] < 3.0     # 2.5x at entry
     manifest = json.loads((tmp_path / "tiers" / sw.MANIFEST).read_text())
     assert manifest["setup"]["brackets"]["SOLUSDT"][1]["mmr"] == 0.05
     f2 = tmp_path / "tiers2.json"

@@ -72,20 +72,30 @@ def test_backtest_of_an_alt_warns_and_trades_on_the_given_tiers(cli, tmp_path) -
     assert "SOLUSDT: no leverage-bracket table" in " ".join(r.err.split())
     res = json.loads(out.read_text())
     assert res["meta"]["brackets"] == ("BTCUSDT shipped table, a stand-in for SOLUSDT (no "
-                                       "table of its own)")
+                                       "table of its own), leverage set to 20x (live.leverage)")
     stand_in_lev = res["runs"]["off"]["max_leverage_used"]
     stand_in_fees = res["runs"]["off"]["fees"]
     assert stand_in_lev > 9.5                 # BTC's tiers allow 10x of 100k (1M at 50x)
+    # at the account's leverage setting (live.leverage, 20x by default) as paper and live
+    # trade: the tiers allowing 20x end at 100k, so the 10x entry buys 100k (fees at 5 bp:
+    # 50 + top-ups)
     r = cli(*args, "--tiers", _tiers_file(tmp_path))
     assert r.code == 0, r.err
     assert "no leverage-bracket table" not in r.err
     res = json.loads(out.read_text())
-    assert res["meta"]["brackets"] == \
-        f"{SOL} from --tiers {_tiers_file(tmp_path)} (ccxt leverage tiers)"
-    # the largest notional 100k of equity may open on this table: tier 5, min(100k x 5,
-    # 1M) = 500k (tier 6 would need 1M at 4x), so the 10x entry buys 500k, not 1M; the
-    # quantity is topped up later only as the equity grows (fees at 5 bp: 500 vs 250 + top-ups)
-    b = br.for_symbol("SOLUSDT", _tiers_file(tmp_path))
+    assert res["meta"]["brackets"] == (f"{SOL} from --tiers {_tiers_file(tmp_path)} (ccxt "
+                                       "leverage tiers), leverage set to 20x (live.leverage)")
+    assert 50.0 <= res["runs"]["off"]["fees"] < 60.0
+    assert res["meta"]["bracket_limit_leverage"] == pytest.approx(1.0)
+    # set to 5x: the largest notional 100k of equity may open on this table is tier 5's,
+    # min(100k x 5, 1M) = 500k (tier 6 would need 1M at 4x), so the entry buys 500k, not
+    # 1M; the quantity is topped up later only as the equity grows (fees 250 + top-ups)
+    cfg = tmp_path / "lev5.toml"
+    cfg.write_text("[live]\nleverage = 5\n")
+    r = cli("--config", cfg, *args, "--tiers", _tiers_file(tmp_path))
+    assert r.code == 0, r.err
+    res = json.loads(out.read_text())
+    b = br.at_leverage(br.for_symbol("SOLUSDT", _tiers_file(tmp_path)), 5)
     assert br.order_limit(1e6, 0.0, 1e5, b.cap, b.max_leverage) == 5e5
     assert stand_in_fees == pytest.approx(1e6 * 5e-4, rel=1e-3)
     assert 250.0 < res["runs"]["off"]["fees"] < 300.0
@@ -341,6 +351,16 @@ def test_a_paper_run_trades_within_the_position_limit_of_live_leverage(cli, tmp_
         st.close()
         assert fills and all(x.qty > 0 for x in fills)
         bought[lev] = sum(x.qty * x.price for x in fills)
+        # a backtest with the same config trades what paper traded (until 2026-12-07 it
+        # ignored live.leverage and bought 500k at either setting)
+        out = tmp_path / f"bt{lev}.json"
+        r = cli("--config", cfg, "backtest", d, "--strategy", "hold", "--param", "side=long",
+                "--param", "leverage=10", "--tiers", f, "--preset", "balanced",
+                "--risk", "on", "--json", out)
+        assert r.code == 0, r.err
+        got = json.loads(out.read_text())["runs"]["on"]
+        assert got["n_trades"] == len(fills)
+        assert got["fees"] == pytest.approx(sum(x.fee for x in fills), rel=1e-9)
     # sized at the decision bar's close, filled at the next open with slippage
     assert bought[10] == pytest.approx(250_000.0, rel=0.01)
     assert bought[20] == pytest.approx(100_000.0, rel=0.01)

@@ -209,7 +209,7 @@ def backtest_command(
         bars = trim_columns(bars, strat)    # the columns no one reads are freed with `ds`
         ds = None
     symbol = tick_data[0].symbol if tick_data else bars.symbol
-    brackets = brackets_for(symbol, tiers)
+    brackets = brackets_for(symbol, tiers, leverage=cfg.live.leverage, clamp=True)
     settings = RunSettings(wallet=wallet, fills=cfg.fills, fees=fees)
     names = ["off", "on"] if risk == "compare" else [risk]
     err = Console(stderr=True)

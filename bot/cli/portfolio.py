@@ -46,7 +46,8 @@ ROWS = [("return", "total_return", "{:+.2%}"), ("max drawdown", "max_drawdown", 
         ("max leverage used", "max_leverage_used", "{:.2f}x")]
 
 
-def _load(paths: list[str], start: int | None, end: int | None, tiers: Path | None = None
+def _load(paths: list[str], start: int | None, end: int | None, tiers: Path | None = None,
+          leverage: float | None = None
           ) -> tuple[list[Bars], list[Brackets]]:
     """One dataset directory per symbol, cut at `end` (the bars before `start` stay: they
     warm the signals), each with 10 bars or more in [start, end); its brackets."""
@@ -61,7 +62,7 @@ def _load(paths: list[str], start: int | None, end: int | None, tiers: Path | No
         n = len(b.between(start, None)) if start is not None else len(b)
         if n < 10:
             raise LiqbotError(f"{p}: the selected span has fewer than 10 bars ({n})")
-        brackets.append(brackets_for(b.symbol, tiers))
+        brackets.append(brackets_for(b.symbol, tiers, leverage=leverage, clamp=True))
         bars.append(b)
     return bars, brackets
 
@@ -103,7 +104,7 @@ def portfolio_command(ctx: typer.Context, paths: list[str], *, strategy: str,
     policy = load_policy(preset) if risk != "off" else None
     fees, cfg = _fees((ctx.obj or {}).get("config") if ctx.obj else None)
     span = _span(start, end)
-    bars, brackets = _load(paths, *span, tiers)
+    bars, brackets = _load(paths, *span, tiers, cfg.live.leverage)
     settings = RunSettings(wallet=wallet, fills=cfg.fills, fees=fees)
     names = ["off", "on"] if risk == "compare" else [risk]
     err = Console(stderr=True)

@@ -265,7 +265,7 @@ def run_command(
         source = {"exchange": cfg.exchange.name, "symbols": list(cfg.exchange.symbols)}
     # paper trades on the tables a live start would, at the leverage it would set
     brackets = asyncio.run(_exchange_brackets(cfg, creds, list(feed.symbols))) if live \
-        else {s: br.at_leverage(brackets_for(s, tiers), cfg.live.leverage) for s in feed.symbols}
+        else {s: brackets_for(s, tiers, leverage=cfg.live.leverage) for s in feed.symbols}
     fp = kn.fill_params(cfg.fills, fees, 0.05, strat.sizing)
     store = Store(store_url or cfg.store.url)
     account = account_of(cfg)

@@ -215,14 +215,15 @@ def sweep_command(
     notes: list[str] = []
     for d in dict.fromkeys(datasets):     # a symbol without a table announced, a --tiers
         if Path(d).is_dir():              # file without it refused, before any work
-            brackets_for(symbol_of(Path(d)), tiers)
+            brackets_for(symbol_of(Path(d)), tiers, leverage=cfg.live.leverage, clamp=True)
             # the rules were measured on 1m bars: said as `backtest` says it
             note = bar_length_note(interval_of(Path(d))) if risk != "off" else None
             if note is not None and note not in notes:
                 notes.append(note)
     spec = sw.SweepSpec(datasets=list(datasets), strategy=strategy, grid=list(grid), risk=risk,
                         preset=preset, wallet=wallet, fees=fees, fills=cfg.fills, trials=trials,
-                        walk_forward=walk_forward, objective=objective, seed=seed, tiers=tiers)
+                        walk_forward=walk_forward, objective=objective, seed=seed, tiers=tiers,
+                        leverage=cfg.live.leverage)
     if trials is not None:
         try:
             import optuna  # noqa: F401

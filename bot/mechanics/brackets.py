@@ -244,18 +244,33 @@ def load_file(path: Path, symbol: str | None = None) -> Brackets:
     return from_ccxt(read_json(path, "tiers file"), symbol, str(path))
 
 
-def at_leverage(b: Brackets, leverage: float) -> Brackets:
+def at_leverage(b: Brackets, leverage: float, clamp: bool = False) -> Brackets:
     """The table as an account whose leverage is SET to `leverage` may use it: Binance caps
     the position at the largest cap among the tiers allowing that leverage (-2027 beyond
     it) and margins it at that leverage. The tiers above are closed (max leverage 0) and
     the others capped at `leverage`, so `order_limit` sizes within what the venue accepts;
-    the maintenance figures are unchanged (they do not depend on the setting)."""
+    the maintenance figures are unchanged (they do not depend on the setting). A setting
+    above the table's largest leverage is an error (the venue refuses it), or with `clamp`
+    (backtests, where the setting is a default more often than a choice) that largest."""
     top = float(b.max_leverage.max())
+    if clamp and leverage > top:
+        leverage = top
     if not top >= leverage >= 1.0:
         raise DataError("live.leverage", f"{leverage:g}x: {plain_symbol(b.symbol)}'s brackets "
                                          f"allow 1x to {top:g}x (lower live.leverage)")
     return replace(b, max_leverage=np.where(b.max_leverage >= leverage, float(leverage), 0.0),
-                   source=f"{b.source} (leverage set to {leverage:g}x)")
+                   source=f"{b.source}{SET_TO.format(leverage)}")
+
+
+SET_TO = " (leverage set to {:g}x)"        # what `at_leverage` appends to a table's source
+_SET_TO = re.compile(r" \(leverage set to ([0-9.e+]+)x\)$")
+
+
+def leverage_setting(b: Brackets) -> float | None:
+    """The account leverage setting `at_leverage` applied to `b`, None for a table as
+    published."""
+    m = _SET_TO.search(b.source)
+    return float(m.group(1)) if m else None
 
 
 def position_limit(b: Brackets, leverage: float) -> float:
@@ -314,22 +329,28 @@ def capped_note(symbol: str, b: Brackets, wallet: float, target: float) -> str |
     lev = limit_leverage(b, wallet)
     if target <= lev * (1.0 + 1e-9):
         return None
+    setting = leverage_setting(b)
+    at = f" at the account's leverage setting (live.leverage = {setting:g})" if setting else ""
     return (f"brackets: the target {target:g}x ({target * wallet:,.0f} quote on the "
-            f"{wallet:,.0f} wallet) is more than {symbol}'s brackets let an order open: "
+            f"{wallet:,.0f} wallet) is more than {symbol}'s brackets let an order open{at}: "
             f"{lev:.4g}x ({lev * wallet:,.0f}); orders stop at that limit, as on the exchange "
             "(it moves with equity)")
 
 
 def describe(symbol: str, b: Brackets) -> str:
-    """One line for reports: which table `symbol` ran on."""
+    """One line for reports: which table `symbol` ran on, and at which account leverage
+    setting when one closed its upper tiers (`at_leverage`)."""
+    setting = leverage_setting(b)
+    at = f", leverage set to {setting:g}x (live.leverage)" if setting else ""
+    source = _SET_TO.sub("", b.source)
     if stand_in_note(symbol, b) is not None:
-        return f"{b.symbol} shipped table, a stand-in for {symbol} (no table of its own)"
-    if b.source.startswith(("ccxt", "--tiers")):
-        return f"{b.symbol} from {b.source}"
+        return f"{b.symbol} shipped table, a stand-in for {symbol} (no table of its own){at}"
+    if source.startswith(("ccxt", "--tiers")):
+        return f"{b.symbol} from {source}{at}"
     # the shipped tables are Binance's tiers of 2021 (their source says so): today's differ
-    year = re.search(r"\b(20\d\d)\b", b.source)
+    year = re.search(r"\b(20\d\d)\b", source)
     return f"{b.symbol} shipped table" + (
-        f" (Binance's tiers of {year.group(1)}; today's differ: --tiers)" if year else "")
+        f" (Binance's tiers of {year.group(1)}; today's differ: --tiers)" if year else "") + at
 
 
 def shipped(exchange: str, symbol: str) -> Brackets:
