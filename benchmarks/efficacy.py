@@ -10,9 +10,11 @@ rules; each halt releases after its cool-down); plain stop (out at balanced's 30
 from the peak and out for good: the stop-loss a trader would set); liquidation rules only
 (balanced with the halts off); the full balanced policy.
 Cascades: `hold` long 10x (entry sizing) on every whole-day klines file of klines_1m
-(SYMBOL-1m-DAY_to_DAY.csv; in ../shared the two real BTCUSDT periods), with the symbol's
-Binance funding joined when present, and again with the vendor 4h series joined when a
-coinglass_4h span covers a BTC period (2025-10-08..12). Entry sweep: the same hold
+(SYMBOL-1m-DAY_to_DAY.csv; in ../shared the two real BTCUSDT periods; a run of Binance
+Vision daily files SYMBOL-1m-DAY.zip counts as one), with the symbol's Binance funding
+joined when present (SYMBOL_funding_*.csv, else its rows of funding_all_*.csv.gz), and
+again with the vendor 4h series joined when a coinglass_4h span covers a BTC period
+(2025-10-08..12). Entry sweep: the same hold
 opened on a fresh account every 4 hours up to 4 hours before each period's largest 1h drop
 (one table row per period: counts of entries meeting each acceptance line). Calm days: every UTC day of the
 BTC files and of the alt months in which no clock hour moves more than 2% (close vs open;
@@ -31,6 +33,7 @@ import gzip
 import re
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +58,9 @@ from strategies.base import Strategy
 # crash periods: every whole-day 1m klines file of klines_1m (SYMBOL-1m-DAY_to_DAY.csv[.gz]);
 # in ../shared: BTCUSDT 2025-10-08..12 and 2026-02-03..07 (the hour windows are not whole days)
 PERIOD_FILE = re.compile(r"^([A-Z0-9]+)-1m-(\d{4}-\d{2}-\d{2})_to_(\d{4}-\d{2}-\d{2})\.csv(\.gz)?$")
+# Binance Vision's daily klines files (SYMBOL-1m-DAY.zip, or unpacked .csv[.gz]): each run of
+# consecutive days of one symbol is one period, as if it were one DAY_to_DAY file
+DAY_FILE = re.compile(r"^([A-Z0-9]+)-1m-(\d{4}-\d{2}-\d{2})\.(csv|csv\.gz|zip)$")
 VENDOR_SPAN = re.compile(r"^4h_(\d{4}-\d{2}-\d{2})_to_(\d{4}-\d{2}-\d{2})$")
 # state series only: the vendor's event columns (4h liquidation sums) would land on one 1m bar
 VENDOR_FILES = ("api_futures_openInterest_ohlc_aggregated_history_BTC.csv",
@@ -523,18 +529,39 @@ class _CalmTally:
         return rows
 
 
-def periods(kl: Path, funding_dir: Path, vendor_dir: Path) -> list[tuple[str, list[Path],
-                                                                       list[Path]]]:
-    """(label, klines + funding files, the same + vendor 4h state series or []) per crash
-    period file in `kl`, by start day. Funding: funding/SYMBOL_funding_*.csv if present;
-    vendor series (BTC only): a coinglass_4h span directory covering the period."""
+def day_runs(kl: Path) -> list[tuple[str, str, str, list[Path]]]:
+    """(first day, symbol, last day, files) per run of consecutive Vision daily files."""
+    days: dict[str, dict[str, Path]] = {}
+    for f in kl.iterdir():
+        if m := DAY_FILE.match(f.name):
+            days.setdefault(m.group(1), {}).setdefault(m.group(2), f)
     out = []
-    found = sorted((m.group(2), m.group(1), m.group(3), f) for f in kl.iterdir()
-                   if (m := PERIOD_FILE.match(f.name)))
-    for d0, sym, d1, path in found:
+    for sym, got in days.items():
+        run: list[str] = []
+        for d in sorted(got):
+            if run and np.datetime64(d) - np.datetime64(run[-1]) != np.timedelta64(1, "D"):
+                out.append((run[0], sym, run[-1], [got[x] for x in run]))
+                run = []
+            run.append(d)
+        out.append((run[0], sym, run[-1], [got[x] for x in run]))
+    return out
+
+
+def periods(kl: Path, funding_dir: Path, vendor_dir: Path,
+            more_funding: Callable[[str], list[Path]] | None = None
+            ) -> list[tuple[str, list[Path], list[Path]]]:
+    """(label, klines + funding files, the same + vendor 4h state series or []) per crash
+    period in `kl` (a DAY_to_DAY file, or a run of daily files), by start day. Funding:
+    funding/SYMBOL_funding_*.csv if present, else `more_funding(symbol)` (the multi-symbol
+    file); vendor series (BTC only): a coinglass_4h span directory covering the period."""
+    out = []
+    found = sorted([(m.group(2), m.group(1), m.group(3), [f]) for f in kl.iterdir()
+                    if (m := PERIOD_FILE.match(f.name))] + day_runs(kl))
+    for d0, sym, d1, paths in found:
         end = d1[8:] if d1[:7] == d0[:7] else d1[5:]
         label = f"{d0}..{end}" if sym == "BTCUSDT" else f"{sym} {d0}..{end}"
-        files = [path] + sorted(funding_dir.glob(f"{sym}_funding_*.csv"))[:1]
+        fund = sorted(funding_dir.glob(f"{sym}_funding_*.csv"))[:1]
+        files = paths + (fund if fund or more_funding is None else more_funding(sym))
         vendor: list[Path] = []
         spans = sorted(vendor_dir.iterdir()) if vendor_dir.is_dir() else []
         for span in spans:
@@ -644,7 +671,6 @@ def _main(args: argparse.Namespace) -> None:
         print(f"efficacy: no real klines at {kl} (expected ../shared/data beside the "
               "repository, or its path as the first argument)", file=sys.stderr)
         raise SystemExit(2)
-    found = periods(kl, args.data / "binance_um" / "funding", args.data / "coinglass_4h")
     out = ["| period | policy | liquidations (first) | max drawdown | return | binding "
            "interventions | detector latency vs onset |", "|---|---|---|---|---|---|---|"]
     notes: list[str] = []
@@ -657,6 +683,8 @@ def _main(args: argparse.Namespace) -> None:
     months = alt_months(alts)
     with tempfile.TemporaryDirectory() as tmp:
         funding = AltFunding(args.data / "binance_um" / "funding", Path(tmp))
+        found = periods(kl, args.data / "binance_um" / "funding", args.data / "coinglass_4h",
+                        funding.files)
         for label, files, vendor in found:
             span = None
             for lab, paths in ((label, files), (label + " + vendor 4h", vendor)):
@@ -678,7 +706,8 @@ def _main(args: argparse.Namespace) -> None:
                          args.stress, args.stress_span, tag, entries, horizons)
             print(f"efficacy: {label} done", file=sys.stderr, flush=True)
         if not found:
-            out.append(f"| (no SYMBOL-1m-DAY_to_DAY.csv file in {kl}) | | | | | | |")
+            out.append(f"| (no SYMBOL-1m-DAY_to_DAY.csv file or SYMBOL-1m-DAY.zip daily "
+                       f"files in {kl}) | | | | | | |")
         print("\n".join(out))
         if entries is None:
             return

@@ -38,6 +38,23 @@ def test_periods_are_found_by_file_name(tmp_path):
     assert periods(kl, fu, tmp_path / "none")[1][2] == []   # no vendor directory
 
 
+def test_vision_daily_files_make_one_period_per_run_of_days(tmp_path):
+    """Held-out crash days may come as Binance Vision daily files: consecutive days of a
+    symbol are one period, a missing day starts another; a symbol without a funding file of
+    its own takes its rows of the multi-symbol file."""
+    kl, fu = tmp_path / "klines_1m", tmp_path / "funding"
+    days = [_touch(kl / f"SOLUSDT-1m-2024-08-{d:02d}.zip") for d in (4, 5, 6, 8)]
+    eth = _touch(kl / "ETHUSDT-1m-2024-08-05.csv.gz")
+    _touch(kl / "SOLUSDT-1m-2024-08.zip")                 # a monthly file: not a period
+    sol_funding = tmp_path / "sol_funding.csv"
+    got = periods(kl, fu, tmp_path / "none",
+                  lambda s: [sol_funding] if s == "SOLUSDT" else [])
+    assert [(g[0], g[1]) for g in got] == [
+        ("SOLUSDT 2024-08-04..06", days[:3] + [sol_funding]),
+        ("ETHUSDT 2024-08-05..05", [eth]),
+        ("SOLUSDT 2024-08-08..08", [days[3], sol_funding])]
+
+
 def _days(closes: np.ndarray) -> Bars:
     """Whole UTC days of 1m bars, each bar opening at the previous close."""
     n = len(closes)
