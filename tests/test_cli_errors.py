@@ -154,6 +154,29 @@ def test_status_and_halt_do_not_create_a_store(cli, tmp_path) -> None:
     assert not (tmp_path / "none.db").exists()
 
 
+@pytest.mark.parametrize(("store", "said"), [
+    ("sqlite://", "an in-memory SQLite database dies with the process"),
+    ("sqlite:///:memory:", "an in-memory SQLite database dies with the process"),
+    ("", "--store: empty"),                      # silently meant the config's store.url
+])
+def test_a_daemon_store_must_outlive_the_process(cli, tmp_path, monkeypatch, store, said):
+    """`run --store sqlite://` ran on a database no one else could open: `--http` answered
+    500 with a traceback (its reader opened a second, empty one), `status` and `halt`
+    could not reach the run."""
+    monkeypatch.chdir(tmp_path)
+    for cmd in (("run", "--replay", "calm"), ("status",), ("halt",)):
+        r = cli(*cmd, "--store", store)
+        assert r.code == 2 and said in r.err, (cmd, r.err)
+    assert list(tmp_path.iterdir()) == []           # not the config's store either
+
+
+def test_a_relative_sqlite_path_not_found_says_where_it_looked(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = cli("status", "--store", "sqlite:///tmp/x.db")   # three slashes: relative
+    assert r.code == 2 and f"looked for {tmp_path}/tmp/x.db" in r.err, r.err
+    assert "sqlite:////PATH absolute" in r.err
+
+
 def test_status_and_halt_do_not_write_liqbot_tables_into_another_database(cli, url) -> None:
     """A database without liqbot's tables (a 0-byte SQLite file, an empty PostgreSQL schema:
     a typo in a database name) is refused; before, `status` created the 13 tables in it."""

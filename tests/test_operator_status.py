@@ -366,6 +366,39 @@ def test_a_run_whose_strategy_kept_another_state_starts_anew_saying_why(cli,
         "state layout (another version): it is closed as abandoned" in " ".join(r.err.split())
 
 
+def test_another_strategy_is_not_called_another_version(cli, tmp_path: Path) -> None:
+    """`hold` then `trend` on the same store: the layout differs in the strategy's state
+    size, which the strategy change explains ("liqbot's state layout (another version)"
+    was named too, on the same build)."""
+    args, db = _synth_run(cli, tmp_path)
+    run_id = _stopped(db)
+    r = cli(*args, "--strategy", "trend")
+    assert r.code == 0
+    assert f"run {run_id} (stopped) differs from this start in the strategy or its " \
+           "parameters: it is closed as abandoned" in " ".join(r.err.split()), r.err
+
+
+def test_a_resumed_run_is_running_again(cli, tmp_path: Path, monkeypatch) -> None:
+    """Resumed after Ctrl-C, a run stayed `stopped` while it ran: status, /api/status and
+    the dashboard said so, and the feed lag (read for running runs only) was never shown."""
+    from bot.cli import run as run_cli
+    args, db = _synth_run(cli, tmp_path)
+    run_id = _stopped(db)
+    seen = []
+    serve = run_cli._serve
+
+    async def watched(daemon, *a, **kw):
+        st = Store(f"sqlite:///{db}")
+        seen.append(st.get_run(run_id).status)
+        st.close()
+        return await serve(daemon, *a, **kw)
+
+    monkeypatch.setattr(run_cli, "_serve", watched)
+    r = cli(*args, "--preset", "balanced")
+    assert r.code == 0 and f"resuming run {run_id}" in r.err, r.err
+    assert seen == ["running"]
+
+
 def test_the_notice_of_what_differs_keeps_its_brackets(cli, tmp_path: Path) -> None:
     """Rich markup ate `[fees]` and `[fills]`: "in the fees (); the fill model ()"."""
     args, db = _synth_run(cli, tmp_path)

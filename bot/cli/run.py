@@ -72,6 +72,9 @@ def spec_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
                 and old.get("policy") == new.get("policy"):
             continue
         a, b = old.get(key), new.get(key)
+        if key == "layout" and isinstance(a, list) and isinstance(b, list) and \
+                a[:-1] == b[:-1] and old.get("strategy") != new.get("strategy"):
+            continue            # only the strategy's own state size: another strategy
         if key == "source" and isinstance(a, dict) and isinstance(a.get("replay"), list):
             out.append(f"the data (--replay {' '.join(map(str, a['replay']))}, recorded by "
                        "path before liqbot compared the data itself)")
@@ -203,6 +206,7 @@ def run_command(
     from bot.runtime.daemon import Daemon, check_live_allowed, percentiles
     from bot.runtime.replay import ReplayFeed
     from bot.store import Store
+    from bot.store.urls import durable_url
 
     cfg_path = (ctx.obj or {}).get("config") if ctx.obj else None
     fees, cfg = _fees(cfg_path)
@@ -267,7 +271,8 @@ def run_command(
     brackets = asyncio.run(_exchange_brackets(cfg, creds, list(feed.symbols))) if live \
         else {s: brackets_for(s, tiers, leverage=cfg.live.leverage) for s in feed.symbols}
     fp = kn.fill_params(cfg.fills, fees, 0.05, strat.sizing)
-    store = Store(store_url or cfg.store.url)
+    store_url = durable_url(store_url, cfg.store.url)
+    store = Store(store_url)
     account = account_of(cfg)
     try:
         store.acquire(account)
@@ -297,6 +302,8 @@ def run_command(
             (bool(prev.config.get("spec")) and not spec_changes(prev.config["spec"], spec)))
         if resume:
             run = prev
+            if run is not None and run.status != "running":   # a stopped run runs again
+                store.set_run_status(run.run_id, "running")
         else:
             if resumable and prev is not None:
                 store.set_run_status(prev.run_id, "abandoned")
@@ -348,8 +355,7 @@ def run_command(
                              + (f", replay at speed {speed:g}" if replay else ", exchange feed"))
         t0 = time.perf_counter()
         try:
-            asyncio.run(_serve(daemon, bool(replay), alerts, bind, store_url or cfg.store.url,
-                               con))
+            asyncio.run(_serve(daemon, bool(replay), alerts, bind, store_url, con))
         except BaseException:
             # not running any more (a feed that cannot start, a port in use, a bug): the
             # same options resume it, as after Ctrl-C
@@ -588,14 +594,14 @@ def _store_and_run(store_url: str | None, ctx: typer.Context, run_id: str | None
     from pathlib import Path
 
     from bot.store import Store
-    from bot.store.urls import mask_url, parse_url
+    from bot.store.urls import durable_url, mask_url, parse_url, sqlite_path_hint
 
     cfg = load_config((ctx.obj or {}).get("config") if ctx.obj else None)
-    url = store_url or cfg.store.url
+    url = durable_url(store_url, cfg.store.url)
     parsed = parse_url(url)                 # status and halt read a store, never create one
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:") \
-            and not Path(parsed.database).exists():
-        raise LiqbotError(f"no store at {mask_url(url)} (no such file); give the --store a "
+    if parsed.get_backend_name() == "sqlite" and not Path(str(parsed.database)).exists():
+        raise LiqbotError(f"no store at {mask_url(url)} (no such file"
+                          f"{sqlite_path_hint(str(parsed.database))}); give the --store a "
                           "daemon runs with (`liqbot run --store URL`)")
     store = Store(url, create=False)
     try:

@@ -168,7 +168,7 @@ class StatusServer:
         def call() -> Any:
             if self._store is None:
                 from bot.store import Store
-                self._store = Store(self.store_url)
+                self._store = Store(self.store_url, create=False)   # the daemon's, read only
             return fn(self._store, *args)
         return await asyncio.get_running_loop().run_in_executor(self._pool, call)
 
