@@ -33,6 +33,7 @@ from bot.risk import engine as en
 from bot.risk.policy import load_policy
 from bot.runtime.daemon import Daemon
 from bot.runtime.replay import ReplayFeed
+from bot.runtime.status import checkpoint_switch
 from bot.store import Store
 from strategies import find
 from strategies.base import Param, Strategy
@@ -770,7 +771,7 @@ def test_an_operator_command_is_acked_with_its_effect(tmp_path, monkeypatch):
     monkeypatch.setattr(store, "commit", real)
     d.poll_commands()                                      # not obeyed twice; now durable
     assert store.pending_commands(d.run_id) == []
-    assert Daemon.kill_switch_of(store.load_checkpoint(d.run_id)[1]) == (True, True)
+    assert checkpoint_switch(store.load_checkpoint(d.run_id)[1]) == (True, True)
     assert sum(e.kind == "command" for e in store.events(d.run_id)) == 3
     store.close()
 

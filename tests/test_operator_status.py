@@ -399,6 +399,38 @@ def test_a_resumed_run_is_running_again(cli, tmp_path: Path, monkeypatch) -> Non
     assert seen == ["running"]
 
 
+def test_status_shows_the_kill_switch_and_whether_a_daemon_holds_the_account(
+        cli, tmp_path: Path) -> None:
+    """`status` never showed the kill switch (the API and /metrics did), a run killed -9
+    stays `running` in its row, and `halt` on a finished run waited its 5 s for no one."""
+    args, db = _synth_run(cli, tmp_path)
+    url = f"sqlite:///{db}"
+    r = cli("status", "--store", url)
+    assert r.code == 0 and "kill switch" not in r.out and "no daemon holds" not in r.out
+    r = cli("halt", "--store", url)                     # the run is done: no daemon to wait for
+    assert r.code == 0 and "no daemon is running on the account: its next start obeys it" \
+        in " ".join(r.out.split()), r.out
+    r = cli("status", "--store", url)
+    assert "kill switch: halt pending" in r.out
+    data = json.loads(cli("status", "--store", url, "--json").out)
+    assert data["kill_switch"] == {"state": None, "pending": ["halt"]}
+    assert data["daemon_alive"] is False
+    con = sqlite3.connect(db)                           # as a kill -9 leaves the row
+    con.execute("update runs set status = 'running'")
+    con.commit()
+    con.close()
+    r = cli("status", "--store", url)
+    assert "no daemon holds the account now: the run was killed" in " ".join(r.out.split())
+    st = Store(url)                                     # a daemon holding the account
+    st.acquire(data["account"])
+    try:
+        r = cli("status", "--store", url, "--json")
+        assert json.loads(r.out)["daemon_alive"] is True
+        assert "no daemon holds" not in cli("status", "--store", url).out
+    finally:
+        st.close()
+
+
 def test_the_notice_of_what_differs_keeps_its_brackets(cli, tmp_path: Path) -> None:
     """Rich markup ate `[fees]` and `[fills]`: "in the fees (); the fill model ()"."""
     args, db = _synth_run(cli, tmp_path)

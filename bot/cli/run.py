@@ -446,15 +446,11 @@ def _kill_switch_of(store: Any, old: str) -> str | None:
     previous run had obeyed one (its checkpoint, or its row before its first checkpoint) or
     had one pending (`liqbot halt` sent while no daemon ran), else None. Only `liqbot halt
     --resume` lifts it."""
-    from bot.runtime.daemon import Daemon
+    from bot.runtime.status import kill_switch
 
-    cp = store.load_checkpoint(old)
-    if cp is not None:
-        halted, flatten = Daemon.kill_switch_of(cp[1])
-    else:                                     # stopped before its first checkpoint: its row
-        row = store.get_run(old)
-        switch = (row.config or {}).get("kill_switch") if row is not None else None
-        halted, flatten = switch is not None, switch == "flatten"
+    row = store.get_run(old)
+    state = kill_switch(store, row)["state"] if row is not None else None
+    halted, flatten = state is not None, state == "flatten"
     for cmd in store.pending_commands(old):
         if cmd.run_id != old:                 # a command for any run: the new run reads it
             continue
@@ -646,6 +642,9 @@ def status_command(
         store, run, _ = _store_and_run(store_url, ctx, run_id)
         try:
             data = status_data(store, run)
+            # the run row says `running` after a kill -9; the account lock says if a
+            # daemon is alive (the HTTP API is served by the daemon itself: it is)
+            data["daemon_alive"] = store.daemon_holds(run.account)
         finally:
             store.close()
     con = console()
@@ -657,6 +656,15 @@ def status_command(
     con.print(f"[bold]run {data['run_id']}[/] ({data['mode']}, {data['status']}): "
               + escape(f"{data['strategy']}({params}) / {data['preset']} on "
                        f"{', '.join(data['symbols'])}{account}"))
+    if data["status"] == "running" and data.get("daemon_alive") is False:
+        con.print("no daemon holds the account now: the run was killed (kill -9, a crash, "
+                  "a reboot); the same `liqbot run` command resumes it", markup=False)
+    switch = data.get("kill_switch") or {}
+    if switch.get("state") or switch.get("pending"):
+        con.print("kill switch: " + "; ".join(
+            ([f"{switch['state']} (obeyed)"] if switch.get("state") else []) +
+            ([f"{', '.join(switch['pending'])} pending (the daemon reads it within a second, "
+              "or at its next start)"] if switch.get("pending") else [])), markup=False)
     # order fills and liquidations apart, as the final line of `liqbot run` says them (a
     # daemon before 2026-12-06 answered `--http` with liquidations among its fills)
     counters = data.get("counters") or {}    # the run's (every life), from its checkpoint
@@ -738,7 +746,9 @@ def halt_command(
     try:
         kind = "resume" if resume else "flatten" if flatten else "halt"
         cid = store.push_command(kind, run.run_id)
-        deadline = time.monotonic() + max(0.0, wait)
+        # no daemon holds the account (stopped, done, killed): nothing to wait for
+        alive = store.daemon_holds(run.account)
+        deadline = time.monotonic() + (max(0.0, wait) if alive else 0.0)
         obeyed = False
         while time.monotonic() < deadline:
             if not any(c.id == cid for c in store.pending_commands(run.run_id)):
@@ -751,8 +761,11 @@ def halt_command(
     if obeyed:
         con.print(f"{kind}: obeyed by run {run.run_id} (account {run.account})", markup=False)
     else:
-        con.print(f"{kind}: recorded for run {run.run_id} (account {run.account}); no running "
-                  f"daemon obeyed it within {wait:g} s (it will on its next start)", markup=False)
+        con.print(f"{kind}: recorded for run {run.run_id} (account {run.account}); "
+                  + (f"the running daemon had not obeyed it within {wait:g} s (it will when "
+                     "it next reads its commands, or at its next start)" if alive else
+                     "no daemon is running on the account: its next start obeys it"),
+                  markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -209,13 +209,6 @@ class Daemon:
                 arrays[f"strat:{s}"] = np.frombuffer(x.strat.state(), dtype=np.uint8)
         return to_bytes(arrays)
 
-    @staticmethod
-    def kill_switch_of(blob: bytes) -> tuple[bool, bool]:
-        """(halted, flatten) as a checkpoint recorded them: a new run on the same account
-        inherits the operator's kill switch (`bot.cli.run`)."""
-        halted, flatten = (bool(v) for v in from_bytes(blob)["scalars"][1:3])
-        return halted, flatten
-
     def restore(self, blob: bytes) -> None:
         a = from_bytes(blob)
         self.broker.restore({"acct": a["acct"], "pos": a["pos"], "marks": a["marks"],

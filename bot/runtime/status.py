@@ -81,6 +81,7 @@ def _status_data(store: Any, run: Any, interval_ms: int, feed_now_ms: int | None
                       for sym, d in sorted(per_symbol.items())},
         "crowding": {"long": nums.get("crowd_long"), "short": nums.get("crowd_short")},
         "clusters": {"below": nums.get("cluster_below"), "above": nums.get("cluster_above")},
+        "kill_switch": kill_switch(store, run),
         "last_bar": None if wm is None else iso(wm),
         "feed_lag_s": feed_lag_s(s["watermarks"], interval_ms,
                                  feed_clock_ms(run) if feed_now_ms is None else feed_now_ms),
@@ -104,6 +105,30 @@ def run_counts(store: Any, run_id: str) -> dict[str, Any]:
     if counters is not None:
         counters = {**counters, "skipped": int(tally.get("skipped", 0))}
     return {"bars_processed": bars, "counters": counters}
+
+
+def checkpoint_switch(blob: bytes) -> tuple[bool, bool]:
+    """(halted, flatten) as a daemon checkpoint recorded the operator's kill switch (its
+    `scalars` = [seq, halted, flatten])."""
+    with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+        halted, flatten = (bool(v) for v in z["scalars"][1:3])
+    return halted, flatten
+
+
+def kill_switch(store: Any, run: Any) -> dict[str, Any]:
+    """The operator's kill switch of `run`: `state` "halt", "flatten" or None as its daemon
+    last obeyed it (the checkpoint; before the first one, the run row, where an inherited
+    switch waits), and `pending` the commands no daemon has obeyed yet, oldest first
+    ("halt", "flatten", "resume"; `liqbot halt` with no daemon running leaves them there
+    for the next start)."""
+    cp = store.load_checkpoint(run.run_id)
+    if cp is not None:
+        halted, flatten = checkpoint_switch(cp[1])
+    else:
+        row = (run.config or {}).get("kill_switch")
+        halted, flatten = row is not None, row == "flatten"
+    return {"state": ("flatten" if flatten else "halt") if halted else None,
+            "pending": [c.kind for c in store.pending_commands(run.run_id)]}
 
 
 def feed_clock_ms(run: Any) -> int | None:

@@ -35,10 +35,15 @@ class FileLock:
         self._fd: int | None = fd
         self.path = path
 
+    @staticmethod
+    def path_for(db_path: Path, account: str) -> Path:
+        """The lock file of `account` beside the database."""
+        return db_path.with_name(f"{db_path.name}.lock.{account_hash(account)}")
+
     @classmethod
     def try_acquire(cls, db_path: Path, account: str) -> FileLock | None:
         """The lock, or None when another open file (any process) holds it."""
-        path = db_path.with_name(f"{db_path.name}.lock.{account_hash(account)}")
+        path = cls.path_for(db_path, account)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

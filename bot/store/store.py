@@ -633,6 +633,27 @@ class Store:
         self._locks[account] = lock
         log.info("store %s: acquired account %s", self.url, account)
 
+    def daemon_holds(self, account: str) -> bool:
+        """Whether a daemon (another process or Store) holds `account` now: the lock is
+        tried and released at once (a killed daemon's lock died with it). No lock file is
+        created beside a SQLite store where none was: no daemon ever ran there."""
+        if account in self._locks:
+            return True
+        with self._guard("read"):
+            lock: AccountLock | None
+            if self._db_path is not None:
+                if not FileLock.path_for(self._db_path, account).exists():
+                    return False
+                lock = FileLock.try_acquire(self._db_path, account)
+            elif self.dialect == "postgresql":
+                lock = AdvisoryLock.try_acquire(self._engine, account)
+            else:
+                return False
+        if lock is None:
+            return True
+        lock.release()
+        return False
+
     def release(self, account: str) -> None:
         lock = self._locks.pop(account, None)
         if lock is not None:
