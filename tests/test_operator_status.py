@@ -181,6 +181,35 @@ def test_a_stopped_daemon_status_equity_is_its_stop_lines(tmp_path: Path) -> Non
 
 # --------------------------------------------------------------------------- finding 4
 
+def test_status_keeps_a_symbol_whose_data_ended_and_shows_the_worst_state(
+        cli, tmp_path: Path) -> None:
+    """Three symbols: BTC's data ended 20 days before the others (status read only the last
+    day's decisions, and BTC vanished from it); at the last bar ETH is HALTED and SOL
+    ACTIVE (the top line said the state of the symbol sorting last: ACTIVE)."""
+    url = f"sqlite:///{tmp_path}/s.db"
+    store = Store(url)
+    store.open_run("paper", "paper:binance", ["BTCUSDT", "ETHUSDT", "SOLUSDT"], "hold", {},
+                   "balanced", 100_000.0, run_id="r")
+    end = T0 + 30 * 1440 * MIN
+    last = {"BTCUSDT": T0 + 10 * 1440 * MIN, "ETHUSDT": end, "SOLUSDT": end}
+    state = {"BTCUSDT": 1, "ETHUSDT": 2, "SOLUSDT": 0}
+    for sym, ts in last.items():
+        for k in (2, 1, 0):
+            store.stage("decisions", {"run_id": "r", "symbol": sym, "bar_ts": ts - k * MIN,
+                                      "state": state[sym] if k == 0 else 0, "reasons": 0,
+                                      "numbers": {"equity": 90_000.0}})
+    store.commit(last, None, run_id="r")
+    store.close()
+    data = json.loads(cli("status", "--store", url, "--json").out)
+    assert sorted(data["by_symbol"]) == ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+    assert data["by_symbol"]["BTCUSDT"]["ts"] == "2026-01-11T00:00:00Z"
+    assert data["by_symbol"]["BTCUSDT"]["state"] == "REDUCING"
+    assert data["state"] == "HALTED"          # ETH's, at the last bar; BTC's is 20 days old
+    assert data["last_decision"]["symbol"] == "SOLUSDT"
+    r = cli("status", "--store", url)
+    assert "BTCUSDT at 2026-01-11T00:00:00Z: REDUCING" in r.out and "state HALTED" in r.out
+
+
 def test_status_counts_fills_and_liquidations_as_the_final_line(cli, tmp_path: Path) -> None:
     """One order fill and one liquidation: "1 fill, 1 liquidation" (the run's final line),
     not "2 fills, 1 liquidations"; counts with thousands separators."""
@@ -205,7 +234,7 @@ def test_status_counts_fills_and_liquidations_as_the_final_line(cli, tmp_path: P
     store.close()
     r = cli("status", "--store", url)
     assert r.code == 0, r.err
-    line = r.out.splitlines()[1]
+    line = next(ln for ln in r.out.splitlines() if ln.startswith("state "))
     assert ("equity 90,000.00, 1,200 bars, 1 fill, 1 liquidation, 1 reject, 1,200 decisions, "
             "last bar 2026-01-01T19:59:00Z") in line, line
     data = json.loads(cli("status", "--store", url, "--json").out)

@@ -36,12 +36,15 @@ def _status_data(store: Any, run: Any, interval_ms: int, feed_now_ms: int | None
                  ) -> dict[str, Any]:
     s = store.summary(run.run_id)
     wm = s["last_watermark"]
-    # from the oldest symbol watermark (a commit can fall between two symbols of one bar),
-    # at most a day back (a dead feed's symbol keeps its old watermark)
-    since = None if wm is None else max(min(s["watermarks"].values()), wm - 86_400_000)
-    last = store.decisions(run.run_id, since_ts=since) if since is not None else []
-    dec = last[-1] if last else None
-    per_symbol = {d.symbol: d for d in last}            # the latest decision of each symbol
+    # each symbol's decision at its own last bar: a symbol whose replayed data ended (or
+    # whose feed died) weeks before the others still shows (until 2026-12-07 only the
+    # last day's decisions were read, and it vanished)
+    per_symbol = store.decisions_at(run.run_id, s["watermarks"])
+    dec = max(per_symbol.values(), key=lambda d: (d.bar_ts, d.symbol), default=None)
+    # the account's state: the most severe of the symbols still trading (within a day of
+    # the last bar), not the state of whichever symbol sorts last at that bar
+    current = [d.state for d in per_symbol.values() if wm is not None and
+               d.bar_ts >= wm - 86_400_000]
     nums = dict(dec.numbers) if dec is not None else {}
     eq = s["last_equity"]
     # the equity at the last processed bar, as its decision recorded it (what the final
@@ -62,7 +65,7 @@ def _status_data(store: Any, run: Any, interval_ms: int, feed_now_ms: int | None
         "run_id": run.run_id, "mode": run.mode, "account": run.account, "status": run.status,
         "strategy": run.strategy, "params": run.params, "preset": run.preset,
         "symbols": run.symbols,
-        "state": en.STATE_NAMES[dec.state] if dec is not None else None,
+        "state": en.STATE_NAMES[max(current)] if current else None,
         "equity": equity,
         "equity_snapshot": None if eq is None else {"equity": eq["equity"], "ts": iso(eq["ts"])},
         # order fills and liquidations apart, as the final line of `liqbot run` counts them
@@ -109,8 +112,10 @@ def run_counts(store: Any, run_id: str) -> dict[str, Any]:
 
 def checkpoint_switch(blob: bytes) -> tuple[bool, bool]:
     """(halted, flatten) as a daemon checkpoint recorded the operator's kill switch (its
-    `scalars` = [seq, halted, flatten])."""
+    `scalars` = [seq, halted, flatten]; a blob without them, none)."""
     with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+        if "scalars" not in z.files:
+            return False, False
         halted, flatten = (bool(v) for v in z["scalars"][1:3])
     return halted, flatten
 
