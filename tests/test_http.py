@@ -324,8 +324,12 @@ def test_status_feed_lag_is_on_the_feed_clock_and_query_errors_name_the_paramete
         assert st["live"]["feed_lag_s"] == 0.0 and st["feed_lag_s"] == 0.0
         code, body, _ = ld.get("/api/decisions?limit=1e300")
         assert code == 400
-        assert body.decode() == ("?limit= expects a number of rows (an integer; at most 20,000 "
-                                 "are returned), got '1e300'")
+        assert body.decode() == ("?limit= expects a number of rows (an integer, 1 or more; at "
+                                 "most 20,000 are returned), got '1e300'")
+        for bad in ("0", "-5"):                  # were served as one row
+            code, body, _ = ld.get(f"/api/decisions?limit={bad}")
+            assert code == 400 and body.decode().endswith(f"1 or more; at most 20,000 are "
+                                                          f"returned), got {bad}")
         code, body, _ = ld.get("/api/equity?since=abc")
         assert code == 400
         assert body.decode() == "?since= expects a time in ms UTC (an integer), got 'abc'"

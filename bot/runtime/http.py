@@ -86,8 +86,8 @@ def _finite(v: Any) -> Any:
 QUERY_INT_MAX = 2**62                # query integers are clamped here (SQL int64 headroom)
 #: what each integer query parameter means, for its 400 message
 QUERY_INTS: dict[str, str] = {"since": "a time in ms UTC (an integer)",
-                              "limit": f"a number of rows (an integer; at most {MAX_ROWS:,} "
-                                       "are returned)"}
+                              "limit": f"a number of rows (an integer, 1 or more; at most "
+                                       f"{MAX_ROWS:,} are returned)"}
 
 
 def _int_arg(req: web.Request, name: str, default: int) -> int:
@@ -249,7 +249,10 @@ class StatusServer:
 
     async def decisions(self, req: web.Request) -> web.Response:
         since = _int_arg(req, "since", -1)
-        limit = max(1, min(_int_arg(req, "limit", MAX_ROWS), MAX_ROWS))
+        limit = _int_arg(req, "limit", MAX_ROWS)
+        if limit < 1:                       # 0 and -5 were served as 1 row
+            raise web.HTTPBadRequest(text=f"?limit= expects {QUERY_INTS['limit']}, got {limit}")
+        limit = min(limit, MAX_ROWS)
         symbol = req.query.get("symbol") or None
         changes = req.query.get("changes") in ("1", "true")
         run_id = self.d.run_id
