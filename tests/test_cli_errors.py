@@ -233,6 +233,7 @@ def test_config_check_reports_every_run_problem_at_once(cli, tmp_path) -> None:
     r = cli("config", "check", f)
     assert r.code == 2
     assert r.out.splitlines() == [
+        f"{f}: 4 problems (config file):",
         "run.wallet: expected greater than or equal to 1, got 0",
         "run.params.leverage: expected 0 < leverage <= 125, got 500.0",
         "run.params: trend has no parameter 'fastt'; known: fast, slow, leverage, "
@@ -505,3 +506,9 @@ def test_a_replay_run_recorded_by_path_before_the_data_digest_still_resumes(cli,
     r = cli(*args)
     assert r.code == 0 and f"run {run_id} (stopped) differs from this start in the data " \
         f"(--replay {ds}/other, recorded by path" in " ".join(r.err.split()), r.err
+
+
+def test_an_empty_replay_is_named_by_its_option(cli, tmp_path) -> None:
+    r = cli("run", "--replay", "", "--store", f"sqlite:///{tmp_path}/s.db")
+    assert r.code == 2 and "--replay: empty; give a dataset directory or a scenario" in r.err
+    assert not (tmp_path / "s.db").exists()

@@ -133,6 +133,7 @@ def test_config_check_cli(cli, tmp_path):
     r = cli("config", "check", bad)
     assert r.code == 2
     assert r.out.splitlines() == [
+        f"{bad}: 2 problems (config file):",
         "exchange.api_key: expected no secrets in a config file (use the LIQBOT_API_KEY-style "
         "environment variables or exchange.credentials_file with mode 0600), got a value "
         "(not shown)",

@@ -365,7 +365,8 @@ def test_the_preset_is_compared_by_the_policy_it_resolves_to(cli, tmp_path: Path
     _stopped(db)
     r = cli(*args, "--preset", "conservative")
     assert r.code == 0 and f"run {run_id} (stopped) differs from this start in the risk " \
-        "policy; the risk preset: it is closed" in " ".join(r.err.split()), r.err
+        "policy; the risk preset (balanced -> conservative): it is closed" in \
+        " ".join(r.err.split()), r.err
 
 
 def test_a_run_whose_strategy_kept_another_state_starts_anew_saying_why(cli,
@@ -404,7 +405,9 @@ def test_another_strategy_is_not_called_another_version(cli, tmp_path: Path) -> 
     r = cli(*args, "--strategy", "trend")
     assert r.code == 0
     assert f"run {run_id} (stopped) differs from this start in the strategy or its " \
-           "parameters: it is closed as abandoned" in " ".join(r.err.split()), r.err
+           "parameters (hold(side=long, leverage=3.0, sizing=entry) -> trend(fast=60, " \
+           "slow=240, leverage=3.0, allow_short=1, sizing=entry)): it is closed as " \
+           "abandoned" in " ".join(r.err.split()), r.err
 
 
 def test_a_resumed_run_is_running_again(cli, tmp_path: Path, monkeypatch) -> None:
@@ -508,7 +511,9 @@ def test_the_log_file_holds_the_runs_lines_and_its_id(cli, tmp_path: Path) -> No
     assert msgs[1] == final[0]                       # the final line, figures and all
     assert msgs[2].startswith(f"resuming run {run_id} after ")
     assert msgs[4].startswith(f"run {run_id} (stopped) differs from this start in the "
-                              "strategy or its parameters: it is closed as abandoned")
+                              "strategy or its parameters (hold(side=long, leverage=3.0, "
+                              "sizing=entry) -> hold(side=long, leverage=4.0, sizing=entry)): "
+                              "it is closed as abandoned")
     new_id = msgs[5].split(":")[0].removeprefix("run ")
     assert new_id != run_id and msgs[6].startswith(f"run {new_id} finished in ")
     assert len(said) == 7

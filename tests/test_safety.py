@@ -131,8 +131,9 @@ def test_config_check_recognises_a_risk_preset(cli, tmp_path):
     bad = tmp_path / "r.toml"
     bad.write_text("[risk]\nmax_leverage = inf\n")
     r = cli("config", "check", bad)
-    assert r.code == 2 and r.out.startswith("risk.max_leverage: expected less than or equal "
-                                            "to 125, got inf")   # the key path in the file
+    assert r.code == 2 and r.out.splitlines() == [
+        f"{bad}: 1 problem (risk preset):",
+        "risk.max_leverage: expected less than or equal to 125, got inf"]   # the key path
     r = cli("config", "check", "--kind", "config", ROOT / "config" / "risk" / "balanced.toml")
     assert r.code == 2 and "unknown key 'risk'" in r.out
 

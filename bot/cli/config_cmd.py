@@ -11,6 +11,7 @@ import typer
 from bot.cli.paths import check_log_file
 from bot.config import Config, RunConfig, load_config
 from bot.errors import ConfigError, LiqbotError
+from bot.text import count
 
 app = typer.Typer(help="Validate configuration files.", no_args_is_help=True)
 KINDS = ("auto", "config", "risk")
@@ -122,6 +123,10 @@ def check(
             raise ConfigError(str(file), [str(exc)]) from None
         _check_alerts(cfg, file)
     except ConfigError as exc:
+        # the file first when the lines name keys (as `liqbot run` says "error: FILE: ...")
+        if not all(p.startswith("(file)") for p in exc.problems):
+            print(f"{file}: {count(len(exc.problems), 'problem')} "
+                  f"({'risk preset' if chosen == 'risk' else 'config file'}):")
         for p in exc.problems:                # "(file): ..." is about the file: name it
             print(f"{file}{p[len('(file)'):]}" if p.startswith("(file)") else p)
         raise typer.Exit(2) from None

@@ -36,6 +36,9 @@ def _replay_bars(sources: list[str], cfg: Config) -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     for src in sources:
+        if not src.strip():                   # Path("") is ".": "error: .: not a dataset"
+            raise LiqbotError("--replay: empty; give a dataset directory or a scenario "
+                              "(cascade-long, calm, synthetic:SEED[:CROWDING[:DAYS]])")
         ds = configured_data(cfg) if src == "synthetic" else load_scenario(src, "--replay")
         if ds.bars.symbol in out:
             raise LiqbotError(f"--replay {src}: symbol {ds.bars.symbol} is already replayed by "
@@ -85,6 +88,9 @@ def spec_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
                     [f"{s} removed" for s in sorted(set(ra) - set(rb))] + \
                     [f"{s} other bars" for s in sorted(set(ra) & set(rb)) if ra[s] != rb[s]]
             out.append(f"the data ({', '.join(words)})")
+        elif key in ("strategy", "preset", "wallet") and a is not None and b is not None:
+            shown = [f"{v:,.10g}" if isinstance(v, int | float) else str(v) for v in (a, b)]
+            out.append(f"{SPEC_PARTS[key]} ({shown[0]} -> {shown[1]})")
         else:
             out.append(SPEC_PARTS.get(key, key))
     return out
@@ -350,9 +356,12 @@ def run_command(
             run_log.say(con, f"resuming run {run.run_id} after {iso(cp[0])}"
                              + (" (halted)" if daemon.halted else ""))
         else:
-            run_log.say(con, f"run {run.run_id}: {cfg.mode}, {strat.describe()}, preset "
-                             f"{preset_name}, {', '.join(feed.symbols)}"
-                             + (f", replay at speed {speed:g}" if replay else ", exchange feed"))
+            head = (f"resuming run {run.run_id} from its start (it had committed no bar); "
+                    if resume else f"run {run.run_id}: ")
+            run_log.say(con, f"{head}{cfg.mode}, {strat.describe()}, preset {preset_name}, "
+                             f"{', '.join(feed.symbols)}"
+                             + (f", replay at speed {speed:,.10g}" if replay
+                                else ", exchange feed"))
         t0 = time.perf_counter()
         try:
             asyncio.run(_serve(daemon, bool(replay), alerts, bind, store_url, con))
