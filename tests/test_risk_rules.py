@@ -274,7 +274,8 @@ def test_preset_problems_are_named_by_their_key_path(cli, tmp_path):
     assert exc.value.problems == ["risk.crowd_start: expected less than 1, got 1.5",
                                   "risk.bogus: expected a known key, got unknown key 'bogus'"]
     r = cli("config", "check", bad)
-    assert r.code == 2 and r.out.splitlines() == exc.value.problems
+    assert r.code == 2 and r.out.splitlines() == [f"{bad}: 2 problems (risk preset):",
+                                                  *exc.value.problems]
     flat = tmp_path / "flat.toml"
     flat.write_text("crowd_start = 1.5\n")
     with pytest.raises(ConfigError) as exc:

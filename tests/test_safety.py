@@ -68,7 +68,8 @@ def test_nested_secret_key_is_named_by_path(cli, tmp_path):
     f = tmp_path / "c.toml"
     f.write_text(f'[exchange]\nsymbols = [{{api_key = "{SECRET}"}}]\n')
     r = cli("config", "check", f)
-    assert r.out.splitlines()[0].startswith("exchange.symbols.0.api_key: expected no secrets")
+    assert r.out.splitlines()[0] == f"{f}: 1 problem (config file):"
+    assert r.out.splitlines()[1].startswith("exchange.symbols.0.api_key: expected no secrets")
 
 
 def test_url_password_is_masked(cli, tmp_path):
