@@ -198,10 +198,15 @@ def test_status_keeps_a_symbol_whose_data_ended_and_shows_the_worst_state(
             store.stage("decisions", {"run_id": "r", "symbol": sym, "bar_ts": ts - k * MIN,
                                       "state": state[sym] if k == 0 else 0, "reasons": 0,
                                       "numbers": {"equity": 90_000.0}})
+    # SOL's feed went stale: the watchdog's decision is stamped after its last bar, off
+    # the grid (a first version of this read only the decision at the watermark)
+    store.stage("decisions", {"run_id": "r", "symbol": "SOLUSDT", "bar_ts": end + 5 * MIN - 1,
+                              "state": 1, "reasons": 0, "numbers": {"equity": 90_000.0}})
     store.commit(last, None, run_id="r")
     store.close()
     data = json.loads(cli("status", "--store", url, "--json").out)
     assert sorted(data["by_symbol"]) == ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+    assert data["by_symbol"]["SOLUSDT"]["state"] == "REDUCING"
     assert data["by_symbol"]["BTCUSDT"]["ts"] == "2026-01-11T00:00:00Z"
     assert data["by_symbol"]["BTCUSDT"]["state"] == "REDUCING"
     assert data["state"] == "HALTED"          # ETH's, at the last bar; BTC's is 20 days old

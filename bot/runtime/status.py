@@ -39,7 +39,7 @@ def _status_data(store: Any, run: Any, interval_ms: int, feed_now_ms: int | None
     # each symbol's decision at its own last bar: a symbol whose replayed data ended (or
     # whose feed died) weeks before the others still shows (until 2026-12-07 only the
     # last day's decisions were read, and it vanished)
-    per_symbol = store.decisions_at(run.run_id, s["watermarks"])
+    per_symbol = store.last_decisions(run.run_id, s["watermarks"])
     dec = max(per_symbol.values(), key=lambda d: (d.bar_ts, d.symbol), default=None)
     # the account's state: the most severe of the symbols still trading (within a day of
     # the last bar), not the state of whichever symbol sorts last at that bar

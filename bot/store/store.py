@@ -493,14 +493,16 @@ class Store:
             q = q.where(Decision.bar_ts >= since_ts)
         return self._all(q.order_by(col(Decision.bar_ts), col(Decision.symbol)))
 
-    def decisions_at(self, run_id: str, marks: dict[str, int]) -> dict[str, Decision]:
-        """Each symbol's decision at its bar `marks[symbol]` (its watermark: the last bar
-        committed for it), by symbol; a symbol without one is left out."""
+    def last_decisions(self, run_id: str, marks: dict[str, int]) -> dict[str, Decision]:
+        """Each symbol's newest decision at or after `marks[symbol]` (its watermark, the
+        last bar committed for it; a stale-feed decision is stamped after it, off the bar
+        grid), by symbol; a symbol without one is left out."""
         out = {}
         for sym, ts in sorted(marks.items()):
             got = self._all(select(Decision).where(Decision.run_id == run_id,
                                                    Decision.symbol == sym,
-                                                   Decision.bar_ts == int(ts)))
+                                                   Decision.bar_ts >= int(ts))
+                            .order_by(col(Decision.bar_ts).desc()).limit(1))
             if got:
                 out[sym] = got[0]
         return out
