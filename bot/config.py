@@ -434,10 +434,16 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
 def load_credentials(cfg: Config, env: Mapping[str, str] | None = None) -> Credentials | None:
     """Credentials from the environment, else from `exchange.credentials_file` (mode 0600).
 
-    Returns None when neither provides an API key (paper mode needs none).
+    Returns None when neither provides an API key (paper mode needs none). A key without
+    its secret in the environment is a ConfigError naming the variable (it passed, and the
+    exchange's refusal was reported as unreadable leverage brackets).
     """
     environ = env if env is not None else os.environ
     if environ.get(SECRET_ENV["api_key"]):
+        if not environ.get(SECRET_ENV["api_secret"]):
+            raise ConfigError("(environment)", [
+                f"{SECRET_ENV['api_secret']}: expected the API secret beside "
+                f"{SECRET_ENV['api_key']}, got nothing"])
         return Credentials(
             environ[SECRET_ENV["api_key"]],
             environ.get(SECRET_ENV["api_secret"], ""),

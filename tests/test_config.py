@@ -107,6 +107,14 @@ def test_credentials_from_env_are_masked():
     assert creds is not None
     assert creds.api_key.get_secret_value() == "k123"
     assert "k123" not in repr(creds) and "s456" not in str(creds)
+    # a key without its secret: named before any request (it passed, and the exchange's
+    # refusal read as "could not read the leverage brackets")
+    for env in ({"LIQBOT_API_KEY": "k123"}, {"LIQBOT_API_KEY": "k123", "LIQBOT_API_SECRET": ""}):
+        with pytest.raises(ConfigError) as err:
+            load_credentials(Config(), env=env)
+        assert err.value.problems == ["LIQBOT_API_SECRET: expected the API secret beside "
+                                      "LIQBOT_API_KEY, got nothing"]
+        assert "k123" not in str(err.value)
 
 
 def test_credentials_file_must_be_0600(tmp_path):
