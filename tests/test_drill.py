@@ -17,6 +17,7 @@ from bot.cli.drill import run_drill
 from bot.config import Config, Credentials
 from bot.data.bars import Bars
 from bot.emulator.faults import FaultProfile
+from bot.execution.live import LiveSettings
 from strategies import find
 from tests.conftest import shared_file
 
@@ -238,3 +239,30 @@ def test_drill_reports_funding_paid_as_the_backtest_does(capsys) -> None:
     line = next(s for s in out.splitlines() if s.startswith("funding"))
     assert line.startswith(f"funding paid live {fu['live']:,.4f} / backtest "
                            f"{fu['backtest']:,.4f}; liquidations 0 / 0")
+
+
+def test_an_order_the_caps_refuse_is_closed_at_once_with_its_reason(tmp_path) -> None:
+    """A 10x hold under a 1,000-quote order cap: the entry is refused by the caps. Its
+    intent stayed `sent` until the next bar's sync (the reconcile job meanwhile logged it
+    as unknown, an ERROR and a `reconcile` event), then closed with no reason, and the
+    run's `rejects` counter said 0."""
+    from bot.store import Store
+
+    url = f"sqlite:///{tmp_path}/d.db"
+    bars = load_scenario("calm").bars.take(slice(0, 30))
+    strat = find("hold").from_strings({"side": "long", "leverage": "10"})
+    live = LiveSettings(max_order_notional=1_000.0, max_day_notional=1e7)
+    asyncio.run(run_drill(bars, strat, "balanced", RunSettings(), 0.0, None, live, url))
+    st = Store(url)
+    try:
+        run = st.latest_run()
+        # (the order decided at the drill's last close is never sent: `stop_sending`)
+        intents = st.intents(run.run_id)[:-1]
+        assert len(intents) >= 20 and all(i.status == "rejected" for i in intents)
+        assert "over the per-order cap 1,000.00" in (intents[0].reason or "")
+        events = st.events(run.run_id)
+        assert not [e for e in events if e.kind == "reconcile"]
+        from bot.runtime.status import run_counts
+        assert run_counts(st, run.run_id)["counters"]["rejects"] == len(intents)
+    finally:
+        st.close()

@@ -15,6 +15,7 @@ from bot.execution.broker import Order
 from bot.execution.live import Inflight, LiveBroker, LiveSettings
 from bot.execution.reconcile import Ledger, position_diffs, wallet_differs
 from bot.execution.venues import VENUES, venue_for
+from bot.mechanics import account as ac
 from bot.mechanics.brackets import shipped
 
 BTC = "BTCUSDT"
@@ -77,6 +78,15 @@ def test_caps_bind_orders_that_grow_exposure_only() -> None:
     b.now_ms += 86_400_000                         # the next UTC day starts from zero
     assert b._refuse(Order("lq5", BTC, 0, 0.25, False, w)) == ""
     assert "hedge" in b._refuse(Order("lq6", BTC, 1, 0.1, False, w))
+    # a flip counts only what goes beyond flat (it was refused whole, leaving the long on):
+    # long 0.4 -> short 0.45 is an order of 0.85 BTC, 85,000 quote, of which 45,000 grows
+    # exposure; a reduction grows nothing
+    b.pos[0, ac.P_QTY] = 0.4
+    assert b._refuse(Order("lq7", BTC, 0, -0.85, False, w)) == ""
+    assert b._growth(Order("lq7", BTC, 0, -0.85, False, w)) == pytest.approx(0.45)
+    assert b._refuse(Order("lq8", BTC, 0, -0.3, False, w)) == ""        # a reduction
+    assert "per-order cap" in b._refuse(Order("lq9", BTC, 0, -1.0, False, w))   # 60,000 beyond
+    assert "per-order cap" in b._refuse(Order("lq10", BTC, 0, 0.6, False, w))   # growth
 
 
 def test_orders_go_out_in_whole_lot_steps() -> None:
@@ -298,7 +308,6 @@ def _bar(b: LiveBroker, ts: int = T0) -> list[float]:
 def test_a_trade_executing_between_the_trade_read_and_the_snapshot_is_booked_once() -> None:
     import asyncio
 
-    from bot.mechanics import account as ac
     b, ex = _books_broker()
     b.acct[ac.A_WALLET] = 10_000.0
     b.inflight["lq-r1"] = Inflight(Order("lq-r1", BTC, 0, 0.5, False, (0.0, 0.0, 0.0)),
@@ -363,7 +372,6 @@ def test_trades_of_an_earlier_run_are_not_ours_and_the_first_read_starts_at_the_
 def test_a_fee_paid_in_bnb_is_not_taken_from_the_usdt_wallet() -> None:
     import asyncio
 
-    from bot.mechanics import account as ac
     b, ex = _books_broker((BTC, "BNBUSDT"))
     b.set_mark("BNBUSDT", 600.0)
     b.acct[ac.A_WALLET] = 10_000.0
@@ -518,8 +526,6 @@ async def _partial_run(faults: object, qty: float, use_ws: bool) -> dict[str, ob
     one market buy of `qty` BTC, then the broker syncs (REST), books the bar, syncs and
     flushes twice more (a resend would show there). Returns the venue's and our figures."""
     import asyncio
-
-    from bot.mechanics import account as ac
 
     bars, emu, b, ex = await _emulated(faults, attempts=4, use_ws=use_ws)
     sym = bars.symbol

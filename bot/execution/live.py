@@ -421,7 +421,7 @@ class LiveBroker:
                 self._reject(o, f"{abs(o.qty):.8f} rounds to 0 at the lot step", "lot")
                 continue
             if not o.reduce_only:
-                self.day_notional += amount * float(self.marks[o.slot])
+                self.day_notional += self._growth(o, amount) * float(self.marks[o.slot])
             f = Inflight(o, "unknown", amount)
             self.inflight[o.client_id] = f
             await self._send(f, lookup_first=False)
@@ -450,7 +450,7 @@ class LiveBroker:
         mark = float(self.marks[o.slot])
         if not (math.isfinite(mark) and mark > 0.0):
             return f"no valid mark for {o.symbol} yet ({mark}): the caps cannot be checked"
-        notional = abs(o.qty) * mark
+        notional = self._growth(o) * mark
         if notional > self.cfg.max_order_notional:
             return (f"order notional {notional:,.2f} over the per-order cap "
                     f"{self.cfg.max_order_notional:,.2f} (live.max_order_notional)")
@@ -459,12 +459,25 @@ class LiveBroker:
                     f"{self.cfg.max_day_notional:,.2f} (live.max_day_notional)")
         return ""
 
+    def _growth(self, o: Order, amount: float | None = None) -> float:
+        """The part of `o` (base; `amount`: its size in whole lots, default |qty|) that
+        grows exposure, the part the caps count: all of it on a flat or same-side position,
+        what goes beyond flat when it flips one. The part that closes the position is
+        reduction, exempt like a reduce-only order (a flip of 0.246 BTC long to 0.245 short
+        counted 0.491 and was refused whole, leaving the long on)."""
+        size = abs(o.qty) if amount is None else amount
+        held = float(self.pos[o.slot, ac.P_QTY])
+        if held == 0.0 or (held > 0.0) == (o.qty > 0.0):
+            return size
+        return max(0.0, size - abs(held))
+
     def _reject(self, o: Order, why: str, kind: str) -> None:
         self.stats["capped" if kind == "cap" else "rejected"] += 1
         log.warning("order %s %s %+.8f not placed: %s", o.client_id, o.symbol, o.qty, why)
         self.events.append(self._event(f"reject_{kind}", f"reject-{o.client_id}", self.now_ms,
                                        f"order {o.client_id} {o.symbol} {o.qty:+.8f}: {why}",
-                                       {"client_id": o.client_id}))
+                                       {"client_id": o.client_id, "symbol": o.symbol,
+                                        "qty": o.qty}))
         self.inflight.pop(o.client_id, None)
         self.ledger.ours.discard(o.client_id)       # never placed: no trade can come
 
@@ -505,7 +518,8 @@ class LiveBroker:
                         self._reject(o, f"{abs(o.qty):.8f} rounds to 0 at the lot step", "lot")
                         return
                     if not o.reduce_only:
-                        self.day_notional += f.amount * float(self.marks[o.slot])
+                        self.day_notional += self._growth(o, f.amount) * \
+                            float(self.marks[o.slot])
                 self.stats["resent"] += 1
             self.ledger.ours.add(o.client_id)
             f.sent_ms, f.trade_mark = self._request_now(), self.taken

@@ -921,6 +921,9 @@ class Daemon:
                 self.on_bar(ev)
                 if self.live:                 # after the intents' commit (in on_bar)
                     await self._guarded(self.broker.flush(), "send")
+                    # an order the caps refused is closed now, not at the next bar's sync
+                    # (meanwhile the reconcile job called its intent unknown, an error)
+                    self._stage_broker_events()
                 if self.stopping:
                     break
             if self.live:                     # the last orders' fills and the final books
@@ -980,8 +983,12 @@ class Daemon:
                 self._adopted_reduction(e["data"])
             cid = e["data"].get("client_id") if e["kind"].startswith("reject") else None
             if cid:                           # never placed: the intent is closed now
-                self.store.stage_intent_update(cid, "rejected", int(e["ts"]))
+                self.store.stage_intent_update(cid, "rejected", int(e["ts"]), e["message"])
                 self._filled_since_commit.add(cid)
+                self.counters["rejects"] += 1     # as a paper order the venue refused
+                self._emit("reject", {"symbol": e["data"].get("symbol", ""),
+                                      "client_id": cid, "qty": e["data"].get("qty", 0.0),
+                                      "ts": int(e["ts"])})
         for s, x in self.state.items():       # adopted positions are the positions
             for slot in (2 * x.index, 2 * x.index + 1):
                 pos = self.broker.pos[slot]
