@@ -351,3 +351,38 @@ def test_an_unreachable_or_far_off_venue_is_a_clear_error() -> None:
 
     run(unreachable())
     run(skewed())
+
+
+def test_an_open_interest_poll_against_a_venue_that_is_down_warns_and_returns(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The poll runs as a background task: its exception printed asyncio's "Task exception
+    was never retrieved" traceback when the venue went down. It warns per symbol now, and
+    the task wrapper logs anything else (`daemon._background`)."""
+    import ccxt
+
+    from bot.runtime.daemon import _background
+
+    feed = ExchangeFeed(["BTCUSDT", "ETHUSDT"])
+
+    async def loaded() -> None:
+        return None
+
+    async def down(symbol: str) -> Any:
+        raise ccxt.ExchangeNotAvailable("binanceusdm GET http://127.0.0.1:1/fapi/v1/openInterest")
+
+    async def broken() -> None:
+        raise RuntimeError("a bug")
+
+    async def main() -> None:
+        feed._load = loaded                          # type: ignore[method-assign]
+        feed.rest.positioning = down                 # type: ignore[method-assign]
+        await feed.poll_positioning()
+        t = _background(broken(), "open-interest poll")
+        await asyncio.gather(t, return_exceptions=True)
+        await feed.rest.close()
+
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(main())
+    said = [r.getMessage() for r in caplog.records]
+    assert sum("open-interest poll failed (ExchangeNotAvailable" in m for m in said) == 2
+    assert any(m.startswith("open-interest poll failed: ") and "a bug" in m for m in said)

@@ -840,7 +840,7 @@ class Daemon:
             sc.Job("settlement", sc.settlements(), self.funding_check),
             sc.Job("daily", daily, self.daily_summary),
             sc.Job("positioning", sc.aligned(s.positioning_every_s),
-                   lambda: asyncio.ensure_future(self.feed.poll_positioning())),
+                   lambda: _background(self.feed.poll_positioning(), "open-interest poll")),
             sc.Job("commands", sc.every(COMMAND_POLL_S), self.poll_commands, wall=True),
         ]
 
@@ -1096,3 +1096,15 @@ def check_live_allowed(mode: str, live_flag: bool) -> None:
     if mode == "live" and not live_flag:
         raise LiqbotError('mode = "live" in the config but --live was not given: live trading '
                           "needs both; without --live nothing runs (paper is the default)")
+
+
+def _background(coro: Any, what: str) -> asyncio.Future[Any]:
+    """A job's coroutine as a task of its own whose failure is logged, not left to
+    asyncio's "Task exception was never retrieved" traceback on stderr."""
+    task = asyncio.ensure_future(coro)
+
+    def done(t: asyncio.Future[Any]) -> None:
+        if not t.cancelled() and t.exception() is not None:
+            log.warning("%s failed: %s", what, exc_text(t.exception()))
+    task.add_done_callback(done)
+    return task

@@ -177,10 +177,23 @@ class ExchangeFeed:
             yield ev
 
     async def poll_positioning(self) -> None:
-        """REST poll of open interest and the long/short account ratio, every symbol."""
-        await self._load()
+        """REST poll of open interest and the long/short account ratio, every symbol. A
+        venue that is down or answers malformed data costs this poll (one warning per
+        symbol; the bars keep the last sample), never the daemon: the job runs as a
+        background task, whose exception printed a traceback ("Task exception was never
+        retrieved") when the venue went down."""
+        try:
+            await self._load()
+        except (ccxt.BaseError, OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("open-interest poll skipped: markets not loaded (%s)", exc_text(exc))
+            return
         for s in self.symbols:
-            stamp, oi, oi_value, ratio = await self.rest.positioning(s)
+            try:
+                stamp, oi, oi_value, ratio = await self.rest.positioning(s)
+            except (ccxt.BaseError, OSError, ValueError, KeyError, TypeError) as exc:
+                log.warning("%s: open-interest poll failed (%s); the next poll retries", s,
+                            exc_text(exc))
+                continue
             self._books[s].on_positioning(max(stamp, self.now_ms()), oi, oi_value, ratio)
 
     async def close(self) -> None:
