@@ -512,3 +512,29 @@ def test_an_empty_replay_is_named_by_its_option(cli, tmp_path) -> None:
     r = cli("run", "--replay", "", "--store", f"sqlite:///{tmp_path}/s.db")
     assert r.code == 2 and "--replay: empty; give a dataset directory or a scenario" in r.err
     assert not (tmp_path / "s.db").exists()
+
+
+def test_the_feed_reads_the_venue_the_orders_go_to(cli, tmp_path, monkeypatch) -> None:
+    """`live.rest_url` / `ws_url` point the broker at an emulator; the exchange feed kept
+    reading download.ccxt_base_url and Binance's own streams, so a run would have traded the
+    emulator on production prices."""
+    from bot.runtime import exchange_feed
+
+    seen: dict = {}
+
+    class Recorder:
+        def __init__(self, symbols, **kw) -> None:
+            seen.update(kw)
+            raise LiqbotError("recorded")
+
+    monkeypatch.setattr(exchange_feed, "ExchangeFeed", Recorder)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[live]\nrest_url = "http://127.0.0.1:8911"\nws_url = "ws://127.0.0.1:8911/ws"\n'
+                   '[download]\nccxt_base_url = "http://127.0.0.1:9999"\n')
+    r = cli("--config", cfg, "run", "--store", f"sqlite:///{tmp_path}/s.db")
+    assert r.code == 2 and "recorded" in r.err
+    assert (seen["rest_base_url"], seen["ws_base_url"]) == ("http://127.0.0.1:8911",
+                                                            "ws://127.0.0.1:8911/ws")
+    cfg.write_text('[download]\nccxt_base_url = "http://127.0.0.1:9999"\n')   # no emulator
+    r = cli("--config", cfg, "run", "--store", f"sqlite:///{tmp_path}/s.db")
+    assert (seen["rest_base_url"], seen["ws_base_url"]) == ("http://127.0.0.1:9999", None)

@@ -270,8 +270,13 @@ def run_command(
     else:
         from bot.runtime.exchange_feed import ExchangeFeed
         d = cfg.download
+        # the market data comes from where the orders go: with `live.rest_url` (an
+        # emulator) its REST and streams, never the venue's (until 2026-12-07 the feed read
+        # download.ccxt_base_url and the venue's streams while the broker traded the URL)
         feed = ExchangeFeed(list(cfg.exchange.symbols), exchange=cfg.exchange.name,
-                            rest_base_url=d.ccxt_base_url, timeout_s=d.timeout_s)
+                            rest_base_url=cfg.live.rest_url or d.ccxt_base_url,
+                            ws_base_url=cfg.live.ws_url if cfg.live.rest_url else None,
+                            timeout_s=d.timeout_s)
         source = {"exchange": cfg.exchange.name, "symbols": list(cfg.exchange.symbols)}
     # paper trades on the tables a live start would, at the leverage it would set
     brackets = asyncio.run(_exchange_brackets(cfg, creds, list(feed.symbols))) if live \
