@@ -662,6 +662,9 @@ def test_emulator_serve_does_not_print_credentials_it_was_given(cli, monkeypatch
     r = cli("emulator", "serve", "calm", "--port", "0")
     assert r.code == 0, r.err
     assert printed == [json.dumps({KEY: SECRET})]                  # the emulator has them
+    # the span in UTC (it was raw ms only)
+    assert "liqbot emulator: BTCUSDT from 2026-01-01T00:00:00Z to 2026-01-04T00:00:00Z " \
+        "(1767225600000 to 1767484800000 ms)" in r.out, r.out
     assert "  apiKey    from $LIQBOT_EMULATOR_KEY\n  secret    from $LIQBOT_EMULATOR_SECRET\n" \
         in r.out
     assert KEY not in r.out + r.err and SECRET not in r.out + r.err

@@ -95,3 +95,9 @@ def test_funding_at_the_instant_of_an_opening_fill_is_booked_after_it() -> None:
     assert b.acct[ac.A_WALLET] == pytest.approx(10_000.0 - 20.0 - 5.0)
     assert b.pos[0, ac.P_QTY] == 0.5
     assert not [e for e in b.events if e["kind"] == "funding_unbooked"]
+
+
+def test_an_unknown_profile_is_named_as_the_option_value(cli) -> None:
+    r = cli("drill", "cascade-long", "--faults", "bogus")
+    assert r.code == 2 and "--faults 'bogus': neither a built-in profile (none, flaky" in r.err
+    assert "config problem" not in r.err          # it read as a file named "bogus"

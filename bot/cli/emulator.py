@@ -16,6 +16,7 @@ import typer
 
 from bot.cli.paths import check_number
 from bot.cli.tiers import TiersOption, brackets_for
+from bot.data.dataset import iso
 from bot.emulator.auth import KEY_RULE, key_ok, new_credentials
 from bot.emulator.faults import load_profile
 from bot.emulator.server import Emulator, EmulatorConfig, serve
@@ -62,7 +63,8 @@ def banner(emu: Emulator, key: str, secret: str, given: bool = False) -> str:
     cred = (f"  apiKey    from ${KEY_ENV}\n  secret    from ${SECRET_ENV}\n" if given else
             f"  apiKey    {key}\n  secret    {secret}\n")
     return (f"liqbot emulator: {', '.join(emu.venue.symbols)} from "
-            f"{emu.clock.start_ms} to {emu.clock.end_ms} ms at x{emu.clock.speed:g}\n"
+            f"{iso(emu.clock.start_ms)} to {iso(emu.clock.end_ms)} ({emu.clock.start_ms} to "
+            f"{emu.clock.end_ms} ms) at x{emu.clock.speed:g}\n"
             f"  REST      {emu.rest_url}   (ccxt: replace https://fapi.binance.com)\n"
             f"  websocket {emu.ws_url}   (ccxt.pro: urls['api']['ws']['linear'])\n"
             f"  admin     {emu.rest_url}/admin/state\n"

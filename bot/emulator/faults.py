@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.config import read_toml
-from bot.errors import ConfigError
+from bot.errors import ConfigError, LiqbotError
 
 log = logging.getLogger("liqbot.emulator")
 
@@ -158,8 +158,8 @@ def load_profile(spec: str | None) -> FaultProfile:
         return BUILTIN[spec]
     path = Path(spec)
     if not path.is_file():
-        raise ConfigError(spec, [f"--faults: neither a built-in profile ({', '.join(BUILTIN)}) "
-                                 "nor a TOML file"])
+        raise LiqbotError(f"--faults {spec!r}: neither a built-in profile "
+                          f"({', '.join(BUILTIN)}) nor a TOML file")
     doc = read_toml(path)
     if "faults" in doc:
         return profile_from_mapping(doc["faults"], spec, "faults.")
