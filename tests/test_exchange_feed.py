@@ -353,8 +353,7 @@ def test_an_unreachable_or_far_off_venue_is_a_clear_error() -> None:
     run(skewed())
 
 
-def test_an_open_interest_poll_against_a_venue_that_is_down_warns_and_returns(
-        caplog: pytest.LogCaptureFixture) -> None:
+def test_an_open_interest_poll_against_a_venue_that_is_down_warns_and_returns() -> None:
     """The poll runs as a background task: its exception printed asyncio's "Task exception
     was never retrieved" traceback when the venue went down. It warns per symbol now, and
     the task wrapper logs anything else (`daemon._background`)."""
@@ -381,8 +380,25 @@ def test_an_open_interest_poll_against_a_venue_that_is_down_warns_and_returns(
         await asyncio.gather(t, return_exceptions=True)
         await feed.rest.close()
 
-    with caplog.at_level(logging.WARNING):
+    # a handler on the two loggers themselves: an earlier test's `liqbot` logging set-up
+    # (its level, propagate off) can hide their records from caplog in a full run
+    said: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            said.append(record.getMessage())
+
+    keep = Keep(logging.WARNING)
+    loggers = [logging.getLogger(n) for n in ("liqbot.feed", "liqbot.daemon")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(keep)
+        lg.setLevel(logging.WARNING)
+    try:
         asyncio.run(main())
-    said = [r.getMessage() for r in caplog.records]
+    finally:
+        for lg, lv in zip(loggers, levels, strict=True):
+            lg.removeHandler(keep)
+            lg.setLevel(lv)
     assert sum("open-interest poll failed (ExchangeNotAvailable" in m for m in said) == 2
     assert any(m.startswith("open-interest poll failed: ") and "a bug" in m for m in said)
