@@ -446,7 +446,7 @@ def load_credentials(cfg: Config, env: Mapping[str, str] | None = None) -> Crede
                 f"{SECRET_ENV['api_key']}, got nothing"])
         return Credentials(
             environ[SECRET_ENV["api_key"]],
-            environ.get(SECRET_ENV["api_secret"], ""),
+            environ[SECRET_ENV["api_secret"]],
             environ.get(SECRET_ENV["api_passphrase"]),
         )
     tree = _read_credentials_file(cfg.exchange.credentials_file)

@@ -263,6 +263,6 @@ def test_an_order_the_caps_refuse_is_closed_at_once_with_its_reason(tmp_path) ->
         events = st.events(run.run_id)
         assert not [e for e in events if e.kind == "reconcile"]
         from bot.runtime.status import run_counts
-        assert run_counts(st, run.run_id)["counters"]["rejects"] == len(intents)
+        assert run_counts(st.load_checkpoint(run.run_id))["counters"]["rejects"] == len(intents)
     finally:
         st.close()

@@ -212,7 +212,6 @@ def run_command(
     from bot.runtime.daemon import Daemon, check_live_allowed, percentiles
     from bot.runtime.replay import ReplayFeed
     from bot.store import Store
-    from bot.store.urls import durable_url
 
     cfg_path = (ctx.obj or {}).get("config") if ctx.obj else None
     fees, cfg = _fees(cfg_path)
@@ -282,7 +281,7 @@ def run_command(
     brackets = asyncio.run(_exchange_brackets(cfg, creds, list(feed.symbols))) if live \
         else {s: brackets_for(s, tiers, leverage=cfg.live.leverage) for s in feed.symbols}
     fp = kn.fill_params(cfg.fills, fees, 0.05, strat.sizing)
-    store_url = durable_url(store_url, cfg.store.url)
+    store_url = _store_url(store_url, cfg.store.url)
     store = Store(store_url)
     account = account_of(cfg)
     try:
@@ -463,7 +462,8 @@ def _kill_switch_of(store: Any, old: str) -> str | None:
     from bot.runtime.status import kill_switch
 
     row = store.get_run(old)
-    state = kill_switch(store, row)["state"] if row is not None else None
+    state = kill_switch(store, row, store.load_checkpoint(old))["state"] \
+        if row is not None else None
     halted, flatten = state is not None, state == "flatten"
     for cmd in store.pending_commands(old):
         if cmd.run_id != old:                 # a command for any run: the new run reads it
@@ -473,6 +473,35 @@ def _kill_switch_of(store: Any, old: str) -> str | None:
         else:
             halted, flatten = True, flatten or cmd.kind == "flatten"
     return ("flatten" if flatten else "halt") if halted else None
+
+
+def _store_url(flag_value: str | None, default: str) -> str:
+    """The store URL a daemon runs on: `--store` (refused when given empty: it silently
+    meant the config's store.url) or `default`; an in-memory SQLite database is refused (it
+    dies with the process: nothing to resume, no kill switch, `status` and the HTTP reader
+    cannot see it)."""
+    from bot.store.urls import mask_url, parse_url
+
+    if flag_value is not None and not flag_value.strip():
+        raise LiqbotError("--store: empty; give a store URL (sqlite:///PATH or "
+                          "postgresql://HOST/DB), or leave it out for the config's store.url")
+    url = flag_value or default
+    parsed = parse_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+        raise LiqbotError(f"store {mask_url(url)!r}: an in-memory SQLite database dies with "
+                          "the process (no resume, no kill switch, nothing for `liqbot "
+                          "status` to read); give a file, sqlite:///PATH")
+    return url
+
+
+def _sqlite_path_hint(database: str) -> str:
+    """Where a relative SQLite path resolved, for a "no such file" message: three slashes
+    (sqlite:///tmp/x.db) are relative to the working directory."""
+    from pathlib import Path
+
+    p = Path(database)
+    return "" if p.is_absolute() else (f"; looked for {p.resolve()}: sqlite:///PATH is relative "
+                                       "to the working directory, sqlite:////PATH absolute")
 
 
 def _check_caps(cfg: Config) -> None:
@@ -604,14 +633,14 @@ def _store_and_run(store_url: str | None, ctx: typer.Context, run_id: str | None
     from pathlib import Path
 
     from bot.store import Store
-    from bot.store.urls import durable_url, mask_url, parse_url, sqlite_path_hint
+    from bot.store.urls import mask_url, parse_url
 
     cfg = load_config((ctx.obj or {}).get("config") if ctx.obj else None)
-    url = durable_url(store_url, cfg.store.url)
+    url = _store_url(store_url, cfg.store.url)
     parsed = parse_url(url)                 # status and halt read a store, never create one
     if parsed.get_backend_name() == "sqlite" and not Path(str(parsed.database)).exists():
         raise LiqbotError(f"no store at {mask_url(url)} (no such file"
-                          f"{sqlite_path_hint(str(parsed.database))}); give the --store a "
+                          f"{_sqlite_path_hint(str(parsed.database))}); give the --store a "
                           "daemon runs with (`liqbot run --store URL`)")
     store = Store(url, create=False)
     try:

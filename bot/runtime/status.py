@@ -35,6 +35,7 @@ def status_data(store: Any, run: Any, interval_ms: int = 60_000,
 def _status_data(store: Any, run: Any, interval_ms: int, feed_now_ms: int | None
                  ) -> dict[str, Any]:
     s = store.summary(run.run_id)
+    cp = store.load_checkpoint(run.run_id)      # read once: it can be megabytes
     wm = s["last_watermark"]
     # each symbol's decision at its own last bar: a symbol whose replayed data ended (or
     # whose feed died) weeks before the others still shows (until 2026-12-07 only the
@@ -72,7 +73,7 @@ def _status_data(store: Any, run: Any, interval_ms: int, feed_now_ms: int | None
         "fills": counts["fills"] - counts["liquidations"],
         "liquidations": counts["liquidations"], "decisions": counts["decisions"],
         "orders": counts["intents"], "open_orders": counts["open_intents"],
-        **run_counts(store, run.run_id),
+        **run_counts(cp),
         "positions": positions,
         "last_decision": None if dec is None else _decision(store, run.run_id, dec),
         "by_symbol": {sym: {**_decision(store, run.run_id, d),
@@ -84,21 +85,21 @@ def _status_data(store: Any, run: Any, interval_ms: int, feed_now_ms: int | None
                       for sym, d in sorted(per_symbol.items())},
         "crowding": {"long": nums.get("crowd_long"), "short": nums.get("crowd_short")},
         "clusters": {"below": nums.get("cluster_below"), "above": nums.get("cluster_above")},
-        "kill_switch": kill_switch(store, run),
+        "kill_switch": kill_switch(store, run, cp),
         "last_bar": None if wm is None else iso(wm),
         "feed_lag_s": feed_lag_s(s["watermarks"], interval_ms,
                                  feed_clock_ms(run) if feed_now_ms is None else feed_now_ms),
     }
 
 
-def run_counts(store: Any, run_id: str) -> dict[str, Any]:
-    """The run's bars processed and counters (fills, liquidations, rejects, stale,
+def run_counts(cp: tuple[int, bytes] | None) -> dict[str, Any]:
+    """From a run's checkpoint (`Store.load_checkpoint`: (bar, blob) or None), the run's
+    bars processed and counters (fills, liquidations, rejects, stale,
     strategy_errors, skipped) over all its lives, as its last checkpoint holds them
     (`Daemon.checkpoint`: each symbol's `meta:SYMBOL` = [last bar, bars, ...], the `tally`
     JSON's `counters` and `skipped`): `bars_processed` 0 and `counters` None before the
     first checkpoint; `counters` None too for a checkpoint older than them. Read with numpy
     alone: a store reader need not import the daemon's trading code."""
-    cp = store.load_checkpoint(run_id)
     if cp is None:
         return {"bars_processed": 0, "counters": None}
     with np.load(io.BytesIO(cp[1]), allow_pickle=False) as z:
@@ -120,13 +121,13 @@ def checkpoint_switch(blob: bytes) -> tuple[bool, bool]:
     return halted, flatten
 
 
-def kill_switch(store: Any, run: Any) -> dict[str, Any]:
+def kill_switch(store: Any, run: Any, cp: tuple[int, bytes] | None) -> dict[str, Any]:
     """The operator's kill switch of `run`: `state` "halt", "flatten" or None as its daemon
-    last obeyed it (the checkpoint; before the first one, the run row, where an inherited
+    last obeyed it (its checkpoint `cp`, `Store.load_checkpoint`; before the first one, the
+    run row, where an inherited
     switch waits), and `pending` the commands no daemon has obeyed yet, oldest first
     ("halt", "flatten", "resume"; `liqbot halt` with no daemon running leaves them there
     for the next start)."""
-    cp = store.load_checkpoint(run.run_id)
     if cp is not None:
         halted, flatten = checkpoint_switch(cp[1])
     else:

@@ -619,13 +619,7 @@ class Store:
         if account in self._locks:
             return
         with self._guard("acquire"):
-            lock: AccountLock | None
-            if self._db_path is not None:
-                lock = FileLock.try_acquire(self._db_path, account)
-            elif self.dialect == "postgresql":
-                lock = AdvisoryLock.try_acquire(self._engine, account)
-            else:                                  # in-memory SQLite: private to this Store
-                lock = _ProcessLock()
+            lock = self._try_lock(account)
             if lock is None:
                 with self._session() as s:
                     h = s.get(Holder, account)
@@ -653,20 +647,24 @@ class Store:
         created beside a SQLite store where none was: no daemon ever ran there."""
         if account in self._locks:
             return True
+        if self._db_path is not None and not FileLock.path_for(self._db_path, account).exists():
+            return False
         with self._guard("read"):
-            lock: AccountLock | None
-            if self._db_path is not None:
-                if not FileLock.path_for(self._db_path, account).exists():
-                    return False
-                lock = FileLock.try_acquire(self._db_path, account)
-            elif self.dialect == "postgresql":
-                lock = AdvisoryLock.try_acquire(self._engine, account)
-            else:
-                return False
+            lock = self._try_lock(account)
         if lock is None:
             return True
         lock.release()
         return False
+
+    def _try_lock(self, account: str) -> AccountLock | None:
+        """`account`'s lock if no one else holds it, else None: a file lock beside a SQLite
+        file, a session advisory lock on PostgreSQL, a lock private to this Store for an
+        in-memory SQLite database."""
+        if self._db_path is not None:
+            return FileLock.try_acquire(self._db_path, account)
+        if self.dialect == "postgresql":
+            return AdvisoryLock.try_acquire(self._engine, account)
+        return _ProcessLock()
 
     def release(self, account: str) -> None:
         lock = self._locks.pop(account, None)

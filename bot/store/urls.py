@@ -56,33 +56,6 @@ def parse_url(url: str) -> URL:
                       f"{SUPPORTED}")
 
 
-def durable_url(flag_value: str | None, default: str) -> str:
-    """The store URL a daemon runs on: `--store` (refused when given empty: it silently
-    meant the config's store.url) or `default`; an in-memory SQLite database is refused (it
-    dies with the process: nothing to resume, no kill switch, `status` and the HTTP reader
-    cannot see it)."""
-    if flag_value is not None and not flag_value.strip():
-        raise LiqbotError("--store: empty; give a store URL (sqlite:///PATH or "
-                          "postgresql://HOST/DB), or leave it out for the config's store.url")
-    url = flag_value or default
-    parsed = parse_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
-        raise LiqbotError(f"store {mask_url(url)!r}: an in-memory SQLite database dies with "
-                          "the process (no resume, no kill switch, nothing for `liqbot "
-                          "status` to read); give a file, sqlite:///PATH")
-    return url
-
-
-def sqlite_path_hint(database: str) -> str:
-    """Where a relative SQLite path resolved, for a "no such file" message: three slashes
-    (sqlite:///tmp/x.db) are relative to the working directory."""
-    from pathlib import Path
-
-    p = Path(database)
-    return "" if p.is_absolute() else (f"; looked for {p.resolve()}: sqlite:///PATH is relative "
-                                       "to the working directory, sqlite:////PATH absolute")
-
-
 def scrub(text: str, url: URL) -> str:
     """Remove the URL's password from free text (a driver error message)."""
     if url.password:
